@@ -1,0 +1,1 @@
+//! Synthetic data sets, seeded and streamed to disk.

@@ -1,0 +1,1 @@
+//! Exact nearest neighbours by brute force (ground truth), and recall with fair ties.

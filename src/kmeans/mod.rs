@@ -1,0 +1,1 @@
+//! k-means clustering: what are the anchors of a set of vectors?

@@ -1,0 +1,19 @@
+//! M³: a disk-resident vector index engine for approximate and exact nearest-neighbour search,
+//! built first of all for queries that come from another modality than the data.
+//!
+//! The module tree follows the data path; `docs/ARCHITECTURE.md` has one section per module.
+//!
+//! - [`data`]: vector files (big-ann `.fbin/.u8bin/.i8bin/.ibin`, TexMex `.fvecs/.bvecs/.ivecs`,
+//!   `.npy`), checked matrix views, ground-truth files, synthetic data generators.
+//! - [`distance`]: metrics and their scalar reference definitions, dispatched to [`simd`].
+//! - [`simd`]: the only place for target-feature code (AVX2+FMA, AVX-512), chosen at run time.
+//! - [`linalg`]: dense matrix products used by brute force and k-means.
+//! - [`exact`]: exact brute-force top-k (ground truth) and recall with fair ties.
+//! - [`kmeans`]: k-means clustering.
+
+pub mod data;
+pub mod distance;
+pub mod exact;
+pub mod kmeans;
+pub mod linalg;
+pub mod simd;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one check script, the same locally and in CI: format, lints, tests, docs.
+# Usage: tools/check.sh            (from anywhere inside the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
+export RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo nextest run (release-like test profile)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
+# nextest does not run doctests
+cargo test --locked --doc
+
+step "cargo doc"
+cargo doc --locked --no-deps
+
+step "criterion benches compile"
+cargo bench --locked --no-run
+
+echo
+echo "check.sh: all checks passed"
