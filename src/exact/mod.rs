@@ -1,1 +1,12 @@
 //! Exact nearest neighbours by brute force (ground truth), and recall with fair ties.
+//!
+//! Useful for: ground-truth files (`m3 gt`), recall of any result table, small exhaustive
+//! searches in tests. Not useful for: serving queries over large data (that is the index).
+
+mod brute;
+mod recall;
+mod topk;
+
+pub use brute::{ExactParams, ExactSearch, check_k, exact_knn, exact_knn_file, to_ground_truth};
+pub use recall::{Recall, TIE_REL_TOL, recall_at_k};
+pub use topk::{Neighbor, TopK};

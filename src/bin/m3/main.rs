@@ -1,18 +1,36 @@
-//! `m3`: the command-line interface of the M³ engine.
+//! `m3`: the command-line interface of the M³ engine. Each subcommand parses its flags into
+//! the library's parameter structs and calls one library function; progress bars and printing
+//! live here, never in the library.
+
+mod cmd_gt;
+mod cmd_recall;
+mod common;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "m3", version, about = "M³ disk-resident vector index engine")]
+#[command(
+    name = "m3",
+    version,
+    about = "M³: disk-resident vector index engine for cross-modal nearest-neighbour search"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Exact top-k ground truth by brute force (ids then distances, big-ann layout).
+    Gt(cmd_gt::GtArgs),
+    /// recall@k of a result file against ground truth (ties with the k-th distance count).
+    Recall(cmd_recall::RecallArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Gt(args) => cmd_gt::run(args),
+        Command::Recall(args) => cmd_recall::run(args),
+    }
 }
