@@ -14,6 +14,7 @@
 pub mod data;
 pub mod distance;
 pub mod exact;
+pub mod format;
 pub mod kmeans;
 pub mod linalg;
 pub mod simd;

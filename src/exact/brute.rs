@@ -264,7 +264,8 @@ pub fn exact_knn(
     let mut start = 0;
     while start < base.rows() {
         let end = (start + (1 << 16)).min(base.rows());
-        let mut chunk = Matrix::from_vec(base.slice_rows(start, end).as_slice().to_vec(), base.dim())?;
+        let mut chunk =
+            Matrix::from_vec(base.slice_rows(start, end).as_slice().to_vec(), base.dim())?;
         search.add_chunk(start as u64, &mut chunk)?;
         start = end;
     }
@@ -283,7 +284,11 @@ pub fn check_k(k: usize, n: u64) -> Result<(), DataError> {
 }
 
 /// Converts results (internal distances) to a ground-truth table in natural units.
-pub fn to_ground_truth(results: &[Vec<Neighbor>], k: usize, metric: Metric) -> Result<GroundTruth, DataError> {
+pub fn to_ground_truth(
+    results: &[Vec<Neighbor>],
+    k: usize,
+    metric: Metric,
+) -> Result<GroundTruth, DataError> {
     let mut ids = Vec::with_capacity(results.len() * k);
     let mut dists = Vec::with_capacity(results.len() * k);
     for (q, r) in results.iter().enumerate() {
@@ -307,7 +312,13 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn naive(base: &[f32], queries: &[f32], dim: usize, k: usize, metric: Metric) -> Vec<Vec<Neighbor>> {
+    fn naive(
+        base: &[f32],
+        queries: &[f32],
+        dim: usize,
+        k: usize,
+        metric: Metric,
+    ) -> Vec<Vec<Neighbor>> {
         let norm = |v: &[f32]| -> Vec<f32> {
             let n = crate::distance::reference::dot_f32(v, v).sqrt();
             v.iter().map(|x| x / n).collect()
@@ -322,7 +333,9 @@ mod tests {
                         let dist = match metric {
                             Metric::L2 => crate::distance::reference::l2_sq_f32(q, x),
                             Metric::InnerProduct => -crate::distance::reference::dot_f32(q, x),
-                            Metric::Cosine => -crate::distance::reference::dot_f32(&norm(q), &norm(x)),
+                            Metric::Cosine => {
+                                -crate::distance::reference::dot_f32(&norm(q), &norm(x))
+                            }
                         };
                         Neighbor { id: i as u32, dist }
                     })
@@ -343,9 +356,19 @@ mod tests {
             let kth = w.last().unwrap().dist;
             for (a, b) in g.iter().zip(w) {
                 let tol = 1e-4 * (a.dist.abs().max(b.dist.abs()).max(1.0));
-                assert!((a.dist - b.dist).abs() <= tol, "dist {} vs {}", a.dist, b.dist);
+                assert!(
+                    (a.dist - b.dist).abs() <= tol,
+                    "dist {} vs {}",
+                    a.dist,
+                    b.dist
+                );
                 if a.id != b.id {
-                    assert!((a.dist - kth).abs() <= tol, "id {} vs {} not a tie", a.id, b.id);
+                    assert!(
+                        (a.dist - kth).abs() <= tol,
+                        "id {} vs {} not a tie",
+                        a.id,
+                        b.id
+                    );
                 }
             }
         }
@@ -383,14 +406,19 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let dim = 16;
-        let base: Vec<f32> = (0..5000 * dim).map(|_| rng.random_range(0.0f32..1.0)).collect();
-        let queries: Vec<f32> = (0..30 * dim).map(|_| rng.random_range(0.0f32..1.0)).collect();
+        let base: Vec<f32> = (0..5000 * dim)
+            .map(|_| rng.random_range(0.0f32..1.0))
+            .collect();
+        let queries: Vec<f32> = (0..30 * dim)
+            .map(|_| rng.random_range(0.0f32..1.0))
+            .collect();
         let bv = MatrixView::new(&base, dim).unwrap();
         let qv = MatrixView::new(&queries, dim).unwrap();
         let whole = exact_knn(bv, qv, 10, Metric::L2).unwrap();
         let mut s = ExactSearch::new(qv, 10, Metric::L2).unwrap();
         for (start, end) in [(3000, 5000), (0, 1234), (1234, 3000)] {
-            let mut c = Matrix::from_vec(bv.slice_rows(start, end).as_slice().to_vec(), dim).unwrap();
+            let mut c =
+                Matrix::from_vec(bv.slice_rows(start, end).as_slice().to_vec(), dim).unwrap();
             s.add_chunk(start as u64, &mut c).unwrap();
         }
         assert_eq!(s.finish(), whole);
@@ -400,7 +428,10 @@ mod tests {
     fn bad_k_and_zero_vectors_are_errors() {
         let base = [1.0f32, 0.0, 0.0, 1.0];
         let bv = MatrixView::new(&base, 2).unwrap();
-        assert!(matches!(exact_knn(bv, bv, 0, Metric::L2), Err(DataError::KZero)));
+        assert!(matches!(
+            exact_knn(bv, bv, 0, Metric::L2),
+            Err(DataError::KZero)
+        ));
         assert!(matches!(
             exact_knn(bv, bv, 3, Metric::L2),
             Err(DataError::KTooLarge { k: 3, n: 2 })

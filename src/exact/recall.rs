@@ -64,7 +64,9 @@ pub fn recall_at_k(
     if let Some(d) = dists
         && (d.rows() != ids.rows() || d.dim() != ids.dim())
     {
-        return Err(DataError::Param("result distances and ids differ in shape".into()));
+        return Err(DataError::Param(
+            "result distances and ids differ in shape".into(),
+        ));
     }
     let mut hits = Vec::with_capacity(ids.rows());
     let mut truth: HashSet<u32> = HashSet::with_capacity(k);
@@ -190,7 +192,25 @@ mod tests {
         let g = gt(vec![1, 2], vec![0.1, 0.2], 2);
         let ids = [1u32, 2, 3, 4];
         assert!(recall_at_k(MatrixView::new(&ids, 2).unwrap(), None, &g, 2, Metric::L2).is_err());
-        assert!(recall_at_k(MatrixView::new(&ids[..2], 2).unwrap(), None, &g, 3, Metric::L2).is_err());
-        assert!(recall_at_k(MatrixView::new(&ids[..2], 2).unwrap(), None, &g, 0, Metric::L2).is_err());
+        assert!(
+            recall_at_k(
+                MatrixView::new(&ids[..2], 2).unwrap(),
+                None,
+                &g,
+                3,
+                Metric::L2
+            )
+            .is_err()
+        );
+        assert!(
+            recall_at_k(
+                MatrixView::new(&ids[..2], 2).unwrap(),
+                None,
+                &g,
+                0,
+                Metric::L2
+            )
+            .is_err()
+        );
     }
 }

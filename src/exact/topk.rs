@@ -140,7 +140,13 @@ mod tests {
         assert_eq!(t.threshold(), 5.0);
         assert!(t.push(Neighbor { id: 2, dist: 4.0 }));
         assert_eq!(t.threshold(), 4.0);
-        assert!(!t.push(Neighbor { id: 3, dist: 4.0 }), "tie with larger id stays out");
-        assert!(t.push(Neighbor { id: 0, dist: 4.0 }), "tie with smaller id enters");
+        assert!(
+            !t.push(Neighbor { id: 3, dist: 4.0 }),
+            "tie with larger id stays out"
+        );
+        assert!(
+            t.push(Neighbor { id: 0, dist: 4.0 }),
+            "tie with smaller id enters"
+        );
     }
 }

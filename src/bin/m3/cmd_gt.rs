@@ -58,7 +58,9 @@ pub fn run(args: GtArgs) -> anyhow::Result<()> {
     let pb = progress_bar(base.rows(), "base rows");
     let start = Instant::now();
     let results = pool.install(|| {
-        exact_knn_file(&base, queries.view(), &params, &|done| pb.set_position(done))
+        exact_knn_file(&base, queries.view(), &params, &|done| {
+            pb.set_position(done)
+        })
     })?;
     pb.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
