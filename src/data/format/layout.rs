@@ -149,10 +149,9 @@ pub(crate) fn vecs(
     read_pod_at(path, file, &mut d, 0)?;
     let dim = i32::from_le(d[0]);
     if dim <= 0 {
-        return Err(DataError::BadRow {
+        return Err(DataError::Header {
             path: path.to_path_buf(),
-            row: 0,
-            what: format!("dimension prefix is {dim}; it must be at least 1"),
+            what: format!("row 0's dimension prefix is {dim}; it must be at least 1"),
         });
     }
     let dim = dim as u64;
