@@ -1,6 +1,6 @@
 //! Distances between vectors: which metric, and how fast.
 //!
-//! [`reference`] holds the scalar definitions, which are the specification; the functions at
+//! [`reference`](mod@reference) holds the scalar definitions, which are the specification; the functions at
 //! this level dispatch once per process to the fastest kernel in [`crate::simd`] that the CPU
 //! supports and are tested against the reference on random lengths.
 //!
