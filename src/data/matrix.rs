@@ -17,7 +17,7 @@ impl<'a, T> MatrixView<'a, T> {
         if dim == 0 {
             return Err(DataError::ZeroDim);
         }
-        if data.len() % dim != 0 {
+        if !data.len().is_multiple_of(dim) {
             return Err(DataError::Shape {
                 len: data.len(),
                 dim,

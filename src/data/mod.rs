@@ -18,3 +18,17 @@ pub use error::DataError;
 pub use format::{FileFormat, VectorFile, VectorWriter};
 pub use groundtruth::GroundTruth;
 pub use matrix::{Matrix, MatrixView};
+
+use std::path::PathBuf;
+
+/// The directory of the real data sets shared by these machines (`glove-50d/`, `ngt-sift5k/`,
+/// `shopsphere-xmodal/`, each in the big-ann layout), for tests and benchmarks.
+///
+/// Looks at `$M3_SHARED_DATA` first, then at `shared/data` beside the repository
+/// (`$CARGO_MANIFEST_DIR/../shared/data`, as the sets are laid out in CI). `None` when neither
+/// is a directory: callers should then skip (with a message), not fail.
+pub fn shared_data_dir() -> Option<PathBuf> {
+    let from_env = std::env::var_os("M3_SHARED_DATA").map(PathBuf::from);
+    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
+    from_env.into_iter().chain([beside]).find(|p| p.is_dir())
+}

@@ -8,10 +8,18 @@
 //! place only in [`VectorWriter::finish`], so an error never leaves a half-written file under
 //! the target name (and never destroys an existing one).
 
+mod atomic;
+pub(crate) mod layout;
+mod npy;
+mod writer;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{DType, DataError, Element, Matrix, MatrixView};
+pub(crate) use atomic::PartialFile;
+pub use writer::VectorWriter;
+
+use super::{DType, DataError, Element, Matrix, MatrixView, validate};
 
 #[cfg(not(target_endian = "little"))]
 compile_error!(
@@ -33,8 +41,32 @@ impl FileFormat {
     /// Format and element type from the file name: `.fbin` (f32), `.u8bin`, `.i8bin`,
     /// `.fvecs` (f32), `.bvecs` (u8), `.npy` (element type from its header, so `None`).
     pub fn from_path(path: &Path) -> Result<(FileFormat, Option<DType>), DataError> {
-        let _ = path;
-        todo!("data helper")
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let unsupported = |what: String| DataError::UnsupportedFormat {
+            path: path.to_path_buf(),
+            what,
+        };
+        match ext.as_deref() {
+            Some("fbin") => Ok((FileFormat::BigAnn, Some(DType::F32))),
+            Some("u8bin") => Ok((FileFormat::BigAnn, Some(DType::U8))),
+            Some("i8bin") => Ok((FileFormat::BigAnn, Some(DType::I8))),
+            Some("fvecs") => Ok((FileFormat::Vecs, Some(DType::F32))),
+            Some("bvecs") => Ok((FileFormat::Vecs, Some(DType::U8))),
+            Some("npy") => Ok((FileFormat::Npy, None)),
+            Some(e @ ("ibin" | "ivecs")) => Err(unsupported(format!(
+                "`.{e}` holds ids, not vectors; read it with GroundTruth::read"
+            ))),
+            Some(e) => Err(unsupported(format!(
+                "unknown extension `.{e}` (expected .fbin, .u8bin, .i8bin, .fvecs, .bvecs or .npy)"
+            ))),
+            None => Err(unsupported(
+                "no file extension (expected .fbin, .u8bin, .i8bin, .fvecs, .bvecs or .npy)"
+                    .to_owned(),
+            )),
+        }
     }
 }
 
@@ -57,8 +89,31 @@ impl VectorFile {
     /// Opens and validates a vector file. Errors: unknown extension, truncated file, header
     /// that disagrees with the file length, unsupported npy version/dtype/order, empty set.
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let _ = path;
-        todo!("data helper")
+        let (format, fixed) = FileFormat::from_path(path)?;
+        let (file, len) = layout::open(path)?;
+        let (dtype, l) = match (format, fixed) {
+            (FileFormat::BigAnn, Some(dt)) => {
+                (dt, layout::bigann(path, &file, len, dt.size_bytes())?)
+            }
+            (FileFormat::Vecs, Some(dt)) => (dt, layout::vecs(path, &file, len, dt.size_bytes())?),
+            (FileFormat::Npy, _) => npy::read_header(path, &file, len)?,
+            (_, None) => unreachable!("big-ann and TexMex extensions fix the element type"),
+        };
+        if l.rows == 0 {
+            return Err(DataError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            format,
+            dtype,
+            rows: l.rows,
+            dim: l.dim,
+            data_offset: l.data_offset,
+            row_stride_bytes: l.row_stride_bytes,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -85,15 +140,74 @@ impl VectorFile {
         count: usize,
         out: &mut Vec<T>,
     ) -> Result<(), DataError> {
-        let _ = (
-            start,
-            count,
-            out,
-            &self.file,
-            self.data_offset,
-            self.row_stride_bytes,
-        );
-        todo!("data helper")
+        if T::DTYPE != self.dtype {
+            return Err(DataError::DTypeMismatch {
+                path: self.path.clone(),
+                expected: self.dtype,
+                found: T::DTYPE,
+            });
+        }
+        self.check_range(start, count)?;
+        out.clear();
+        if count == 0 {
+            return Ok(());
+        }
+        let len = count.checked_mul(self.dim).ok_or(DataError::Overflow {
+            what: "row range size",
+        })?;
+        out.resize(len, T::default());
+        let first = layout::mul(start, self.row_stride_bytes, "row offset")?;
+        let offset = layout::add(self.data_offset, first, "row offset")?;
+        match self.format {
+            FileFormat::BigAnn | FileFormat::Npy => {
+                layout::read_pod_at(&self.path, &self.file, out, offset)?;
+            }
+            FileFormat::Vecs => self.read_vecs(start, offset - 4, bytemuck::cast_slice_mut(out))?,
+        }
+        if T::DTYPE == DType::F32 {
+            let values: &[f32] = bytemuck::cast_slice(out.as_slice());
+            validate::check_finite(&self.path, start, MatrixView::new(values, self.dim)?)?;
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, start: u64, count: usize) -> Result<(), DataError> {
+        match start.checked_add(count as u64) {
+            Some(end) if end <= self.rows => Ok(()),
+            end => Err(DataError::RowRange {
+                path: self.path.clone(),
+                start,
+                end: end.unwrap_or(u64::MAX),
+                rows: self.rows,
+            }),
+        }
+    }
+
+    /// Reads TexMex rows from `start` (whose prefix is at byte `offset`) with one read, checks
+    /// every row's prefix and copies the elements, without prefixes, into `out` (as bytes).
+    fn read_vecs(&self, start: u64, offset: u64, out: &mut [u8]) -> Result<(), DataError> {
+        let stride = layout::to_usize(self.row_stride_bytes, "row size")?;
+        let row_bytes = stride - 4;
+        let count = out.len() / row_bytes;
+        let mut buf = vec![0u8; count * stride];
+        layout::read_pod_at(&self.path, &self.file, &mut buf, offset)?;
+        for (r, (src, dst)) in buf
+            .chunks_exact(stride)
+            .zip(out.chunks_exact_mut(row_bytes))
+            .enumerate()
+        {
+            let prefix = i32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+            if usize::try_from(prefix) != Ok(self.dim) {
+                return Err(layout::bad_prefix(
+                    &self.path,
+                    start + r as u64,
+                    prefix,
+                    self.dim,
+                ));
+            }
+            dst.copy_from_slice(&src[4..]);
+        }
+        Ok(())
     }
 
     /// Reads rows `start..start+count` converted to f32 into `out` (cleared first). For f32
@@ -104,14 +218,32 @@ impl VectorFile {
         count: usize,
         out: &mut Vec<f32>,
     ) -> Result<(), DataError> {
-        let _ = (start, count, out);
-        todo!("data helper")
+        fn convert<T: Element>(
+            file: &VectorFile,
+            start: u64,
+            count: usize,
+            out: &mut Vec<f32>,
+        ) -> Result<(), DataError> {
+            let mut raw = Vec::<T>::new();
+            file.read_rows(start, count, &mut raw)?;
+            out.clear();
+            out.extend(raw.into_iter().map(Element::to_f32));
+            Ok(())
+        }
+        match self.dtype {
+            DType::F32 => self.read_rows::<f32>(start, count, out),
+            DType::U8 => convert::<u8>(self, start, count, out),
+            DType::I8 => convert::<i8>(self, start, count, out),
+        }
     }
 
     /// The whole file as an f32 matrix (checked finite). Meant for query files; a base file
     /// should be streamed with [`VectorFile::chunks_f32`].
     pub fn read_all_f32(&self) -> Result<Matrix<f32>, DataError> {
-        todo!("data helper")
+        let count = layout::to_usize(self.rows, "row count")?;
+        let mut out = Vec::new();
+        self.read_rows_f32(0, count, &mut out)?;
+        Matrix::from_vec(out, self.dim)
     }
 
     /// Streams the file as f32 chunks of at most `rows_per_chunk` rows: `(first_row, chunk)`.
@@ -119,49 +251,28 @@ impl VectorFile {
         &self,
         rows_per_chunk: usize,
     ) -> impl Iterator<Item = Result<(u64, Matrix<f32>), DataError>> + '_ {
-        let _ = rows_per_chunk;
-        std::iter::empty()
-    }
-}
-
-/// Streams rows into a new vector file. Rows go to `<target>.partial`; [`VectorWriter::finish`]
-/// writes the final header, fsyncs and renames into place. Dropping without `finish` removes
-/// the partial file and leaves any existing target untouched.
-#[derive(Debug)]
-pub struct VectorWriter {
-    target: PathBuf,
-    partial: PathBuf,
-    format: FileFormat,
-    dtype: DType,
-    dim: usize,
-    rows: u64,
-}
-
-impl VectorWriter {
-    /// Creates a writer for `path` (format from the extension; `dtype` must agree with it,
-    /// except `.npy`, which stores any of the three).
-    pub fn create(path: &Path, dtype: DType, dim: usize) -> Result<Self, DataError> {
-        let _ = (path, dtype, dim);
-        todo!("data helper")
-    }
-
-    /// Appends rows; `rows.dim()` must equal the writer's dimension and `T` its element type.
-    pub fn write_rows<T: Element>(&mut self, rows: MatrixView<'_, T>) -> Result<(), DataError> {
-        let _ = (
-            rows,
-            &self.target,
-            &self.partial,
-            self.format,
-            self.dtype,
-            self.dim,
-            self.rows,
-        );
-        todo!("data helper")
-    }
-
-    /// Finalises the header, fsyncs, renames into place; returns the number of rows written.
-    pub fn finish(self) -> Result<u64, DataError> {
-        todo!("data helper")
+        let mut next = 0u64;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed || next >= self.rows {
+                return None;
+            }
+            if rows_per_chunk == 0 {
+                failed = true;
+                return Some(Err(DataError::Param(
+                    "chunks_f32 needs at least 1 row per chunk".to_owned(),
+                )));
+            }
+            let first = next;
+            let count = (self.rows - first).min(rows_per_chunk as u64) as usize;
+            next += count as u64;
+            let mut buf = Vec::new();
+            let chunk = self
+                .read_rows_f32(first, count, &mut buf)
+                .and_then(|()| Matrix::from_vec(buf, self.dim));
+            failed = chunk.is_err();
+            Some(chunk.map(|m| (first, m)))
+        })
     }
 }
 
