@@ -5,7 +5,6 @@
 //! cargo run --release --example synth_stats [-- --base 20000 --queries 1000 --seed 0]
 //! ```
 
-
 use m3::data::synth::stats::{CrossModalStats, StatsParams, comparison_table};
 use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
 use m3::data::synth::{Split, SplitSizes, SynthModel};
@@ -25,7 +24,20 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn generate(model: &XmodalModel, split: Split, pool: &rayon::ThreadPool) -> (Matrix<f32>, Vec<u32>) {
+fn argf(name: &str, default: f32) -> f32 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().expect("a number"))
+        .unwrap_or(default)
+}
+
+fn generate(
+    model: &XmodalModel,
+    split: Split,
+    pool: &rayon::ThreadPool,
+) -> (Matrix<f32>, Vec<u32>) {
     let chunks: Vec<_> = pool.install(|| {
         (0..model.chunks(split))
             .into_par_iter()
@@ -66,9 +78,33 @@ fn main() -> anyhow::Result<()> {
         None => eprintln!("shared data not found: skipping the real fixture"),
     }
 
-    for dim in [512usize, 200] {
-        let sizes = SplitSizes { base: base_rows, queries: query_rows, training: 0 };
-        let params = XmodalParams { dim, seed, ..XmodalParams::default() };
+    let d = XmodalParams::default();
+    let tuned = XmodalParams {
+        seed,
+        clusters: arg("--clusters", d.clusters as u64) as usize,
+        query_noise: argf("--noise", d.query_noise),
+        cluster_share: argf("--share", d.cluster_share),
+        latent_share: argf("--latent-share", d.latent_share),
+        latent_dim: arg("--latent-dim", d.latent_dim as u64) as usize,
+        anisotropy: argf("--aniso", d.anisotropy),
+        image_dim_spread: argf("--dim-spread", d.image_dim_spread),
+        ..d
+    };
+    let sets = [
+        (512usize, 1126u64, 1126u64),
+        (512, base_rows, query_rows),
+        (200, base_rows, query_rows),
+    ];
+    for (dim, base_rows, query_rows) in sets {
+        let sizes = SplitSizes {
+            base: base_rows,
+            queries: query_rows,
+            training: 0,
+        };
+        let params = XmodalParams {
+            dim,
+            ..tuned.clone()
+        };
         let model = XmodalModel::new(params, sizes)?;
         let (base, _) = generate(&model, Split::Base, &pool);
         let (queries, partners) = generate(&model, Split::Queries, &pool);
@@ -80,10 +116,11 @@ fn main() -> anyhow::Result<()> {
             &StatsParams::new(k),
             &pool,
         )?;
-        columns.push((format!("xmodal {dim}-d seed {seed}"), s));
+        columns.push((format!("xmodal {dim}-d, {base_rows} base"), s));
     }
 
-    let refs: Vec<(&str, &CrossModalStats)> = columns.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let refs: Vec<(&str, &CrossModalStats)> =
+        columns.iter().map(|(n, s)| (n.as_str(), s)).collect();
     print!("{}", comparison_table(&refs));
     Ok(())
 }

@@ -96,7 +96,10 @@ pub trait SynthModel: Sync {
     fn chunk(&self, split: Split, chunk: u64) -> Chunk {
         let total = self.sizes().rows(split);
         let start = chunk * CHUNK_ROWS as u64;
-        assert!(start < total, "chunk {chunk} is outside the {total} rows of {split:?}");
+        assert!(
+            start < total,
+            "chunk {chunk} is outside the {total} rows of {split:?}"
+        );
         self.rows(split, start..(start + CHUNK_ROWS as u64).min(total))
     }
 
@@ -167,7 +170,11 @@ impl U8Quantizer {
     }
 
     pub fn quantize(&self, m: MatrixView<'_, f32>) -> Matrix<u8> {
-        let data = m.as_slice().iter().map(|&x| self.quantize_value(x)).collect();
+        let data = m
+            .as_slice()
+            .iter()
+            .map(|&x| self.quantize_value(x))
+            .collect();
         Matrix::from_vec(data, m.dim()).expect("same shape as a valid view")
     }
 }
@@ -288,8 +295,12 @@ fn write_split(
     let mut next = 0u64;
     while next < chunks {
         let end = (next + batch).min(chunks);
-        let generated: Vec<Chunk> =
-            pool.install(|| (next..end).into_par_iter().map(|c| model.chunk(split, c)).collect());
+        let generated: Vec<Chunk> = pool.install(|| {
+            (next..end)
+                .into_par_iter()
+                .map(|c| model.chunk(split, c))
+                .collect()
+        });
         for chunk in generated {
             match quantizer {
                 None => writer.write_rows(chunk.vectors.view())?,
@@ -307,7 +318,11 @@ fn write_split(
 
 /// Normalises `v` to unit L2 norm in place (left unchanged when it is zero).
 pub(crate) fn normalize(v: &mut [f32]) {
-    let n = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+    let n = v
+        .iter()
+        .map(|&x| (x as f64) * (x as f64))
+        .sum::<f64>()
+        .sqrt();
     if n > 0.0 {
         let inv = (1.0 / n) as f32;
         v.iter_mut().for_each(|x| *x *= inv);

@@ -78,10 +78,20 @@ mod tests {
 
     #[test]
     fn keys_give_different_orders() {
-        let a: Vec<u64> = (0..100).map(|i| Permutation::new(100, 1).apply(i)).collect();
-        let b: Vec<u64> = (0..100).map(|i| Permutation::new(100, 2).apply(i)).collect();
+        let a: Vec<u64> = (0..100)
+            .map(|i| Permutation::new(100, 1).apply(i))
+            .collect();
+        let b: Vec<u64> = (0..100)
+            .map(|i| Permutation::new(100, 2).apply(i))
+            .collect();
         assert_ne!(a, b);
         // Not the identity either.
-        assert!(a.iter().enumerate().filter(|(i, v)| *i as u64 == **v).count() < 10);
+        assert!(
+            a.iter()
+                .enumerate()
+                .filter(|(i, v)| *i as u64 == **v)
+                .count()
+                < 10
+        );
     }
 }

@@ -110,7 +110,11 @@ impl CrossModalStats {
                     found: p.len(),
                 });
             }
-            if let Some((query, &id)) = p.iter().enumerate().find(|(_, id)| **id as usize >= base.rows()) {
+            if let Some((query, &id)) = p
+                .iter()
+                .enumerate()
+                .find(|(_, id)| **id as usize >= base.rows())
+            {
                 return Err(StatsError::PartnerRange {
                     query,
                     id,
@@ -332,9 +336,7 @@ fn exact_top_k_ip(
                     order.clear();
                     order.extend(0..n as u32);
                     let better = |a: &u32, b: &u32| {
-                        row[*b as usize]
-                            .total_cmp(&row[*a as usize])
-                            .then(a.cmp(b))
+                        row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b))
                     };
                     if k < n {
                         order.select_nth_unstable_by(k - 1, better);

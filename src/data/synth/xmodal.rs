@@ -5,18 +5,21 @@
 //!
 //! Model, before normalisation (`⊙` is the element-wise product, every `z ~ N(0, I)` fresh):
 //! - per-dimension variance ratio image/text `ρ_d`: bulk `10^(log10 median + spread · z)`
-//!   clamped to the range, plus a few outlier dimensions log-uniform over the range (one at
-//!   each end of it);
+//!   clamped to the range, plus `round(ratio_outlier_fraction · dim)` outlier dimensions
+//!   log-uniform over the range (the first two at its ends);
 //! - image per-dimension variance `v_d = V_I · g_d / Σ g`,
 //!   `g_d = 10^(image_dim_spread · z) · sqrt(ρ_d)`, `V_I = 1 − image_mean_norm²` (so raw rows
 //!   have norm ≈ 1; the `sqrt(ρ_d)` splits an extreme ratio evenly between the modalities);
-//! - image mixture: centres `c_k = sqrt(cluster_share · v) ⊙ z`, within-cluster scales
-//!   `s_{k,d} = sqrt((1 − cluster_share) · v_d) · 10^(anisotropy · z) / m` (`m` keeps the mean
-//!   variance), weights `∝ 10^(weight_skew · z)`;
-//! - image row: `k ~ w`, `x_c = c_k + s_k ⊙ z`, `x = normalise(μ_I + x_c)`;
-//! - text row generated from partner row `p`:
-//!   `t = normalise(μ_T + a ⊙ x_c(p) + n ⊙ z)` with `a_d = sqrt((1 − η)/ρ_d)`,
-//!   `n_d = sqrt(η · v_d / ρ_d)`, η = `query_noise`; so `Var(t_d) = v_d / ρ_d`;
+//! - image mixture in an r-dimensional latent space (r = `latent_dim`): centres
+//!   `c_k = sqrt(cluster_share) · z`, within-cluster scales
+//!   `s_{k,j} = sqrt(1 − cluster_share) · 10^(anisotropy · z) / m` (`m` keeps the mean
+//!   variance), weights `∝ 10^(weight_skew · z)`; loadings `L` (`dim × r`, Gaussian rows scaled
+//!   to norm `sqrt(λ · v_d)`, λ = `latent_share`) and a residual sd `e_d = sqrt((1 − λ) v_d)`;
+//! - image row: `k ~ w`, `y = c_k + s_k ⊙ z_r`, `x_c = L y + e ⊙ z_D`, `x = normalise(μ_I + x_c)`;
+//! - text row from partner row `p` (its draws `y_p`, `z_p`), η = `query_noise`:
+//!   `ỹ = sqrt(1 − η) y_p + sqrt(η) z'_r`, `z̃ = sqrt(1 − η) z_p + sqrt(η) z'_D`,
+//!   `t = normalise(μ_T + ρ^(−1/2) ⊙ (L ỹ + e ⊙ z̃))`; so `Var(t_d) ≈ v_d / ρ_d` and the
+//!   partner shares a fraction `1 − η` of the text's variation;
 //! - means: `|μ_I| = image_mean_norm`, `|μ_T| = sqrt(1 − Σ v_d/ρ_d)`, and the angle between
 //!   them chosen so that `|μ_I − μ_T| = modality_gap`.
 //!
@@ -36,6 +39,7 @@ use super::{
     normalize, param_error, random_unit, row_rng,
 };
 use crate::data::Matrix;
+use crate::distance;
 
 /// Parameters of the cross-modal generator. Defaults imitate the FashionCLIP fixture.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +55,12 @@ pub struct XmodalParams {
     pub image_mean_norm: f32,
     /// log10 standard deviation of the image per-dimension variances.
     pub image_dim_spread: f32,
-    /// Share of the image variance that lies between mixture centres (the rest is within).
+    /// Dimension r of the latent space the image mixture lives in (its intrinsic dimension).
+    pub latent_dim: usize,
+    /// Share of each dimension's image variance carried by the latent mixture; the rest is
+    /// independent per-dimension noise.
+    pub latent_share: f32,
+    /// Share of the latent variance that lies between mixture centres (the rest is within).
     pub cluster_share: f32,
     /// log10 standard deviation of the per-cluster, per-dimension within-cluster scales.
     pub anisotropy: f32,
@@ -61,10 +70,11 @@ pub struct XmodalParams {
     pub variance_ratio_median: f32,
     /// log10 standard deviation of the bulk of the ratios.
     pub variance_ratio_spread: f32,
-    /// Smallest and largest ratio; both are attained by one outlier dimension each
-    /// (real: 0.005 and 21.6).
+    /// Smallest and largest ratio (real: 0.005 and 21.6): bulk ratios are clamped to it, and
+    /// when there are at least two outlier dimensions, one sits at each end.
     pub variance_ratio_range: (f32, f32),
-    /// Fraction of dimensions whose ratio is drawn log-uniformly over the whole range.
+    /// Fraction of dimensions whose ratio is drawn log-uniformly over the whole range
+    /// (`round(fraction · dim)` of them: 5 of 512, 2 of 200, none below 150 at 0.01).
     pub ratio_outlier_fraction: f32,
     /// η ∈ [0, 1): the share of each text dimension's variance that is noise independent of
     /// the partner. Larger η: the partner is less often the nearest base row, and a query's
@@ -81,14 +91,16 @@ impl Default for XmodalParams {
             modality_gap: 0.877,
             image_mean_norm: 0.742,
             image_dim_spread: 0.3,
-            cluster_share: 0.5,
+            latent_dim: 48,
+            latent_share: 0.95,
+            cluster_share: 0.8,
             anisotropy: 0.2,
             weight_skew: 0.3,
             variance_ratio_median: 0.73,
             variance_ratio_spread: 0.1,
             variance_ratio_range: (0.005, 21.6),
             ratio_outlier_fraction: 0.01,
-            query_noise: 0.5,
+            query_noise: 0.6,
         }
     }
 }
@@ -100,15 +112,18 @@ pub struct XmodalModel {
     sizes: SplitSizes,
     image_mean: Vec<f32>,
     text_mean: Vec<f32>,
+    /// Latent mixture centres and within-cluster scales, `clusters × latent_dim`.
     centres: Matrix<f32>,
     scales: Matrix<f32>,
+    /// `dim × latent_dim`: row d maps the latent vector to dimension d.
+    loadings: Matrix<f32>,
+    /// Standard deviation of the diagonal residual per dimension.
+    residual: Vec<f32>,
     cum_weights: Vec<f64>,
     /// Per-dimension target variance ratio image/text, ρ_d.
     ratio: Vec<f32>,
-    /// a_d: how the partner's centred image vector enters the text.
+    /// `1/sqrt(ρ_d)`: the text's per-dimension gain over the image.
     text_gain: Vec<f32>,
-    /// n_d: standard deviation of the text noise.
-    text_noise: Vec<f32>,
     partners: Permutation,
 }
 
@@ -143,6 +158,10 @@ impl XmodalModel {
         };
         unit("image_mean_norm", p.image_mean_norm, false)?;
         unit("cluster_share", p.cluster_share, true)?;
+        unit("latent_share", p.latent_share, true)?;
+        if p.latent_dim == 0 {
+            return Err(param_error("latent_dim", "must be at least 1"));
+        }
         unit("query_noise", p.query_noise, false)?;
         unit("ratio_outlier_fraction", p.ratio_outlier_fraction, true)?;
         for (name, v) in [
@@ -183,11 +202,9 @@ impl XmodalModel {
         let mut log_ratio: Vec<f64> = (0..dim)
             .map(|_| (lmed + p.variance_ratio_spread as f64 * normal(&mut rng)).clamp(llo, lhi))
             .collect();
-        let outliers = if lo < hi {
-            ((p.ratio_outlier_fraction as f64 * dim as f64).round() as usize).clamp(2, dim)
-        } else {
-            0
-        };
+        // round(fraction · dim) outlier dimensions (none for small dim, where a single extreme
+        // dimension would dominate the text variance); the first two take the range's ends.
+        let outliers = (p.ratio_outlier_fraction as f64 * dim as f64).round() as usize;
         let outlier_dims = index::sample(&mut rng, dim, outliers).into_vec();
         for (i, &d) in outlier_dims.iter().enumerate() {
             log_ratio[d] = match i {
@@ -211,22 +228,42 @@ impl XmodalModel {
         let g_sum: f64 = g.iter().sum();
         let var: Vec<f64> = g.iter().map(|gd| v_image * gd / g_sum).collect();
 
-        // Image mixture.
+        // Image mixture in an r-dimensional latent space (unit variance per latent axis),
+        // mapped to the D dimensions by loadings whose rows carry latent_share · v_d, plus a
+        // diagonal residual carrying the rest.
+        let r = p.latent_dim;
         let share = p.cluster_share as f64;
         let aniso_ln = p.anisotropy as f64 * std::f64::consts::LN_10;
         // E[10^(2·anisotropy·z)] = exp(2·(anisotropy·ln 10)²): divide it out of the variance.
         let aniso_norm = (2.0 * aniso_ln * aniso_ln).exp().sqrt();
-        let mut centres = Vec::with_capacity(k * dim);
-        let mut scales = Vec::with_capacity(k * dim);
+        let mut centres = Vec::with_capacity(k * r);
+        let mut scales = Vec::with_capacity(k * r);
         for _ in 0..k {
-            for vd in &var {
-                centres.push(((share * vd).sqrt() * normal(&mut rng)) as f32);
+            for _ in 0..r {
+                centres.push((share.sqrt() * normal(&mut rng)) as f32);
             }
-            for vd in &var {
-                let s = ((1.0 - share) * vd).sqrt() * (aniso_ln * normal(&mut rng)).exp();
+            for _ in 0..r {
+                let s = (1.0 - share).sqrt() * (aniso_ln * normal(&mut rng)).exp();
                 scales.push((s / aniso_norm) as f32);
             }
         }
+        let lambda = p.latent_share as f64;
+        let mut loadings = Vec::with_capacity(dim * r);
+        for vd in &var {
+            let row: Vec<f64> = (0..r).map(|_| normal(&mut rng)).collect();
+            let norm = row
+                .iter()
+                .map(|x| x * x)
+                .sum::<f64>()
+                .sqrt()
+                .max(f64::MIN_POSITIVE);
+            let target = (lambda * vd).sqrt();
+            loadings.extend(row.iter().map(|x| (x / norm * target) as f32));
+        }
+        let residual: Vec<f32> = var
+            .iter()
+            .map(|vd| ((1.0 - lambda) * vd).sqrt() as f32)
+            .collect();
         let weights: Vec<f64> = (0..k)
             .map(|_| 10f64.powf(p.weight_skew as f64 * normal(&mut rng)))
             .collect();
@@ -269,27 +306,19 @@ impl XmodalModel {
             .map(|(&ui, &wi)| (b * (cos * ui as f64 + sin * wi as f64)) as f32)
             .collect();
 
-        let eta = p.query_noise as f64;
-        let text_gain = ratio
-            .iter()
-            .map(|r| ((1.0 - eta) / r).sqrt() as f32)
-            .collect();
-        let text_noise = var
-            .iter()
-            .zip(&ratio)
-            .map(|(v, r)| (eta * v / r).sqrt() as f32)
-            .collect();
+        let text_gain = ratio.iter().map(|r| (1.0 / r).sqrt() as f32).collect();
         let perm_key = splitmix64(rng.next_u64());
 
         Ok(Self {
-            centres: Matrix::from_vec(centres, dim).expect("k·dim values"),
-            scales: Matrix::from_vec(scales, dim).expect("k·dim values"),
+            centres: Matrix::from_vec(centres, r).expect("k·r values"),
+            scales: Matrix::from_vec(scales, r).expect("k·r values"),
+            loadings: Matrix::from_vec(loadings, r).expect("dim·r values"),
+            residual,
             cum_weights: cumulative(&weights),
             ratio: ratio.iter().map(|&r| r as f32).collect(),
             image_mean,
             text_mean,
             text_gain,
-            text_noise,
             partners: Permutation::new(sizes.base, perm_key),
             params,
             sizes,
@@ -320,15 +349,43 @@ impl XmodalModel {
         self.partners.apply(position) as u32
     }
 
-    /// The centred raw image vector `x_c = c_k + s_k ⊙ z` of base row `row`; returns `k`.
-    fn image_centred(&self, row: u64, out: &mut [f32]) -> usize {
+    /// The random parts of base row `row`: its component `k`, latent vector
+    /// `y = c_k + s_k ⊙ z` and residual draws `z_res` (one per dimension).
+    fn image_parts(&self, row: u64, latent: &mut [f32], residual: &mut [f32]) -> usize {
         let mut rng = row_rng(self.params.seed, Split::Base.tag(), row, KIND_XMODAL);
         let k = draw(&self.cum_weights, rng.random::<f64>());
         let (c, s) = (self.centres.row(k), self.scales.row(k));
-        for ((o, &c), &s) in out.iter_mut().zip(c).zip(s) {
+        for ((y, &c), &s) in latent.iter_mut().zip(c).zip(s) {
             let z: f32 = StandardNormal.sample(&mut rng);
-            *o = c + s * z;
+            *y = c + s * z;
         }
+        for r in residual.iter_mut() {
+            *r = StandardNormal.sample(&mut rng);
+        }
+        k
+    }
+
+    /// `out_d = mean_d + gain_d · (L_d · y + residual_sd_d · z_res_d)`.
+    fn project(
+        &self,
+        latent: &[f32],
+        residual: &[f32],
+        mean: &[f32],
+        gain: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        for (d, o) in out.iter_mut().enumerate() {
+            let x = distance::dot(self.loadings.row(d), latent) + self.residual[d] * residual[d];
+            *o = mean[d] + gain.map_or(x, |g| g[d] * x);
+        }
+    }
+
+    fn image_centred(&self, row: u64, out: &mut [f32]) -> usize {
+        let mut latent = vec![0.0; self.params.latent_dim];
+        let mut residual = vec![0.0; self.params.dim];
+        let k = self.image_parts(row, &mut latent, &mut residual);
+        let zeros = vec![0.0; self.params.dim];
+        self.project(&latent, &residual, &zeros, None, out);
         k
     }
 
@@ -340,14 +397,28 @@ impl XmodalModel {
         normalize(out);
     }
 
-    fn text_row(&self, split: Split, row: u64, scratch: &mut [f32], out: &mut [f32]) -> u32 {
+    /// Text row: the partner's latent and residual draws blended with fresh ones,
+    /// `ỹ = sqrt(1−η)·y_p + sqrt(η)·y'` (y' ~ N(0, I_r)) and likewise for the residual, then
+    /// projected like an image row with the per-dimension gain `1/sqrt(ρ_d)` around `μ_T`.
+    fn text_row(&self, split: Split, row: u64, out: &mut [f32]) -> u32 {
         let partner = self.partner(split, row);
-        self.image_centred(u64::from(partner), scratch);
+        let mut latent = vec![0.0; self.params.latent_dim];
+        let mut residual = vec![0.0; self.params.dim];
+        self.image_parts(u64::from(partner), &mut latent, &mut residual);
+        let eta = self.params.query_noise;
+        let (keep, fresh) = ((1.0 - eta).sqrt(), eta.sqrt());
         let mut rng = row_rng(self.params.seed, split.tag(), row, KIND_XMODAL);
-        for (d, o) in out.iter_mut().enumerate() {
+        for v in latent.iter_mut().chain(residual.iter_mut()) {
             let z: f32 = StandardNormal.sample(&mut rng);
-            *o = self.text_mean[d] + self.text_gain[d] * scratch[d] + self.text_noise[d] * z;
+            *v = keep * *v + fresh * z;
         }
+        self.project(
+            &latent,
+            &residual,
+            &self.text_mean,
+            Some(&self.text_gain),
+            out,
+        );
         normalize(out);
         partner
     }
@@ -391,11 +462,10 @@ impl SynthModel for XmodalModel {
                 None
             }
             Split::Queries | Split::Training => {
-                let mut scratch = vec![0.0; dim];
                 let ids = range
                     .clone()
                     .enumerate()
-                    .map(|(i, r)| self.text_row(split, r, &mut scratch, m.row_mut(i)))
+                    .map(|(i, r)| self.text_row(split, r, m.row_mut(i)))
                     .collect();
                 Some(ids)
             }
