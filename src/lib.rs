@@ -17,4 +17,5 @@ pub mod exact;
 pub mod format;
 pub mod kmeans;
 pub mod linalg;
+pub mod pq;
 pub mod simd;
