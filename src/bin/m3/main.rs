@@ -2,6 +2,7 @@
 //! the library's parameter structs and calls one library function; progress bars and printing
 //! live here, never in the library.
 
+mod cmd_gen;
 mod cmd_gt;
 mod cmd_recall;
 mod common;
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate a seeded synthetic data set (gauss or cross-modal xmodal), streamed to disk.
+    Gen(cmd_gen::GenArgs),
     /// Exact top-k ground truth by brute force (ids then distances, big-ann layout).
     Gt(cmd_gt::GtArgs),
     /// recall@k of a result file against ground truth (ties with the k-th distance count).
@@ -30,6 +33,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Gen(args) => cmd_gen::run(args),
         Command::Gt(args) => cmd_gt::run(args),
         Command::Recall(args) => cmd_recall::run(args),
     }
