@@ -18,6 +18,12 @@
 //! centroid `c` becomes `c ± ε·s` (the FAISS rule) with `s` a per-dimension sign pattern drawn
 //! from the seed, and the two halves keep half of the members each until the next assignment.
 
+mod balanced;
+mod nearest;
+
+pub use balanced::{BalancedKMeansParams, assign_capped};
+pub use nearest::nearest_centroids;
+
 use rand::seq::index;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

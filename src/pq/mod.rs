@@ -54,7 +54,11 @@ pub struct ProductQuantizer {
 
 impl ProductQuantizer {
     /// Assembles a quantizer from stored parts (e.g. an index file), checking their shapes.
-    pub fn from_parts(dim: usize, bounds: Vec<usize>, codebooks: Vec<f32>) -> Result<Self, PqError> {
+    pub fn from_parts(
+        dim: usize,
+        bounds: Vec<usize>,
+        codebooks: Vec<f32>,
+    ) -> Result<Self, PqError> {
         check_bounds(&bounds, dim)?;
         if codebooks.len() != CODEWORDS * dim {
             return Err(PqError::BadBounds { bounds, dim });

@@ -4,7 +4,10 @@ use rand_chacha::ChaCha8Rng;
 use super::*;
 
 fn pool() -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap()
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
 }
 
 fn gaussian(n: usize, dim: usize, seed: u64) -> Matrix<f32> {
@@ -35,7 +38,10 @@ fn reconstruction_error_falls_as_m_grows() {
     for m in [1, 2, 4, 8, 16] {
         let pq = PqParams::new(m).train(data.view(), &pool).unwrap();
         let err = mean_error(&pq, test.view());
-        assert!(err < prev * 0.95, "M = {m}: error {err} did not fall below {prev}");
+        assert!(
+            err < prev * 0.95,
+            "M = {m}: error {err} did not fall below {prev}"
+        );
         prev = err;
     }
 }
@@ -102,7 +108,10 @@ fn custom_bounds_and_bad_parameters() {
     // fewer than 256 rows: still 256 codewords per subspace
     assert_eq!(pq.codebooks().len(), 256 * 10);
     p.bounds = Some(vec![0, 5, 5, 10]);
-    assert!(matches!(p.train(data.view(), &pool), Err(PqError::BadBounds { .. })));
+    assert!(matches!(
+        p.train(data.view(), &pool),
+        Err(PqError::BadBounds { .. })
+    ));
     assert!(matches!(
         PqParams::new(11).train(data.view(), &pool),
         Err(PqError::BadSubspaces { .. })
@@ -113,7 +122,10 @@ fn custom_bounds_and_bad_parameters() {
 #[test]
 fn training_is_deterministic_across_thread_counts() {
     let data = gaussian(2000, 16, 7);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let a = PqParams::new(4).train(data.view(), &one).unwrap();
     let b = PqParams::new(4).train(data.view(), &pool()).unwrap();
     assert_eq!(a, b);
