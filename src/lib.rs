@@ -11,6 +11,7 @@
 //! - [`exact`]: exact brute-force top-k (ground truth) and recall with fair ties.
 //! - [`kmeans`]: k-means clustering.
 
+pub mod build;
 pub mod data;
 pub mod distance;
 pub mod exact;

@@ -1,0 +1,166 @@
+//! Build parameters. Defaults give a good index without touching anything; `m3 build --help`
+//! explains each knob.
+
+use std::path::PathBuf;
+
+use crate::distance::Metric;
+
+/// Everything `build_index` needs.
+#[derive(Debug, Clone)]
+pub struct BuildParams {
+    pub base: PathBuf,
+    pub metric: Metric,
+    pub out: PathBuf,
+    /// Training queries of the query modality (enables query anchors and cross-modal edges).
+    pub train_queries: Option<PathBuf>,
+    pub seed: u64,
+    /// Peak-memory target in bytes; sample sizes and buffers adapt to it.
+    pub ram_budget_bytes: u64,
+    pub clusters: ClusterParams,
+    pub pq: PqBuildParams,
+    pub spill: SpillParams,
+    pub routing: RoutingParams,
+    pub graph: GraphBuildParams,
+}
+
+/// Base anchors (the clusters).
+#[derive(Debug, Clone)]
+pub struct ClusterParams {
+    /// Mean cluster size; K = ⌈N / target_size⌉ unless `count` is set.
+    pub target_size: usize,
+    /// Explicit number of clusters.
+    pub count: Option<usize>,
+    /// Cap on a cluster's primary members, as a multiple of the mean.
+    pub max_size_factor: f32,
+    pub kmeans_iters: usize,
+    /// Training rows per cluster (sample = min(N, rows_per_cluster · K), within the budget).
+    pub train_rows_per_cluster: usize,
+    /// Neighbouring anchors kept per anchor (the anchor graph).
+    pub anchor_degree: usize,
+}
+
+/// Product quantization of the residuals to the cluster centroid.
+#[derive(Debug, Clone)]
+pub struct PqBuildParams {
+    /// Bytes per code (subspaces); default from [`PqBuildParams::resolve`].
+    pub subspaces: Option<usize>,
+    pub iters: usize,
+    pub train_rows: usize,
+}
+
+/// Spilling of boundary vectors into further clusters (SPANN's rule).
+#[derive(Debug, Clone)]
+pub struct SpillParams {
+    /// Also store x in cluster j when `d(x, c_j) ≤ (1 + epsilon) · d(x, c_1)` (Euclidean).
+    pub epsilon: f32,
+    /// At most this many extra copies per vector (0 disables spilling).
+    pub max_copies: usize,
+}
+
+/// Query-modality anchors and cross-modal edges (DESIGN §4.2).
+#[derive(Debug, Clone)]
+pub struct RoutingParams {
+    /// Query anchors; default ⌈training queries / 40⌉ capped at 4096.
+    pub query_anchors: Option<usize>,
+    /// Base clusters kept per query anchor.
+    pub edges_per_anchor: usize,
+    /// Neighbours per training query whose clusters vote for the edges.
+    pub votes_per_query: usize,
+}
+
+/// Neighbour lists and their pruning (DESIGN §4.4).
+#[derive(Debug, Clone)]
+pub struct GraphBuildParams {
+    /// Neighbours kept per record (R).
+    pub max_degree: usize,
+    /// Candidates considered per record before pruning.
+    pub candidates: usize,
+    /// Neighbours used by the LID estimate.
+    pub lid_k: usize,
+    /// α: fixed, or LID-adaptive within `[alpha_min, alpha_max]`.
+    pub alpha: AlphaChoice,
+    pub alpha_min: f32,
+    pub alpha_max: f32,
+}
+
+/// How the pruning α is chosen per record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AlphaChoice {
+    Fixed(f32),
+    /// α falls as LID rises (MCGI as DESIGN §4.4 states it).
+    FallsWithLid,
+    /// α rises with LID (the other reading of the paper).
+    RisesWithLid,
+}
+
+impl BuildParams {
+    /// Defaults for a base file, metric and output directory.
+    pub fn new(base: PathBuf, metric: Metric, out: PathBuf) -> Self {
+        Self {
+            base,
+            metric,
+            out,
+            train_queries: None,
+            seed: 42,
+            ram_budget_bytes: 8 << 30,
+            clusters: ClusterParams {
+                target_size: 256,
+                count: None,
+                max_size_factor: 2.0,
+                kmeans_iters: 12,
+                train_rows_per_cluster: 64,
+                anchor_degree: 16,
+            },
+            pq: PqBuildParams {
+                subspaces: None,
+                iters: 12,
+                train_rows: 65_536,
+            },
+            spill: SpillParams {
+                epsilon: 0.1,
+                max_copies: 1,
+            },
+            routing: RoutingParams {
+                query_anchors: None,
+                edges_per_anchor: 32,
+                votes_per_query: 10,
+            },
+            graph: GraphBuildParams {
+                max_degree: 32,
+                candidates: 64,
+                lid_k: 20,
+                alpha: AlphaChoice::FallsWithLid,
+                alpha_min: 1.0,
+                alpha_max: 1.5,
+            },
+        }
+    }
+}
+
+impl ClusterParams {
+    /// Number of clusters for `n` vectors.
+    pub fn resolve(&self, n: u64) -> usize {
+        let k = self
+            .count
+            .unwrap_or_else(|| n.div_ceil(self.target_size.max(1) as u64) as usize);
+        k.clamp(1, n.max(1) as usize)
+    }
+}
+
+impl PqBuildParams {
+    /// Subspaces for dimension `dim`: the explicit value, else ⌈dim / 2⌉ capped at 64 (2
+    /// dimensions per byte: 25 bytes for 50-d, 64 for 128-d and more).
+    pub fn resolve(&self, dim: usize) -> usize {
+        self.subspaces
+            .unwrap_or_else(|| dim.div_ceil(2).min(64))
+            .clamp(1, dim)
+    }
+}
+
+impl RoutingParams {
+    pub fn resolve_anchors(&self, training_queries: usize) -> usize {
+        self.query_anchors
+            .unwrap_or_else(|| training_queries.div_ceil(40).clamp(1, 4096))
+            .clamp(1, training_queries.max(1))
+    }
+}

@@ -1,0 +1,116 @@
+//! Stage 2, query-modality anchors and cross-modal edges (DESIGN §4.2).
+//!
+//! The training queries are clustered into query anchors. Each training query's exact nearest
+//! neighbours *within the base sample* vote for the base clusters holding them; each query
+//! anchor keeps edges to the clusters its queries voted for most. The sample's neighbours are a
+//! uniform thinning of the full base's neighbours, so they land in the same clusters, at the
+//! cost of one exact search over the sample per training query — not an exact k-NN over the
+//! whole base as RoarGraph needs.
+
+use std::collections::HashMap;
+
+use super::stats::Welford;
+use super::train::{Trained, normalize_rows};
+use super::{BuildError, BuildParams};
+use crate::data::{DataError, Matrix, VectorFile};
+use crate::distance::Metric;
+use crate::exact::exact_knn;
+use crate::kmeans::{BalancedKMeansParams, assign_capped};
+
+/// Query anchors with their edges to base clusters.
+#[derive(Debug)]
+pub struct QueryRouting {
+    /// `K_q × dim`.
+    pub anchors: Matrix<f32>,
+    /// `K_q × E` cluster ids, most voted first, `u32::MAX` padding.
+    pub edges: Matrix<u32>,
+    pub stats: Welford,
+    /// Share of votes covered by the kept edges (how well E edges summarise the anchor).
+    pub vote_coverage: f64,
+}
+
+pub fn train_routing(
+    params: &BuildParams,
+    trained: &Trained,
+    pool: &rayon::ThreadPool,
+) -> Result<Option<QueryRouting>, BuildError> {
+    let Some(path) = &params.train_queries else {
+        return Ok(None);
+    };
+    let file = VectorFile::open(path)?;
+    let dim = trained.sample.dim();
+    if file.dim() != dim {
+        return Err(DataError::DimMismatch {
+            expected_what: format!("base {}", params.base.display()),
+            expected: dim,
+            found_what: format!("training queries {}", path.display()),
+            found: file.dim(),
+        }
+        .into());
+    }
+    let mut queries = file.read_all_f32()?;
+    if params.metric == Metric::Cosine {
+        crate::data::validate::check_nonzero(path, 0, queries.view())?;
+        normalize_rows(&mut queries);
+    }
+    let mut stats = Welford::new(dim);
+    stats.add_rows(queries.view());
+
+    let kq = params.routing.resolve_anchors(queries.rows());
+    let mut km = BalancedKMeansParams::new(kq);
+    km.kmeans.iters = params.clusters.kmeans_iters.max(1);
+    km.kmeans.seed = params.seed.wrapping_add(7);
+    km.max_size_factor = 4.0;
+    let anchors = km
+        .train(queries.view(), pool)
+        .map_err(|source| BuildError::KMeans {
+            what: "training queries",
+            source,
+        })?;
+    let cap = km.cap(queries.rows());
+    let (labels, _) =
+        pool.install(|| assign_capped(queries.view(), anchors.centroids.view(), cap, 8));
+
+    let votes = params
+        .routing
+        .votes_per_query
+        .clamp(1, trained.sample.rows());
+    let metric = match params.metric {
+        Metric::Cosine => Metric::InnerProduct, // both sides are normalised already
+        m => m,
+    };
+    let neighbours =
+        pool.install(|| exact_knn(trained.sample.view(), queries.view(), votes, metric))?;
+
+    let mut counts: Vec<HashMap<u32, u32>> = vec![HashMap::new(); kq];
+    for (q, list) in neighbours.iter().enumerate() {
+        let tally = &mut counts[labels[q] as usize];
+        for n in list {
+            *tally
+                .entry(trained.sample_labels[n.id as usize])
+                .or_insert(0) += 1;
+        }
+    }
+    let e = params.routing.edges_per_anchor.max(1);
+    let mut edges = vec![u32::MAX; kq * e];
+    let (mut kept, mut total) = (0u64, 0u64);
+    for (a, tally) in counts.iter().enumerate() {
+        let mut v: Vec<(u32, u32)> = tally.iter().map(|(&c, &n)| (c, n)).collect();
+        v.sort_unstable_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        total += v.iter().map(|x| x.1 as u64).sum::<u64>();
+        for (slot, &(c, n)) in edges[a * e..(a + 1) * e].iter_mut().zip(&v) {
+            *slot = c;
+            kept += n as u64;
+        }
+    }
+    Ok(Some(QueryRouting {
+        anchors: anchors.centroids,
+        edges: Matrix::from_vec(edges, e)?,
+        stats,
+        vote_coverage: if total == 0 {
+            0.0
+        } else {
+            kept as f64 / total as f64
+        },
+    }))
+}

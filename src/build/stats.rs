@@ -1,0 +1,94 @@
+//! Per-modality statistics: streaming per-dimension mean and variance (Welford), and the
+//! largest norm (for the inner-product-to-L2 augmentation of DESIGN §4.1).
+
+use crate::data::MatrixView;
+
+/// Running per-dimension mean and variance in f64 (Welford's update; Chan et al.'s merge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Welford {
+    count: u64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    max_norm_sq: f64,
+}
+
+impl Welford {
+    pub fn new(dim: usize) -> Self {
+        Self {
+            count: 0,
+            mean: vec![0.0; dim],
+            m2: vec![0.0; dim],
+            max_norm_sq: 0.0,
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Adds every row of `rows` (in order, so the result does not depend on threads).
+    pub fn add_rows(&mut self, rows: MatrixView<'_, f32>) {
+        assert_eq!(rows.dim(), self.mean.len(), "Welford: dimension");
+        for row in rows.iter_rows() {
+            self.count += 1;
+            let inv = 1.0 / self.count as f64;
+            let mut norm_sq = 0.0f64;
+            for ((m, s), &x) in self.mean.iter_mut().zip(self.m2.iter_mut()).zip(row) {
+                let x = x as f64;
+                norm_sq += x * x;
+                let delta = x - *m;
+                *m += delta * inv;
+                *s += delta * (x - *m);
+            }
+            self.max_norm_sq = self.max_norm_sq.max(norm_sq);
+        }
+    }
+
+    pub fn mean(&self) -> Vec<f32> {
+        self.mean.iter().map(|&m| m as f32).collect()
+    }
+
+    /// Population variance per dimension (0 when fewer than one row was seen).
+    pub fn variance(&self) -> Vec<f32> {
+        if self.count == 0 {
+            return vec![0.0; self.m2.len()];
+        }
+        self.m2
+            .iter()
+            .map(|&s| (s / self.count as f64) as f32)
+            .collect()
+    }
+
+    pub fn max_norm(&self) -> f32 {
+        self.max_norm_sq.sqrt() as f32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_two_pass_moments() {
+        let data: Vec<f32> = (0..300)
+            .map(|i| ((i * 7919) % 103) as f32 * 0.37 - 10.0)
+            .collect();
+        let v = MatrixView::new(&data, 3).unwrap();
+        let mut w = Welford::new(3);
+        w.add_rows(v.slice_rows(0, 40));
+        w.add_rows(v.slice_rows(40, 100));
+        for d in 0..3 {
+            let col: Vec<f64> = v.iter_rows().map(|r| r[d] as f64).collect();
+            let mean = col.iter().sum::<f64>() / 100.0;
+            let var = col.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / 100.0;
+            assert!((w.mean()[d] as f64 - mean).abs() < 1e-4);
+            assert!((w.variance()[d] as f64 - var).abs() < 1e-3 * var.max(1.0));
+        }
+        assert_eq!(w.count(), 100);
+        let max = v
+            .iter_rows()
+            .map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt())
+            .fold(0.0f32, f32::max);
+        assert!((w.max_norm() - max).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,157 @@
+//! Stage 1, train: one streaming pass over the base collects the per-dimension statistics and
+//! a seeded uniform sample; the sample trains the balanced k-means anchors, the anchor graph
+//! and the PQ codebooks (on residuals to the anchors).
+
+use rand::SeedableRng;
+use rand::seq::index;
+use rand_chacha::ChaCha8Rng;
+
+use super::stats::Welford;
+use super::{BuildError, BuildParams};
+use crate::data::{Matrix, MatrixView, VectorFile, validate};
+use crate::distance::{self, Metric};
+use crate::kmeans::{BalancedKMeansParams, KMeans, nearest_centroids};
+use crate::pq::{PqParams, ProductQuantizer};
+
+/// What training produced.
+#[derive(Debug)]
+pub struct Trained {
+    pub stats: Welford,
+    /// The training sample (normalised under cosine) and each row's base id.
+    pub sample: Matrix<f32>,
+    pub sample_ids: Vec<u32>,
+    /// Primary cluster of each sample row (capacity-constrained labels of the last iteration).
+    pub sample_labels: Vec<u32>,
+    pub anchors: KMeans,
+    /// `K × anchor_degree` nearest other anchors, nearest first.
+    pub anchor_graph: Matrix<u32>,
+    pub pq: ProductQuantizer,
+}
+
+/// Normalises every row in place (cosine); zero rows were rejected before.
+pub fn normalize_rows(m: &mut Matrix<f32>) {
+    for i in 0..m.rows() {
+        let row = m.row_mut(i);
+        let n = distance::dot(row, row).sqrt();
+        if n > 0.0 {
+            row.iter_mut().for_each(|v| *v /= n);
+        }
+    }
+}
+
+/// Reads the base once: statistics over every row, and the rows of a seeded sample of
+/// `sample_rows` (sorted ids). Under cosine rows are normalised first and zero rows rejected.
+pub fn scan_base(
+    base: &VectorFile,
+    metric: Metric,
+    sample_rows: usize,
+    seed: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Welford, Matrix<f32>, Vec<u32>), BuildError> {
+    let n = base.rows();
+    let dim = base.dim();
+    let want = (sample_rows as u64).min(n) as usize;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5A3F_1E00);
+    let ids: Vec<u32> = if want as u64 == n {
+        (0..n as u32).collect()
+    } else {
+        let mut v: Vec<u32> = index::sample(&mut rng, n as usize, want)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let mut stats = Welford::new(dim);
+    let mut sample = Vec::with_capacity(want * dim);
+    let mut next = 0usize;
+    for item in base.chunks_f32(1 << 14) {
+        let (first, mut chunk) = item?;
+        if metric == Metric::Cosine {
+            validate::check_nonzero(base.path(), first, chunk.view())?;
+            normalize_rows(&mut chunk);
+        }
+        stats.add_rows(chunk.view());
+        let end = first + chunk.rows() as u64;
+        while next < ids.len() && (ids[next] as u64) < end {
+            sample.extend_from_slice(chunk.row((ids[next] as u64 - first) as usize));
+            next += 1;
+        }
+        progress(end);
+    }
+    Ok((stats, Matrix::from_vec(sample, dim)?, ids))
+}
+
+/// Trains anchors, anchor graph and PQ from the sample.
+pub fn train(
+    params: &BuildParams,
+    clusters: usize,
+    pq_subspaces: usize,
+    stats: Welford,
+    sample: Matrix<f32>,
+    sample_ids: Vec<u32>,
+    pool: &rayon::ThreadPool,
+) -> Result<Trained, BuildError> {
+    let mut km = BalancedKMeansParams::new(clusters);
+    km.kmeans.iters = params.clusters.kmeans_iters.max(1);
+    km.kmeans.seed = params.seed;
+    km.max_size_factor = params.clusters.max_size_factor;
+    let anchors = km
+        .train(sample.view(), pool)
+        .map_err(|source| BuildError::KMeans {
+            what: "base sample",
+            source,
+        })?;
+    let cap = km.cap(sample.rows());
+    let (sample_labels, _) = pool
+        .install(|| crate::kmeans::assign_capped(sample.view(), anchors.centroids.view(), cap, 8));
+
+    let degree = params
+        .clusters
+        .anchor_degree
+        .min(clusters.saturating_sub(1));
+    let anchor_graph = pool.install(|| anchor_graph(anchors.centroids.view(), degree))?;
+
+    // PQ on residuals to the assigned anchor.
+    let mut residuals = sample.clone();
+    for (i, &l) in sample_labels.iter().enumerate() {
+        let c = anchors.centroids.row(l as usize);
+        residuals
+            .row_mut(i)
+            .iter_mut()
+            .zip(c)
+            .for_each(|(x, c)| *x -= c);
+    }
+    let mut pqp = PqParams::new(pq_subspaces);
+    pqp.iters = params.pq.iters;
+    pqp.sample = params.pq.train_rows;
+    pqp.seed = params.seed.wrapping_add(1);
+    let pq = pqp.train(residuals.view(), pool)?;
+    Ok(Trained {
+        stats,
+        sample,
+        sample_ids,
+        sample_labels,
+        anchors,
+        anchor_graph,
+        pq,
+    })
+}
+
+/// Each anchor's `degree` nearest other anchors (u32::MAX padding when fewer exist).
+fn anchor_graph(centroids: MatrixView<'_, f32>, degree: usize) -> Result<Matrix<u32>, BuildError> {
+    let k = centroids.rows();
+    let width = degree.max(1);
+    let mut out = vec![u32::MAX; k * width];
+    if degree > 0 {
+        let t = (degree + 1).min(k);
+        let (ids, _) = nearest_centroids(centroids, centroids, t);
+        for a in 0..k {
+            let row = ids[a * t..(a + 1) * t].iter().filter(|&&j| j as usize != a);
+            for (slot, &j) in out[a * width..(a + 1) * width].iter_mut().zip(row) {
+                *slot = j;
+            }
+        }
+    }
+    Ok(Matrix::from_vec(out, width)?)
+}
