@@ -1,0 +1,188 @@
+//! AVX-512F kernels for the f32 entries (x86_64); the integer entries are taken from the
+//! AVX2+FMA table.
+//!
+//! Same structure as [`super::avx2`]: private `#[target_feature(enable = "avx512f")] unsafe fn`
+//! kernels behind private safe wrappers, reachable only through the table returned by [`table`].
+//! That table is built only after `is_x86_feature_detected!("avx512f")` succeeded *and* the AVX2
+//! table was obtained (which itself requires AVX2+FMA detection), so every function pointer in it
+//! runs on this CPU. Kernels iterate only up to the shortest input length; tails (fewer than 16
+//! elements) go through a zero-padded stack buffer, so nothing is ever read out of bounds.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::Kernels;
+
+/// The AVX-512 table if this CPU supports AVX-512F as well as AVX2 and FMA, else `None`.
+pub(super) fn table() -> Option<&'static Kernels> {
+    static TABLE: OnceLock<Option<Kernels>> = OnceLock::new();
+    TABLE
+        .get_or_init(|| {
+            let base = super::avx2::table()?;
+            is_x86_feature_detected!("avx512f").then_some(Kernels {
+                isa: "avx512f",
+                l2_sq_f32,
+                dot_f32,
+                weighted_l2_sq_f32,
+                ..*base
+            })
+        })
+        .as_ref()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safe wrappers (reachable only through the table above).
+// ---------------------------------------------------------------------------------------------
+
+fn l2_sq_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "l2_sq_f32: length mismatch");
+    // SAFETY: this wrapper is private and reachable only through the table built by `table()`
+    // after `is_x86_feature_detected!("avx512f")` succeeded. The kernel reads at most
+    // `min(a.len(), b.len())` elements of each slice.
+    unsafe { l2_sq_f32_avx512(a, b) }
+}
+
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot_f32: length mismatch");
+    // SAFETY: reachable only through the table built after AVX-512F detection (see
+    // `l2_sq_f32`); the kernel stays within the shortest slice.
+    unsafe { dot_f32_avx512(a, b) }
+}
+
+fn weighted_l2_sq_f32(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "weighted_l2_sq_f32: length mismatch");
+    assert_eq!(
+        a.len(),
+        w.len(),
+        "weighted_l2_sq_f32: weight length mismatch"
+    );
+    // SAFETY: reachable only through the table built after AVX-512F detection (see
+    // `l2_sq_f32`); the kernel stays within the shortest slice.
+    unsafe { weighted_l2_sq_f32_avx512(a, b, w) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+// ---------------------------------------------------------------------------------------------
+
+/// Loads 16 f32 from `s[i..i + 16]`, panicking (never reading out of bounds) if that is not in
+/// `s`. Callers iterate with `i + 16 <= s.len()`, so the check is optimized away.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load16(s: &[f32], i: usize) -> __m512 {
+    let chunk: &[f32; 16] = s[i..i + 16].try_into().expect("slice of length 16");
+    // SAFETY: `chunk` is a valid, readable `[f32; 16]` (64 bytes); `loadu` has no alignment
+    // requirement.
+    unsafe { _mm512_loadu_ps(chunk.as_ptr()) }
+}
+
+/// Copies `s[i..]` (fewer than 16 elements) into a zero-padded vector.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load16_tail(s: &[f32], i: usize) -> __m512 {
+    let rest = &s[i..];
+    let mut buf = [0.0f32; 16];
+    buf[..rest.len()].copy_from_slice(rest);
+    // SAFETY: `buf` is a valid, readable `[f32; 16]`; `loadu` has no alignment requirement.
+    unsafe { _mm512_loadu_ps(buf.as_ptr()) }
+}
+
+/// Sum of four accumulators, then of their 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn finish(acc: [__m512; 4]) -> f32 {
+    let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+    _mm512_reduce_add_ps(s)
+}
+
+// ---------------------------------------------------------------------------------------------
+// f32 kernels: 4 accumulators × 16 lanes (64 elements per iteration), 16-element steps, then
+// one zero-padded tail vector.
+// ---------------------------------------------------------------------------------------------
+
+/// `Σ (a_k − b_k)²` over the first `min(a.len(), b.len())` elements.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn l2_sq_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let d = _mm512_sub_ps(load16(a, i + 16 * k), load16(b, i + 16 * k));
+            *acc = _mm512_fmadd_ps(d, d, *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        let d = _mm512_sub_ps(load16(a, i), load16(b, i));
+        acc[0] = _mm512_fmadd_ps(d, d, acc[0]);
+        i += 16;
+    }
+    if i < n {
+        let d = _mm512_sub_ps(load16_tail(a, i), load16_tail(b, i));
+        acc[1] = _mm512_fmadd_ps(d, d, acc[1]);
+    }
+    finish(acc)
+}
+
+/// `Σ a_k b_k` over the first `min(a.len(), b.len())` elements.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm512_fmadd_ps(load16(a, i + 16 * k), load16(b, i + 16 * k), *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        acc[0] = _mm512_fmadd_ps(load16(a, i), load16(b, i), acc[0]);
+        i += 16;
+    }
+    if i < n {
+        acc[1] = _mm512_fmadd_ps(load16_tail(a, i), load16_tail(b, i), acc[1]);
+    }
+    finish(acc)
+}
+
+/// `Σ w_k (a_k − b_k)²` over the first `min(a.len(), b.len(), w.len())` elements.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn weighted_l2_sq_f32_avx512(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
+    let n = a.len().min(b.len()).min(w.len());
+    let (a, b, w) = (&a[..n], &b[..n], &w[..n]);
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let d = _mm512_sub_ps(load16(a, i + 16 * k), load16(b, i + 16 * k));
+            let wd = _mm512_mul_ps(load16(w, i + 16 * k), d);
+            *acc = _mm512_fmadd_ps(wd, d, *acc);
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        let d = _mm512_sub_ps(load16(a, i), load16(b, i));
+        let wd = _mm512_mul_ps(load16(w, i), d);
+        acc[0] = _mm512_fmadd_ps(wd, d, acc[0]);
+        i += 16;
+    }
+    if i < n {
+        let d = _mm512_sub_ps(load16_tail(a, i), load16_tail(b, i));
+        let wd = _mm512_mul_ps(load16_tail(w, i), d);
+        acc[1] = _mm512_fmadd_ps(wd, d, acc[1]);
+    }
+    finish(acc)
+}
