@@ -7,9 +7,11 @@
 //!
 //! Bounds: the wrappers assert equal lengths, and the kernels additionally iterate only up to the
 //! shortest input length, so no kernel ever reads out of bounds whatever it is given. Tails
-//! (lengths that are not a multiple of the vector step) are copied into a zero-padded stack
-//! buffer and processed as one more full vector; zero padding contributes nothing to any of
-//! these sums.
+//! (lengths that are not a multiple of the vector step) use, for f32, a masked load
+//! (`vmaskmovps`), which reads only the in-bounds lanes and zeroes the rest; for u8/i8, the last
+//! 16 bytes of the input (an in-bounds, overlapping load) with the already-counted lanes masked
+//! to zero, or a scalar loop when the whole input is shorter than 16. Zero lanes contribute
+//! nothing to any of these sums.
 //!
 //! Integer kernels widen u8/i8 to i16 (`cvtepu8_epi16` / `cvtepi8_epi16`) and multiply-add pairs
 //! into i32 with `madd_epi16`: each pair sum is at most 2·255² = 130 050, far inside i32, so no
@@ -117,15 +119,21 @@ fn load8(s: &[f32], i: usize) -> __m256 {
     unsafe { _mm256_loadu_ps(chunk.as_ptr()) }
 }
 
-/// Copies `s[i..]` (fewer than 8 elements) into a zero-padded vector.
+/// Loads `s[i..]` (1 to 7 elements) into the low lanes of a vector, zeroing the others.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn load8_tail(s: &[f32], i: usize) -> __m256 {
-    let rest = &s[i..];
-    let mut buf = [0.0f32; 8];
-    buf[..rest.len()].copy_from_slice(rest);
-    // SAFETY: `buf` is a valid, readable `[f32; 8]`; `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_ps(buf.as_ptr()) }
+    let rest = s.len() - i;
+    assert!(0 < rest && rest < 8, "load8_tail: 1..8 elements expected");
+    let mask = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(rest as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    let tail = &s[i..];
+    // SAFETY: `tail` is `s[i..]`, `rest` readable f32s. `vmaskmovps` reads only the lanes
+    // whose mask bit is set, i.e. lanes `0..rest`, all inside `tail`; masked-off lanes are not
+    // accessed and cannot fault (Intel SDM, VMASKMOV), and are set to zero.
+    unsafe { _mm256_maskload_ps(tail.as_ptr(), mask) }
 }
 
 /// Loads 16 bytes from `s[i..i + 16]` (bounds-checked like [`load8`]).
@@ -138,27 +146,38 @@ fn load16_bytes<T: Byte>(s: &[T], i: usize) -> __m128i {
     unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) }
 }
 
-/// Copies `s[i..]` (fewer than 16 elements) into a zero-padded 16-byte vector.
+/// Byte masks for [`load16_bytes_tail`]: 16 zero bytes then 16 `0xFF` bytes; the 16 bytes
+/// starting at offset `k` are `16 − k` zeros followed by `k` ones.
+static TAIL_MASKS: [u8; 32] = {
+    let mut m = [0u8; 32];
+    let mut k = 16;
+    while k < 32 {
+        m[k] = 0xFF;
+        k += 1;
+    }
+    m
+};
+
+/// The last 16 elements of `s` (which must hold at least 16), with the lanes before index `i`
+/// zeroed: that is `s[i..]` (`0 < s.len() − i < 16` elements) in the high lanes, zeros below.
+/// Lane order does not matter to the sums that use it, and zero lanes contribute nothing.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn load16_bytes_tail<T: Byte>(s: &[T], i: usize) -> __m128i {
-    let rest = &s[i..];
-    let mut buf = [T::ZERO; 16];
-    buf[..rest.len()].copy_from_slice(rest);
-    // SAFETY: `buf` is 16 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm_loadu_si128(buf.as_ptr().cast()) }
+    let rest = s.len() - i;
+    assert!(
+        0 < rest && rest < 16 && s.len() >= 16,
+        "load16_bytes_tail: bad tail"
+    );
+    let last = load16_bytes(s, s.len() - 16);
+    let mask = load16_bytes(&TAIL_MASKS, rest);
+    _mm_and_si128(last, mask)
 }
 
 /// 1-byte integer element types (u8, i8).
-trait Byte: Copy {
-    const ZERO: Self;
-}
-impl Byte for u8 {
-    const ZERO: Self = 0;
-}
-impl Byte for i8 {
-    const ZERO: Self = 0;
-}
+trait Byte: Copy {}
+impl Byte for u8 {}
+impl Byte for i8 {}
 
 /// Horizontal sum of 8 f32 lanes.
 #[inline]
@@ -186,7 +205,7 @@ fn hsum_epi32(v: __m256i) -> u32 {
 
 // ---------------------------------------------------------------------------------------------
 // f32 kernels: 4 independent accumulators × 8 lanes (32 elements per iteration) to hide the
-// FMA latency, then 8-element steps, then one zero-padded tail vector.
+// FMA latency, then 8-element steps, then one masked tail vector.
 // ---------------------------------------------------------------------------------------------
 
 /// `Σ (a_k − b_k)²` over the first `min(a.len(), b.len())` elements.
@@ -281,14 +300,21 @@ unsafe fn weighted_l2_sq_f32_avx2(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
 
 // ---------------------------------------------------------------------------------------------
 // Integer kernels: 16 bytes at a time, widened to 16 × i16, pairs multiply-added to 8 × i32.
-// Two accumulators (32 bytes per iteration), then 16-byte steps, then a zero-padded tail.
+// Two accumulators (32 bytes per iteration), then 16-byte steps, then a masked overlapping tail
+// (or scalar for inputs shorter than 16).
 // ---------------------------------------------------------------------------------------------
 
 /// Integer kernel body shared by the four u8/i8 kernels: `step` maps two 16-byte vectors to
-/// 8 i32 partial sums.
+/// 8 i32 partial sums, `scalar` one pair of elements to its term (as a u32 bit pattern); the
+/// scalar path is used only for inputs shorter than 16.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn int_kernel<T: Byte>(a: &[T], b: &[T], step: impl Fn(__m128i, __m128i) -> __m256i) -> u32 {
+fn int_kernel<T: Byte>(
+    a: &[T],
+    b: &[T],
+    step: impl Fn(__m128i, __m128i) -> __m256i,
+    scalar: impl Fn(T, T) -> u32,
+) -> u32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc0 = _mm256_setzero_si256();
@@ -303,10 +329,18 @@ fn int_kernel<T: Byte>(a: &[T], b: &[T], step: impl Fn(__m128i, __m128i) -> __m2
         acc0 = _mm256_add_epi32(acc0, step(load16_bytes(a, i), load16_bytes(b, i)));
         i += 16;
     }
-    if i < n {
+    if i < n && n >= 16 {
+        // Both inputs are masked the same way, so the overlapping lanes are zero in each and add
+        // nothing to either l2 or dot.
         acc1 = _mm256_add_epi32(acc1, step(load16_bytes_tail(a, i), load16_bytes_tail(b, i)));
+        i = n;
     }
-    hsum_epi32(_mm256_add_epi32(acc0, acc1))
+    let sum = hsum_epi32(_mm256_add_epi32(acc0, acc1));
+    // Inputs shorter than 16 elements: scalar.
+    a[i..]
+        .iter()
+        .zip(&b[i..])
+        .fold(sum, |s, (&x, &y)| s.wrapping_add(scalar(x, y)))
 }
 
 /// `Σ (a_k − b_k)²` over u8, exact modulo 2³².
@@ -315,10 +349,15 @@ fn int_kernel<T: Byte>(a: &[T], b: &[T], step: impl Fn(__m128i, __m128i) -> __m2
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn l2_sq_u8_avx2(a: &[u8], b: &[u8]) -> u32 {
-    int_kernel(a, b, |x, y| {
-        let d = _mm256_sub_epi16(_mm256_cvtepu8_epi16(x), _mm256_cvtepu8_epi16(y));
-        _mm256_madd_epi16(d, d)
-    })
+    int_kernel(
+        a,
+        b,
+        |x, y| {
+            let d = _mm256_sub_epi16(_mm256_cvtepu8_epi16(x), _mm256_cvtepu8_epi16(y));
+            _mm256_madd_epi16(d, d)
+        },
+        |x, y| (i32::from(x) - i32::from(y)).pow(2) as u32,
+    )
 }
 
 /// `Σ a_k b_k` over u8, exact modulo 2³².
@@ -327,9 +366,12 @@ unsafe fn l2_sq_u8_avx2(a: &[u8], b: &[u8]) -> u32 {
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_u8_avx2(a: &[u8], b: &[u8]) -> u32 {
-    int_kernel(a, b, |x, y| {
-        _mm256_madd_epi16(_mm256_cvtepu8_epi16(x), _mm256_cvtepu8_epi16(y))
-    })
+    int_kernel(
+        a,
+        b,
+        |x, y| _mm256_madd_epi16(_mm256_cvtepu8_epi16(x), _mm256_cvtepu8_epi16(y)),
+        |x, y| u32::from(x) * u32::from(y),
+    )
 }
 
 /// `Σ (a_k − b_k)²` over i8, exact modulo 2³².
@@ -338,10 +380,15 @@ unsafe fn dot_u8_avx2(a: &[u8], b: &[u8]) -> u32 {
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn l2_sq_i8_avx2(a: &[i8], b: &[i8]) -> u32 {
-    int_kernel(a, b, |x, y| {
-        let d = _mm256_sub_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y));
-        _mm256_madd_epi16(d, d)
-    })
+    int_kernel(
+        a,
+        b,
+        |x, y| {
+            let d = _mm256_sub_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y));
+            _mm256_madd_epi16(d, d)
+        },
+        |x, y| (i32::from(x) - i32::from(y)).pow(2) as u32,
+    )
 }
 
 /// `Σ a_k b_k` over i8, exact modulo 2³² (two's complement).
@@ -350,7 +397,10 @@ unsafe fn l2_sq_i8_avx2(a: &[i8], b: &[i8]) -> u32 {
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
-    int_kernel(a, b, |x, y| {
-        _mm256_madd_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y))
-    }) as i32
+    int_kernel(
+        a,
+        b,
+        |x, y| _mm256_madd_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y)),
+        |x, y| (i32::from(x) * i32::from(y)) as u32,
+    ) as i32
 }

@@ -6,7 +6,8 @@
 //! That table is built only after `is_x86_feature_detected!("avx512f")` succeeded *and* the AVX2
 //! table was obtained (which itself requires AVX2+FMA detection), so every function pointer in it
 //! runs on this CPU. Kernels iterate only up to the shortest input length; tails (fewer than 16
-//! elements) go through a zero-padded stack buffer, so nothing is ever read out of bounds.
+//! elements) use a masked load that touches only the in-bounds lanes, so nothing is ever read
+//! out of bounds.
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -76,15 +77,20 @@ fn load16(s: &[f32], i: usize) -> __m512 {
     unsafe { _mm512_loadu_ps(chunk.as_ptr()) }
 }
 
-/// Copies `s[i..]` (fewer than 16 elements) into a zero-padded vector.
+/// Loads `s[i..]` (1 to 15 elements) into the low lanes of a vector, zeroing the others.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn load16_tail(s: &[f32], i: usize) -> __m512 {
-    let rest = &s[i..];
-    let mut buf = [0.0f32; 16];
-    buf[..rest.len()].copy_from_slice(rest);
-    // SAFETY: `buf` is a valid, readable `[f32; 16]`; `loadu` has no alignment requirement.
-    unsafe { _mm512_loadu_ps(buf.as_ptr()) }
+    let tail = &s[i..];
+    assert!(
+        !tail.is_empty() && tail.len() < 16,
+        "load16_tail: 1..16 elements expected"
+    );
+    let mask: __mmask16 = (1u16 << tail.len()) - 1;
+    // SAFETY: `tail` holds `tail.len()` readable f32s and `mask` selects exactly lanes
+    // `0..tail.len()`. An AVX-512 masked load reads only the selected lanes; masked-off lanes
+    // are not accessed, cannot fault (Intel SDM, fault suppression), and are zeroed (`maskz`).
+    unsafe { _mm512_maskz_loadu_ps(mask, tail.as_ptr()) }
 }
 
 /// Sum of four accumulators, then of their 16 lanes.
