@@ -150,6 +150,37 @@ fn simd_f32_exact_on_small_integers() {
     }
 }
 
+/// Sub-slices starting at every f32 offset within a 64-byte line, with `a` and `b` misaligned
+/// differently (exercises the AVX-512 alignment head and its interplay with the tail).
+#[test]
+fn simd_f32_all_alignments() {
+    let buf_a: Vec<f32> = (0..1200).map(|k| (k % 7) as f32 - 3.0).collect();
+    let buf_b: Vec<f32> = (0..1200).map(|k| (k % 5) as f32 + 1.0).collect();
+    let buf_w: Vec<f32> = (0..1200).map(|k| (k % 3) as f32).collect();
+    for &n in LENGTHS {
+        for off in 0..16 {
+            let a = &buf_a[off..off + n];
+            let b = &buf_b[(off * 7) % 16..(off * 7) % 16 + n];
+            let w = &buf_w[(off * 3) % 16..(off * 3) % 16 + n];
+            for t in available_tables() {
+                let isa = t.isa;
+                assert_eq!(
+                    (t.l2_sq_f32)(a, b),
+                    r::l2_sq_f32(a, b),
+                    "{isa} n={n} off={off}"
+                );
+                assert_eq!((t.dot_f32)(a, b), r::dot_f32(a, b), "{isa} n={n} off={off}");
+                let want = r::weighted_l2_sq_f32(a, b, w);
+                assert_eq!(
+                    (t.weighted_l2_sq_f32)(a, b, w),
+                    want,
+                    "{isa} n={n} off={off}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn simd_int_fixed_lengths() {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
