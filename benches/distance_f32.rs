@@ -1,5 +1,5 @@
 //! f32 distance kernels: the public `m3::distance` API (dispatched table) for typical dims, and
-//! the scalar / AVX2 / AVX-512 tables side by side for `l2_sq` and `dot` (the numbers behind
+//! the scalar / AVX2 / AVX-512 tables side by side for `l2_sq`, `dot` and `weighted_l2_sq` (the numbers behind
 //! `docs/decisions/0001-simd-kernels.md`).
 //!
 //! Run: `cargo bench --bench distance_f32` (or `-- table` for the table comparison only).
@@ -48,7 +48,7 @@ fn api(c: &mut Criterion) {
     g.finish();
 }
 
-/// Each table this CPU can run, called directly (no dispatch), for l2_sq and dot.
+/// Each table this CPU can run, called directly (no dispatch), for l2_sq, dot and weighted_l2_sq.
 fn tables(c: &mut Criterion) {
     for kernel in ["l2_sq_f32", "dot_f32"] {
         let mut g = c.benchmark_group(format!("{kernel}_table"));
@@ -67,6 +67,17 @@ fn tables(c: &mut Criterion) {
         }
         g.finish();
     }
+    let mut g = c.benchmark_group("weighted_l2_sq_f32_table");
+    for d in DIMS {
+        let (a, b, w) = vectors(d, d as u64);
+        for t in available_tables() {
+            let f = t.weighted_l2_sq_f32;
+            g.bench_function(BenchmarkId::new(t.isa, format!("dim={d}")), |bench| {
+                bench.iter(|| f(black_box(&a), black_box(&b), black_box(&w)))
+            });
+        }
+    }
+    g.finish();
 }
 
 fn config() -> Criterion {

@@ -26,7 +26,8 @@ fn signed(v: &[u8]) -> Vec<i8> {
 }
 
 fn api(c: &mut Criterion) {
-    let u8s: [(&str, fn(&[u8], &[u8]) -> u32); 2] = [
+    type U8Kernel = fn(&[u8], &[u8]) -> u32;
+    let u8s: [(&str, U8Kernel); 2] = [
         ("l2_sq_u8", distance::l2_sq_u8),
         ("dot_u8", distance::dot_u8),
     ];

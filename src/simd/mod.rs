@@ -2,7 +2,7 @@
 //! table of safe function pointers; the `#[target_feature]` functions stay private behind
 //! wrappers that check lengths themselves (callers in [`crate::distance`] assert them too).
 //!
-//! Tables (x86_64): `"avx512f"` (AVX-512F f32 kernels, AVX2 integer kernels), `"avx2+fma"`,
+//! Tables (x86_64): `"avx512f"` (AVX-512F `l2_sq_f32`, AVX2+FMA for the rest), `"avx2+fma"`,
 //! and everywhere `"scalar"` ([`SCALAR`], the reference). A SIMD table can only be obtained
 //! through [`kernels`] or [`available_tables`], both of which check the CPU first; this is what
 //! makes its safe function pointers sound.
