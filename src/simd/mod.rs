@@ -1,7 +1,25 @@
 //! The only place for target-feature code. [`kernels`] detects the CPU once and returns a
 //! table of safe function pointers; the `#[target_feature]` functions stay private behind
-//! wrappers that have already checked lengths (callers in [`crate::distance`] assert them).
+//! wrappers that check lengths themselves (callers in [`crate::distance`] assert them too).
+//!
+//! Tables (x86_64): `"avx512f"` (AVX-512F `l2_sq_f32`, AVX2+FMA for the rest), `"avx2+fma"`,
+//! and everywhere `"scalar"` ([`SCALAR`], the reference). A SIMD table can only be obtained
+//! through [`kernels`] or [`available_tables`], both of which check the CPU first; this is what
+//! makes its safe function pointers sound.
+//!
+//! # Choosing a table: `M3_SIMD`
+//!
+//! By default [`kernels`] picks the best table the CPU supports. The environment variable
+//! `M3_SIMD`, read once at the first call, overrides that:
+//!
+//! - `M3_SIMD=scalar`: use the scalar reference kernels (to exercise or compare the scalar path);
+//! - `M3_SIMD=avx2`: use at most the AVX2+FMA table (scalar if the CPU lacks AVX2 or FMA);
+//! - unset, empty, `auto` or anything else: the best available table.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod gemm;
 
 use std::sync::OnceLock;
@@ -34,8 +52,37 @@ pub const SCALAR: Kernels = Kernels {
     dot_i8: reference::dot_i8,
 };
 
-/// The best kernel table for this CPU, detected once.
+static SCALAR_TABLE: Kernels = SCALAR;
+
+/// The kernel table in use: the best one for this CPU unless `M3_SIMD` says otherwise (see the
+/// module documentation). Detected once per process.
 pub fn kernels() -> &'static Kernels {
-    static TABLE: OnceLock<Kernels> = OnceLock::new();
-    TABLE.get_or_init(|| SCALAR)
+    static TABLE: OnceLock<&'static Kernels> = OnceLock::new();
+    TABLE.get_or_init(|| select(std::env::var("M3_SIMD").ok().as_deref()))
 }
+
+/// The table chosen for an `M3_SIMD` value (`None` when unset).
+fn select(pref: Option<&str>) -> &'static Kernels {
+    let tables = available_tables();
+    let pick = |isa: &str| tables.iter().copied().find(|t| t.isa == isa);
+    match pref.map(str::trim) {
+        Some(p) if p.eq_ignore_ascii_case("scalar") => &SCALAR_TABLE,
+        Some(p) if p.eq_ignore_ascii_case("avx2") => pick("avx2+fma").unwrap_or(&SCALAR_TABLE),
+        _ => tables[0],
+    }
+}
+
+/// Every table this CPU can run, best first; the scalar table is always last.
+pub fn available_tables() -> Vec<&'static Kernels> {
+    let mut tables = Vec::with_capacity(3);
+    #[cfg(target_arch = "x86_64")]
+    {
+        tables.extend(avx512::table());
+        tables.extend(avx2::table());
+    }
+    tables.push(&SCALAR_TABLE);
+    tables
+}
+
+#[cfg(test)]
+mod tests;
