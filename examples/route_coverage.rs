@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
     let metric: Metric = a[4].parse()?;
     let mut p = BuildParams::new(PathBuf::from(&a[1]), metric, PathBuf::from("/tmp/unused"));
-    p.train_queries = a.get(5).filter(|s| !s.is_empty() && *s != "-").map(PathBuf::from);
+    p.train_queries = a
+        .get(5)
+        .filter(|s| !s.is_empty() && *s != "-")
+        .map(PathBuf::from);
     p.spill.max_copies = a.get(6).map_or(Ok(1), |s| s.parse())?;
     if let Some(cs) = a.get(7) {
         p.clusters.target_size = cs.parse()?;
@@ -69,7 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut order: Vec<(f32, usize)> = (0..k).map(|c| (score(c), c)).collect();
             order.sort_by(|a, b| a.0.total_cmp(&b.0));
             let base_only: HashSet<u32> = order.iter().take(nprobe).map(|e| e.1 as u32).collect();
-            let mut multi: HashSet<u32> = order.iter().take(nprobe / 2).map(|e| e.1 as u32).collect();
+            let mut multi: HashSet<u32> =
+                order.iter().take(nprobe / 2).map(|e| e.1 as u32).collect();
             if let Some(r) = &routing {
                 let mut qa: Vec<(f32, usize)> = (0..r.anchors.rows())
                     .map(|j| (distance::l2_sq(&x, r.anchors.row(j)), j))
