@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::file::{FileEntry, SectionReader, SectionWriter, mul};
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use super::{FormatError, RecordLayout};
@@ -37,7 +37,7 @@ pub struct ClustersHeader {
 const _: () = assert!(size_of::<ClustersHeader>() == 40);
 
 impl ClustersHeader {
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(
             COMMON_HEADER_BYTES,
             ClustersHeader,
@@ -71,7 +71,7 @@ pub struct ClusterEntry {
 const _: () = assert!(size_of::<ClusterEntry>() == 32);
 
 impl ClusterEntry {
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(
             0,
             ClusterEntry,

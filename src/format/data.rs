@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use bytemuck::{Pod, Zeroable};
 
 use super::clusters::ClusterEntry;
-use super::file::{FileEntry, SectionReader};
+use super::file::{FileEntry, LayoutTable, SectionReader};
 use super::header::{COMMON_HEADER_BYTES, FileKind, encode_header};
 use super::manifest::{IndexMeta, dtype_code, dtype_from_code};
 use super::record::RecordCodec;
@@ -52,7 +52,7 @@ pub struct DataFileHeader {
 const _: () = assert!(size_of::<DataFileHeader>() == 40);
 
 impl DataFileHeader {
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(
             COMMON_HEADER_BYTES,
             DataFileHeader,
@@ -299,7 +299,9 @@ impl DataFileWriter {
     /// Writes whole data sectors starting at data sector `first_sector`.
     pub fn write_sector_range(&self, first_sector: u64, bytes: &[u8]) -> Result<(), FormatError> {
         let n = bytes.len() as u64 / SB;
-        if bytes.len() as u64 % SB != 0 || first_sector.saturating_add(n) > self.data_sectors {
+        if !(bytes.len() as u64).is_multiple_of(SB)
+            || first_sector.saturating_add(n) > self.data_sectors
+        {
             return Err(FormatError::invalid(format!(
                 "{} bytes at sector {first_sector} is not whole sectors inside {}",
                 bytes.len(),

@@ -18,6 +18,9 @@ use super::header::{
 /// Longest header a reader accepts (the manifest's is `136 + 48·file_count` bytes).
 pub const MAX_HEADER_BYTES: u64 = 1 << 20;
 
+/// `(field, offset, size)` rows of a struct's byte layout, as in `docs/FORMAT.md`.
+pub type LayoutTable = Vec<(&'static str, usize, usize)>;
+
 /// Length of [`FileEntry::name`].
 pub const FILE_NAME_BYTES: usize = 32;
 
@@ -67,7 +70,7 @@ impl FileEntry {
         is_plain_name(s).then_some(s)
     }
 
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(0, FileEntry, name, bytes, crc32c, reserved)
     }
 }
@@ -214,7 +217,7 @@ impl SectionReader {
         let len = count
             .checked_mul(std::mem::size_of::<T>() as u64)
             .ok_or_else(|| self.corrupt(offset, format!("{what}: size overflows")))?;
-        if offset % 8 != 0 || offset < self.common.header_bytes as u64 {
+        if !offset.is_multiple_of(8) || offset < self.common.header_bytes as u64 {
             return Err(self.corrupt(offset, format!("{what}: bad section offset {offset}")));
         }
         let end = offset

@@ -9,7 +9,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, SectionReader, SectionWriter};
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use crate::data::DType;
 use crate::distance::Metric;
@@ -65,7 +65,7 @@ pub struct IndexMeta {
 }
 
 const _: () = assert!(std::mem::size_of::<IndexMeta>() == 104);
-const _: () = assert!(std::mem::size_of::<IndexMeta>() % 8 == 0);
+const _: () = assert!(std::mem::size_of::<IndexMeta>().is_multiple_of(8));
 
 pub(crate) fn dtype_code(d: DType) -> u8 {
     match d {
@@ -111,7 +111,7 @@ impl IndexMeta {
     }
 
     /// `(field, offset from file start, size)`, checked against `docs/FORMAT.md`.
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(
             COMMON_HEADER_BYTES,
             IndexMeta,

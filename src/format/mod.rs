@@ -36,7 +36,7 @@ pub mod verify;
 pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
-pub use file::{FILE_NAME_BYTES, FileEntry, file_crc32c};
+pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{IndexMeta, Manifest};
 pub use pq::{PqFile, PqHeader};
@@ -50,7 +50,7 @@ pub use verify::{VerifyReport, open_check, verify};
 /// Every offset table of `docs/FORMAT.md`, keyed by the heading above it: `(field, offset,
 /// size)` rows, offsets from the file start for file headers and from the entry start for
 /// [`FileEntry`] and [`ClusterEntry`].
-pub fn layout_tables() -> Vec<(&'static str, Vec<(&'static str, usize, usize)>)> {
+pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
     vec![
         (
             "Common header",

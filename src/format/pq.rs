@@ -7,7 +7,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, SectionReader, SectionWriter, mul};
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use crate::data::Matrix;
@@ -42,7 +42,7 @@ pub struct PqHeader {
 const _: () = assert!(size_of::<PqHeader>() == 64);
 
 impl PqHeader {
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(
             COMMON_HEADER_BYTES,
             PqHeader,

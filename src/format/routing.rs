@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
 use super::clusters::NO_ID;
-use super::file::{FileEntry, SectionReader, SectionWriter, mul};
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use crate::data::Matrix;
@@ -34,7 +34,7 @@ pub struct RoutingHeader {
 const _: () = assert!(size_of::<RoutingHeader>() == 32);
 
 impl RoutingHeader {
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(
             COMMON_HEADER_BYTES,
             RoutingHeader,

@@ -6,7 +6,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, SectionReader, SectionWriter, align8};
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, align8};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 
 pub const SECTORS_KIND: FileKind = FileKind {
@@ -26,7 +26,7 @@ pub struct SectorsHeader {
 const _: () = assert!(size_of::<SectorsHeader>() == 16);
 
 impl SectorsHeader {
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(COMMON_HEADER_BYTES, SectorsHeader, data_sectors, reserved)
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, SectionReader, SectionWriter};
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 
@@ -38,7 +38,7 @@ pub struct StatsHeader {
 const _: () = assert!(size_of::<StatsHeader>() == 72);
 
 impl StatsHeader {
-    pub fn layout_table() -> Vec<(&'static str, usize, usize)> {
+    pub fn layout_table() -> LayoutTable {
         crate::layout_table!(
             COMMON_HEADER_BYTES,
             StatsHeader,
