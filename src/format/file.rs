@@ -282,3 +282,40 @@ pub(crate) fn pod_vec<T: Pod>(bytes: &[u8]) -> Vec<T> {
         .map(bytemuck::pod_read_unaligned)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_are_plain_file_names() {
+        let e = FileEntry::new("data.m3", 7, 9).unwrap();
+        assert_eq!(e.name_str(), Some("data.m3"));
+        assert_eq!(
+            FileEntry::new(&"a".repeat(32), 0, 0)
+                .unwrap()
+                .name_str()
+                .unwrap()
+                .len(),
+            32
+        );
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b"] {
+            assert!(FileEntry::new(bad, 0, 0).is_err(), "{bad:?}");
+        }
+        let mut e2 = e;
+        e2.name[10] = b'x'; // bytes after the terminating zero
+        assert_eq!(e2.name_str(), None);
+        e2 = e;
+        e2.name[0] = 0xff; // not UTF-8
+        assert_eq!(e2.name_str(), None);
+    }
+
+    #[test]
+    fn sections_are_8_aligned() {
+        let mut w = SectionWriter::new(45);
+        assert_eq!(w.push(&[1u8, 2, 3]), 48);
+        assert_eq!(w.push(&[1u32]), 56);
+        assert_eq!(align8(0), 0);
+        assert_eq!(align8(9), 16);
+    }
+}

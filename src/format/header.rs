@@ -204,6 +204,27 @@ mod tests {
     }
 
     #[test]
+    fn trailer_is_inside_the_header_and_its_crc() {
+        let spec = Spec { a: 1, b: 2, c: 3 };
+        let trailer = [9u8; 16];
+        let h = encode_header_with_trailer(&KIND, 64, &spec, &trailer);
+        assert_eq!(h.len(), 64);
+        assert_eq!(&h[48..], &trailer);
+        let (c, s): (CommonHeader, Spec) = decode_header(Path::new("t"), &KIND, &h, 64).unwrap();
+        assert_eq!((c.header_bytes, s), (64, spec));
+        let mut bad = h.clone();
+        bad[60] ^= 1;
+        assert!(matches!(
+            decode_header::<Spec>(Path::new("t"), &KIND, &bad, 64),
+            Err(FormatError::HeaderChecksum { .. })
+        ));
+        assert_eq!(
+            encode_header(&KIND, 48, &spec),
+            encode_header_with_trailer(&KIND, 48, &spec, &[])
+        );
+    }
+
+    #[test]
     fn newer_major_is_refused_newer_minor_accepted() {
         let spec = Spec { a: 1, b: 2, c: 3 };
         let newer = FileKind {
