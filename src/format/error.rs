@@ -60,6 +60,11 @@ pub enum FormatError {
         what: String,
     },
 
+    /// The caller handed a writer inconsistent data (a programming error upstream, reported
+    /// rather than panicking).
+    #[error("invalid input to an index writer: {what}")]
+    Invalid { what: String },
+
     #[error("{dir}: no index here (missing {file})")]
     NotAnIndex { dir: PathBuf, file: &'static str },
 }
@@ -70,6 +75,10 @@ impl FormatError {
             path: path.into(),
             source,
         }
+    }
+
+    pub fn invalid(what: impl Into<String>) -> Self {
+        FormatError::Invalid { what: what.into() }
     }
 
     pub fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {

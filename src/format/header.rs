@@ -50,8 +50,19 @@ pub struct FileKind {
 /// Serialises `common` + `specific` into one header buffer with its CRC filled in.
 /// `common.header_bytes` is set from the buffer length.
 pub fn encode_header<S: Pod>(kind: &FileKind, file_bytes: u64, specific: &S) -> Vec<u8> {
+    encode_header_with_trailer(kind, file_bytes, specific, &[])
+}
+
+/// Like [`encode_header`], with `trailer` appended inside the header (after the kind-specific
+/// struct, covered by the CRC and counted in `header_bytes`): the manifest's file entries.
+pub fn encode_header_with_trailer<S: Pod>(
+    kind: &FileKind,
+    file_bytes: u64,
+    specific: &S,
+    trailer: &[u8],
+) -> Vec<u8> {
     let spec = bytemuck::bytes_of(specific);
-    let header_bytes = COMMON_HEADER_BYTES + spec.len();
+    let header_bytes = COMMON_HEADER_BYTES + spec.len() + trailer.len();
     let common = CommonHeader {
         magic: kind.magic,
         version_major: kind.version_major,
@@ -64,6 +75,7 @@ pub fn encode_header<S: Pod>(kind: &FileKind, file_bytes: u64, specific: &S) -> 
     let mut buf = Vec::with_capacity(header_bytes);
     buf.extend_from_slice(bytemuck::bytes_of(&common));
     buf.extend_from_slice(spec);
+    buf.extend_from_slice(trailer);
     let crc = crc32c::crc32c(&buf);
     buf[HEADER_CRC_OFFSET..HEADER_CRC_OFFSET + 4].copy_from_slice(&crc.to_le_bytes());
     buf
@@ -189,6 +201,27 @@ mod tests {
             decode_header::<Spec>(Path::new("t"), &KIND, &h, 49),
             Err(FormatError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn trailer_is_inside_the_header_and_its_crc() {
+        let spec = Spec { a: 1, b: 2, c: 3 };
+        let trailer = [9u8; 16];
+        let h = encode_header_with_trailer(&KIND, 64, &spec, &trailer);
+        assert_eq!(h.len(), 64);
+        assert_eq!(&h[48..], &trailer);
+        let (c, s): (CommonHeader, Spec) = decode_header(Path::new("t"), &KIND, &h, 64).unwrap();
+        assert_eq!((c.header_bytes, s), (64, spec));
+        let mut bad = h.clone();
+        bad[60] ^= 1;
+        assert!(matches!(
+            decode_header::<Spec>(Path::new("t"), &KIND, &bad, 64),
+            Err(FormatError::HeaderChecksum { .. })
+        ));
+        assert_eq!(
+            encode_header(&KIND, 48, &spec),
+            encode_header_with_trailer(&KIND, 48, &spec, &[])
+        );
     }
 
     #[test]

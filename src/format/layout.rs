@@ -6,10 +6,11 @@
 //! Every cluster starts on a sector boundary, so a cluster of `n` records occupies
 //! [`RecordLayout::sectors_for`]`(n)` sectors.
 //!
-//! Worked numbers: a 50-d f32 record with 32 neighbours is `200 + 4 + 128 = 332` bytes, so 12
-//! records share a sector (3,984 bytes used, 112 padding) and record 30 of a cluster lives in
-//! the cluster's sector 2 at byte 6 · 332 = 1,992. A 960-d f32 record with 64 neighbours is
-//! `3,840 + 4 + 256 = 4,100` bytes: 2 sectors per record, record 5 at sectors 10–11.
+//! Worked numbers (record = vector | id | degree | neighbours, see [`super::record`]): a 50-d
+//! f32 record with 32 neighbours is `200 + 8 + 128 = 336` bytes, so 12 records share a sector
+//! (4,032 bytes used, 64 padding) and record 30 of a cluster lives in the cluster's sector 2
+//! at byte 6 · 336 = 2,016. A 960-d f32 record with 64 neighbours is `3,840 + 8 + 256 = 4,104`
+//! bytes: 2 sectors per record, record 5 at sectors 10–11.
 
 /// The unit of I/O and alignment: one 4 KiB sector.
 pub const SECTOR_BYTES: usize = 4096;
@@ -106,17 +107,17 @@ mod tests {
 
     #[test]
     fn worked_numbers_from_the_doc() {
-        let l = RecordLayout::new(332).unwrap();
+        let l = RecordLayout::new(336).unwrap();
         assert_eq!(l.records_per_sector(), 12);
         assert_eq!(
             l.locate(30),
             RecordLocation {
                 sector: 2,
-                offset_bytes: 1992,
+                offset_bytes: 2016,
                 sectors: 1
             }
         );
-        let big = RecordLayout::new(4100).unwrap();
+        let big = RecordLayout::new(4104).unwrap();
         assert_eq!(big.sectors_per_record(), 2);
         assert_eq!(big.locate(5).sector, 10);
         assert_eq!(big.sectors_for(3), 6);

@@ -1,11 +1,79 @@
 //! On-disk structures of an index: one module per file kind, each with its byte layout written
-//! once in `docs/FORMAT.md`. Every file starts with the [`header::CommonHeader`] (magic,
-//! version, lengths, header CRC32C); index files are untrusted input, so every decoder returns
-//! a [`FormatError`] rather than panicking.
+//! once in `docs/FORMAT.md` (normative; `tests/format_doc.rs` checks its offset tables against
+//! the `layout_table()` of every header struct here). Every file starts with the
+//! [`header::CommonHeader`] (magic, version, lengths, header CRC32C); index files are
+//! untrusted input, so every decoder returns a [`FormatError`] rather than panicking, and
+//! checks every section against the real file length before allocating it.
+//!
+//! | file | module | contents |
+//! |---|---|---|
+//! | `manifest.m3` | [`manifest`] | [`Manifest`]: [`IndexMeta`] + one [`FileEntry`] per file |
+//! | `clusters.m3` | [`clusters`] | [`ClusterTable`]: centroids, [`ClusterEntry`]s, anchor graph |
+//! | `routing.m3` | [`routing`] | [`Routing`]: query anchors and their cluster edges |
+//! | `stats.m3` | [`stats`] | [`Stats`]: per-modality mean/variance, LID statistics |
+//! | `pq.m3` | [`pq`] | [`PqFile`]: codebooks, codes, per-record correction and error |
+//! | `data.m3` | [`data`], [`record`] | [`DataFileWriter`], [`DataFileHeader`], [`RecordCodec`] |
+//! | `sectors.m3` | [`sectors`] | [`SectorCrcs`]: CRC32C of each data sector |
+//!
+//! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
+//! [`open_check`] check a published one.
 
+pub mod clusters;
+pub mod data;
 mod error;
+mod file;
 pub mod header;
 pub mod layout;
+pub mod manifest;
+pub mod pq;
+pub mod publish;
+pub mod record;
+pub mod routing;
+pub mod sectors;
+pub mod stats;
+pub mod verify;
 
+pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
+pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
+pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
+pub use manifest::{IndexMeta, Manifest};
+pub use pq::{PqFile, PqHeader};
+pub use publish::{IndexDirWriter, recover};
+pub use record::{RecordCodec, RecordView};
+pub use routing::{Routing, RoutingHeader};
+pub use sectors::{SectorCrcs, SectorsHeader};
+pub use stats::{Stats, StatsHeader};
+pub use verify::{VerifyReport, open_check, verify};
+
+/// Every offset table of `docs/FORMAT.md`, keyed by the heading above it: `(field, offset,
+/// size)` rows, offsets from the file start for file headers and from the entry start for
+/// [`FileEntry`] and [`ClusterEntry`].
+pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
+    vec![
+        (
+            "Common header",
+            crate::layout_table!(
+                0,
+                header::CommonHeader,
+                magic,
+                version_major,
+                version_minor,
+                header_bytes,
+                file_bytes,
+                header_crc32c,
+                reserved
+            ),
+        ),
+        ("manifest.m3", IndexMeta::layout_table()),
+        ("Manifest file entry", FileEntry::layout_table()),
+        ("clusters.m3", ClustersHeader::layout_table()),
+        ("Cluster entry", ClusterEntry::layout_table()),
+        ("routing.m3", RoutingHeader::layout_table()),
+        ("stats.m3", StatsHeader::layout_table()),
+        ("pq.m3", PqHeader::layout_table()),
+        ("data.m3", DataFileHeader::layout_table()),
+        ("sectors.m3", SectorsHeader::layout_table()),
+    ]
+}

@@ -1,0 +1,321 @@
+//! What every small index file shares: the manifest entry describing a written file
+//! ([`FileEntry`]), a writer that lays 8-byte-aligned sections after a header, a reader that
+//! checks every section against the real file length *before* allocating, and the
+//! `layout_table!` macro that feeds the `docs/FORMAT.md` consistency test.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytemuck::{Pod, Zeroable};
+
+use super::FormatError;
+use super::header::{
+    COMMON_HEADER_BYTES, CommonHeader, FileKind, decode_header, encode_header_with_trailer,
+};
+
+/// Longest header a reader accepts (the manifest's is `136 + 48·file_count` bytes).
+pub const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// `(field, offset, size)` rows of a struct's byte layout, as in `docs/FORMAT.md`.
+pub type LayoutTable = Vec<(&'static str, usize, usize)>;
+
+/// Length of [`FileEntry::name`].
+pub const FILE_NAME_BYTES: usize = 32;
+
+/// One file of an index as listed in the manifest: name, length and CRC32C of the whole file.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct FileEntry {
+    /// UTF-8 file name inside the index directory, zero padded.
+    pub name: [u8; FILE_NAME_BYTES],
+    pub bytes: u64,
+    pub crc32c: u32,
+    pub reserved: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<FileEntry>() == 48);
+
+impl FileEntry {
+    /// An entry for `name` (1–32 bytes of UTF-8, a plain file name).
+    pub fn new(name: &str, bytes: u64, crc32c: u32) -> Result<Self, FormatError> {
+        if !is_plain_name(name) {
+            return Err(FormatError::invalid(format!(
+                "bad index file name {name:?}"
+            )));
+        }
+        let mut n = [0u8; FILE_NAME_BYTES];
+        n[..name.len()].copy_from_slice(name.as_bytes());
+        Ok(Self {
+            name: n,
+            bytes,
+            crc32c,
+            reserved: 0,
+        })
+    }
+
+    /// The file name, or `None` when the stored bytes are not a plain file name (not UTF-8,
+    /// empty, non-zero after the first zero, or containing `/`, or `.`/`..`).
+    pub fn name_str(&self) -> Option<&str> {
+        let len = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(FILE_NAME_BYTES);
+        if self.name[len..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let s = std::str::from_utf8(&self.name[..len]).ok()?;
+        is_plain_name(s).then_some(s)
+    }
+
+    pub fn layout_table() -> LayoutTable {
+        crate::layout_table!(0, FileEntry, name, bytes, crc32c, reserved)
+    }
+}
+
+fn is_plain_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= FILE_NAME_BYTES && !s.contains(['/', '\0']) && s != "." && s != ".."
+}
+
+/// `(field, offset, size)` of each listed field of a Pod struct, offsets plus `base` (32 for a
+/// kind-specific header, whose offsets `docs/FORMAT.md` gives from the file start).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! layout_table {
+    ($base:expr, $ty:ty, $($field:ident),+ $(,)?) => {{
+        let z = <$ty as ::bytemuck::Zeroable>::zeroed();
+        vec![$((
+            stringify!($field),
+            $base + ::std::mem::offset_of!($ty, $field),
+            ::std::mem::size_of_val(&z.$field),
+        )),+]
+    }};
+}
+
+pub(crate) fn align8(n: u64) -> u64 {
+    n.div_ceil(8) * 8
+}
+
+fn file_name(path: &Path) -> Result<&str, FormatError> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| FormatError::invalid(format!("{}: no file name", path.display())))
+}
+
+/// Writes `bytes` to `path` (created or truncated), fsyncs it and returns its manifest entry.
+pub(crate) fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<FileEntry, FormatError> {
+    let entry = FileEntry::new(file_name(path)?, bytes.len() as u64, crc32c::crc32c(bytes))?;
+    let mut f = File::create(path).map_err(|e| FormatError::io(path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| FormatError::io(path, e))?;
+    Ok(entry)
+}
+
+/// Builds a small file in memory: header space, then 8-byte-aligned sections.
+pub(crate) struct SectionWriter {
+    buf: Vec<u8>,
+    header_bytes: usize,
+}
+
+impl SectionWriter {
+    /// Reserves `header_bytes` (common + kind-specific + trailer) at the start.
+    pub(crate) fn new(header_bytes: usize) -> Self {
+        let mut buf = vec![0u8; header_bytes];
+        buf.resize(align8(header_bytes as u64) as usize, 0);
+        Self { buf, header_bytes }
+    }
+
+    /// Appends a section at the next 8-byte boundary and returns its offset.
+    pub(crate) fn push<T: Pod>(&mut self, items: &[T]) -> u64 {
+        self.buf.resize(align8(self.buf.len() as u64) as usize, 0);
+        let offset = self.buf.len() as u64;
+        self.buf.extend_from_slice(bytemuck::cast_slice(items));
+        offset
+    }
+
+    /// Fills in the header and writes the file.
+    pub(crate) fn finish<S: Pod>(
+        mut self,
+        path: &Path,
+        kind: &FileKind,
+        specific: &S,
+        trailer: &[u8],
+    ) -> Result<FileEntry, FormatError> {
+        let header = encode_header_with_trailer(kind, self.buf.len() as u64, specific, trailer);
+        assert_eq!(header.len(), self.header_bytes, "header size mismatch");
+        self.buf[..header.len()].copy_from_slice(&header);
+        write_whole_file(path, &self.buf)
+    }
+}
+
+/// An opened index file whose header has been checked.
+pub(crate) struct SectionReader {
+    pub(crate) path: PathBuf,
+    file: File,
+    pub(crate) file_bytes: u64,
+    pub(crate) common: CommonHeader,
+    /// The whole header, `[0, header_bytes)`.
+    pub(crate) header: Vec<u8>,
+}
+
+impl SectionReader {
+    /// Opens `path`, reads and checks its header (magic, version, CRC, recorded length).
+    pub(crate) fn open<S: Pod>(path: &Path, kind: &FileKind) -> Result<(Self, S), FormatError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .open(path)
+            .map_err(|e| FormatError::io(path, e))?;
+        let file_bytes = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+        let mut first = [0u8; COMMON_HEADER_BYTES];
+        let n = (file_bytes.min(COMMON_HEADER_BYTES as u64)) as usize;
+        file.read_exact_at(&mut first[..n], 0)
+            .map_err(|e| FormatError::io(path, e))?;
+        // Let decode_header report short files and bad magic/version first.
+        let peek: CommonHeader = bytemuck::pod_read_unaligned(&first);
+        let want = if n < COMMON_HEADER_BYTES || peek.magic != kind.magic {
+            n as u64
+        } else {
+            (peek.header_bytes as u64)
+                .min(file_bytes)
+                .min(MAX_HEADER_BYTES)
+        };
+        let mut header = vec![0u8; want.max(n as u64) as usize];
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| FormatError::io(path, e))?;
+        if peek.magic == kind.magic
+            && n == COMMON_HEADER_BYTES
+            && peek.header_bytes as u64 > MAX_HEADER_BYTES
+        {
+            return Err(FormatError::corrupt(
+                path,
+                12,
+                format!("header_bytes {} is implausibly large", peek.header_bytes),
+            ));
+        }
+        let (common, spec) = decode_header::<S>(path, kind, &header, file_bytes)?;
+        let reader = Self {
+            path: path.to_path_buf(),
+            file,
+            file_bytes,
+            common,
+            header,
+        };
+        Ok((reader, spec))
+    }
+
+    /// Checks that `count` items of `T` at `offset` lie inside the file (after the header,
+    /// 8-byte aligned) and returns the byte length.
+    pub(crate) fn check_section<T: Pod>(
+        &self,
+        offset: u64,
+        count: u64,
+        what: &str,
+    ) -> Result<usize, FormatError> {
+        let len = count
+            .checked_mul(std::mem::size_of::<T>() as u64)
+            .ok_or_else(|| self.corrupt(offset, format!("{what}: size overflows")))?;
+        if !offset.is_multiple_of(8) || offset < self.common.header_bytes as u64 {
+            return Err(self.corrupt(offset, format!("{what}: bad section offset {offset}")));
+        }
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| self.corrupt(offset, format!("{what}: end overflows")))?;
+        if end > self.file_bytes {
+            return Err(FormatError::Truncated {
+                path: self.path.clone(),
+                expected_bytes: end,
+                found_bytes: self.file_bytes,
+            });
+        }
+        usize::try_from(len).map_err(|_| self.corrupt(offset, format!("{what}: too large")))
+    }
+
+    /// Reads `count` items of `T` at `offset`, after [`Self::check_section`].
+    pub(crate) fn section<T: Pod>(
+        &self,
+        offset: u64,
+        count: u64,
+        what: &str,
+    ) -> Result<Vec<T>, FormatError> {
+        self.check_section::<T>(offset, count, what)?;
+        let mut v = vec![T::zeroed(); count as usize];
+        self.file
+            .read_exact_at(bytemuck::cast_slice_mut(&mut v), offset)
+            .map_err(|e| FormatError::io(&self.path, e))?;
+        Ok(v)
+    }
+
+    pub(crate) fn corrupt(&self, offset: u64, what: impl Into<String>) -> FormatError {
+        FormatError::corrupt(&self.path, offset, what)
+    }
+}
+
+/// `a · b` as u64, or a `Corrupt` error naming `what`.
+pub(crate) fn mul(r: &SectionReader, a: u64, b: u64, what: &str) -> Result<u64, FormatError> {
+    a.checked_mul(b)
+        .ok_or_else(|| r.corrupt(COMMON_HEADER_BYTES as u64, format!("{what} overflows")))
+}
+
+/// CRC32C of a whole file, streamed in 1 MiB reads.
+pub fn file_crc32c(path: &Path) -> Result<(u64, u32), FormatError> {
+    let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+    let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut pos, mut crc) = (0u64, 0u32);
+    while pos < len {
+        let n = ((len - pos) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..n], pos)
+            .map_err(|e| FormatError::io(path, e))?;
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        pos += n as u64;
+    }
+    Ok((len, crc))
+}
+
+/// Copies `bytes` (a multiple of `size_of::<T>()`, any alignment) into a `Vec<T>`.
+pub(crate) fn pod_vec<T: Pod>(bytes: &[u8]) -> Vec<T> {
+    bytes
+        .chunks_exact(size_of::<T>())
+        .map(bytemuck::pod_read_unaligned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_are_plain_file_names() {
+        let e = FileEntry::new("data.m3", 7, 9).unwrap();
+        assert_eq!(e.name_str(), Some("data.m3"));
+        assert_eq!(
+            FileEntry::new(&"a".repeat(32), 0, 0)
+                .unwrap()
+                .name_str()
+                .unwrap()
+                .len(),
+            32
+        );
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b"] {
+            assert!(FileEntry::new(bad, 0, 0).is_err(), "{bad:?}");
+        }
+        let mut e2 = e;
+        e2.name[10] = b'x'; // bytes after the terminating zero
+        assert_eq!(e2.name_str(), None);
+        e2 = e;
+        e2.name[0] = 0xff; // not UTF-8
+        assert_eq!(e2.name_str(), None);
+    }
+
+    #[test]
+    fn sections_are_8_aligned() {
+        let mut w = SectionWriter::new(45);
+        assert_eq!(w.push(&[1u8, 2, 3]), 48);
+        assert_eq!(w.push(&[1u32]), 56);
+        assert_eq!(align8(0), 0);
+        assert_eq!(align8(9), 16);
+    }
+}

@@ -1,0 +1,242 @@
+//! `manifest.m3`: the index parameters ([`IndexMeta`]) and the list of every other file with
+//! its length and CRC32C ([`FileEntry`]). It has no body: the entries are the last
+//! `48 · file_count` bytes of the header, so the header CRC covers them. Written last; a
+//! directory without a valid manifest is not an index. Byte layout: `docs/FORMAT.md`,
+//! "manifest.m3".
+
+use std::path::Path;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::FormatError;
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter};
+use super::header::{COMMON_HEADER_BYTES, FileKind};
+use crate::data::DType;
+use crate::distance::Metric;
+
+pub const MANIFEST_KIND: FileKind = FileKind {
+    magic: *b"M3MANIF\0",
+    name: "manifest",
+    version_major: 1,
+    version_minor: 0,
+};
+
+/// `flags` bit 0: the index has query-modality anchors (`routing.m3` is non-empty).
+pub const META_FLAG_QUERY_ANCHORS: u8 = 1;
+/// `flags` bit 1: neighbour pruning used a LID-adaptive α in `[alpha_min, alpha_max]`.
+pub const META_FLAG_LID_ADAPTIVE: u8 = 2;
+
+/// Index parameters: the kind-specific header of `manifest.m3`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+pub struct IndexMeta {
+    pub dim: u32,
+    /// 0 f32, 1 u8, 2 i8 ([`IndexMeta::dtype`]).
+    pub dtype: u8,
+    /// 0 l2, 1 ip, 2 cosine ([`IndexMeta::metric`]).
+    pub metric: u8,
+    /// 0 native metric, 1 LC-CMD.
+    pub distance_mode: u8,
+    /// [`META_FLAG_QUERY_ANCHORS`] | [`META_FLAG_LID_ADAPTIVE`].
+    pub flags: u8,
+    /// Base rows.
+    pub n_vectors: u64,
+    /// Stored records, spilled copies included.
+    pub n_records: u64,
+    /// Sectors of cluster data in `data.m3`, its header sector excluded.
+    pub data_sectors: u64,
+    pub seed: u64,
+    pub n_clusters: u32,
+    pub n_query_anchors: u32,
+    pub pq_subspaces: u32,
+    pub max_degree: u32,
+    pub record_bytes: u32,
+    pub file_count: u32,
+    pub lccmd_alpha: f32,
+    pub lccmd_beta: f32,
+    pub spill_epsilon: f32,
+    pub spill_max: u32,
+    pub alpha_min: f32,
+    pub alpha_max: f32,
+    pub lid_k: u32,
+    pub anchor_degree: u32,
+    pub edges_per_query_anchor: u32,
+    pub build_threads: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<IndexMeta>() == 104);
+const _: () = assert!(std::mem::size_of::<IndexMeta>().is_multiple_of(8));
+
+pub(crate) fn dtype_code(d: DType) -> u8 {
+    match d {
+        DType::F32 => 0,
+        DType::U8 => 1,
+        DType::I8 => 2,
+    }
+}
+
+pub(crate) fn dtype_from_code(c: u8) -> Option<DType> {
+    match c {
+        0 => Some(DType::F32),
+        1 => Some(DType::U8),
+        2 => Some(DType::I8),
+        _ => None,
+    }
+}
+
+impl IndexMeta {
+    pub fn dtype(&self) -> Option<DType> {
+        dtype_from_code(self.dtype)
+    }
+
+    pub fn set_dtype(&mut self, d: DType) {
+        self.dtype = dtype_code(d);
+    }
+
+    pub fn metric(&self) -> Option<Metric> {
+        match self.metric {
+            0 => Some(Metric::L2),
+            1 => Some(Metric::InnerProduct),
+            2 => Some(Metric::Cosine),
+            _ => None,
+        }
+    }
+
+    pub fn set_metric(&mut self, m: Metric) {
+        self.metric = match m {
+            Metric::L2 => 0,
+            Metric::InnerProduct => 1,
+            Metric::Cosine => 2,
+        };
+    }
+
+    /// `(field, offset from file start, size)`, checked against `docs/FORMAT.md`.
+    pub fn layout_table() -> LayoutTable {
+        crate::layout_table!(
+            COMMON_HEADER_BYTES,
+            IndexMeta,
+            dim,
+            dtype,
+            metric,
+            distance_mode,
+            flags,
+            n_vectors,
+            n_records,
+            data_sectors,
+            seed,
+            n_clusters,
+            n_query_anchors,
+            pq_subspaces,
+            max_degree,
+            record_bytes,
+            file_count,
+            lccmd_alpha,
+            lccmd_beta,
+            spill_epsilon,
+            spill_max,
+            alpha_min,
+            alpha_max,
+            lid_k,
+            anchor_degree,
+            edges_per_query_anchor,
+            build_threads,
+        )
+    }
+
+    /// Value checks that need no other file: enumerations, flags, `dim ≥ 1`.
+    fn check(&self, path: &Path) -> Result<(), FormatError> {
+        let at = |field: usize, what: String| {
+            Err(FormatError::corrupt(
+                path,
+                (COMMON_HEADER_BYTES + field) as u64,
+                what,
+            ))
+        };
+        if self.dim == 0 {
+            return at(0, "dim is 0".into());
+        }
+        if self.dtype().is_none() {
+            return at(4, format!("unknown dtype code {}", self.dtype));
+        }
+        if self.metric().is_none() {
+            return at(5, format!("unknown metric code {}", self.metric));
+        }
+        if self.distance_mode > 1 {
+            return at(6, format!("unknown distance mode {}", self.distance_mode));
+        }
+        if self.flags & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE) != 0 {
+            return at(7, format!("unknown flags {:#04x}", self.flags));
+        }
+        if self.n_records < self.n_vectors {
+            return at(
+                16,
+                format!(
+                    "n_records {} < n_vectors {}",
+                    self.n_records, self.n_vectors
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The contents of `manifest.m3`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// `meta.file_count` is set from `files` on write.
+    pub meta: IndexMeta,
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Writes the manifest (fsynced) and returns its own entry (not listed in itself).
+    pub fn write(&self, path: &Path) -> Result<FileEntry, FormatError> {
+        let mut meta = self.meta;
+        meta.file_count =
+            u32::try_from(self.files.len()).map_err(|_| FormatError::invalid("too many files"))?;
+        let trailer: &[u8] = bytemuck::cast_slice(&self.files);
+        let header_bytes = COMMON_HEADER_BYTES + size_of::<IndexMeta>() + trailer.len();
+        SectionWriter::new(header_bytes).finish(path, &MANIFEST_KIND, &meta, trailer)
+    }
+
+    pub fn read(path: &Path) -> Result<Self, FormatError> {
+        let (r, meta) = SectionReader::open::<IndexMeta>(path, &MANIFEST_KIND)?;
+        meta.check(path)?;
+        let hb = r.common.header_bytes as u64;
+        let entries_bytes = meta.file_count as u64 * size_of::<FileEntry>() as u64;
+        let fixed = (COMMON_HEADER_BYTES + size_of::<IndexMeta>()) as u64;
+        // Entries are the header's tail; a newer minor may put fields between.
+        if fixed + entries_bytes > hb
+            || (r.common.version_minor == 0 && fixed + entries_bytes != hb)
+        {
+            return Err(r.corrupt(
+                12,
+                format!(
+                    "header_bytes {hb} does not hold {} file entries",
+                    meta.file_count
+                ),
+            ));
+        }
+        if r.file_bytes != hb {
+            return Err(r.corrupt(hb, "manifest has bytes after its header"));
+        }
+        let start = (hb - entries_bytes) as usize;
+        let files: Vec<FileEntry> = super::file::pod_vec(&r.header[start..hb as usize]);
+        let mut seen = std::collections::HashSet::new();
+        for (i, f) in files.iter().enumerate() {
+            let at = start as u64 + i as u64 * size_of::<FileEntry>() as u64;
+            let name = f
+                .name_str()
+                .ok_or_else(|| r.corrupt(at, format!("file entry {i}: bad name")))?;
+            if !seen.insert(name) {
+                return Err(r.corrupt(at, format!("file {name} listed twice")));
+            }
+        }
+        Ok(Self { meta, files })
+    }
+
+    /// The entry named `name`.
+    pub fn file(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name_str() == Some(name))
+    }
+}

@@ -1,0 +1,197 @@
+//! `pq.m3`: product-quantisation codebooks over variable-width subspaces, one code per stored
+//! record (record order), and per-record correction and error terms. Byte layout:
+//! `docs/FORMAT.md`, "pq.m3".
+
+use std::path::Path;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::FormatError;
+use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
+use super::header::{COMMON_HEADER_BYTES, FileKind};
+use super::manifest::IndexMeta;
+use crate::data::Matrix;
+
+pub const PQ_KIND: FileKind = FileKind {
+    magic: *b"M3PQ\0\0\0\0",
+    name: "pq",
+    version_major: 1,
+    version_minor: 0,
+};
+
+/// Codewords per subspace (codes are one byte).
+pub const PQ_CODEWORDS: u32 = 256;
+/// `flags` bit 0: codes encode the residual to the record's cluster centroid.
+pub const PQ_FLAG_RESIDUAL: u32 = 1;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Pod, Zeroable)]
+pub struct PqHeader {
+    pub dim: u32,
+    pub subspaces: u32,
+    pub codewords: u32,
+    pub flags: u32,
+    pub n_records: u64,
+    pub bounds_offset: u64,
+    pub codebooks_offset: u64,
+    pub codes_offset: u64,
+    pub correction_offset: u64,
+    pub error_offset: u64,
+}
+
+const _: () = assert!(size_of::<PqHeader>() == 64);
+
+impl PqHeader {
+    pub fn layout_table() -> LayoutTable {
+        crate::layout_table!(
+            COMMON_HEADER_BYTES,
+            PqHeader,
+            dim,
+            subspaces,
+            codewords,
+            flags,
+            n_records,
+            bounds_offset,
+            codebooks_offset,
+            codes_offset,
+            correction_offset,
+            error_offset
+        )
+    }
+}
+
+/// The contents of `pq.m3`.
+///
+/// - `bounds`: `subspaces + 1` dimension boundaries, `0 = b₀ < b₁ < … = dim`;
+/// - `codebooks`: for each subspace `m`, `256 × (b_{m+1} − b_m)` floats (256·dim in all);
+/// - `codes`: `n_records × subspaces`;
+/// - `correction`, `error`: one float per record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PqFile {
+    pub bounds: Vec<u32>,
+    pub codebooks: Vec<f32>,
+    pub codes: Matrix<u8>,
+    pub correction: Vec<f32>,
+    pub error: Vec<f32>,
+    pub residual: bool,
+}
+
+/// Checks `bounds` and returns `dim`.
+fn check_bounds(bounds: &[u32]) -> Result<u32, String> {
+    if bounds.len() < 2 || bounds[0] != 0 || bounds.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "subspace bounds {bounds:?} are not 0 = b0 < b1 < … "
+        ));
+    }
+    Ok(bounds[bounds.len() - 1])
+}
+
+impl PqFile {
+    pub fn dim(&self) -> usize {
+        self.bounds.last().copied().unwrap_or(0) as usize
+    }
+
+    pub fn subspaces(&self) -> usize {
+        self.bounds.len().saturating_sub(1)
+    }
+
+    pub fn n_records(&self) -> usize {
+        self.codes.rows()
+    }
+
+    /// Codebook of subspace `m`: 256 rows of `b_{m+1} − b_m` floats.
+    pub fn codebook(&self, m: usize) -> &[f32] {
+        let cw = PQ_CODEWORDS as usize;
+        let start = self.bounds[m] as usize * cw;
+        &self.codebooks[start..self.bounds[m + 1] as usize * cw]
+    }
+
+    pub fn write(&self, path: &Path) -> Result<FileEntry, FormatError> {
+        let dim = check_bounds(&self.bounds).map_err(FormatError::invalid)?;
+        let n = self.codes.rows();
+        if self.codes.dim() != self.subspaces()
+            || self.codebooks.len() != dim as usize * PQ_CODEWORDS as usize
+            || self.correction.len() != n
+            || self.error.len() != n
+        {
+            return Err(FormatError::invalid(
+                "pq codes, codebooks, correction or error do not match the bounds",
+            ));
+        }
+        let mut w = SectionWriter::new(COMMON_HEADER_BYTES + size_of::<PqHeader>());
+        let bounds_offset = w.push(&self.bounds);
+        let codebooks_offset = w.push(&self.codebooks);
+        let codes_offset = w.push(self.codes.as_slice());
+        let correction_offset = w.push(&self.correction);
+        let error_offset = w.push(&self.error);
+        let header = PqHeader {
+            dim,
+            subspaces: self.subspaces() as u32,
+            codewords: PQ_CODEWORDS,
+            flags: if self.residual { PQ_FLAG_RESIDUAL } else { 0 },
+            n_records: n as u64,
+            bounds_offset,
+            codebooks_offset,
+            codes_offset,
+            correction_offset,
+            error_offset,
+        };
+        w.finish(path, &PQ_KIND, &header, &[])
+    }
+
+    pub fn read(path: &Path) -> Result<Self, FormatError> {
+        let (r, h) = SectionReader::open::<PqHeader>(path, &PQ_KIND)?;
+        if h.codewords != PQ_CODEWORDS || h.flags & !PQ_FLAG_RESIDUAL != 0 {
+            return Err(r.corrupt(40, "codewords must be 256 and flags ⊆ {residual}"));
+        }
+        if h.subspaces == 0 || h.subspaces > h.dim {
+            return Err(r.corrupt(36, format!("{} subspaces for dim {}", h.subspaces, h.dim)));
+        }
+        let bounds = r.section::<u32>(h.bounds_offset, h.subspaces as u64 + 1, "bounds")?;
+        match check_bounds(&bounds) {
+            Ok(d) if d == h.dim => {}
+            Ok(d) => return Err(r.corrupt(h.bounds_offset, format!("bounds end at {d} ≠ dim"))),
+            Err(e) => return Err(r.corrupt(h.bounds_offset, e)),
+        }
+        let n = h.n_records;
+        let codebook_len = mul(&r, PQ_CODEWORDS as u64, h.dim as u64, "codebooks")?;
+        let codes_len = mul(&r, n, h.subspaces as u64, "codes")?;
+        // Check every section before allocating any of them.
+        r.check_section::<f32>(h.codebooks_offset, codebook_len, "codebooks")?;
+        r.check_section::<u8>(h.codes_offset, codes_len, "codes")?;
+        r.check_section::<f32>(h.correction_offset, n, "correction")?;
+        r.check_section::<f32>(h.error_offset, n, "error")?;
+        let codes = r.section::<u8>(h.codes_offset, codes_len, "codes")?;
+        Ok(Self {
+            codebooks: r.section(h.codebooks_offset, codebook_len, "codebooks")?,
+            codes: Matrix::from_vec(codes, h.subspaces as usize)
+                .map_err(|e| r.corrupt(36, format!("{e}")))?,
+            correction: r.section(h.correction_offset, n, "correction")?,
+            error: r.section(h.error_offset, n, "error")?,
+            residual: h.flags & PQ_FLAG_RESIDUAL != 0,
+            bounds,
+        })
+    }
+
+    pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {
+        if self.dim() != meta.dim as usize
+            || self.subspaces() != meta.pq_subspaces as usize
+            || self.n_records() as u64 != meta.n_records
+        {
+            return Err(FormatError::corrupt(
+                path,
+                32,
+                format!(
+                    "dim {}, {} subspaces, {} records; manifest says {}, {}, {}",
+                    self.dim(),
+                    self.subspaces(),
+                    self.n_records(),
+                    meta.dim,
+                    meta.pq_subspaces,
+                    meta.n_records
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

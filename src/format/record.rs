@@ -1,0 +1,209 @@
+//! One record of `data.m3`: `vector | id | degree | neighbours`, fixed size per index.
+//!
+//! ```text
+//! [0, V)            vector, dim × dtype bytes, zero padded to V = align4(dim · esize)
+//! [V, V+4)          id        u32  original base row
+//! [V+4, V+8)        degree    u32  valid neighbours, ≤ max_degree
+//! [V+8, V+8+4·R)    neighbours u32 × max_degree: global record indices, then u32::MAX
+//! ```
+//! `record_bytes = align4(dim·esize) + 8 + 4·max_degree`; a 50-d f32 record with R = 32 is
+//! `200 + 8 + 128 = 336` bytes (12 per sector). See `docs/FORMAT.md`, "Record layout".
+
+use std::path::Path;
+
+use super::FormatError;
+use super::clusters::NO_ID;
+use crate::data::{DType, Element};
+
+/// Encodes and decodes records of one index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordCodec {
+    dim: u32,
+    dtype: DType,
+    max_degree: u32,
+    record_bytes: u32,
+    /// Neighbour ids must be below this (u64::MAX: unchecked).
+    n_records: u64,
+}
+
+/// `align4(dim·esize) + 8 + 4·max_degree`, or `None` when it does not fit a u32.
+pub fn record_bytes(dim: u32, dtype: DType, max_degree: u32) -> Option<u32> {
+    let v = (dim as u64 * dtype.size_bytes() as u64).div_ceil(4) * 4;
+    u32::try_from(v + 8 + 4 * max_degree as u64).ok()
+}
+
+impl RecordCodec {
+    /// A codec for `dim ≥ 1` elements of `dtype` and `max_degree` neighbour slots.
+    pub fn new(dim: u32, dtype: DType, max_degree: u32) -> Result<Self, FormatError> {
+        let record_bytes = record_bytes(dim, dtype, max_degree)
+            .filter(|_| dim > 0)
+            .ok_or_else(|| FormatError::invalid(format!("bad record shape dim {dim}")))?;
+        Ok(Self {
+            dim,
+            dtype,
+            max_degree,
+            record_bytes,
+            n_records: u64::MAX,
+        })
+    }
+
+    /// The same codec, rejecting neighbour ids `≥ n_records` on decode.
+    pub fn with_n_records(self, n_records: u64) -> Self {
+        Self { n_records, ..self }
+    }
+
+    pub fn dim(&self) -> u32 {
+        self.dim
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn max_degree(&self) -> u32 {
+        self.max_degree
+    }
+
+    pub fn record_bytes(&self) -> u32 {
+        self.record_bytes
+    }
+
+    /// Bytes of the vector, padding excluded.
+    pub fn vector_bytes(&self) -> usize {
+        self.dim as usize * self.dtype.size_bytes()
+    }
+
+    fn id_offset(&self) -> usize {
+        self.vector_bytes().div_ceil(4) * 4
+    }
+
+    /// Writes one record into `out[..record_bytes]`: `vector` (`dim` elements of the codec's
+    /// dtype), `id`, and up to `max_degree` neighbours (the rest is filled with [`NO_ID`]).
+    pub fn encode<T: Element>(
+        &self,
+        vector: &[T],
+        id: u32,
+        neighbours: &[u32],
+        out: &mut [u8],
+    ) -> Result<(), FormatError> {
+        if T::DTYPE != self.dtype || vector.len() != self.dim as usize {
+            return Err(FormatError::invalid(format!(
+                "record vector is {} × {}, codec wants {} × {}",
+                vector.len(),
+                T::DTYPE,
+                self.dim,
+                self.dtype
+            )));
+        }
+        if neighbours.len() > self.max_degree as usize {
+            return Err(FormatError::invalid(format!(
+                "{} neighbours > max_degree {}",
+                neighbours.len(),
+                self.max_degree
+            )));
+        }
+        let out = out
+            .get_mut(..self.record_bytes as usize)
+            .ok_or_else(|| FormatError::invalid("record buffer too short"))?;
+        let vb = self.vector_bytes();
+        let io = self.id_offset();
+        out[..vb].copy_from_slice(bytemuck::cast_slice(vector));
+        out[vb..io].fill(0);
+        out[io..io + 4].copy_from_slice(&id.to_le_bytes());
+        out[io + 4..io + 8].copy_from_slice(&(neighbours.len() as u32).to_le_bytes());
+        for (slot, chunk) in out[io + 8..].chunks_exact_mut(4).enumerate() {
+            let v = neighbours.get(slot).copied().unwrap_or(NO_ID);
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    /// Parses the record at the start of `bytes`, which were read from `path` at byte
+    /// `file_offset` (for the error). Checks the degree, that the unused slots are
+    /// [`NO_ID`] and that neighbours are below `n_records` ([`Self::with_n_records`]).
+    pub fn decode<'a>(
+        &self,
+        bytes: &'a [u8],
+        path: &Path,
+        file_offset: u64,
+    ) -> Result<RecordView<'a>, FormatError> {
+        let bytes =
+            bytes
+                .get(..self.record_bytes as usize)
+                .ok_or_else(|| FormatError::Truncated {
+                    path: path.into(),
+                    expected_bytes: file_offset + self.record_bytes as u64,
+                    found_bytes: file_offset + bytes.len() as u64,
+                })?;
+        let view = RecordView {
+            bytes,
+            codec: *self,
+        };
+        let degree = view.degree();
+        let at = file_offset + self.id_offset() as u64 + 4;
+        if degree > self.max_degree {
+            return Err(FormatError::corrupt(
+                path,
+                at,
+                format!("degree {degree} > max_degree {}", self.max_degree),
+            ));
+        }
+        for (slot, v) in view.slots().enumerate() {
+            let ok = if slot < degree as usize {
+                (v as u64) < self.n_records
+            } else {
+                v == NO_ID
+            };
+            if !ok {
+                return Err(FormatError::corrupt(
+                    path,
+                    at + 4 + 4 * slot as u64,
+                    format!("neighbour slot {slot} holds {v} (degree {degree})"),
+                ));
+            }
+        }
+        Ok(view)
+    }
+}
+
+/// A decoded record borrowing its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    bytes: &'a [u8],
+    codec: RecordCodec,
+}
+
+impl<'a> RecordView<'a> {
+    /// The vector's bytes (`dim × esize`, padding excluded).
+    pub fn vector_bytes(&self) -> &'a [u8] {
+        &self.bytes[..self.codec.vector_bytes()]
+    }
+
+    /// The vector as `T`, or `None` when `T` is not the index's dtype.
+    pub fn vector<T: Element>(&self) -> Option<Vec<T>> {
+        (T::DTYPE == self.codec.dtype).then(|| super::file::pod_vec(self.vector_bytes()))
+    }
+
+    fn u32_at(&self, off: usize) -> u32 {
+        u32::from_le_bytes(self.bytes[off..off + 4].try_into().expect("4 bytes"))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.u32_at(self.codec.id_offset())
+    }
+
+    pub fn degree(&self) -> u32 {
+        self.u32_at(self.codec.id_offset() + 4)
+    }
+
+    fn slots(&self) -> impl Iterator<Item = u32> + 'a {
+        self.bytes[self.codec.id_offset() + 8..]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+    }
+
+    /// The `degree` valid neighbour record indices.
+    pub fn neighbours(&self) -> impl Iterator<Item = u32> + 'a {
+        self.slots().take(self.degree() as usize)
+    }
+}
