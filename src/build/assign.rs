@@ -138,23 +138,33 @@ pub fn assign(
         correction.resize(correction.len() + pending.len(), 0.0);
         error.resize(error.len() + pending.len(), 0.0);
         let pq = &trained.pq;
+        let dim = pq.dim();
         pool.install(|| {
-            codes[start * m..]
-                .par_chunks_mut(m)
-                .zip(correction[start..].par_iter_mut())
-                .zip(error[start..].par_iter_mut())
+            // Residuals of every pending record, encoded in blocks by matrix products.
+            let mut residuals = vec![0f32; pending.len() * dim];
+            residuals
+                .par_chunks_mut(dim)
                 .zip(pending.par_iter())
+                .for_each(|(r, p)| {
+                    let c = centroids.row(p.cluster as usize);
+                    for ((r, &x), &c) in r.iter_mut().zip(chunk.row(p.row)).zip(c) {
+                        *r = x - c;
+                    }
+                });
+            let residuals = Matrix::from_vec(residuals, dim).expect("dim >= 1");
+            let chunk_codes = pq.encode_all(residuals.view());
+            codes[start * m..].copy_from_slice(chunk_codes.as_slice());
+            correction[start..]
+                .par_iter_mut()
+                .zip(error[start..].par_iter_mut())
+                .zip(pending.par_iter().enumerate())
                 .for_each_init(
-                    || (vec![0f32; pq.dim()], vec![0f32; pq.dim()]),
-                    |(r, rhat), (((code, corr), err), p)| {
+                    || vec![0f32; dim],
+                    |rhat, ((corr, err), (i, p))| {
                         let c = centroids.row(p.cluster as usize);
-                        for ((r, &x), &c) in r.iter_mut().zip(chunk.row(p.row)).zip(c) {
-                            *r = x - c;
-                        }
-                        pq.encode(r, code);
-                        pq.decode(code, rhat);
+                        pq.decode(chunk_codes.row(i), rhat);
                         *corr = distance::dot(rhat, rhat) + 2.0 * distance::dot(c, rhat);
-                        *err = distance::l2_sq(r, rhat).sqrt();
+                        *err = distance::l2_sq(residuals.row(i), rhat).sqrt();
                     },
                 );
         });

@@ -3,16 +3,19 @@
 
 mod assign;
 mod error;
+mod layout;
 mod params;
+mod pipeline;
 mod routing;
 mod stats;
 mod train;
 
 pub use assign::{Assignment, assign};
 pub use error::BuildError;
-pub use params::{
-    AlphaChoice, BuildParams, ClusterParams, GraphBuildParams, PqBuildParams, RoutingParams,
-    SpillParams,
+pub use layout::{GraphReport, estimate_lid_stats, stored_dtype, write_graphs, write_vectors};
+pub use params::{BuildParams, ClusterParams, PqBuildParams, RoutingParams, SpillParams};
+pub use pipeline::{
+    BuildObserver, BuildSummary, REPORT_FILE, Silent, StageTime, build_index, peak_rss_bytes,
 };
 pub use routing::{QueryRouting, train_routing};
 pub use stats::Welford;

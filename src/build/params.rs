@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::distance::Metric;
+use crate::graph::ClusterGraphParams;
 
 /// Everything `build_index` needs.
 #[derive(Debug, Clone)]
@@ -20,7 +21,8 @@ pub struct BuildParams {
     pub pq: PqBuildParams,
     pub spill: SpillParams,
     pub routing: RoutingParams,
-    pub graph: GraphBuildParams,
+    /// Neighbour lists (R, candidates, LID k, α mode).
+    pub graph: ClusterGraphParams,
 }
 
 /// Base anchors (the clusters).
@@ -68,31 +70,6 @@ pub struct RoutingParams {
     pub votes_per_query: usize,
 }
 
-/// Neighbour lists and their pruning (DESIGN §4.4).
-#[derive(Debug, Clone)]
-pub struct GraphBuildParams {
-    /// Neighbours kept per record (R).
-    pub max_degree: usize,
-    /// Candidates considered per record before pruning.
-    pub candidates: usize,
-    /// Neighbours used by the LID estimate.
-    pub lid_k: usize,
-    /// α: fixed, or LID-adaptive within `[alpha_min, alpha_max]`.
-    pub alpha: AlphaChoice,
-    pub alpha_min: f32,
-    pub alpha_max: f32,
-}
-
-/// How the pruning α is chosen per record.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AlphaChoice {
-    Fixed(f32),
-    /// α falls as LID rises (MCGI as DESIGN §4.4 states it).
-    FallsWithLid,
-    /// α rises with LID (the other reading of the paper).
-    RisesWithLid,
-}
-
 impl BuildParams {
     /// Defaults for a base file, metric and output directory.
     pub fn new(base: PathBuf, metric: Metric, out: PathBuf) -> Self {
@@ -125,14 +102,7 @@ impl BuildParams {
                 edges_per_anchor: 32,
                 votes_per_query: 10,
             },
-            graph: GraphBuildParams {
-                max_degree: 32,
-                candidates: 64,
-                lid_k: 20,
-                alpha: AlphaChoice::FallsWithLid,
-                alpha_min: 1.0,
-                alpha_max: 1.5,
-            },
+            graph: ClusterGraphParams::default(),
         }
     }
 }

@@ -36,22 +36,27 @@ pub fn nearest_centroids(
             let x_norms = linalg::row_norms_sq(block);
             let mut dots = Vec::new();
             linalg::dot_products(block, centroids, &mut dots);
-            let mut cand: Vec<(f32, u32)> = Vec::with_capacity(k);
+            // A sorted top-t list with a threshold: O(k) compares per row for small t.
+            let mut best: Vec<(f32, u32)> = Vec::with_capacity(t + 1);
             for i in 0..rows {
-                cand.clear();
+                best.clear();
                 let row = &dots[i * k..(i + 1) * k];
-                cand.extend(
-                    row.iter()
-                        .zip(&c_norms)
-                        .enumerate()
-                        .map(|(j, (&d, &cn))| ((x_norms[i] + cn - 2.0 * d).max(0.0), j as u32)),
-                );
-                let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-                if t < k {
-                    cand.select_nth_unstable_by(t - 1, by);
+                let xn = x_norms[i];
+                let mut worst = f32::INFINITY;
+                for (j, (&d, &cn)) in row.iter().zip(&c_norms).enumerate() {
+                    let dist = (xn + cn - 2.0 * d).max(0.0);
+                    if best.len() == t && dist >= worst {
+                        continue; // ties keep the lower id, which came first
+                    }
+                    let pos = best.partition_point(|e| e.0 <= dist);
+                    best.insert(pos, (dist, j as u32));
+                    if best.len() > t {
+                        best.pop();
+                    }
+                    if best.len() == t {
+                        worst = best[t - 1].0;
+                    }
                 }
-                let best = &mut cand[..t];
-                best.sort_unstable_by(by);
                 for (j, &(d, c)) in best.iter().enumerate() {
                     ids[i * t + j] = c;
                     dists[i * t + j] = d;

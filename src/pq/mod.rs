@@ -113,15 +113,47 @@ impl ProductQuantizer {
         }
     }
 
-    /// Codes of every row (`rows × M` bytes), rows in parallel on the current rayon pool.
+    /// Codes of every row (`rows × M` bytes), blocks of rows in parallel on the current rayon
+    /// pool. Per block and subspace one matrix product gives `x·w` for all 256 codewords and
+    /// the code is `argmin |w|² − 2 x·w` (ties to the lower index), as [`Self::encode`].
     pub fn encode_all(&self, data: MatrixView<'_, f32>) -> Matrix<u8> {
         use rayon::prelude::*;
+        assert_eq!(data.dim(), self.dim, "encode_all: dimension");
+        const BLOCK: usize = 256;
         let m = self.subspaces();
+        let norms: Vec<Vec<f32>> = (0..m)
+            .map(|s| crate::linalg::row_norms_sq(self.codebook(s)))
+            .collect();
         let mut codes = vec![0u8; data.rows() * m];
         codes
-            .par_chunks_mut(m)
-            .zip(data.as_slice().par_chunks(self.dim))
-            .for_each(|(c, x)| self.encode(x, c));
+            .par_chunks_mut(BLOCK * m)
+            .enumerate()
+            .for_each(|(b, out)| {
+                let rows = out.len() / m;
+                let block = data.slice_rows(b * BLOCK, b * BLOCK + rows);
+                let mut sub = Vec::new();
+                let mut dots = Vec::new();
+                for s in 0..m {
+                    let (lo, hi) = (self.bounds[s], self.bounds[s + 1]);
+                    sub.clear();
+                    for r in block.iter_rows() {
+                        sub.extend_from_slice(&r[lo..hi]);
+                    }
+                    let subv = MatrixView::new(&sub, hi - lo).expect("hi > lo");
+                    crate::linalg::dot_products(subv, self.codebook(s), &mut dots);
+                    for i in 0..rows {
+                        let row = &dots[i * CODEWORDS..(i + 1) * CODEWORDS];
+                        let mut best = (0usize, f32::INFINITY);
+                        for (j, (&d, &n)) in row.iter().zip(&norms[s]).enumerate() {
+                            let v = n - 2.0 * d;
+                            if v < best.1 {
+                                best = (j, v);
+                            }
+                        }
+                        out[i * m + s] = best.0 as u8;
+                    }
+                }
+            });
         Matrix::from_vec(codes, m).expect("m >= 1")
     }
 

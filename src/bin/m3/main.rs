@@ -2,6 +2,7 @@
 //! the library's parameter structs and calls one library function; progress bars and printing
 //! live here, never in the library.
 
+mod cmd_build;
 mod cmd_gen;
 mod cmd_gt;
 mod cmd_recall;
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an index from a base file (streamed), optionally with training queries.
+    Build(cmd_build::BuildArgs),
     /// Generate a seeded synthetic data set (gauss or cross-modal xmodal), streamed to disk.
     Gen(cmd_gen::GenArgs),
     /// Exact top-k ground truth by brute force (ids then distances, big-ann layout).
@@ -33,6 +36,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Build(args) => cmd_build::run(args),
         Command::Gen(args) => cmd_gen::run(args),
         Command::Gt(args) => cmd_gt::run(args),
         Command::Recall(args) => cmd_recall::run(args),

@@ -1,0 +1,148 @@
+//! `m3 build`: build an index.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use clap::Args;
+use indicatif::ProgressBar;
+use m3::build::{BuildObserver, BuildParams, build_index};
+use m3::distance::Metric;
+use m3::graph::AlphaMode;
+
+use crate::common::{parse_metric, progress_bar, thread_pool};
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Base vectors (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy), streamed; never held whole in RAM.
+    #[arg(long)]
+    base: PathBuf,
+    /// l2, ip (maximum inner product) or cosine (vectors are stored normalised).
+    #[arg(long, value_parser = parse_metric)]
+    metric: Metric,
+    /// Output index directory; appears only when complete (an existing index is replaced
+    /// atomically).
+    #[arg(long)]
+    out: PathBuf,
+    /// Training queries of the query modality: enables query anchors and cross-modal edges.
+    #[arg(long)]
+    train_queries: Option<PathBuf>,
+    /// Worker threads (0 = one per core). Output is byte-identical for the same seed and threads.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Peak-memory target in GiB: bounds the training sample; the summary reports the measured peak.
+    #[arg(long, default_value_t = 8.0)]
+    ram_budget_gb: f64,
+    /// Mean cluster size (K = N / cluster_size). Smaller clusters: finer routing, more anchors.
+    #[arg(long, default_value_t = 256)]
+    cluster_size: usize,
+    /// Cap on a cluster's size as a multiple of the mean (balanced k-means).
+    #[arg(long, default_value_t = 2.0)]
+    max_cluster_factor: f32,
+    /// PQ bytes per vector (subspaces); default ⌈dim/2⌉ capped at 64.
+    #[arg(long)]
+    pq_bytes: Option<usize>,
+    /// Extra cluster copies per vector (spilling); 0 disables.
+    #[arg(long, default_value_t = 1)]
+    spill: usize,
+    /// Spill into cluster j only when d(x, c_j) ≤ (1 + ε)·d(x, c_1).
+    #[arg(long, default_value_t = 0.1)]
+    spill_epsilon: f32,
+    /// Query anchors (default ⌈training queries / 40⌉, at most 4096).
+    #[arg(long)]
+    query_anchors: Option<usize>,
+    /// Base clusters linked from each query anchor.
+    #[arg(long, default_value_t = 32)]
+    edges_per_anchor: usize,
+    /// Neighbours per stored vector (R).
+    #[arg(long, default_value_t = 32)]
+    degree: usize,
+    /// Candidates per vector before pruning (L).
+    #[arg(long, default_value_t = 96)]
+    candidates: usize,
+    /// Pruning α: `fixed:A`, or LID-adaptive `falls:MIN:MAX` (α falls as LID rises, MCGI) or
+    /// `rises:MIN:MAX`.
+    #[arg(long, default_value = "falls:1.0:1.5")]
+    alpha: AlphaMode,
+    /// Also print the build summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Bars {
+    current: Mutex<Option<ProgressBar>>,
+}
+
+impl BuildObserver for Bars {
+    fn stage(&self, name: &'static str, total: u64) {
+        let mut cur = self.current.lock().expect("progress lock");
+        if let Some(pb) = cur.take() {
+            pb.finish_and_clear();
+        }
+        eprintln!("m3 build: {name}");
+        if total > 0 {
+            *cur = Some(progress_bar(total, name));
+        }
+    }
+    fn progress(&self, done: u64) {
+        if let Some(pb) = self.current.lock().expect("progress lock").as_ref() {
+            pb.set_position(done);
+        }
+    }
+    fn note(&self, text: &str) {
+        eprintln!("m3 build: {text}");
+    }
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let pool = thread_pool(args.threads)?;
+    let mut p = BuildParams::new(args.base, args.metric, args.out.clone());
+    p.train_queries = args.train_queries;
+    p.seed = args.seed;
+    p.ram_budget_bytes = (args.ram_budget_gb * (1u64 << 30) as f64) as u64;
+    p.clusters.target_size = args.cluster_size.max(1);
+    p.clusters.max_size_factor = args.max_cluster_factor;
+    p.pq.subspaces = args.pq_bytes;
+    p.spill.max_copies = args.spill;
+    p.spill.epsilon = args.spill_epsilon;
+    p.routing.query_anchors = args.query_anchors;
+    p.routing.edges_per_anchor = args.edges_per_anchor;
+    p.graph.max_degree = args.degree;
+    p.graph.candidates = args.candidates;
+    p.graph.alpha = args.alpha;
+    let bars = Bars {
+        current: Mutex::new(None),
+    };
+    let summary = build_index(&p, &pool, &bars)?;
+    if let Some(pb) = bars.current.lock().expect("progress lock").take() {
+        pb.finish_and_clear();
+    }
+    eprintln!(
+        "m3 build: {} vectors × {} ({}) → {} records in {} clusters, {} query anchors, PQ {} B",
+        summary.n_vectors,
+        summary.dim,
+        summary.metric,
+        summary.n_records,
+        summary.clusters,
+        summary.query_anchors,
+        summary.pq_subspaces
+    );
+    for s in &summary.stages {
+        eprintln!("  {:<8} {:>9.2} s", s.stage, s.seconds);
+    }
+    eprintln!(
+        "  total    {:>9.2} s; peak RSS {:.1} MiB; SSD {:.1} MiB; RAM {:.1} B/vector; spill ×{:.2}",
+        summary.total_seconds,
+        summary.peak_rss_bytes as f64 / (1 << 20) as f64,
+        summary.ssd_bytes as f64 / (1 << 20) as f64,
+        summary.ram_bytes_per_vector,
+        summary.spill_factor
+    );
+    eprintln!("m3 build: wrote {}", args.out.display());
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}

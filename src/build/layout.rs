@@ -1,0 +1,333 @@
+//! Stages 4 and 5, lay out: every record's vector is written into its slot of `data.m3`
+//! (clusters after each other, members in key order, see [`crate::format::layout`]); then,
+//! cluster by cluster in parallel, the members are read back, their neighbour lists built
+//! ([`crate::graph::build_cluster_graph`]) and the cluster's sectors rewritten whole.
+//!
+//! Memory: the id → slot map (8 bytes per record), one base chunk, and one cluster per thread.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::assign::Assignment;
+use super::train::normalize_rows;
+use super::{BuildError, BuildParams};
+use crate::data::{DType, Element, Matrix, VectorFile};
+use crate::distance::Metric;
+use crate::format::{ClusterEntry, DataFileWriter, FormatError, SECTOR_BYTES};
+use crate::graph::{LidStats, build_cluster_graph};
+
+/// What the neighbour-list stage measured.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GraphReport {
+    /// `degree_histogram[d]` = records with d neighbours.
+    pub degree_histogram: Vec<u64>,
+    pub lid_mean: f64,
+    pub lid_std: f64,
+    /// Deciles (0, 10, …, 100th percentile) of the per-record LID and α.
+    pub lid_deciles: Vec<f32>,
+    pub alpha_deciles: Vec<f32>,
+}
+
+/// The element type stored in records: the base's own, except under cosine, where normalised
+/// f32 vectors are stored.
+pub fn stored_dtype(base: &VectorFile, metric: Metric) -> DType {
+    if metric == Metric::Cosine {
+        DType::F32
+    } else {
+        base.dtype()
+    }
+}
+
+/// Writes every record's vector and id (no neighbours yet) into `writer`.
+pub fn write_vectors(
+    base: &VectorFile,
+    params: &BuildParams,
+    asg: &Assignment,
+    writer: &DataFileWriter,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), BuildError> {
+    // Slots of every base row: (id, record), sorted by id.
+    let mut slots: Vec<(u32, u32)> = asg
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(r, &id)| (id, r as u32))
+        .collect();
+    slots.par_sort_unstable();
+    let starts = asg.cluster_starts();
+    let cluster_of = |record: u64| -> (u32, u32) {
+        let c = starts.partition_point(|&s| s <= record) - 1;
+        (c as u32, (record - starts[c]) as u32)
+    };
+    let dim = base.dim();
+    let metric = params.metric;
+    let f32_rows = |first: u64, count: usize| -> Result<Matrix<f32>, BuildError> {
+        let mut v = Vec::new();
+        base.read_rows_f32(first, count, &mut v)?;
+        let mut m = Matrix::from_vec(v, dim)?;
+        if metric == Metric::Cosine {
+            normalize_rows(&mut m);
+        }
+        Ok(m)
+    };
+    fn native<T: Element>(
+        base: &VectorFile,
+        first: u64,
+        count: usize,
+    ) -> Result<Matrix<T>, BuildError> {
+        let mut v = Vec::new();
+        base.read_rows::<T>(first, count, &mut v)?;
+        Ok(Matrix::from_vec(v, base.dim())?)
+    }
+    let n = base.rows();
+    match stored_dtype(base, metric) {
+        DType::F32 => write_typed(n, &f32_rows, &slots, &cluster_of, writer, pool, progress),
+        DType::U8 => write_typed(
+            n,
+            &|f, c| native::<u8>(base, f, c),
+            &slots,
+            &cluster_of,
+            writer,
+            pool,
+            progress,
+        ),
+        DType::I8 => write_typed(
+            n,
+            &|f, c| native::<i8>(base, f, c),
+            &slots,
+            &cluster_of,
+            writer,
+            pool,
+            progress,
+        ),
+    }
+}
+
+type ChunkReader<'a, T> = dyn Fn(u64, usize) -> Result<Matrix<T>, BuildError> + 'a;
+
+fn write_typed<T: Element>(
+    rows_total: u64,
+    read: &ChunkReader<'_, T>,
+    slots: &[(u32, u32)],
+    cluster_of: &(dyn Fn(u64) -> (u32, u32) + Sync),
+    writer: &DataFileWriter,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), BuildError> {
+    let chunk_rows = 1usize << 14;
+    let codec = writer.codec();
+    let mut next_slot = 0usize;
+    let mut first = 0u64;
+    while first < rows_total {
+        let count = chunk_rows.min((rows_total - first) as usize);
+        let rows = read(first, count)?;
+        let end = first + count as u64;
+        let lo = next_slot;
+        while next_slot < slots.len() && (slots[next_slot].0 as u64) < end {
+            next_slot += 1;
+        }
+        pool.install(|| {
+            slots[lo..next_slot].par_iter().try_for_each_init(
+                || vec![0u8; codec.record_bytes() as usize],
+                |buf, &(id, record)| -> Result<(), BuildError> {
+                    let (c, idx) = cluster_of(record as u64);
+                    codec.encode(rows.row((id as u64 - first) as usize), id, &[], buf)?;
+                    writer.write_record(c, idx, buf)?;
+                    Ok(())
+                },
+            )
+        })?;
+        first = end;
+        progress(first);
+    }
+    Ok(())
+}
+
+/// Per-record LID statistics estimated the way the build uses them: on up to `clusters`
+/// whole clusters (in-cluster neighbour distances), spread evenly over the index.
+pub fn estimate_lid_stats(
+    data_path: &Path,
+    writer: &DataFileWriter,
+    params: &BuildParams,
+    clusters: usize,
+    pool: &rayon::ThreadPool,
+) -> Result<LidStats, BuildError> {
+    let entries = writer.cluster_entries();
+    let step = (entries.len() / clusters.max(1)).max(1);
+    let picked: Vec<&ClusterEntry> = entries.iter().step_by(step).take(clusters).collect();
+    let file = File::open(data_path).map_err(|e| FormatError::io(data_path, e))?;
+    let mut gp = params.graph.clone();
+    gp.alpha = crate::graph::AlphaMode::Fixed(1.0);
+    let lids: Vec<Vec<f32>> = pool.install(|| {
+        picked
+            .par_iter()
+            .map(|e| -> Result<Vec<f32>, BuildError> {
+                let (vectors, ids) = read_cluster(&file, data_path, writer, e)?;
+                if vectors.rows() < 2 {
+                    return Ok(Vec::new());
+                }
+                let g = build_cluster_graph(
+                    vectors.view(),
+                    &ids,
+                    &gp,
+                    &LidStats {
+                        count: 0,
+                        mean: 0.0,
+                        std: 1.0,
+                    },
+                )
+                .map_err(|e| BuildError::param("graph", e.to_string()))?;
+                Ok(g.lid)
+            })
+            .collect::<Result<_, _>>()
+    })?;
+    Ok(LidStats::from_values(
+        lids.into_iter()
+            .flatten()
+            .map(|l| (!l.is_nan()).then_some(l)),
+    ))
+}
+
+/// Reads one cluster's records back: vectors (as f32) and original ids.
+fn read_cluster(
+    file: &File,
+    path: &Path,
+    writer: &DataFileWriter,
+    e: &ClusterEntry,
+) -> Result<(Matrix<f32>, Vec<u32>), BuildError> {
+    let layout = writer.layout();
+    let codec = writer.codec();
+    let sectors = layout.sectors_for(e.records as u64);
+    let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
+    let offset = (1 + e.first_sector) * SECTOR_BYTES as u64;
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|err| FormatError::io(path, err))?;
+    let dim = codec.dim() as usize;
+    let mut vectors = Vec::with_capacity(e.records as usize * dim);
+    let mut ids = Vec::with_capacity(e.records as usize);
+    for i in 0..e.records as u64 {
+        let loc = layout.locate(i);
+        let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
+        let rec = codec.decode(
+            &buf[start..start + codec.record_bytes() as usize],
+            path,
+            offset + start as u64,
+        )?;
+        let bad = || FormatError::corrupt(path, offset + start as u64, "record vector");
+        match codec.dtype() {
+            DType::F32 => vectors.extend(rec.vector::<f32>().ok_or_else(bad)?),
+            DType::U8 => vectors.extend(
+                rec.vector::<u8>()
+                    .ok_or_else(bad)?
+                    .iter()
+                    .map(|&v| v as f32),
+            ),
+            DType::I8 => vectors.extend(
+                rec.vector::<i8>()
+                    .ok_or_else(bad)?
+                    .iter()
+                    .map(|&v| v as f32),
+            ),
+        }
+        ids.push(rec.id());
+    }
+    Ok((Matrix::from_vec(vectors, dim)?, ids))
+}
+
+/// Builds every cluster's neighbour lists and rewrites its sectors with them. Returns the
+/// cluster entries with r_min/r_max filled in and the graph report.
+pub fn write_graphs(
+    data_path: &Path,
+    writer: &DataFileWriter,
+    params: &BuildParams,
+    asg: &Assignment,
+    lid_stats: &LidStats,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(Vec<ClusterEntry>, GraphReport), BuildError> {
+    let file = File::open(data_path).map_err(|e| FormatError::io(data_path, e))?;
+    let layout = writer.layout();
+    let codec = writer.codec();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let per_cluster: Vec<(ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>)> = pool.install(|| {
+        writer
+            .cluster_entries()
+            .par_iter()
+            .map(|e| -> Result<_, BuildError> {
+                let mut entry = *e;
+                let first = e.first_record as usize;
+                let keys = &asg.keys[first..first + e.records as usize];
+                entry.r_min = keys.first().copied().unwrap_or(0.0);
+                entry.r_max = keys.last().copied().unwrap_or(0.0);
+                if e.records == 0 {
+                    return Ok((entry, Vec::new(), Vec::new(), Vec::new()));
+                }
+                let (vectors, ids) = read_cluster(&file, data_path, writer, e)?;
+                let graph = build_cluster_graph(vectors.view(), &ids, &params.graph, lid_stats)
+                    .map_err(|err| BuildError::param("graph", err.to_string()))?;
+                let sectors = layout.sectors_for(e.records as u64) as usize;
+                let mut buf = vec![0u8; sectors * SECTOR_BYTES];
+                let rb = codec.record_bytes() as usize;
+                let mut global = Vec::with_capacity(params.graph.max_degree);
+                for i in 0..e.records as usize {
+                    global.clear();
+                    global.extend(
+                        graph.neighbours[i]
+                            .iter()
+                            .map(|&l| e.first_record as u32 + l),
+                    );
+                    let loc = layout.locate(i as u64);
+                    let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
+                    let out = &mut buf[start..start + rb];
+                    match codec.dtype() {
+                        DType::F32 => codec.encode(vectors.row(i), ids[i], &global, out)?,
+                        DType::U8 => {
+                            let v: Vec<u8> = vectors.row(i).iter().map(|&x| x as u8).collect();
+                            codec.encode(&v, ids[i], &global, out)?
+                        }
+                        DType::I8 => {
+                            let v: Vec<i8> = vectors.row(i).iter().map(|&x| x as i8).collect();
+                            codec.encode(&v, ids[i], &global, out)?
+                        }
+                    }
+                }
+                writer.write_sector_range(e.first_sector, &buf)?;
+                let n = done.fetch_add(e.records as u64, std::sync::atomic::Ordering::Relaxed);
+                progress(n + e.records as u64);
+                let degrees = graph.neighbours.iter().map(|l| l.len() as u32).collect();
+                Ok((entry, degrees, graph.lid, graph.alpha))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut entries = Vec::with_capacity(per_cluster.len());
+    let mut report = GraphReport {
+        degree_histogram: vec![0; params.graph.max_degree + 1],
+        lid_mean: lid_stats.mean,
+        lid_std: lid_stats.std,
+        ..GraphReport::default()
+    };
+    let (mut lids, mut alphas) = (Vec::new(), Vec::new());
+    for (entry, degrees, lid, alpha) in per_cluster {
+        entries.push(entry);
+        for d in degrees {
+            report.degree_histogram[d as usize] += 1;
+        }
+        lids.extend(lid.into_iter().filter(|l| !l.is_nan()));
+        alphas.extend(alpha);
+    }
+    report.lid_deciles = deciles(&mut lids);
+    report.alpha_deciles = deciles(&mut alphas);
+    Ok((entries, report))
+}
+
+fn deciles(v: &mut [f32]) -> Vec<f32> {
+    if v.is_empty() {
+        return Vec::new();
+    }
+    v.sort_unstable_by(f32::total_cmp);
+    (0..=10).map(|i| v[((v.len() - 1) * i) / 10]).collect()
+}

@@ -1,0 +1,349 @@
+//! `build_index`: the stages in order, each reported to a [`BuildObserver`], then the
+//! crash-safe publish of DESIGN §6.
+
+use std::time::Instant;
+
+use super::layout::{GraphReport, estimate_lid_stats, stored_dtype, write_graphs, write_vectors};
+use super::{BuildError, BuildParams, assign, scan_base, train, train_routing};
+use crate::data::VectorFile;
+use crate::distance::Metric;
+use crate::format::manifest::{META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
+use crate::format::verify::{
+    CLUSTERS_FILE, DATA_FILE, PQ_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+};
+use crate::format::{
+    ClusterTable, DataFileParams, DataFileWriter, FileEntry, IndexDirWriter, IndexMeta, Manifest,
+    PqFile, Routing, Stats,
+};
+use crate::graph::AlphaMode;
+
+/// Name of the JSON build report stored beside the index files (listed in the manifest).
+pub const REPORT_FILE: &str = "build_report.json";
+
+/// Receives progress: a stage starts with a total of work units, then reports units done.
+pub trait BuildObserver: Sync {
+    fn stage(&self, name: &'static str, total: u64);
+    fn progress(&self, done: u64);
+    /// A one-line note for the user (e.g. "no training queries: base anchors only").
+    fn note(&self, text: &str);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+
+impl BuildObserver for Silent {
+    fn stage(&self, _: &'static str, _: u64) {}
+    fn progress(&self, _: u64) {}
+    fn note(&self, _: &str) {}
+}
+
+/// Wall time of one stage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageTime {
+    pub stage: &'static str,
+    pub seconds: f64,
+}
+
+/// What a build did and what it costs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildSummary {
+    pub n_vectors: u64,
+    pub n_records: u64,
+    pub dim: usize,
+    pub metric: String,
+    pub clusters: usize,
+    pub query_anchors: usize,
+    pub pq_subspaces: usize,
+    pub spill_factor: f64,
+    pub stages: Vec<StageTime>,
+    pub total_seconds: f64,
+    /// Peak resident memory of the process (VmHWM), bytes; 0 where /proc is unavailable.
+    pub peak_rss_bytes: u64,
+    /// Every index file, bytes.
+    pub ssd_bytes: u64,
+    /// RAM the query engine holds per base vector (anchors, routing, statistics, PQ codes
+    /// and, for L2, the correction term), bytes.
+    pub ram_bytes_per_vector: f64,
+    /// Cluster sizes: min, median, max.
+    pub cluster_size_min_median_max: [u32; 3],
+    pub routing_vote_coverage: Option<f64>,
+    pub graph: GraphReport,
+    pub threads: usize,
+    pub seed: u64,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (VmHWM).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+struct Clock {
+    start: Instant,
+    last: Instant,
+    stages: Vec<StageTime>,
+}
+
+impl Clock {
+    fn lap(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.stages.push(StageTime {
+            stage,
+            seconds: (now - self.last).as_secs_f64(),
+        });
+        self.last = now;
+    }
+}
+
+/// Builds an index from `params.base` into `params.out` on `pool`. The output appears only
+/// when complete; an existing index at `params.out` is replaced atomically.
+pub fn build_index(
+    params: &BuildParams,
+    pool: &rayon::ThreadPool,
+    obs: &dyn BuildObserver,
+) -> Result<BuildSummary, BuildError> {
+    let now = Instant::now();
+    let mut clock = Clock {
+        start: now,
+        last: now,
+        stages: Vec::new(),
+    };
+    params
+        .graph
+        .validate()
+        .map_err(|e| BuildError::param("graph", e.to_string()))?;
+    let base = VectorFile::open(&params.base)?;
+    let n = base.rows();
+    let dim = base.dim();
+    if n > u32::MAX as u64 {
+        return Err(BuildError::param(
+            "base",
+            "more than 2^32 − 1 rows (ids are u32)",
+        ));
+    }
+    let k = params.clusters.resolve(n);
+    let m = params.pq.resolve(dim);
+
+    // 1. Train: the sample is bounded by a quarter of the RAM budget.
+    let budget_rows = (params.ram_budget_bytes / 4 / (dim as u64 * 4)).max(k as u64) as usize;
+    let sample_rows = (k * params.clusters.train_rows_per_cluster)
+        .max(params.pq.train_rows)
+        .min(budget_rows);
+    obs.stage("scan", n);
+    let (stats, sample, sample_ids) =
+        scan_base(&base, params.metric, sample_rows, params.seed, &|d| {
+            obs.progress(d)
+        })?;
+    clock.lap("scan");
+    obs.stage("train", 0);
+    let trained = train(params, k, m, stats, sample, sample_ids, pool)?;
+    clock.lap("train");
+
+    // 2. Query routing.
+    obs.stage("routing", 0);
+    let routing = train_routing(params, &trained, pool)?;
+    if routing.is_none() {
+        obs.note("no --train-queries: routing uses base anchors only (no cross-modal edges)");
+    }
+    clock.lap("routing");
+
+    // 3. Assign. Its arrays take records × (M + 16) bytes; spilling adds records.
+    let est = n as f64 * (1.0 + params.spill.max_copies as f64) * (m as f64 + 24.0);
+    if est > params.ram_budget_bytes as f64 {
+        obs.note(&format!(
+            "warning: assignment needs up to {:.1} GiB, above the RAM budget",
+            est / (1u64 << 30) as f64
+        ));
+    }
+    obs.stage("assign", n);
+    let asg = assign(&base, params, &trained, pool, &|d| obs.progress(d))?;
+    clock.lap("assign");
+
+    // 4–5. Lay out vectors, then neighbour lists.
+    let dir = IndexDirWriter::create(&params.out)?;
+    let data_path = dir.path(DATA_FILE);
+    let dtype = stored_dtype(&base, params.metric);
+    let writer = DataFileWriter::create(
+        &data_path,
+        &DataFileParams {
+            dim: dim as u32,
+            dtype,
+            max_degree: params.graph.max_degree as u32,
+            cluster_sizes: &asg.cluster_sizes,
+        },
+    )?;
+    obs.stage("layout", n);
+    write_vectors(&base, params, &asg, &writer, pool, &|d| obs.progress(d))?;
+    clock.lap("layout");
+    obs.stage("graph", asg.records() as u64);
+    let lid_stats = estimate_lid_stats(&data_path, &writer, params, 32, pool)?;
+    let (entries, graph_report) =
+        write_graphs(&data_path, &writer, params, &asg, &lid_stats, pool, &|d| {
+            obs.progress(d)
+        })?;
+    clock.lap("graph");
+
+    // 6. Files and publish.
+    obs.stage("publish", 0);
+    let data_sectors = writer.data_sectors();
+    let record_bytes = writer.codec().record_bytes();
+    let (data_entry, sectors_entry) = writer.finish(&dir.path(SECTORS_FILE))?;
+    let clusters = ClusterTable {
+        centroids: trained.anchors.centroids.clone(),
+        entries,
+        anchor_graph: trained.anchor_graph.clone(),
+    };
+    let clusters_entry = clusters.write(&dir.path(CLUSTERS_FILE))?;
+    let edges_per_anchor = params.routing.edges_per_anchor.max(1);
+    let routing_file = match &routing {
+        Some(r) => Routing {
+            anchors: r.anchors.clone(),
+            edges: r.edges.clone(),
+        },
+        None => Routing::empty(dim, edges_per_anchor)?,
+    };
+    let routing_entry = routing_file.write(&dir.path(ROUTING_FILE))?;
+    let stats = Stats {
+        base_count: trained.stats.count(),
+        query_count: routing.as_ref().map_or(0, |r| r.stats.count()),
+        has_query_stats: routing.is_some(),
+        lid_mean: lid_stats.mean as f32,
+        lid_std: lid_stats.std as f32,
+        max_base_norm: trained.stats.max_norm(),
+        base_mean: trained.stats.mean(),
+        base_var: trained.stats.variance(),
+        query_mean: routing
+            .as_ref()
+            .map_or_else(|| vec![0.0; dim], |r| r.stats.mean()),
+        query_var: routing
+            .as_ref()
+            .map_or_else(|| vec![0.0; dim], |r| r.stats.variance()),
+    };
+    let stats_entry = stats.write(&dir.path(STATS_FILE))?;
+    let pq_file = PqFile {
+        bounds: trained.pq.bounds().iter().map(|&b| b as u32).collect(),
+        codebooks: trained.pq.codebooks().to_vec(),
+        codes: asg.codes,
+        correction: asg.correction,
+        error: asg.error,
+        residual: true,
+    };
+    let pq_entry = pq_file.write(&dir.path(PQ_FILE))?;
+
+    let mut sizes = asg.cluster_sizes.clone();
+    sizes.sort_unstable();
+    let ssd_bytes_wo_report = [
+        &data_entry,
+        &sectors_entry,
+        &clusters_entry,
+        &routing_entry,
+        &stats_entry,
+        &pq_entry,
+    ]
+    .iter()
+    .map(|e| e.bytes)
+    .sum::<u64>();
+    let ram = clusters_entry.bytes as f64
+        + routing_entry.bytes as f64
+        + stats_entry.bytes as f64
+        + (pq_file.codes.as_slice().len()
+            + if params.metric == Metric::L2 {
+                4 * pq_file.correction.len()
+            } else {
+                0
+            }) as f64;
+    clock.lap("publish");
+    let mut summary = BuildSummary {
+        n_vectors: n,
+        n_records: asg.ids.len() as u64,
+        dim,
+        metric: params.metric.to_string(),
+        clusters: k,
+        query_anchors: routing.as_ref().map_or(0, |r| r.anchors.rows()),
+        pq_subspaces: m,
+        spill_factor: asg.ids.len() as f64 / n as f64,
+        stages: clock.stages.clone(),
+        total_seconds: clock.start.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss_bytes(),
+        ssd_bytes: ssd_bytes_wo_report,
+        ram_bytes_per_vector: ram / n as f64,
+        cluster_size_min_median_max: [sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1]],
+        routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),
+        graph: graph_report,
+        threads: pool.current_num_threads(),
+        seed: params.seed,
+    };
+    let report_path = dir.path(REPORT_FILE);
+    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
+    write_synced(&report_path, &json)?;
+    let report_entry = FileEntry::new(REPORT_FILE, json.len() as u64, crc32c::crc32c(&json))?;
+    summary.ssd_bytes += report_entry.bytes;
+
+    let mut meta: IndexMeta = bytemuck::Zeroable::zeroed();
+    meta.dim = dim as u32;
+    meta.set_dtype(dtype);
+    meta.set_metric(params.metric);
+    meta.distance_mode = 0;
+    meta.flags = if routing.is_some() {
+        META_FLAG_QUERY_ANCHORS
+    } else {
+        0
+    } | if matches!(params.graph.alpha, AlphaMode::Lid(_)) {
+        META_FLAG_LID_ADAPTIVE
+    } else {
+        0
+    };
+    meta.n_vectors = n;
+    meta.n_records = summary.n_records;
+    meta.data_sectors = data_sectors;
+    meta.seed = params.seed;
+    meta.n_clusters = k as u32;
+    meta.n_query_anchors = summary.query_anchors as u32;
+    meta.pq_subspaces = m as u32;
+    meta.max_degree = params.graph.max_degree as u32;
+    meta.record_bytes = record_bytes;
+    meta.spill_epsilon = params.spill.epsilon;
+    meta.spill_max = params.spill.max_copies as u32;
+    let (amin, amax) = match params.graph.alpha {
+        AlphaMode::Fixed(a) => (a, a),
+        AlphaMode::Lid(map) => (map.alpha_min, map.alpha_max),
+    };
+    meta.alpha_min = amin;
+    meta.alpha_max = amax;
+    meta.lid_k = params.graph.lid_k as u32;
+    meta.anchor_degree = trained.anchor_graph.dim() as u32;
+    meta.edges_per_query_anchor = edges_per_anchor as u32;
+    meta.build_threads = pool.current_num_threads() as u32;
+    let manifest = Manifest {
+        meta,
+        files: vec![
+            clusters_entry,
+            routing_entry,
+            stats_entry,
+            pq_entry,
+            data_entry,
+            sectors_entry,
+            report_entry,
+        ],
+    };
+    dir.publish(&manifest)?;
+    Ok(summary)
+}
+
+fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<(), BuildError> {
+    use std::io::Write;
+    let io = |e| BuildError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut f = std::fs::File::create(path).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)
+}
