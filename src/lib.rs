@@ -10,12 +10,14 @@
 //! - [`linalg`]: dense matrix products used by brute force and k-means.
 //! - [`exact`]: exact brute-force top-k (ground truth) and recall with fair ties.
 //! - [`kmeans`]: k-means clustering.
+//! - [`io`]: block readers (io_uring, pread) that fetch batches of 4 KiB sectors.
 
 pub mod build;
 pub mod data;
 pub mod distance;
 pub mod exact;
 pub mod format;
+pub mod io;
 pub mod kmeans;
 pub mod linalg;
 pub mod pq;
