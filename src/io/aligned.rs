@@ -11,7 +11,7 @@ use crate::format::SECTOR_BYTES;
 /// A zero-initialised heap buffer of whole sectors, aligned to [`SECTOR_BYTES`].
 ///
 /// Invariants: `ptr` is aligned to 4096 and points to `cap_sectors · 4096` initialised bytes
-/// allocated with [`AlignedBuf::layout`] (or is a dangling aligned pointer when
+/// allocated with `AlignedBuf::layout(cap_sectors)` (or is a dangling aligned pointer when
 /// `cap_sectors == 0`); `len_sectors <= cap_sectors`. Growing keeps the first bytes, like
 /// `Vec::resize`; bytes past the old length are zero or left over from an earlier, longer use.
 pub struct AlignedBuf {

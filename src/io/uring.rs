@@ -18,6 +18,7 @@ use std::sync::{Mutex, PoisonError};
 
 use io_uring::{IoUring, opcode, types};
 
+use super::Failure;
 use super::file::open_data_file;
 use super::{
     AlignedBuf, BackendKind, BlockReader, IoError, Progress, ReadRequest, ReadStats, ReaderInfo,
@@ -214,6 +215,18 @@ impl UringReader {
                 }
             }
             if in_flight == 0 {
+                if first_error.is_none() && (next < items.len() || !again.is_empty()) {
+                    // Unreachable: the SQ holds `depth` entries and fewer are in use. Checked
+                    // so that a bug can never pass unread bytes off as a successful batch.
+                    let i = again.last().copied().unwrap_or(next);
+                    first_error = Some((
+                        i,
+                        progress[i].error(
+                            &self.path,
+                            Failure::Io(std::io::Error::other("io_uring submission queue full")),
+                        ),
+                    ));
+                }
                 break;
             }
             if let Err(e) = ring.ring.submit_and_wait(1) {
