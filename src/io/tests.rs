@@ -561,3 +561,35 @@ fn io_faulty_reader_under_concurrency_never_panics() {
     assert_eq!(ok + failed, 80);
     assert!(failed > 0 && ok > 0, "ok {ok}, failed {failed}");
 }
+
+/// Runs in a child process with `M3_IO_FORCE_FALLBACK=1` (see the next test); a no-op when the
+/// variable is not set.
+#[test]
+fn io_env_fallback_child() {
+    if std::env::var_os(FORCE_FALLBACK_ENV).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_test_file(dir.path());
+    let r = open_reader(&path, IoBackend::Auto, &ReaderOptions::default()).unwrap();
+    assert_eq!(r.info().backend, BackendKind::Pread);
+    assert!(
+        r.info()
+            .fallback_reason
+            .as_deref()
+            .unwrap()
+            .contains(FORCE_FALLBACK_ENV)
+    );
+    random_batches_read_every_byte(&*r);
+}
+
+#[test]
+fn io_env_var_forces_the_pread_fallback() {
+    // The variable is set only in a child process: setting it here would race other tests.
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "io::tests::io_env_fallback_child", "--nocapture"])
+        .env(FORCE_FALLBACK_ENV, "1")
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
