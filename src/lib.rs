@@ -11,6 +11,7 @@
 //! - [`exact`]: exact brute-force top-k (ground truth) and recall with fair ties.
 //! - [`kmeans`]: k-means clustering.
 //! - [`graph`]: cluster-local neighbour lists (robust prune, LID-adaptive α).
+//! - [`io`]: block readers (io_uring, pread) that fetch batches of 4 KiB sectors.
 
 pub mod build;
 pub mod data;
@@ -18,6 +19,7 @@ pub mod distance;
 pub mod exact;
 pub mod format;
 pub mod graph;
+pub mod io;
 pub mod kmeans;
 pub mod linalg;
 pub mod pq;

@@ -1,0 +1,104 @@
+//! [`FaultyReader`]: a reader wrapper whose N-th read fails or comes back short, for tests that
+//! show errors surface cleanly (redb's fault-injecting backend, STYLE 14).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{AlignedBuf, BlockReader, IoError, ReadRequest, ReadStats, ReaderInfo, batch_slices};
+use crate::format::SECTOR_BYTES;
+
+/// What an injected fault does to its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The read fails like a device error: [`IoError::Read`] with an "injected fault" source.
+    Error,
+    /// The read comes back short, as at a truncated file: [`IoError::UnexpectedEof`] with
+    /// `got` = one sector less than asked, and the missing bytes of the output overwritten.
+    Short,
+}
+
+/// A fault on the read (request) with index `at_read`, counting every request passed to
+/// [`FaultyReader::read_batch`] from 0, across batches and threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub at_read: u64,
+    pub kind: FaultKind,
+}
+
+/// Wraps a reader and injects [`Fault`]s; reads without a fault pass through unchanged.
+#[derive(Debug)]
+pub struct FaultyReader<R> {
+    inner: R,
+    faults: Vec<Fault>,
+    reads_seen: AtomicU64,
+}
+
+impl<R: BlockReader> FaultyReader<R> {
+    pub fn new(inner: R, faults: impl IntoIterator<Item = Fault>) -> Self {
+        Self {
+            inner,
+            faults: faults.into_iter().collect(),
+            reads_seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests seen so far.
+    pub fn reads_seen(&self) -> u64 {
+        self.reads_seen.load(Ordering::Relaxed)
+    }
+
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+}
+
+impl<R: BlockReader> BlockReader for FaultyReader<R> {
+    fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError> {
+        let first = self
+            .reads_seen
+            .fetch_add(reqs.len() as u64, Ordering::Relaxed);
+        let stats = self.inner.read_batch(reqs, out)?;
+        let hit = self
+            .faults
+            .iter()
+            .filter(|f| (first..first + reqs.len() as u64).contains(&f.at_read))
+            .min_by_key(|f| f.at_read);
+        let Some(fault) = hit else {
+            return Ok(stats);
+        };
+        let i = (fault.at_read - first) as usize;
+        let req = reqs[i];
+        let path = self.inner.path().to_path_buf();
+        Err(match fault.kind {
+            FaultKind::Error => IoError::Read {
+                path,
+                offset: req.offset_bytes(),
+                len: req.len_bytes() as u64,
+                source: std::io::Error::other("injected fault"),
+            },
+            FaultKind::Short => {
+                let got = req.len_bytes() - SECTOR_BYTES;
+                let start: usize = batch_slices(&reqs[..i], out).map(<[u8]>::len).sum();
+                out[start + got..start + req.len_bytes()].fill(0xA5);
+                IoError::UnexpectedEof {
+                    path,
+                    offset: req.offset_bytes(),
+                    expected: req.len_bytes() as u64,
+                    got: got as u64,
+                }
+            }
+        })
+    }
+
+    fn info(&self) -> &ReaderInfo {
+        self.inner.info()
+    }
+
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+
+    fn len_bytes(&self) -> u64 {
+        self.inner.len_bytes()
+    }
+}
