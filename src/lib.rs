@@ -23,4 +23,5 @@ pub mod io;
 pub mod kmeans;
 pub mod linalg;
 pub mod pq;
+pub mod search;
 pub mod simd;

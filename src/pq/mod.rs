@@ -167,11 +167,20 @@ impl ProductQuantizer {
         }
     }
 
-    /// `table[m·256 + j] = q_m · w_{m,j}` (inner products with every codeword).
+    /// `table[m·256 + j] = q_m · w_{m,j}` (inner products with every codeword). Subspaces are
+    /// a few dimensions wide, so plain loops beat calling a dispatched kernel per codeword.
     pub fn ip_table(&self, q: &[f32], table: &mut Vec<f32>) {
-        self.fill_table(table, |m, w| {
-            crate::distance::dot(&q[self.bounds[m]..self.bounds[m + 1]], w)
-        });
+        assert_eq!(q.len(), self.dim, "ip_table: dimension");
+        table.clear();
+        table.resize(self.subspaces() * CODEWORDS, 0.0);
+        for (s, t) in table.chunks_exact_mut(CODEWORDS).enumerate() {
+            let (lo, hi) = (self.bounds[s], self.bounds[s + 1]);
+            let sub = &q[lo..hi];
+            let book = &self.codebooks[CODEWORDS * lo..CODEWORDS * hi];
+            for (t, w) in t.iter_mut().zip(book.chunks_exact(hi - lo)) {
+                *t = sub.iter().zip(w).map(|(a, b)| a * b).sum();
+            }
+        }
     }
 
     /// `table[m·256 + j] = |q_m − w_{m,j}|²`.

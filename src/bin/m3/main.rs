@@ -6,7 +6,9 @@ mod cmd_build;
 mod cmd_gen;
 mod cmd_gt;
 mod cmd_recall;
+mod cmd_search;
 mod common;
+mod knobs;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,8 @@ enum Command {
     Gen(cmd_gen::GenArgs),
     /// Exact top-k ground truth by brute force (ids then distances, big-ann layout).
     Gt(cmd_gt::GtArgs),
+    /// Search an index with a query file; prints recall@k with --gt.
+    Search(cmd_search::SearchArgs),
     /// recall@k of a result file against ground truth (ties with the k-th distance count).
     Recall(cmd_recall::RecallArgs),
 }
@@ -39,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         Command::Build(args) => cmd_build::run(args),
         Command::Gen(args) => cmd_gen::run(args),
         Command::Gt(args) => cmd_gt::run(args),
+        Command::Search(args) => cmd_search::run(args),
         Command::Recall(args) => cmd_recall::run(args),
     }
 }

@@ -1,0 +1,89 @@
+//! `m3 search`: run a query file against an index.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use m3::data::{GroundTruth, Matrix};
+use m3::exact::recall_at_k;
+use m3::search::search_batch;
+
+use crate::common::thread_pool;
+use crate::knobs::{IndexArgs, KnobArgs, open_index, percentile, read_gt, read_queries};
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub index: IndexArgs,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Ground truth (.ibin/.ivecs) to print recall@k.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// Separate ground-truth distances (.fbin), to credit ties.
+    #[arg(long)]
+    pub gt_dists: Option<PathBuf>,
+    /// Write results here: .ibin with ids then distances (big-ann layout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+}
+
+pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    let pool = thread_pool(args.index.threads)?;
+    let index = open_index(&args.index)?;
+    let queries = read_queries(&args.index)?;
+    let params = args.knobs.params(args.k);
+    let res = search_batch(&index, queries.view(), &params, &pool)?;
+    let metric = index.metric();
+    let nq = res.results.len();
+    let mut ids = Vec::with_capacity(nq * args.k);
+    let mut dists = Vec::with_capacity(nq * args.k);
+    for r in &res.results {
+        for j in 0..args.k {
+            // Fewer than k results only when the probed clusters hold fewer than k vectors.
+            let n = r.get(j).copied();
+            ids.push(n.map_or(u32::MAX, |n| n.id));
+            dists.push(n.map_or(f32::NAN, |n| metric.to_natural(n.dist)));
+        }
+    }
+    let table = GroundTruth {
+        ids: Matrix::from_vec(ids, args.k)?,
+        dists: Some(Matrix::from_vec(dists, args.k)?),
+    };
+    if let Some(out) = &args.out {
+        table.write(out)?;
+    }
+    let mean = |f: &dyn Fn(&m3::search::QueryStats) -> u64| {
+        res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64
+    };
+    eprintln!(
+        "m3 search: {nq} queries, {} threads, {} I/O: {:.0} QPS, latency p50 {:.0} µs p99 {:.0} µs",
+        pool.current_num_threads(),
+        index.reader_info().backend,
+        nq as f64 / res.seconds,
+        percentile(&res.latencies_us, 50.0),
+        percentile(&res.latencies_us, 99.0)
+    );
+    eprintln!(
+        "  per query: {:.1} reads, {:.1} KiB, {:.2} I/O rounds, {:.0} exact distances, {:.0} PQ scores, {:.1} clusters",
+        mean(&|s| s.reads),
+        mean(&|s| s.bytes) / 1024.0,
+        mean(&|s| s.io_rounds),
+        mean(&|s| s.dist_comps),
+        mean(&|s| s.pq_scored),
+        mean(&|s| s.clusters_probed)
+    );
+    if let Some(gt) = &args.gt {
+        let gt = read_gt(gt, args.gt_dists.as_deref(), nq)?;
+        let r = recall_at_k(
+            table.ids.view(),
+            table.dists.as_ref().map(|d| d.view()),
+            &gt,
+            args.k,
+            metric,
+        )?;
+        println!("recall@{} = {:.4}", args.k, r.mean);
+    }
+    Ok(())
+}

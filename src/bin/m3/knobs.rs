@@ -1,0 +1,128 @@
+//! Flags shared by `search`, `bench` and `tune`: the index, I/O backend and search knobs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use m3::data::{GroundTruth, Matrix, VectorFile};
+use m3::io::{IoBackend, ReaderOptions};
+use m3::search::{Index, SearchParams};
+
+#[derive(Args, Debug, Clone)]
+pub struct IndexArgs {
+    /// Index directory (built by `m3 build`).
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Query vectors.
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Use only the first N queries (the ground truth is cut to match).
+    #[arg(long)]
+    pub max_queries: Option<usize>,
+    /// Block reader: auto (io_uring, falling back to pread), uring or pread.
+    #[arg(long, default_value = "auto")]
+    pub io: IoBackend,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KnobArgs {
+    /// Base clusters probed.
+    #[arg(long, default_value_t = 16)]
+    pub nprobe: usize,
+    /// Query-modality anchors consulted (0 = base anchors only).
+    #[arg(long, default_value_t = 4)]
+    pub qprobe: usize,
+    /// Cross-modal edges followed per query anchor.
+    #[arg(long, default_value_t = 8)]
+    pub edges: usize,
+    /// Candidates read from SSD and reranked exactly (default 4·max(k, 10)).
+    #[arg(long)]
+    pub rerank: Option<usize>,
+    /// Rounds along neighbour lists (each one more I/O round).
+    #[arg(long, default_value_t = 0)]
+    pub expand_rounds: usize,
+    /// Best results whose neighbour lists feed a round (default k).
+    #[arg(long)]
+    pub expand_from: Option<usize>,
+    /// Records read per round (default 2·max(k, 10)).
+    #[arg(long)]
+    pub expand_read: Option<usize>,
+}
+
+impl KnobArgs {
+    pub fn params(&self, k: usize) -> SearchParams {
+        let mut p = SearchParams::new(k);
+        p.nprobe = self.nprobe;
+        p.qprobe = self.qprobe;
+        p.edges = self.edges;
+        if let Some(r) = self.rerank {
+            p.rerank = r;
+        }
+        p.expand_rounds = self.expand_rounds;
+        if let Some(v) = self.expand_from {
+            p.expand_from = v;
+        }
+        if let Some(v) = self.expand_read {
+            p.expand_read = v;
+        }
+        p
+    }
+}
+
+pub fn open_index(args: &IndexArgs) -> anyhow::Result<Index> {
+    let index = Index::open(&args.index, args.io, &ReaderOptions::default())
+        .with_context(|| format!("opening index {}", args.index.display()))?;
+    let info = index.reader_info();
+    if let Some(reason) = &info.fallback_reason {
+        eprintln!("m3: io_uring unavailable ({reason}); using pread");
+    }
+    Ok(index)
+}
+
+pub fn read_queries(args: &IndexArgs) -> anyhow::Result<Matrix<f32>> {
+    let file = VectorFile::open(&args.queries)?;
+    let n = args
+        .max_queries
+        .map_or(file.rows(), |m| (m as u64).min(file.rows()));
+    let mut v = Vec::new();
+    file.read_rows_f32(0, n as usize, &mut v)?;
+    Ok(Matrix::from_vec(v, file.dim())?)
+}
+
+/// Reads ground truth and keeps its first `queries` rows (it must have at least that many).
+pub fn read_gt(gt: &Path, dists: Option<&Path>, queries: usize) -> anyhow::Result<GroundTruth> {
+    let full = match dists {
+        Some(d) => GroundTruth::read_with_dists(gt, d)?,
+        None => GroundTruth::read(gt)?,
+    };
+    anyhow::ensure!(
+        full.queries() >= queries,
+        "{}: ground truth has {} queries, the query file {}",
+        gt.display(),
+        full.queries(),
+        queries
+    );
+    let k = full.k();
+    let cut = |m: &Matrix<u32>| Matrix::from_vec(m.as_slice()[..queries * k].to_vec(), k);
+    Ok(GroundTruth {
+        ids: cut(&full.ids)?,
+        dists: match &full.dists {
+            Some(d) => Some(Matrix::from_vec(d.as_slice()[..queries * k].to_vec(), k)?),
+            None => None,
+        },
+    })
+}
+
+/// Percentile (0..=100) of unsorted values.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}

@@ -1,0 +1,27 @@
+//! Errors of opening and searching an index.
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    #[error(transparent)]
+    Io(#[from] crate::io::IoError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error("query has dimension {found}, the index has {expected}")]
+    QueryDim { expected: usize, found: usize },
+    #[error("query {query}: component {col} is not finite ({value})")]
+    NonFinite {
+        query: usize,
+        col: usize,
+        value: f32,
+    },
+    #[error("query {query} is the zero vector, which has no direction under cosine")]
+    ZeroQuery { query: usize },
+    #[error("k must be at least 1")]
+    KZero,
+    #[error("k = {k} is larger than the {n} vectors of the index")]
+    KTooLarge { k: usize, n: u64 },
+    #[error("invalid search parameter {name}: {what}")]
+    Param { name: &'static str, what: String },
+}

@@ -1,0 +1,133 @@
+//! An open index: the RAM-resident parts (anchors, routing, statistics, PQ codes) and a block
+//! reader on `data.m3`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::SearchError;
+use crate::data::Matrix;
+use crate::distance::Metric;
+use crate::format::verify::{CLUSTERS_FILE, DATA_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE};
+use crate::format::{
+    ClusterEntry, ClusterTable, DataFileHeader, FormatError, IndexMeta, PqFile, RecordCodec,
+    RecordLayout, Routing, Stats, open_check,
+};
+use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
+use crate::pq::ProductQuantizer;
+
+/// A searchable index. Cheap to share across threads (`&Index` is all a query needs).
+#[derive(Debug)]
+pub struct Index {
+    pub(super) dir: PathBuf,
+    pub(super) meta: IndexMeta,
+    pub(super) metric: Metric,
+    pub(super) dim: usize,
+    pub(super) centroids: Matrix<f32>,
+    pub(super) centroid_norms: Vec<f32>,
+    pub(super) entries: Vec<ClusterEntry>,
+    pub(super) routing: Routing,
+    pub(super) stats: Stats,
+    pub(super) pq: ProductQuantizer,
+    pub(super) codes: Matrix<u8>,
+    pub(super) correction: Vec<f32>,
+    pub(super) codec: RecordCodec,
+    pub(super) layout: RecordLayout,
+    pub(super) reader: Arc<dyn BlockReader>,
+}
+
+impl Index {
+    /// Opens `dir`: checks the manifest and every header, loads the RAM-resident parts and
+    /// opens `data.m3` for direct reads with `backend`.
+    pub fn open(
+        dir: &Path,
+        backend: IoBackend,
+        options: &ReaderOptions,
+    ) -> Result<Self, SearchError> {
+        let manifest = open_check(dir)?;
+        let meta = manifest.meta;
+        let metric = meta.metric().ok_or_else(|| {
+            FormatError::corrupt(dir.join("manifest.m3"), 0, "unknown metric code")
+        })?;
+        let clusters = ClusterTable::read(&dir.join(CLUSTERS_FILE))?;
+        clusters.check_against(&meta, &dir.join(CLUSTERS_FILE))?;
+        let routing = Routing::read(&dir.join(ROUTING_FILE))?;
+        let stats = Stats::read(&dir.join(STATS_FILE))?;
+        let pq_file = PqFile::read(&dir.join(PQ_FILE))?;
+        pq_file.check_against(&meta, &dir.join(PQ_FILE))?;
+        let data_path = dir.join(DATA_FILE);
+        let header = DataFileHeader::read(&data_path)?;
+        header.check_against(&meta, &data_path)?;
+        let dim = meta.dim as usize;
+        let bounds: Vec<usize> = pq_file.bounds.iter().map(|&b| b as usize).collect();
+        let pq = ProductQuantizer::from_parts(dim, bounds, pq_file.codebooks.clone())
+            .map_err(|e| FormatError::corrupt(dir.join(PQ_FILE), 0, e.to_string()))?;
+        if routing.anchors.rows() > 0 && routing.anchors.dim() != dim {
+            return Err(FormatError::corrupt(dir.join(ROUTING_FILE), 0, "anchor dimension").into());
+        }
+        let reader = open_reader(&data_path, backend, options)?;
+        let centroid_norms = crate::linalg::row_norms_sq(clusters.centroids.view());
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            meta,
+            metric,
+            dim,
+            centroids: clusters.centroids,
+            centroid_norms,
+            entries: clusters.entries,
+            routing,
+            stats,
+            pq,
+            codes: pq_file.codes,
+            correction: pq_file.correction,
+            codec: header.codec()?,
+            layout: header.layout(),
+            reader,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn meta(&self) -> &IndexMeta {
+        &self.meta
+    }
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    pub fn n_vectors(&self) -> u64 {
+        self.meta.n_vectors
+    }
+    pub fn n_clusters(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn n_query_anchors(&self) -> usize {
+        self.routing.anchors.rows()
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn reader_info(&self) -> &crate::io::ReaderInfo {
+        self.reader.info()
+    }
+
+    /// Bytes held in RAM for searching (anchors, routing, PQ codebooks, codes, corrections).
+    pub fn ram_bytes(&self) -> u64 {
+        (self.centroids.as_slice().len() * 4
+            + self.entries.len() * 32
+            + self.routing.anchors.as_slice().len() * 4
+            + self.routing.edges.as_slice().len() * 4
+            + self.pq.codebooks().len() * 4
+            + self.codes.as_slice().len()
+            + self.correction.len() * 4) as u64
+    }
+
+    /// Cluster of a global record index.
+    pub(super) fn cluster_of(&self, record: u32) -> usize {
+        self.entries
+            .partition_point(|e| e.first_record <= record as u64)
+            .saturating_sub(1)
+    }
+}

@@ -1,0 +1,14 @@
+//! The query engine (DESIGN §3): open an index, then per query route with the anchors, score
+//! PQ codes in RAM, read only the best candidates' sectors in one batch and rerank exactly.
+
+mod batch;
+mod error;
+mod index;
+mod params;
+mod query;
+
+pub use batch::{BatchResult, search_batch};
+pub use error::SearchError;
+pub use index::Index;
+pub use params::{QueryStats, SearchParams};
+pub use query::Searcher;

@@ -1,0 +1,104 @@
+//! Search parameters (the knobs `m3 search`, `bench` and `tune` turn).
+
+/// Per-query knobs. The defaults favour recall@10 ≈ 0.95 on the data sets in
+/// docs/BENCHMARKS.md; `m3 tune` finds the cheapest setting for a recall target.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SearchParams {
+    pub k: usize,
+    /// Base clusters probed, nearest anchors first.
+    pub nprobe: usize,
+    /// Query-modality anchors consulted (multi-entry routing); 0 = base anchors only.
+    pub qprobe: usize,
+    /// Cross-modal edges followed per consulted query anchor.
+    pub edges: usize,
+    /// Candidates (best by PQ) whose records are read and reranked exactly.
+    pub rerank: usize,
+    /// Rounds along the neighbour lists of the best results (each one I/O round).
+    pub expand_rounds: usize,
+    /// Best results whose neighbour lists feed a round.
+    pub expand_from: usize,
+    /// Records read per round (best by PQ among the new neighbours).
+    pub expand_read: usize,
+}
+
+impl SearchParams {
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            nprobe: 16,
+            qprobe: 4,
+            edges: 8,
+            rerank: 4 * k.max(10),
+            expand_rounds: 0,
+            expand_from: k,
+            expand_read: 2 * k.max(10),
+        }
+    }
+
+    /// Sets one knob by name (for `--sweep knob=v1,v2` and `m3 tune`).
+    pub fn set(&mut self, name: &str, value: usize) -> Result<(), super::SearchError> {
+        match name {
+            "k" => self.k = value,
+            "nprobe" => self.nprobe = value,
+            "qprobe" => self.qprobe = value,
+            "edges" => self.edges = value,
+            "rerank" => self.rerank = value,
+            "expand_rounds" | "rounds" => self.expand_rounds = value,
+            "expand_from" => self.expand_from = value,
+            "expand_read" => self.expand_read = value,
+            _ => {
+                return Err(super::SearchError::Param {
+                    name: "knob",
+                    what: format!(
+                        "unknown knob '{name}' (nprobe, qprobe, edges, rerank, expand_rounds, \
+                         expand_from, expand_read)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The knobs as `--name value` flags, for printing a command line.
+    pub fn as_flags(&self) -> String {
+        format!(
+            "--nprobe {} --qprobe {} --edges {} --rerank {} --expand-rounds {} --expand-from {} --expand-read {}",
+            self.nprobe,
+            self.qprobe,
+            self.edges,
+            self.rerank,
+            self.expand_rounds,
+            self.expand_from,
+            self.expand_read
+        )
+    }
+}
+
+/// What one query cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct QueryStats {
+    /// Read requests (coalesced sector ranges).
+    pub reads: u64,
+    /// 4 KiB sectors read.
+    pub sectors: u64,
+    pub bytes: u64,
+    /// Batches waited on (I/O round trips).
+    pub io_rounds: u64,
+    /// Exact distance computations (records reranked).
+    pub dist_comps: u64,
+    /// PQ codes scored.
+    pub pq_scored: u64,
+    pub clusters_probed: u64,
+}
+
+impl std::ops::AddAssign for QueryStats {
+    fn add_assign(&mut self, o: Self) {
+        self.reads += o.reads;
+        self.sectors += o.sectors;
+        self.bytes += o.bytes;
+        self.io_rounds += o.io_rounds;
+        self.dist_comps += o.dist_comps;
+        self.pq_scored += o.pq_scored;
+        self.clusters_probed += o.clusters_probed;
+    }
+}
