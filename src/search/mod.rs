@@ -3,12 +3,14 @@
 
 mod batch;
 mod error;
+mod evaluate;
 mod index;
 mod params;
 mod query;
 
 pub use batch::{BatchResult, search_batch};
 pub use error::SearchError;
+pub use evaluate::{BenchPoint, evaluate, percentile};
 pub use index::Index;
 pub use params::{QueryStats, SearchParams};
 pub use query::Searcher;

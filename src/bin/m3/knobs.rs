@@ -116,13 +116,4 @@ pub fn read_gt(gt: &Path, dists: Option<&Path>, queries: usize) -> anyhow::Resul
     })
 }
 
-/// Percentile (0..=100) of unsorted values.
-pub fn percentile(values: &[f64], p: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)]
-}
+pub use m3::search::percentile;

@@ -2,11 +2,13 @@
 //! the library's parameter structs and calls one library function; progress bars and printing
 //! live here, never in the library.
 
+mod cmd_bench;
 mod cmd_build;
 mod cmd_gen;
 mod cmd_gt;
 mod cmd_recall;
 mod cmd_search;
+mod cmd_tune;
 mod common;
 mod knobs;
 
@@ -33,6 +35,10 @@ enum Command {
     Gt(cmd_gt::GtArgs),
     /// Search an index with a query file; prints recall@k with --gt.
     Search(cmd_search::SearchArgs),
+    /// Sweep search knobs: recall, QPS, latency and I/O per point (`--json` for DESIGN §7 records).
+    Bench(cmd_bench::BenchArgs),
+    /// Find the cheapest search knobs that reach a recall target; prints the command to use.
+    Tune(cmd_tune::TuneArgs),
     /// recall@k of a result file against ground truth (ties with the k-th distance count).
     Recall(cmd_recall::RecallArgs),
 }
@@ -44,6 +50,8 @@ fn main() -> anyhow::Result<()> {
         Command::Gen(args) => cmd_gen::run(args),
         Command::Gt(args) => cmd_gt::run(args),
         Command::Search(args) => cmd_search::run(args),
+        Command::Bench(args) => cmd_bench::run(args),
+        Command::Tune(args) => cmd_tune::run(args),
         Command::Recall(args) => cmd_recall::run(args),
     }
 }

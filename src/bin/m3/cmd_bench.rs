@@ -1,0 +1,134 @@
+//! `m3 bench`: sweep search knobs, print recall / QPS / latency / I/O per point.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use m3::search::{BenchPoint, SearchParams, evaluate};
+
+use crate::common::thread_pool;
+use crate::knobs::{IndexArgs, KnobArgs, open_index, read_gt, read_queries};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub index: IndexArgs,
+    /// Ground truth (.ibin/.ivecs).
+    #[arg(long)]
+    pub gt: PathBuf,
+    /// Separate ground-truth distances (.fbin), to credit ties.
+    #[arg(long)]
+    pub gt_dists: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// `knob=v1,v2,…` (repeatable; the points are the cartesian product), e.g.
+    /// `--sweep nprobe=8,16,32 --sweep rerank=40,80`.
+    #[arg(long)]
+    pub sweep: Vec<String>,
+    /// Thread counts to measure each point at (comma separated; default: --threads).
+    #[arg(long, value_delimiter = ',')]
+    pub thread_counts: Vec<usize>,
+    /// Print one JSON object per point (DESIGN §7 fields) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+}
+
+/// Parses `name=v1,v2` sweeps into the list of parameter points.
+pub fn sweep_points(base: &SearchParams, sweeps: &[String]) -> anyhow::Result<Vec<SearchParams>> {
+    let mut points = vec![base.clone()];
+    for s in sweeps {
+        let (name, values) = s
+            .split_once('=')
+            .with_context(|| format!("--sweep '{s}': expected knob=v1,v2,…"))?;
+        let values: Vec<usize> = values
+            .split(',')
+            .map(|v| v.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--sweep '{s}': values must be integers"))?;
+        let mut next = Vec::with_capacity(points.len() * values.len());
+        for p in &points {
+            for &v in &values {
+                let mut q = p.clone();
+                q.set(name.trim(), v)?;
+                next.push(q);
+            }
+        }
+        points = next;
+    }
+    Ok(points)
+}
+
+pub fn print_header() {
+    println!(
+        "{:>6} {:>6} {:>5} {:>6} {:>6} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>7}",
+        "nprobe",
+        "qprobe",
+        "edges",
+        "rerank",
+        "rounds",
+        "threads",
+        "recall",
+        "QPS",
+        "p50 µs",
+        "p99 µs",
+        "reads",
+        "KiB",
+        "rounds",
+        "dists"
+    );
+}
+
+pub fn print_row(p: &BenchPoint) {
+    println!(
+        "{:>6} {:>6} {:>5} {:>6} {:>6} {:>7} | {:>8.4} {:>8.0} {:>8.0} {:>8.0} {:>7.1} {:>8.1} {:>6.2} {:>7.0}",
+        p.params.nprobe,
+        p.params.qprobe,
+        p.params.edges,
+        p.params.rerank,
+        p.params.expand_rounds,
+        p.threads,
+        p.recall_at_k,
+        p.qps,
+        p.lat_p50_us,
+        p.lat_p99_us,
+        p.mean_ios,
+        p.mean_read_bytes / 1024.0,
+        p.mean_io_rounds,
+        p.mean_dist_comps
+    );
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let index = open_index(&args.index)?;
+    let queries = read_queries(&args.index)?;
+    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows())?;
+    let points = sweep_points(&args.knobs.params(args.k), &args.sweep)?;
+    let threads = if args.thread_counts.is_empty() {
+        vec![args.index.threads]
+    } else {
+        args.thread_counts.clone()
+    };
+    if !args.json {
+        eprintln!(
+            "m3 bench: {} queries, {} points, I/O {}",
+            queries.rows(),
+            points.len() * threads.len(),
+            index.reader_info().backend
+        );
+        print_header();
+    }
+    for &t in &threads {
+        let pool = thread_pool(t)?;
+        for p in &points {
+            let point = evaluate(&index, queries.view(), &gt, p, &pool)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&point)?);
+            } else {
+                print_row(&point);
+            }
+        }
+    }
+    Ok(())
+}
