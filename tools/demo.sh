@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job on generated data: generate a cross-modal set, compute exact ground truth,
-# run a search and print its recall and speed.
+# The main job on generated data: generate a cross-modal set (text-like queries over an
+# image-like base, with a disjoint training-query sample), compute exact ground truth, build an
+# index, search it from SSD, print recall and speed.
 #
 # Usage: tools/demo.sh [WORKDIR]        (default WORKDIR: ./work/demo)
 # Env:   N (base rows, default 100000), DIM (default 200), THREADS (default: all cores)
@@ -23,7 +24,12 @@ echo "== exact ground truth (k = 100, inner product)"
 "$m3" gt --base "$work/data/base.fbin" --queries "$work/data/query.fbin" --k 100 \
   --metric ip --threads "$threads" --out "$work/data/gt100.ibin"
 
-echo "== search: brute force (k = 10) — the index replaces this step"
-"$m3" gt --base "$work/data/base.fbin" --queries "$work/data/query.fbin" --k 10 \
-  --metric ip --threads "$threads" --out "$work/brute10.ibin"
-"$m3" recall --results "$work/brute10.ibin" --gt "$work/data/gt100.ibin" --k 10 --metric ip
+echo "== build the index (training queries enable cross-modal routing)"
+"$m3" build --base "$work/data/base.fbin" --metric ip --train-queries "$work/data/train_query.fbin" \
+  --threads "$threads" --seed 42 --out "$work/index"
+
+echo "== search: 1 thread, then all threads (recall@10, QPS, reads per query)"
+"$m3" search --index "$work/index" --queries "$work/data/query.fbin" --k 10 \
+  --gt "$work/data/gt100.ibin" --threads 1 --nprobe 16 --qprobe 4 --out "$work/results.ibin"
+"$m3" search --index "$work/index" --queries "$work/data/query.fbin" --k 10 \
+  --gt "$work/data/gt100.ibin" --threads "$threads" --nprobe 16 --qprobe 4

@@ -90,8 +90,8 @@ impl BuildParams {
             },
             pq: PqBuildParams {
                 subspaces: None,
-                iters: 12,
-                train_rows: 65_536,
+                iters: 10,
+                train_rows: 32_768,
             },
             spill: SpillParams {
                 epsilon: 0.1,

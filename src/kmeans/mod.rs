@@ -77,6 +77,9 @@ pub struct KMeansParams {
     pub init_sample: Option<usize>,
     /// Rows per assignment block (one matrix product each).
     pub block_rows: usize,
+    /// Seed with k-means++ (true) or with `k` distinct random training rows (false: much
+    /// cheaper for many small problems, e.g. PQ codebooks, where Lloyd iterations do the work).
+    pub plus_plus: bool,
 }
 
 impl KMeansParams {
@@ -90,6 +93,7 @@ impl KMeansParams {
             sample: None,
             init_sample: Some((64 * k).max(16_384)),
             block_rows: DEFAULT_BLOCK_ROWS,
+            plus_plus: true,
         }
     }
 
@@ -116,7 +120,12 @@ impl KMeansParams {
         };
         let train = sampled.as_ref().map_or(data, |m| m.view());
 
-        let mut centroids = self.init_plus_plus(train, pool);
+        let mut centroids = if self.plus_plus {
+            self.init_plus_plus(train, pool)
+        } else {
+            let mut rng = rng_for(self.seed, STREAM_INIT);
+            gather(train, sorted_sample(&mut rng, train.rows(), self.k))
+        };
         let norms = linalg::row_norms_sq(train);
         let mut labels = vec![u32::MAX; train.rows()];
         let mut report = TrainReport::default();

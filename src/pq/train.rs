@@ -73,6 +73,7 @@ impl PqParams {
             let mut params = KMeansParams::new(k);
             params.iters = self.iters;
             params.seed = self.seed.wrapping_add(m as u64);
+            params.plus_plus = false;
             let km = params
                 .train(sub.view(), pool)
                 .map_err(|source| PqError::KMeans {
