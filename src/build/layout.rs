@@ -160,7 +160,7 @@ pub fn estimate_lid_stats(
     let step = (entries.len() / clusters.max(1)).max(1);
     let picked: Vec<&ClusterEntry> = entries.iter().step_by(step).take(clusters).collect();
     let file = File::open(data_path).map_err(|e| FormatError::io(data_path, e))?;
-    let mut gp = params.graph.clone();
+    let mut gp = params.graph;
     gp.alpha = crate::graph::AlphaMode::Fixed(1.0);
     let lids: Vec<Vec<f32>> = pool.install(|| {
         picked
@@ -238,6 +238,9 @@ fn read_cluster(
     Ok((Matrix::from_vec(vectors, dim)?, ids))
 }
 
+/// One cluster's entry (radii filled in), its records' degrees, LIDs and α.
+type ClusterGraphOut = (ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>);
+
 /// Builds every cluster's neighbour lists and rewrites its sectors with them. Returns the
 /// cluster entries with r_min/r_max filled in and the graph report.
 pub fn write_graphs(
@@ -253,7 +256,7 @@ pub fn write_graphs(
     let layout = writer.layout();
     let codec = writer.codec();
     let done = std::sync::atomic::AtomicU64::new(0);
-    let per_cluster: Vec<(ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>)> = pool.install(|| {
+    let per_cluster: Vec<ClusterGraphOut> = pool.install(|| {
         writer
             .cluster_entries()
             .par_iter()
@@ -273,7 +276,7 @@ pub fn write_graphs(
                 let mut buf = vec![0u8; sectors * SECTOR_BYTES];
                 let rb = codec.record_bytes() as usize;
                 let mut global = Vec::with_capacity(params.graph.max_degree);
-                for i in 0..e.records as usize {
+                for (i, &id) in ids.iter().enumerate() {
                     global.clear();
                     global.extend(
                         graph.neighbours[i]
@@ -284,14 +287,14 @@ pub fn write_graphs(
                     let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
                     let out = &mut buf[start..start + rb];
                     match codec.dtype() {
-                        DType::F32 => codec.encode(vectors.row(i), ids[i], &global, out)?,
+                        DType::F32 => codec.encode(vectors.row(i), id, &global, out)?,
                         DType::U8 => {
                             let v: Vec<u8> = vectors.row(i).iter().map(|&x| x as u8).collect();
-                            codec.encode(&v, ids[i], &global, out)?
+                            codec.encode(&v, id, &global, out)?
                         }
                         DType::I8 => {
                             let v: Vec<i8> = vectors.row(i).iter().map(|&x| x as i8).collect();
-                            codec.encode(&v, ids[i], &global, out)?
+                            codec.encode(&v, id, &global, out)?
                         }
                     }
                 }

@@ -5,7 +5,9 @@
 mod cmd_build;
 mod cmd_gen;
 mod cmd_gt;
+mod cmd_inspect;
 mod cmd_recall;
+mod cmd_verify;
 mod common;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +33,11 @@ enum Command {
     Gt(cmd_gt::GtArgs),
     /// recall@k of a result file against ground truth (ties with the k-th distance count).
     Recall(cmd_recall::RecallArgs),
+    /// Show what an index holds: files, parameters, clusters, routing, statistics, build report.
+    Inspect(cmd_inspect::InspectArgs),
+    /// Check every checksum of an index (every file, every data sector); exits non-zero on the
+    /// first problem, naming the file and sector.
+    Verify(cmd_verify::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +47,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gen(args) => cmd_gen::run(args),
         Command::Gt(args) => cmd_gt::run(args),
         Command::Recall(args) => cmd_recall::run(args),
+        Command::Inspect(args) => cmd_inspect::run(args),
+        Command::Verify(args) => cmd_verify::run(args),
     }
 }
