@@ -171,6 +171,16 @@ pub fn assign(
         progress(first + chunk.rows() as u64);
     }
 
+    // Record indices (neighbour lists, the sort below) are u32, NO_ID = u32::MAX excluded.
+    if ids.len() as u64 >= u32::MAX as u64 {
+        return Err(BuildError::param(
+            "spill",
+            format!(
+                "{} records (spill copies included) exceed the u32 record ids; lower --spill",
+                ids.len()
+            ),
+        ));
+    }
     // Final order: cluster, then key, then id.
     let mut order: Vec<u32> = (0..ids.len() as u32).collect();
     order.par_sort_unstable_by(|&a, &b| {

@@ -238,8 +238,8 @@ fn read_cluster(
     Ok((Matrix::from_vec(vectors, dim)?, ids))
 }
 
-/// A cluster's entry (radii filled in), its records' degrees, LIDs and αs.
-type ClusterOutcome = (ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>);
+/// One cluster's entry (radii filled in), its records' degrees, LIDs and α.
+type ClusterGraphOut = (ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>);
 
 /// Builds every cluster's neighbour lists and rewrites its sectors with them. Returns the
 /// cluster entries with r_min/r_max filled in and the graph report.
@@ -256,7 +256,7 @@ pub fn write_graphs(
     let layout = writer.layout();
     let codec = writer.codec();
     let done = std::sync::atomic::AtomicU64::new(0);
-    let per_cluster: Vec<ClusterOutcome> = pool.install(|| {
+    let per_cluster: Vec<ClusterGraphOut> = pool.install(|| {
         writer
             .cluster_entries()
             .par_iter()
@@ -276,8 +276,7 @@ pub fn write_graphs(
                 let mut buf = vec![0u8; sectors * SECTOR_BYTES];
                 let rb = codec.record_bytes() as usize;
                 let mut global = Vec::with_capacity(params.graph.max_degree);
-                #[allow(clippy::needless_range_loop)] // i indexes four parallel arrays
-                for i in 0..e.records as usize {
+                for (i, &id) in ids.iter().enumerate() {
                     global.clear();
                     global.extend(
                         graph.neighbours[i]
@@ -288,14 +287,14 @@ pub fn write_graphs(
                     let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
                     let out = &mut buf[start..start + rb];
                     match codec.dtype() {
-                        DType::F32 => codec.encode(vectors.row(i), ids[i], &global, out)?,
+                        DType::F32 => codec.encode(vectors.row(i), id, &global, out)?,
                         DType::U8 => {
                             let v: Vec<u8> = vectors.row(i).iter().map(|&x| x as u8).collect();
-                            codec.encode(&v, ids[i], &global, out)?
+                            codec.encode(&v, id, &global, out)?
                         }
                         DType::I8 => {
                             let v: Vec<i8> = vectors.row(i).iter().map(|&x| x as i8).collect();
-                            codec.encode(&v, ids[i], &global, out)?
+                            codec.encode(&v, id, &global, out)?
                         }
                     }
                 }

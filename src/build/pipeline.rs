@@ -18,7 +18,7 @@ use crate::format::{
 use crate::graph::AlphaMode;
 
 /// Name of the JSON build report stored beside the index files (listed in the manifest).
-pub const REPORT_FILE: &str = "build_report.json";
+pub const REPORT_FILE: &str = crate::format::verify::REPORT_FILE;
 
 /// Receives progress: a stage starts with a total of work units, then reports units done.
 pub trait BuildObserver: Sync {

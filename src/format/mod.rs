@@ -16,13 +16,14 @@
 //! | `sectors.m3` | [`sectors`] | [`SectorCrcs`]: CRC32C of each data sector |
 //!
 //! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
-//! [`open_check`] check a published one.
+//! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
 
 pub mod clusters;
 pub mod data;
 mod error;
 mod file;
 pub mod header;
+pub mod inspect;
 pub mod layout;
 pub mod manifest;
 pub mod pq;
@@ -37,6 +38,7 @@ pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
+pub use inspect::IndexInfo;
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{IndexMeta, Manifest};
 pub use pq::{PqFile, PqHeader};

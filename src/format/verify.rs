@@ -24,6 +24,8 @@ pub const STATS_FILE: &str = "stats.m3";
 pub const PQ_FILE: &str = "pq.m3";
 pub const DATA_FILE: &str = "data.m3";
 pub const SECTORS_FILE: &str = "sectors.m3";
+/// The JSON build report: informational, listed in the manifest, not needed to open the index.
+pub const REPORT_FILE: &str = "build_report.json";
 
 /// The files every index lists in its manifest (besides the manifest itself).
 pub const REQUIRED_FILES: [&str; 6] = [

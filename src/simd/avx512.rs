@@ -75,14 +75,6 @@ fn load_part(s: &[f32], i: usize, len: usize) -> __m512 {
     unsafe { _mm512_maskz_loadu_ps(mask, part.as_ptr()) }
 }
 
-/// Number of leading elements (0..16) to process before `a[head..]` is 64-byte aligned, so
-/// that the main loop's loads from `a` never split a cache line (those from `b` may).
-#[inline]
-fn head_len(a: &[f32]) -> usize {
-    let off = a.as_ptr().align_offset(64);
-    if off < 16 { off.min(a.len()) } else { 0 }
-}
-
 /// Sum of four accumulators, then of their 16 lanes.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -92,9 +84,7 @@ fn finish(acc: [__m512; 4]) -> f32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// f32 kernel: a masked head of up to 15 elements that brings `a` to a 64-byte boundary (unaligned
-// 64-byte loads split a cache line each time, which costs up to 40 % at these sizes), then 4
-// accumulators × 16 lanes (64 elements per iteration), 16-element steps, one masked tail vector.
+// f32 kernel: 4 accumulators × 16 lanes (64 elements per iteration), 16-element steps, one masked tail vector.
 // ---------------------------------------------------------------------------------------------
 
 /// `Σ (a_k − b_k)²` over the first `min(a.len(), b.len())` elements.
@@ -106,11 +96,10 @@ unsafe fn l2_sq_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = head_len(a);
-    if i > 0 {
-        let d = _mm512_sub_ps(load_part(a, 0, i), load_part(b, 0, i));
-        acc[2] = _mm512_mul_ps(d, d);
-    }
+    // No alignment head: peeling elements until `a` is 64-byte aligned would make the lane
+    // split, and so the rounding of the sum, depend on the address of `a`, and the same
+    // vectors at two addresses would give two results (builds must be byte-reproducible).
+    let mut i = 0;
     while i + 64 <= n {
         for (k, acc) in acc.iter_mut().enumerate() {
             let d = _mm512_sub_ps(load16(a, i + 16 * k), load16(b, i + 16 * k));

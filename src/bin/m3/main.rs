@@ -6,9 +6,11 @@ mod cmd_bench;
 mod cmd_build;
 mod cmd_gen;
 mod cmd_gt;
+mod cmd_inspect;
 mod cmd_recall;
 mod cmd_search;
 mod cmd_tune;
+mod cmd_verify;
 mod common;
 mod knobs;
 
@@ -41,6 +43,11 @@ enum Command {
     Tune(cmd_tune::TuneArgs),
     /// recall@k of a result file against ground truth (ties with the k-th distance count).
     Recall(cmd_recall::RecallArgs),
+    /// Show what an index holds: files, parameters, clusters, routing, statistics, build report.
+    Inspect(cmd_inspect::InspectArgs),
+    /// Check every checksum of an index (every file, every data sector); exits non-zero on the
+    /// first problem, naming the file and sector.
+    Verify(cmd_verify::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => cmd_bench::run(args),
         Command::Tune(args) => cmd_tune::run(args),
         Command::Recall(args) => cmd_recall::run(args),
+        Command::Inspect(args) => cmd_inspect::run(args),
+        Command::Verify(args) => cmd_verify::run(args),
     }
 }

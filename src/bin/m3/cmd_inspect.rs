@@ -1,0 +1,261 @@
+//! `m3 inspect`: what an index holds, from its small files and build report.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use m3::format::IndexInfo;
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Index directory.
+    dir: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    let info = IndexInfo::gather(&args.dir)
+        .with_context(|| format!("cannot inspect {}", args.dir.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print!("{}", render(&info));
+    }
+    Ok(())
+}
+
+fn mib(b: f64) -> String {
+    format!("{:.2} MiB", b / (1u64 << 20) as f64)
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn list(v: &[f64], prec: usize) -> String {
+    if v.is_empty() {
+        return "-".to_string();
+    }
+    v.iter()
+        .map(|x| format!("{x:.prec$}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The text report, section by section.
+fn render(i: &IndexInfo) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let p = &i.params;
+    let _ = writeln!(s, "index {}", i.dir.display());
+
+    let _ = writeln!(s, "\nfiles");
+    let total: u64 = i.files.iter().map(|f| f.bytes).sum();
+    for f in &i.files {
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>14} B  crc32c {:<10}  version {}",
+            f.name,
+            f.bytes,
+            f.crc32c.map_or_else(|| "-".into(), |c| format!("{c:08x}")),
+            f.version.as_deref().unwrap_or("-")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  {:<18} {:>14} B  ({})",
+        "total",
+        total,
+        mib(total as f64)
+    );
+
+    let _ = writeln!(s, "\nparameters");
+    let _ = writeln!(
+        s,
+        "  vectors {} × dim {} ({}), metric {}, distance mode {}",
+        p.n_vectors, p.dim, p.dtype, p.metric, p.distance_mode
+    );
+    let _ = writeln!(
+        s,
+        "  records {} in {} data sectors; record {} B, {} per sector ({} sector(s) each), sector fill {:.1}%",
+        p.n_records,
+        p.data_sectors,
+        p.record_bytes,
+        p.records_per_sector,
+        p.sectors_per_record,
+        100.0 * p.sector_fill
+    );
+    let _ = writeln!(
+        s,
+        "  clusters {}, query anchors {}, PQ {} B/vector, R {}, anchor degree {}, edges/query anchor {}",
+        p.n_clusters,
+        p.n_query_anchors,
+        p.pq_bytes,
+        p.max_degree,
+        p.anchor_degree,
+        p.edges_per_query_anchor
+    );
+    let _ = writeln!(
+        s,
+        "  α [{}, {}] (LID-adaptive {}), LID k {}, spill ε {} max {}, LC-CMD α {} β {}",
+        p.alpha_min,
+        p.alpha_max,
+        p.lid_adaptive_flag,
+        p.lid_k,
+        p.spill_epsilon,
+        p.spill_max,
+        p.lccmd_alpha,
+        p.lccmd_beta
+    );
+    let _ = writeln!(
+        s,
+        "  flags {:#04x} (query anchors {}), seed {}, build threads {}",
+        p.flags, p.query_anchors_flag, p.seed, p.build_threads
+    );
+
+    let c = &i.clusters;
+    let _ = writeln!(s, "\nclusters");
+    let _ = writeln!(
+        s,
+        "  {} clusters ({} empty); size min {} median {} mean {:.1} max {}",
+        c.count, c.empty, c.size_min, c.size_median, c.size_mean, c.size_max
+    );
+    let range = |r: Option<m3::format::inspect::Range>| {
+        r.map_or_else(|| "-".into(), |r| format!("{:.4} … {:.4}", r.min, r.max))
+    };
+    let _ = writeln!(s, "  r_min over clusters {}", range(c.r_min));
+    let _ = writeln!(s, "  r_max over clusters {}", range(c.r_max));
+    let _ = writeln!(s, "  spill factor {:.3} records/vector", i.spill_factor);
+    let _ = writeln!(
+        s,
+        "  anchor graph: {} slots, {:.2} filled on average",
+        i.anchor_graph.degree, i.anchor_graph.mean_degree
+    );
+
+    let r = &i.routing;
+    let _ = writeln!(s, "\nquery routing");
+    if r.query_anchors == 0 {
+        let _ = writeln!(s, "  no query anchors (built without training queries)");
+    } else {
+        let _ = writeln!(
+            s,
+            "  {} query anchors × {} edge slots: {} edges ({:.1}% of slots), {} distinct clusters reached",
+            r.query_anchors,
+            r.edges_per_anchor,
+            r.edges,
+            100.0 * r.edge_slots_used.unwrap_or(0.0),
+            r.clusters_reached
+        );
+    }
+
+    let q = &i.pq;
+    let _ = writeln!(s, "\nproduct quantization");
+    let _ = writeln!(
+        s,
+        "  {} subspaces of {}–{} dims, residual {}, {} codes; error mean {:.4} max {:.4}",
+        q.subspaces,
+        q.subspace_dims[0],
+        q.subspace_dims[1],
+        q.residual,
+        q.codes,
+        q.error_mean,
+        q.error_max
+    );
+
+    let m = &i.modality;
+    let _ = writeln!(s, "\nmodality statistics");
+    let _ = writeln!(
+        s,
+        "  base: {} vectors, |mean| {:.4}, total variance {:.4}, max norm {:.4}, LID {:.2} ± {:.2}",
+        m.base_count,
+        m.base_mean_norm,
+        m.base_total_variance,
+        m.max_base_norm,
+        m.lid_mean,
+        m.lid_std
+    );
+    if m.has_query_stats {
+        let _ = writeln!(
+            s,
+            "  query: {} training vectors, |mean| {}, total variance {}",
+            m.query_count,
+            opt(m.query_mean_norm.map(|v| format!("{v:.4}"))),
+            opt(m.query_total_variance.map(|v| format!("{v:.4}")))
+        );
+        let _ = writeln!(
+            s,
+            "  modality gap |mean_b − mean_q| {}",
+            opt(m.modality_gap.map(|v| format!("{v:.4}")))
+        );
+        let _ = writeln!(
+            s,
+            "  variance ratio base/query per dim: {}",
+            m.variance_ratio.map_or_else(
+                || "-".into(),
+                |[a, b, c]| format!("min {a:.4} median {b:.4} max {c:.4}")
+            )
+        );
+    } else {
+        let _ = writeln!(s, "  no query statistics (built without training queries)");
+    }
+
+    let _ = writeln!(s, "\nbuild report");
+    match (&i.report, &i.report_problem) {
+        (Some(b), _) => {
+            let _ = writeln!(
+                s,
+                "  degree: mean {} of R {}",
+                opt(b.degree_mean.map(|v| format!("{v:.2}"))),
+                p.max_degree
+            );
+            let n: u64 = b.degree_histogram.iter().sum();
+            for k in &b.degree_buckets {
+                let share = if n == 0 {
+                    0.0
+                } else {
+                    k.records as f64 / n as f64
+                };
+                let bar = "#".repeat((share * 40.0).round() as usize);
+                let _ = writeln!(
+                    s,
+                    "    {:>3}–{:<3} {:>10} {:>6.1}% {bar}",
+                    k.lo,
+                    k.hi,
+                    k.records,
+                    100.0 * share
+                );
+            }
+            let _ = writeln!(s, "  LID deciles  {}", list(&b.lid_deciles, 2));
+            let _ = writeln!(s, "  α deciles    {}", list(&b.alpha_deciles, 3));
+            let stages: Vec<String> = b
+                .stages
+                .iter()
+                .map(|t| format!("{} {:.2} s", t.stage, t.seconds))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  stages: {}; total {}",
+                stages.join(", "),
+                opt(b.total_seconds.map(|v| format!("{v:.2} s")))
+            );
+            let _ = writeln!(
+                s,
+                "  peak RSS {}, RAM {} B/vector, SSD {}, threads {}, routing vote coverage {}",
+                opt(b.peak_rss_bytes.map(|v| mib(v as f64))),
+                opt(b.ram_bytes_per_vector.map(|v| format!("{v:.1}"))),
+                opt(b.ssd_bytes.map(|v| mib(v as f64))),
+                opt(b.threads),
+                opt(b.routing_vote_coverage.map(|v| format!("{v:.3}")))
+            );
+        }
+        (None, Some(problem)) => {
+            let _ = writeln!(s, "  unreadable: {problem}");
+        }
+        (None, None) => {
+            let _ = writeln!(s, "  none");
+        }
+    }
+    s
+}
