@@ -48,6 +48,8 @@ pub fn evaluate(
     let res = search_batch(index, queries, params, pool)?;
     let k = params.k;
     let metric = index.metric();
+    let lccmd = matches!(params.distance, super::RerankDistance::LcCmd { .. });
+    let natural = |d: f32| if lccmd { d } else { metric.to_natural(d) };
     let nq = res.results.len();
     let mut ids = Vec::with_capacity(nq * k);
     let mut dists = Vec::with_capacity(nq * k);
@@ -55,12 +57,14 @@ pub fn evaluate(
         for j in 0..k {
             let n = r.get(j).copied();
             ids.push(n.map_or(u32::MAX, |n| n.id));
-            dists.push(n.map_or(f32::NAN, |n| metric.to_natural(n.dist)));
+            dists.push(n.map_or(f32::NAN, |n| natural(n.dist)));
         }
     }
     let ids = Matrix::from_vec(ids, k)?;
     let dists = Matrix::from_vec(dists, k)?;
-    let recall = recall_at_k(ids.view(), Some(dists.view()), gt, k, metric)?;
+    // Ties are judged in the metric's units, which LC-CMD distances are not.
+    let tie_dists = (!lccmd).then(|| dists.view());
+    let recall = recall_at_k(ids.view(), tie_dists, gt, k, metric)?;
     let mean = |f: &dyn Fn(&super::QueryStats) -> u64| {
         res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64
     };

@@ -12,5 +12,5 @@ pub use batch::{BatchResult, search_batch};
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile};
 pub use index::Index;
-pub use params::{QueryStats, SearchParams};
+pub use params::{QueryStats, RerankDistance, SearchParams};
 pub use query::Searcher;

@@ -19,6 +19,23 @@ pub struct SearchParams {
     pub expand_from: usize,
     /// Records read per round (best by PQ among the new neighbours).
     pub expand_read: usize,
+    /// Skip a probed cluster when the triangle-inequality lower bound of its members'
+    /// distances (from the anchor distance and the cluster radius r_max) cannot beat the
+    /// current worst rerank candidate.
+    pub early_stop: bool,
+    /// Distance used by the exact rerank.
+    pub distance: RerankDistance,
+}
+
+/// The distance of the exact rerank (DESIGN §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub enum RerankDistance {
+    /// The index's metric.
+    Native,
+    /// LC-CMD: `Σ_k w_k (q_k − x_k)²` with `w_k = 1 / (α σ²_query,k + (1 − α) σ²_base,k + ε)`,
+    /// normalised to mean 1 and blended toward isotropic: `(1 − β) + β·w_k` (β = 0 is plain
+    /// L2, which ranks unit vectors like the inner product).
+    LcCmd { alpha: f32, beta: f32 },
 }
 
 impl SearchParams {
@@ -32,6 +49,8 @@ impl SearchParams {
             expand_rounds: 0,
             expand_from: k,
             expand_read: 2 * k.max(10),
+            early_stop: true,
+            distance: RerankDistance::Native,
         }
     }
 
@@ -46,6 +65,7 @@ impl SearchParams {
             "expand_rounds" | "rounds" => self.expand_rounds = value,
             "expand_from" => self.expand_from = value,
             "expand_read" => self.expand_read = value,
+            "early_stop" => self.early_stop = value != 0,
             _ => {
                 return Err(super::SearchError::Param {
                     name: "knob",
@@ -89,6 +109,8 @@ pub struct QueryStats {
     /// PQ codes scored.
     pub pq_scored: u64,
     pub clusters_probed: u64,
+    /// Probed clusters skipped by the early stop.
+    pub clusters_skipped: u64,
 }
 
 impl std::ops::AddAssign for QueryStats {
@@ -100,5 +122,6 @@ impl std::ops::AddAssign for QueryStats {
         self.dist_comps += o.dist_comps;
         self.pq_scored += o.pq_scored;
         self.clusters_probed += o.clusters_probed;
+        self.clusters_skipped += o.clusters_skipped;
     }
 }

@@ -26,6 +26,8 @@ pub struct Searcher<'a> {
     scores: Vec<f32>,
     buf: AlignedBuf,
     vec_scratch: Vec<f32>,
+    /// LC-CMD weights and the (α, β) they were computed for.
+    weights: Option<((f32, f32), Vec<f32>)>,
 }
 
 impl<'a> Searcher<'a> {
@@ -39,7 +41,45 @@ impl<'a> Searcher<'a> {
             scores: Vec::new(),
             buf: AlignedBuf::new(),
             vec_scratch: vec![0.0; index.dim],
+            weights: None,
         }
+    }
+
+    /// LC-CMD weights for (α, β) from the index's per-modality variances (DESIGN §4.3).
+    fn lccmd_weights(&mut self, alpha: f32, beta: f32) -> Result<(), SearchError> {
+        if self
+            .weights
+            .as_ref()
+            .is_some_and(|(ab, _)| *ab == (alpha, beta))
+        {
+            return Ok(());
+        }
+        let st = &self.index.stats;
+        if !st.has_query_stats {
+            return Err(SearchError::Param {
+                name: "distance",
+                what: "LC-CMD needs query-modality statistics: build with --train-queries".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
+            return Err(SearchError::Param {
+                name: "distance",
+                what: format!("LC-CMD needs α, β in [0, 1], got {alpha}, {beta}"),
+            });
+        }
+        let raw: Vec<f32> = st
+            .query_var
+            .iter()
+            .zip(&st.base_var)
+            .map(|(&t, &v)| 1.0 / (alpha * t + (1.0 - alpha) * v + 1e-6))
+            .collect();
+        let mean = raw.iter().map(|&w| w as f64).sum::<f64>() / raw.len() as f64;
+        let w = raw
+            .iter()
+            .map(|&w| (1.0 - beta) + beta * (w as f64 / mean) as f32)
+            .collect();
+        self.weights = Some(((alpha, beta), w));
+        Ok(())
     }
 
     /// Checks a query and the parameters against the index.
@@ -87,6 +127,9 @@ impl<'a> Searcher<'a> {
         params: &SearchParams,
     ) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
         self.check(qi, q, params)?;
+        if let super::RerankDistance::LcCmd { alpha, beta } = params.distance {
+            self.lccmd_weights(alpha, beta)?;
+        }
         let idx = self.index;
         let mut stats = QueryStats::default();
         // 1. Prepare.
@@ -149,14 +192,38 @@ impl<'a> Searcher<'a> {
         clusters.retain(|&c| !std::mem::replace(&mut self.probed[c as usize], true));
         stats.clusters_probed = clusters.len() as u64;
 
-        // 3. PQ scan of the probed clusters.
+        // 3. PQ scan of the probed clusters, nearest anchors first so that the early stop's
+        // threshold tightens quickly.
         let m = idx.pq.subspaces();
         let mut cands = TopK::new(params.rerank.max(params.k));
-        for &c in &clusters {
+        let mut scan_order = clusters.clone();
+        scan_order.sort_by(|a, b| {
+            self.centroid_scores[*a as usize]
+                .total_cmp(&self.centroid_scores[*b as usize])
+                .then(a.cmp(b))
+        });
+        let q_norm = qn.sqrt();
+        for &c in &scan_order {
             let e = &idx.entries[c as usize];
             let (first, n) = (e.first_record as usize, e.records as usize);
             if n == 0 {
                 continue;
+            }
+            if params.early_stop && cands.len() == cands.k() {
+                let s = self.centroid_scores[c as usize];
+                let lower = match idx.metric {
+                    // |q − x| ≥ |q − c| − r_max
+                    Metric::L2 => {
+                        let gap = (s.max(0.0).sqrt() - e.r_max).max(0.0);
+                        gap * gap
+                    }
+                    // −q·x ≥ −q·c − |q|·|x − c| ≥ −q·c − |q|·r_max
+                    _ => s - q_norm * e.r_max,
+                };
+                if lower > cands.threshold() {
+                    stats.clusters_skipped += 1;
+                    continue;
+                }
             }
             self.scores.resize(n, 0.0);
             adc_scan(
@@ -358,9 +425,14 @@ impl<'a> Searcher<'a> {
                 )
                 .into());
             }
-            let dist = match idx.metric {
-                Metric::L2 => distance::l2_sq(q, v),
-                _ => -distance::dot(q, v),
+            let dist = match (params.distance, &self.weights) {
+                (super::RerankDistance::LcCmd { .. }, Some((_, w))) => {
+                    distance::weighted_l2_sq(q, v, w)
+                }
+                _ => match idx.metric {
+                    Metric::L2 => distance::l2_sq(q, v),
+                    _ => -distance::dot(q, v),
+                },
             };
             stats.dist_comps += 1;
             let id = rec.id();

@@ -36,6 +36,9 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let params = args.knobs.params(args.k);
     let res = search_batch(&index, queries.view(), &params, &pool)?;
     let metric = index.metric();
+    let lccmd = matches!(params.distance, m3::search::RerankDistance::LcCmd { .. });
+    // LC-CMD distances are D² already (smaller is better); the native ones go to natural units.
+    let natural = |d: f32| if lccmd { d } else { metric.to_natural(d) };
     let nq = res.results.len();
     let mut ids = Vec::with_capacity(nq * args.k);
     let mut dists = Vec::with_capacity(nq * args.k);
@@ -44,7 +47,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             // Fewer than k results only when the probed clusters hold fewer than k vectors.
             let n = r.get(j).copied();
             ids.push(n.map_or(u32::MAX, |n| n.id));
-            dists.push(n.map_or(f32::NAN, |n| metric.to_natural(n.dist)));
+            dists.push(n.map_or(f32::NAN, |n| natural(n.dist)));
         }
     }
     let table = GroundTruth {
@@ -78,7 +81,12 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         let gt = read_gt(gt, args.gt_dists.as_deref(), nq)?;
         let r = recall_at_k(
             table.ids.view(),
-            table.dists.as_ref().map(|d| d.view()),
+            // Ties are judged in the metric's units, which LC-CMD distances are not.
+            if lccmd {
+                None
+            } else {
+                table.dists.as_ref().map(|d| d.view())
+            },
             &gt,
             args.k,
             metric,

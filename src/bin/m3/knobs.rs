@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use m3::data::{GroundTruth, Matrix, VectorFile};
 use m3::io::{IoBackend, ReaderOptions};
-use m3::search::{Index, SearchParams};
+use m3::search::{Index, RerankDistance, SearchParams};
 
 #[derive(Args, Debug, Clone)]
 pub struct IndexArgs {
@@ -50,6 +50,19 @@ pub struct KnobArgs {
     /// Records read per round (default 2·max(k, 10)).
     #[arg(long)]
     pub expand_read: Option<usize>,
+    /// Scan every probed cluster (disable the triangle-inequality early stop).
+    #[arg(long)]
+    pub no_early_stop: bool,
+    /// Rerank distance: native (the index metric) or lccmd (DESIGN §4.3; needs an index built
+    /// with --train-queries). LC-CMD distances are reported as D² (smaller is better).
+    #[arg(long, default_value = "native", value_parser = ["native", "lccmd"])]
+    pub distance: String,
+    /// LC-CMD α: weight of the query modality's variance.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+    /// LC-CMD β: shrinkage toward isotropic weights (0 = plain L2).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f32,
 }
 
 impl KnobArgs {
@@ -67,6 +80,13 @@ impl KnobArgs {
         }
         if let Some(v) = self.expand_read {
             p.expand_read = v;
+        }
+        p.early_stop = !self.no_early_stop;
+        if self.distance == "lccmd" {
+            p.distance = RerankDistance::LcCmd {
+                alpha: self.alpha,
+                beta: self.beta,
+            };
         }
         p
     }
