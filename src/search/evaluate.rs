@@ -3,7 +3,8 @@
 
 use super::{Index, SearchError, SearchParams, search_batch};
 use crate::data::{GroundTruth, Matrix, MatrixView};
-use crate::exact::recall_at_k;
+use crate::distance::Metric;
+use crate::exact::{Neighbor, recall_at_k};
 
 /// A measured point; serialises to the JSON of `m3 bench --json`.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,6 +38,38 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
+/// Results as a table of ids and distances, `k` per query (big-ann layout): natural units
+/// of the metric, or LC-CMD's D² when the rerank used it. A query with fewer than `k` results
+/// (only possible when the probed clusters hold fewer than `k` vectors) is padded with id
+/// `u32::MAX` and distance NaN.
+pub fn results_table(
+    results: &[Vec<Neighbor>],
+    params: &SearchParams,
+    metric: Metric,
+) -> Result<GroundTruth, SearchError> {
+    let k = params.k;
+    let lccmd = matches!(params.distance, super::RerankDistance::LcCmd { .. });
+    let mut ids = Vec::with_capacity(results.len() * k);
+    let mut dists = Vec::with_capacity(results.len() * k);
+    for r in results {
+        for j in 0..k {
+            let n = r.get(j).copied();
+            ids.push(n.map_or(u32::MAX, |n| n.id));
+            dists.push(n.map_or(f32::NAN, |n| {
+                if lccmd {
+                    n.dist
+                } else {
+                    metric.to_natural(n.dist)
+                }
+            }));
+        }
+    }
+    Ok(GroundTruth {
+        ids: Matrix::from_vec(ids, k)?,
+        dists: Some(Matrix::from_vec(dists, k)?),
+    })
+}
+
 /// Searches `queries` with `params` on `pool` and measures the point against `gt`.
 pub fn evaluate(
     index: &Index,
@@ -49,22 +82,12 @@ pub fn evaluate(
     let k = params.k;
     let metric = index.metric();
     let lccmd = matches!(params.distance, super::RerankDistance::LcCmd { .. });
-    let natural = |d: f32| if lccmd { d } else { metric.to_natural(d) };
     let nq = res.results.len();
-    let mut ids = Vec::with_capacity(nq * k);
-    let mut dists = Vec::with_capacity(nq * k);
-    for r in &res.results {
-        for j in 0..k {
-            let n = r.get(j).copied();
-            ids.push(n.map_or(u32::MAX, |n| n.id));
-            dists.push(n.map_or(f32::NAN, |n| natural(n.dist)));
-        }
-    }
-    let ids = Matrix::from_vec(ids, k)?;
-    let dists = Matrix::from_vec(dists, k)?;
+    let table = results_table(&res.results, params, metric)?;
+    let dists = table.dists.as_ref().expect("results_table sets distances");
     // Ties are judged in the metric's units, which LC-CMD distances are not.
     let tie_dists = (!lccmd).then(|| dists.view());
-    let recall = recall_at_k(ids.view(), tie_dists, gt, k, metric)?;
+    let recall = recall_at_k(table.ids.view(), tie_dists, gt, k, metric)?;
     let mean = |f: &dyn Fn(&super::QueryStats) -> u64| {
         res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64
     };

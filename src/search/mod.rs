@@ -10,7 +10,7 @@ mod query;
 
 pub use batch::{BatchResult, search_batch};
 pub use error::SearchError;
-pub use evaluate::{BenchPoint, evaluate, percentile};
+pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use index::Index;
 pub use params::{QueryStats, RerankDistance, SearchParams};
 pub use query::Searcher;

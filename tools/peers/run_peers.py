@@ -254,7 +254,7 @@ def pq_search_budget(n, pq_bytes, dim_eff):
         b = float(s)                       # atof of std::to_string(double) ("%f")
         if b - 0.25 > 1.0:                 # SPACE_FOR_CACHED_NODES_IN_GB, THRESHOLD_FOR_CACHING_IN_GB
             b -= 0.25
-        c = int(math.floor(int(b * 1024 ** 3 / n)))
+        c = int(b * 1024 ** 3 / n)       # uint64_t(final_index_ram_limit / points_num)
         c = max(c, 1)
         return min(c, dim_eff, 512)
 

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use m3::data::{GroundTruth, Matrix};
 use m3::exact::recall_at_k;
-use m3::search::search_batch;
+use m3::search::{results_table, search_batch};
 
 use crate::common::thread_pool;
 use crate::knobs::{IndexArgs, KnobArgs, open_index, percentile, read_gt, read_queries};
@@ -37,23 +36,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let res = search_batch(&index, queries.view(), &params, &pool)?;
     let metric = index.metric();
     let lccmd = matches!(params.distance, m3::search::RerankDistance::LcCmd { .. });
-    // LC-CMD distances are D² already (smaller is better); the native ones go to natural units.
-    let natural = |d: f32| if lccmd { d } else { metric.to_natural(d) };
     let nq = res.results.len();
-    let mut ids = Vec::with_capacity(nq * args.k);
-    let mut dists = Vec::with_capacity(nq * args.k);
-    for r in &res.results {
-        for j in 0..args.k {
-            // Fewer than k results only when the probed clusters hold fewer than k vectors.
-            let n = r.get(j).copied();
-            ids.push(n.map_or(u32::MAX, |n| n.id));
-            dists.push(n.map_or(f32::NAN, |n| natural(n.dist)));
-        }
-    }
-    let table = GroundTruth {
-        ids: Matrix::from_vec(ids, args.k)?,
-        dists: Some(Matrix::from_vec(dists, args.k)?),
-    };
+    let table = results_table(&res.results, &params, metric)?;
     if let Some(out) = &args.out {
         table.write(out)?;
     }
