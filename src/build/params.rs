@@ -68,6 +68,9 @@ pub struct RoutingParams {
     pub edges_per_anchor: usize,
     /// Neighbours per training query whose clusters vote for the edges.
     pub votes_per_query: usize,
+    /// At most this many base-sample rows are searched for the voters (the exact search costs
+    /// training queries × rows × dim).
+    pub vote_sample_rows: usize,
 }
 
 impl BuildParams {
@@ -101,6 +104,7 @@ impl BuildParams {
                 query_anchors: None,
                 edges_per_anchor: 32,
                 votes_per_query: 10,
+                vote_sample_rows: 65_536,
             },
             graph: ClusterGraphParams::default(),
         }

@@ -4,10 +4,15 @@
 //! neighbours *within the base sample* vote for the base clusters holding them; each query
 //! anchor keeps edges to the clusters its queries voted for most. The sample's neighbours are a
 //! uniform thinning of the full base's neighbours, so they land in the same clusters, at the
-//! cost of one exact search over the sample per training query — not an exact k-NN over the
+//! cost of one exact search over (a subset of at most `vote_sample_rows` of) the sample per
+//! training query — not an exact k-NN over the
 //! whole base as RoarGraph needs.
 
 use std::collections::HashMap;
+
+use rand::SeedableRng;
+use rand::seq::index;
+use rand_chacha::ChaCha8Rng;
 
 use super::stats::Welford;
 use super::train::{Trained, normalize_rows};
@@ -71,24 +76,35 @@ pub fn train_routing(
     let (labels, _) =
         pool.install(|| assign_capped(queries.view(), anchors.centroids.view(), cap, 8));
 
-    let votes = params
-        .routing
-        .votes_per_query
-        .clamp(1, trained.sample.rows());
+    // The voters: a seeded subset of the training sample (every row when it is small).
+    let rows = trained.sample.rows();
+    let keep = params.routing.vote_sample_rows.clamp(1, rows);
+    let voter_rows: Vec<usize> = if keep < rows {
+        let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x7E57_AB1E);
+        let mut v = index::sample(&mut rng, rows, keep).into_vec();
+        v.sort_unstable();
+        v
+    } else {
+        (0..rows).collect()
+    };
+    let mut voters = Vec::with_capacity(keep * dim);
+    for &r in &voter_rows {
+        voters.extend_from_slice(trained.sample.row(r));
+    }
+    let voters = Matrix::from_vec(voters, dim)?;
+    let votes = params.routing.votes_per_query.clamp(1, voters.rows());
     let metric = match params.metric {
         Metric::Cosine => Metric::InnerProduct, // both sides are normalised already
         m => m,
     };
-    let neighbours =
-        pool.install(|| exact_knn(trained.sample.view(), queries.view(), votes, metric))?;
+    let neighbours = pool.install(|| exact_knn(voters.view(), queries.view(), votes, metric))?;
 
     let mut counts: Vec<HashMap<u32, u32>> = vec![HashMap::new(); kq];
     for (q, list) in neighbours.iter().enumerate() {
         let tally = &mut counts[labels[q] as usize];
         for n in list {
-            *tally
-                .entry(trained.sample_labels[n.id as usize])
-                .or_insert(0) += 1;
+            let row = voter_rows[n.id as usize];
+            *tally.entry(trained.sample_labels[row]).or_insert(0) += 1;
         }
     }
     let e = params.routing.edges_per_anchor.max(1);
