@@ -51,10 +51,7 @@ impl Index {
     /// Opens `dir` like [`Index::open`] but reads `data.m3` through `reader` (e.g. a
     /// [`crate::io::FaultyReader`] in tests, or a reader opened with custom options). The reader
     /// must read this index's `data.m3`: its length is checked against the manifest.
-    pub fn open_with_reader(
-        dir: &Path,
-        reader: Arc<dyn BlockReader>,
-    ) -> Result<Self, SearchError> {
+    pub fn open_with_reader(dir: &Path, reader: Arc<dyn BlockReader>) -> Result<Self, SearchError> {
         Self::load(dir, |_| Ok(reader))
     }
 
