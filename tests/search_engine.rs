@@ -1004,11 +1004,31 @@ fn search_open_with_reader_checks_the_data_file() {
     )
     .unwrap();
     let x_len = std::fs::metadata(x.index.join(DATA_FILE)).unwrap().len();
-    if other.len_bytes() < x_len {
-        let err = Index::open_with_reader(&x.index, other).unwrap_err();
-        assert!(matches!(err, SearchError::Format(_)), "{err:?}");
-        assert!(err.to_string().contains("data file has"), "{err}");
-    }
+    assert!(
+        other.len_bytes() < x_len,
+        "32-d records are smaller than 64-d ones"
+    );
+    let err = Index::open_with_reader(&x.index, other).unwrap_err();
+    assert!(matches!(err, SearchError::Format(_)), "{err:?}");
+    assert!(err.to_string().contains("data file has"), "{err}");
+    // The right file through open_with_reader searches like Index::open.
+    let own = open_reader(
+        &x.index.join(DATA_FILE),
+        IoBackend::Pread,
+        &ReaderOptions::default(),
+    )
+    .unwrap();
+    let via_reader = Index::open_with_reader(&x.index, own).unwrap();
+    let p = params(8, 4, 40);
+    let a = search_batch(&via_reader, x.queries.view(), &p, pool()).unwrap();
+    let b = search_batch(
+        &open(&x.index, IoBackend::Pread),
+        x.queries.view(),
+        &p,
+        pool(),
+    )
+    .unwrap();
+    assert_same_results(&a, &b, "open_with_reader vs open");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1115,7 +1135,7 @@ fn tune_and_replay(f: &Fixture, target: f64) -> (f64, String) {
     let flags = &tokens[at + 2..];
     assert!(
         flags.len() >= 2
-            && flags.len() % 2 == 0
+            && flags.len().is_multiple_of(2)
             && flags.iter().step_by(2).all(|t| t.starts_with("--")),
         "{line}"
     );
