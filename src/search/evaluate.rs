@@ -110,3 +110,21 @@ pub fn evaluate(
         queries: nq,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn search_percentile_by_nearest_rank() {
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        let v: Vec<f64> = (1..=101).rev().map(f64::from).collect(); // unsorted
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&v, 50.0), 51.0);
+        assert_eq!(percentile(&v, 99.0), 100.0);
+        assert_eq!(percentile(&v, 100.0), 101.0);
+        // Out-of-range p is clamped to the largest value, not a panic.
+        assert_eq!(percentile(&v, 150.0), 101.0);
+    }
+}

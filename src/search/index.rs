@@ -10,7 +10,7 @@ use crate::distance::Metric;
 use crate::format::verify::{CLUSTERS_FILE, DATA_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE};
 use crate::format::{
     ClusterEntry, ClusterTable, DataFileHeader, FormatError, IndexMeta, PqFile, RecordCodec,
-    RecordLayout, Routing, Stats, open_check,
+    RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
@@ -43,6 +43,22 @@ impl Index {
         backend: IoBackend,
         options: &ReaderOptions,
     ) -> Result<Self, SearchError> {
+        Self::load(dir, |data_path| {
+            Ok(open_reader(data_path, backend, options)?)
+        })
+    }
+
+    /// Opens `dir` like [`Index::open`] but reads `data.m3` through `reader` (e.g. a
+    /// [`crate::io::FaultyReader`] in tests, or a reader opened with custom options). The reader
+    /// must read this index's `data.m3`: its length is checked against the manifest.
+    pub fn open_with_reader(dir: &Path, reader: Arc<dyn BlockReader>) -> Result<Self, SearchError> {
+        Self::load(dir, |_| Ok(reader))
+    }
+
+    fn load(
+        dir: &Path,
+        open_data: impl FnOnce(&Path) -> Result<Arc<dyn BlockReader>, SearchError>,
+    ) -> Result<Self, SearchError> {
         let manifest = open_check(dir)?;
         let meta = manifest.meta;
         let metric = meta.metric().ok_or_else(|| {
@@ -64,7 +80,19 @@ impl Index {
         if routing.anchors.rows() > 0 && routing.anchors.dim() != dim {
             return Err(FormatError::corrupt(dir.join(ROUTING_FILE), 0, "anchor dimension").into());
         }
-        let reader = open_reader(&data_path, backend, options)?;
+        let reader = open_data(&data_path)?;
+        let data_bytes = (meta.data_sectors + 1) * SECTOR_BYTES as u64;
+        if reader.len_bytes() < data_bytes {
+            return Err(FormatError::corrupt(
+                reader.path(),
+                reader.len_bytes(),
+                format!(
+                    "data file has {} bytes, the manifest needs {data_bytes}",
+                    reader.len_bytes()
+                ),
+            )
+            .into());
+        }
         let centroid_norms = crate::linalg::row_norms_sq(clusters.centroids.view());
         Ok(Self {
             dir: dir.to_path_buf(),

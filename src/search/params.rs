@@ -125,3 +125,109 @@ impl std::ops::AddAssign for QueryStats {
         self.clusters_skipped += o.clusters_skipped;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_params_defaults_scale_with_k() {
+        let p = SearchParams::new(10);
+        assert_eq!(
+            (p.k, p.rerank, p.expand_from, p.expand_read),
+            (10, 40, 10, 20)
+        );
+        assert_eq!(p.expand_rounds, 0, "rounds are opt-in");
+        let p = SearchParams::new(1);
+        assert_eq!((p.rerank, p.expand_from, p.expand_read), (40, 1, 20));
+        let p = SearchParams::new(100);
+        assert_eq!((p.rerank, p.expand_from, p.expand_read), (400, 100, 200));
+    }
+
+    #[test]
+    fn search_params_set_names_every_knob_and_rejects_unknown_ones() {
+        let mut p = SearchParams::new(10);
+        for (i, name) in [
+            "k",
+            "nprobe",
+            "qprobe",
+            "edges",
+            "rerank",
+            "expand_rounds",
+            "expand_from",
+            "expand_read",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            p.set(name, 100 + i).unwrap();
+        }
+        assert_eq!(
+            (p.k, p.nprobe, p.qprobe, p.edges, p.rerank),
+            (100, 101, 102, 103, 104)
+        );
+        assert_eq!(
+            (p.expand_rounds, p.expand_from, p.expand_read),
+            (105, 106, 107)
+        );
+        p.set("rounds", 3).unwrap();
+        assert_eq!(p.expand_rounds, 3);
+        let err = p.set("nprobes", 1).unwrap_err();
+        assert!(
+            matches!(err, super::super::SearchError::Param { name: "knob", .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("'nprobes'"), "{err}");
+    }
+
+    /// `as_flags` prints every knob as `--name value`, in a form `m3 search` parses back (the
+    /// flag names are the knob names with dashes).
+    #[test]
+    fn search_params_as_flags_round_trips_through_set() {
+        let mut p = SearchParams::new(10);
+        p.nprobe = 7;
+        p.qprobe = 2;
+        p.edges = 5;
+        p.rerank = 33;
+        p.expand_rounds = 1;
+        p.expand_from = 4;
+        p.expand_read = 9;
+        let flags = p.as_flags();
+        let tokens: Vec<&str> = flags.split_whitespace().collect();
+        assert_eq!(tokens.len(), 14, "{flags}");
+        let mut q = SearchParams::new(10);
+        for pair in tokens.chunks(2) {
+            let name = pair[0].strip_prefix("--").unwrap().replace('-', "_");
+            q.set(&name, pair[1].parse().unwrap()).unwrap();
+        }
+        assert_eq!(p, q);
+    }
+
+    #[test]
+    fn search_query_stats_add_up() {
+        let a = QueryStats {
+            reads: 1,
+            sectors: 2,
+            bytes: 8192,
+            io_rounds: 1,
+            dist_comps: 40,
+            pq_scored: 500,
+            clusters_probed: 4,
+        };
+        let mut s = QueryStats::default();
+        s += a;
+        s += a;
+        assert_eq!(
+            s,
+            QueryStats {
+                reads: 2,
+                sectors: 4,
+                bytes: 16384,
+                io_rounds: 2,
+                dist_comps: 80,
+                pq_scored: 1000,
+                clusters_probed: 8,
+            }
+        );
+    }
+}

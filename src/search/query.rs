@@ -110,11 +110,22 @@ impl<'a> Searcher<'a> {
                 n: idx.n_vectors(),
             });
         }
-        if params.nprobe == 0 && (params.qprobe == 0 || idx.n_query_anchors() == 0) {
-            return Err(SearchError::Param {
-                name: "nprobe",
-                what: "probes no cluster".into(),
-            });
+        if params.nprobe == 0 {
+            let why = if idx.n_query_anchors() == 0 {
+                Some("the index has no query anchors (built without training queries)")
+            } else if params.qprobe == 0 {
+                Some("qprobe is 0 too")
+            } else if params.edges == 0 {
+                Some("edges is 0, so the query anchors lead nowhere")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(SearchError::Param {
+                    name: "nprobe",
+                    what: format!("nprobe = 0 probes no cluster: {why}"),
+                });
+            }
         }
         Ok(())
     }
@@ -257,7 +268,7 @@ impl<'a> Searcher<'a> {
         let to_read: Vec<u32> = cands.into_sorted().into_iter().map(|n| n.id).collect();
         seen.extend(&to_read);
         let mut best: Vec<(Neighbor, u32)> = Vec::new(); // (result, record)
-        self.read_and_rerank(
+        if let Err(e) = self.read_and_rerank(
             &to_read,
             params,
             &mut results,
@@ -265,7 +276,10 @@ impl<'a> Searcher<'a> {
             &mut best,
             &mut lists,
             &mut stats,
-        )?;
+        ) {
+            self.unmark(&clusters);
+            return Err(e);
+        }
 
         // 5. Rounds along the neighbour lists of the best results.
         for _ in 0..params.expand_rounds {
@@ -302,7 +316,7 @@ impl<'a> Searcher<'a> {
                 break;
             }
             let next: Vec<u32> = fresh.into_sorted().into_iter().map(|n| n.id).collect();
-            self.read_and_rerank(
+            if let Err(e) = self.read_and_rerank(
                 &next,
                 params,
                 &mut results,
@@ -310,12 +324,23 @@ impl<'a> Searcher<'a> {
                 &mut best,
                 &mut lists,
                 &mut stats,
-            )?;
+            ) {
+                self.unmark(&clusters);
+                return Err(e);
+            }
         }
-        for &c in &clusters {
+        self.unmark(&clusters);
+        Ok((results.into_sorted(), stats))
+    }
+
+    /// Clears the `probed` marks of a query's clusters. Every exit of [`Searcher::search`]
+    /// after routing must call it: a failed query (an I/O error) used to leave its marks
+    /// behind, and the next query on this searcher would then skip the neighbours in those
+    /// clusters during its rounds.
+    fn unmark(&mut self, clusters: &[u32]) {
+        for &c in clusters {
             self.probed[c as usize] = false;
         }
-        Ok((results.into_sorted(), stats))
     }
 
     /// Reads the records in one batch (coalescing neighbouring sectors), computes exact

@@ -97,7 +97,8 @@ pub fn open_index(args: &IndexArgs) -> anyhow::Result<Index> {
         .with_context(|| format!("opening index {}", args.index.display()))?;
     let info = index.reader_info();
     if let Some(reason) = &info.fallback_reason {
-        eprintln!("m3: io_uring unavailable ({reason}); using pread");
+        // The reason already reads "io_uring unavailable (…); reading with pread on N threads".
+        eprintln!("m3: {reason}");
     }
     Ok(index)
 }
