@@ -213,6 +213,7 @@ mod tests {
             dist_comps: 40,
             pq_scored: 500,
             clusters_probed: 4,
+            clusters_skipped: 1,
         };
         let mut s = QueryStats::default();
         s += a;
@@ -227,6 +228,7 @@ mod tests {
                 dist_comps: 80,
                 pq_scored: 1000,
                 clusters_probed: 8,
+                clusters_skipped: 2,
             }
         );
     }
