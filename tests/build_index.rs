@@ -93,6 +93,8 @@ fn small_params(base: &Path, metric: Metric, out: &Path) -> BuildParams {
     p.graph.max_degree = 16;
     p.graph.candidates = 32;
     p.routing.edges_per_anchor = 8;
+    // Spilling is off by default; the tests keep it on so that copies are exercised.
+    p.spill.max_copies = 1;
     p
 }
 
@@ -648,7 +650,16 @@ fn cli_build(base: &Path, queries: &Path, out: &Path, threads: usize) -> Command
         .arg(out)
         .args(["--metric", "cosine", "--cluster-size", "64"])
         .args(["--threads", &threads.to_string()])
-        .args(["--pq-bytes", "8", "--degree", "16", "--candidates", "32"])
+        .args([
+            "--pq-bytes",
+            "8",
+            "--degree",
+            "16",
+            "--candidates",
+            "32",
+            "--spill",
+            "1",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     c

@@ -98,7 +98,7 @@ impl BuildParams {
             },
             spill: SpillParams {
                 epsilon: 0.1,
-                max_copies: 1,
+                max_copies: 0,
             },
             routing: RoutingParams {
                 query_anchors: None,
