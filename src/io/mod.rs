@@ -7,9 +7,16 @@
 //! every request is a whole number of sectors and the buffer starts on a sector boundary, every
 //! request's destination is sector-aligned too, which is what O_DIRECT needs.
 //!
+//! [`BlockReader::submit`] is the same operation without the wait: it starts the reads and
+//! returns a [`PendingRead`] that owns the buffer while reads are in flight, can be polled
+//! ([`PendingRead::try_complete`]) and is completed with [`PendingRead::finish`] /
+//! [`PendingRead::wait`]; dropping it early waits for the reads already started. This lets one
+//! thread keep several queries' batches in flight (batch search, DESIGN §3). `read_batch` is
+//! `submit` + `finish`.
+//!
 //! Two backends implement the trait and pass the same test battery (`io/tests.rs`):
-//! - [`UringReader`]: io_uring. One ring per concurrently running batch, taken from a pool;
-//!   all requests of a batch are in flight at once (up to the ring's queue depth).
+//! - [`UringReader`]: io_uring. One ring per pending batch, taken from a pool; all requests
+//!   of a batch are in flight at once (up to the ring's queue depth).
 //! - [`PreadReader`]: `pread(2)` on a persistent pool of I/O threads; always available.
 //!
 //! [`open_reader`] with [`IoBackend::Auto`] probes io_uring (a ring and one read) and falls

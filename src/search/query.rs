@@ -439,8 +439,8 @@ impl<'a> Searcher<'a> {
         self.next_round(slot, params)
     }
 
-    /// 5. Rounds along the neighbour lists of the best results: parks on the next round's
-    /// read, or ends the query.
+    /// Step 5, rounds along the neighbour lists of the best results: parks on the next
+    /// round's read, or ends the query.
     fn next_round(&mut self, slot: usize, params: &SearchParams) -> Result<QueryStep, SearchError> {
         let idx = self.index;
         let m = idx.pq.subspaces();
@@ -577,20 +577,20 @@ fn rerank(
                     {
                         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     }
-                    &vec_scratch
+                    vec_scratch
                 }
             },
             DType::U8 => {
                 for (o, &b) in vec_scratch.iter_mut().zip(rec.vector_bytes()) {
                     *o = b as f32;
                 }
-                &vec_scratch
+                vec_scratch
             }
             DType::I8 => {
                 for (o, &b) in vec_scratch.iter_mut().zip(rec.vector_bytes()) {
                     *o = b as i8 as f32;
                 }
-                &vec_scratch
+                vec_scratch
             }
         };
         if v.len() != q.len() {
