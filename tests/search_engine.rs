@@ -25,7 +25,8 @@ use m3::io::{
     BlockReader, Fault, FaultKind, FaultyReader, IoBackend, IoError, ReaderOptions, open_reader,
 };
 use m3::search::{
-    BatchResult, Index, QueryStats, SearchError, SearchParams, Searcher, evaluate, search_batch,
+    BatchOptions, BatchResult, Index, QueryStats, SearchError, SearchParams, Searcher, evaluate,
+    search_batch,
 };
 
 const K: usize = 10;
@@ -277,7 +278,7 @@ fn recall(res: &[Vec<Neighbor>], gt: &GroundTruth, metric: Metric) -> f64 {
 }
 
 fn run(index: &Index, f: &Fixture, p: &SearchParams) -> (BatchResult, f64) {
-    let res = search_batch(index, f.queries.view(), p, pool()).unwrap();
+    let res = search_batch(index, f.queries.view(), p, pool(), &BatchOptions::default()).unwrap();
     let r = recall(&res.results, &f.gt, f.metric);
     (res, r)
 }
@@ -631,7 +632,7 @@ fn search_real_shopsphere_xmodal_end_to_end() {
         hits as f64 / res.len() as f64
     };
     let eval = |p: &SearchParams| -> (f64, f64) {
-        let res = search_batch(&index, test.view(), p, pool()).unwrap();
+        let res = search_batch(&index, test.view(), p, pool(), &BatchOptions::default()).unwrap();
         (
             recall(&res.results, &gt, Metric::InnerProduct),
             hit10(&res.results),
@@ -698,7 +699,7 @@ fn search_bad_queries_give_typed_errors() {
         "{err:?}"
     );
     let short = Matrix::from_vec(vec![0.5f32; 4 * 33], 33).unwrap();
-    let err = search_batch(&gi, short.view(), &p, pool()).unwrap_err();
+    let err = search_batch(&gi, short.view(), &p, pool(), &BatchOptions::default()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -724,7 +725,7 @@ fn search_bad_queries_give_typed_errors() {
     );
     let mut batch = Matrix::from_vec(g.queries.as_slice()[..8 * 32].to_vec(), 32).unwrap();
     batch.row_mut(3)[7] = f32::INFINITY;
-    let err = search_batch(&gi, batch.view(), &p, pool()).unwrap_err();
+    let err = search_batch(&gi, batch.view(), &p, pool(), &BatchOptions::default()).unwrap_err();
     assert!(
         matches!(
             err,
@@ -750,7 +751,7 @@ fn search_bad_queries_give_typed_errors() {
         "{err:?}"
     );
     let zeros = Matrix::from_vec(vec![0.0f32; 2 * 64], 64).unwrap();
-    let err = search_batch(&xi, zeros.view(), &p, pool()).unwrap_err();
+    let err = search_batch(&xi, zeros.view(), &p, pool(), &BatchOptions::default()).unwrap_err();
     assert!(
         matches!(err, SearchError::ZeroQuery { query: 0 }),
         "{err:?}"
@@ -763,7 +764,8 @@ fn search_bad_queries_give_typed_errors() {
     p0.k = 0;
     let err = s.search(0, g.queries.row(0), &p0).unwrap_err();
     assert!(matches!(err, SearchError::KZero), "{err:?}");
-    let err = search_batch(&gi, g.queries.view(), &p0, pool()).unwrap_err();
+    let err =
+        search_batch(&gi, g.queries.view(), &p0, pool(), &BatchOptions::default()).unwrap_err();
     assert!(matches!(err, SearchError::KZero), "{err:?}");
     let mut big = p.clone();
     big.k = 20_001;
@@ -985,13 +987,34 @@ fn search_io_faults_surface_as_typed_errors_and_the_searcher_recovers() {
             kind: FaultKind::Error,
         }],
     );
-    let err = search_batch(&index, f.queries.view(), &p, pool()).unwrap_err();
+    let err = search_batch(
+        &index,
+        f.queries.view(),
+        &p,
+        pool(),
+        &BatchOptions::default(),
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, SearchError::Io(IoError::Read { path, .. }) if path == &data_path),
         "{err:?}"
     );
-    let again = search_batch(&index, f.queries.view(), &p, pool()).unwrap();
-    let clean_batch = search_batch(&clean, f.queries.view(), &p, pool()).unwrap();
+    let again = search_batch(
+        &index,
+        f.queries.view(),
+        &p,
+        pool(),
+        &BatchOptions::default(),
+    )
+    .unwrap();
+    let clean_batch = search_batch(
+        &clean,
+        f.queries.view(),
+        &p,
+        pool(),
+        &BatchOptions::default(),
+    )
+    .unwrap();
     assert_same_results(&again, &clean_batch, "batch after a failed batch");
 }
 
@@ -1022,12 +1045,20 @@ fn search_open_with_reader_checks_the_data_file() {
     .unwrap();
     let via_reader = Index::open_with_reader(&x.index, own).unwrap();
     let p = params(8, 4, 40);
-    let a = search_batch(&via_reader, x.queries.view(), &p, pool()).unwrap();
+    let a = search_batch(
+        &via_reader,
+        x.queries.view(),
+        &p,
+        pool(),
+        &BatchOptions::default(),
+    )
+    .unwrap();
     let b = search_batch(
         &open(&x.index, IoBackend::Pread),
         x.queries.view(),
         &p,
         pool(),
+        &BatchOptions::default(),
     )
     .unwrap();
     assert_same_results(&a, &b, "open_with_reader vs open");
@@ -1101,7 +1132,15 @@ fn search_cli_bench_json_prints_design_fields() {
         let mut p = SearchParams::new(K);
         p.nprobe = nprobe;
         p.expand_rounds = rounds as usize;
-        let lib = evaluate(&index, f.queries.view(), &f.gt, &p, pool()).unwrap();
+        let lib = evaluate(
+            &index,
+            f.queries.view(),
+            &f.gt,
+            &p,
+            pool(),
+            &BatchOptions::default(),
+        )
+        .unwrap();
         assert_eq!(lib.recall_at_k, recall, "{v}");
     }
     let nprobes: Vec<u64> = points

@@ -4,7 +4,10 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{AlignedBuf, BlockReader, IoError, ReadRequest, ReadStats, ReaderInfo, batch_slices};
+use super::{
+    AlignedBuf, BlockReader, InFlight, IoError, PendingRead, ReadRequest, ReadStats, ReaderInfo,
+    batch_slices,
+};
 use crate::format::SECTOR_BYTES;
 
 /// What an injected fault does to its request.
@@ -18,7 +21,8 @@ pub enum FaultKind {
 }
 
 /// A fault on the read (request) with index `at_read`, counting every request passed to
-/// [`FaultyReader::read_batch`] from 0, across batches and threads.
+/// [`FaultyReader::read_batch`] or [`FaultyReader::submit`] from 0, across batches and
+/// threads (in the order the batches were submitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
     pub at_read: u64,
@@ -52,42 +56,103 @@ impl<R: BlockReader> FaultyReader<R> {
     }
 }
 
+/// Applies the first fault among requests `first .. first + reqs.len()` to a batch that the
+/// inner reader read successfully into `out` (`Ok` passes through when none hits).
+fn inject(
+    faults: &[Fault],
+    path: &Path,
+    first: u64,
+    reqs: &[ReadRequest],
+    out: &mut AlignedBuf,
+    stats: ReadStats,
+) -> Result<ReadStats, IoError> {
+    let hit = faults
+        .iter()
+        .filter(|f| (first..first + reqs.len() as u64).contains(&f.at_read))
+        .min_by_key(|f| f.at_read);
+    let Some(fault) = hit else {
+        return Ok(stats);
+    };
+    let i = (fault.at_read - first) as usize;
+    let req = reqs[i];
+    let path = path.to_path_buf();
+    Err(match fault.kind {
+        FaultKind::Error => IoError::Read {
+            path,
+            offset: req.offset_bytes(),
+            len: req.len_bytes() as u64,
+            source: std::io::Error::other("injected fault"),
+        },
+        FaultKind::Short => {
+            let got = req.len_bytes() - SECTOR_BYTES;
+            let start: usize = batch_slices(&reqs[..i], out).map(<[u8]>::len).sum();
+            out[start + got..start + req.len_bytes()].fill(0xA5);
+            IoError::UnexpectedEof {
+                path,
+                offset: req.offset_bytes(),
+                expected: req.len_bytes() as u64,
+                got: got as u64,
+            }
+        }
+    })
+}
+
+/// A pending read of the inner reader whose outcome gets the faults when it completes.
+struct FaultyPending<'r> {
+    inner: Option<PendingRead<'r>>,
+    faults: &'r [Fault],
+    path: &'r Path,
+    first: u64,
+    reqs: Vec<ReadRequest>,
+}
+
+impl InFlight for FaultyPending<'_> {
+    fn poll(&mut self) -> bool {
+        self.inner.as_mut().is_none_or(PendingRead::try_complete)
+    }
+
+    fn block(&mut self) {
+        if let Some(p) = self.inner.as_mut() {
+            p.block();
+        }
+    }
+
+    fn take(&mut self) -> (AlignedBuf, Result<ReadStats, IoError>) {
+        let Some(p) = self.inner.take() else {
+            return (AlignedBuf::new(), Ok(ReadStats::default()));
+        };
+        let (mut buf, r) = p.finish();
+        let r =
+            r.and_then(|st| inject(self.faults, self.path, self.first, &self.reqs, &mut buf, st));
+        (buf, r)
+    }
+}
+
 impl<R: BlockReader> BlockReader for FaultyReader<R> {
+    fn submit<'r>(
+        &'r self,
+        reqs: &[ReadRequest],
+        buf: AlignedBuf,
+    ) -> Result<PendingRead<'r>, IoError> {
+        let first = self
+            .reads_seen
+            .fetch_add(reqs.len() as u64, Ordering::Relaxed);
+        let inner = self.inner.submit(reqs, buf)?;
+        Ok(PendingRead::running(Box::new(FaultyPending {
+            inner: Some(inner),
+            faults: &self.faults,
+            path: self.inner.path(),
+            first,
+            reqs: reqs.to_vec(),
+        })))
+    }
+
     fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError> {
         let first = self
             .reads_seen
             .fetch_add(reqs.len() as u64, Ordering::Relaxed);
         let stats = self.inner.read_batch(reqs, out)?;
-        let hit = self
-            .faults
-            .iter()
-            .filter(|f| (first..first + reqs.len() as u64).contains(&f.at_read))
-            .min_by_key(|f| f.at_read);
-        let Some(fault) = hit else {
-            return Ok(stats);
-        };
-        let i = (fault.at_read - first) as usize;
-        let req = reqs[i];
-        let path = self.inner.path().to_path_buf();
-        Err(match fault.kind {
-            FaultKind::Error => IoError::Read {
-                path,
-                offset: req.offset_bytes(),
-                len: req.len_bytes() as u64,
-                source: std::io::Error::other("injected fault"),
-            },
-            FaultKind::Short => {
-                let got = req.len_bytes() - SECTOR_BYTES;
-                let start: usize = batch_slices(&reqs[..i], out).map(<[u8]>::len).sum();
-                out[start + got..start + req.len_bytes()].fill(0xA5);
-                IoError::UnexpectedEof {
-                    path,
-                    offset: req.offset_bytes(),
-                    expected: req.len_bytes() as u64,
-                    got: got as u64,
-                }
-            }
-        })
+        inject(&self.faults, self.inner.path(), first, reqs, out, stats)
     }
 
     fn info(&self) -> &ReaderInfo {

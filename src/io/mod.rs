@@ -7,9 +7,16 @@
 //! every request is a whole number of sectors and the buffer starts on a sector boundary, every
 //! request's destination is sector-aligned too, which is what O_DIRECT needs.
 //!
+//! [`BlockReader::submit`] is the same operation without the wait: it starts the reads and
+//! returns a [`PendingRead`] that owns the buffer while reads are in flight, can be polled
+//! ([`PendingRead::try_complete`]) and is completed with [`PendingRead::finish`] /
+//! [`PendingRead::wait`]; dropping it early waits for the reads already started. This lets one
+//! thread keep several queries' batches in flight (batch search, DESIGN §3). `read_batch` is
+//! `submit` + `finish`.
+//!
 //! Two backends implement the trait and pass the same test battery (`io/tests.rs`):
-//! - [`UringReader`]: io_uring. One ring per concurrently running batch, taken from a pool;
-//!   all requests of a batch are in flight at once (up to the ring's queue depth).
+//! - [`UringReader`]: io_uring. One ring per pending batch, taken from a pool; all requests
+//!   of a batch are in flight at once (up to the ring's queue depth).
 //! - [`PreadReader`]: `pread(2)` on a persistent pool of I/O threads; always available.
 //!
 //! [`open_reader`] with [`IoBackend::Auto`] probes io_uring (a ring and one read) and falls
@@ -162,8 +169,130 @@ impl AddAssign for ReadStats {
     }
 }
 
+/// A batch whose reads are in flight: returned by [`BlockReader::submit`], which does not wait.
+///
+/// It owns the output buffer while the kernel (io_uring) or the I/O threads (pread) may write
+/// into it, so no borrow of the buffer outlives the call that started the reads; [`finish`]
+/// or [`wait`] hand it back once nothing is in flight. Several pending reads may be
+/// outstanding at once, from one thread or many, and complete in any order.
+///
+/// **Dropping a pending read before it completed blocks** until every read already handed to
+/// the kernel or to an I/O thread has finished (requests not yet started are abandoned), and
+/// only then frees the buffer: the memory can never be written after it was freed. Leaking it
+/// (`std::mem::forget`) leaks the buffer too, which is equally safe.
+///
+/// [`finish`]: PendingRead::finish
+/// [`wait`]: PendingRead::wait
+#[must_use = "a pending read must be completed (finish/wait) to get its data; dropping it waits"]
+pub struct PendingRead<'r> {
+    state: PendingState<'r>,
+}
+
+enum PendingState<'r> {
+    /// Completed at submission (empty batch, or read synchronously); `None` once taken.
+    Ready(Option<(AlignedBuf, Result<ReadStats, IoError>)>),
+    /// Reads in flight. The backend's type waits for them in its `Drop`.
+    Running(Box<dyn InFlight + 'r>),
+}
+
+/// A backend's in-flight batch (see [`PendingRead`]). Implementations must wait for all
+/// started reads in `Drop` before their buffer is freed.
+pub(crate) trait InFlight: Send {
+    /// Makes progress without blocking (submits what is left, reaps completions); `true` when
+    /// nothing is in flight any more and [`InFlight::take`] may be called.
+    fn poll(&mut self) -> bool;
+    /// Blocks until nothing is in flight.
+    fn block(&mut self);
+    /// The buffer and the outcome; called once, after `poll` returned `true` or `block`
+    /// returned.
+    fn take(&mut self) -> (AlignedBuf, Result<ReadStats, IoError>);
+}
+
+impl<'r> PendingRead<'r> {
+    /// A pending read that is already complete.
+    pub(crate) fn ready(buf: AlignedBuf, result: Result<ReadStats, IoError>) -> Self {
+        Self {
+            state: PendingState::Ready(Some((buf, result))),
+        }
+    }
+
+    pub(crate) fn running(op: Box<dyn InFlight + 'r>) -> Self {
+        Self {
+            state: PendingState::Running(op),
+        }
+    }
+
+    /// Makes progress without blocking and says whether the batch is complete, i.e. whether
+    /// [`finish`](Self::finish) / [`wait`](Self::wait) would return at once. Cheap: for
+    /// io_uring it reaps the completion queue (a syscall only when reads of the batch still
+    /// wait to be submitted), for pread it is an atomic load.
+    pub fn try_complete(&mut self) -> bool {
+        match &mut self.state {
+            PendingState::Ready(_) => true,
+            PendingState::Running(op) => op.poll(),
+        }
+    }
+
+    /// Same as [`try_complete`](Self::try_complete).
+    pub fn is_done(&mut self) -> bool {
+        self.try_complete()
+    }
+
+    /// Blocks until complete without consuming the pending read.
+    pub(crate) fn block(&mut self) {
+        if let PendingState::Running(op) = &mut self.state {
+            op.block();
+        }
+    }
+
+    /// Blocks until every read is complete and returns the buffer with the outcome. The buffer
+    /// comes back on error too (its contents then unspecified), so it can be reused.
+    pub fn finish(mut self) -> (AlignedBuf, Result<ReadStats, IoError>) {
+        match &mut self.state {
+            PendingState::Ready(r) => r
+                .take()
+                .unwrap_or_else(|| (AlignedBuf::new(), Ok(ReadStats::default()))),
+            PendingState::Running(op) => {
+                op.block();
+                op.take()
+            }
+        }
+    }
+
+    /// Blocks until every read is complete: the filled buffer (as
+    /// [`BlockReader::read_batch`] would have filled it) and the batch's cost.
+    pub fn wait(self) -> Result<(AlignedBuf, ReadStats), IoError> {
+        let (buf, r) = self.finish();
+        r.map(|stats| (buf, stats))
+    }
+}
+
+impl std::fmt::Debug for PendingRead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            PendingState::Ready(_) => "ready",
+            PendingState::Running(_) => "running",
+        };
+        f.debug_struct("PendingRead")
+            .field("state", &state)
+            .finish()
+    }
+}
+
 /// Reads batches of sectors from one read-only file. Usable from many threads at once.
 pub trait BlockReader: Send + Sync + std::fmt::Debug {
+    /// Starts reading every request of `reqs` into `buf` and returns without waiting.
+    ///
+    /// `buf` is resized and filled exactly as [`read_batch`](Self::read_batch) fills `out`;
+    /// the returned [`PendingRead`] owns it until the batch completes. Any number of batches
+    /// may be pending at once. An `Err` here means the batch could not be started (e.g. no
+    /// io_uring ring could be created); read errors are returned by the pending read.
+    fn submit<'r>(
+        &'r self,
+        reqs: &[ReadRequest],
+        buf: AlignedBuf,
+    ) -> Result<PendingRead<'r>, IoError>;
+
     /// Reads every request of `reqs` and returns when all are in memory.
     ///
     /// `out` is resized to [`batch_sectors`]`(reqs)` sectors and holds the requests' bytes back
@@ -173,7 +302,14 @@ pub trait BlockReader: Send + Sync + std::fmt::Debug {
     ///
     /// On error the contents of `out` are unspecified; the error names the file and the offset
     /// of a failed request. No request is still in flight when this returns, either way.
-    fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError>;
+    ///
+    /// The default is [`submit`](Self::submit) followed by [`PendingRead::finish`].
+    fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError> {
+        let pending = self.submit(reqs, std::mem::take(out))?;
+        let (buf, r) = pending.finish();
+        *out = buf;
+        r
+    }
 
     /// Which backend this is and how it is configured.
     fn info(&self) -> &ReaderInfo;
@@ -186,6 +322,13 @@ pub trait BlockReader: Send + Sync + std::fmt::Debug {
 }
 
 impl<T: BlockReader + ?Sized> BlockReader for Arc<T> {
+    fn submit<'r>(
+        &'r self,
+        reqs: &[ReadRequest],
+        buf: AlignedBuf,
+    ) -> Result<PendingRead<'r>, IoError> {
+        (**self).submit(reqs, buf)
+    }
     fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError> {
         (**self).read_batch(reqs, out)
     }
@@ -201,6 +344,13 @@ impl<T: BlockReader + ?Sized> BlockReader for Arc<T> {
 }
 
 impl<T: BlockReader + ?Sized> BlockReader for Box<T> {
+    fn submit<'r>(
+        &'r self,
+        reqs: &[ReadRequest],
+        buf: AlignedBuf,
+    ) -> Result<PendingRead<'r>, IoError> {
+        (**self).submit(reqs, buf)
+    }
     fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError> {
         (**self).read_batch(reqs, out)
     }

@@ -6,6 +6,13 @@
 //! every worker is busy with other queries' batches, and a worker that arrives after the last
 //! request was taken leaves at once. A batch smaller than
 //! [`ReaderOptions::pread_parallel_min`] is read by the calling thread alone.
+//!
+//! [`BlockReader::submit`] hands the whole batch to the workers and returns at once (with no
+//! worker threads it reads the batch before returning). The returned [`PendingRead`] polls the
+//! batch's `finished` counter (an atomic load); finishing it makes the caller take and read
+//! the requests no worker has claimed yet and then sleep on the batch's condvar until the
+//! workers' reads are done. Dropping it marks the batch failed (unclaimed requests are
+//! skipped) and waits for the reads in progress.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -18,8 +25,8 @@ use crossbeam::channel::{Receiver, Sender};
 
 use super::file::open_data_file;
 use super::{
-    AlignedBuf, BackendKind, BlockReader, IoError, Progress, ReadRequest, ReadStats, ReaderInfo,
-    ReaderOptions, Step, plan_batch,
+    AlignedBuf, BackendKind, BlockReader, InFlight, IoError, PendingRead, Progress, ReadRequest,
+    ReadStats, ReaderInfo, ReaderOptions, Step, plan_batch,
 };
 
 /// What the caller and the workers share about the file.
@@ -181,8 +188,8 @@ impl Batch {
     /// # Safety
     ///
     /// `out` must be valid for writes of `dst + len` bytes for every `(_, len, dst)` in `items`,
-    /// the regions must be disjoint, and nothing else may access them until [`Batch::wait`]
-    /// has returned.
+    /// the regions must be disjoint, and nothing else may access them (nor free them) until
+    /// every item is finished ([`Batch::wait`] has returned or [`Batch::is_finished`] is true).
     unsafe fn new(shared: Arc<Shared>, items: Vec<(u64, usize, usize)>, out: *mut u8) -> Self {
         Self {
             shared,
@@ -227,6 +234,21 @@ impl Batch {
         }
     }
 
+    /// Every item is finished (read, failed or skipped); no thread touches `out` any more.
+    fn is_finished(&self) -> bool {
+        // Acquire: pairs with the workers' AcqRel increments, so their bytes are visible.
+        self.finished.load(Ordering::Acquire) == self.items.len()
+    }
+
+    /// The first error by request index, if any.
+    fn take_error(&self) -> Option<IoError> {
+        self.error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(|(_, e)| e)
+    }
+
     /// Blocks until every item is finished (read, failed or skipped).
     fn wait(&self) {
         let n = self.items.len();
@@ -243,7 +265,87 @@ impl Batch {
     }
 }
 
+/// A batch handed to the I/O threads by [`PreadReader::submit`].
+///
+/// Invariant: `batch.out` points into `buf`'s allocation, and `buf` is neither read, resized
+/// nor dropped until `batch.is_finished()`; `Drop` abandons the unclaimed requests and waits
+/// for the claimed ones before the fields (and `buf`) are dropped.
+struct PreadPending {
+    batch: Arc<Batch>,
+    buf: AlignedBuf,
+    stats: ReadStats,
+}
+
+impl InFlight for PreadPending {
+    fn poll(&mut self) -> bool {
+        self.batch.is_finished()
+    }
+
+    fn block(&mut self) {
+        // Read what no worker has claimed yet on this thread, which would only wait otherwise.
+        self.batch.work();
+        self.batch.wait();
+    }
+
+    fn take(&mut self) -> (AlignedBuf, Result<ReadStats, IoError>) {
+        debug_assert!(self.batch.is_finished());
+        let r = match self.batch.take_error() {
+            Some(e) => Err(e),
+            None => Ok(self.stats),
+        };
+        (std::mem::take(&mut self.buf), r)
+    }
+}
+
+impl Drop for PreadPending {
+    fn drop(&mut self) {
+        if !self.batch.is_finished() {
+            // Skip the requests nobody started (claiming each is a counter increment), then
+            // wait for the reads in progress: only then may `buf` be freed.
+            self.batch.failed.store(true, Ordering::Relaxed);
+            self.batch.work();
+            self.batch.wait();
+        }
+    }
+}
+
 impl BlockReader for PreadReader {
+    fn submit<'r>(
+        &'r self,
+        reqs: &[ReadRequest],
+        mut buf: AlignedBuf,
+    ) -> Result<PendingRead<'r>, IoError> {
+        let items = plan_batch(reqs, &mut buf);
+        let stats = ReadStats::for_batch(reqs);
+        let tx = match &self.tx {
+            Some(tx) if !items.is_empty() => tx,
+            _ => {
+                // Empty batch, or no I/O threads: read it now on the calling thread.
+                let r = items.iter().try_for_each(|&(offset, len, dst)| {
+                    read_item(&self.shared, &mut buf[dst..dst + len], offset)
+                });
+                return Ok(PendingRead::ready(buf, r.map(|()| stats)));
+            }
+        };
+        // SAFETY: `plan_batch` sized `buf` to the sum of the lengths and laid the items out
+        // back to back from 0, so every region is inside `buf` and disjoint. `buf` moves into
+        // the `PreadPending` below (moving it does not move its heap allocation), which does
+        // not touch it until the batch is finished and waits for that in `Drop`.
+        let batch = Arc::new(unsafe { Batch::new(self.shared.clone(), items, buf.as_mut_ptr()) });
+        let helpers = self.info.threads.min(batch.items.len());
+        for _ in 0..helpers {
+            // A send fails only when the workers are gone; `finish` then reads on the caller.
+            if tx.send(batch.clone()).is_err() {
+                break;
+            }
+        }
+        Ok(PendingRead::running(Box::new(PreadPending {
+            batch,
+            buf,
+            stats,
+        })))
+    }
+
     fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError> {
         let items = plan_batch(reqs, out);
         let stats = ReadStats::for_batch(reqs);

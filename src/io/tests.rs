@@ -229,6 +229,154 @@ fn property_random_batches(reader: &dyn BlockReader) {
         .unwrap();
 }
 
+/// Checks a completed pending read of `reqs` (buffer and stats).
+fn check_pending(reqs: &[ReadRequest], pending: PendingRead<'_>) -> Result<(), String> {
+    let (buf, stats) = pending.wait().map_err(|e| e.to_string())?;
+    check_batch(reqs, &buf, stats)
+}
+
+/// 32 batches pending at once from one thread, completed in an order other than submission:
+/// first by polling (`try_complete`) whichever is done, then by waiting on the rest in a
+/// shuffled order. Every byte of every batch is checked.
+fn many_pending_from_one_thread(reader: &dyn BlockReader) {
+    use rand::seq::SliceRandom;
+    let mut rng = ChaCha8Rng::seed_from_u64(32);
+    for round in 0..3 {
+        let mut pending: Vec<(usize, Vec<ReadRequest>, PendingRead<'_>)> = (0..32)
+            .map(|i| {
+                let mut reqs = random_batch(&mut rng);
+                reqs.truncate(rng.random_range(1..=64));
+                // Reuse buffers of different sizes, as a searcher would.
+                let buf = AlignedBuf::with_sectors(rng.random_range(0..40));
+                let p = reader.submit(&reqs, buf).unwrap();
+                (i, reqs, p)
+            })
+            .collect();
+        let mut order = Vec::new();
+        // Poll for a while: complete whatever is done, in completion order.
+        for _ in 0..(round * 200) {
+            let mut k = 0;
+            while k < pending.len() {
+                if pending[k].2.try_complete() {
+                    let (i, reqs, p) = pending.swap_remove(k);
+                    check_pending(&reqs, p).unwrap();
+                    order.push(i);
+                } else {
+                    k += 1;
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
+        // Wait on the rest in a random order.
+        pending.shuffle(&mut rng);
+        for (i, reqs, mut p) in pending {
+            check_pending(&reqs, {
+                // Polling after completion keeps saying "done".
+                p.block();
+                assert!(p.try_complete() && p.is_done());
+                p
+            })
+            .unwrap();
+            order.push(i);
+        }
+        assert_eq!(order.len(), 32);
+        if round == 0 {
+            assert_ne!(
+                order,
+                (0..32).collect::<Vec<_>>(),
+                "completed in submission order"
+            );
+        }
+    }
+    // The reader still works the blocking way.
+    let mut out = AlignedBuf::new();
+    let reqs = random_batch(&mut rng);
+    let stats = reader.read_batch(&reqs, &mut out).unwrap();
+    check_batch(&reqs, &out, stats).unwrap();
+}
+
+/// Pending reads dropped before completion (right after submission, after some polling,
+/// large batches that need several waves) wait for their reads; nothing leaks into later
+/// batches, and the reader keeps working.
+fn drop_before_complete(reader: &dyn BlockReader) {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let whole: Vec<ReadRequest> = (0..FILE_SECTORS).rev().map(|s| req(s, 1)).collect();
+    for k in 0..20 {
+        let a = reader.submit(&whole, AlignedBuf::new()).unwrap();
+        let reqs = random_batch(&mut rng);
+        let mut b = reader.submit(&reqs, AlignedBuf::new()).unwrap();
+        if k % 2 == 1 {
+            let _ = b.try_complete();
+        }
+        let c = reader.submit(&reqs, AlignedBuf::new()).unwrap();
+        drop(a);
+        drop(b);
+        // A batch submitted before the drops completes correctly.
+        check_pending(&reqs, c).unwrap();
+    }
+    // Errors while dropping (a request past the end) are dropped too.
+    let bad = [req(0, 1), req(FILE_SECTORS + 10, 1), req(1, 1)];
+    drop(reader.submit(&bad, AlignedBuf::new()).unwrap());
+    // Leaking a pending read is safe: its buffer is leaked with it.
+    std::mem::forget(reader.submit(&[req(3, 2)], AlignedBuf::new()).unwrap());
+    random_batches_read_every_byte(reader);
+}
+
+/// Errors come out of the pending read exactly as out of `read_batch`, with the buffer.
+fn submit_errors_name_path_and_offset(reader: &dyn BlockReader) {
+    let mut reqs: Vec<ReadRequest> = (0..150).map(|s| req(s, 1)).collect();
+    reqs[70] = req(10_000, 2);
+    reqs[120] = req(20_000, 1);
+    let ok: Vec<ReadRequest> = (0..40).map(|s| req(s * 5, 3)).collect();
+    let p_ok = reader.submit(&ok, AlignedBuf::new()).unwrap();
+    let p_bad = reader.submit(&reqs, AlignedBuf::new()).unwrap();
+    let (buf, r) = p_bad.finish();
+    assert_eq!(buf.len_sectors(), 151, "the buffer comes back on error");
+    match r.unwrap_err() {
+        IoError::UnexpectedEof {
+            path,
+            offset: 40_960_000,
+            expected: 8192,
+            got: 0,
+        } => assert_eq!(path, reader.path()),
+        e => panic!("{e:?}"),
+    }
+    check_pending(&ok, p_ok).unwrap();
+    // Empty batches complete at once.
+    let mut p = reader.submit(&[], AlignedBuf::with_sectors(3)).unwrap();
+    assert!(p.try_complete());
+    let (buf, stats) = p.wait().unwrap();
+    assert_eq!((buf.len(), stats), (0, ReadStats::default()));
+}
+
+/// 8 threads, each keeping 8 batches pending.
+fn concurrent_pending_from_8_threads(reader: &dyn BlockReader) {
+    std::thread::scope(|scope| {
+        for t in 0..8u64 {
+            scope.spawn(move || {
+                let mut rng = ChaCha8Rng::seed_from_u64(200 + t);
+                let mut window: std::collections::VecDeque<(Vec<ReadRequest>, PendingRead<'_>)> =
+                    std::collections::VecDeque::new();
+                for _ in 0..40 {
+                    let reqs = random_batch(&mut rng);
+                    let p = reader.submit(&reqs, AlignedBuf::new()).unwrap();
+                    window.push_back((reqs, p));
+                    if window.len() == 8 {
+                        let (reqs, p) = window.pop_front().unwrap();
+                        check_pending(&reqs, p).unwrap();
+                    }
+                }
+                for (reqs, p) in window {
+                    check_pending(&reqs, p).unwrap();
+                }
+            });
+        }
+    });
+}
+
 /// Opens a uring reader, or `None` (with a message) when the kernel refuses io_uring here.
 fn uring_or_skip(path: &Path, options: &ReaderOptions) -> Option<UringReader> {
     match UringReader::open(path, options) {
@@ -281,6 +429,26 @@ macro_rules! battery {
             #[test]
             fn io_property_random_batches() {
                 with_reader(property_random_batches);
+            }
+
+            #[test]
+            fn io_many_pending_from_one_thread() {
+                with_reader(many_pending_from_one_thread);
+            }
+
+            #[test]
+            fn io_drop_before_complete() {
+                with_reader(drop_before_complete);
+            }
+
+            #[test]
+            fn io_submit_errors_name_path_and_offset() {
+                with_reader(submit_errors_name_path_and_offset);
+            }
+
+            #[test]
+            fn io_concurrent_pending_from_8_threads() {
+                with_reader(concurrent_pending_from_8_threads);
             }
         }
     };
@@ -453,6 +621,111 @@ fn io_uring_pool_holds_one_ring_per_concurrent_batch() {
         "{} rings",
         r.idle_rings()
     );
+}
+
+#[test]
+fn io_uring_pending_reads_hold_one_ring_each_and_give_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_test_file(dir.path());
+    let Some(r) = uring_or_skip(&path, &ReaderOptions::default()) else {
+        return;
+    };
+    assert_eq!(r.idle_rings(), 1);
+    let reqs: Vec<ReadRequest> = (0..50).map(|s| req(s * 2, 2)).collect();
+    let pending: Vec<PendingRead<'_>> = (0..32)
+        .map(|_| r.submit(&reqs, AlignedBuf::new()).unwrap())
+        .collect();
+    // A batch that completed while later ones were submitted gave its ring back for reuse;
+    // the others each hold one.
+    let created = r.rings_created();
+    assert!((1..=32).contains(&created), "{created} rings");
+    assert!(r.idle_rings() < created, "pending batches hold rings");
+    let mut pending = pending.into_iter();
+    // Dropped and finished pending reads both return their rings, drained.
+    for p in pending.by_ref().take(16) {
+        drop(p);
+    }
+    for p in pending {
+        check_pending(&reqs, p).unwrap();
+    }
+    assert_eq!(r.idle_rings(), r.rings_created());
+    many_pending_from_one_thread(&r);
+    assert_eq!(r.idle_rings(), r.rings_created());
+    assert!(r.rings_created() <= 32);
+}
+
+/// Faults through `submit`: counted in submission order, surfaced by the pending read that
+/// holds the faulty request whatever the completion order, for both backends.
+#[test]
+fn io_faulty_reader_faults_surface_through_pending_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_test_file(dir.path());
+    let mut inners: Vec<Box<dyn BlockReader>> = vec![Box::new(
+        PreadReader::open(&path, &ReaderOptions::default()).unwrap(),
+    )];
+    if let Some(u) = uring_or_skip(&path, &ReaderOptions::default()) {
+        inners.push(Box::new(u));
+    }
+    for inner in inners {
+        let faults = [
+            Fault {
+                at_read: 5,
+                kind: FaultKind::Error,
+            },
+            Fault {
+                at_read: 13,
+                kind: FaultKind::Short,
+            },
+            Fault {
+                at_read: 17,
+                kind: FaultKind::Error,
+            },
+        ];
+        let r = FaultyReader::new(inner, faults);
+        let reqs: Vec<ReadRequest> = (0..10).map(|i| req(i * 3, 2)).collect();
+        // Reads 0..10, 10..20, 20..30 pending at once; completed last to first.
+        let p0 = r.submit(&reqs, AlignedBuf::new()).unwrap();
+        let p1 = r.submit(&reqs, AlignedBuf::new()).unwrap();
+        let mut p2 = r.submit(&reqs, AlignedBuf::new()).unwrap();
+        assert_eq!(r.reads_seen(), 30);
+        while !p2.try_complete() {
+            std::thread::yield_now();
+        }
+        check_pending(&reqs, p2).unwrap();
+        let (buf, e) = p1.finish();
+        let e = e.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                IoError::UnexpectedEof {
+                    offset: 36_864,
+                    expected: 8192,
+                    got: 4096,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // The short request's missing sector was overwritten, as a short read would leave it.
+        assert!(buf[3 * 8192 + 4096..4 * 8192].iter().all(|&b| b == 0xA5));
+        match p0.wait().unwrap_err() {
+            IoError::Read {
+                path: p,
+                offset,
+                len,
+                source,
+            } => {
+                assert_eq!((&p, offset, len), (&path, 15 * 4096, 8192));
+                assert_eq!(source.to_string(), "injected fault");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A faulty pending read dropped unfinished is fine; the reader recovers.
+        drop(r.submit(&reqs, AlignedBuf::new()).unwrap());
+        let stats = r.read_batch(&reqs, &mut AlignedBuf::new());
+        assert!(stats.is_ok());
+        assert_eq!(r.reads_seen(), 50);
+    }
 }
 
 #[test]

@@ -2,18 +2,29 @@
 //!
 //! A ring is not `Sync`, and a batch owns its ring from first submission to last completion.
 //! Rings live in a pool (a `Mutex<Vec<Ring>>` free list): a batch pops a ring (or creates one
-//! when all are busy), runs, and pushes it back. So there are as many rings as batches ever ran
-//! at the same time — the number of query threads — and they are freed with the reader. A
-//! `thread_local!` ring per thread would avoid the (uncontended, ~20 ns) lock but could not be
-//! freed when the reader is dropped and would keep rings on every thread that ever read, which
-//! for tokio's blocking pool is an unbounded set.
+//! when all are busy), runs, and pushes it back. So there are as many rings as batches ever
+//! were pending at the same time — query threads × queries in flight per thread — and they are
+//! freed with the reader. A `thread_local!` ring per thread would avoid the (uncontended,
+//! ~20 ns) lock but could not be freed when the reader is dropped and would keep rings on every
+//! thread that ever read, which for tokio's blocking pool is an unbounded set.
 //!
 //! Within a batch, up to `queue_depth` reads are in flight; as completions arrive, the rest
 //! of the batch, and the remainders of short reads, are submitted in their place.
+//!
+//! [`BlockReader::submit`] returns after the first wave is submitted; the batch is a
+//! [`UringBatch`] state machine that [`PendingRead::try_complete`] advances without blocking
+//! (reap the completion queue, push remainders, submit) and [`PendingRead::finish`] drives to
+//! the end with `io_uring_enter(…, min_complete = 1)`. One ring per pending batch (rather than
+//! one ring per thread holding many batches, told apart by `user_data`) keeps pending reads
+//! independent: each can be polled, finished or dropped on its own, moved to another thread,
+//! and a dropped one drains only its own reads. The price is that a thread waiting on several
+//! batches cannot sleep until *any* of them completes; the search waits on its oldest batch,
+//! which with batches of similar size is usually the next one to complete anyway (ADR 0006).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use io_uring::{IoUring, opcode, types};
@@ -21,10 +32,9 @@ use io_uring::{IoUring, opcode, types};
 use super::Failure;
 use super::file::open_data_file;
 use super::{
-    AlignedBuf, BackendKind, BlockReader, IoError, Progress, ReadRequest, ReadStats, ReaderInfo,
-    ReaderOptions, Step, plan_batch,
+    AlignedBuf, BackendKind, BlockReader, InFlight, IoError, PendingRead, Progress, ReadRequest,
+    ReadStats, ReaderInfo, ReaderOptions, Step, plan_batch,
 };
-use crate::format::SECTOR_BYTES;
 
 /// One ring with the data file registered in it (or not, when registration was refused).
 struct Ring {
@@ -37,6 +47,8 @@ pub struct UringReader {
     // Rings are dropped before the file (field order), though registered files hold their own
     // reference anyway.
     rings: Mutex<Vec<Ring>>,
+    /// Rings created over the reader's life (idle or held by a pending batch).
+    rings_created: AtomicUsize,
     file: File,
     path: PathBuf,
     direct: bool,
@@ -71,6 +83,7 @@ impl UringReader {
         let df = open_data_file(path, options.direct)?;
         let reader = Self {
             rings: Mutex::new(Vec::new()),
+            rings_created: AtomicUsize::new(0),
             file: df.file,
             path: path.to_path_buf(),
             direct: df.direct,
@@ -86,15 +99,18 @@ impl UringReader {
         };
         // Probe: a ring, and one read through it (seccomp filters and gVisor may allow the
         // setup and refuse the operation).
-        let mut ring = reader.new_ring()?;
+        let ring = reader.new_ring()?;
+        reader.put_ring(ring);
         if reader.len_bytes > 0 {
-            let mut buf = AlignedBuf::with_sectors(1);
-            let items = [(0u64, SECTOR_BYTES, 0usize)];
-            // SAFETY: `buf` is valid for the one sector item 0 covers, and not otherwise
-            // accessed during the call.
-            let r = unsafe { reader.run(&mut ring, &items, buf.as_mut_ptr()) };
+            const FIRST: ReadRequest = match ReadRequest::new(0, 1) {
+                Some(r) => r,
+                None => panic!("sector 0 is a valid request"),
+            };
+            let r = reader
+                .submit(&[FIRST], AlignedBuf::with_sectors(1))
+                .and_then(PendingRead::wait);
             match r {
-                Ok(()) | Err(IoError::UnexpectedEof { .. }) => {}
+                Ok(_) | Err(IoError::UnexpectedEof { .. }) => {}
                 Err(IoError::Read { source, .. }) => {
                     return Err(IoError::Setup {
                         what: "io_uring probe read".into(),
@@ -104,7 +120,6 @@ impl UringReader {
                 Err(e) => return Err(e),
             }
         }
-        reader.put_ring(ring);
         Ok(reader)
     }
 
@@ -120,6 +135,7 @@ impl UringReader {
             .submitter()
             .register_files(&[self.file.as_raw_fd()])
             .is_ok();
+        self.rings_created.fetch_add(1, Ordering::Relaxed);
         Ok(Ring { ring, fixed })
     }
 
@@ -135,11 +151,19 @@ impl UringReader {
         }
     }
 
+    /// Returns a ring to the pool. Only a ring with nothing in flight and nothing queued in
+    /// its submission queue may be returned (the next batch must not see foreign entries).
     fn put_ring(&self, ring: Ring) {
         self.rings
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(ring);
+    }
+
+    /// Rings created so far (for tests).
+    #[cfg(test)]
+    pub(crate) fn rings_created(&self) -> usize {
+        self.rings_created.load(Ordering::Relaxed)
     }
 
     /// Rings created so far and now idle (for tests).
@@ -150,137 +174,243 @@ impl UringReader {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+}
 
-    /// Reads every item `(file offset, len, dst)` into `out + dst` through `ring`, keeping up to
-    /// `depth` reads in flight, resubmitting remainders of short reads and EINTR/EAGAIN. Returns
-    /// only when nothing is in flight. On error, submits nothing new, drains what is in flight,
-    /// and returns the error of the failed item with the smallest index.
-    ///
-    /// # Safety
-    ///
-    /// `out` must be valid for writes of `dst + len` bytes for every item, the regions must be
-    /// disjoint, and nothing else may access them during the call. With O_DIRECT, `out + dst`
-    /// and `len` must be sector-aligned (they are, for regions of an [`AlignedBuf`] laid out by
-    /// `plan_batch`).
-    unsafe fn run(
-        &self,
-        ring: &mut Ring,
-        items: &[(u64, usize, usize)],
-        out: *mut u8,
-    ) -> Result<(), IoError> {
-        let mut progress: Vec<Progress> =
-            items.iter().map(|&(o, l, _)| Progress::new(o, l)).collect();
-        let mut next = 0usize;
-        let mut again: Vec<usize> = Vec::new();
-        let mut in_flight = 0usize;
-        let mut first_error: Option<(usize, IoError)> = None;
-        let depth = self.depth as usize;
-        let fd = self.file.as_raw_fd();
+/// One batch in flight on its own ring: the state of the read loop between calls.
+///
+/// Invariant: while `in_flight > 0` (entries pushed to the submission queue and not yet
+/// reaped from the completion queue), the kernel may write into the regions
+/// `buf + dst .. + len` of the items, so `buf` is neither read, resized nor dropped; `Drop`
+/// waits for `in_flight == 0` before the fields (and `buf`) are dropped. `ring` is `Some`
+/// until the batch is over, then back in the reader's pool.
+struct UringBatch<'r> {
+    reader: &'r UringReader,
+    ring: Option<Ring>,
+    /// (file offset, length, destination offset in `buf`), laid out by `plan_batch`.
+    items: Vec<(u64, usize, usize)>,
+    progress: Vec<Progress>,
+    /// Next item never submitted.
+    next: usize,
+    /// Items whose remainder (short read, EINTR/EAGAIN) must be submitted again.
+    again: Vec<usize>,
+    in_flight: usize,
+    /// The failed item with the smallest index; after an error nothing new is submitted.
+    first_error: Option<(usize, IoError)>,
+    /// Submit nothing new (an error happened, or the batch is being dropped).
+    stop: bool,
+    buf: AlignedBuf,
+    stats: ReadStats,
+}
 
-        loop {
-            if first_error.is_none() {
-                let mut sq = ring.ring.submission();
-                while in_flight < depth {
-                    let i = match again.pop() {
-                        Some(i) => i,
-                        None if next < items.len() => {
-                            next += 1;
-                            next - 1
-                        }
-                        None => break,
-                    };
-                    let p = &progress[i];
-                    let dst = items[i].2 + p.done;
-                    let len = (p.len - p.done) as u32; // ≤ MAX_REQUEST_SECTORS · 4096 < 2³²
-                    // SAFETY: `dst + len` stays inside item `i`'s region (`done < len`), which
-                    // the caller guarantees valid.
-                    let buf = unsafe { out.add(dst) };
-                    let entry = if ring.fixed {
-                        opcode::Read::new(types::Fixed(0), buf, len)
-                    } else {
-                        opcode::Read::new(types::Fd(fd), buf, len)
-                    }
-                    .offset(p.next_offset())
-                    .build()
-                    .user_data(i as u64);
-                    // SAFETY: the buffer stays valid and unaliased until this entry completes:
-                    // the caller guarantees that for the duration of `run`, and `run` returns
-                    // only when `in_flight == 0`. The SQ has room: it holds `depth` entries and
-                    // at most `depth` are in flight or queued.
-                    if unsafe { sq.push(&entry) }.is_err() {
-                        again.push(i);
-                        break;
-                    }
-                    in_flight += 1;
+impl UringBatch<'_> {
+    /// Pushes entries for unsubmitted items and remainders while fewer than `depth` are in
+    /// flight (unless stopped). They reach the kernel with the next `enter`.
+    fn fill(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        if self.stop {
+            return;
+        }
+        let depth = self.reader.depth as usize;
+        let fd = self.reader.file.as_raw_fd();
+        let out = self.buf.as_mut_ptr();
+        let mut sq = ring.ring.submission();
+        while self.in_flight < depth {
+            let i = match self.again.pop() {
+                Some(i) => i,
+                None if self.next < self.items.len() => {
+                    self.next += 1;
+                    self.next - 1
                 }
+                None => break,
+            };
+            let p = &self.progress[i];
+            let dst = self.items[i].2 + p.done;
+            let len = (p.len - p.done) as u32; // ≤ MAX_REQUEST_SECTORS · 4096 < 2³²
+            // SAFETY: `plan_batch` sized `buf` to hold every item's region and `done < len`,
+            // so `dst` is inside the allocation behind `out`.
+            let ptr = unsafe { out.add(dst) };
+            let entry = if ring.fixed {
+                opcode::Read::new(types::Fixed(0), ptr, len)
+            } else {
+                opcode::Read::new(types::Fd(fd), ptr, len)
             }
-            if in_flight == 0 {
-                if first_error.is_none() && (next < items.len() || !again.is_empty()) {
-                    // Unreachable: the SQ holds `depth` entries and fewer are in use. Checked
-                    // so that a bug can never pass unread bytes off as a successful batch.
-                    let i = again.last().copied().unwrap_or(next);
-                    first_error = Some((
-                        i,
-                        progress[i].error(
-                            &self.path,
-                            Failure::Io(std::io::Error::other("io_uring submission queue full")),
-                        ),
-                    ));
-                }
+            .offset(p.next_offset())
+            .build()
+            .user_data(i as u64);
+            // SAFETY: the region `ptr .. + len` lies inside item `i`'s region of `buf`
+            // (sector-aligned by `plan_batch`, disjoint from the other items' regions, and
+            // item `i` has no other entry in flight). By the struct invariant `buf` stays
+            // allocated and untouched until this entry's completion is reaped (`Drop` waits).
+            // The SQ has room for `depth` entries and at most `depth` are in flight or queued.
+            if unsafe { sq.push(&entry) }.is_err() {
+                self.again.push(i);
                 break;
             }
-            if let Err(e) = ring.ring.submit_and_wait(1) {
-                match e.raw_os_error() {
-                    // Interrupted, or short of resources / completion space: reap and retry.
-                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => std::thread::yield_now(),
-                    // Reads may be in flight into the caller's buffer, so returning (or
-                    // unwinding) could let the kernel write into freed memory. This cannot
-                    // happen for a valid ring (io_uring_enter fails otherwise only on bad
-                    // arguments), so it is treated as a fatal bug.
-                    _ => std::process::abort(),
-                }
-            }
-            for cqe in ring.ring.completion() {
-                in_flight -= 1;
-                let i = cqe.user_data() as usize;
-                let res = cqe.result();
-                let r = if res < 0 {
-                    Err(std::io::Error::from_raw_os_error(-res))
-                } else {
-                    Ok(res as usize)
-                };
-                match progress[i].on_result(r, self.direct) {
-                    Step::Done => {}
-                    Step::Again => again.push(i),
-                    Step::Fail(f) => {
-                        if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
-                            first_error = Some((i, progress[i].error(&self.path, f)));
-                        }
+            self.in_flight += 1;
+        }
+    }
+
+    /// Reaps every completion available, without blocking.
+    fn reap(&mut self) {
+        let Some(ring) = self.ring.as_mut() else {
+            return;
+        };
+        for cqe in ring.ring.completion() {
+            self.in_flight -= 1;
+            let i = cqe.user_data() as usize;
+            let res = cqe.result();
+            let r = if res < 0 {
+                Err(std::io::Error::from_raw_os_error(-res))
+            } else {
+                Ok(res as usize)
+            };
+            match self.progress[i].on_result(r, self.reader.direct) {
+                Step::Done => {}
+                Step::Again => self.again.push(i),
+                Step::Fail(f) => {
+                    self.stop = true;
+                    if self.first_error.as_ref().is_none_or(|(j, _)| i < *j) {
+                        self.first_error = Some((i, self.progress[i].error(&self.reader.path, f)));
                     }
                 }
             }
         }
-        match first_error {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
+    }
+
+    /// `io_uring_enter`: submits the queued entries and, with `wait`, sleeps until at least one
+    /// completion is available. `false` when the kernel was busy or interrupted (try again).
+    fn enter(&mut self, wait: bool) -> bool {
+        let Some(ring) = self.ring.as_mut() else {
+            return true;
+        };
+        match ring.ring.submit_and_wait(usize::from(wait)) {
+            Ok(_) => true,
+            Err(e) => match e.raw_os_error() {
+                // Interrupted, or short of resources / completion space: reap and retry.
+                Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => {
+                    if wait {
+                        std::thread::yield_now();
+                    }
+                    false
+                }
+                // Reads may be in flight into `buf`, so returning (or unwinding) could let the
+                // kernel write into freed memory. This cannot happen for a valid ring
+                // (io_uring_enter fails otherwise only on bad arguments), so it is treated as
+                // a fatal bug.
+                _ => std::process::abort(),
+            },
+        }
+    }
+
+    fn sq_empty(&mut self) -> bool {
+        self.ring
+            .as_mut()
+            .is_none_or(|r| r.ring.submission().is_empty())
+    }
+
+    /// Called when nothing is in flight: notes a batch that could not be submitted completely
+    /// (unreachable; checked so that a bug can never pass unread bytes off as a success) and
+    /// returns the ring, which is empty, to the pool.
+    fn release(&mut self) {
+        debug_assert_eq!(self.in_flight, 0);
+        if !self.stop && (self.next < self.items.len() || !self.again.is_empty()) {
+            let i = self.again.last().copied().unwrap_or(self.next);
+            self.stop = true;
+            self.first_error = Some((
+                i,
+                self.progress[i].error(
+                    &self.reader.path,
+                    Failure::Io(std::io::Error::other("io_uring submission queue full")),
+                ),
+            ));
+        }
+        if let Some(ring) = self.ring.take() {
+            self.reader.put_ring(ring);
         }
     }
 }
 
-impl BlockReader for UringReader {
-    fn read_batch(&self, reqs: &[ReadRequest], out: &mut AlignedBuf) -> Result<ReadStats, IoError> {
-        let items = plan_batch(reqs, out);
-        if items.is_empty() {
-            return Ok(ReadStats::default());
+impl InFlight for UringBatch<'_> {
+    fn poll(&mut self) -> bool {
+        loop {
+            if self.ring.is_none() {
+                return true;
+            }
+            self.reap();
+            self.fill();
+            if self.in_flight == 0 {
+                self.release();
+                return true;
+            }
+            if self.sq_empty() || !self.enter(false) {
+                // Everything is with the device (or the kernel is busy): come back later.
+                return false;
+            }
+            // Buffered reads may have completed during the submission: reap them.
         }
-        let mut ring = self.take_ring()?;
-        // SAFETY: `plan_batch` sized `out` to the sum of the lengths and laid the items out
-        // back to back from offset 0 of the sector-aligned buffer, so the regions are inside
-        // `out`, disjoint and sector-aligned; `out` is borrowed mutably for the whole call.
-        let r = unsafe { self.run(&mut ring, &items, out.as_mut_ptr()) };
-        // `run` drained the ring even on error, so it is fit for reuse.
-        self.put_ring(ring);
-        r.map(|()| ReadStats::for_batch(reqs))
+    }
+
+    fn block(&mut self) {
+        while self.ring.is_some() {
+            self.reap();
+            self.fill();
+            if self.in_flight == 0 {
+                self.release();
+                return;
+            }
+            self.enter(true);
+        }
+    }
+
+    fn take(&mut self) -> (AlignedBuf, Result<ReadStats, IoError>) {
+        debug_assert!(self.ring.is_none());
+        let result = match self.first_error.take() {
+            Some((_, e)) => Err(e),
+            None => Ok(self.stats),
+        };
+        (std::mem::take(&mut self.buf), result)
+    }
+}
+
+impl Drop for UringBatch<'_> {
+    fn drop(&mut self) {
+        // Abandon what was not submitted, wait for what was: only then may `buf` be freed.
+        // (Entries still in the SQ are submitted by `block` and waited for too: the ring goes
+        // back to the pool, where the next batch must find it empty.)
+        self.stop = true;
+        self.block();
+    }
+}
+
+impl BlockReader for UringReader {
+    fn submit<'r>(
+        &'r self,
+        reqs: &[ReadRequest],
+        mut buf: AlignedBuf,
+    ) -> Result<PendingRead<'r>, IoError> {
+        let items = plan_batch(reqs, &mut buf);
+        if items.is_empty() {
+            return Ok(PendingRead::ready(buf, Ok(ReadStats::default())));
+        }
+        let ring = self.take_ring()?;
+        let mut batch = UringBatch {
+            reader: self,
+            ring: Some(ring),
+            progress: items.iter().map(|&(o, l, _)| Progress::new(o, l)).collect(),
+            items,
+            next: 0,
+            again: Vec::new(),
+            in_flight: 0,
+            first_error: None,
+            stop: false,
+            buf,
+            stats: ReadStats::for_batch(reqs),
+        };
+        // Submit the first wave now, so the device works while the caller does other things.
+        batch.poll();
+        Ok(PendingRead::running(Box::new(batch)))
     }
 
     fn info(&self) -> &ReaderInfo {

@@ -1,7 +1,7 @@
 //! One measured point of a parameter sweep: recall, speed and I/O of a query set (the
 //! numbers `m3 bench` and `m3 tune` print; DESIGN §7 names the fields).
 
-use super::{Index, SearchError, SearchParams, search_batch};
+use super::{BatchOptions, Index, SearchError, SearchParams, search_batch};
 use crate::data::{GroundTruth, Matrix, MatrixView};
 use crate::distance::Metric;
 use crate::exact::{Neighbor, recall_at_k};
@@ -15,6 +15,8 @@ pub struct BenchPoint {
     pub k: usize,
     pub qps: f64,
     pub threads: usize,
+    /// Queries in flight per worker thread (`--inflight`).
+    pub inflight: usize,
     pub lat_p50_us: f64,
     pub lat_p99_us: f64,
     pub mean_ios: f64,
@@ -70,15 +72,17 @@ pub fn results_table(
     })
 }
 
-/// Searches `queries` with `params` on `pool` and measures the point against `gt`.
+/// Searches `queries` with `params` on `pool` (`options`: queries in flight per thread) and
+/// measures the point against `gt`.
 pub fn evaluate(
     index: &Index,
     queries: MatrixView<'_, f32>,
     gt: &GroundTruth,
     params: &SearchParams,
     pool: &rayon::ThreadPool,
+    options: &BatchOptions,
 ) -> Result<BenchPoint, SearchError> {
-    let res = search_batch(index, queries, params, pool)?;
+    let res = search_batch(index, queries, params, pool, options)?;
     let k = params.k;
     let metric = index.metric();
     let lccmd = matches!(params.distance, super::RerankDistance::LcCmd { .. });
@@ -98,6 +102,7 @@ pub fn evaluate(
         k,
         qps: nq as f64 / res.seconds,
         threads: pool.current_num_threads(),
+        inflight: options.inflight_per_thread.max(1),
         lat_p50_us: percentile(&res.latencies_us, 50.0),
         lat_p99_us: percentile(&res.latencies_us, 99.0),
         mean_ios: mean(&|s| s.reads),

@@ -8,9 +8,9 @@ mod index;
 mod params;
 mod query;
 
-pub use batch::{BatchResult, search_batch};
+pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use index::Index;
 pub use params::{QueryStats, RerankDistance, SearchParams};
-pub use query::Searcher;
+pub use query::{QueryStep, Searcher};

@@ -1,5 +1,16 @@
 //! One query, DESIGN §3: prepare → route (base anchors ∪ cross-modal edges) → PQ scan in RAM →
 //! one batch of sector reads → exact rerank → optional rounds along neighbour lists.
+//!
+//! A query is a small state machine so that one thread can keep several queries' reads in
+//! flight (DESIGN §3, "batch search overlaps the I/O of many queries on one thread"): a
+//! [`Searcher`] has `slots`, each holding one query in progress. [`Searcher::start`] runs the
+//! CPU phases (prepare, route, PQ scan) until the query needs sectors, submits them
+//! ([`crate::io::BlockReader::submit`]) and returns [`QueryStep::Parked`];
+//! [`Searcher::is_ready`] says without blocking whether the parked query's read has
+//! completed; [`Searcher::resume`] reranks what was read and either parks again on the next
+//! neighbour-list round or returns [`QueryStep::Done`]. Every decision depends only on the
+//! query's own state, so results and stats do not depend on how queries are interleaved.
+//! [`Searcher::search`] drives one query through the same steps, blocking on each read.
 
 use std::collections::{HashMap, HashSet};
 
@@ -10,39 +21,121 @@ use crate::data::DType;
 use crate::distance::{self, Metric};
 use crate::exact::{Neighbor, TopK};
 use crate::format::{FormatError, SECTOR_BYTES};
-use crate::io::{AlignedBuf, ReadRequest};
+use crate::io::{AlignedBuf, PendingRead, ReadRequest};
 use crate::pq::adc_scan;
 
 /// Longest coalesced read, in sectors.
 const MAX_RANGE_SECTORS: u32 = 16;
 
-/// Per-thread scratch for searching one index; reuse it across queries.
-pub struct Searcher<'a> {
-    index: &'a Index,
+/// What a query did when started or resumed.
+#[derive(Debug)]
+pub enum QueryStep {
+    /// The query waits for a batch of sectors; [`Searcher::resume`] it (at once, blocking, or
+    /// once [`Searcher::is_ready`] says the read has completed).
+    Parked,
+    /// The query is over: its `k` nearest (best first) and its cost, or its error. The slot is
+    /// free for the next query.
+    Done(Result<(Vec<Neighbor>, QueryStats), SearchError>),
+}
+
+/// One query in progress, and its scratch space (kept across queries for reuse).
+struct Task<'a> {
     query: Vec<f32>,
     centroid_scores: Vec<f32>,
+    /// Clusters probed by the current query (reset when it ends).
     probed: Vec<bool>,
     table: Vec<f32>,
-    scores: Vec<f32>,
+    clusters: Vec<u32>,
+    /// `None` when no query runs in the slot.
+    results: Option<TopK>,
+    result_ids: HashSet<u32>,
+    seen: HashSet<u32>,
+    lists: HashMap<u32, Vec<u32>>,
+    /// (result, record) of everything reranked.
+    best: Vec<(Neighbor, u32)>,
+    stats: QueryStats,
+    rounds_done: usize,
+    /// The batch being read: (file sector, offset, sectors, record) of every record, sorted;
+    /// the coalesced requests, the first sector of each and its byte position in `buf`.
+    locs: Vec<(u64, u32, u32, u32)>,
+    reqs: Vec<ReadRequest>,
+    range_start: Vec<u64>,
+    pos: Vec<usize>,
+    /// The read buffer; moved into `pending` while a read is in flight.
     buf: AlignedBuf,
+    pending: Option<PendingRead<'a>>,
+}
+
+impl Task<'_> {
+    fn new(index: &Index) -> Self {
+        Self {
+            query: Vec::with_capacity(index.dim),
+            centroid_scores: vec![0.0; index.n_clusters()],
+            probed: vec![false; index.n_clusters()],
+            table: Vec::new(),
+            clusters: Vec::new(),
+            results: None,
+            result_ids: HashSet::new(),
+            seen: HashSet::new(),
+            lists: HashMap::new(),
+            best: Vec::new(),
+            stats: QueryStats::default(),
+            rounds_done: 0,
+            locs: Vec::new(),
+            reqs: Vec::new(),
+            range_start: Vec::new(),
+            pos: Vec::new(),
+            buf: AlignedBuf::new(),
+            pending: None,
+        }
+    }
+
+    /// Ends the query in this slot: clears the probed marks and returns the results.
+    fn end(&mut self) -> (Vec<Neighbor>, QueryStats) {
+        for &c in &self.clusters {
+            self.probed[c as usize] = false;
+        }
+        self.clusters.clear();
+        let results = self
+            .results
+            .take()
+            .map(TopK::into_sorted)
+            .unwrap_or_default();
+        (results, std::mem::take(&mut self.stats))
+    }
+}
+
+/// Per-thread scratch for searching one index; reuse it across queries. Holds `slots`
+/// queries in progress at once (see the module docs).
+pub struct Searcher<'a> {
+    index: &'a Index,
+    slots: Vec<Task<'a>>,
+    scores: Vec<f32>,
     vec_scratch: Vec<f32>,
     /// LC-CMD weights and the (α, β) they were computed for.
     weights: Option<((f32, f32), Vec<f32>)>,
 }
 
 impl<'a> Searcher<'a> {
+    /// A searcher with one slot: [`Searcher::search`] one query at a time.
     pub fn new(index: &'a Index) -> Self {
+        Self::with_slots(index, 1)
+    }
+
+    /// A searcher that can hold `slots` (at least 1) queries in progress at once.
+    pub fn with_slots(index: &'a Index, slots: usize) -> Self {
         Self {
             index,
-            query: Vec::with_capacity(index.dim),
-            centroid_scores: vec![0.0; index.n_clusters()],
-            probed: vec![false; index.n_clusters()],
-            table: Vec::new(),
+            slots: (0..slots.max(1)).map(|_| Task::new(index)).collect(),
             scores: Vec::new(),
-            buf: AlignedBuf::new(),
             vec_scratch: vec![0.0; index.dim],
             weights: None,
         }
+    }
+
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     /// LC-CMD weights for (α, β) from the index's per-modality variances (DESIGN §4.3).
@@ -131,46 +224,109 @@ impl<'a> Searcher<'a> {
     }
 
     /// The `k` nearest vectors of `q` (ids and internal distances, best first) and the cost.
+    /// Runs the query in slot 0, blocking on each of its reads.
     pub fn search(
         &mut self,
         qi: usize,
         q: &[f32],
         params: &SearchParams,
     ) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
+        let mut step = self.start(0, qi, q, params);
+        loop {
+            match step {
+                QueryStep::Done(r) => return r,
+                QueryStep::Parked => step = self.resume(0, params),
+            }
+        }
+    }
+
+    /// Starts query `qi` (`q`) in `slot` (< [`Searcher::slots`]): checks it, runs prepare,
+    /// route and PQ scan, and submits its first batch of reads. A query still parked in the
+    /// slot is abandoned (its read is waited for and dropped).
+    pub fn start(&mut self, slot: usize, qi: usize, q: &[f32], params: &SearchParams) -> QueryStep {
+        self.slots[slot].pending = None;
+        self.slots[slot].end();
+        match self.start_inner(slot, qi, q, params) {
+            Ok(step) => step,
+            Err(e) => {
+                self.slots[slot].end();
+                QueryStep::Done(Err(e))
+            }
+        }
+    }
+
+    /// Whether the query parked in `slot` can be resumed without blocking (its read has
+    /// completed). Makes progress on the read (see [`PendingRead::try_complete`]); `true` for
+    /// a slot without a pending read.
+    pub fn is_ready(&mut self, slot: usize) -> bool {
+        self.slots[slot]
+            .pending
+            .as_mut()
+            .is_none_or(PendingRead::try_complete)
+    }
+
+    /// Continues the query parked in `slot`: waits for its read if it is not complete yet,
+    /// reranks, and parks on the next neighbour-list round or finishes.
+    pub fn resume(&mut self, slot: usize, params: &SearchParams) -> QueryStep {
+        match self.resume_inner(slot, params) {
+            Ok(step) => step,
+            Err(e) => {
+                self.slots[slot].pending = None;
+                self.slots[slot].end();
+                QueryStep::Done(Err(e))
+            }
+        }
+    }
+
+    fn start_inner(
+        &mut self,
+        slot: usize,
+        qi: usize,
+        q: &[f32],
+        params: &SearchParams,
+    ) -> Result<QueryStep, SearchError> {
         self.check(qi, q, params)?;
         if let super::RerankDistance::LcCmd { alpha, beta } = params.distance {
             self.lccmd_weights(alpha, beta)?;
         }
         let idx = self.index;
-        let mut stats = QueryStats::default();
+        let scores = &mut self.scores;
+        let t = &mut self.slots[slot];
+        t.stats = QueryStats::default();
+        t.rounds_done = 0;
+        t.results = Some(TopK::new(params.k));
+        t.result_ids.clear();
+        t.seen.clear();
+        t.lists.clear();
+        t.best.clear();
         // 1. Prepare.
-        self.query.clear();
-        self.query.extend_from_slice(q);
+        t.query.clear();
+        t.query.extend_from_slice(q);
         if idx.metric == Metric::Cosine {
-            let n = distance::dot(&self.query, &self.query).sqrt();
-            self.query.iter_mut().for_each(|v| *v /= n);
+            let n = distance::dot(&t.query, &t.query).sqrt();
+            t.query.iter_mut().for_each(|v| *v /= n);
         }
-        let q = &self.query;
+        let q = &t.query;
         let qn = distance::dot(q, q);
-        for (c, s) in self.centroid_scores.iter_mut().enumerate() {
+        for (c, s) in t.centroid_scores.iter_mut().enumerate() {
             let dot = distance::dot(q, idx.centroids.row(c));
             *s = match idx.metric {
                 Metric::L2 => qn + idx.centroid_norms[c] - 2.0 * dot,
                 _ => -dot,
             };
         }
-        idx.pq.ip_table(q, &mut self.table);
+        idx.pq.ip_table(q, &mut t.table);
 
         // 2. Route.
-        let mut clusters: Vec<u32> =
-            Vec::with_capacity(params.nprobe + params.qprobe * params.edges);
+        let mut clusters = std::mem::take(&mut t.clusters);
+        clusters.clear();
         let k_clusters = idx.n_clusters();
         let nprobe = params.nprobe.min(k_clusters);
         if nprobe > 0 {
             let mut order: Vec<u32> = (0..k_clusters as u32).collect();
             let by = |a: &u32, b: &u32| {
-                self.centroid_scores[*a as usize]
-                    .total_cmp(&self.centroid_scores[*b as usize])
+                t.centroid_scores[*a as usize]
+                    .total_cmp(&t.centroid_scores[*b as usize])
                     .then(a.cmp(b))
             };
             if nprobe < k_clusters {
@@ -198,19 +354,20 @@ impl<'a> Searcher<'a> {
             }
         }
         for &c in &clusters {
-            self.probed[c as usize] = false;
+            t.probed[c as usize] = false;
         }
-        clusters.retain(|&c| !std::mem::replace(&mut self.probed[c as usize], true));
-        stats.clusters_probed = clusters.len() as u64;
+        clusters.retain(|&c| !std::mem::replace(&mut t.probed[c as usize], true));
+        t.stats.clusters_probed = clusters.len() as u64;
 
+        t.clusters = clusters;
         // 3. PQ scan of the probed clusters, nearest anchors first so that the early stop's
         // threshold tightens quickly.
         let m = idx.pq.subspaces();
         let mut cands = TopK::new(params.rerank.max(params.k));
-        let mut scan_order = clusters.clone();
+        let mut scan_order = t.clusters.clone();
         scan_order.sort_by(|a, b| {
-            self.centroid_scores[*a as usize]
-                .total_cmp(&self.centroid_scores[*b as usize])
+            t.centroid_scores[*a as usize]
+                .total_cmp(&t.centroid_scores[*b as usize])
                 .then(a.cmp(b))
         });
         let q_norm = qn.sqrt();
@@ -221,7 +378,7 @@ impl<'a> Searcher<'a> {
                 continue;
             }
             if params.early_stop && cands.len() == cands.k() {
-                let s = self.centroid_scores[c as usize];
+                let s = t.centroid_scores[c as usize];
                 let lower = match idx.metric {
                     // |q − x| ≥ |q − c| − r_max
                     Metric::L2 => {
@@ -232,22 +389,22 @@ impl<'a> Searcher<'a> {
                     _ => s - q_norm * e.r_max,
                 };
                 if lower > cands.threshold() {
-                    stats.clusters_skipped += 1;
+                    t.stats.clusters_skipped += 1;
                     continue;
                 }
             }
-            self.scores.resize(n, 0.0);
+            scores.resize(n, 0.0);
             adc_scan(
-                &self.table,
+                &t.table,
                 &idx.codes.as_slice()[first * m..(first + n) * m],
                 m,
-                &mut self.scores,
+                scores,
             );
-            stats.pq_scored += n as u64;
-            let base = self.centroid_scores[c as usize];
+            t.stats.pq_scored += n as u64;
+            let base = t.centroid_scores[c as usize];
             let corr = &idx.correction[first..first + n];
             let mut threshold = cands.threshold();
-            for (i, (&s, &cr)) in self.scores.iter().zip(corr).enumerate() {
+            for (i, (&s, &cr)) in scores.iter().zip(corr).enumerate() {
                 let approx = approx_dist(idx.metric, base, s, cr);
                 if approx <= threshold
                     && cands.push(Neighbor {
@@ -260,48 +417,68 @@ impl<'a> Searcher<'a> {
             }
         }
 
-        // 4. Read the best candidates, rerank exactly.
-        let mut results = TopK::new(params.k);
-        let mut result_ids: HashSet<u32> = HashSet::with_capacity(params.k * 2);
-        let mut seen: HashSet<u32> = HashSet::new();
-        let mut lists: HashMap<u32, Vec<u32>> = HashMap::new();
+        // 4. Read the best candidates (rerank when they are in).
         let to_read: Vec<u32> = cands.into_sorted().into_iter().map(|n| n.id).collect();
-        seen.extend(&to_read);
-        let mut best: Vec<(Neighbor, u32)> = Vec::new(); // (result, record)
-        if let Err(e) = self.read_and_rerank(
-            &to_read,
-            params,
-            &mut results,
-            &mut result_ids,
-            &mut best,
-            &mut lists,
-            &mut stats,
-        ) {
-            self.unmark(&clusters);
-            return Err(e);
+        t.seen.extend(&to_read);
+        if submit_records(idx, t, &to_read)? {
+            return Ok(QueryStep::Parked);
         }
+        self.next_round(slot, params)
+    }
 
-        // 5. Rounds along the neighbour lists of the best results.
-        for _ in 0..params.expand_rounds {
-            best.sort_by(|a, b| a.0.cmp_total(&b.0));
+    fn resume_inner(
+        &mut self,
+        slot: usize,
+        params: &SearchParams,
+    ) -> Result<QueryStep, SearchError> {
+        let idx = self.index;
+        let t = &mut self.slots[slot];
+        let Some(pending) = t.pending.take() else {
+            return Err(SearchError::Param {
+                name: "slot",
+                what: format!("no query is parked in slot {slot}"),
+            });
+        };
+        let (buf, r) = pending.finish();
+        t.buf = buf;
+        let rs = r?;
+        t.stats.reads += rs.reads;
+        t.stats.sectors += rs.sectors;
+        t.stats.bytes += rs.bytes;
+        t.stats.io_rounds += rs.rounds;
+        rerank(idx, t, params, &mut self.vec_scratch, self.weights.as_ref())?;
+        self.next_round(slot, params)
+    }
+
+    /// Step 5, rounds along the neighbour lists of the best results: parks on the next
+    /// round's read, or ends the query.
+    fn next_round(&mut self, slot: usize, params: &SearchParams) -> Result<QueryStep, SearchError> {
+        let idx = self.index;
+        let m = idx.pq.subspaces();
+        let t = &mut self.slots[slot];
+        while t.rounds_done < params.expand_rounds {
+            t.rounds_done += 1;
+            t.best.sort_by(|a, b| a.0.cmp_total(&b.0));
             let mut fresh = TopK::new(params.expand_read.max(1));
             let mut any = false;
-            for (_, rec) in best.iter().take(params.expand_from) {
-                let Some(list) = lists.get(rec) else { continue };
+            for (_, rec) in t.best.iter().take(params.expand_from) {
+                let Some(list) = t.lists.get(rec) else {
+                    continue;
+                };
                 for &nb in list {
-                    if nb as u64 >= idx.meta.n_records || !seen.insert(nb) {
+                    if nb as u64 >= idx.meta.n_records || !t.seen.insert(nb) {
                         continue;
                     }
                     let c = idx.cluster_of(nb);
-                    if self.probed[c] {
+                    if t.probed[c] {
                         continue; // scored by PQ already and not among the best
                     }
                     let code = &idx.codes.as_slice()[nb as usize * m..(nb as usize + 1) * m];
-                    let s = pq_score(&self.table, code);
-                    stats.pq_scored += 1;
+                    let s = pq_score(&t.table, code);
+                    t.stats.pq_scored += 1;
                     let approx = approx_dist(
                         idx.metric,
-                        self.centroid_scores[c],
+                        t.centroid_scores[c],
                         s,
                         idx.correction[nb as usize],
                     );
@@ -316,162 +493,146 @@ impl<'a> Searcher<'a> {
                 break;
             }
             let next: Vec<u32> = fresh.into_sorted().into_iter().map(|n| n.id).collect();
-            if let Err(e) = self.read_and_rerank(
-                &next,
-                params,
-                &mut results,
-                &mut result_ids,
-                &mut best,
-                &mut lists,
-                &mut stats,
-            ) {
-                self.unmark(&clusters);
-                return Err(e);
+            if submit_records(idx, t, &next)? {
+                return Ok(QueryStep::Parked);
             }
         }
-        self.unmark(&clusters);
-        Ok((results.into_sorted(), stats))
+        Ok(QueryStep::Done(Ok(t.end())))
     }
+}
 
-    /// Clears the `probed` marks of a query's clusters. Every exit of [`Searcher::search`]
-    /// after routing must call it: a failed query (an I/O error) used to leave its marks
-    /// behind, and the next query on this searcher would then skip the neighbours in those
-    /// clusters during its rounds.
-    fn unmark(&mut self, clusters: &[u32]) {
-        for &c in clusters {
-            self.probed[c as usize] = false;
-        }
+/// Submits the reads of `records` (coalescing neighbouring sectors) for the query in `t`;
+/// `false` (nothing submitted) when there are none.
+fn submit_records<'a>(
+    idx: &'a Index,
+    t: &mut Task<'a>,
+    records: &[u32],
+) -> Result<bool, SearchError> {
+    if records.is_empty() {
+        return Ok(false);
     }
+    // (file sector, offset, sectors) of every record.
+    t.locs.clear();
+    t.locs.extend(records.iter().map(|&r| {
+        let c = idx.cluster_of(r);
+        let e = &idx.entries[c];
+        let loc = idx.layout.locate(r as u64 - e.first_record);
+        (
+            1 + e.first_sector + loc.sector,
+            loc.offset_bytes,
+            loc.sectors,
+            r,
+        )
+    }));
+    t.locs.sort_unstable();
+    // Coalesce into ranges of consecutive sectors.
+    let reqs = &mut t.reqs;
+    let range_start = &mut t.range_start; // first sector of each request
+    reqs.clear();
+    range_start.clear();
+    for &(s, _, n, _) in &t.locs {
+        if let (Some(last), Some(&start)) = (reqs.last_mut(), range_start.last()) {
+            let end = start + last.sectors() as u64;
+            if s < end && s + n as u64 <= end {
+                continue; // inside the current range
+            }
+            let new_end = (s + n as u64).max(end);
+            if s <= end && (new_end - start) as u32 <= MAX_RANGE_SECTORS {
+                *last = ReadRequest::new(start, (new_end - start) as u32).expect("small range");
+                continue;
+            }
+        }
+        reqs.push(ReadRequest::new(s, n).expect("record range"));
+        range_start.push(s);
+    }
+    // Byte position of every request in the buffer.
+    t.pos.clear();
+    let mut acc = 0usize;
+    for r in &t.reqs {
+        t.pos.push(acc);
+        acc += r.len_bytes();
+    }
+    let buf = std::mem::take(&mut t.buf);
+    t.pending = Some(idx.reader.submit(&t.reqs, buf)?);
+    Ok(true)
+}
 
-    /// Reads the records in one batch (coalescing neighbouring sectors), computes exact
-    /// distances and offers them to `results` (one entry per original id).
-    #[allow(clippy::too_many_arguments)]
-    fn read_and_rerank(
-        &mut self,
-        records: &[u32],
-        params: &SearchParams,
-        results: &mut TopK,
-        result_ids: &mut HashSet<u32>,
-        best: &mut Vec<(Neighbor, u32)>,
-        lists: &mut HashMap<u32, Vec<u32>>,
-        stats: &mut QueryStats,
-    ) -> Result<(), SearchError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let idx = self.index;
-        // (file sector, offset, sectors) of every record.
-        let mut locs: Vec<(u64, u32, u32, u32)> = records
-            .iter()
-            .map(|&r| {
-                let c = idx.cluster_of(r);
-                let e = &idx.entries[c];
-                let loc = idx.layout.locate(r as u64 - e.first_record);
-                (
-                    1 + e.first_sector + loc.sector,
-                    loc.offset_bytes,
-                    loc.sectors,
-                    r,
-                )
-            })
-            .collect();
-        locs.sort_unstable();
-        // Coalesce into ranges of consecutive sectors.
-        let mut reqs: Vec<ReadRequest> = Vec::new();
-        let mut range_start: Vec<u64> = Vec::new(); // first sector of each request
-        for &(s, _, n, _) in &locs {
-            if let (Some(last), Some(&start)) = (reqs.last_mut(), range_start.last()) {
-                let end = start + last.sectors() as u64;
-                if s < end && s + n as u64 <= end {
-                    continue; // inside the current range
-                }
-                let new_end = (s + n as u64).max(end);
-                if s <= end && (new_end - start) as u32 <= MAX_RANGE_SECTORS {
-                    *last = ReadRequest::new(start, (new_end - start) as u32).expect("small range");
-                    continue;
-                }
-            }
-            reqs.push(ReadRequest::new(s, n).expect("record range"));
-            range_start.push(s);
-        }
-        let rs = idx.reader.read_batch(&reqs, &mut self.buf)?;
-        stats.reads += rs.reads;
-        stats.sectors += rs.sectors;
-        stats.bytes += rs.bytes;
-        stats.io_rounds += rs.rounds;
-        // Byte position of every request in the buffer.
-        let mut pos = Vec::with_capacity(reqs.len());
-        let mut acc = 0usize;
-        for r in &reqs {
-            pos.push(acc);
-            acc += r.len_bytes();
-        }
-        let q = &self.query;
-        let rb = idx.codec.record_bytes() as usize;
-        for &(s, off, _, r) in &locs {
-            let ri = range_start.partition_point(|&st| st <= s) - 1;
-            let start = pos[ri] + (s - range_start[ri]) as usize * SECTOR_BYTES + off as usize;
-            let bytes = &self.buf[start..start + rb];
-            let rec = idx
-                .codec
-                .decode(bytes, &idx.dir, s * SECTOR_BYTES as u64 + off as u64)?;
-            let v: &[f32] = match idx.codec.dtype() {
-                DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(rec.vector_bytes()) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        for (o, c) in self
-                            .vec_scratch
-                            .iter_mut()
-                            .zip(rec.vector_bytes().chunks_exact(4))
-                        {
-                            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                        }
-                        &self.vec_scratch
+/// Computes the exact distances of the records just read into `t.buf` and offers them to the
+/// results (one entry per original id).
+fn rerank(
+    idx: &Index,
+    t: &mut Task<'_>,
+    params: &SearchParams,
+    vec_scratch: &mut [f32],
+    weights: Option<&((f32, f32), Vec<f32>)>,
+) -> Result<(), SearchError> {
+    let Some(results) = t.results.as_mut() else {
+        return Ok(());
+    };
+    let q = &t.query;
+    let rb = idx.codec.record_bytes() as usize;
+    for &(s, off, _, r) in &t.locs {
+        let ri = t.range_start.partition_point(|&st| st <= s) - 1;
+        let start = t.pos[ri] + (s - t.range_start[ri]) as usize * SECTOR_BYTES + off as usize;
+        let bytes = &t.buf[start..start + rb];
+        let rec = idx
+            .codec
+            .decode(bytes, &idx.dir, s * SECTOR_BYTES as u64 + off as u64)?;
+        let v: &[f32] = match idx.codec.dtype() {
+            DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(rec.vector_bytes()) {
+                Ok(v) => v,
+                Err(_) => {
+                    for (o, c) in vec_scratch
+                        .iter_mut()
+                        .zip(rec.vector_bytes().chunks_exact(4))
+                    {
+                        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     }
-                },
-                DType::U8 => {
-                    for (o, &b) in self.vec_scratch.iter_mut().zip(rec.vector_bytes()) {
-                        *o = b as f32;
-                    }
-                    &self.vec_scratch
+                    vec_scratch
                 }
-                DType::I8 => {
-                    for (o, &b) in self.vec_scratch.iter_mut().zip(rec.vector_bytes()) {
-                        *o = b as i8 as f32;
-                    }
-                    &self.vec_scratch
+            },
+            DType::U8 => {
+                for (o, &b) in vec_scratch.iter_mut().zip(rec.vector_bytes()) {
+                    *o = b as f32;
                 }
-            };
-            if v.len() != q.len() {
-                return Err(FormatError::corrupt(
-                    &idx.dir,
-                    s * SECTOR_BYTES as u64,
-                    "record dimension",
-                )
-                .into());
+                vec_scratch
             }
-            let dist = match (params.distance, &self.weights) {
-                (super::RerankDistance::LcCmd { .. }, Some((_, w))) => {
-                    distance::weighted_l2_sq(q, v, w)
+            DType::I8 => {
+                for (o, &b) in vec_scratch.iter_mut().zip(rec.vector_bytes()) {
+                    *o = b as i8 as f32;
                 }
-                _ => match idx.metric {
-                    Metric::L2 => distance::l2_sq(q, v),
-                    _ => -distance::dot(q, v),
-                },
-            };
-            stats.dist_comps += 1;
-            let id = rec.id();
-            if params.expand_rounds > 0 {
-                lists.insert(r, rec.neighbours().collect());
+                vec_scratch
             }
-            let n = Neighbor { id, dist };
-            best.push((n, r));
-            if result_ids.insert(id) {
-                results.push(n);
-            }
+        };
+        if v.len() != q.len() {
+            return Err(FormatError::corrupt(
+                &idx.dir,
+                s * SECTOR_BYTES as u64,
+                "record dimension",
+            )
+            .into());
         }
-        Ok(())
+        let dist = match (params.distance, &weights) {
+            (super::RerankDistance::LcCmd { .. }, Some((_, w))) => {
+                distance::weighted_l2_sq(q, v, w)
+            }
+            _ => match idx.metric {
+                Metric::L2 => distance::l2_sq(q, v),
+                _ => -distance::dot(q, v),
+            },
+        };
+        t.stats.dist_comps += 1;
+        let id = rec.id();
+        if params.expand_rounds > 0 {
+            t.lists.insert(r, rec.neighbours().collect());
+        }
+        let n = Neighbor { id, dist };
+        t.best.push((n, r));
+        if t.result_ids.insert(id) {
+            results.push(n);
+        }
     }
+    Ok(())
 }
 
 #[inline]

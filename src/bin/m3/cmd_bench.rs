@@ -62,13 +62,14 @@ pub fn sweep_points(base: &SearchParams, sweeps: &[String]) -> anyhow::Result<Ve
 
 pub fn print_header() {
     println!(
-        "{:>6} {:>6} {:>5} {:>6} {:>6} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>7}",
+        "{:>6} {:>6} {:>5} {:>6} {:>6} {:>7} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>7}",
         "nprobe",
         "qprobe",
         "edges",
         "rerank",
         "rounds",
         "threads",
+        "inflight",
         "recall",
         "QPS",
         "p50 µs",
@@ -82,13 +83,14 @@ pub fn print_header() {
 
 pub fn print_row(p: &BenchPoint) {
     println!(
-        "{:>6} {:>6} {:>5} {:>6} {:>6} {:>7} | {:>8.4} {:>8.0} {:>8.0} {:>8.0} {:>7.1} {:>8.1} {:>6.2} {:>7.0}",
+        "{:>6} {:>6} {:>5} {:>6} {:>6} {:>7} {:>8} | {:>8.4} {:>8.0} {:>8.0} {:>8.0} {:>7.1} {:>8.1} {:>6.2} {:>7.0}",
         p.params.nprobe,
         p.params.qprobe,
         p.params.edges,
         p.params.rerank,
         p.params.expand_rounds,
         p.threads,
+        p.inflight,
         p.recall_at_k,
         p.qps,
         p.lat_p50_us,
@@ -112,17 +114,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     if !args.json {
         eprintln!(
-            "m3 bench: {} queries, {} points, I/O {}",
+            "m3 bench: {} queries, {} points, I/O {}, {} queries in flight per thread",
             queries.rows(),
             points.len() * threads.len(),
-            index.reader_info().backend
+            index.reader_info().backend,
+            args.index.inflight
         );
         print_header();
     }
     for &t in &threads {
         let pool = thread_pool(t)?;
         for p in &points {
-            let point = evaluate(&index, queries.view(), &gt, p, &pool)?;
+            let point = evaluate(
+                &index,
+                queries.view(),
+                &gt,
+                p,
+                &pool,
+                &args.index.batch_options(),
+            )?;
             if args.json {
                 println!("{}", serde_json::to_string(&point)?);
             } else {

@@ -33,7 +33,13 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let index = open_index(&args.index)?;
     let queries = read_queries(&args.index)?;
     let params = args.knobs.params(args.k);
-    let res = search_batch(&index, queries.view(), &params, &pool)?;
+    let res = search_batch(
+        &index,
+        queries.view(),
+        &params,
+        &pool,
+        &args.index.batch_options(),
+    )?;
     let metric = index.metric();
     let lccmd = matches!(params.distance, m3::search::RerankDistance::LcCmd { .. });
     let nq = res.results.len();
@@ -45,8 +51,9 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64
     };
     eprintln!(
-        "m3 search: {nq} queries, {} threads, {} I/O: {:.0} QPS, latency p50 {:.0} µs p99 {:.0} µs",
+        "m3 search: {nq} queries, {} threads × {} in flight, {} I/O: {:.0} QPS, latency p50 {:.0} µs p99 {:.0} µs",
         pool.current_num_threads(),
+        args.index.inflight,
         index.reader_info().backend,
         nq as f64 / res.seconds,
         percentile(&res.latencies_us, 50.0),

@@ -57,7 +57,14 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
                 p.expand_rounds = rounds;
                 let mut eval = |nprobe: usize| -> anyhow::Result<BenchPoint> {
                     p.nprobe = nprobe;
-                    let point = evaluate(&index, queries.view(), &gt, &p, &pool)?;
+                    let point = evaluate(
+                        &index,
+                        queries.view(),
+                        &gt,
+                        &p,
+                        &pool,
+                        &args.index.batch_options(),
+                    )?;
                     print_row(&point);
                     Ok(point)
                 };

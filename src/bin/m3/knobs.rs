@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use m3::data::{GroundTruth, Matrix, VectorFile};
 use m3::io::{IoBackend, ReaderOptions};
-use m3::search::{Index, RerankDistance, SearchParams};
+use m3::search::{BatchOptions, Index, RerankDistance, SearchParams};
 
 #[derive(Args, Debug, Clone)]
 pub struct IndexArgs {
@@ -25,6 +25,19 @@ pub struct IndexArgs {
     /// Block reader: auto (io_uring, falling back to pread), uring or pread.
     #[arg(long, default_value = "auto")]
     pub io: IoBackend,
+    /// Queries in flight per worker thread: while some wait for their sectors, the thread
+    /// computes others (1 = one query at a time).
+    #[arg(long, default_value_t = m3::search::DEFAULT_INFLIGHT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub inflight: usize,
+}
+
+impl IndexArgs {
+    pub fn batch_options(&self) -> BatchOptions {
+        BatchOptions {
+            inflight_per_thread: self.inflight,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
