@@ -556,12 +556,9 @@ fn search_expand_rounds_never_lower_recall_and_bound_io_rounds() {
     }
 }
 
-/// DESIGN §3.5: a round reads neighbours not yet read. Today the build writes cluster-local
-/// neighbour lists (`tests/build_index.rs` asserts it) and the search skips every neighbour in
-/// a probed cluster (`src/search/query.rs`, "scored by PQ already"), so a neighbour can never
-/// qualify and every round reads nothing: `io_rounds` is 1 whatever `expand_rounds` is.
+/// DESIGN §3.5: a round reads neighbours not yet read. The build's cross-cluster links give
+/// each record neighbours in nearby clusters, which the probed clusters did not score.
 #[test]
-#[ignore = "known gap: cluster-local neighbour lists + probed-cluster skip make rounds a no-op"]
 fn search_expand_rounds_read_new_records() {
     let f = xmodal();
     let index = open(&f.index, IoBackend::Pread);

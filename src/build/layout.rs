@@ -243,16 +243,19 @@ type ClusterGraphOut = (ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>);
 
 /// Builds every cluster's neighbour lists and rewrites its sectors with them. Returns the
 /// cluster entries with r_min/r_max filled in and the graph report.
+#[allow(clippy::too_many_arguments)] // the stage's inputs; each is used once
 pub fn write_graphs(
     data_path: &Path,
     writer: &DataFileWriter,
     params: &BuildParams,
     asg: &Assignment,
     lid_stats: &LidStats,
+    anchor_graph: &Matrix<u32>,
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Vec<ClusterEntry>, GraphReport), BuildError> {
     let file = File::open(data_path).map_err(|e| FormatError::io(data_path, e))?;
+    let all_entries = writer.cluster_entries();
     let layout = writer.layout();
     let codec = writer.codec();
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -260,7 +263,8 @@ pub fn write_graphs(
         writer
             .cluster_entries()
             .par_iter()
-            .map(|e| -> Result<_, BuildError> {
+            .enumerate()
+            .map(|(ci, e)| -> Result<_, BuildError> {
                 let mut entry = *e;
                 let first = e.first_record as usize;
                 let keys = &asg.keys[first..first + e.records as usize];
@@ -275,14 +279,27 @@ pub fn write_graphs(
                 let sectors = layout.sectors_for(e.records as u64) as usize;
                 let mut buf = vec![0u8; sectors * SECTOR_BYTES];
                 let rb = codec.record_bytes() as usize;
+                let cross = cross_links(
+                    &file,
+                    data_path,
+                    writer,
+                    params,
+                    all_entries,
+                    anchor_graph.row(ci),
+                    &vectors,
+                    &ids,
+                )?;
                 let mut global = Vec::with_capacity(params.graph.max_degree);
                 for (i, &id) in ids.iter().enumerate() {
                     global.clear();
+                    let room = params.graph.max_degree.saturating_sub(cross[i].len());
                     global.extend(
                         graph.neighbours[i]
                             .iter()
+                            .take(room)
                             .map(|&l| e.first_record as u32 + l),
                     );
+                    global.extend(&cross[i]);
                     let loc = layout.locate(i as u64);
                     let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
                     let out = &mut buf[start..start + rb];
@@ -325,6 +342,61 @@ pub fn write_graphs(
     report.lid_deciles = deciles(&mut lids);
     report.alpha_deciles = deciles(&mut alphas);
     Ok((entries, report))
+}
+
+/// Each member's nearest records (global record ids) among the members of the cluster's
+/// `params.cross.clusters` nearest neighbouring clusters, at most `params.cross.links`, never
+/// another copy of the member itself. Only the vector and id bytes of those records are read;
+/// they do not change while other threads rewrite the neighbour lists of their clusters.
+#[allow(clippy::too_many_arguments)]
+fn cross_links(
+    file: &File,
+    path: &Path,
+    writer: &DataFileWriter,
+    params: &BuildParams,
+    entries: &[ClusterEntry],
+    near: &[u32],
+    own: &Matrix<f32>,
+    own_ids: &[u32],
+) -> Result<Vec<Vec<u32>>, BuildError> {
+    let links = params.cross.links.min(params.graph.max_degree);
+    let mut out = vec![Vec::new(); own.rows()];
+    if links == 0 || params.cross.clusters == 0 {
+        return Ok(out);
+    }
+    let mut vectors: Vec<f32> = Vec::new();
+    let mut records: Vec<u32> = Vec::new();
+    let mut ids: Vec<u32> = Vec::new();
+    for &c in near
+        .iter()
+        .filter(|&&c| (c as usize) < entries.len())
+        .take(params.cross.clusters)
+    {
+        let ce = &entries[c as usize];
+        if ce.records == 0 {
+            continue;
+        }
+        let (v, i) = read_cluster(file, path, writer, ce)?;
+        vectors.extend_from_slice(v.as_slice());
+        records.extend((0..ce.records).map(|r| ce.first_record as u32 + r));
+        ids.extend(i);
+    }
+    if records.is_empty() {
+        return Ok(out);
+    }
+    let extra = Matrix::from_vec(vectors, own.dim())?;
+    // A few more than needed, so that copies of the member itself can be dropped.
+    let k = (links + 2).min(extra.rows());
+    let found = crate::exact::exact_knn(extra.view(), own.view(), k, Metric::L2)?;
+    for (i, list) in found.into_iter().enumerate() {
+        out[i] = list
+            .into_iter()
+            .filter(|n| ids[n.id as usize] != own_ids[i])
+            .take(links)
+            .map(|n| records[n.id as usize])
+            .collect();
+    }
+    Ok(out)
 }
 
 fn deciles(v: &mut [f32]) -> Vec<f32> {

@@ -13,7 +13,9 @@ mod train;
 pub use assign::{Assignment, assign};
 pub use error::BuildError;
 pub use layout::{GraphReport, estimate_lid_stats, stored_dtype, write_graphs, write_vectors};
-pub use params::{BuildParams, ClusterParams, PqBuildParams, RoutingParams, SpillParams};
+pub use params::{
+    BuildParams, ClusterParams, CrossLinkParams, PqBuildParams, RoutingParams, SpillParams,
+};
 pub use pipeline::{
     BuildObserver, BuildSummary, REPORT_FILE, Silent, StageTime, build_index, peak_rss_bytes,
 };

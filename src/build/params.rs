@@ -23,6 +23,18 @@ pub struct BuildParams {
     pub routing: RoutingParams,
     /// Neighbour lists (R, candidates, LID k, α mode).
     pub graph: ClusterGraphParams,
+    /// Links from each record into neighbouring clusters (DESIGN §4.4: "own and nearby
+    /// clusters"), which the search's neighbour-list rounds follow into unprobed clusters.
+    pub cross: CrossLinkParams,
+}
+
+/// Cross-cluster links: each record's `links` nearest records among the members of its
+/// cluster's `clusters` nearest neighbouring clusters (by the anchor graph) replace the last
+/// entries of its cluster-local list.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossLinkParams {
+    pub clusters: usize,
+    pub links: usize,
 }
 
 /// Base anchors (the clusters).
@@ -107,6 +119,10 @@ impl BuildParams {
                 vote_sample_rows: 65_536,
             },
             graph: ClusterGraphParams::default(),
+            cross: CrossLinkParams {
+                clusters: 2,
+                links: 4,
+            },
         }
     }
 }

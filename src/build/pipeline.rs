@@ -184,10 +184,16 @@ pub fn build_index(
     clock.lap("layout");
     obs.stage("graph", asg.records() as u64);
     let lid_stats = estimate_lid_stats(&data_path, &writer, params, 32, pool)?;
-    let (entries, graph_report) =
-        write_graphs(&data_path, &writer, params, &asg, &lid_stats, pool, &|d| {
-            obs.progress(d)
-        })?;
+    let (entries, graph_report) = write_graphs(
+        &data_path,
+        &writer,
+        params,
+        &asg,
+        &lid_stats,
+        &trained.anchor_graph,
+        pool,
+        &|d| obs.progress(d),
+    )?;
     clock.lap("graph");
 
     // 6. Files and publish.
