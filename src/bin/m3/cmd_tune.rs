@@ -48,9 +48,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     print_header();
     for &rerank in &[2 * k.max(10), 3 * k.max(10), 5 * k.max(10)] {
         for &qprobe in &qprobes {
-            // Neighbour-list rounds are left out: the lists are cluster-local, so a round finds
-            // nothing the probed clusters did not already score (see the issue notes).
-            for &rounds in &[0usize] {
+            for &rounds in &[0usize, 1] {
                 let mut p = SearchParams::new(k);
                 p.rerank = rerank;
                 p.qprobe = qprobe;
