@@ -68,6 +68,13 @@ pub struct BuildArgs {
     /// `rises:MIN:MAX`.
     #[arg(long, default_value = "falls:1.0:1.5")]
     alpha: AlphaMode,
+    /// Links per vector into neighbouring clusters (followed by the search's neighbour-list
+    /// rounds into clusters it did not probe); they replace the last local neighbours.
+    #[arg(long, default_value_t = 4)]
+    cross_links: usize,
+    /// Neighbouring clusters (by the anchor graph) the cross links are drawn from.
+    #[arg(long, default_value_t = 2)]
+    cross_clusters: usize,
     /// Also print the build summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -114,6 +121,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     p.graph.max_degree = args.degree;
     p.graph.candidates = args.candidates;
     p.graph.alpha = args.alpha;
+    p.cross.links = args.cross_links;
+    p.cross.clusters = args.cross_clusters;
     let bars = Bars {
         current: Mutex::new(None),
     };
