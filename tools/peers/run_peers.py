@@ -75,8 +75,12 @@ SECTOR = 4096
 
 # Sweeps (the brief's knobs).
 DISKANN_R, DISKANN_LBUILD = 64, 100
-DISKANN_BEAMS = (2, 4)
-DISKANN_LS = (10, 15, 20, 30, 40, 60, 80, 120, 160, 240, 320)
+# Overridable for longer sweeps, e.g. M3_DISKANN_LS=480,640,960 M3_DISKANN_BEAMS=4.
+DISKANN_BEAMS = tuple(int(x) for x in os.environ.get("M3_DISKANN_BEAMS", "2,4").split(","))
+DISKANN_LS = tuple(
+    int(x)
+    for x in os.environ.get("M3_DISKANN_LS", "10,15,20,30,40,60,80,120,160,240,320").split(",")
+)
 HNSW_M, HNSW_EFC = 32, 200
 HNSW_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 IVF_NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
