@@ -245,7 +245,7 @@ pub fn build_index(
 
     let mut sizes = asg.cluster_sizes.clone();
     sizes.sort_unstable();
-    let ssd_bytes_wo_report = [
+    let index_file_bytes = [
         &data_entry,
         &sectors_entry,
         &clusters_entry,
@@ -278,7 +278,7 @@ pub fn build_index(
         stages: clock.stages.clone(),
         total_seconds: clock.start.elapsed().as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),
-        ssd_bytes: ssd_bytes_wo_report,
+        ssd_bytes: index_file_bytes,
         ram_bytes_per_vector: ram / n as f64,
         cluster_size_min_median_max: [sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1]],
         routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),

@@ -4,9 +4,8 @@
 //! neighbours *within the base sample* vote for the base clusters holding them; each query
 //! anchor keeps edges to the clusters its queries voted for most. The sample's neighbours are a
 //! uniform thinning of the full base's neighbours, so they land in the same clusters, at the
-//! cost of one exact search over (a subset of at most `vote_sample_rows` of) the sample per
-//! training query — not an exact k-NN over the
-//! whole base as RoarGraph needs.
+//! cost of one exact search per training query over at most `vote_sample_rows` sample rows —
+//! not an exact k-NN over the whole base as RoarGraph needs.
 
 use std::collections::HashMap;
 
