@@ -7,6 +7,7 @@ mod evaluate;
 mod index;
 mod params;
 mod query;
+mod read;
 
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use error::SearchError;
