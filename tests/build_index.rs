@@ -919,6 +919,7 @@ fn inspect_cli_reports_the_index_and_fails_cleanly_on_truncation() {
         "peak RSS",
         "data.m3",
         "build_report.json",
+        "keys.m3",
     ] {
         assert!(text.contains(want), "no {want:?} in\n{text}");
     }
@@ -930,7 +931,7 @@ fn inspect_cli_reports_the_index_and_fails_cleanly_on_truncation() {
     assert_eq!(v["params"]["n_clusters"], m.n_clusters);
     assert_eq!(v["clusters"]["count"], m.n_clusters);
     assert_eq!(v["routing"]["query_anchors"], m.n_query_anchors);
-    assert_eq!(v["files"].as_array().unwrap().len(), 8);
+    assert_eq!(v["files"].as_array().unwrap().len(), 9); // manifest + 7 index files + build report
     assert!(v["report"]["degree_histogram"].is_array());
 
     // A truncated pq.m3: a typed error naming the file, no panic.

@@ -68,6 +68,7 @@ fn format_doc_offset_tables_match_the_code() {
             "sectors.m3",
             (COMMON_HEADER_BYTES, size_of::<SectorsHeader>()),
         ),
+        ("keys.m3", (COMMON_HEADER_BYTES, size_of::<KeysHeader>())),
     ]
     .into();
     for (heading, rows) in &code {

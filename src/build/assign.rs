@@ -157,14 +157,18 @@ pub fn assign(
             correction[start..]
                 .par_iter_mut()
                 .zip(error[start..].par_iter_mut())
+                .zip(keys[start..].par_iter_mut())
                 .zip(pending.par_iter().enumerate())
                 .for_each_init(
                     || vec![0f32; dim],
-                    |rhat, ((corr, err), (i, p))| {
+                    |rhat, (((corr, err), key), (i, p))| {
                         let c = centroids.row(p.cluster as usize);
                         pq.decode(chunk_codes.row(i), rhat);
                         *corr = distance::dot(rhat, rhat) + 2.0 * distance::dot(c, rhat);
                         *err = distance::l2_sq(residuals.row(i), rhat).sqrt();
+                        // The key from the residual itself, not from the matrix-product
+                        // distance above: exact search bounds rely on it (DESIGN §4.5).
+                        *key = distance::dot(residuals.row(i), residuals.row(i)).sqrt();
                     },
                 );
         });

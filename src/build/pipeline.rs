@@ -9,11 +9,11 @@ use crate::data::VectorFile;
 use crate::distance::Metric;
 use crate::format::manifest::{META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
 use crate::format::verify::{
-    CLUSTERS_FILE, DATA_FILE, PQ_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    CLUSTERS_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
     ClusterTable, DataFileParams, DataFileWriter, FileEntry, IndexDirWriter, IndexMeta, Manifest,
-    PqFile, Routing, Stats,
+    PqFile, RecordKeys, Routing, Stats,
 };
 use crate::graph::AlphaMode;
 
@@ -242,6 +242,7 @@ pub fn build_index(
         residual: true,
     };
     let pq_entry = pq_file.write(&dir.path(PQ_FILE))?;
+    let keys_entry = RecordKeys { keys: asg.keys }.write(&dir.path(KEYS_FILE))?;
 
     let mut sizes = asg.cluster_sizes.clone();
     sizes.sort_unstable();
@@ -252,6 +253,7 @@ pub fn build_index(
         &routing_entry,
         &stats_entry,
         &pq_entry,
+        &keys_entry,
     ]
     .iter()
     .map(|e| e.bytes)
@@ -336,6 +338,7 @@ pub fn build_index(
             pq_entry,
             data_entry,
             sectors_entry,
+            keys_entry,
             report_entry,
         ],
     };

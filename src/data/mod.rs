@@ -10,6 +10,7 @@ mod matrix;
 
 pub mod format;
 pub mod groundtruth;
+pub mod range_results;
 pub mod synth;
 pub mod validate;
 
@@ -18,6 +19,7 @@ pub use error::DataError;
 pub use format::{FileFormat, VectorFile, VectorWriter};
 pub use groundtruth::GroundTruth;
 pub use matrix::{Matrix, MatrixView};
+pub use range_results::RangeResults;
 
 use std::path::PathBuf;
 

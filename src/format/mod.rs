@@ -14,6 +14,7 @@
 //! | `pq.m3` | [`pq`] | [`PqFile`]: codebooks, codes, per-record correction and error |
 //! | `data.m3` | [`data`], [`record`] | [`DataFileWriter`], [`DataFileHeader`], [`RecordCodec`] |
 //! | `sectors.m3` | [`sectors`] | [`SectorCrcs`]: CRC32C of each data sector |
+//! | `keys.m3` | [`keys`] | [`RecordKeys`]: each record's distance to its centroid (1.1) |
 //!
 //! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
 //! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
@@ -24,6 +25,7 @@ mod error;
 mod file;
 pub mod header;
 pub mod inspect;
+pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod pq;
@@ -39,10 +41,11 @@ pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, loc
 pub use error::FormatError;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
 pub use inspect::IndexInfo;
+pub use keys::{KeysHeader, RecordKeys};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{IndexMeta, Manifest};
 pub use pq::{PqFile, PqHeader};
-pub use publish::{IndexDirWriter, recover};
+pub use publish::{IndexDirWriter, recover, update_published};
 pub use record::{RecordCodec, RecordView};
 pub use routing::{Routing, RoutingHeader};
 pub use sectors::{SectorCrcs, SectorsHeader};
@@ -77,5 +80,6 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
         ("pq.m3", PqHeader::layout_table()),
         ("data.m3", DataFileHeader::layout_table()),
         ("sectors.m3", SectorsHeader::layout_table()),
+        ("keys.m3", KeysHeader::layout_table()),
     ]
 }

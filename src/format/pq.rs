@@ -173,6 +173,13 @@ impl PqFile {
         })
     }
 
+    /// Only the per-record quantisation errors (`|x − x̂|`), without loading the codes: what
+    /// exact search needs besides what an open index holds.
+    pub fn read_error(path: &Path) -> Result<Vec<f32>, FormatError> {
+        let (r, h) = SectionReader::open::<PqHeader>(path, &PQ_KIND)?;
+        r.section(h.error_offset, h.n_records, "error")
+    }
+
     pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {
         if self.dim() != meta.dim as usize
             || self.subspaces() != meta.pq_subspaces as usize

@@ -175,3 +175,31 @@ pub fn recover(target: &Path) -> Result<bool, FormatError> {
     }
     Ok(restored)
 }
+
+/// Updates an index published at `dir` in place, crash-safely: writes each of `files`
+/// (name, bytes) and fsyncs it, lets `edit` change the index parameters, then writes the new
+/// manifest (listing the files, replacing entries of the same name) to `manifest.m3.new`,
+/// fsyncs it, renames it over `manifest.m3` and fsyncs the directory. A crash leaves either
+/// the old manifest (and possibly unlisted new files, which readers ignore) or the new one.
+/// Used by calibration (`m3 calibrate`), which stores its choice in the manifest.
+pub fn update_published(
+    dir: &Path,
+    files: &[(&str, &[u8])],
+    edit: impl FnOnce(&mut super::IndexMeta),
+) -> Result<Manifest, FormatError> {
+    let mut manifest = open_check(dir)?;
+    for &(name, bytes) in files {
+        if name == MANIFEST_FILE {
+            return Err(FormatError::invalid("cannot replace the manifest as a file"));
+        }
+        let entry = super::file::write_whole_file(&dir.join(name), bytes)?;
+        manifest.files.retain(|f| f.name_str() != Some(name));
+        manifest.files.push(entry);
+    }
+    edit(&mut manifest.meta);
+    let new = dir.join(format!("{MANIFEST_FILE}.new"));
+    manifest.write(&new)?;
+    std::fs::rename(&new, dir.join(MANIFEST_FILE)).map_err(|e| FormatError::io(&new, e))?;
+    sync_dir(dir)?;
+    Ok(manifest)
+}

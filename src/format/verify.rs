@@ -10,6 +10,7 @@ use super::clusters::{CLUSTERS_KIND, ClusterTable, ClustersHeader};
 use super::data::DataFileHeader;
 use super::file::{FileEntry, SectionReader, file_crc32c};
 use super::header::FileKind;
+use super::keys::{KEYS_KIND, KeysHeader, RecordKeys};
 use super::manifest::Manifest;
 use super::pq::{PQ_KIND, PqFile, PqHeader};
 use super::routing::{ROUTING_KIND, Routing, RoutingHeader};
@@ -24,6 +25,9 @@ pub const STATS_FILE: &str = "stats.m3";
 pub const PQ_FILE: &str = "pq.m3";
 pub const DATA_FILE: &str = "data.m3";
 pub const SECTORS_FILE: &str = "sectors.m3";
+/// Every record's key (distance to its centroid), for exact and range search. Optional: added
+/// in format 1.1.
+pub const KEYS_FILE: &str = "keys.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
 pub const REPORT_FILE: &str = "build_report.json";
 
@@ -107,6 +111,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             STATS_FILE => header_only::<StatsHeader>(&path, &STATS_KIND)?,
             PQ_FILE => header_only::<PqHeader>(&path, &PQ_KIND)?,
             SECTORS_FILE => header_only::<SectorsHeader>(&path, &SECTORS_KIND)?,
+            KEYS_FILE => header_only::<KeysHeader>(&path, &KEYS_KIND)?,
             DATA_FILE => DataFileHeader::read(&path)?.check_against(&m.meta, &path)?,
             _ => {} // a file of a newer minor version: length checked only
         }
@@ -142,6 +147,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
     let meta = &m.meta;
     let mut bytes = 0u64;
     let mut sector_crcs = None;
+    let mut cluster_entries = None;
+    let mut keys = None;
     for e in m.files.iter().filter(|e| e.name_str() != Some(DATA_FILE)) {
         let (path, name) = entry_path(dir, e);
         whole_file_crc(&path, e)?;
@@ -150,7 +157,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             CLUSTERS_FILE => {
                 let t = ClusterTable::read(&path)?;
                 t.check_against(meta, &path)?;
+                cluster_entries = Some(t.entries);
             }
+            KEYS_FILE => keys = Some((RecordKeys::read(&path)?, path)),
             ROUTING_FILE => Routing::read(&path)?.check_against(meta, &path)?,
             STATS_FILE => Stats::read(&path)?.check_against(meta, &path)?,
             PQ_FILE => PqFile::read(&path)?.check_against(meta, &path)?,
@@ -171,6 +180,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             }
             _ => {}
         }
+    }
+    if let (Some((keys, path)), Some(entries)) = (keys, cluster_entries) {
+        keys.check_against(meta, &entries, &path)?;
     }
     let data = m.file(DATA_FILE).expect("required file");
     let (path, _) = entry_path(dir, data);

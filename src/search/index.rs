@@ -2,15 +2,17 @@
 //! reader on `data.m3`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::SearchError;
 use crate::data::Matrix;
 use crate::distance::Metric;
-use crate::format::verify::{CLUSTERS_FILE, DATA_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE};
+use crate::format::verify::{
+    CLUSTERS_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE,
+};
 use crate::format::{
     ClusterEntry, ClusterTable, DataFileHeader, FormatError, IndexMeta, PqFile, RecordCodec,
-    RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
+    RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
@@ -33,6 +35,19 @@ pub struct Index {
     pub(super) codec: RecordCodec,
     pub(super) layout: RecordLayout,
     pub(super) reader: Arc<dyn BlockReader>,
+    /// Whether the index has `keys.m3` (format 1.1).
+    pub(super) has_keys: bool,
+    /// What exact and range search need besides the above, loaded at their first use.
+    pub(super) exact: OnceLock<ExactAux>,
+}
+
+/// Per-record data only exact and range search use (DESIGN §4.5); not in RAM until then.
+#[derive(Debug)]
+pub(super) struct ExactAux {
+    /// Each record's distance to its centroid (`keys.m3`); `None` for an index without it.
+    pub(super) keys: Option<Vec<f32>>,
+    /// Each record's PQ reconstruction error `|x − x̂|` (`pq.m3`).
+    pub(super) error: Vec<f32>,
 }
 
 impl Index {
@@ -110,6 +125,8 @@ impl Index {
             codec: header.codec()?,
             layout: header.layout(),
             reader,
+            has_keys: manifest.file(KEYS_FILE).is_some(),
+            exact: OnceLock::new(),
         })
     }
 
@@ -150,6 +167,78 @@ impl Index {
             + self.pq.codebooks().len() * 4
             + self.codes.as_slice().len()
             + self.correction.len() * 4) as u64
+    }
+
+    /// The rerank distance stored in the manifest by calibration (`m3 calibrate`, `m3 build
+    /// --distance auto`): LC-CMD with its (α, β), or the native metric.
+    pub fn calibrated_distance(&self) -> super::RerankDistance {
+        if self.meta.distance_mode == 1 {
+            super::RerankDistance::LcCmd {
+                alpha: self.meta.lccmd_alpha,
+                beta: self.meta.lccmd_beta,
+            }
+        } else {
+            super::RerankDistance::Native
+        }
+    }
+
+    /// Data sectors of `data.m3` (what a full scan reads).
+    pub fn data_sectors(&self) -> u64 {
+        self.meta.data_sectors
+    }
+
+    /// Bytes exact and range search add in RAM once used (keys and PQ errors: 8 per record).
+    pub fn exact_ram_bytes(&self) -> u64 {
+        self.meta.n_records * if self.has_keys { 8 } else { 4 }
+    }
+
+    /// Loads (once) what exact and range search need: record keys and PQ errors.
+    pub(super) fn exact_aux(&self) -> Result<&ExactAux, SearchError> {
+        if let Some(aux) = self.exact.get() {
+            return Ok(aux);
+        }
+        let keys = if self.has_keys {
+            let path = self.dir.join(KEYS_FILE);
+            let keys = RecordKeys::read(&path)?;
+            keys.check_against(&self.meta, &self.entries, &path)?;
+            Some(keys.keys)
+        } else {
+            None
+        };
+        let path = self.dir.join(PQ_FILE);
+        let error = PqFile::read_error(&path)?;
+        if error.len() as u64 != self.meta.n_records
+            || error.iter().any(|e| !e.is_finite() || *e < 0.0)
+        {
+            return Err(
+                FormatError::corrupt(&path, 0, "PQ errors: wrong count or not distances").into(),
+            );
+        }
+        // Another thread may have loaded it meanwhile; either copy is the same.
+        let _ = self.exact.set(ExactAux { keys, error });
+        Ok(self.exact.get().expect("just set"))
+    }
+
+    /// Checks a query vector against the index: dimension, finite values, and under cosine
+    /// a direction. `qi` names the query in errors.
+    pub fn check_query(&self, qi: usize, q: &[f32]) -> Result<(), SearchError> {
+        if q.len() != self.dim {
+            return Err(SearchError::QueryDim {
+                expected: self.dim,
+                found: q.len(),
+            });
+        }
+        if let Some((col, &value)) = q.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(SearchError::NonFinite {
+                query: qi,
+                col,
+                value,
+            });
+        }
+        if self.metric == Metric::Cosine && q.iter().all(|&v| v == 0.0) {
+            return Err(SearchError::ZeroQuery { query: qi });
+        }
+        Ok(())
     }
 
     /// Cluster of a global record index.

@@ -2,16 +2,20 @@
 //! PQ codes in RAM, read only the best candidates' sectors in one batch and rerank exactly.
 
 mod batch;
+mod calibrate;
 mod error;
 mod evaluate;
+mod exact;
 mod index;
 mod params;
 mod query;
 mod read;
 
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
+pub use calibrate::{Calibration, CalibrationParams, CalibrationPoint, calibrate, partner_hits};
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
+pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
 pub use index::Index;
-pub use params::{QueryStats, RerankDistance, SearchParams};
+pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};

@@ -19,10 +19,10 @@ use super::index::Index;
 use super::params::{QueryStats, SearchParams};
 use crate::distance::{self, Metric};
 use crate::exact::{Neighbor, TopK};
-use crate::io::{AlignedBuf, PendingRead, ReadRequest};
+use crate::io::{AlignedBuf, PendingRead};
 use crate::pq::adc_scan;
 
-use super::read::{rerank, submit_records};
+use super::read::{ReadPlan, rerank, submit_records};
 
 /// What a query did when started or resumed.
 #[derive(Debug)]
@@ -52,12 +52,8 @@ pub(super) struct Task<'a> {
     pub(super) best: Vec<(Neighbor, u32)>,
     pub(super) stats: QueryStats,
     pub(super) rounds_done: usize,
-    /// The batch being read: (file sector, offset, sectors, record) of every record, sorted;
-    /// the coalesced requests, the first sector of each and its byte position in `buf`.
-    pub(super) locs: Vec<(u64, u32, u32, u32)>,
-    pub(super) reqs: Vec<ReadRequest>,
-    pub(super) range_start: Vec<u64>,
-    pub(super) pos: Vec<usize>,
+    /// The batch being read.
+    pub(super) plan: ReadPlan,
     /// The read buffer; moved into `pending` while a read is in flight.
     pub(super) buf: AlignedBuf,
     pub(super) pending: Option<PendingRead<'a>>,
@@ -78,10 +74,7 @@ impl Task<'_> {
             best: Vec::new(),
             stats: QueryStats::default(),
             rounds_done: 0,
-            locs: Vec::new(),
-            reqs: Vec::new(),
-            range_start: Vec::new(),
-            pos: Vec::new(),
+            plan: ReadPlan::default(),
             buf: AlignedBuf::new(),
             pending: None,
         }
@@ -144,30 +137,7 @@ impl<'a> Searcher<'a> {
         {
             return Ok(());
         }
-        let st = &self.index.stats;
-        if !st.has_query_stats {
-            return Err(SearchError::Param {
-                name: "distance",
-                what: "LC-CMD needs query-modality statistics: build with --train-queries".into(),
-            });
-        }
-        if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
-            return Err(SearchError::Param {
-                name: "distance",
-                what: format!("LC-CMD needs α, β in [0, 1], got {alpha}, {beta}"),
-            });
-        }
-        let raw: Vec<f32> = st
-            .query_var
-            .iter()
-            .zip(&st.base_var)
-            .map(|(&t, &v)| 1.0 / (alpha * t + (1.0 - alpha) * v + 1e-6))
-            .collect();
-        let mean = raw.iter().map(|&w| w as f64).sum::<f64>() / raw.len() as f64;
-        let w = raw
-            .iter()
-            .map(|&w| (1.0 - beta) + beta * (w as f64 / mean) as f32)
-            .collect();
+        let w = super::params::lccmd_weights(&self.index.stats, alpha, beta)?;
         self.weights = Some(((alpha, beta), w));
         Ok(())
     }
@@ -175,22 +145,7 @@ impl<'a> Searcher<'a> {
     /// Checks a query and the parameters against the index.
     pub fn check(&self, qi: usize, q: &[f32], params: &SearchParams) -> Result<(), SearchError> {
         let idx = self.index;
-        if q.len() != idx.dim {
-            return Err(SearchError::QueryDim {
-                expected: idx.dim,
-                found: q.len(),
-            });
-        }
-        if let Some((col, &value)) = q.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(SearchError::NonFinite {
-                query: qi,
-                col,
-                value,
-            });
-        }
-        if idx.metric == Metric::Cosine && q.iter().all(|&v| v == 0.0) {
-            return Err(SearchError::ZeroQuery { query: qi });
-        }
+        idx.check_query(qi, q)?;
         if params.k == 0 {
             return Err(SearchError::KZero);
         }

@@ -8,11 +8,124 @@ use super::query::Task;
 use crate::data::DType;
 use crate::distance::{self, Metric};
 use crate::exact::Neighbor;
-use crate::format::{FormatError, SECTOR_BYTES};
+use crate::format::{FormatError, RecordView, SECTOR_BYTES};
 use crate::io::ReadRequest;
 
 /// Longest coalesced read, in sectors.
 const MAX_RANGE_SECTORS: u32 = 16;
+
+/// The sector reads of a set of records: each record's place, the coalesced requests, and where
+/// each request lands in the read buffer. Reused across batches (no allocation in steady state).
+#[derive(Debug, Default)]
+pub(super) struct ReadPlan {
+    /// (file sector, offset in it, sectors, record) of every record, sorted.
+    pub(super) locs: Vec<(u64, u32, u32, u32)>,
+    /// The coalesced requests, the first sector of each and its byte position in the buffer.
+    pub(super) reqs: Vec<ReadRequest>,
+    range_start: Vec<u64>,
+    pos: Vec<usize>,
+}
+
+impl ReadPlan {
+    /// Plans the reads of `records`, coalescing neighbouring sectors into one request.
+    pub(super) fn plan(&mut self, idx: &Index, records: &[u32]) {
+        self.locs.clear();
+        self.locs.extend(records.iter().map(|&r| {
+            let c = idx.cluster_of(r);
+            let e = &idx.entries[c];
+            let loc = idx.layout.locate(r as u64 - e.first_record);
+            (
+                1 + e.first_sector + loc.sector,
+                loc.offset_bytes,
+                loc.sectors,
+                r,
+            )
+        }));
+        self.locs.sort_unstable();
+        self.reqs.clear();
+        self.range_start.clear();
+        for &(s, _, n, _) in &self.locs {
+            if let (Some(last), Some(&start)) = (self.reqs.last_mut(), self.range_start.last()) {
+                let end = start + last.sectors() as u64;
+                if s < end && s + n as u64 <= end {
+                    continue; // inside the current range
+                }
+                let new_end = (s + n as u64).max(end);
+                if s <= end && (new_end - start) as u32 <= MAX_RANGE_SECTORS {
+                    *last = ReadRequest::new(start, (new_end - start) as u32).expect("small range");
+                    continue;
+                }
+            }
+            self.reqs
+                .push(ReadRequest::new(s, n).expect("record range"));
+            self.range_start.push(s);
+        }
+        self.pos.clear();
+        let mut acc = 0usize;
+        for r in &self.reqs {
+            self.pos.push(acc);
+            acc += r.len_bytes();
+        }
+    }
+
+    /// The decoded record `i` of [`ReadPlan::locs`] in `buf` (filled by reading `reqs`), and
+    /// its global record index.
+    pub(super) fn record<'b>(
+        &self,
+        idx: &Index,
+        buf: &'b [u8],
+        i: usize,
+    ) -> Result<(RecordView<'b>, u32), SearchError> {
+        let (s, off, _, r) = self.locs[i];
+        let ri = self.range_start.partition_point(|&st| st <= s) - 1;
+        let start =
+            self.pos[ri] + (s - self.range_start[ri]) as usize * SECTOR_BYTES + off as usize;
+        let rb = idx.codec.record_bytes() as usize;
+        let rec = idx.codec.decode(
+            &buf[start..start + rb],
+            &idx.dir,
+            s * SECTOR_BYTES as u64 + off as u64,
+        )?;
+        Ok((rec, r))
+    }
+}
+
+/// A record's vector as f32: borrowed from the record when it is aligned f32, else converted
+/// into `scratch` (`idx.dim` long). Errors when the record's dimension is not the index's.
+pub(super) fn record_vector<'v>(
+    idx: &Index,
+    rec: &RecordView<'v>,
+    scratch: &'v mut [f32],
+) -> Result<&'v [f32], SearchError> {
+    let bytes = rec.vector_bytes();
+    let v: &[f32] = match idx.codec.dtype() {
+        DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            Ok(v) => v,
+            Err(_) => {
+                for (o, c) in scratch.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+                scratch
+            }
+        },
+        DType::U8 => {
+            for (o, &b) in scratch.iter_mut().zip(bytes) {
+                *o = b as f32;
+            }
+            scratch
+        }
+        DType::I8 => {
+            for (o, &b) in scratch.iter_mut().zip(bytes) {
+                *o = b as i8 as f32;
+            }
+            scratch
+        }
+    };
+    if v.len() != idx.dim {
+        return Err(FormatError::corrupt(&idx.dir, 0, "record dimension").into());
+    }
+    Ok(v)
+}
 
 /// Submits the reads of `records` (coalescing neighbouring sectors) for the query in `t`;
 /// `false` (nothing submitted) when there are none.
@@ -24,49 +137,9 @@ pub(super) fn submit_records<'a>(
     if records.is_empty() {
         return Ok(false);
     }
-    // (file sector, offset, sectors) of every record.
-    t.locs.clear();
-    t.locs.extend(records.iter().map(|&r| {
-        let c = idx.cluster_of(r);
-        let e = &idx.entries[c];
-        let loc = idx.layout.locate(r as u64 - e.first_record);
-        (
-            1 + e.first_sector + loc.sector,
-            loc.offset_bytes,
-            loc.sectors,
-            r,
-        )
-    }));
-    t.locs.sort_unstable();
-    // Coalesce into ranges of consecutive sectors.
-    let reqs = &mut t.reqs;
-    let range_start = &mut t.range_start; // first sector of each request
-    reqs.clear();
-    range_start.clear();
-    for &(s, _, n, _) in &t.locs {
-        if let (Some(last), Some(&start)) = (reqs.last_mut(), range_start.last()) {
-            let end = start + last.sectors() as u64;
-            if s < end && s + n as u64 <= end {
-                continue; // inside the current range
-            }
-            let new_end = (s + n as u64).max(end);
-            if s <= end && (new_end - start) as u32 <= MAX_RANGE_SECTORS {
-                *last = ReadRequest::new(start, (new_end - start) as u32).expect("small range");
-                continue;
-            }
-        }
-        reqs.push(ReadRequest::new(s, n).expect("record range"));
-        range_start.push(s);
-    }
-    // Byte position of every request in the buffer.
-    t.pos.clear();
-    let mut acc = 0usize;
-    for r in &t.reqs {
-        t.pos.push(acc);
-        acc += r.len_bytes();
-    }
+    t.plan.plan(idx, records);
     let buf = std::mem::take(&mut t.buf);
-    t.pending = Some(idx.reader.submit(&t.reqs, buf)?);
+    t.pending = Some(idx.reader.submit(&t.plan.reqs, buf)?);
     Ok(true)
 }
 
@@ -83,48 +156,9 @@ pub(super) fn rerank(
         return Ok(());
     };
     let q = &t.query;
-    let rb = idx.codec.record_bytes() as usize;
-    for &(s, off, _, r) in &t.locs {
-        let ri = t.range_start.partition_point(|&st| st <= s) - 1;
-        let start = t.pos[ri] + (s - t.range_start[ri]) as usize * SECTOR_BYTES + off as usize;
-        let bytes = &t.buf[start..start + rb];
-        let rec = idx
-            .codec
-            .decode(bytes, &idx.dir, s * SECTOR_BYTES as u64 + off as u64)?;
-        let v: &[f32] = match idx.codec.dtype() {
-            DType::F32 => match bytemuck::try_cast_slice::<u8, f32>(rec.vector_bytes()) {
-                Ok(v) => v,
-                Err(_) => {
-                    for (o, c) in vec_scratch
-                        .iter_mut()
-                        .zip(rec.vector_bytes().chunks_exact(4))
-                    {
-                        *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                    }
-                    vec_scratch
-                }
-            },
-            DType::U8 => {
-                for (o, &b) in vec_scratch.iter_mut().zip(rec.vector_bytes()) {
-                    *o = b as f32;
-                }
-                vec_scratch
-            }
-            DType::I8 => {
-                for (o, &b) in vec_scratch.iter_mut().zip(rec.vector_bytes()) {
-                    *o = b as i8 as f32;
-                }
-                vec_scratch
-            }
-        };
-        if v.len() != q.len() {
-            return Err(FormatError::corrupt(
-                &idx.dir,
-                s * SECTOR_BYTES as u64,
-                "record dimension",
-            )
-            .into());
-        }
+    for i in 0..t.plan.locs.len() {
+        let (rec, r) = t.plan.record(idx, &t.buf, i)?;
+        let v = record_vector(idx, &rec, vec_scratch)?;
         let dist = match (params.distance, &weights) {
             (super::RerankDistance::LcCmd { .. }, Some((_, w))) => {
                 distance::weighted_l2_sq(q, v, w)

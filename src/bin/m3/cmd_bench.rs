@@ -106,7 +106,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let index = open_index(&args.index)?;
     let queries = read_queries(&args.index)?;
     let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows())?;
-    let points = sweep_points(&args.knobs.params(args.k), &args.sweep)?;
+    let points = sweep_points(&args.knobs.params(args.k, &index), &args.sweep)?;
     let threads = if args.thread_counts.is_empty() {
         vec![args.index.threads]
     } else {

@@ -75,6 +75,12 @@ pub struct BuildArgs {
     /// Neighbouring clusters (by the anchor graph) the cross links are drawn from.
     #[arg(long, default_value_t = 2)]
     cross_clusters: usize,
+    /// Rerank distance stored in the index: `native`, or `auto` to choose between the native
+    /// metric and LC-CMD (α, β) on calibration pairs (--calib-queries, --calib-partners).
+    #[arg(long, default_value = "native", value_parser = ["native", "auto"])]
+    distance: String,
+    #[command(flatten)]
+    calib: crate::cmd_calibrate::CalibrationArgs,
     /// Also print the build summary as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -106,7 +112,13 @@ impl BuildObserver for Bars {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    let auto = args.distance == "auto";
+    anyhow::ensure!(
+        !auto || (args.calib.calib_queries.is_some() && args.calib.calib_partners.is_some()),
+        "--distance auto needs --calib-queries and --calib-partners"
+    );
     let pool = thread_pool(args.threads)?;
+    let base = args.base.clone();
     let mut p = BuildParams::new(args.base, args.metric, args.out.clone());
     p.train_queries = args.train_queries;
     p.seed = args.seed;
@@ -152,6 +164,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         summary.spill_factor
     );
     eprintln!("m3 build: wrote {}", args.out.display());
+    if auto {
+        eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
+        crate::cmd_calibrate::calibrate_index(
+            &args.out, &base, &args.calib, args.seed, args.threads, false,
+        )?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use m3::exact::recall_at_k;
-use m3::search::{results_table, search_batch};
+use m3::search::{ExactParams, ExactQuery, exact_batch, results_table, search_batch};
 
 use crate::common::thread_pool;
 use crate::knobs::{IndexArgs, KnobArgs, open_index, percentile, read_gt, read_queries};
@@ -24,6 +24,10 @@ pub struct SearchArgs {
     /// Write results here: .ibin with ids then distances (big-ann layout).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Exact search: the true top-k (recall 1.0 by construction), reading only the records
+    /// the metric bounds cannot exclude (DESIGN §4.5). The approximate knobs are ignored.
+    #[arg(long)]
+    pub exact: bool,
     #[command(flatten)]
     pub knobs: KnobArgs,
 }
@@ -32,16 +36,21 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.index.threads)?;
     let index = open_index(&args.index)?;
     let queries = read_queries(&args.index)?;
-    let params = args.knobs.params(args.k);
-    let res = search_batch(
-        &index,
-        queries.view(),
-        &params,
-        &pool,
-        &args.index.batch_options(),
-    )?;
+    let params = args.knobs.params(args.k, &index);
+    let res = if args.exact {
+        let what = ExactQuery::Knn(args.k);
+        exact_batch(&index, queries.view(), what, ExactParams::default(), &pool)?
+    } else {
+        search_batch(
+            &index,
+            queries.view(),
+            &params,
+            &pool,
+            &args.index.batch_options(),
+        )?
+    };
+    let lccmd = !args.exact && matches!(params.distance, m3::search::RerankDistance::LcCmd { .. });
     let metric = index.metric();
-    let lccmd = matches!(params.distance, m3::search::RerankDistance::LcCmd { .. });
     let nq = res.results.len();
     let table = results_table(&res.results, &params, metric)?;
     if let Some(out) = &args.out {
@@ -51,9 +60,10 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64
     };
     eprintln!(
-        "m3 search: {nq} queries, {} threads × {} in flight, {} I/O: {:.0} QPS, latency p50 {:.0} µs p99 {:.0} µs",
+        "m3 search{}: {nq} queries, {} threads × {} in flight, {} I/O: {:.0} QPS, latency p50 {:.0} µs p99 {:.0} µs",
+        if args.exact { " --exact" } else { "" },
         pool.current_num_threads(),
-        args.index.inflight,
+        if args.exact { 1 } else { args.index.inflight },
         index.reader_info().backend,
         nq as f64 / res.seconds,
         percentile(&res.latencies_us, 50.0),
@@ -68,6 +78,9 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         mean(&|s| s.pq_scored),
         mean(&|s| s.clusters_probed)
     );
+    if args.exact {
+        crate::cmd_range::print_scan_share(&index, &res.stats);
+    }
     if let Some(gt) = &args.gt {
         let gt = read_gt(gt, args.gt_dists.as_deref(), nq)?;
         let r = recall_at_k(

@@ -66,9 +66,11 @@ pub struct KnobArgs {
     /// Scan every probed cluster (disable the triangle-inequality early stop).
     #[arg(long)]
     pub no_early_stop: bool,
-    /// Rerank distance: native (the index metric) or lccmd (DESIGN §4.3; needs an index built
-    /// with --train-queries). LC-CMD distances are reported as D² (smaller is better).
-    #[arg(long, default_value = "native", value_parser = ["native", "lccmd"])]
+    /// Rerank distance: auto (what calibration stored in the index; native when it was not
+    /// calibrated), native (the index metric) or lccmd with --alpha/--beta (DESIGN §4.3; needs
+    /// an index built with --train-queries). LC-CMD distances are reported as D² (smaller is
+    /// better).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "native", "lccmd"])]
     pub distance: String,
     /// LC-CMD α: weight of the query modality's variance.
     #[arg(long, default_value_t = 0.5)]
@@ -79,7 +81,7 @@ pub struct KnobArgs {
 }
 
 impl KnobArgs {
-    pub fn params(&self, k: usize) -> SearchParams {
+    pub fn params(&self, k: usize, index: &Index) -> SearchParams {
         let mut p = SearchParams::new(k);
         p.nprobe = self.nprobe;
         p.qprobe = self.qprobe;
@@ -95,12 +97,14 @@ impl KnobArgs {
             p.expand_read = v;
         }
         p.early_stop = !self.no_early_stop;
-        if self.distance == "lccmd" {
-            p.distance = RerankDistance::LcCmd {
+        p.distance = match self.distance.as_str() {
+            "lccmd" => RerankDistance::LcCmd {
                 alpha: self.alpha,
                 beta: self.beta,
-            };
-        }
+            },
+            "native" => RerankDistance::Native,
+            _ => index.calibrated_distance(),
+        };
         p
     }
 }

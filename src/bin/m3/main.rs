@@ -4,9 +4,11 @@
 
 mod cmd_bench;
 mod cmd_build;
+mod cmd_calibrate;
 mod cmd_gen;
 mod cmd_gt;
 mod cmd_inspect;
+mod cmd_range;
 mod cmd_recall;
 mod cmd_search;
 mod cmd_tune;
@@ -37,6 +39,11 @@ enum Command {
     Gt(cmd_gt::GtArgs),
     /// Search an index with a query file; prints recall@k with --gt.
     Search(cmd_search::SearchArgs),
+    /// Choose the rerank distance (native or LC-CMD α, β) from calibration pairs and store it
+    /// in the index (what `--distance auto` uses).
+    Calibrate(cmd_calibrate::CalibrateArgs),
+    /// Every vector within a radius of each query (exact, by metric pruning).
+    Range(cmd_range::RangeArgs),
     /// Sweep search knobs: recall, QPS, latency and I/O per point (`--json` for DESIGN §7 records).
     Bench(cmd_bench::BenchArgs),
     /// Find the cheapest search knobs that reach a recall target; prints the command to use.
@@ -54,6 +61,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Build(args) => cmd_build::run(args),
+        Command::Range(args) => cmd_range::run(args),
+        Command::Calibrate(args) => cmd_calibrate::run(args),
         Command::Gen(args) => cmd_gen::run(args),
         Command::Gt(args) => cmd_gt::run(args),
         Command::Search(args) => cmd_search::run(args),

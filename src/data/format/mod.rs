@@ -8,7 +8,7 @@
 //! place only in [`VectorWriter::finish`], so an error never leaves a half-written file under
 //! the target name (and never destroys an existing one).
 
-mod atomic;
+pub(crate) mod atomic;
 pub(crate) mod layout;
 mod npy;
 mod writer;

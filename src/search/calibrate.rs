@@ -1,0 +1,337 @@
+//! `--distance auto`: choosing the rerank distance from calibration pairs (DESIGN §4.3).
+//!
+//! Calibration pairs are query vectors and the base id of each one's true partner (the image
+//! of a caption, the `xmodal` partner file). For every pair the candidates are the query's
+//! exact native top-`pool` (what a rerank sees, and more) plus its partner; every setting of
+//! the grid (the native metric, and LC-CMD for α × β) ranks the candidates, and the partner's
+//! rank gives hit@1 and hit@10. The pairs are split, by a seeded shuffle, into a fitting half
+//! and a held-out half: the setting with the best fitting hit@1 (then hit@10; the native metric
+//! wins ties) is kept only if on the held-out half it is at least as good as the native metric
+//! in both hit@1 and hit@10. Otherwise the choice is the native metric, so calibration never
+//! does worse than native on pairs it did not fit.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+
+use super::SearchError;
+use super::exact::ExactSearcher;
+use super::index::Index;
+use super::params::{RerankDistance, lccmd_weights};
+use crate::data::{MatrixView, VectorFile};
+use crate::distance::{self, Metric};
+use crate::exact::Neighbor;
+
+/// How calibration runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationParams {
+    /// Native nearest neighbours per query ranked with the partner.
+    pub pool: usize,
+    /// Share of the pairs held out to confirm the choice.
+    pub holdout: f32,
+    pub seed: u64,
+    pub alphas: Vec<f32>,
+    /// Shrinkages tried (β = 0 would be plain L2; the native metric is always a candidate).
+    pub betas: Vec<f32>,
+}
+
+impl Default for CalibrationParams {
+    fn default() -> Self {
+        Self {
+            pool: 100,
+            holdout: 0.5,
+            seed: 42,
+            alphas: vec![0.0, 0.25, 0.5, 0.75, 1.0],
+            betas: vec![0.1, 0.25, 0.5, 0.75, 1.0],
+        }
+    }
+}
+
+/// Partner hit rates of one setting on the fitting and the held-out pairs.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CalibrationPoint {
+    pub distance: RerankDistance,
+    pub fit_hit1: f64,
+    pub fit_hit10: f64,
+    pub held_hit1: f64,
+    pub held_hit10: f64,
+}
+
+/// What calibration measured and chose.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Calibration {
+    /// The distance to use: LC-CMD with the chosen (α, β), or the native metric.
+    pub choice: RerankDistance,
+    /// The setting with the best fitting score (the choice unless the held-out pairs refused it).
+    pub best_fit: RerankDistance,
+    pub fit_pairs: usize,
+    pub held_pairs: usize,
+    /// The native metric first, then every LC-CMD setting.
+    pub grid: Vec<CalibrationPoint>,
+}
+
+impl Calibration {
+    /// The grid point of the chosen distance.
+    pub fn chosen(&self) -> &CalibrationPoint {
+        self.grid
+            .iter()
+            .find(|p| p.distance == self.choice)
+            .expect("the choice is on the grid")
+    }
+
+    pub fn native(&self) -> &CalibrationPoint {
+        &self.grid[0]
+    }
+}
+
+/// One pair's candidates: the query (transformed as the index does) and the candidates'
+/// vectors, the partner's position among them.
+struct PairCandidates {
+    query: Vec<f32>,
+    ids: Vec<u32>,
+    vectors: Vec<f32>,
+    partner: usize,
+}
+
+/// Calibrates the rerank distance of `index` on `queries` whose partners are `partners`
+/// (base row ids), reading candidate vectors from `base` (the file the index was built from).
+pub fn calibrate(
+    index: &Index,
+    base: &VectorFile,
+    queries: MatrixView<'_, f32>,
+    partners: &[u32],
+    params: &CalibrationParams,
+    pool: &rayon::ThreadPool,
+) -> Result<Calibration, SearchError> {
+    let param = |what: String| SearchError::Param {
+        name: "calibration",
+        what,
+    };
+    if partners.len() != queries.rows() {
+        return Err(param(format!(
+            "{} queries but {} partners",
+            queries.rows(),
+            partners.len()
+        )));
+    }
+    if queries.rows() < 4 {
+        return Err(param("need at least 4 calibration pairs".into()));
+    }
+    if base.dim() != index.dim() || base.rows() != index.n_vectors() {
+        return Err(param(format!(
+            "{}: {} × {}, the index has {} × {}",
+            base.path().display(),
+            base.rows(),
+            base.dim(),
+            index.n_vectors(),
+            index.dim()
+        )));
+    }
+    if let Some((i, &p)) = partners
+        .iter()
+        .enumerate()
+        .find(|&(_, &p)| p as u64 >= index.n_vectors())
+    {
+        return Err(param(format!(
+            "pair {i}: partner {p} is not a base row (< {})",
+            index.n_vectors()
+        )));
+    }
+    if !(0.0..1.0).contains(&params.holdout) {
+        return Err(param(format!("holdout {} not in [0, 1)", params.holdout)));
+    }
+    for (i, q) in queries.iter_rows().enumerate() {
+        index.check_query(i, q)?;
+    }
+    // The LC-CMD settings (errors early when the index has no query statistics).
+    let mut settings = vec![(RerankDistance::Native, None)];
+    for &beta in &params.betas {
+        for &alpha in &params.alphas {
+            let w = lccmd_weights(index.stats(), alpha, beta)?;
+            settings.push((RerankDistance::LcCmd { alpha, beta }, Some(w)));
+        }
+    }
+    let k_pool = params.pool.clamp(1, index.n_vectors() as usize);
+    let metric = index.metric();
+    let pairs: Vec<PairCandidates> = pool.install(|| {
+        (0..queries.rows())
+            .into_par_iter()
+            .map_init(
+                || ExactSearcher::new(index),
+                |s, i| candidates(s, base, metric, queries.row(i), partners[i], k_pool),
+            )
+            .collect::<Result<_, _>>()
+    })?;
+    // Seeded split into fitting and held-out pairs.
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(params.seed));
+    let held = ((pairs.len() as f64 * params.holdout as f64).round() as usize).min(pairs.len() - 1);
+    let (held_set, fit_set) = order.split_at(held);
+    let dim = index.dim();
+    let ranks: Vec<Vec<usize>> = pool.install(|| {
+        settings
+            .par_iter()
+            .map(|(d, w)| {
+                pairs
+                    .iter()
+                    .map(|p| partner_rank(p, dim, metric, *d, w.as_deref()))
+                    .collect()
+            })
+            .collect()
+    });
+    let rate = |r: &[usize], set: &[usize], within: usize| {
+        set.iter().filter(|&&i| r[i] < within).count() as f64 / set.len().max(1) as f64
+    };
+    let grid: Vec<CalibrationPoint> = settings
+        .iter()
+        .zip(&ranks)
+        .map(|((d, _), r)| CalibrationPoint {
+            distance: *d,
+            fit_hit1: rate(r, fit_set, 1),
+            fit_hit10: rate(r, fit_set, 10),
+            held_hit1: rate(r, held_set, 1),
+            held_hit10: rate(r, held_set, 10),
+        })
+        .collect();
+    // Best fitting score; the native metric (first) wins ties.
+    let best = grid
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, p)| {
+            let bp = &grid[b];
+            if (p.fit_hit1, p.fit_hit10) > (bp.fit_hit1, bp.fit_hit10) {
+                i
+            } else {
+                b
+            }
+        });
+    let native = &grid[0];
+    let confirmed = held_set.is_empty()
+        || (grid[best].held_hit1 >= native.held_hit1 && grid[best].held_hit10 >= native.held_hit10);
+    Ok(Calibration {
+        choice: if confirmed {
+            grid[best].distance
+        } else {
+            RerankDistance::Native
+        },
+        best_fit: grid[best].distance,
+        fit_pairs: fit_set.len(),
+        held_pairs: held_set.len(),
+        grid,
+    })
+}
+
+fn candidates(
+    s: &mut ExactSearcher<'_>,
+    base: &VectorFile,
+    metric: Metric,
+    q: &[f32],
+    partner: u32,
+    k: usize,
+) -> Result<PairCandidates, SearchError> {
+    let (near, _) = s.knn(q, k)?;
+    let mut ids: Vec<u32> = near.iter().map(|n| n.id).collect();
+    let partner_pos = ids.iter().position(|&id| id == partner).unwrap_or_else(|| {
+        ids.push(partner);
+        ids.len() - 1
+    });
+    let dim = base.dim();
+    let mut vectors = Vec::with_capacity(ids.len() * dim);
+    let mut row = Vec::with_capacity(dim);
+    for &id in &ids {
+        row.clear();
+        base.read_rows_f32(id as u64, 1, &mut row)?;
+        if metric == Metric::Cosine {
+            normalize(&mut row);
+        }
+        vectors.extend_from_slice(&row);
+    }
+    let mut query = q.to_vec();
+    if metric == Metric::Cosine {
+        normalize(&mut query);
+    }
+    Ok(PairCandidates {
+        query,
+        ids,
+        vectors,
+        partner: partner_pos,
+    })
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = distance::dot(v, v).sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// The partner's rank among its candidates under `d` (0 = nearest; ties by id, as in search).
+fn partner_rank(
+    p: &PairCandidates,
+    dim: usize,
+    metric: Metric,
+    d: RerankDistance,
+    weights: Option<&[f32]>,
+) -> usize {
+    let dist = |x: &[f32]| match (d, weights) {
+        (RerankDistance::LcCmd { .. }, Some(w)) => distance::weighted_l2_sq(&p.query, x, w),
+        _ => match metric {
+            Metric::L2 => distance::l2_sq(&p.query, x),
+            _ => -distance::dot(&p.query, x),
+        },
+    };
+    let all: Vec<Neighbor> = p
+        .vectors
+        .chunks_exact(dim)
+        .zip(&p.ids)
+        .map(|(x, &id)| Neighbor { id, dist: dist(x) })
+        .collect();
+    let target = all[p.partner];
+    all.iter()
+        .filter(|n| n.cmp_total(&target) == std::cmp::Ordering::Less)
+        .count()
+}
+
+/// Partner hit@1 and hit@10 of `distance` on pairs (`queries`, `partners`), ranking each
+/// partner among the query's exact native top-`pool` the way [`calibrate`] does: for judging
+/// a choice on pairs calibration did not see.
+pub fn partner_hits(
+    index: &Index,
+    base: &VectorFile,
+    queries: MatrixView<'_, f32>,
+    partners: &[u32],
+    distance: RerankDistance,
+    pool_size: usize,
+    pool: &rayon::ThreadPool,
+) -> Result<(f64, f64), SearchError> {
+    if partners.len() != queries.rows() || queries.rows() == 0 {
+        return Err(SearchError::Param {
+            name: "calibration",
+            what: format!("{} queries but {} partners", queries.rows(), partners.len()),
+        });
+    }
+    let weights = match distance {
+        RerankDistance::LcCmd { alpha, beta } => Some(lccmd_weights(index.stats(), alpha, beta)?),
+        RerankDistance::Native => None,
+    };
+    let metric = index.metric();
+    let k = pool_size.clamp(1, index.n_vectors() as usize);
+    let ranks: Vec<usize> = pool.install(|| {
+        (0..queries.rows())
+            .into_par_iter()
+            .map_init(
+                || ExactSearcher::new(index),
+                |s, i| {
+                    candidates(s, base, metric, queries.row(i), partners[i], k).map(|p| {
+                        partner_rank(&p, index.dim(), metric, distance, weights.as_deref())
+                    })
+                },
+            )
+            .collect::<Result<_, _>>()
+    })?;
+    let n = ranks.len() as f64;
+    Ok((
+        ranks.iter().filter(|&&r| r < 1).count() as f64 / n,
+        ranks.iter().filter(|&&r| r < 10).count() as f64 / n,
+    ))
+}

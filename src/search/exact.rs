@@ -1,0 +1,534 @@
+//! Exact k-NN and range search with metric pruning (DESIGN §4.5, after the M-Index).
+//!
+//! Every record has two lower bounds on its distance to the query that cost no I/O:
+//! - the **key bound**, from the record's key `k = |x − c|` (its distance to its cluster's
+//!   centroid, `keys.m3`) and the query's distance to the centroid: `|q − x| ≥ |D − k|` for L2
+//!   (triangle inequality), `−q·x ≥ −q·c − |q|·k` for inner product (Cauchy–Schwarz on the
+//!   residual: the tightest bound a ball of radius k around c allows, so no norm augmentation
+//!   is needed). Members are stored in key order, so the records whose key can still hold an
+//!   answer are one contiguous range per cluster, found by binary search, and a whole cluster
+//!   goes when even its `[r_min, r_max]` cannot;
+//! - the **PQ bound**, from the PQ reconstruction `x̂` and the stored error `e = |x − x̂|`:
+//!   `|q − x| ≥ |q − x̂| − e`, `−q·x ≥ −q·x̂ − |q|·e`.
+//!
+//! The same quantities give an upper bound (`|q − x̂| + e`), so before any read the
+//! `k·(1 + spill_max)`-th smallest upper bound is a radius that must hold the k nearest distinct
+//! vectors (a vector is stored at most `1 + spill_max` times). Clusters are visited by their
+//! lower bound and the visit stops when the next bound exceeds that radius. Then the surviving
+//! candidates are read, best PQ estimate first: a first small batch makes the k-th exact
+//! distance tight, and the following batches read only the candidates whose lower bound is
+//! still below it. Range search is the same with the radius fixed.
+//!
+//! Every bound is loosened by a small relative slack (`SLACK`, 1e-4, ≥ 100× the f32 rounding
+//! of the quantities involved), so rounding can cost a little pruning but never an answer.
+
+use std::collections::HashSet;
+
+use super::SearchError;
+use super::index::Index;
+use super::params::QueryStats;
+use super::read::{ReadPlan, record_vector};
+use crate::distance::{self, Metric};
+use crate::exact::{Neighbor, TopK};
+use crate::io::AlignedBuf;
+use crate::pq::adc_scan;
+
+/// Relative slack on every bound (see the module docs).
+const SLACK: f32 = 1e-4;
+/// Absolute slack, for bounds near zero.
+const SLACK_ABS: f32 = 1e-6;
+
+/// Knobs of exact search; the defaults suit every index (they change cost, never results).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExactParams {
+    /// Records read in the first batch (best PQ estimates), which sets the radius for the rest.
+    pub first_batch: usize,
+    /// Most records per later batch (bounds the read buffer).
+    pub max_batch: usize,
+    /// Clusters (nearest by bound) whose candidates feed the first batch.
+    pub warm_clusters: usize,
+}
+
+impl Default for ExactParams {
+    fn default() -> Self {
+        Self {
+            first_batch: 64,
+            max_batch: 4096,
+            warm_clusters: 8,
+        }
+    }
+}
+
+/// A record that may hold an answer: its lower bound, its PQ estimate, and its index.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    lower: f32,
+    approx: f32,
+    record: u32,
+}
+
+/// Per-thread scratch for exact and range queries on one index.
+pub struct ExactSearcher<'a> {
+    index: &'a Index,
+    params: ExactParams,
+    query: Vec<f32>,
+    table: Vec<f32>,
+    /// Per cluster: the query's internal distance to the centroid (`|q − c|²` or `−q·c`).
+    centroid_dist: Vec<f32>,
+    order: Vec<(f32, u32)>,
+    scores: Vec<f32>,
+    candidates: Vec<Candidate>,
+    batch: Vec<u32>,
+    plan: ReadPlan,
+    buf: AlignedBuf,
+    scratch: Vec<f32>,
+}
+
+impl<'a> ExactSearcher<'a> {
+    pub fn new(index: &'a Index) -> Self {
+        Self::with_params(index, ExactParams::default())
+    }
+
+    pub fn with_params(index: &'a Index, params: ExactParams) -> Self {
+        Self {
+            index,
+            params,
+            query: Vec::with_capacity(index.dim),
+            table: Vec::new(),
+            centroid_dist: vec![0.0; index.n_clusters()],
+            order: Vec::new(),
+            scores: Vec::new(),
+            candidates: Vec::new(),
+            batch: Vec::new(),
+            plan: ReadPlan::default(),
+            buf: AlignedBuf::new(),
+            scratch: vec![0.0; index.dim],
+        }
+    }
+
+    /// The true `k` nearest vectors of `q` (ids and internal distances, best first; equal
+    /// distances may resolve to either id) and what finding them cost.
+    pub fn knn(&mut self, q: &[f32], k: usize) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
+        let idx = self.index;
+        idx.check_query(0, q)?;
+        if k == 0 {
+            return Err(SearchError::KZero);
+        }
+        if k as u64 > idx.n_vectors() {
+            return Err(SearchError::KTooLarge {
+                k,
+                n: idx.n_vectors(),
+            });
+        }
+        let mut stats = QueryStats::default();
+        self.prepare(q)?;
+        self.order_clusters();
+        let copies = 1 + idx.meta.spill_max as usize;
+        let mut upper = TopK::new(k.saturating_mul(copies));
+        let mut results = TopK::new(k);
+        let mut ids = HashSet::new();
+        // Phase 1: the nearest clusters by bound, then one small batch of the best PQ
+        // estimates, which makes the k-th exact distance tight.
+        let visited = self.collect(
+            0,
+            self.params.warm_clusters,
+            &mut upper,
+            f32::INFINITY,
+            None,
+            &mut stats,
+        );
+        self.sort_candidates_by_estimate();
+        let first = self
+            .params
+            .first_batch
+            .max(2 * k)
+            .min(self.candidates.len());
+        self.batch.clear();
+        self.batch
+            .extend(self.candidates[..first].iter().map(|c| c.record));
+        self.candidates.drain(..first);
+        self.read_offer(&mut stats, &mut results, &mut ids)?;
+        // Phase 2: the other clusters against the exact radius, then what is left.
+        let tight = results.threshold();
+        self.collect(visited, usize::MAX, &mut upper, tight, None, &mut stats);
+        self.sort_candidates_by_estimate();
+        let mut next = 0;
+        loop {
+            let radius = upper.threshold().min(results.threshold());
+            self.batch.clear();
+            while next < self.candidates.len() && self.batch.len() < self.params.max_batch.max(1) {
+                let c = self.candidates[next];
+                next += 1;
+                if c.lower <= radius {
+                    self.batch.push(c.record);
+                }
+            }
+            if self.batch.is_empty() {
+                break;
+            }
+            self.read_offer(&mut stats, &mut results, &mut ids)?;
+        }
+        Ok((results.into_sorted(), stats))
+    }
+
+    fn sort_candidates_by_estimate(&mut self) {
+        self.candidates
+            .sort_unstable_by(|a, b| a.approx.total_cmp(&b.approx).then(a.record.cmp(&b.record)));
+    }
+
+    /// Reads `self.batch` and offers every distinct id to `results`.
+    fn read_offer(
+        &mut self,
+        stats: &mut QueryStats,
+        results: &mut TopK,
+        ids: &mut HashSet<u32>,
+    ) -> Result<(), SearchError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.read_batch(stats, |n| {
+            if ids.insert(n.id) {
+                results.push(n);
+            }
+        })
+    }
+
+    /// Every vector within `radius` of `q`, in the metric's natural unit (squared L2 ≤ radius;
+    /// inner product or cosine similarity ≥ radius), best first (ids and internal distances).
+    pub fn range(
+        &mut self,
+        q: &[f32],
+        radius: f32,
+    ) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
+        let idx = self.index;
+        idx.check_query(0, q)?;
+        if radius.is_nan() {
+            return Err(SearchError::Param {
+                name: "radius",
+                what: "radius is NaN".into(),
+            });
+        }
+        let r = idx.metric.from_natural(radius);
+        let mut stats = QueryStats::default();
+        self.prepare(q)?;
+        self.order_clusters();
+        let mut unused = TopK::new(1);
+        self.collect(0, usize::MAX, &mut unused, r, Some(r), &mut stats);
+        self.candidates.sort_unstable_by_key(|c| c.record);
+        let mut found = Vec::new();
+        let mut ids = HashSet::new();
+        let mut next = 0;
+        let limit = self.params.max_batch.max(1);
+        while next < self.candidates.len() {
+            let end = (next + limit).min(self.candidates.len());
+            self.batch.clear();
+            self.batch
+                .extend(self.candidates[next..end].iter().map(|c| c.record));
+            next = end;
+            self.read_batch(&mut stats, |n| {
+                if n.dist <= r && ids.insert(n.id) {
+                    found.push(n);
+                }
+            })?;
+        }
+        found.sort_by(Neighbor::cmp_total);
+        Ok((found, stats))
+    }
+
+    /// Query transform (cosine: unit norm), PQ table and centroid distances.
+    fn prepare(&mut self, q: &[f32]) -> Result<(), SearchError> {
+        let idx = self.index;
+        idx.exact_aux()?;
+        self.query.clear();
+        self.query.extend_from_slice(q);
+        if idx.metric == Metric::Cosine {
+            let n = distance::dot(q, q).sqrt();
+            self.query.iter_mut().for_each(|v| *v /= n);
+        }
+        let q = &self.query;
+        idx.pq.ip_table(q, &mut self.table);
+        for (c, d) in self.centroid_dist.iter_mut().enumerate() {
+            let centroid = idx.centroids.row(c);
+            *d = match idx.metric {
+                // Direct, not |q|² + |c|² − 2q·c: the bounds need it without cancellation.
+                Metric::L2 => distance::l2_sq(q, centroid),
+                _ => -distance::dot(q, centroid),
+            };
+        }
+        Ok(())
+    }
+
+    /// Lists the non-empty clusters by the lower bound of their members' distances.
+    fn order_clusters(&mut self) {
+        let idx = self.index;
+        let bound = self.bounds();
+        self.order.clear();
+        for (c, e) in idx.entries.iter().enumerate() {
+            if e.records > 0 {
+                let cd = self.centroid_dist[c];
+                let lower = bound.cluster(cd, idx.centroid_norms[c], e.r_min, e.r_max);
+                self.order.push((lower, c as u32));
+            }
+        }
+        self.order
+            .sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    }
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            metric: self.index.metric,
+            q_norm: distance::dot(&self.query, &self.query).sqrt(),
+        }
+    }
+
+    /// Visits at most `max_visits` clusters of `self.order`, starting at `from`, and adds to
+    /// `self.candidates` every record whose lower bound is within the radius: `fixed` (range
+    /// search), or else the smaller of `exact` (the k-th exact distance so far) and the
+    /// `upper.k()`-th smallest upper bound seen (kept in `upper`). Stops at the first cluster
+    /// whose bound exceeds the radius (the order is by bound) and drops the candidates a
+    /// tightened radius excludes. Returns where it stopped (`self.order.len()` when no
+    /// cluster is left to visit).
+    fn collect(
+        &mut self,
+        from: usize,
+        max_visits: usize,
+        upper: &mut TopK,
+        exact: f32,
+        fixed: Option<f32>,
+        stats: &mut QueryStats,
+    ) -> usize {
+        let idx = self.index;
+        let aux = idx.exact.get().expect("prepare loaded it");
+        let bound = self.bounds();
+        let m = idx.pq.subspaces();
+        let radius_now = |upper: &TopK| fixed.unwrap_or_else(|| upper.threshold().min(exact));
+        let mut pos = from;
+        while pos < self.order.len() && pos - from < max_visits {
+            let (cluster_lower, c) = self.order[pos];
+            let radius = radius_now(upper);
+            if cluster_lower > radius {
+                stats.clusters_skipped += (self.order.len() - pos) as u64;
+                pos = self.order.len();
+                break;
+            }
+            pos += 1;
+            stats.clusters_probed += 1;
+            let e = &idx.entries[c as usize];
+            let first = e.first_record as usize;
+            let n = e.records as usize;
+            let cd = self.centroid_dist[c as usize];
+            let c_norm_sq = idx.centroid_norms[c as usize];
+            // Records whose key can hold an answer: one contiguous range.
+            let (lo, hi) = match &aux.keys {
+                Some(keys) => {
+                    bound.key_range(&keys[first..first + n], cd, c_norm_sq, e.r_max, radius)
+                }
+                None => (0, n),
+            };
+            if lo >= hi {
+                continue;
+            }
+            let (a, b) = (first + lo, first + hi);
+            self.scores.resize(b - a, 0.0);
+            adc_scan(
+                &self.table,
+                &idx.codes.as_slice()[a * m..b * m],
+                m,
+                &mut self.scores,
+            );
+            stats.pq_scored += (b - a) as u64;
+            let mut radius = radius;
+            for (j, &table_sum) in self.scores.iter().enumerate() {
+                let r = a + j;
+                let (lower, approx, up) =
+                    bound.record(cd, table_sum, idx.correction[r], aux.error[r]);
+                if lower > radius {
+                    continue;
+                }
+                self.candidates.push(Candidate {
+                    lower,
+                    approx,
+                    record: r as u32,
+                });
+                if fixed.is_none()
+                    && upper.push(Neighbor {
+                        id: r as u32,
+                        dist: up,
+                    })
+                {
+                    radius = radius_now(upper);
+                }
+            }
+        }
+        let radius = radius_now(upper);
+        self.candidates.retain(|c| c.lower <= radius);
+        pos
+    }
+
+    /// Reads the records of `self.batch` in one batch and offers each one's exact distance.
+    fn read_batch(
+        &mut self,
+        stats: &mut QueryStats,
+        mut offer: impl FnMut(Neighbor),
+    ) -> Result<(), SearchError> {
+        let idx = self.index;
+        self.plan.plan(idx, &self.batch);
+        let rs = idx.reader.read_batch(&self.plan.reqs, &mut self.buf)?;
+        stats.reads += rs.reads;
+        stats.sectors += rs.sectors;
+        stats.bytes += rs.bytes;
+        stats.io_rounds += rs.rounds;
+        for i in 0..self.plan.locs.len() {
+            let (rec, _) = self.plan.record(idx, &self.buf, i)?;
+            let v = record_vector(idx, &rec, &mut self.scratch)?;
+            let dist = match idx.metric {
+                Metric::L2 => distance::l2_sq(&self.query, v),
+                _ => -distance::dot(&self.query, v),
+            };
+            stats.dist_comps += 1;
+            offer(Neighbor { id: rec.id(), dist });
+        }
+        Ok(())
+    }
+}
+
+/// The lower and upper bounds of one query, in internal distance units.
+struct Bounds {
+    metric: Metric,
+    q_norm: f32,
+}
+
+impl Bounds {
+    /// Lower bound of every member of a cluster with centroid distance `cd` (internal units)
+    /// and radii `[r_min, r_max]`.
+    fn cluster(&self, cd: f32, c_norm_sq: f32, r_min: f32, r_max: f32) -> f32 {
+        match self.metric {
+            Metric::L2 => {
+                let d = cd.max(0.0).sqrt();
+                let slack = SLACK * (d + r_max) + SLACK_ABS;
+                let gap = ((d - r_max).max(r_min - d) - slack).max(0.0);
+                gap * gap
+            }
+            _ => cd - self.q_norm * r_max - self.ip_slack(c_norm_sq, r_max),
+        }
+    }
+
+    fn ip_slack(&self, c_norm_sq: f32, r_max: f32) -> f32 {
+        SLACK * self.q_norm * (c_norm_sq.sqrt() + r_max) + SLACK_ABS
+    }
+
+    /// The records `[lo, hi)` of a cluster (keys ascending) whose key bound is within `radius`.
+    fn key_range(
+        &self,
+        keys: &[f32],
+        cd: f32,
+        c_norm_sq: f32,
+        r_max: f32,
+        radius: f32,
+    ) -> (usize, usize) {
+        if radius == f32::INFINITY {
+            return (0, keys.len());
+        }
+        match self.metric {
+            Metric::L2 => {
+                let d = cd.max(0.0).sqrt();
+                let reach = radius.max(0.0).sqrt() + SLACK * (d + r_max) + SLACK_ABS;
+                let lo = keys.partition_point(|&k| k < d - reach);
+                let hi = keys.partition_point(|&k| k <= d + reach);
+                (lo, hi.max(lo))
+            }
+            _ => {
+                // −q·c − |q|·k ≤ radius  ⇔  k ≥ (−q·c − radius) / |q|
+                if self.q_norm == 0.0 {
+                    return if cd <= radius {
+                        (0, keys.len())
+                    } else {
+                        (0, 0)
+                    };
+                }
+                let slack = self.ip_slack(c_norm_sq, r_max);
+                let min_key = (cd - radius - slack) / self.q_norm;
+                (keys.partition_point(|&k| k < min_key), keys.len())
+            }
+        }
+    }
+
+    /// (lower bound, PQ estimate, upper bound) of a record from its ADC table sum, L2
+    /// correction and PQ error.
+    fn record(&self, cd: f32, table_sum: f32, correction: f32, error: f32) -> (f32, f32, f32) {
+        let error = error * (1.0 + SLACK) + SLACK_ABS;
+        match self.metric {
+            Metric::L2 => {
+                // |q − x̂|² = |q − c|² + (|r̂|² + 2c·r̂) − 2q·r̂
+                let approx = cd + correction - 2.0 * table_sum;
+                let eps = SLACK * (cd + correction.abs() + 2.0 * table_sum.abs()) + SLACK_ABS;
+                let lo = ((approx - eps).max(0.0).sqrt() - error).max(0.0);
+                let hi = (approx + eps).max(0.0).sqrt() + error;
+                (lo * lo, approx, hi * hi)
+            }
+            _ => {
+                let approx = cd - table_sum;
+                let eps = SLACK * (cd.abs() + table_sum.abs()) + SLACK_ABS;
+                let spread = self.q_norm * error + eps;
+                (approx - spread, approx, approx + spread)
+            }
+        }
+    }
+}
+
+/// What an exact batch asks of every query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ExactQuery {
+    /// The true `k` nearest.
+    Knn(usize),
+    /// Everything within a radius, in the metric's natural unit (see [`ExactSearcher::range`]).
+    Range(f32),
+}
+
+/// Runs `what` for every row of `queries` on `pool` (one [`ExactSearcher`] per worker). Fails
+/// on the first bad query (checked up front) or, after the batch, with the first query error.
+pub fn exact_batch(
+    index: &Index,
+    queries: crate::data::MatrixView<'_, f32>,
+    what: ExactQuery,
+    params: ExactParams,
+    pool: &rayon::ThreadPool,
+) -> Result<super::BatchResult, SearchError> {
+    use rayon::prelude::*;
+    for (i, q) in queries.iter_rows().enumerate() {
+        index.check_query(i, q)?;
+    }
+    index.exact_aux()?;
+    let start = std::time::Instant::now();
+    type Outcome = Result<(Vec<Neighbor>, QueryStats, f64), SearchError>;
+    let outcomes: Vec<Outcome> = pool.install(|| {
+        (0..queries.rows())
+            .into_par_iter()
+            .map_init(
+                || ExactSearcher::with_params(index, params),
+                |s, i| {
+                    let t0 = std::time::Instant::now();
+                    let r = match what {
+                        ExactQuery::Knn(k) => s.knn(queries.row(i), k),
+                        ExactQuery::Range(radius) => s.range(queries.row(i), radius),
+                    };
+                    r.map(|(n, st)| (n, st, t0.elapsed().as_secs_f64() * 1e6))
+                },
+            )
+            .collect()
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let mut res = super::BatchResult {
+        results: Vec::with_capacity(outcomes.len()),
+        stats: Vec::with_capacity(outcomes.len()),
+        latencies_us: Vec::with_capacity(outcomes.len()),
+        seconds,
+    };
+    for o in outcomes {
+        let (r, st, us) = o?;
+        res.results.push(r);
+        res.stats.push(st);
+        res.latencies_us.push(us);
+    }
+    Ok(res)
+}
