@@ -190,7 +190,9 @@ pub fn update_published(
     let mut manifest = open_check(dir)?;
     for &(name, bytes) in files {
         if name == MANIFEST_FILE {
-            return Err(FormatError::invalid("cannot replace the manifest as a file"));
+            return Err(FormatError::invalid(
+                "cannot replace the manifest as a file",
+            ));
         }
         let entry = super::file::write_whole_file(&dir.join(name), bytes)?;
         manifest.files.retain(|f| f.name_str() != Some(name));

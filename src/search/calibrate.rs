@@ -6,9 +6,10 @@
 //! the grid (the native metric, and LC-CMD for α × β) ranks the candidates, and the partner's
 //! rank gives hit@1 and hit@10. The pairs are split, by a seeded shuffle, into a fitting half
 //! and a held-out half: the setting with the best fitting hit@1 (then hit@10; the native metric
-//! wins ties) is kept only if on the held-out half it is at least as good as the native metric
-//! in both hit@1 and hit@10. Otherwise the choice is the native metric, so calibration never
-//! does worse than native on pairs it did not fit.
+//! wins ties) is kept only if on the held-out half its hit@10 is not lower than the native
+//! metric's and its hit@1 is higher by more than chance (a one-sided McNemar test at 5% on the
+//! pairs where exactly one of the two ranks the partner first). Otherwise the choice is the
+//! native metric: a setting that only looked better on a few hundred pairs is not taken.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -66,6 +67,10 @@ pub struct Calibration {
     pub best_fit: RerankDistance,
     pub fit_pairs: usize,
     pub held_pairs: usize,
+    /// Held-out pairs whose partner the best fitting setting ranks first and the native
+    /// metric does not, and the reverse.
+    pub held_gained: usize,
+    pub held_lost: usize,
     /// The native metric first, then every LC-CMD setting.
     pub grid: Vec<CalibrationPoint>,
 }
@@ -194,20 +199,30 @@ pub fn calibrate(
         })
         .collect();
     // Best fitting score; the native metric (first) wins ties.
-    let best = grid
-        .iter()
-        .enumerate()
-        .fold(0, |b, (i, p)| {
-            let bp = &grid[b];
-            if (p.fit_hit1, p.fit_hit10) > (bp.fit_hit1, bp.fit_hit10) {
-                i
-            } else {
-                b
-            }
-        });
+    let best = grid.iter().enumerate().fold(0, |b, (i, p)| {
+        let bp = &grid[b];
+        if (p.fit_hit1, p.fit_hit10) > (bp.fit_hit1, bp.fit_hit10) {
+            i
+        } else {
+            b
+        }
+    });
+    // Confirmation on the held-out pairs: hit@10 not lower, and hit@1 better than the native
+    // metric by more than chance (one-sided McNemar test on the pairs where exactly one of the
+    // two finds the partner first: gained − lost ≥ 1.645·√(gained + lost), and ≥ 1).
     let native = &grid[0];
-    let confirmed = held_set.is_empty()
-        || (grid[best].held_hit1 >= native.held_hit1 && grid[best].held_hit10 >= native.held_hit10);
+    let (gained, lost) = held_set.iter().fold((0usize, 0usize), |(g, l), &i| {
+        match (ranks[best][i] == 0, ranks[0][i] == 0) {
+            (true, false) => (g + 1, l),
+            (false, true) => (g, l + 1),
+            _ => (g, l),
+        }
+    });
+    let margin = gained as f64 - lost as f64;
+    let confirmed = best != 0
+        && grid[best].held_hit10 >= native.held_hit10
+        && margin >= 1.0
+        && margin >= 1.645 * ((gained + lost) as f64).sqrt();
     Ok(Calibration {
         choice: if confirmed {
             grid[best].distance
@@ -217,6 +232,8 @@ pub fn calibrate(
         best_fit: grid[best].distance,
         fit_pairs: fit_set.len(),
         held_pairs: held_set.len(),
+        held_gained: gained,
+        held_lost: lost,
         grid,
     })
 }

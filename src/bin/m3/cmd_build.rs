@@ -167,7 +167,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     if auto {
         eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
         crate::cmd_calibrate::calibrate_index(
-            &args.out, &base, &args.calib, args.seed, args.threads, false,
+            &args.out,
+            &base,
+            &args.calib,
+            args.seed,
+            args.threads,
+            false,
         )?;
     }
     if args.json {

@@ -49,7 +49,14 @@ pub struct CalibrateArgs {
 }
 
 pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
-    calibrate_index(&args.index, &args.base, &args.calib, args.seed, args.threads, args.dry_run)?;
+    calibrate_index(
+        &args.index,
+        &args.base,
+        &args.calib,
+        args.seed,
+        args.threads,
+        args.dry_run,
+    )?;
     Ok(())
 }
 
@@ -80,7 +87,12 @@ pub fn calibrate_index(
             gt.queries(),
             queries.rows()
         );
-        gt.ids.view().iter_rows().take(queries.rows()).map(|r| r[0]).collect()
+        gt.ids
+            .view()
+            .iter_rows()
+            .take(queries.rows())
+            .map(|r| r[0])
+            .collect()
     };
     let queries = Matrix::from_vec(queries.as_slice().to_vec(), queries.dim())?;
     let params = CalibrationParams {
@@ -90,7 +102,14 @@ pub fn calibrate_index(
         ..CalibrationParams::default()
     };
     let base_file = VectorFile::open(base)?;
-    let cal = calibrate(&index, &base_file, queries.view(), &partners, &params, &pool)?;
+    let cal = calibrate(
+        &index,
+        &base_file,
+        queries.view(),
+        &partners,
+        &params,
+        &pool,
+    )?;
     print_calibration(&cal);
     drop(index);
     if !dry_run {
@@ -108,7 +127,11 @@ pub fn calibrate_index(
                 meta.lccmd_beta = 0.0;
             }
         })?;
-        eprintln!("m3 calibrate: stored {} in {}", describe(choice), dir.display());
+        eprintln!(
+            "m3 calibrate: stored {} in {}",
+            describe(choice),
+            dir.display()
+        );
     }
     Ok(cal)
 }
@@ -125,7 +148,10 @@ fn print_calibration(cal: &Calibration) {
         "calibration: {} fitting pairs, {} held out; partner hit@1 / hit@10",
         cal.fit_pairs, cal.held_pairs
     );
-    println!("{:<24} {:>9} {:>9} {:>9} {:>9}", "distance", "fit@1", "fit@10", "held@1", "held@10");
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>9}",
+        "distance", "fit@1", "fit@10", "held@1", "held@10"
+    );
     let mut shown: Vec<_> = cal.grid.iter().collect();
     // The native metric, then the ten best by fitting score.
     shown[1..].sort_by(|a, b| {
@@ -146,8 +172,11 @@ fn print_calibration(cal: &Calibration) {
     let native = cal.native();
     let chosen = cal.chosen();
     println!(
-        "best on the fitting pairs: {}; choice: {} (held-out hit@1 {:.4} vs native {:.4}, hit@10 {:.4} vs {:.4})",
+        "best on the fitting pairs: {}; on the held-out pairs it gains {} and loses {} first places; \
+         choice: {} (held-out hit@1 {:.4} vs native {:.4}, hit@10 {:.4} vs {:.4})",
         describe(cal.best_fit),
+        cal.held_gained,
+        cal.held_lost,
         describe(cal.choice),
         chosen.held_hit1,
         native.held_hit1,
