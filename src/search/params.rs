@@ -126,6 +126,39 @@ impl std::ops::AddAssign for QueryStats {
     }
 }
 
+/// LC-CMD per-dimension weights for (α, β) from an index's per-modality variances (DESIGN
+/// §4.3): `w_k = 1 / (α σ²_query,k + (1 − α) σ²_base,k + ε)`, normalised to mean 1, blended
+/// toward isotropic as `(1 − β) + β·w_k`.
+pub fn lccmd_weights(
+    stats: &crate::format::Stats,
+    alpha: f32,
+    beta: f32,
+) -> Result<Vec<f32>, super::SearchError> {
+    if !stats.has_query_stats {
+        return Err(super::SearchError::Param {
+            name: "distance",
+            what: "LC-CMD needs query-modality statistics: build with --train-queries".into(),
+        });
+    }
+    if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
+        return Err(super::SearchError::Param {
+            name: "distance",
+            what: format!("LC-CMD needs α, β in [0, 1], got {alpha}, {beta}"),
+        });
+    }
+    let raw: Vec<f32> = stats
+        .query_var
+        .iter()
+        .zip(&stats.base_var)
+        .map(|(&t, &v)| 1.0 / (alpha * t + (1.0 - alpha) * v + 1e-6))
+        .collect();
+    let mean = raw.iter().map(|&w| w as f64).sum::<f64>() / raw.len() as f64;
+    Ok(raw
+        .iter()
+        .map(|&w| (1.0 - beta) + beta * (w as f64 / mean) as f32)
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,37 +265,4 @@ mod tests {
             }
         );
     }
-}
-
-/// LC-CMD per-dimension weights for (α, β) from an index's per-modality variances (DESIGN
-/// §4.3): `w_k = 1 / (α σ²_query,k + (1 − α) σ²_base,k + ε)`, normalised to mean 1, blended
-/// toward isotropic as `(1 − β) + β·w_k`.
-pub fn lccmd_weights(
-    stats: &crate::format::Stats,
-    alpha: f32,
-    beta: f32,
-) -> Result<Vec<f32>, super::SearchError> {
-    if !stats.has_query_stats {
-        return Err(super::SearchError::Param {
-            name: "distance",
-            what: "LC-CMD needs query-modality statistics: build with --train-queries".into(),
-        });
-    }
-    if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
-        return Err(super::SearchError::Param {
-            name: "distance",
-            what: format!("LC-CMD needs α, β in [0, 1], got {alpha}, {beta}"),
-        });
-    }
-    let raw: Vec<f32> = stats
-        .query_var
-        .iter()
-        .zip(&stats.base_var)
-        .map(|(&t, &v)| 1.0 / (alpha * t + (1.0 - alpha) * v + 1e-6))
-        .collect();
-    let mean = raw.iter().map(|&w| w as f64).sum::<f64>() / raw.len() as f64;
-    Ok(raw
-        .iter()
-        .map(|&w| (1.0 - beta) + beta * (w as f64 / mean) as f32)
-        .collect())
 }
