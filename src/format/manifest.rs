@@ -18,13 +18,17 @@ pub const MANIFEST_KIND: FileKind = FileKind {
     magic: *b"M3MANIF\0",
     name: "manifest",
     version_major: 1,
-    version_minor: 0,
+    version_minor: 1,
 };
 
 /// `flags` bit 0: the index has query-modality anchors (`routing.m3` is non-empty).
 pub const META_FLAG_QUERY_ANCHORS: u8 = 1;
 /// `flags` bit 1: neighbour pruning used a LID-adaptive α in `[alpha_min, alpha_max]`.
 pub const META_FLAG_LID_ADAPTIVE: u8 = 2;
+/// `flags` bit 2: a multi-vector index; `blocks.m3` gives its blocks and the per-block scales
+/// of the stored vectors, which every query must apply (readers that do not know the bit
+/// refuse the index rather than search it wrongly).
+pub const META_FLAG_BLOCKS: u8 = 4;
 
 /// Index parameters: the kind-specific header of `manifest.m3`.
 #[repr(C)]
@@ -37,7 +41,7 @@ pub struct IndexMeta {
     pub metric: u8,
     /// 0 native metric, 1 LC-CMD.
     pub distance_mode: u8,
-    /// [`META_FLAG_QUERY_ANCHORS`] | [`META_FLAG_LID_ADAPTIVE`].
+    /// [`META_FLAG_QUERY_ANCHORS`] | [`META_FLAG_LID_ADAPTIVE`] | [`META_FLAG_BLOCKS`].
     pub flags: u8,
     /// Base rows.
     pub n_vectors: u64,
@@ -164,7 +168,8 @@ impl IndexMeta {
         if self.distance_mode > 1 {
             return at(6, format!("unknown distance mode {}", self.distance_mode));
         }
-        if self.flags & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE) != 0 {
+        if self.flags & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE | META_FLAG_BLOCKS) != 0
+        {
             return at(7, format!("unknown flags {:#04x}", self.flags));
         }
         if self.n_records < self.n_vectors {

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::FormatError;
+use super::blocks::{BLOCKS_KIND, BlockTable, BlocksHeader};
 use super::clusters::{CLUSTERS_KIND, ClusterTable, ClustersHeader};
 use super::data::DataFileHeader;
 use super::file::{FileEntry, SectionReader, file_crc32c};
@@ -24,6 +25,8 @@ pub const STATS_FILE: &str = "stats.m3";
 pub const PQ_FILE: &str = "pq.m3";
 pub const DATA_FILE: &str = "data.m3";
 pub const SECTORS_FILE: &str = "sectors.m3";
+/// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
+pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
 pub const REPORT_FILE: &str = "build_report.json";
 
@@ -58,6 +61,18 @@ fn read_manifest(dir: &Path) -> Result<Manifest, FormatError> {
         });
     }
     let m = Manifest::read(&path)?;
+    let blocks = m.meta.flags & super::manifest::META_FLAG_BLOCKS != 0;
+    if blocks != m.file(BLOCKS_FILE).is_some() {
+        return Err(FormatError::corrupt(
+            &path,
+            39,
+            if blocks {
+                "flag bit 2 (multi-vector) is set but the manifest does not list blocks.m3"
+            } else {
+                "the manifest lists blocks.m3 but flag bit 2 (multi-vector) is clear"
+            },
+        ));
+    }
     for name in REQUIRED_FILES {
         if m.file(name).is_none() {
             return Err(FormatError::corrupt(
@@ -107,6 +122,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             STATS_FILE => header_only::<StatsHeader>(&path, &STATS_KIND)?,
             PQ_FILE => header_only::<PqHeader>(&path, &PQ_KIND)?,
             SECTORS_FILE => header_only::<SectorsHeader>(&path, &SECTORS_KIND)?,
+            BLOCKS_FILE => header_only::<BlocksHeader>(&path, &BLOCKS_KIND)?,
             DATA_FILE => DataFileHeader::read(&path)?.check_against(&m.meta, &path)?,
             _ => {} // a file of a newer minor version: length checked only
         }
@@ -154,6 +170,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             ROUTING_FILE => Routing::read(&path)?.check_against(meta, &path)?,
             STATS_FILE => Stats::read(&path)?.check_against(meta, &path)?,
             PQ_FILE => PqFile::read(&path)?.check_against(meta, &path)?,
+            BLOCKS_FILE => BlockTable::read(&path)?.check_against(meta, &path)?,
             SECTORS_FILE => {
                 let s = SectorCrcs::read(&path)?;
                 if s.crcs.len() as u64 != meta.data_sectors {
