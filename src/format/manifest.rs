@@ -18,8 +18,12 @@ pub const MANIFEST_KIND: FileKind = FileKind {
     magic: *b"M3MANIF\0",
     name: "manifest",
     version_major: 1,
-    version_minor: 1,
+    version_minor: 0,
 };
+
+/// Minor version written for multi-vector indexes ([`META_FLAG_BLOCKS`], `blocks.m3`): 1.1
+/// added them; every other index is still written as 1.0, byte for byte as before.
+pub const MANIFEST_MINOR_BLOCKS: u16 = 1;
 
 /// `flags` bit 0: the index has query-modality anchors (`routing.m3` is non-empty).
 pub const META_FLAG_QUERY_ANCHORS: u8 = 1;
@@ -201,7 +205,15 @@ impl Manifest {
             u32::try_from(self.files.len()).map_err(|_| FormatError::invalid("too many files"))?;
         let trailer: &[u8] = bytemuck::cast_slice(&self.files);
         let header_bytes = COMMON_HEADER_BYTES + size_of::<IndexMeta>() + trailer.len();
-        SectionWriter::new(header_bytes).finish(path, &MANIFEST_KIND, &meta, trailer)
+        let kind = if meta.flags & META_FLAG_BLOCKS != 0 {
+            FileKind {
+                version_minor: MANIFEST_MINOR_BLOCKS,
+                ..MANIFEST_KIND
+            }
+        } else {
+            MANIFEST_KIND
+        };
+        SectionWriter::new(header_bytes).finish(path, &kind, &meta, trailer)
     }
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {

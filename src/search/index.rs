@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::SearchError;
+use super::blocks::IndexBlocks;
 use crate::data::Matrix;
 use crate::distance::Metric;
 use crate::format::verify::{CLUSTERS_FILE, DATA_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE};
@@ -33,6 +34,8 @@ pub struct Index {
     pub(super) codec: RecordCodec,
     pub(super) layout: RecordLayout,
     pub(super) reader: Arc<dyn BlockReader>,
+    /// The blocks of a multi-vector index.
+    pub(super) blocks: Option<IndexBlocks>,
 }
 
 impl Index {
@@ -94,6 +97,22 @@ impl Index {
             .into());
         }
         let centroid_norms = crate::linalg::row_norms_sq(clusters.centroids.view());
+        let blocks = if meta.flags & crate::format::manifest::META_FLAG_BLOCKS != 0 {
+            let path = dir.join(crate::format::verify::BLOCKS_FILE);
+            let table = crate::format::BlockTable::read(&path)?;
+            table.check_against(&meta, &path)?;
+            Some(IndexBlocks::new(
+                table,
+                &dir.join(PQ_FILE),
+                metric,
+                &pq,
+                &pq_file.codes,
+                &clusters.centroids,
+                &clusters.entries,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             meta,
@@ -110,6 +129,7 @@ impl Index {
             codec: header.codec()?,
             layout: header.layout(),
             reader,
+            blocks,
         })
     }
 
@@ -141,6 +161,42 @@ impl Index {
         self.reader.info()
     }
 
+    /// The blocks of a multi-vector index (`None` for a single-vector index).
+    pub fn blocks(&self) -> Option<&crate::format::BlockTable> {
+        self.blocks.as_ref().map(|b| &b.table)
+    }
+
+    /// Block weights for [`super::SearchParams::block_weights`] from `(name, weight)` pairs
+    /// and the blocks a query gives (`present[b]`): a named weight must belong to a present
+    /// block; a present block without one gets its build weight; an absent block gets 0.
+    pub fn block_weights(
+        &self,
+        given: &[(String, f32)],
+        present: &[bool],
+    ) -> Result<Vec<f32>, SearchError> {
+        let Some(b) = &self.blocks else {
+            return Err(SearchError::Param {
+                name: "block_weights",
+                what: "the index has no blocks (built from a single --base)".into(),
+            });
+        };
+        let build = b.table.weights();
+        let w = b
+            .layout
+            .weights(given, |i| if present.get(i) == Some(&true) { build[i] } else { 0.0 })
+            ?;
+        for (name, v) in given {
+            let i = b.layout.position(name)?;
+            if *v > 0.0 && present.get(i) != Some(&true) {
+                return Err(SearchError::Param {
+                    name: "block_weights",
+                    what: format!("block '{name}' has a weight but no query block"),
+                });
+            }
+        }
+        Ok(w)
+    }
+
     /// Bytes held in RAM for searching (anchors, routing, PQ codebooks, codes, corrections).
     pub fn ram_bytes(&self) -> u64 {
         (self.centroids.as_slice().len() * 4
@@ -149,7 +205,12 @@ impl Index {
             + self.routing.edges.as_slice().len() * 4
             + self.pq.codebooks().len() * 4
             + self.codes.as_slice().len()
-            + self.correction.len() * 4) as u64
+            + self.correction.len() * 4
+            + self
+                .blocks
+                .as_ref()
+                .and_then(|b| b.corrections.as_ref())
+                .map_or(0, |c| c.as_slice().len() * 4)) as u64
     }
 
     /// Cluster of a global record index.

@@ -2,6 +2,7 @@
 //! PQ codes in RAM, read only the best candidates' sectors in one batch and rerank exactly.
 
 mod batch;
+mod blocks;
 mod error;
 mod evaluate;
 mod index;
@@ -9,6 +10,7 @@ mod params;
 mod query;
 mod read;
 
+pub use blocks::{IndexBlocks, Weighting};
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};

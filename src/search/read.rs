@@ -125,10 +125,12 @@ pub(super) fn rerank(
             )
             .into());
         }
-        let dist = match (params.distance, &weights) {
-            (super::RerankDistance::LcCmd { .. }, Some((_, w))) => {
+        let blocks = t.weighting.as_ref().filter(|w| !w.unit).zip(idx.blocks.as_ref());
+        let dist = match (params.distance, &weights, blocks) {
+            (super::RerankDistance::LcCmd { .. }, Some((_, w)), _) => {
                 distance::weighted_l2_sq(q, v, w)
             }
+            (_, _, Some((w, b))) => w.distance(&b.layout, idx.metric, q, v),
             _ => match idx.metric {
                 Metric::L2 => distance::l2_sq(q, v),
                 _ => -distance::dot(q, v),
