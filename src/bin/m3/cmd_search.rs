@@ -31,8 +31,9 @@ pub struct SearchArgs {
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.index.threads)?;
     let index = open_index(&args.index)?;
-    let queries = read_queries(&args.index)?;
-    let params = args.knobs.params(args.k);
+    let queries = read_queries(&args.index, &index)?;
+    let mut params = args.knobs.params(args.k);
+    params.block_weights = queries.block_weights.clone();
     let res = search_batch(
         &index,
         queries.view(),
