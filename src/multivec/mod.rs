@@ -13,6 +13,7 @@
 //! The index side lives in `build` (block-aligned PQ, stored scales), `format::blocks`
 //! (`blocks.m3`) and `search` (weighted routing, PQ scan of the present subspaces, rerank).
 
+pub mod baseline;
 mod error;
 mod exact;
 mod files;
