@@ -119,9 +119,14 @@ impl IndexBlocks {
 
     /// The weighting of a query with block `weights` (`None`: the build weights).
     pub(super) fn weighting(&self, weights: Option<&[f32]>) -> Weighting {
-        let omega: Vec<f32> = match weights {
-            None => vec![1.0; self.layout.len()],
-            Some(w) => crate::multivec::scale::query_factors(&self.spreads, &self.scales, w),
+        // Standardised: ω_b = w_b / W_b exactly (1 for the build weights, the plain path);
+        // otherwise the general w_b / (σ_b² c_b²).
+        let build = self.table.weights();
+        let w = weights.unwrap_or(&build);
+        let omega: Vec<f32> = if self.table.standardized {
+            w.iter().zip(&build).map(|(&w, &wb)| w / wb).collect()
+        } else {
+            crate::multivec::scale::query_factors(&self.spreads, &self.scales, w)
         };
         let unit = omega.iter().all(|&o| o == omega[0]) && omega[0] == 1.0;
         let present: Vec<usize> = (0..omega.len()).filter(|&b| omega[b] > 0.0).collect();
