@@ -94,7 +94,10 @@ fn query_files(files: &[(String, PathBuf, PathBuf)], subset: &[usize]) -> Vec<(S
 }
 
 fn base_files(files: &[(String, PathBuf, PathBuf)]) -> Vec<(String, PathBuf)> {
-    files.iter().map(|(n, b, _)| (n.clone(), b.clone())).collect()
+    files
+        .iter()
+        .map(|(n, b, _)| (n.clone(), b.clone()))
+        .collect()
 }
 
 /// Exact weighted ground truth (natural units).
@@ -191,7 +194,8 @@ fn multivector_exhaustive_search_equals_weighted_brute_force() {
             ];
             for given in &weight_sets {
                 let w = index.block_weights(given, &queries.present).unwrap();
-                let what = format!("{metric} std={standardize} blocks {subset:?} weights {given:?}");
+                let what =
+                    format!("{metric} std={standardize} blocks {subset:?} weights {given:?}");
                 params.block_weights = Some(w.clone());
                 let res = search_batch(
                     &index,
@@ -208,8 +212,14 @@ fn multivector_exhaustive_search_equals_weighted_brute_force() {
         // A full concatenated query with the build weights takes the single-vector path.
         let all = BlockQueries::read(&layout, &query_files(&files, &[0, 1, 2]), None).unwrap();
         params.block_weights = None;
-        let res = search_batch(&index, all.rows.view(), &params, &pool(), &BatchOptions::default())
-            .unwrap();
+        let res = search_batch(
+            &index,
+            all.rows.view(),
+            &params,
+            &pool(),
+            &BatchOptions::default(),
+        )
+        .unwrap();
         let gt = weighted_gt(&files, &all, &build_w, metric, k);
         assert_exact(&res.results, &gt, metric, &format!("{metric}: full query"));
     }
@@ -241,8 +251,14 @@ fn multivector_recall_floor_with_default_knobs() {
         let w = index.block_weights(&[], &queries.present).unwrap();
         let mut params = SearchParams::new(10);
         params.block_weights = Some(w.clone());
-        let res = search_batch(&index, queries.rows.view(), &params, &pool(), &BatchOptions::default())
-            .unwrap();
+        let res = search_batch(
+            &index,
+            queries.rows.view(),
+            &params,
+            &pool(),
+            &BatchOptions::default(),
+        )
+        .unwrap();
         let gt = weighted_gt(&files, &queries, &w, Metric::L2, 10);
         let table = m3::search::results_table(&res.results, &params, Metric::L2).unwrap();
         let r = recall_at_k(
@@ -254,7 +270,11 @@ fn multivector_recall_floor_with_default_knobs() {
         )
         .unwrap();
         eprintln!("blocks {subset:?}: recall@10 {:.4}", r.mean);
-        assert!(r.mean >= floor, "blocks {subset:?}: recall@10 {} < {floor}", r.mean);
+        assert!(
+            r.mean >= floor,
+            "blocks {subset:?}: recall@10 {} < {floor}",
+            r.mean
+        );
     }
 }
 
@@ -269,7 +289,13 @@ fn multivector_bad_inputs_give_typed_errors() {
     mixed[1] = other[1].clone();
     let err = build(&mixed, &[1.0; 3], Metric::L2, &tmp.path().join("x"), true).unwrap_err();
     match &err {
-        BuildError::Block(BlockError::RowCount { block, path, found: 200, expected: 300, .. }) => {
+        BuildError::Block(BlockError::RowCount {
+            block,
+            path,
+            found: 200,
+            expected: 300,
+            ..
+        }) => {
             assert_eq!(block, "txt");
             assert_eq!(path, &other[1].1);
         }
@@ -286,8 +312,14 @@ fn multivector_bad_inputs_give_typed_errors() {
     );
     // Build weights must be > 0 and finite.
     for bad in [0.0, -1.0, f32::NAN] {
-        let err = build(&files, &[1.0, bad, 1.0], Metric::L2, &tmp.path().join("x"), true)
-            .unwrap_err();
+        let err = build(
+            &files,
+            &[1.0, bad, 1.0],
+            Metric::L2,
+            &tmp.path().join("x"),
+            true,
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, BuildError::Block(BlockError::BadWeight { block, .. }) if block == "txt"),
             "{err:?}"
@@ -299,14 +331,21 @@ fn multivector_bad_inputs_give_typed_errors() {
     let index = open(&out);
     let layout = index.blocks().unwrap().layout();
     // Unknown query block, wrong query-block dimension, repeated block.
-    let err = BlockQueries::read(&layout, &[("audio".into(), files[0].2.clone())], None).unwrap_err();
-    assert!(matches!(&err, BlockError::UnknownBlock { name, .. } if name == "audio"), "{err:?}");
+    let err =
+        BlockQueries::read(&layout, &[("audio".into(), files[0].2.clone())], None).unwrap_err();
+    assert!(
+        matches!(&err, BlockError::UnknownBlock { name, .. } if name == "audio"),
+        "{err:?}"
+    );
     let err = BlockQueries::read(&layout, &[("img".into(), files[1].2.clone())], None).unwrap_err();
     assert!(
         matches!(&err, BlockError::BlockDim { block, expected: 4, found: 3, .. } if block == "img"),
         "{err:?}"
     );
-    let twice = [("img".into(), files[0].2.clone()), ("img".into(), files[0].2.clone())];
+    let twice = [
+        ("img".into(), files[0].2.clone()),
+        ("img".into(), files[0].2.clone()),
+    ];
     assert!(matches!(
         BlockQueries::read(&layout, &twice, None),
         Err(BlockError::DuplicateBlock { .. })
@@ -316,7 +355,9 @@ fn multivector_bad_inputs_give_typed_errors() {
     // Negative, NaN and unknown weights; a weight for a block without a query.
     let present = [true, true, false];
     for bad in [-0.5, f32::NAN, f32::INFINITY] {
-        let err = index.block_weights(&[("img".into(), bad)], &present).unwrap_err();
+        let err = index
+            .block_weights(&[("img".into(), bad)], &present)
+            .unwrap_err();
         assert!(
             matches!(&err, SearchError::Block(BlockError::BadWeight { block, .. }) if block == "img"),
             "{err:?}"
@@ -328,7 +369,10 @@ fn multivector_bad_inputs_give_typed_errors() {
     ));
     assert!(matches!(
         index.block_weights(&[("tag".into(), 1.0)], &present),
-        Err(SearchError::Param { name: "block_weights", .. })
+        Err(SearchError::Param {
+            name: "block_weights",
+            ..
+        })
     ));
     // Weights given straight in the parameters are checked too.
     let q = BlockQueries::read(&layout, &[("img".into(), files[0].2.clone())], None).unwrap();
@@ -339,10 +383,16 @@ fn multivector_bad_inputs_give_typed_errors() {
     ] {
         let mut p = SearchParams::new(5);
         p.block_weights = Some(w);
-        let err = search_batch(&index, q.rows.view(), &p, &pool(), &BatchOptions::default())
-            .unwrap_err();
+        let err =
+            search_batch(&index, q.rows.view(), &p, &pool(), &BatchOptions::default()).unwrap_err();
         assert!(
-            matches!(err, SearchError::Param { name: "block_weights", .. }),
+            matches!(
+                err,
+                SearchError::Param {
+                    name: "block_weights",
+                    ..
+                }
+            ),
             "{what}: {err:?}"
         );
     }
@@ -355,7 +405,10 @@ fn multivector_bad_inputs_give_typed_errors() {
     assert!(s.blocks().is_none());
     assert!(matches!(
         s.block_weights(&[], &[true]),
-        Err(SearchError::Param { name: "block_weights", .. })
+        Err(SearchError::Param {
+            name: "block_weights",
+            ..
+        })
     ));
 }
 
@@ -394,7 +447,10 @@ fn multivector_blocks_file_round_trip_corruption_and_verify() {
         std::fs::write(&path, &b).unwrap();
         if i < 56 {
             // Header bytes are covered by the header CRC.
-            assert!(BlockTable::read(&path).is_err(), "flipped header byte {i} accepted");
+            assert!(
+                BlockTable::read(&path).is_err(),
+                "flipped header byte {i} accepted"
+            );
         } else {
             // Table bytes: a typed error or a valid table, never a panic.
             let _ = BlockTable::read(&path);
@@ -402,7 +458,10 @@ fn multivector_blocks_file_round_trip_corruption_and_verify() {
     }
     for len in 0..bytes.len() {
         std::fs::write(&path, &bytes[..len]).unwrap();
-        assert!(BlockTable::read(&path).is_err(), "truncated to {len} accepted");
+        assert!(
+            BlockTable::read(&path).is_err(),
+            "truncated to {len} accepted"
+        );
     }
     // Invalid tables are refused on write.
     let mut bad = t.clone();

@@ -15,7 +15,8 @@ pub use assign::{Assignment, assign};
 pub use error::BuildError;
 pub use layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 pub use params::{
-    BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams, RoutingParams, SpillParams,
+    BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,
+    RoutingParams, SpillParams,
 };
 pub use pipeline::{
     BuildObserver, BuildSummary, REPORT_FILE, Silent, StageTime, build_index, peak_rss_bytes,

@@ -12,8 +12,8 @@ use crate::format::verify::{
     BLOCKS_FILE, CLUSTERS_FILE, DATA_FILE, PQ_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
-    BlockInfo, BlockTable, ClusterTable, DataFileParams, DataFileWriter, FileEntry, IndexDirWriter, IndexMeta, Manifest,
-    PqFile, Routing, Stats,
+    BlockInfo, BlockTable, ClusterTable, DataFileParams, DataFileWriter, FileEntry, IndexDirWriter,
+    IndexMeta, Manifest, PqFile, Routing, Stats,
 };
 use crate::graph::AlphaMode;
 
@@ -325,7 +325,11 @@ pub fn build_index(
         META_FLAG_LID_ADAPTIVE
     } else {
         0
-    } | if blocks.is_some() { META_FLAG_BLOCKS } else { 0 };
+    } | if blocks.is_some() {
+        META_FLAG_BLOCKS
+    } else {
+        0
+    };
     meta.n_vectors = n;
     meta.n_records = summary.n_records;
     meta.data_sectors = data_sectors;
@@ -373,8 +377,7 @@ fn block_table(
 ) -> Option<BlockTable> {
     let bp = params.blocks.as_ref()?;
     let layout = base.layout()?.clone();
-    let spreads =
-        crate::multivec::scale::block_spreads(&layout, params.metric, &stats.variance());
+    let spreads = crate::multivec::scale::block_spreads(&layout, params.metric, &stats.variance());
     let weights: Vec<f32> = bp.blocks.iter().map(|b| b.weight).collect();
     let scales = crate::multivec::scale::block_scales(&spreads, &weights, bp.standardize);
     crate::multivec::scale::scale_blocks(&layout, sample, &scales);

@@ -35,7 +35,10 @@ impl BaseSource {
                     .map(|i| (i.name.clone(), i.path.clone()))
                     .collect();
                 if pairs.is_empty() {
-                    return Err(BuildError::param("blocks", "a multi-vector build needs at least one block"));
+                    return Err(BuildError::param(
+                        "blocks",
+                        "a multi-vector build needs at least one block",
+                    ));
                 }
                 for i in &b.blocks {
                     crate::multivec::check_weight(&i.name, i.weight, true)?;
@@ -167,7 +170,11 @@ impl BaseSource {
     }
 
     /// Rows in the file's own element type (single-file bases stored natively only).
-    pub fn read_native<T: Element>(&self, first: u64, count: usize) -> Result<Matrix<T>, BuildError> {
+    pub fn read_native<T: Element>(
+        &self,
+        first: u64,
+        count: usize,
+    ) -> Result<Matrix<T>, BuildError> {
         match self {
             Self::Single(f) => {
                 let mut v = Vec::new();

@@ -67,7 +67,11 @@ impl Welford {
     /// The statistics of the same rows with dimension k multiplied by `factors[k]`: mean by
     /// the factor, variance by its square. The largest norm is not rescaled.
     pub fn scale_dims(&mut self, factors: &[f64]) {
-        assert_eq!(factors.len(), self.mean.len(), "Welford::scale_dims: dimension");
+        assert_eq!(
+            factors.len(),
+            self.mean.len(),
+            "Welford::scale_dims: dimension"
+        );
         for ((m, s), &f) in self.mean.iter_mut().zip(self.m2.iter_mut()).zip(factors) {
             *m *= f;
             *s *= f * f;

@@ -6,9 +6,9 @@ use rand::SeedableRng;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 
+use super::source::BaseSource;
 use super::stats::Welford;
 use super::{BuildError, BuildParams};
-use super::source::BaseSource;
 use crate::data::{Matrix, MatrixView};
 use crate::distance::{self, Metric};
 use crate::kmeans::{BalancedKMeansParams, KMeans, nearest_centroids};

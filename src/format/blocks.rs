@@ -67,7 +67,9 @@ impl BlocksHeader {
 
 impl BlockEntry {
     pub fn layout_table() -> LayoutTable {
-        crate::layout_table!(0, BlockEntry, name, first_dim, dim, spread, weight, scale, reserved)
+        crate::layout_table!(
+            0, BlockEntry, name, first_dim, dim, spread, weight, scale, reserved
+        )
     }
 }
 
@@ -199,7 +201,11 @@ impl BlockTable {
         let mut first = 0u64;
         for (i, e) in entries.iter().enumerate() {
             let at = h.table_offset + (i * size_of::<BlockEntry>()) as u64;
-            let len = e.name.iter().position(|&b| b == 0).unwrap_or(BLOCK_NAME_BYTES);
+            let len = e
+                .name
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(BLOCK_NAME_BYTES);
             let name = std::str::from_utf8(&e.name[..len])
                 .ok()
                 .filter(|n| check_block_name(n).is_ok() && e.name[len..].iter().all(|&b| b == 0))
@@ -220,7 +226,10 @@ impl BlockTable {
             });
         }
         if first != h.dim as u64 {
-            return Err(r.corrupt(36, format!("block dims add up to {first}, header says {}", h.dim)));
+            return Err(r.corrupt(
+                36,
+                format!("block dims add up to {first}, header says {}", h.dim),
+            ));
         }
         let table = Self {
             standardized: h.flags & BLOCKS_FLAG_STANDARDIZED != 0,
@@ -237,7 +246,11 @@ impl BlockTable {
             return Err(FormatError::corrupt(
                 path,
                 36,
-                format!("blocks cover {} dims but manifest says {}", self.dim(), meta.dim),
+                format!(
+                    "blocks cover {} dims but manifest says {}",
+                    self.dim(),
+                    meta.dim
+                ),
             ));
         }
         Ok(())

@@ -35,7 +35,9 @@ pub enum BlockError {
         expected: usize,
         found: usize,
     },
-    #[error("block '{block}' ({path}) has {found} query rows, block '{first_block}' has {expected}")]
+    #[error(
+        "block '{block}' ({path}) has {found} query rows, block '{first_block}' has {expected}"
+    )]
     QueryRows {
         block: String,
         path: PathBuf,
@@ -49,7 +51,9 @@ pub enum BlockError {
         value: f32,
         rule: &'static str,
     },
-    #[error("query {query}: block '{block}' is the zero vector, which has no direction under cosine")]
+    #[error(
+        "query {query}: block '{block}' is the zero vector, which has no direction under cosine"
+    )]
     ZeroQueryBlock { query: usize, block: String },
     #[error("{0}")]
     NoBlocks(&'static str),

@@ -64,7 +64,9 @@ impl BlockLayout {
     /// Blocks from `(name, dim)` pairs in row order. Names must be valid and distinct, dims ≥ 1.
     pub fn new<S: AsRef<str>>(blocks: &[(S, usize)]) -> Result<Self, BlockError> {
         if blocks.is_empty() {
-            return Err(BlockError::NoBlocks("a multi-vector layout needs at least one block"));
+            return Err(BlockError::NoBlocks(
+                "a multi-vector layout needs at least one block",
+            ));
         }
         let mut out: Vec<Block> = Vec::with_capacity(blocks.len());
         let mut first = 0usize;
@@ -198,7 +200,10 @@ mod tests {
             ));
         }
         assert!(check_weight("a", 0.0, true).is_err());
-        assert_eq!(split_assignment("--block", "a=x.fbin").unwrap(), ("a", "x.fbin"));
+        assert_eq!(
+            split_assignment("--block", "a=x.fbin").unwrap(),
+            ("a", "x.fbin")
+        );
         assert!(matches!(
             split_assignment("--block", "a"),
             Err(BlockError::BadSpec { .. })

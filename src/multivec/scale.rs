@@ -48,13 +48,7 @@ pub fn block_scales(spreads: &[f32], build_weights: &[f32], standardize: bool) -
     spreads
         .iter()
         .zip(build_weights)
-        .map(|(&s, &w)| {
-            if standardize {
-                w.sqrt() / s
-            } else {
-                w.sqrt()
-            }
-        })
+        .map(|(&s, &w)| if standardize { w.sqrt() / s } else { w.sqrt() })
         .collect()
 }
 
@@ -153,13 +147,16 @@ mod tests {
         let l = BlockLayout::new(&[("a", 2), ("b", 1)]).unwrap();
         let s = block_spreads(&l, Metric::L2, &[9.0, 16.0, 0.0]);
         assert_eq!(s, vec![5.0, 1.0]);
-        assert_eq!(block_spreads(&l, Metric::Cosine, &[9.0, 16.0, 4.0]), vec![1.0, 1.0]);
+        assert_eq!(
+            block_spreads(&l, Metric::Cosine, &[9.0, 16.0, 4.0]),
+            vec![1.0, 1.0]
+        );
         let mut m = Matrix::from_vec(vec![3.0, 4.0, 2.0, 0.0, 0.0, 1.0], 3).unwrap();
         let err = normalize_blocks(&l, &mut m, 10, &|b| format!("blk{b}").into()).unwrap_err();
         assert!(
             matches!(err, DataError::ZeroVector { ref path, row: 11 } if path.to_str() == Some("blk0")),
             "{err:?}"
         );
-        assert_eq!(&m.row(0)[..], &[0.6, 0.8, 1.0]);
+        assert_eq!(m.row(0), &[0.6, 0.8, 1.0]);
     }
 }

@@ -185,7 +185,12 @@ impl ProductQuantizer {
 
     /// Like [`Self::ip_table`] for the subspaces in `spans` only (a multi-vector query's
     /// present blocks); the other subspaces' entries are zero and cost nothing.
-    pub fn ip_table_spans(&self, q: &[f32], spans: &[std::ops::Range<usize>], table: &mut Vec<f32>) {
+    pub fn ip_table_spans(
+        &self,
+        q: &[f32],
+        spans: &[std::ops::Range<usize>],
+        table: &mut Vec<f32>,
+    ) {
         assert_eq!(q.len(), self.dim, "ip_table_spans: dimension");
         table.clear();
         table.resize(self.subspaces() * CODEWORDS, 0.0);

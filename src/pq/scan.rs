@@ -42,9 +42,20 @@ pub fn adc_scan_span(
     out: &mut [f32],
     accumulate: bool,
 ) {
-    assert!(m > 0 && span.end <= m, "adc_scan_span: span outside the subspaces");
-    assert_eq!(table.len(), m * CODEWORDS, "adc_scan_span: table is not m × 256");
-    assert_eq!(codes.len(), out.len() * m, "adc_scan_span: codes are not n × m");
+    assert!(
+        m > 0 && span.end <= m,
+        "adc_scan_span: span outside the subspaces"
+    );
+    assert_eq!(
+        table.len(),
+        m * CODEWORDS,
+        "adc_scan_span: table is not m × 256"
+    );
+    assert_eq!(
+        codes.len(),
+        out.len() * m,
+        "adc_scan_span: codes are not n × m"
+    );
     let tables: Vec<&[f32; CODEWORDS]> = table[span.start * CODEWORDS..span.end * CODEWORDS]
         .chunks_exact(CODEWORDS)
         .map(|t| t.try_into().expect("256 entries"))
@@ -82,7 +93,9 @@ mod tests {
     fn adc_scan_span_matches_the_full_scan() {
         let m = 7;
         let n = 13;
-        let table: Vec<f32> = (0..m * CODEWORDS).map(|i| ((i * 37) % 101) as f32 * 0.25).collect();
+        let table: Vec<f32> = (0..m * CODEWORDS)
+            .map(|i| ((i * 37) % 101) as f32 * 0.25)
+            .collect();
         let codes: Vec<u8> = (0..n * m).map(|i| ((i * 53) % 256) as u8).collect();
         let mut full = vec![0.0; n];
         adc_scan(&table, &codes, m, &mut full);

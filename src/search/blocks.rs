@@ -59,7 +59,10 @@ impl IndexBlocks {
                 return Err(FormatError::corrupt(
                     path,
                     0,
-                    format!("block '{}' does not start and end on PQ subspace bounds", blk.name),
+                    format!(
+                        "block '{}' does not start and end on PQ subspace bounds",
+                        blk.name
+                    ),
                 )
                 .into());
             };
@@ -108,11 +111,12 @@ impl IndexBlocks {
             )));
         }
         for (blk, &v) in self.layout.blocks().iter().zip(w) {
-            crate::multivec::check_weight(&blk.name, v, false)
-                .map_err(|e| bad(e.to_string()))?;
+            crate::multivec::check_weight(&blk.name, v, false).map_err(|e| bad(e.to_string()))?;
         }
         if w.iter().all(|&v| v == 0.0) {
-            return Err(bad("every block weight is 0: a query needs at least one block".into()));
+            return Err(bad(
+                "every block weight is 0: a query needs at least one block".into(),
+            ));
         }
         Ok(())
     }

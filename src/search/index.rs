@@ -181,10 +181,13 @@ impl Index {
             });
         };
         let build = b.table.weights();
-        let w = b
-            .layout
-            .weights(given, |i| if present.get(i) == Some(&true) { build[i] } else { 0.0 })
-            ?;
+        let w = b.layout.weights(given, |i| {
+            if present.get(i) == Some(&true) {
+                build[i]
+            } else {
+                0.0
+            }
+        })?;
         for (name, v) in given {
             let i = b.layout.position(name)?;
             if *v > 0.0 && present.get(i) != Some(&true) {

@@ -10,8 +10,8 @@ mod params;
 mod query;
 mod read;
 
-pub use blocks::{IndexBlocks, Weighting};
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
+pub use blocks::{IndexBlocks, Weighting};
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use index::Index;

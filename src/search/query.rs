@@ -343,7 +343,11 @@ impl<'a> Searcher<'a> {
         let q = &t.query;
         let qn = distance::dot(q, q);
         // A weighted multi-vector query (module `blocks`): only its present blocks count.
-        let weighted = t.weighting.as_ref().filter(|w| !w.unit).zip(idx.blocks.as_ref());
+        let weighted = t
+            .weighting
+            .as_ref()
+            .filter(|w| !w.unit)
+            .zip(idx.blocks.as_ref());
         if let Some((w, b)) = weighted {
             for (c, s) in t.centroid_scores.iter_mut().enumerate() {
                 *s = w.distance(&b.layout, idx.metric, q, idx.centroids.row(c));

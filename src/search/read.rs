@@ -125,7 +125,11 @@ pub(super) fn rerank(
             )
             .into());
         }
-        let blocks = t.weighting.as_ref().filter(|w| !w.unit).zip(idx.blocks.as_ref());
+        let blocks = t
+            .weighting
+            .as_ref()
+            .filter(|w| !w.unit)
+            .zip(idx.blocks.as_ref());
         let dist = match (params.distance, &weights, blocks) {
             (super::RerankDistance::LcCmd { .. }, Some((_, w)), _) => {
                 distance::weighted_l2_sq(q, v, w)

@@ -117,7 +117,16 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
             p.rerank = r.max(kp);
         }
         let run = run_baseline(
-            &refs, &vectors, &queries, &weights, &spreads, args.metric, &p, args.k, &pool, &options,
+            &refs,
+            &vectors,
+            &queries,
+            &weights,
+            &spreads,
+            args.metric,
+            &p,
+            args.k,
+            &pool,
+            &options,
         )?;
         let mut sp = SearchParams::new(args.k);
         sp.distance = m3::search::RerankDistance::Native;

@@ -9,7 +9,9 @@ use m3::build::{BuildObserver, BuildParams, build_index};
 use m3::distance::Metric;
 use m3::graph::AlphaMode;
 
-use crate::common::{parse_block_files, parse_block_weights, parse_metric, progress_bar, thread_pool};
+use crate::common::{
+    parse_block_files, parse_block_weights, parse_metric, progress_bar, thread_pool,
+};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {

@@ -154,14 +154,19 @@ fn run_multiblock(
     pool: &rayon::ThreadPool,
 ) -> anyhow::Result<()> {
     let blocks = args.block_dims.len();
-    anyhow::ensure!(blocks > 0, "--kind multiblock needs --block-dims, e.g. 128,96,64");
+    anyhow::ensure!(
+        blocks > 0,
+        "--kind multiblock needs --block-dims, e.g. 128,96,64"
+    );
     let scales = if args.block_scales.is_empty() {
         (0..blocks).map(|b| 10f32.powi(b as i32)).collect()
     } else {
         args.block_scales.clone()
     };
     let names: Vec<String> = if args.block_names.is_empty() {
-        (0..blocks).map(|b| ((b'a' + b as u8) as char).to_string()).collect()
+        (0..blocks)
+            .map(|b| ((b'a' + b as u8) as char).to_string())
+            .collect()
     } else {
         args.block_names.clone()
     };

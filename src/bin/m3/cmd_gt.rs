@@ -9,7 +9,9 @@ use m3::data::VectorFile;
 use m3::distance::Metric;
 use m3::exact::{ExactParams, exact_knn_file, to_ground_truth};
 
-use crate::common::{parse_block_files, parse_block_weights, parse_metric, progress_bar, thread_pool};
+use crate::common::{
+    parse_block_files, parse_block_weights, parse_metric, progress_bar, thread_pool,
+};
 
 #[derive(Args, Debug)]
 pub struct GtArgs {
@@ -17,7 +19,11 @@ pub struct GtArgs {
     #[arg(long, required_unless_present = "block", conflicts_with = "block")]
     base: Option<PathBuf>,
     /// Query vectors (read whole).
-    #[arg(long, required_unless_present = "query_block", conflicts_with = "query_block")]
+    #[arg(
+        long,
+        required_unless_present = "query_block",
+        conflicts_with = "query_block"
+    )]
     queries: Option<PathBuf>,
     /// Multi-vector base: one block's vectors, `NAME=FILE` (repeat per block, as for
     /// `m3 build`). The ground truth is the weighted distance Σ w·D_block on standardised
@@ -142,9 +148,8 @@ fn run_blocks(args: &GtArgs, pool: &rayon::ThreadPool) -> anyhow::Result<()> {
         k: args.k,
         chunk_rows: args.chunk_rows,
     };
-    let results = pool.install(|| {
-        weighted_exact_knn(&base, &queries, &params, &|done| pb.set_position(done))
-    })?;
+    let results = pool
+        .install(|| weighted_exact_knn(&base, &queries, &params, &|done| pb.set_position(done)))?;
     pb.finish_and_clear();
     let gt = to_ground_truth(&results, args.k, internal_metric(args.metric))?;
     gt.write(&args.out)

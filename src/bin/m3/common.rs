@@ -54,7 +54,10 @@ pub fn parse_block_files(
 }
 
 /// Parses repeated `NAME=W` arguments (`--weight`, `--block-weight`).
-pub fn parse_block_weights(flag: &'static str, specs: &[String]) -> anyhow::Result<Vec<(String, f32)>> {
+pub fn parse_block_weights(
+    flag: &'static str,
+    specs: &[String],
+) -> anyhow::Result<Vec<(String, f32)>> {
     specs
         .iter()
         .map(|s| {

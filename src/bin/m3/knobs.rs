@@ -14,7 +14,11 @@ pub struct IndexArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// Query vectors (for a multi-vector index: every block, concatenated in block order).
-    #[arg(long, required_unless_present = "query_block", conflicts_with = "query_block")]
+    #[arg(
+        long,
+        required_unless_present = "query_block",
+        conflicts_with = "query_block"
+    )]
     pub queries: Option<PathBuf>,
     /// Multi-vector index: one block's query vectors, `NAME=FILE` (repeatable; any non-empty
     /// subset of the index's blocks; the others are left out and cost nothing).

@@ -69,30 +69,43 @@ pub struct MultiblockModel {
 
 impl MultiblockModel {
     pub fn new(params: MultiblockParams, sizes: SplitSizes) -> Result<Self, SynthError> {
-        if params.dims.is_empty() || params.dims.iter().any(|&d| d == 0) {
-            return Err(param_error("dims", "at least one block, each of dimension ≥ 1"));
+        if params.dims.is_empty() || params.dims.contains(&0) {
+            return Err(param_error(
+                "dims",
+                "at least one block, each of dimension ≥ 1",
+            ));
         }
         if params.scales.len() != params.dims.len()
             || params.scales.iter().any(|s| !(s.is_finite() && *s > 0.0))
         {
             return Err(param_error(
                 "scales",
-                format!("one positive scale per block ({} blocks)", params.dims.len()),
+                format!(
+                    "one positive scale per block ({} blocks)",
+                    params.dims.len()
+                ),
             ));
         }
         if params.concepts == 0 {
             return Err(param_error("concepts", "at least 1"));
         }
-        if !(0.0..=1.0).contains(&params.shared) || !(params.noise >= 0.0) {
+        if !(0.0..=1.0).contains(&params.shared) || params.noise.is_nan() || params.noise < 0.0 {
             return Err(param_error("shared/noise", "shared in [0, 1], noise ≥ 0"));
         }
         let mut centres = Vec::with_capacity(params.dims.len());
         let mut spreads = Vec::with_capacity(params.dims.len());
         for (b, &d) in params.dims.iter().enumerate() {
-            let sd: Vec<f32> = (0..d).map(|k| (1.0 / (1.0 + k as f32 / 16.0)).sqrt()).collect();
+            let sd: Vec<f32> = (0..d)
+                .map(|k| (1.0 / (1.0 + k as f32 / 16.0)).sqrt())
+                .collect();
             let mut m = Matrix::zeros(params.concepts, d).expect("d ≥ 1");
             for j in 0..params.concepts {
-                let mut rng = row_rng(params.seed, TAG_MODEL, (b * params.concepts + j) as u64, KIND_MULTIBLOCK);
+                let mut rng = row_rng(
+                    params.seed,
+                    TAG_MODEL,
+                    (b * params.concepts + j) as u64,
+                    KIND_MULTIBLOCK,
+                );
                 for (o, &s) in m.row_mut(j).iter_mut().zip(&sd) {
                     let z: f32 = StandardNormal.sample(&mut rng);
                     *o = s * z;
@@ -127,7 +140,12 @@ impl MultiblockModel {
     fn block_into(&self, split: Split, row: u64, b: usize, out: &mut [f32]) {
         let p = &self.params;
         // Block streams: kind tags above the row stream's, one per block.
-        let mut rng = row_rng(p.seed, split.tag(), row, KIND_MULTIBLOCK + ((b as u64 + 1) << 8));
+        let mut rng = row_rng(
+            p.seed,
+            split.tag(),
+            row,
+            KIND_MULTIBLOCK + ((b as u64 + 1) << 8),
+        );
         let j = if rng.random::<f32>() < p.shared {
             self.concept(split, row)
         } else {
@@ -209,7 +227,10 @@ mod tests {
         let b = m.block(1).rows(Split::Base, 0..2000).vectors;
         // Same seed, same rows; any sub-range reproduces.
         let again = MultiblockModel::new(p, sizes).unwrap();
-        assert_eq!(again.block(1).rows(Split::Base, 100..110).vectors.row(3), b.row(103));
+        assert_eq!(
+            again.block(1).rows(Split::Base, 100..110).vectors.row(3),
+            b.row(103)
+        );
         let rms = |x: &Matrix<f32>| {
             (x.as_slice().iter().map(|v| (v * v) as f64).sum::<f64>() / x.as_slice().len() as f64)
                 .sqrt()
@@ -217,14 +238,19 @@ mod tests {
         let ratio = rms(&b) / rms(&a);
         assert!((50.0..200.0).contains(&ratio), "scale ratio {ratio}");
         // Queries are a different stream.
-        assert_ne!(m.block(0).rows(Split::Queries, 0..1).vectors.row(0), a.row(0));
-        assert!(MultiblockModel::new(
-            MultiblockParams {
-                scales: vec![1.0],
-                ..MultiblockParams::default()
-            },
-            sizes
-        )
-        .is_err());
+        assert_ne!(
+            m.block(0).rows(Split::Queries, 0..1).vectors.row(0),
+            a.row(0)
+        );
+        assert!(
+            MultiblockModel::new(
+                MultiblockParams {
+                    scales: vec![1.0],
+                    ..MultiblockParams::default()
+                },
+                sizes
+            )
+            .is_err()
+        );
     }
 }
