@@ -27,14 +27,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         p.clusters.target_size = cs.parse()?;
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build()?;
-    let base = VectorFile::open(&p.base)?;
+    let base = m3::build::BaseSource::open(&p)?;
     let k = p.clusters.resolve(base.rows());
     let t0 = std::time::Instant::now();
     let sample_rows = (k * p.clusters.train_rows_per_cluster).max(20_000);
     let (stats, sample, ids) = scan_base(&base, metric, sample_rows, p.seed, &|_| {})?;
-    let trained = train(&p, k, p.pq.resolve(base.dim()), stats, sample, ids, &pool)?;
+    let bounds = m3::pq::even_bounds(base.dim(), p.pq.resolve(base.dim()))?;
+    let trained = train(&p, k, bounds, stats, sample, ids, &pool)?;
     let t1 = t0.elapsed().as_secs_f64();
-    let routing = train_routing(&p, &trained, &pool)?;
+    let routing = train_routing(&p, &base, &trained, &pool)?;
     let t2 = t0.elapsed().as_secs_f64();
     let asg = assign(&base, &p, &trained, &pool, &|_| {})?;
     let t3 = t0.elapsed().as_secs_f64();

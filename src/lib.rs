@@ -11,6 +11,8 @@
 //! - [`exact`]: exact brute-force top-k (ground truth) and recall with fair ties.
 //! - [`kmeans`]: k-means clustering.
 //! - [`graph`]: cluster-local neighbour lists (robust prune, LID-adaptive α).
+//! - [`multivec`]: multi-vector objects: block files, per-block standardisation, weighted
+//!   ground truth and the per-block baseline.
 //! - [`io`]: block readers (io_uring, pread) that fetch batches of 4 KiB sectors.
 
 pub mod build;
@@ -22,6 +24,7 @@ pub mod graph;
 pub mod io;
 pub mod kmeans;
 pub mod linalg;
+pub mod multivec;
 pub mod pq;
 pub mod search;
 pub mod simd;

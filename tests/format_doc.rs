@@ -69,6 +69,11 @@ fn format_doc_offset_tables_match_the_code() {
             (COMMON_HEADER_BYTES, size_of::<SectorsHeader>()),
         ),
         ("keys.m3", (COMMON_HEADER_BYTES, size_of::<KeysHeader>())),
+        (
+            "blocks.m3",
+            (COMMON_HEADER_BYTES, size_of::<BlocksHeader>()),
+        ),
+        ("Block entry", (0, size_of::<BlockEntry>())),
     ]
     .into();
     for (heading, rows) in &code {

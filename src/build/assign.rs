@@ -8,10 +8,11 @@
 
 use rayon::prelude::*;
 
-use super::train::{Trained, normalize_rows};
+use super::source::BaseSource;
+use super::train::Trained;
 use super::{BuildError, BuildParams};
-use crate::data::{Matrix, VectorFile, validate};
-use crate::distance::{self, Metric};
+use crate::data::Matrix;
+use crate::distance;
 use crate::kmeans::nearest_centroids;
 
 /// Every stored record, in final (cluster, key, id) order.
@@ -28,6 +29,8 @@ pub struct Assignment {
     pub error: Vec<f32>,
     /// Records that are spill copies (records − base rows).
     pub spilled: u64,
+    /// Largest norm of a base vector as stored (scaled blocks included).
+    pub max_norm: f32,
 }
 
 impl Assignment {
@@ -56,7 +59,7 @@ struct Pending {
 }
 
 pub fn assign(
-    base: &VectorFile,
+    base: &BaseSource,
     params: &BuildParams,
     trained: &Trained,
     pool: &rayon::ThreadPool,
@@ -80,11 +83,11 @@ pub fn assign(
     let mut correction: Vec<f32> = Vec::with_capacity(n as usize);
     let mut error: Vec<f32> = Vec::with_capacity(n as usize);
 
-    for item in base.chunks_f32(1 << 14) {
-        let (first, mut chunk) = item?;
-        if params.metric == Metric::Cosine {
-            validate::check_nonzero(base.path(), first, chunk.view())?;
-            normalize_rows(&mut chunk);
+    let mut max_norm_sq = 0f32;
+    for item in base.chunks_prepared(1 << 14, params.metric) {
+        let (first, chunk) = item?;
+        for row in chunk.view().iter_rows() {
+            max_norm_sq = max_norm_sq.max(distance::dot(row, row));
         }
         let (cand, dists) = pool.install(|| nearest_centroids(chunk.view(), centroids, t));
         // Sequential, in file order: the cap makes placement order-dependent.
@@ -208,5 +211,6 @@ pub fn assign(
         correction: permute_f32(&correction),
         error: permute_f32(&error),
         spilled: records - n,
+        max_norm: max_norm_sq.sqrt(),
     })
 }

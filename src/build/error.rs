@@ -15,6 +15,8 @@ pub enum BuildError {
         source: crate::kmeans::KMeansError,
     },
     #[error(transparent)]
+    Block(#[from] crate::multivec::BlockError),
+    #[error(transparent)]
     Pq(#[from] crate::pq::PqError),
     #[error("invalid build parameter {name}: {what}")]
     Param { name: &'static str, what: String },

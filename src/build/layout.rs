@@ -12,10 +12,9 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use super::assign::Assignment;
-use super::train::normalize_rows;
+use super::source::BaseSource;
 use super::{BuildError, BuildParams};
-use crate::data::{DType, Element, Matrix, VectorFile};
-use crate::distance::Metric;
+use crate::data::{DType, Element, Matrix};
 use crate::format::{ClusterEntry, DataFileWriter, FormatError, SECTOR_BYTES};
 use crate::graph::{LidStats, build_cluster_graph};
 
@@ -31,19 +30,9 @@ pub struct GraphReport {
     pub alpha_deciles: Vec<f32>,
 }
 
-/// The element type stored in records: the base's own, except under cosine, where normalised
-/// f32 vectors are stored.
-pub fn stored_dtype(base: &VectorFile, metric: Metric) -> DType {
-    if metric == Metric::Cosine {
-        DType::F32
-    } else {
-        base.dtype()
-    }
-}
-
 /// Writes every record's vector and id (no neighbours yet) into `writer`.
 pub fn write_vectors(
-    base: &VectorFile,
+    base: &BaseSource,
     params: &BuildParams,
     asg: &Assignment,
     writer: &DataFileWriter,
@@ -63,28 +52,17 @@ pub fn write_vectors(
         let c = starts.partition_point(|&s| s <= record) - 1;
         (c as u32, (record - starts[c]) as u32)
     };
-    let dim = base.dim();
     let metric = params.metric;
-    let f32_rows = |first: u64, count: usize| -> Result<Matrix<f32>, BuildError> {
-        let mut v = Vec::new();
-        base.read_rows_f32(first, count, &mut v)?;
-        let mut m = Matrix::from_vec(v, dim)?;
-        if metric == Metric::Cosine {
-            normalize_rows(&mut m);
-        }
-        Ok(m)
-    };
+    let f32_rows = |first: u64, count: usize| base.read_prepared(first, count, metric);
     fn native<T: Element>(
-        base: &VectorFile,
+        base: &BaseSource,
         first: u64,
         count: usize,
     ) -> Result<Matrix<T>, BuildError> {
-        let mut v = Vec::new();
-        base.read_rows::<T>(first, count, &mut v)?;
-        Ok(Matrix::from_vec(v, base.dim())?)
+        base.read_native::<T>(first, count)
     }
     let n = base.rows();
-    match stored_dtype(base, metric) {
+    match base.stored_dtype(metric) {
         DType::F32 => write_typed(n, &f32_rows, &slots, &cluster_of, writer, pool, progress),
         DType::U8 => write_typed(
             n,
@@ -387,7 +365,7 @@ fn cross_links(
     let extra = Matrix::from_vec(vectors, own.dim())?;
     // A few more than needed, so that copies of the member itself can be dropped.
     let k = (links + 2).min(extra.rows());
-    let found = crate::exact::exact_knn(extra.view(), own.view(), k, Metric::L2)?;
+    let found = crate::exact::exact_knn(extra.view(), own.view(), k, crate::distance::Metric::L2)?;
     for (i, list) in found.into_iter().enumerate() {
         out[i] = list
             .into_iter()

@@ -7,18 +7,21 @@ mod layout;
 mod params;
 mod pipeline;
 mod routing;
+mod source;
 mod stats;
 mod train;
 
 pub use assign::{Assignment, assign};
 pub use error::BuildError;
-pub use layout::{GraphReport, estimate_lid_stats, stored_dtype, write_graphs, write_vectors};
+pub use layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 pub use params::{
-    BuildParams, ClusterParams, CrossLinkParams, PqBuildParams, RoutingParams, SpillParams,
+    BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,
+    RoutingParams, SpillParams,
 };
 pub use pipeline::{
     BuildObserver, BuildSummary, REPORT_FILE, Silent, StageTime, build_index, peak_rss_bytes,
 };
 pub use routing::{QueryRouting, train_routing};
+pub use source::{BaseSource, block_pq_bounds};
 pub use stats::Welford;
 pub use train::{Trained, normalize_rows, scan_base, train};

@@ -9,7 +9,10 @@ use crate::graph::ClusterGraphParams;
 /// Everything `build_index` needs.
 #[derive(Debug, Clone)]
 pub struct BuildParams {
+    /// The base file; ignored when `blocks` is set.
     pub base: PathBuf,
+    /// A multi-vector base: one file per block (DESIGN §4.6), instead of `base`.
+    pub blocks: Option<BlockParams>,
     pub metric: Metric,
     pub out: PathBuf,
     /// Training queries of the query modality (enables query anchors and cross-modal edges).
@@ -26,6 +29,27 @@ pub struct BuildParams {
     /// Links from each record into neighbouring clusters (DESIGN §4.4: "own and nearby
     /// clusters"), which the search's neighbour-list rounds follow into unprobed clusters.
     pub cross: CrossLinkParams,
+}
+
+/// A multi-vector base: its block files and how they are scaled
+/// ([`crate::multivec::scale`]).
+#[derive(Debug, Clone)]
+pub struct BlockParams {
+    /// In row order; the files must have the same rows.
+    pub blocks: Vec<BlockInput>,
+    /// Divide every block by its spread σ_b (default). Without it the stored blocks keep
+    /// their raw scale (times √weight), which only a comparison should want.
+    pub standardize: bool,
+}
+
+/// One block of a multi-vector base.
+#[derive(Debug, Clone)]
+pub struct BlockInput {
+    pub name: String,
+    pub path: PathBuf,
+    /// Build weight W_b > 0: the default query weight, and the weighting the stored geometry
+    /// (anchors, PQ, neighbour lists) is made for.
+    pub weight: f32,
 }
 
 /// Cross-cluster links: each record's `links` nearest records among the members of its
@@ -90,6 +114,7 @@ impl BuildParams {
     pub fn new(base: PathBuf, metric: Metric, out: PathBuf) -> Self {
         Self {
             base,
+            blocks: None,
             metric,
             out,
             train_queries: None,
@@ -124,6 +149,18 @@ impl BuildParams {
                 links: 4,
             },
         }
+    }
+}
+
+impl BuildParams {
+    /// Defaults for a multi-vector base (standardised, every block with weight 1 unless set).
+    pub fn with_blocks(blocks: Vec<BlockInput>, metric: Metric, out: PathBuf) -> Self {
+        let mut p = Self::new(PathBuf::new(), metric, out);
+        p.blocks = Some(BlockParams {
+            blocks,
+            standardize: true,
+        });
+        p
     }
 }
 

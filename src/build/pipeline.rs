@@ -3,17 +3,18 @@
 
 use std::time::Instant;
 
-use super::layout::{GraphReport, estimate_lid_stats, stored_dtype, write_graphs, write_vectors};
+use super::layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
+use super::source::{BaseSource, block_pq_bounds};
 use super::{BuildError, BuildParams, assign, scan_base, train, train_routing};
-use crate::data::VectorFile;
 use crate::distance::Metric;
-use crate::format::manifest::{META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
+use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
 use crate::format::verify::{
-    CLUSTERS_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    BLOCKS_FILE, CLUSTERS_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, SECTORS_FILE,
+    STATS_FILE,
 };
 use crate::format::{
-    ClusterTable, DataFileParams, DataFileWriter, FileEntry, IndexDirWriter, IndexMeta, Manifest,
-    PqFile, RecordKeys, Routing, Stats,
+    BlockInfo, BlockTable, ClusterTable, DataFileParams, DataFileWriter, FileEntry, IndexDirWriter,
+    IndexMeta, Manifest, PqFile, RecordKeys, Routing, Stats,
 };
 use crate::graph::AlphaMode;
 
@@ -68,6 +69,8 @@ pub struct BuildSummary {
     pub cluster_size_min_median_max: [u32; 3],
     pub routing_vote_coverage: Option<f64>,
     pub graph: GraphReport,
+    /// The blocks of a multi-vector base (spreads, weights, scales), as in `blocks.m3`.
+    pub blocks: Option<BlockTable>,
     pub threads: usize,
     pub seed: u64,
 }
@@ -102,7 +105,8 @@ impl Clock {
     }
 }
 
-/// Builds an index from `params.base` into `params.out` on `pool`. The output appears only
+/// Builds an index from `params.base` (or the block files of `params.blocks`) into
+/// `params.out` on `pool`. The output appears only
 /// when complete; an existing index at `params.out` is replaced atomically.
 pub fn build_index(
     params: &BuildParams,
@@ -119,7 +123,7 @@ pub fn build_index(
         .graph
         .validate()
         .map_err(|e| BuildError::param("graph", e.to_string()))?;
-    let base = VectorFile::open(&params.base)?;
+    let mut base = BaseSource::open(params)?;
     let n = base.rows();
     let dim = base.dim();
     if n > u32::MAX as u64 {
@@ -129,7 +133,12 @@ pub fn build_index(
         ));
     }
     let k = params.clusters.resolve(n);
-    let m = params.pq.resolve(dim);
+    // PQ subspaces: even, or aligned to the blocks of a multi-vector base.
+    let pq_bounds = match base.layout() {
+        Some(l) => block_pq_bounds(l, params.pq.resolve(dim)),
+        None => crate::pq::even_bounds(dim, params.pq.resolve(dim))?,
+    };
+    let m = pq_bounds.len() - 1;
 
     // 1. Train: the sample is bounded by a quarter of the RAM budget.
     let budget_rows = (params.ram_budget_bytes / 4 / (dim as u64 * 4)).max(k as u64) as usize;
@@ -137,18 +146,19 @@ pub fn build_index(
         .max(params.pq.train_rows)
         .min(budget_rows);
     obs.stage("scan", n);
-    let (stats, sample, sample_ids) =
+    let (mut stats, mut sample, sample_ids) =
         scan_base(&base, params.metric, sample_rows, params.seed, &|d| {
             obs.progress(d)
         })?;
+    let blocks = block_table(&mut base, params, &mut stats, &mut sample);
     clock.lap("scan");
     obs.stage("train", 0);
-    let trained = train(params, k, m, stats, sample, sample_ids, pool)?;
+    let trained = train(params, k, pq_bounds, stats, sample, sample_ids, pool)?;
     clock.lap("train");
 
     // 2. Query routing.
     obs.stage("routing", 0);
-    let routing = train_routing(params, &trained, pool)?;
+    let routing = train_routing(params, &base, &trained, pool)?;
     if routing.is_none() {
         obs.note("no --train-queries: routing uses base anchors only (no cross-modal edges)");
     }
@@ -169,7 +179,7 @@ pub fn build_index(
     // 4–5. Lay out vectors, then neighbour lists.
     let dir = IndexDirWriter::create(&params.out)?;
     let data_path = dir.path(DATA_FILE);
-    let dtype = stored_dtype(&base, params.metric);
+    let dtype = base.stored_dtype(params.metric);
     let writer = DataFileWriter::create(
         &data_path,
         &DataFileParams {
@@ -222,7 +232,12 @@ pub fn build_index(
         has_query_stats: routing.is_some(),
         lid_mean: lid_stats.mean as f32,
         lid_std: lid_stats.std as f32,
-        max_base_norm: trained.stats.max_norm(),
+        // Welford saw the rows before the block scales; the assignment pass saw them after.
+        max_base_norm: if blocks.is_some() {
+            asg.max_norm
+        } else {
+            trained.stats.max_norm()
+        },
         base_mean: trained.stats.mean(),
         base_var: trained.stats.variance(),
         query_mean: routing
@@ -243,6 +258,10 @@ pub fn build_index(
     };
     let pq_entry = pq_file.write(&dir.path(PQ_FILE))?;
     let keys_entry = RecordKeys { keys: asg.keys }.write(&dir.path(KEYS_FILE))?;
+    let blocks_entry = match &blocks {
+        Some(t) => Some(t.write(&dir.path(BLOCKS_FILE))?),
+        None => None,
+    };
 
     let mut sizes = asg.cluster_sizes.clone();
     sizes.sort_unstable();
@@ -257,7 +276,8 @@ pub fn build_index(
     ]
     .iter()
     .map(|e| e.bytes)
-    .sum::<u64>();
+    .sum::<u64>()
+        + blocks_entry.as_ref().map_or(0, |e| e.bytes);
     let ram = clusters_entry.bytes as f64
         + routing_entry.bytes as f64
         + stats_entry.bytes as f64
@@ -285,6 +305,7 @@ pub fn build_index(
         cluster_size_min_median_max: [sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1]],
         routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),
         graph: graph_report,
+        blocks: blocks.clone(),
         threads: pool.current_num_threads(),
         seed: params.seed,
     };
@@ -305,6 +326,10 @@ pub fn build_index(
         0
     } | if matches!(params.graph.alpha, AlphaMode::Lid(_)) {
         META_FLAG_LID_ADAPTIVE
+    } else {
+        0
+    } | if blocks.is_some() {
+        META_FLAG_BLOCKS
     } else {
         0
     };
@@ -329,21 +354,58 @@ pub fn build_index(
     meta.anchor_degree = trained.anchor_graph.dim() as u32;
     meta.edges_per_query_anchor = edges_per_anchor as u32;
     meta.build_threads = pool.current_num_threads() as u32;
-    let manifest = Manifest {
-        meta,
-        files: vec![
-            clusters_entry,
-            routing_entry,
-            stats_entry,
-            pq_entry,
-            data_entry,
-            sectors_entry,
-            keys_entry,
-            report_entry,
-        ],
-    };
+    let mut files = vec![
+        clusters_entry,
+        routing_entry,
+        stats_entry,
+        pq_entry,
+        data_entry,
+        sectors_entry,
+        keys_entry,
+        report_entry,
+    ];
+    files.extend(blocks_entry);
+    let manifest = Manifest { meta, files };
     dir.publish(&manifest)?;
     Ok(summary)
+}
+
+/// For a multi-vector base: the block spreads from the statistics pass, the block scales
+/// (applied by `base` from now on), the sample and statistics rescaled to stored coordinates,
+/// and the table for `blocks.m3`. `None` for a single file.
+fn block_table(
+    base: &mut BaseSource,
+    params: &BuildParams,
+    stats: &mut super::Welford,
+    sample: &mut crate::data::Matrix<f32>,
+) -> Option<BlockTable> {
+    let bp = params.blocks.as_ref()?;
+    let layout = base.layout()?.clone();
+    let spreads = crate::multivec::scale::block_spreads(&layout, params.metric, &stats.variance());
+    let weights: Vec<f32> = bp.blocks.iter().map(|b| b.weight).collect();
+    let scales = crate::multivec::scale::block_scales(&spreads, &weights, bp.standardize);
+    crate::multivec::scale::scale_blocks(&layout, sample, &scales);
+    let mut per_dim = vec![1f64; layout.dim()];
+    for (blk, &c) in layout.blocks().iter().zip(&scales) {
+        per_dim[blk.range()].iter_mut().for_each(|f| *f = c as f64);
+    }
+    stats.scale_dims(&per_dim);
+    base.set_scales(scales.clone());
+    Some(BlockTable {
+        standardized: bp.standardize,
+        blocks: layout
+            .blocks()
+            .iter()
+            .enumerate()
+            .map(|(b, blk)| BlockInfo {
+                name: blk.name.clone(),
+                dim: blk.dim,
+                spread: spreads[b],
+                weight: weights[b],
+                scale: scales[b],
+            })
+            .collect(),
+    })
 }
 
 fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<(), BuildError> {

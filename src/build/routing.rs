@@ -13,8 +13,9 @@ use rand::SeedableRng;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 
+use super::source::BaseSource;
 use super::stats::Welford;
-use super::train::{Trained, normalize_rows};
+use super::train::Trained;
 use super::{BuildError, BuildParams};
 use crate::data::{DataError, Matrix, VectorFile};
 use crate::distance::Metric;
@@ -35,6 +36,7 @@ pub struct QueryRouting {
 
 pub fn train_routing(
     params: &BuildParams,
+    base: &BaseSource,
     trained: &Trained,
     pool: &rayon::ThreadPool,
 ) -> Result<Option<QueryRouting>, BuildError> {
@@ -45,7 +47,7 @@ pub fn train_routing(
     let dim = trained.sample.dim();
     if file.dim() != dim {
         return Err(DataError::DimMismatch {
-            expected_what: format!("base {}", params.base.display()),
+            expected_what: format!("base {}", base.path().display()),
             expected: dim,
             found_what: format!("training queries {}", path.display()),
             found: file.dim(),
@@ -53,10 +55,9 @@ pub fn train_routing(
         .into());
     }
     let mut queries = file.read_all_f32()?;
-    if params.metric == Metric::Cosine {
-        crate::data::validate::check_nonzero(path, 0, queries.view())?;
-        normalize_rows(&mut queries);
-    }
+    // Training queries are full rows (every block, raw values): the same normalisation and
+    // block scales as the base.
+    base.prepare_rows(&mut queries, 0, params.metric, Some(path))?;
     let mut stats = Welford::new(dim);
     stats.add_rows(queries.view());
 

@@ -59,8 +59,23 @@ impl Welford {
             .collect()
     }
 
+    /// Largest row norm seen (of the rows as added, before any [`Self::scale_dims`]).
     pub fn max_norm(&self) -> f32 {
         self.max_norm_sq.sqrt() as f32
+    }
+
+    /// The statistics of the same rows with dimension k multiplied by `factors[k]`: mean by
+    /// the factor, variance by its square. The largest norm is not rescaled.
+    pub fn scale_dims(&mut self, factors: &[f64]) {
+        assert_eq!(
+            factors.len(),
+            self.mean.len(),
+            "Welford::scale_dims: dimension"
+        );
+        for ((m, s), &f) in self.mean.iter_mut().zip(self.m2.iter_mut()).zip(factors) {
+            *m *= f;
+            *s *= f * f;
+        }
     }
 }
 

@@ -6,9 +6,10 @@ use rand::SeedableRng;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 
+use super::source::BaseSource;
 use super::stats::Welford;
 use super::{BuildError, BuildParams};
-use crate::data::{Matrix, MatrixView, VectorFile, validate};
+use crate::data::{Matrix, MatrixView};
 use crate::distance::{self, Metric};
 use crate::kmeans::{BalancedKMeansParams, KMeans, nearest_centroids};
 use crate::pq::{PqParams, ProductQuantizer};
@@ -42,7 +43,7 @@ pub fn normalize_rows(m: &mut Matrix<f32>) {
 /// Reads the base once: statistics over every row, and the rows of a seeded sample of
 /// `sample_rows` (sorted ids). Under cosine rows are normalised first and zero rows rejected.
 pub fn scan_base(
-    base: &VectorFile,
+    base: &BaseSource,
     metric: Metric,
     sample_rows: usize,
     seed: u64,
@@ -65,12 +66,8 @@ pub fn scan_base(
     let mut stats = Welford::new(dim);
     let mut sample = Vec::with_capacity(want * dim);
     let mut next = 0usize;
-    for item in base.chunks_f32(1 << 14) {
-        let (first, mut chunk) = item?;
-        if metric == Metric::Cosine {
-            validate::check_nonzero(base.path(), first, chunk.view())?;
-            normalize_rows(&mut chunk);
-        }
+    for item in base.chunks_prepared(1 << 14, metric) {
+        let (first, chunk) = item?;
         stats.add_rows(chunk.view());
         let end = first + chunk.rows() as u64;
         while next < ids.len() && (ids[next] as u64) < end {
@@ -82,11 +79,11 @@ pub fn scan_base(
     Ok((stats, Matrix::from_vec(sample, dim)?, ids))
 }
 
-/// Trains anchors, anchor graph and PQ from the sample.
+/// Trains anchors, anchor graph and PQ (subspaces `pq_bounds`) from the sample.
 pub fn train(
     params: &BuildParams,
     clusters: usize,
-    pq_subspaces: usize,
+    pq_bounds: Vec<usize>,
     stats: Welford,
     sample: Matrix<f32>,
     sample_ids: Vec<u32>,
@@ -122,7 +119,8 @@ pub fn train(
             .zip(c)
             .for_each(|(x, c)| *x -= c);
     }
-    let mut pqp = PqParams::new(pq_subspaces);
+    let mut pqp = PqParams::new(pq_bounds.len() - 1);
+    pqp.bounds = Some(pq_bounds);
     pqp.iters = params.pq.iters;
     pqp.sample = params.pq.train_rows;
     pqp.seed = params.seed.wrapping_add(1);

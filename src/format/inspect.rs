@@ -36,6 +36,8 @@ pub struct IndexInfo {
     pub anchor_graph: AnchorGraphInfo,
     pub pq: PqInfo,
     pub modality: ModalityInfo,
+    /// The blocks of a multi-vector index (`None` for a single-vector index).
+    pub blocks: Option<super::BlockTable>,
     /// From `build_report.json`; `None` when it is not listed (or not readable, see
     /// `report_problem`).
     pub report: Option<ReportInfo>,
@@ -244,6 +246,14 @@ impl IndexInfo {
         let pq = PqFile::read(&pq_path)?;
         pq.check_against(meta, &pq_path)?;
 
+        let blocks_path = dir.join(super::verify::BLOCKS_FILE);
+        let blocks = if manifest.file(super::verify::BLOCKS_FILE).is_some() {
+            let t = super::BlockTable::read(&blocks_path)?;
+            t.check_against(meta, &blocks_path)?;
+            Some(t)
+        } else {
+            None
+        };
         let (report, report_problem) = if manifest.file(REPORT_FILE).is_some() {
             match read_report(&dir.join(REPORT_FILE)) {
                 Ok(r) => (Some(r), None),
@@ -267,6 +277,7 @@ impl IndexInfo {
             anchor_graph: anchor_graph_info(&clusters),
             pq: pq_info(&pq),
             modality: modality_info(&stats),
+            blocks,
             report,
             report_problem,
         })

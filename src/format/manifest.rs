@@ -21,10 +21,18 @@ pub const MANIFEST_KIND: FileKind = FileKind {
     version_minor: 0,
 };
 
+/// Minor version written for multi-vector indexes ([`META_FLAG_BLOCKS`], `blocks.m3`): 1.1
+/// added them; every other index is still written as 1.0, byte for byte as before.
+pub const MANIFEST_MINOR_BLOCKS: u16 = 1;
+
 /// `flags` bit 0: the index has query-modality anchors (`routing.m3` is non-empty).
 pub const META_FLAG_QUERY_ANCHORS: u8 = 1;
 /// `flags` bit 1: neighbour pruning used a LID-adaptive α in `[alpha_min, alpha_max]`.
 pub const META_FLAG_LID_ADAPTIVE: u8 = 2;
+/// `flags` bit 2: a multi-vector index; `blocks.m3` gives its blocks and the per-block scales
+/// of the stored vectors, which every query must apply (readers that do not know the bit
+/// refuse the index rather than search it wrongly).
+pub const META_FLAG_BLOCKS: u8 = 4;
 
 /// Index parameters: the kind-specific header of `manifest.m3`.
 #[repr(C)]
@@ -37,7 +45,7 @@ pub struct IndexMeta {
     pub metric: u8,
     /// 0 native metric, 1 LC-CMD.
     pub distance_mode: u8,
-    /// [`META_FLAG_QUERY_ANCHORS`] | [`META_FLAG_LID_ADAPTIVE`].
+    /// [`META_FLAG_QUERY_ANCHORS`] | [`META_FLAG_LID_ADAPTIVE`] | [`META_FLAG_BLOCKS`].
     pub flags: u8,
     /// Base rows.
     pub n_vectors: u64,
@@ -164,7 +172,8 @@ impl IndexMeta {
         if self.distance_mode > 1 {
             return at(6, format!("unknown distance mode {}", self.distance_mode));
         }
-        if self.flags & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE) != 0 {
+        if self.flags & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE | META_FLAG_BLOCKS) != 0
+        {
             return at(7, format!("unknown flags {:#04x}", self.flags));
         }
         if self.n_records < self.n_vectors {
@@ -196,7 +205,15 @@ impl Manifest {
             u32::try_from(self.files.len()).map_err(|_| FormatError::invalid("too many files"))?;
         let trailer: &[u8] = bytemuck::cast_slice(&self.files);
         let header_bytes = COMMON_HEADER_BYTES + size_of::<IndexMeta>() + trailer.len();
-        SectionWriter::new(header_bytes).finish(path, &MANIFEST_KIND, &meta, trailer)
+        let kind = if meta.flags & META_FLAG_BLOCKS != 0 {
+            FileKind {
+                version_minor: MANIFEST_MINOR_BLOCKS,
+                ..MANIFEST_KIND
+            }
+        } else {
+            MANIFEST_KIND
+        };
+        SectionWriter::new(header_bytes).finish(path, &kind, &meta, trailer)
     }
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {

@@ -15,10 +15,12 @@
 //! | `data.m3` | [`data`], [`record`] | [`DataFileWriter`], [`DataFileHeader`], [`RecordCodec`] |
 //! | `sectors.m3` | [`sectors`] | [`SectorCrcs`]: CRC32C of each data sector |
 //! | `keys.m3` | [`keys`] | [`RecordKeys`]: each record's distance to its centroid (1.1) |
+//! | `blocks.m3` | [`blocks`] | [`BlockTable`]: blocks of a multi-vector index (optional) |
 //!
 //! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
 //! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
 
+pub mod blocks;
 pub mod clusters;
 pub mod data;
 mod error;
@@ -36,6 +38,7 @@ pub mod sectors;
 pub mod stats;
 pub mod verify;
 
+pub use blocks::{BlockEntry, BlockInfo, BlockTable, BlocksHeader};
 pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
@@ -81,5 +84,7 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
         ("data.m3", DataFileHeader::layout_table()),
         ("sectors.m3", SectorsHeader::layout_table()),
         ("keys.m3", KeysHeader::layout_table()),
+        ("blocks.m3", BlocksHeader::layout_table()),
+        ("Block entry", BlockEntry::layout_table()),
     ]
 }

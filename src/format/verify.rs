@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::FormatError;
+use super::blocks::{BLOCKS_KIND, BlockTable, BlocksHeader};
 use super::clusters::{CLUSTERS_KIND, ClusterTable, ClustersHeader};
 use super::data::DataFileHeader;
 use super::file::{FileEntry, SectionReader, file_crc32c};
@@ -28,6 +29,8 @@ pub const SECTORS_FILE: &str = "sectors.m3";
 /// Every record's key (distance to its centroid), for exact and range search. Optional: added
 /// in format 1.1.
 pub const KEYS_FILE: &str = "keys.m3";
+/// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
+pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
 pub const REPORT_FILE: &str = "build_report.json";
 
@@ -62,6 +65,18 @@ fn read_manifest(dir: &Path) -> Result<Manifest, FormatError> {
         });
     }
     let m = Manifest::read(&path)?;
+    let blocks = m.meta.flags & super::manifest::META_FLAG_BLOCKS != 0;
+    if blocks != m.file(BLOCKS_FILE).is_some() {
+        return Err(FormatError::corrupt(
+            &path,
+            39,
+            if blocks {
+                "flag bit 2 (multi-vector) is set but the manifest does not list blocks.m3"
+            } else {
+                "the manifest lists blocks.m3 but flag bit 2 (multi-vector) is clear"
+            },
+        ));
+    }
     for name in REQUIRED_FILES {
         if m.file(name).is_none() {
             return Err(FormatError::corrupt(
@@ -112,6 +127,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             PQ_FILE => header_only::<PqHeader>(&path, &PQ_KIND)?,
             SECTORS_FILE => header_only::<SectorsHeader>(&path, &SECTORS_KIND)?,
             KEYS_FILE => header_only::<KeysHeader>(&path, &KEYS_KIND)?,
+            BLOCKS_FILE => header_only::<BlocksHeader>(&path, &BLOCKS_KIND)?,
             DATA_FILE => DataFileHeader::read(&path)?.check_against(&m.meta, &path)?,
             _ => {} // a file of a newer minor version: length checked only
         }
@@ -163,6 +179,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             ROUTING_FILE => Routing::read(&path)?.check_against(meta, &path)?,
             STATS_FILE => Stats::read(&path)?.check_against(meta, &path)?,
             PQ_FILE => PqFile::read(&path)?.check_against(meta, &path)?,
+            BLOCKS_FILE => BlockTable::read(&path)?.check_against(meta, &path)?,
             SECTORS_FILE => {
                 let s = SectorCrcs::read(&path)?;
                 if s.crcs.len() as u64 != meta.data_sectors {

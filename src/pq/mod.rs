@@ -19,7 +19,7 @@ mod train;
 
 use crate::data::{Matrix, MatrixView};
 
-pub use scan::adc_scan;
+pub use scan::{adc_scan, adc_scan_span};
 pub use train::PqParams;
 
 /// Codewords per subspace (codes are bytes).
@@ -177,6 +177,28 @@ impl ProductQuantizer {
             let (lo, hi) = (self.bounds[s], self.bounds[s + 1]);
             let sub = &q[lo..hi];
             let book = &self.codebooks[CODEWORDS * lo..CODEWORDS * hi];
+            for (t, w) in t.iter_mut().zip(book.chunks_exact(hi - lo)) {
+                *t = sub.iter().zip(w).map(|(a, b)| a * b).sum();
+            }
+        }
+    }
+
+    /// Like [`Self::ip_table`] for the subspaces in `spans` only (a multi-vector query's
+    /// present blocks); the other subspaces' entries are zero and cost nothing.
+    pub fn ip_table_spans(
+        &self,
+        q: &[f32],
+        spans: &[std::ops::Range<usize>],
+        table: &mut Vec<f32>,
+    ) {
+        assert_eq!(q.len(), self.dim, "ip_table_spans: dimension");
+        table.clear();
+        table.resize(self.subspaces() * CODEWORDS, 0.0);
+        for s in spans.iter().flat_map(|r| r.clone()) {
+            let (lo, hi) = (self.bounds[s], self.bounds[s + 1]);
+            let sub = &q[lo..hi];
+            let book = &self.codebooks[CODEWORDS * lo..CODEWORDS * hi];
+            let t = &mut table[s * CODEWORDS..(s + 1) * CODEWORDS];
             for (t, w) in t.iter_mut().zip(book.chunks_exact(hi - lo)) {
                 *t = sub.iter().zip(w).map(|(a, b)| a * b).sum();
             }

@@ -8,6 +8,8 @@ pub enum SearchError {
     Io(#[from] crate::io::IoError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Block(#[from] crate::multivec::BlockError),
     #[error("query has dimension {found}, the index has {expected}")]
     QueryDim { expected: usize, found: usize },
     #[error("query {query}: component {col} is not finite ({value})")]

@@ -238,6 +238,14 @@ impl<'a> ExactSearcher<'a> {
     /// Query transform (cosine: unit norm), PQ table and centroid distances.
     fn prepare(&mut self, q: &[f32]) -> Result<(), SearchError> {
         let idx = self.index;
+        if idx.blocks.is_some() {
+            return Err(SearchError::Param {
+                name: "exact",
+                what: "exact and range search take single-vector indexes only (this one has \
+                       blocks: search it with --query-block)"
+                    .into(),
+            });
+        }
         idx.exact_aux()?;
         self.query.clear();
         self.query.extend_from_slice(q);

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::SearchError;
+use super::blocks::IndexBlocks;
 use crate::data::Matrix;
 use crate::distance::Metric;
 use crate::format::verify::{
@@ -35,6 +36,8 @@ pub struct Index {
     pub(super) codec: RecordCodec,
     pub(super) layout: RecordLayout,
     pub(super) reader: Arc<dyn BlockReader>,
+    /// The blocks of a multi-vector index.
+    pub(super) blocks: Option<IndexBlocks>,
     /// Whether the index has `keys.m3` (format 1.1).
     pub(super) has_keys: bool,
     /// What exact and range search need besides the above, loaded at their first use.
@@ -109,6 +112,22 @@ impl Index {
             .into());
         }
         let centroid_norms = crate::linalg::row_norms_sq(clusters.centroids.view());
+        let blocks = if meta.flags & crate::format::manifest::META_FLAG_BLOCKS != 0 {
+            let path = dir.join(crate::format::verify::BLOCKS_FILE);
+            let table = crate::format::BlockTable::read(&path)?;
+            table.check_against(&meta, &path)?;
+            Some(IndexBlocks::new(
+                table,
+                &dir.join(PQ_FILE),
+                metric,
+                &pq,
+                &pq_file.codes,
+                &clusters.centroids,
+                &clusters.entries,
+            )?)
+        } else {
+            None
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             meta,
@@ -127,6 +146,7 @@ impl Index {
             reader,
             has_keys: manifest.file(KEYS_FILE).is_some(),
             exact: OnceLock::new(),
+            blocks,
         })
     }
 
@@ -158,6 +178,45 @@ impl Index {
         self.reader.info()
     }
 
+    /// The blocks of a multi-vector index (`None` for a single-vector index).
+    pub fn blocks(&self) -> Option<&crate::format::BlockTable> {
+        self.blocks.as_ref().map(|b| &b.table)
+    }
+
+    /// Block weights for [`super::SearchParams::block_weights`] from `(name, weight)` pairs
+    /// and the blocks a query gives (`present[b]`): a named weight must belong to a present
+    /// block; a present block without one gets its build weight; an absent block gets 0.
+    pub fn block_weights(
+        &self,
+        given: &[(String, f32)],
+        present: &[bool],
+    ) -> Result<Vec<f32>, SearchError> {
+        let Some(b) = &self.blocks else {
+            return Err(SearchError::Param {
+                name: "block_weights",
+                what: "the index has no blocks (built from a single --base)".into(),
+            });
+        };
+        let build = b.table.weights();
+        let w = b.layout.weights(given, |i| {
+            if present.get(i) == Some(&true) {
+                build[i]
+            } else {
+                0.0
+            }
+        })?;
+        for (name, v) in given {
+            let i = b.layout.position(name)?;
+            if *v > 0.0 && present.get(i) != Some(&true) {
+                return Err(SearchError::Param {
+                    name: "block_weights",
+                    what: format!("block '{name}' has a weight but no query block"),
+                });
+            }
+        }
+        Ok(w)
+    }
+
     /// Bytes held in RAM for searching (anchors, routing, PQ codebooks, codes, corrections).
     pub fn ram_bytes(&self) -> u64 {
         (self.centroids.as_slice().len() * 4
@@ -166,7 +225,12 @@ impl Index {
             + self.routing.edges.as_slice().len() * 4
             + self.pq.codebooks().len() * 4
             + self.codes.as_slice().len()
-            + self.correction.len() * 4) as u64
+            + self.correction.len() * 4
+            + self
+                .blocks
+                .as_ref()
+                .and_then(|b| b.corrections.as_ref())
+                .map_or(0, |c| c.as_slice().len() * 4)) as u64
     }
 
     /// The rerank distance stored in the manifest by calibration (`m3 calibrate`, `m3 build

@@ -2,6 +2,7 @@
 //! PQ codes in RAM, read only the best candidates' sectors in one batch and rerank exactly.
 
 mod batch;
+mod blocks;
 mod calibrate;
 mod error;
 mod evaluate;
@@ -12,6 +13,7 @@ mod query;
 mod read;
 
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
+pub use blocks::{IndexBlocks, Weighting};
 pub use calibrate::{Calibration, CalibrationParams, CalibrationPoint, calibrate, partner_hits};
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};

@@ -25,6 +25,12 @@ pub struct SearchParams {
     pub early_stop: bool,
     /// Distance used by the exact rerank.
     pub distance: RerankDistance,
+    /// Multi-vector indexes only: one weight w_b ≥ 0 per block of the index (0 = the query
+    /// does not give the block); `None` = every block with its build weight. Distances are
+    /// `Σ_b w_b · D_b` on standardised blocks ([`crate::multivec::scale`]);
+    /// [`super::Index::block_weights`] makes this from names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_weights: Option<Vec<f32>>,
 }
 
 /// The distance of the exact rerank (DESIGN §4.3).
@@ -51,6 +57,7 @@ impl SearchParams {
             expand_read: 2 * k.max(10),
             early_stop: true,
             distance: RerankDistance::Native,
+            block_weights: None,
         }
     }
 

@@ -20,7 +20,9 @@ use super::params::{QueryStats, SearchParams};
 use crate::distance::{self, Metric};
 use crate::exact::{Neighbor, TopK};
 use crate::io::{AlignedBuf, PendingRead};
-use crate::pq::adc_scan;
+use crate::pq::{adc_scan, adc_scan_span};
+
+use super::blocks::Weighting;
 
 use super::read::{ReadPlan, rerank, submit_records};
 
@@ -38,6 +40,10 @@ pub enum QueryStep {
 /// One query in progress, and its scratch space (kept across queries for reuse).
 pub(super) struct Task<'a> {
     pub(super) query: Vec<f32>,
+    /// Multi-vector indexes: the query's block factors.
+    pub(super) weighting: Option<Weighting>,
+    /// `ω ⊙ query` of a weighted multi-vector query (its PQ table is built from it).
+    pub(super) weighted_query: Vec<f32>,
     pub(super) centroid_scores: Vec<f32>,
     /// Clusters probed by the current query (reset when it ends).
     pub(super) probed: Vec<bool>,
@@ -63,6 +69,8 @@ impl Task<'_> {
     fn new(index: &Index) -> Self {
         Self {
             query: Vec::with_capacity(index.dim),
+            weighting: None,
+            weighted_query: Vec::new(),
             centroid_scores: vec![0.0; index.n_clusters()],
             probed: vec![false; index.n_clusters()],
             table: Vec::new(),
@@ -146,6 +154,44 @@ impl<'a> Searcher<'a> {
     pub fn check(&self, qi: usize, q: &[f32], params: &SearchParams) -> Result<(), SearchError> {
         let idx = self.index;
         idx.check_query(qi, q)?;
+        if q.len() != idx.dim {
+            return Err(SearchError::QueryDim {
+                expected: idx.dim,
+                found: q.len(),
+            });
+        }
+        if let Some((col, &value)) = q.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(SearchError::NonFinite {
+                query: qi,
+                col,
+                value,
+            });
+        }
+        if idx.metric == Metric::Cosine && q.iter().all(|&v| v == 0.0) {
+            return Err(SearchError::ZeroQuery { query: qi });
+        }
+        match (&idx.blocks, &params.block_weights) {
+            (None, Some(_)) => {
+                return Err(SearchError::Param {
+                    name: "block_weights",
+                    what: "the index has no blocks (built from a single --base)".into(),
+                });
+            }
+            (Some(b), Some(w)) => {
+                b.check_weights(w)?;
+                if !b.weighting(Some(w)).unit
+                    && matches!(params.distance, super::RerankDistance::LcCmd { .. })
+                {
+                    return Err(SearchError::Param {
+                        name: "distance",
+                        what: "LC-CMD reranking takes the build's block weights only (the \
+                               block standardisation already calibrates the blocks)"
+                            .into(),
+                    });
+                }
+            }
+            _ => {}
+        }
         if params.k == 0 {
             return Err(SearchError::KZero);
         }
@@ -254,20 +300,42 @@ impl<'a> Searcher<'a> {
         // 1. Prepare.
         t.query.clear();
         t.query.extend_from_slice(q);
-        if idx.metric == Metric::Cosine {
+        t.weighting = idx
+            .blocks
+            .as_ref()
+            .map(|b| b.weighting(params.block_weights.as_deref()));
+        if let (Some(b), Some(w)) = (&idx.blocks, &t.weighting) {
+            b.prepare(&mut t.query, w, idx.metric)
+                .map_err(|()| SearchError::ZeroQuery { query: qi })?;
+        } else if idx.metric == Metric::Cosine {
             let n = distance::dot(&t.query, &t.query).sqrt();
             t.query.iter_mut().for_each(|v| *v /= n);
         }
         let q = &t.query;
         let qn = distance::dot(q, q);
-        for (c, s) in t.centroid_scores.iter_mut().enumerate() {
-            let dot = distance::dot(q, idx.centroids.row(c));
-            *s = match idx.metric {
-                Metric::L2 => qn + idx.centroid_norms[c] - 2.0 * dot,
-                _ => -dot,
-            };
+        // A weighted multi-vector query (module `blocks`): only its present blocks count.
+        let weighted = t
+            .weighting
+            .as_ref()
+            .filter(|w| !w.unit)
+            .zip(idx.blocks.as_ref());
+        if let Some((w, b)) = weighted {
+            for (c, s) in t.centroid_scores.iter_mut().enumerate() {
+                *s = w.distance(&b.layout, idx.metric, q, idx.centroids.row(c));
+            }
+            w.weighted_query(&b.layout, q, &mut t.weighted_query);
+            idx.pq
+                .ip_table_spans(&t.weighted_query, &w.spans, &mut t.table);
+        } else {
+            for (c, s) in t.centroid_scores.iter_mut().enumerate() {
+                let dot = distance::dot(q, idx.centroids.row(c));
+                *s = match idx.metric {
+                    Metric::L2 => qn + idx.centroid_norms[c] - 2.0 * dot,
+                    _ => -dot,
+                };
+            }
+            idx.pq.ip_table(q, &mut t.table);
         }
-        idx.pq.ip_table(q, &mut t.table);
 
         // 2. Route.
         let mut clusters = std::mem::take(&mut t.clusters);
@@ -291,7 +359,13 @@ impl<'a> Searcher<'a> {
         if params.qprobe > 0 && idx.n_query_anchors() > 0 {
             let anchors = &idx.routing.anchors;
             let mut qa: Vec<(f32, u32)> = (0..anchors.rows())
-                .map(|a| (distance::l2_sq(q, anchors.row(a)), a as u32))
+                .map(|a| {
+                    let d = match weighted {
+                        Some((w, b)) => w.distance(&b.layout, Metric::L2, q, anchors.row(a)),
+                        None => distance::l2_sq(q, anchors.row(a)),
+                    };
+                    (d, a as u32)
+                })
                 .collect();
             let take = params.qprobe.min(qa.len());
             qa.select_nth_unstable_by(take - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -322,7 +396,16 @@ impl<'a> Searcher<'a> {
                 .total_cmp(&t.centroid_scores[*b as usize])
                 .then(a.cmp(b))
         });
-        let q_norm = qn.sqrt();
+        // Triangle-inequality bounds under block factors ω: |x − c|_ω ≤ √max ω · |x − c|,
+        // and |⟨ω⊙q, x − c⟩| ≤ |ω⊙q| · |x − c|.
+        let (q_norm, radius_factor) = match weighted {
+            Some((w, _)) => (
+                distance::dot(&t.weighted_query, &t.weighted_query).sqrt(),
+                w.omega_max.sqrt(),
+            ),
+            None => (qn.sqrt(), 1.0),
+        };
+        let block_corr = weighted.and_then(|(w, b)| b.corrections.as_ref().map(|c| (w, c)));
         for &c in &scan_order {
             let e = &idx.entries[c as usize];
             let (first, n) = (e.first_record as usize, e.records as usize);
@@ -334,7 +417,7 @@ impl<'a> Searcher<'a> {
                 let lower = match idx.metric {
                     // |q − x| ≥ |q − c| − r_max
                     Metric::L2 => {
-                        let gap = (s.max(0.0).sqrt() - e.r_max).max(0.0);
+                        let gap = (s.max(0.0).sqrt() - radius_factor * e.r_max).max(0.0);
                         gap * gap
                     }
                     // −q·x ≥ −q·c − |q|·|x − c| ≥ −q·c − |q|·r_max
@@ -346,17 +429,24 @@ impl<'a> Searcher<'a> {
                 }
             }
             scores.resize(n, 0.0);
-            adc_scan(
-                &t.table,
-                &idx.codes.as_slice()[first * m..(first + n) * m],
-                m,
-                scores,
-            );
+            let codes = &idx.codes.as_slice()[first * m..(first + n) * m];
+            match weighted {
+                None => adc_scan(&t.table, codes, m, scores),
+                Some((w, _)) => {
+                    for (i, span) in w.spans.iter().enumerate() {
+                        adc_scan_span(&t.table, codes, m, span.clone(), scores, i > 0);
+                    }
+                }
+            }
             t.stats.pq_scored += n as u64;
             let base = t.centroid_scores[c as usize];
             let corr = &idx.correction[first..first + n];
             let mut threshold = cands.threshold();
             for (i, (&s, &cr)) in scores.iter().zip(corr).enumerate() {
+                let cr = match block_corr {
+                    Some((w, bc)) => w.correction(bc, first + i),
+                    None => cr,
+                };
                 let approx = approx_dist(idx.metric, base, s, cr);
                 if approx <= threshold
                     && cands.push(Neighbor {
@@ -426,14 +516,22 @@ impl<'a> Searcher<'a> {
                         continue; // scored by PQ already and not among the best
                     }
                     let code = &idx.codes.as_slice()[nb as usize * m..(nb as usize + 1) * m];
-                    let s = pq_score(&t.table, code);
+                    let weighted = t.weighting.as_ref().filter(|w| !w.unit);
+                    let (s, corr) = match (weighted, idx.blocks.as_ref()) {
+                        (Some(w), Some(b)) => (
+                            w.spans
+                                .iter()
+                                .flat_map(|r| r.clone())
+                                .map(|s| t.table[s * crate::pq::CODEWORDS + code[s] as usize])
+                                .sum(),
+                            b.corrections
+                                .as_ref()
+                                .map_or(0.0, |bc| w.correction(bc, nb as usize)),
+                        ),
+                        _ => (pq_score(&t.table, code), idx.correction[nb as usize]),
+                    };
                     t.stats.pq_scored += 1;
-                    let approx = approx_dist(
-                        idx.metric,
-                        t.centroid_scores[c],
-                        s,
-                        idx.correction[nb as usize],
-                    );
+                    let approx = approx_dist(idx.metric, t.centroid_scores[c], s, corr);
                     fresh.push(Neighbor {
                         id: nb,
                         dist: approx,

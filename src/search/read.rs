@@ -159,10 +159,16 @@ pub(super) fn rerank(
     for i in 0..t.plan.locs.len() {
         let (rec, r) = t.plan.record(idx, &t.buf, i)?;
         let v = record_vector(idx, &rec, vec_scratch)?;
-        let dist = match (params.distance, &weights) {
-            (super::RerankDistance::LcCmd { .. }, Some((_, w))) => {
+        let blocks = t
+            .weighting
+            .as_ref()
+            .filter(|w| !w.unit)
+            .zip(idx.blocks.as_ref());
+        let dist = match (params.distance, &weights, blocks) {
+            (super::RerankDistance::LcCmd { .. }, Some((_, w)), _) => {
                 distance::weighted_l2_sq(q, v, w)
             }
+            (_, _, Some((w, b))) => w.distance(&b.layout, idx.metric, q, v),
             _ => match idx.metric {
                 Metric::L2 => distance::l2_sq(q, v),
                 _ => -distance::dot(q, v),

@@ -104,9 +104,11 @@ pub fn print_row(p: &BenchPoint) {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let index = open_index(&args.index)?;
-    let queries = read_queries(&args.index)?;
+    let queries = read_queries(&args.index, &index)?;
     let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows())?;
-    let points = sweep_points(&args.knobs.params(args.k, &index), &args.sweep)?;
+    let mut base = args.knobs.params(args.k, &index);
+    base.block_weights = queries.block_weights.clone();
+    let points = sweep_points(&base, &args.sweep)?;
     let threads = if args.thread_counts.is_empty() {
         vec![args.index.threads]
     } else {

@@ -9,13 +9,28 @@ use m3::build::{BuildObserver, BuildParams, build_index};
 use m3::distance::Metric;
 use m3::graph::AlphaMode;
 
-use crate::common::{parse_metric, progress_bar, thread_pool};
+use crate::common::{
+    parse_block_files, parse_block_weights, parse_metric, progress_bar, thread_pool,
+};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Base vectors (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy), streamed; never held whole in RAM.
+    #[arg(long, required_unless_present = "block", conflicts_with = "block")]
+    base: Option<PathBuf>,
+    /// Multi-vector base: one block's vectors, `NAME=FILE` (repeat per block, in row order; the
+    /// files must have the same rows). Blocks are standardised (divided by their spread) and
+    /// PQ subspaces never straddle two blocks (DESIGN §4.6).
+    #[arg(long, value_name = "NAME=FILE")]
+    block: Vec<String>,
+    /// Build weight of a block, `NAME=W` (> 0; default 1): the default query weight and the
+    /// weighting the index's geometry is made for.
+    #[arg(long, value_name = "NAME=W")]
+    block_weight: Vec<String>,
+    /// Store the blocks at their raw scale (× √weight) instead of standardised; queries still
+    /// use the standardised distance. For measuring what standardisation buys.
     #[arg(long)]
-    base: PathBuf,
+    no_standardize: bool,
     /// l2, ip (maximum inner product) or cosine (vectors are stored normalised).
     #[arg(long, value_parser = parse_metric)]
     metric: Metric,
@@ -117,9 +132,42 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         !auto || (args.calib.calib_queries.is_some() && args.calib.calib_partners.is_some()),
         "--distance auto needs --calib-queries and --calib-partners"
     );
+    anyhow::ensure!(
+        !auto || args.base.is_some(),
+        "--distance auto needs --base: a multi-vector index is calibrated by its block \
+         standardisation"
+    );
     let pool = thread_pool(args.threads)?;
     let base = args.base.clone();
-    let mut p = BuildParams::new(args.base, args.metric, args.out.clone());
+    let mut p = match &args.base {
+        Some(base) => {
+            anyhow::ensure!(
+                args.block_weight.is_empty() && !args.no_standardize,
+                "--block-weight and --no-standardize need --block"
+            );
+            BuildParams::new(base.clone(), args.metric, args.out.clone())
+        }
+        None => {
+            let files = parse_block_files("--block", &args.block)?;
+            let layout_names: Vec<(String, usize)> =
+                files.iter().map(|(n, _)| (n.clone(), 1)).collect();
+            let layout = m3::multivec::BlockLayout::new(&layout_names)?;
+            let weights = layout.weights(
+                &parse_block_weights("--block-weight", &args.block_weight)?,
+                |_| 1.0,
+            )?;
+            let blocks = files
+                .into_iter()
+                .zip(weights)
+                .map(|((name, path), weight)| m3::build::BlockInput { name, path, weight })
+                .collect();
+            let mut p = BuildParams::with_blocks(blocks, args.metric, args.out.clone());
+            if let Some(b) = p.blocks.as_mut() {
+                b.standardize = !args.no_standardize;
+            }
+            p
+        }
+    };
     p.train_queries = args.train_queries;
     p.seed = args.seed;
     p.ram_budget_bytes = (args.ram_budget_gb * (1u64 << 30) as f64) as u64;
@@ -152,6 +200,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         summary.query_anchors,
         summary.pq_subspaces
     );
+    if let Some(t) = &summary.blocks {
+        for b in &t.blocks {
+            eprintln!(
+                "  block {:<10} dim {:>5}  spread σ {:<10.4} weight {:<6} stored scale {:.6}",
+                b.name, b.dim, b.spread, b.weight, b.scale
+            );
+        }
+    }
     for s in &summary.stages {
         eprintln!("  {:<8} {:>9.2} s", s.stage, s.seconds);
     }
@@ -166,9 +222,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     eprintln!("m3 build: wrote {}", args.out.display());
     if auto {
         eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
+        let base = base.as_deref().expect("checked before the build");
         crate::cmd_calibrate::calibrate_index(
             &args.out,
-            &base,
+            base,
             &args.calib,
             args.seed,
             args.threads,

@@ -6,6 +6,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use m3::data::DType;
 use m3::data::synth::gauss::{GaussModel, GaussParams};
+use m3::data::synth::multiblock::{MultiblockModel, MultiblockParams};
 use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
 use m3::data::synth::{SplitSizes, SynthModel, WriteSpec, write_dataset};
 
@@ -18,6 +19,9 @@ enum Kind {
     /// Two modalities ('image' base, 'text' queries) imitating real CLIP pairs: modality gap,
     /// per-dimension variance ratios over ~3.6 orders of magnitude, one true partner per query.
     Xmodal,
+    /// Multi-vector objects: one base and query file per block (OUT/NAME/base.fbin,
+    /// OUT/NAME/query.fbin), blocks at different scales (--block-dims, --block-scales).
+    Multiblock,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -36,8 +40,21 @@ pub struct GenArgs {
     /// Base rows.
     #[arg(long)]
     n: u64,
-    #[arg(long)]
-    dim: usize,
+    /// Dimension (gauss, xmodal; multiblock takes --block-dims).
+    #[arg(long, required_unless_present = "block_dims")]
+    dim: Option<usize>,
+    /// multiblock: dimension of each block, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    block_dims: Vec<usize>,
+    /// multiblock: scale factor of each block, comma separated (default 1, 10, 100, …).
+    #[arg(long, value_delimiter = ',')]
+    block_scales: Vec<f32>,
+    /// multiblock: block names (default a, b, c, …), comma separated.
+    #[arg(long, value_delimiter = ',')]
+    block_names: Vec<String>,
+    /// multiblock: probability that a block follows the object's concept.
+    #[arg(long, default_value_t = 0.6)]
+    shared: f32,
     /// Query rows.
     #[arg(long, default_value_t = 1000)]
     queries: u64,
@@ -67,10 +84,16 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         queries: args.queries,
         training: args.train_queries,
     };
+    if matches!(args.kind, Kind::Multiblock) {
+        return run_multiblock(&args, sizes, &pool);
+    }
+    let dim = args
+        .dim
+        .ok_or_else(|| anyhow::anyhow!("--dim is required for {:?}", args.kind))?;
     let model: Box<dyn SynthModel> = match args.kind {
         Kind::Gauss => {
             let mut p = GaussParams {
-                dim: args.dim,
+                dim,
                 seed: args.seed,
                 ..GaussParams::default()
             };
@@ -79,9 +102,10 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
             }
             Box::new(GaussModel::new(p, sizes)?)
         }
+        Kind::Multiblock => unreachable!("handled above"),
         Kind::Xmodal => {
             let mut p = XmodalParams {
-                dim: args.dim,
+                dim,
                 seed: args.seed,
                 ..XmodalParams::default()
             };
@@ -108,7 +132,7 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         "m3 gen: {:?} {} × {} (+{} queries, {} training queries) in {:.2} s",
         args.kind,
         args.n,
-        args.dim,
+        dim,
         args.queries,
         args.train_queries,
         start.elapsed().as_secs_f64()
@@ -121,5 +145,72 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
     if let Some(p) = &files.query_partners {
         println!("partners   {}", p.display());
     }
+    Ok(())
+}
+
+fn run_multiblock(
+    args: &GenArgs,
+    sizes: SplitSizes,
+    pool: &rayon::ThreadPool,
+) -> anyhow::Result<()> {
+    let blocks = args.block_dims.len();
+    anyhow::ensure!(
+        blocks > 0,
+        "--kind multiblock needs --block-dims, e.g. 128,96,64"
+    );
+    let scales = if args.block_scales.is_empty() {
+        (0..blocks).map(|b| 10f32.powi(b as i32)).collect()
+    } else {
+        args.block_scales.clone()
+    };
+    let names: Vec<String> = if args.block_names.is_empty() {
+        (0..blocks)
+            .map(|b| ((b'a' + b as u8) as char).to_string())
+            .collect()
+    } else {
+        args.block_names.clone()
+    };
+    anyhow::ensure!(
+        names.len() == blocks,
+        "{} --block-names for {blocks} blocks",
+        names.len()
+    );
+    for n in &names {
+        m3::multivec::check_block_name(n)?;
+    }
+    let mut p = MultiblockParams {
+        dims: args.block_dims.clone(),
+        scales,
+        shared: args.shared,
+        seed: args.seed,
+        ..MultiblockParams::default()
+    };
+    if let Some(c) = args.clusters {
+        p.concepts = c;
+    }
+    let model = MultiblockModel::new(p, sizes)?;
+    let start = Instant::now();
+    for (b, name) in names.iter().enumerate() {
+        let spec = WriteSpec {
+            out_dir: args.out.join(name),
+            dtype: DType::F32,
+            batch_chunks: 2 * pool.current_num_threads(),
+        };
+        let files = write_dataset(&model.block(b), &spec, pool)?;
+        println!(
+            "block {name:<8} dim {:>5} scale {:<8} base {}  queries {}",
+            model.params().dims[b],
+            model.params().scales[b],
+            files.base.display(),
+            files.queries.display()
+        );
+    }
+    eprintln!(
+        "m3 gen: multiblock {} × {:?} (+{} queries) in {:.2} s",
+        args.n,
+        model.params().dims,
+        args.queries,
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -201,6 +201,32 @@ fn render(i: &IndexInfo) -> String {
         let _ = writeln!(s, "  no query statistics (built without training queries)");
     }
 
+    if let Some(t) = &i.blocks {
+        let _ = writeln!(
+            s,
+            "\nblocks (multi-vector; stored block = scale × raw block{})",
+            if t.standardized {
+                ", standardised: scale = √weight / spread"
+            } else {
+                ", not standardised: scale = √weight"
+            }
+        );
+        let mut first = 0;
+        for b in &t.blocks {
+            let _ = writeln!(
+                s,
+                "  {:<12} dims {:>5}..{:<5} spread σ {:<11.5} build weight {:<7} scale {:.6}",
+                b.name,
+                first,
+                first + b.dim,
+                b.spread,
+                b.weight,
+                b.scale
+            );
+            first += b.dim;
+        }
+    }
+
     let _ = writeln!(s, "\nbuild report");
     match (&i.report, &i.report_problem) {
         (Some(b), _) => {

@@ -35,9 +35,14 @@ pub struct SearchArgs {
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.index.threads)?;
     let index = open_index(&args.index)?;
-    let queries = read_queries(&args.index)?;
-    let params = args.knobs.params(args.k, &index);
+    let queries = read_queries(&args.index, &index)?;
+    let mut params = args.knobs.params(args.k, &index);
+    params.block_weights = queries.block_weights.clone();
     let res = if args.exact {
+        anyhow::ensure!(
+            params.block_weights.is_none(),
+            "--exact does not take --query-block queries yet (single-vector queries only)"
+        );
         let what = ExactQuery::Knn(args.k);
         exact_batch(&index, queries.view(), what, ExactParams::default(), &pool)?
     } else {

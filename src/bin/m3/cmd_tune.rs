@@ -35,7 +35,7 @@ pub struct TuneArgs {
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.index.threads)?;
     let index = open_index(&args.index)?;
-    let queries = read_queries(&args.index)?;
+    let queries = read_queries(&args.index, &index)?;
     let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows())?;
     let k = args.k;
     let max_nprobe = args.max_nprobe.min(index.n_clusters()).max(1);
@@ -50,6 +50,7 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
         for &qprobe in &qprobes {
             for &rounds in &[0usize, 1] {
                 let mut p = SearchParams::new(k);
+                p.block_weights = queries.block_weights.clone();
                 p.rerank = rerank;
                 p.qprobe = qprobe;
                 p.expand_rounds = rounds;

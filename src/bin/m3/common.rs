@@ -38,3 +38,34 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     pb.enable_steady_tick(Duration::from_millis(250));
     pb
 }
+
+/// Parses repeated `NAME=FILE` arguments (`--block`, `--query-block`).
+pub fn parse_block_files(
+    flag: &'static str,
+    specs: &[String],
+) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (n, v) = m3::multivec::split_assignment(flag, s)?;
+            Ok((n.to_string(), v.into()))
+        })
+        .collect()
+}
+
+/// Parses repeated `NAME=W` arguments (`--weight`, `--block-weight`).
+pub fn parse_block_weights(
+    flag: &'static str,
+    specs: &[String],
+) -> anyhow::Result<Vec<(String, f32)>> {
+    specs
+        .iter()
+        .map(|s| {
+            let (n, v) = m3::multivec::split_assignment(flag, s)?;
+            let w: f32 = v
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{flag} '{s}': weight '{v}' is not a number"))?;
+            Ok((n.to_string(), w))
+        })
+        .collect()
+}

@@ -13,9 +13,21 @@ pub struct IndexArgs {
     /// Index directory (built by `m3 build`).
     #[arg(long)]
     pub index: PathBuf,
-    /// Query vectors.
-    #[arg(long)]
-    pub queries: PathBuf,
+    /// Query vectors (for a multi-vector index: every block, concatenated in block order).
+    #[arg(
+        long,
+        required_unless_present = "query_block",
+        conflicts_with = "query_block"
+    )]
+    pub queries: Option<PathBuf>,
+    /// Multi-vector index: one block's query vectors, `NAME=FILE` (repeatable; any non-empty
+    /// subset of the index's blocks; the others are left out and cost nothing).
+    #[arg(long, value_name = "NAME=FILE")]
+    pub query_block: Vec<String>,
+    /// Multi-vector index: a block's query weight, `NAME=W` (≥ 0; repeatable; default: the
+    /// block's build weight). Distance = Σ weight · D_block on standardised blocks.
+    #[arg(long, value_name = "NAME=W")]
+    pub weight: Vec<String>,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -120,14 +132,58 @@ pub fn open_index(args: &IndexArgs) -> anyhow::Result<Index> {
     Ok(index)
 }
 
-pub fn read_queries(args: &IndexArgs) -> anyhow::Result<Matrix<f32>> {
-    let file = VectorFile::open(&args.queries)?;
+/// Query rows and, for a multi-vector index, the block weights to search them with.
+pub struct QuerySet {
+    pub rows: Matrix<f32>,
+    pub block_weights: Option<Vec<f32>>,
+}
+
+impl QuerySet {
+    pub fn view(&self) -> m3::data::MatrixView<'_, f32> {
+        self.rows.view()
+    }
+    pub fn rows(&self) -> usize {
+        self.rows.rows()
+    }
+}
+
+pub fn read_queries(args: &IndexArgs, index: &Index) -> anyhow::Result<QuerySet> {
+    let weights = crate::common::parse_block_weights("--weight", &args.weight)?;
+    let Some(path) = &args.queries else {
+        let table = index.blocks().with_context(|| {
+            format!(
+                "--query-block needs a multi-vector index; {} was built from a single --base",
+                args.index.display()
+            )
+        })?;
+        let files = crate::common::parse_block_files("--query-block", &args.query_block)?;
+        let q = m3::multivec::BlockQueries::read(
+            &table.layout(),
+            &files,
+            args.max_queries.map(|m| m as u64),
+        )?;
+        let w = index.block_weights(&weights, &q.present)?;
+        return Ok(QuerySet {
+            rows: q.rows,
+            block_weights: Some(w),
+        });
+    };
+    let file = VectorFile::open(path)?;
     let n = args
         .max_queries
         .map_or(file.rows(), |m| (m as u64).min(file.rows()));
     let mut v = Vec::new();
     file.read_rows_f32(0, n as usize, &mut v)?;
-    Ok(Matrix::from_vec(v, file.dim())?)
+    let block_weights = if weights.is_empty() {
+        None
+    } else {
+        let blocks = index.blocks().map_or(0, |t| t.blocks.len());
+        Some(index.block_weights(&weights, &vec![true; blocks])?)
+    };
+    Ok(QuerySet {
+        rows: Matrix::from_vec(v, file.dim())?,
+        block_weights,
+    })
 }
 
 /// Reads ground truth and keeps its first `queries` rows (it must have at least that many).

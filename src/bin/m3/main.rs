@@ -2,6 +2,7 @@
 //! the library's parameter structs and calls one library function; progress bars and printing
 //! live here, never in the library.
 
+mod cmd_baseline;
 mod cmd_bench;
 mod cmd_build;
 mod cmd_calibrate;
@@ -46,6 +47,9 @@ enum Command {
     Range(cmd_range::RangeArgs),
     /// Sweep search knobs: recall, QPS, latency and I/O per point (`--json` for DESIGN §7 records).
     Bench(cmd_bench::BenchArgs),
+    /// Multi-vector baseline: one single-vector index per block, results merged by the
+    /// weighted distance (what Milvus/VBase-style systems do), measured like `bench`.
+    Baseline(cmd_baseline::BaselineArgs),
     /// Find the cheapest search knobs that reach a recall target; prints the command to use.
     Tune(cmd_tune::TuneArgs),
     /// recall@k of a result file against ground truth (ties with the k-th distance count).
@@ -68,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Search(args) => cmd_search::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::Tune(args) => cmd_tune::run(args),
+        Command::Baseline(args) => cmd_baseline::run(args),
         Command::Recall(args) => cmd_recall::run(args),
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Verify(args) => cmd_verify::run(args),

@@ -8,6 +8,8 @@
 //! - [`xmodal`]: cross-modal, an 'image' base and 'text' queries in one unit-norm space with a
 //!   modality gap and per-dimension variances that differ between the modalities; every query
 //!   is generated from a true partner row of the base (metric ip / cosine).
+//! - [`multiblock`]: multi-vector objects, one file per block, blocks at different scales
+//!   (DESIGN §4.6).
 //!
 //! # Determinism and streaming
 //!
@@ -18,6 +20,7 @@
 //! a 100M-row base is written chunk by chunk ([`write_dataset`]) and never held in RAM.
 
 pub mod gauss;
+pub mod multiblock;
 mod perm;
 pub mod stats;
 pub mod xmodal;
