@@ -24,4 +24,5 @@ pub mod kmeans;
 pub mod linalg;
 pub mod pq;
 pub mod search;
+pub mod serve;
 pub mod simd;

@@ -121,10 +121,13 @@ pub fn open_index(args: &IndexArgs) -> anyhow::Result<Index> {
 }
 
 pub fn read_queries(args: &IndexArgs) -> anyhow::Result<Matrix<f32>> {
-    let file = VectorFile::open(&args.queries)?;
-    let n = args
-        .max_queries
-        .map_or(file.rows(), |m| (m as u64).min(file.rows()));
+    read_queries_file(&args.queries, args.max_queries)
+}
+
+/// The first `max_queries` (default: all) rows of a vector file, as f32.
+pub fn read_queries_file(path: &Path, max_queries: Option<usize>) -> anyhow::Result<Matrix<f32>> {
+    let file = VectorFile::open(path)?;
+    let n = max_queries.map_or(file.rows(), |m| (m as u64).min(file.rows()));
     let mut v = Vec::new();
     file.read_rows_f32(0, n as usize, &mut v)?;
     Ok(Matrix::from_vec(v, file.dim())?)
