@@ -172,9 +172,9 @@ pub struct CheckedRequest {
 
 /// Parses a JSON body; errors name the field (as a JSON path) where parsing stopped.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let r: Result<T, _> = serde_path_to_error::deserialize(de);
-    r.map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let r: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let value = r.map_err(|e| {
         let inner = e.inner().to_string();
         // The path names the unknown field itself for `deny_unknown_fields` errors.
         let path = e.path().to_string();
@@ -186,7 +186,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::field(path, inner)
         }
-    })
+    })?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e} (after the request object)"),
+        )
+    })?;
+    Ok(value)
 }
 
 impl SearchRequest {
@@ -413,6 +420,8 @@ mod tests {
         let e = parse_json::<SearchRequest>(b"{\"vectors\": [[1.0, NaN]]}").unwrap_err();
         assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
         assert_eq!(e.field.as_deref(), Some("vectors[0][1]"), "{e:?}");
+        let e = parse_json::<SearchRequest>(br#"{"vectors": [[1.0]]}&{"k": 2}"#).unwrap_err();
+        assert!(e.message.contains("trailing characters"), "{e:?}");
         let e = parse_json::<SearchRequest>(b"not json").unwrap_err();
         assert_eq!(e.field, None);
         assert!(e.message.starts_with("invalid JSON body"), "{e:?}");
