@@ -144,7 +144,14 @@ fn fixture() -> &'static Fixture {
 }
 
 fn open_index() -> Arc<Index> {
-    Arc::new(Index::open(&fixture().index, IoBackend::Pread, &ReaderOptions::default()).unwrap())
+    Arc::new(
+        Index::open(
+            &fixture().index,
+            IoBackend::Pread,
+            &ReaderOptions::default(),
+        )
+        .unwrap(),
+    )
 }
 
 fn config() -> ServeConfig {
@@ -457,14 +464,19 @@ fn serve_answers_equal_the_library_and_m3_search() {
         .arg("--queries")
         .arg(&f.queries_path)
         .args(["--threads", "2", "--io", "pread", "--k", "10"])
-        .args(["--nprobe", "4", "--qprobe", "2", "--edges", "4", "--rerank", "30"])
+        .args([
+            "--nprobe", "4", "--qprobe", "2", "--edges", "4", "--rerank", "30",
+        ])
         .arg("--out")
         .arg(&res)
         .status()
         .unwrap();
     assert!(st.success());
     let table = GroundTruth::read(&res).unwrap();
-    let dists = table.dists.as_ref().expect("m3 search --out writes distances");
+    let dists = table
+        .dists
+        .as_ref()
+        .expect("m3 search --out writes distances");
     let cli: Vec<(Vec<u32>, Vec<f32>)> = (0..table.queries())
         .map(|q| (table.ids.row(q).to_vec(), dists.row(q).to_vec()))
         .collect();
@@ -514,7 +526,11 @@ fn serve_knob_variants_match_the_library_and_metrics_count_the_reads() {
     assert_eq!(ok, 1.0 + 4.0, "{text}");
     let bytes = metric_in(&text, "m3_read_bytes_total").unwrap();
     assert!(bytes >= resp.stats.bytes as f64, "{text}");
-    assert_eq!(metric_in(&text, "m3_queries_in_flight"), Some(0.0), "{text}");
+    assert_eq!(
+        metric_in(&text, "m3_queries_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
     let count = metric_in(
         &text,
         "m3_http_request_duration_seconds_count{endpoint=\"/v1/search\"}",
@@ -562,28 +578,45 @@ fn serve_bad_requests_get_400_naming_the_field() {
         max_body_bytes: 64 << 10,
         ..Limits::default()
     };
-    let server = start(ServeConfig {
-        limits,
-        ..config()
-    });
+    let server = start(ServeConfig { limits, ..config() });
     let addr = server.addr();
     let q: Vec<f32> = fixture().queries.row(0).to_vec();
     let v = serde_json::json!(q);
     let mut short = q.clone();
     short.pop();
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
-        ("wrong dimension", serde_json::json!({"vectors": [q, short]}), "vectors[1]"),
+        (
+            "wrong dimension",
+            serde_json::json!({"vectors": [q, short]}),
+            "vectors[1]",
+        ),
         ("no vectors", serde_json::json!({"vectors": []}), "vectors"),
-        ("too many vectors", serde_json::json!({"vectors": vec![v.clone(); 9]}), "vectors"),
-        ("unknown field", serde_json::json!({"vectors": [v], "kk": 3}), "kk"),
+        (
+            "too many vectors",
+            serde_json::json!({"vectors": vec![v.clone(); 9]}),
+            "vectors",
+        ),
+        (
+            "unknown field",
+            serde_json::json!({"vectors": [v], "kk": 3}),
+            "kk",
+        ),
         (
             "unknown knob",
             serde_json::json!({"vectors": [v], "knobs": {"nprobes": 3}}),
             "knobs.nprobes",
         ),
         ("k = 0", serde_json::json!({"vectors": [v], "k": 0}), "k"),
-        ("k over the limit", serde_json::json!({"vectors": [v], "k": 51}), "k"),
-        ("k negative", serde_json::json!({"vectors": [v], "k": -1}), "k"),
+        (
+            "k over the limit",
+            serde_json::json!({"vectors": [v], "k": 51}),
+            "k",
+        ),
+        (
+            "k negative",
+            serde_json::json!({"vectors": [v], "k": -1}),
+            "k",
+        ),
         (
             "knob over its limit",
             serde_json::json!({"vectors": [v], "knobs": {"nprobe": 65}}),
@@ -619,14 +652,23 @@ fn serve_bad_requests_get_400_naming_the_field() {
             serde_json::json!({"vectors": [v], "exact": true, "knobs": {"nprobe": 2}}),
             "knobs",
         ),
-        ("vector of strings", serde_json::json!({"vectors": [["a"]]}), "vectors[0][0]"),
+        (
+            "vector of strings",
+            serde_json::json!({"vectors": [["a"]]}),
+            "vectors[0][0]",
+        ),
     ];
     for (what, body, field) in cases {
         let r = post_json(addr, "/v1/search", &body);
         assert_eq!(r.status, 400, "{what}: {}", r.text());
         let e = r.error();
         assert_eq!(e.error.status, 400);
-        assert_eq!(e.error.field.as_deref(), Some(field), "{what}: {}", r.text());
+        assert_eq!(
+            e.error.field.as_deref(),
+            Some(field),
+            "{what}: {}",
+            r.text()
+        );
         assert!(!e.error.message.is_empty());
     }
     // NaN is not JSON; a number too large for f32 becomes infinity: both name the component.
@@ -669,7 +711,12 @@ fn serve_bad_requests_get_400_naming_the_field() {
     body.extend_from_slice(b" {}");
     let r = post(addr, "/v1/search", &body, &[]);
     assert_eq!(r.status, 400, "{}", r.text());
-    let r = post(addr, "/v1/search", b"vectors=1", &[("content-type", "text/plain")]);
+    let r = post(
+        addr,
+        "/v1/search",
+        b"vectors=1",
+        &[("content-type", "text/plain")],
+    );
     assert_eq!(r.status, 415, "{}", r.text());
     let huge = search_body(0..8, None).repeat(40);
     assert!(huge.len() > 64 << 10);
@@ -705,7 +752,13 @@ fn serve_bad_requests_get_400_naming_the_field() {
     )
     .unwrap();
     assert!(bad >= 20.0, "{text}");
-    assert!(metric_in(&text, "m3_http_errors_total{endpoint=\"other\",status=\"404\"}").is_some());
+    assert!(
+        metric_in(
+            &text,
+            "m3_http_errors_total{endpoint=\"other\",status=\"404\"}"
+        )
+        .is_some()
+    );
     server.shutdown().unwrap();
 }
 
@@ -1014,5 +1067,111 @@ fn serve_binary_refuses_a_bad_index_or_key_file() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("empty") && err.contains("key"), "{err}");
-    assert!(err.contains("verified"), "full verification ran first: {err}");
+    assert!(
+        err.contains("verified"),
+        "full verification ran first: {err}"
+    );
+}
+
+/// `m3 loadtest` against a server: one JSON line per level, every request answered, and the
+/// recall of the served answers equal to the library's on the same queries; a target that
+/// is not a loopback address is refused before any request.
+#[test]
+fn serve_loadtest_reports_each_level_and_targets_only_loopback() {
+    let f = fixture();
+    let index = open_index();
+    let dir = tempfile::tempdir().unwrap();
+    // Exact ground truth of the fixture queries.
+    let base = VectorFile::open(&f.index.parent().unwrap().join("data").join("base.fbin"))
+        .unwrap()
+        .read_all_f32()
+        .unwrap();
+    let exact = pool().install(|| {
+        m3::exact::exact_knn(base.view(), f.queries.view(), K, Metric::Cosine).unwrap()
+    });
+    let gt_path = dir.path().join("gt.ibin");
+    m3::exact::to_ground_truth(&exact, K, Metric::Cosine)
+        .unwrap()
+        .write(&gt_path)
+        .unwrap();
+    let mut params = SearchParams::new(K);
+    params.nprobe = 4;
+    params.qprobe = 2;
+    params.edges = 4;
+    params.rerank = 30;
+    let served = 60;
+    let sub = Matrix::from_vec(f.queries.as_slice()[..served * 32].to_vec(), 32).unwrap();
+    let lib = search_batch(
+        &index,
+        sub.view(),
+        &params,
+        pool(),
+        &BatchOptions::default(),
+    )
+    .unwrap();
+    let table = m3::search::results_table(&lib.results, &params, Metric::Cosine).unwrap();
+    let gt = GroundTruth::read(&gt_path).unwrap();
+    let gt_sub = GroundTruth {
+        ids: Matrix::from_vec(gt.ids.as_slice()[..served * K].to_vec(), K).unwrap(),
+        dists: gt
+            .dists
+            .as_ref()
+            .map(|d| Matrix::from_vec(d.as_slice()[..served * K].to_vec(), K).unwrap()),
+    };
+    let want = m3::exact::recall_at_k(
+        table.ids.view(),
+        table.dists.as_ref().map(|d| d.view()),
+        &gt_sub,
+        K,
+        Metric::Cosine,
+    )
+    .unwrap()
+    .mean;
+
+    let server = start_with(index, config());
+    let out = m3()
+        .arg("loadtest")
+        .arg("--url")
+        .arg(format!("http://{}", server.addr()))
+        .arg("--queries")
+        .arg(&f.queries_path)
+        .arg("--gt")
+        .arg(&gt_path)
+        .args([
+            "--k", "10", "--nprobe", "4", "--qprobe", "2", "--edges", "4",
+        ])
+        .args(["--rerank", "30", "--concurrency", "1,3", "--requests"])
+        .arg(served.to_string())
+        .args(["--duration-secs", "60", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let levels: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(levels.len(), 2);
+    for (level, c) in levels.iter().zip([1, 3]) {
+        assert_eq!(level["concurrency"], c);
+        assert_eq!(level["ok"], served);
+        assert_eq!(level["errors"], 0);
+        let recall = level["recall_at_k"].as_f64().unwrap();
+        assert!((recall - want).abs() < 1e-9, "{recall} vs {want}");
+        assert!(level["lat_p50_us"].as_f64().unwrap() > 0.0);
+    }
+    server.shutdown().unwrap();
+
+    let out = m3()
+        .arg("loadtest")
+        .args(["--url", "http://10.0.0.1:7700", "--queries"])
+        .arg(&f.queries_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
 }

@@ -158,9 +158,14 @@ impl ResponseStats {
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryKind {
     Approx(SearchParams),
-    Exact { k: usize },
+    Exact {
+        k: usize,
+    },
     /// `radius` in natural units.
-    Range { radius: f32, max_results: usize },
+    Range {
+        radius: f32,
+        max_results: usize,
+    },
 }
 
 /// A request that passed every check: its vectors and what to do with them.
@@ -241,15 +246,15 @@ impl RangeRequest {
     pub fn check(self, index: &Index, limits: &Limits) -> Result<CheckedRequest, ApiError> {
         check_vectors(&self.vectors, index, limits)?;
         if !self.radius.is_finite() {
-            return Err(ApiError::field("radius", "the radius must be a finite number"));
+            return Err(ApiError::field(
+                "radius",
+                "the radius must be a finite number",
+            ));
         }
         if index.metric() == Metric::L2 && self.radius < 0.0 {
             return Err(ApiError::field(
                 "radius",
-                format!(
-                    "a squared L2 radius cannot be negative ({})",
-                    self.radius
-                ),
+                format!("a squared L2 radius cannot be negative ({})", self.radius),
             ));
         }
         let max_results = self.max_results.unwrap_or(limits.max_range_results);

@@ -115,7 +115,11 @@ async fn index_info(State(s): State<AppState>) -> Response {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], s.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        s.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn not_found(req: Request) -> ApiError {

@@ -18,7 +18,13 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// The endpoints, as metric labels (anything else is `other`, so a scan of random paths
 /// cannot grow the label set).
-pub(super) const ENDPOINTS: [&str; 5] = ["/v1/search", "/v1/range", "/v1/index", "/healthz", "/metrics"];
+pub(super) const ENDPOINTS: [&str; 5] = [
+    "/v1/search",
+    "/v1/range",
+    "/v1/index",
+    "/healthz",
+    "/metrics",
+];
 
 pub(super) fn endpoint_label(path: &str) -> &'static str {
     ENDPOINTS
@@ -231,7 +237,10 @@ mod tests {
             "m3_http_request_duration_seconds_count{endpoint=\"/v1/search\"} 2",
             "m3_index_vectors 1000",
         ] {
-            assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
         }
         assert!(
             !text.contains("m3_http_errors_total{endpoint=\"/v1/search\",status=\"200\"}"),

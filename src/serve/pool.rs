@@ -142,7 +142,13 @@ fn run_worker(
             match job.kind.as_ref() {
                 QueryKind::Approx(_) => {
                     free.pop();
-                    step(&mut searcher, Parked { slot, job }, &mut parked, &mut free, Start);
+                    step(
+                        &mut searcher,
+                        Parked { slot, job },
+                        &mut parked,
+                        &mut free,
+                        Start,
+                    );
                 }
                 QueryKind::Exact { .. } | QueryKind::Range { .. } => {
                     let r = run_exact(index, &job);

@@ -84,8 +84,7 @@ pub async fn serve(
 
 /// Waits for SIGTERM or SIGINT and says which came. Call it inside the runtime before
 /// announcing the server, so that a signal sent right after the announcement is caught.
-pub fn terminate_signal()
--> std::io::Result<impl Future<Output = &'static str> + Send + 'static> {
+pub fn terminate_signal() -> std::io::Result<impl Future<Output = &'static str> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -62,6 +62,20 @@ pub struct LoadtestArgs {
     pub knobs: KnobArgs,
 }
 
+/// One query's answer: ids and natural distances, best first.
+type Answer = (Vec<u32>, Vec<f32>);
+
+/// What every level sends and checks: the server, its key and metric, the request bodies
+/// (first query of each, JSON), the query count and the ground truth.
+struct Workload<'a> {
+    base: String,
+    key: Option<String>,
+    metric: Metric,
+    bodies: Vec<(usize, Vec<u8>)>,
+    nq: usize,
+    gt: Option<&'a GroundTruth>,
+}
+
 /// One measured level.
 #[derive(Debug, serde::Serialize)]
 struct Level {
@@ -116,15 +130,31 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             Ok((first, serde_json::to_vec(&req)?))
         })
         .collect::<anyhow::Result<_>>()?;
+    let work = Workload {
+        base,
+        key,
+        metric,
+        bodies,
+        nq,
+        gt: gt.as_ref(),
+    };
     if !args.json {
         println!(
             "{:>11} {:>8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}  load1",
-            "concurrency", "requests", "errors", "seconds", "req/s", "p50 µs", "p99 µs", "p999 µs",
-            "QPS", "recall"
+            "concurrency",
+            "requests",
+            "errors",
+            "seconds",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "p999 µs",
+            "QPS",
+            "recall"
         );
     }
     for &c in &args.concurrency {
-        let level = run_level(&args, &base, key.as_deref(), &bodies, c, nq, gt.as_ref(), metric)?;
+        let level = run_level(&args, &work, c)?;
         if args.json {
             println!("{}", serde_json::to_string(&level)?);
         } else {
@@ -194,9 +224,7 @@ fn server_metric(base: &str, key: Option<&str>) -> anyhow::Result<Metric> {
     if let Some(k) = key {
         req = req.header("authorization", format!("Bearer {k}"));
     }
-    let mut resp = req
-        .call()
-        .with_context(|| format!("GET {base}/v1/index"))?;
+    let mut resp = req.call().with_context(|| format!("GET {base}/v1/index"))?;
     let body = resp.body_mut().read_to_vec()?;
     anyhow::ensure!(
         resp.status() == 200,
@@ -211,17 +239,12 @@ fn server_metric(base: &str, key: Option<&str>) -> anyhow::Result<Metric> {
     m.parse().map_err(|e: String| anyhow::anyhow!(e))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_level(
     args: &LoadtestArgs,
-    base: &str,
-    key: Option<&str>,
-    bodies: &[(usize, Vec<u8>)],
+    work: &Workload<'_>,
     concurrency: usize,
-    nq: usize,
-    gt: Option<&GroundTruth>,
-    metric: Metric,
 ) -> anyhow::Result<Level> {
+    let (base, key, bodies, nq) = (&work.base, work.key.as_deref(), &work.bodies, work.nq);
     let load1_before = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
@@ -231,12 +254,10 @@ fn run_level(
     let latencies = Mutex::new(Vec::with_capacity(args.requests));
     let errors = Mutex::new(std::collections::BTreeMap::<String, usize>::new());
     // First answer (ids, natural distances) of each query.
-    let answers: Mutex<Vec<Option<(Vec<u32>, Vec<f32>)>>> = Mutex::new(vec![None; nq]);
+    let answers: Mutex<Vec<Option<Answer>>> = Mutex::new(vec![None; nq]);
     let limit = Duration::from_secs(args.duration_secs);
     let send = |agent: &ureq::Agent, body: &[u8]| -> Result<(u16, Vec<u8>), String> {
-        let mut req = agent
-            .post(&url)
-            .header("content-type", "application/json");
+        let mut req = agent.post(&url).header("content-type", "application/json");
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
@@ -278,8 +299,7 @@ fn run_level(
                         match r {
                             Ok((200, bytes)) => {
                                 mine.push(us);
-                                if let Ok(resp) = serde_json::from_slice::<SearchResponse>(&bytes)
-                                {
+                                if let Ok(resp) = serde_json::from_slice::<SearchResponse>(&bytes) {
                                     let mut a = answers.lock().expect("no panics hold it");
                                     for (j, r) in resp.results.into_iter().enumerate() {
                                         let slot = &mut a[first + j];
@@ -311,10 +331,7 @@ fn run_level(
                             }
                         }
                     }
-                    latencies
-                        .lock()
-                        .expect("no panics hold it")
-                        .extend(mine);
+                    latencies.lock().expect("no panics hold it").extend(mine);
                 })
             })
             .collect();
@@ -329,12 +346,12 @@ fn run_level(
     let errors = errors.into_inner().expect("no panics hold it");
     let n_err: usize = errors.values().sum();
     let ok = lat.len();
-    let recall = match gt {
+    let recall = match work.gt {
         Some(gt) => recall_of_answers(
             &answers.into_inner().expect("no panics hold it"),
             gt,
             args.k,
-            metric,
+            work.metric,
         )?,
         None => None,
     };
@@ -360,7 +377,7 @@ fn run_level(
 /// recall@k over the queries that got an answer (the rule of `m3 search`: ties with the k-th
 /// true distance count).
 fn recall_of_answers(
-    answers: &[Option<(Vec<u32>, Vec<f32>)>],
+    answers: &[Option<Answer>],
     gt: &GroundTruth,
     k: usize,
     metric: Metric,
