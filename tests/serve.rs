@@ -27,7 +27,7 @@ use m3::data::{DType, GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::format::verify::DATA_FILE;
 use m3::io::{BlockReader, Fault, FaultKind, FaultyReader, IoBackend, ReaderOptions, open_reader};
-use m3::search::{BatchOptions, Index, RerankDistance, SearchParams, search_batch};
+use m3::search::{BatchOptions, ExactSearcher, Index, RerankDistance, SearchParams, search_batch};
 use m3::serve::{
     ApiKey, ErrorBody, Knobs, Limits, SearchRequest, SearchResponse, ServeConfig, ServerHandle,
 };
@@ -700,6 +700,10 @@ fn serve_bad_requests_get_400_naming_the_field() {
     );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.error().error.field.as_deref(), Some("max_results"));
+    let text = format!("{{\"vectors\": [{v}], \"radius\": 1e39}}");
+    let r = post(addr, "/v1/range", text.as_bytes(), &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error().error.field.as_deref(), Some("radius"));
     let r = post_json(addr, "/v1/range", &serde_json::json!({"vectors": [v]}));
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.error().error.message.contains("radius"), "{}", r.text());
@@ -925,24 +929,87 @@ fn serve_io_fault_gives_500_and_the_server_goes_on() {
     server.shutdown().unwrap();
 }
 
-/// Exact and range search answer 501 until the exact searcher is wired in (their requests are
-/// checked already: see the 400 test).
+/// `"exact": true` and `/v1/range` answer what `ExactSearcher` answers for the same vectors
+/// (natural distances, best first); `max_results` truncates a range answer to its best and
+/// says so.
 #[test]
-fn serve_exact_and_range_answer_501_for_now() {
-    let server = start(config());
-    let v = fixture().queries.row(0).to_vec();
+fn serve_exact_and_range_equal_the_exact_searcher() {
+    let index = open_index();
+    let server = start_with(index.clone(), config());
+    let addr = server.addr();
+    let q = &fixture().queries;
+    let metric = index.metric();
+    let mut ex = ExactSearcher::new(&index);
+    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u32>, Vec<f32>) {
+        (
+            r.iter().map(|n| n.id).collect(),
+            r.iter().map(|n| metric.to_natural(n.dist)).collect(),
+        )
+    };
+    let rows: Vec<Vec<f32>> = (0..20).map(|i| q.row(i).to_vec()).collect();
     let r = post_json(
-        server.addr(),
+        addr,
         "/v1/search",
-        &serde_json::json!({"vectors": [v], "exact": true}),
+        &serde_json::json!({"vectors": rows, "k": K, "exact": true}),
     );
-    assert_eq!(r.status, 501, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp: SearchResponse = r.json();
+    let got: Vec<_> = resp
+        .results
+        .iter()
+        .map(|r| (r.ids.clone(), r.distances.clone()))
+        .collect();
+    let want: Vec<_> = (0..20)
+        .map(|i| natural(&ex.knn(q.row(i), K).unwrap().0))
+        .collect();
+    assert_same_answers(&got, &want, "exact");
+    assert!(resp.stats.reads > 0);
+
+    // A radius holding query 0's 5 nearest: similarity ≥ its 5th best.
+    let radius = want[0].1[4];
     let r = post_json(
-        server.addr(),
+        addr,
         "/v1/range",
-        &serde_json::json!({"vectors": [v], "radius": 0.9}),
+        &serde_json::json!({"vectors": rows, "radius": radius}),
     );
-    assert_eq!(r.status, 501, "{}", r.text());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp: SearchResponse = r.json();
+    let ranges: Vec<_> = (0..20)
+        .map(|i| natural(&ex.range(q.row(i), radius).unwrap().0))
+        .collect();
+    let got: Vec<_> = resp
+        .results
+        .iter()
+        .map(|r| (r.ids.clone(), r.distances.clone()))
+        .collect();
+    assert_same_answers(&got, &ranges, "range");
+    assert!(resp.results.iter().all(|r| !r.truncated));
+    assert!(got[0].0.len() >= 5, "{:?}", got[0]);
+    assert!(got.iter().flat_map(|g| &g.1).all(|&d| d >= radius));
+
+    let r = post_json(
+        addr,
+        "/v1/range",
+        &serde_json::json!({"vectors": rows, "radius": radius, "max_results": 2}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp: SearchResponse = r.json();
+    for (res, full) in resp.results.iter().zip(&ranges) {
+        let n = full.0.len().min(2);
+        assert_eq!(res.ids, full.0[..n]);
+        assert_eq!(res.truncated, full.0.len() > 2);
+    }
+    assert!(resp.results[0].truncated);
+
+    let text = get(addr, "/metrics", &[]).text();
+    assert_eq!(
+        metric_in(&text, "m3_queries_total{kind=\"exact\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric_in(&text, "m3_queries_total{kind=\"range\"}"),
+        Some(40.0)
+    );
     server.shutdown().unwrap();
 }
 

@@ -54,7 +54,8 @@ pub struct Knobs {
     pub expand_read: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stop: Option<bool>,
-    /// `native` (default) or `lccmd`.
+    /// `auto` (default: what calibration stored in the index, as `m3 search` does), `native`
+    /// or `lccmd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance: Option<DistanceMode>,
     /// LC-CMD α and β (only with `distance: lccmd`; defaults 0.5 and 1).
@@ -67,6 +68,7 @@ pub struct Knobs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DistanceMode {
+    Auto,
     Native,
     Lccmd,
 }
@@ -75,7 +77,7 @@ impl Knobs {
     /// Every knob of `p` (for clients that want to send a complete setting).
     pub fn from_params(p: &SearchParams) -> Self {
         let (distance, alpha, beta) = match p.distance {
-            RerankDistance::Native => (None, None, None),
+            RerankDistance::Native => (Some(DistanceMode::Native), None, None),
             RerankDistance::LcCmd { alpha, beta } => {
                 (Some(DistanceMode::Lccmd), Some(alpha), Some(beta))
             }
@@ -368,8 +370,8 @@ impl Knobs {
                  index built with training queries) lead to some",
             ));
         }
-        match self.distance.unwrap_or(DistanceMode::Native) {
-            DistanceMode::Native => {
+        match self.distance.unwrap_or(DistanceMode::Auto) {
+            mode @ (DistanceMode::Auto | DistanceMode::Native) => {
                 for (name, v) in [("alpha", self.alpha), ("beta", self.beta)] {
                     if v.is_some() {
                         return Err(ApiError::field(
@@ -377,6 +379,9 @@ impl Knobs {
                             "alpha and beta apply only with \"distance\": \"lccmd\"",
                         ));
                     }
+                }
+                if mode == DistanceMode::Auto {
+                    p.distance = index.calibrated_distance();
                 }
             }
             DistanceMode::Lccmd => {

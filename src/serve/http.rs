@@ -243,13 +243,6 @@ async fn answer(
     start: Instant,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
-    if matches!(req.kind, QueryKind::Exact { .. } | QueryKind::Range { .. }) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "exact and range search are not available in this build yet (approximate search \
-             is: leave out \"exact\")",
-        ));
-    }
     let n = req.vectors.len();
     let kind = Arc::new(req.kind);
     s.metrics.queries_queued(n);

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use super::api::QueryKind;
 use super::{Metrics, ServeError};
 use crate::exact::Neighbor;
-use crate::search::{Index, QueryStats, QueryStep, SearchError, Searcher};
+use crate::search::{ExactSearcher, Index, QueryStats, QueryStep, SearchError, Searcher};
 
 /// A query's answer: its neighbours (best first, internal distances) and cost.
 pub(super) type JobResult = Result<(Vec<Neighbor>, QueryStats), SearchError>;
@@ -102,6 +102,8 @@ fn run_worker(
     metrics: &Metrics,
 ) {
     let mut searcher = Searcher::with_slots(index, slots);
+    // Made on the first exact or range job (it holds per-cluster scratch).
+    let mut exact: Option<ExactSearcher<'_>> = None;
     let mut free: Vec<usize> = (0..slots).rev().collect();
     let mut parked: VecDeque<Parked> = VecDeque::with_capacity(slots);
     let mut open = true;
@@ -151,7 +153,8 @@ fn run_worker(
                     );
                 }
                 QueryKind::Exact { .. } | QueryKind::Range { .. } => {
-                    let r = run_exact(index, &job);
+                    let exact = exact.get_or_insert_with(|| ExactSearcher::new(index));
+                    let r = run_exact(exact, &job);
                     let _ = job.reply.send(r);
                 }
             }
@@ -197,15 +200,16 @@ fn step(
     }
 }
 
-/// Exact k-NN or range search of one vector, blocking this worker until it is done.
-fn run_exact(_index: &Index, job: &Job) -> JobResult {
-    // Until the exact searcher is wired in, the handlers answer 501 before queueing such a
-    // job; this keeps the worker total should one arrive.
-    Err(SearchError::Param {
-        name: "exact",
-        what: format!(
-            "query {}: exact and range search are not available in this build",
-            job.qi
-        ),
-    })
+/// Exact k-NN or range search of one vector, blocking this worker until it is done (its
+/// reads are waited for one batch at a time; the worker's parked approximate queries resume
+/// after it).
+fn run_exact(exact: &mut ExactSearcher<'_>, job: &Job) -> JobResult {
+    match *job.kind {
+        QueryKind::Exact { k } => exact.knn(&job.vector, k),
+        QueryKind::Range { radius, .. } => exact.range(&job.vector, radius),
+        QueryKind::Approx(_) => Err(SearchError::Param {
+            name: "kind",
+            what: "an approximate query reached the exact searcher".into(),
+        }),
+    }
 }

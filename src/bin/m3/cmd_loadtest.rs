@@ -16,7 +16,7 @@ use m3::data::{GroundTruth, Matrix};
 use m3::distance::Metric;
 use m3::exact::recall_at_k;
 use m3::search::percentile;
-use m3::serve::{Knobs, SearchRequest, SearchResponse};
+use m3::serve::{SearchRequest, SearchResponse};
 
 use crate::knobs::{KnobArgs, read_gt};
 
@@ -115,7 +115,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         .map(|g| read_gt(g, None, nq))
         .transpose()?;
     // One body per group of `batch` consecutive queries, serialised before the clock starts.
-    let knobs = Knobs::from_params(&args.knobs.params(args.k));
+    let knobs = args.knobs.serve_knobs(args.k);
     let bodies: Vec<(usize, Vec<u8>)> = (0..nq.div_ceil(args.batch))
         .map(|b| {
             let first = b * args.batch;

@@ -82,6 +82,35 @@ pub struct KnobArgs {
 
 impl KnobArgs {
     pub fn params(&self, k: usize, index: &Index) -> SearchParams {
+        let mut p = self.params_but_distance(k);
+        p.distance = match self.distance.as_str() {
+            "lccmd" => RerankDistance::LcCmd {
+                alpha: self.alpha,
+                beta: self.beta,
+            },
+            "native" => RerankDistance::Native,
+            _ => index.calibrated_distance(),
+        };
+        p
+    }
+
+    /// The knobs as `m3 serve` takes them (`auto` is left to the server, which has the index).
+    pub fn serve_knobs(&self, k: usize) -> m3::serve::Knobs {
+        let mut p = self.params_but_distance(k);
+        if self.distance == "lccmd" {
+            p.distance = RerankDistance::LcCmd {
+                alpha: self.alpha,
+                beta: self.beta,
+            };
+        }
+        let mut knobs = m3::serve::Knobs::from_params(&p);
+        if self.distance == "auto" {
+            knobs.distance = None;
+        }
+        knobs
+    }
+
+    fn params_but_distance(&self, k: usize) -> SearchParams {
         let mut p = SearchParams::new(k);
         p.nprobe = self.nprobe;
         p.qprobe = self.qprobe;
@@ -97,14 +126,6 @@ impl KnobArgs {
             p.expand_read = v;
         }
         p.early_stop = !self.no_early_stop;
-        p.distance = match self.distance.as_str() {
-            "lccmd" => RerankDistance::LcCmd {
-                alpha: self.alpha,
-                beta: self.beta,
-            },
-            "native" => RerankDistance::Native,
-            _ => index.calibrated_distance(),
-        };
         p
     }
 }
