@@ -4,8 +4,8 @@
 //! or exact), `POST /v1/range` (every vector within a radius), `GET /v1/index` (what
 //! `m3 inspect --json` prints), `GET /healthz`, `GET /metrics` (OpenMetrics text).
 //!
-//! The shape: an async front ([`http`]: axum on tokio) parses and checks requests and never
-//! blocks; a fixed pool of search threads ([`pool`]) runs the engine's own query state
+//! The shape: an async front (`http.rs`: axum on tokio) parses and checks requests and never
+//! blocks; a fixed pool of search threads (`pool.rs`) runs the engine's own query state
 //! machine ([`crate::search::Searcher`]) with several queries' reads in flight per thread on
 //! the index's block reader (io_uring or pread). Between them, a bounded queue of single
 //! query vectors. Every request is bounded ([`Limits`]: body size, vectors, `k`, each knob,
