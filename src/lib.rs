@@ -27,4 +27,5 @@ pub mod linalg;
 pub mod multivec;
 pub mod pq;
 pub mod search;
+pub mod serve;
 pub mod simd;

@@ -94,6 +94,35 @@ pub struct KnobArgs {
 
 impl KnobArgs {
     pub fn params(&self, k: usize, index: &Index) -> SearchParams {
+        let mut p = self.params_but_distance(k);
+        p.distance = match self.distance.as_str() {
+            "lccmd" => RerankDistance::LcCmd {
+                alpha: self.alpha,
+                beta: self.beta,
+            },
+            "native" => RerankDistance::Native,
+            _ => index.calibrated_distance(),
+        };
+        p
+    }
+
+    /// The knobs as `m3 serve` takes them (`auto` is left to the server, which has the index).
+    pub fn serve_knobs(&self, k: usize) -> m3::serve::Knobs {
+        let mut p = self.params_but_distance(k);
+        if self.distance == "lccmd" {
+            p.distance = RerankDistance::LcCmd {
+                alpha: self.alpha,
+                beta: self.beta,
+            };
+        }
+        let mut knobs = m3::serve::Knobs::from_params(&p);
+        if self.distance == "auto" {
+            knobs.distance = None;
+        }
+        knobs
+    }
+
+    fn params_but_distance(&self, k: usize) -> SearchParams {
         let mut p = SearchParams::new(k);
         p.nprobe = self.nprobe;
         p.qprobe = self.qprobe;
@@ -109,14 +138,6 @@ impl KnobArgs {
             p.expand_read = v;
         }
         p.early_stop = !self.no_early_stop;
-        p.distance = match self.distance.as_str() {
-            "lccmd" => RerankDistance::LcCmd {
-                alpha: self.alpha,
-                beta: self.beta,
-            },
-            "native" => RerankDistance::Native,
-            _ => index.calibrated_distance(),
-        };
         p
     }
 }
@@ -168,12 +189,7 @@ pub fn read_queries(args: &IndexArgs, index: &Index) -> anyhow::Result<QuerySet>
             block_weights: Some(w),
         });
     };
-    let file = VectorFile::open(path)?;
-    let n = args
-        .max_queries
-        .map_or(file.rows(), |m| (m as u64).min(file.rows()));
-    let mut v = Vec::new();
-    file.read_rows_f32(0, n as usize, &mut v)?;
+    let rows = read_queries_file(path, args.max_queries)?;
     let block_weights = if weights.is_empty() {
         None
     } else {
@@ -181,9 +197,18 @@ pub fn read_queries(args: &IndexArgs, index: &Index) -> anyhow::Result<QuerySet>
         Some(index.block_weights(&weights, &vec![true; blocks])?)
     };
     Ok(QuerySet {
-        rows: Matrix::from_vec(v, file.dim())?,
+        rows,
         block_weights,
     })
+}
+
+/// The first `max_queries` (default: all) rows of a vector file, as f32.
+pub fn read_queries_file(path: &Path, max_queries: Option<usize>) -> anyhow::Result<Matrix<f32>> {
+    let file = VectorFile::open(path)?;
+    let n = max_queries.map_or(file.rows(), |m| (m as u64).min(file.rows()));
+    let mut v = Vec::new();
+    file.read_rows_f32(0, n as usize, &mut v)?;
+    Ok(Matrix::from_vec(v, file.dim())?)
 }
 
 /// Reads ground truth and keeps its first `queries` rows (it must have at least that many).

@@ -9,9 +9,11 @@ mod cmd_calibrate;
 mod cmd_gen;
 mod cmd_gt;
 mod cmd_inspect;
+mod cmd_loadtest;
 mod cmd_range;
 mod cmd_recall;
 mod cmd_search;
+mod cmd_serve;
 mod cmd_tune;
 mod cmd_verify;
 mod common;
@@ -59,6 +61,12 @@ enum Command {
     /// Check every checksum of an index (every file, every data sector); exits non-zero on the
     /// first problem, naming the file and sector.
     Verify(cmd_verify::VerifyArgs),
+    /// Serve an index over HTTP/JSON (search, range, index info, health, metrics) until
+    /// SIGTERM, then finish the requests in flight and exit 0.
+    Serve(cmd_serve::ServeArgs),
+    /// Load-test a running `m3 serve` on this machine: throughput, latency percentiles,
+    /// errors and recall at several concurrency levels (bounded in requests and time).
+    Loadtest(cmd_loadtest::LoadtestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,5 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::Recall(args) => cmd_recall::run(args),
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Verify(args) => cmd_verify::run(args),
+        Command::Serve(args) => cmd_serve::run(args),
+        Command::Loadtest(args) => cmd_loadtest::run(args),
     }
 }

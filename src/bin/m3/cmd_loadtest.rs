@@ -1,0 +1,414 @@
+//! `m3 loadtest`: drive a running `m3 serve` on this machine with a query file at several
+//! concurrency levels; print throughput, latency percentiles, errors and recall per level.
+//!
+//! Bounded by construction: every level stops after `--requests` requests or `--duration-secs`
+//! seconds, whichever comes first, and only loopback addresses are accepted as targets.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use m3::data::{GroundTruth, Matrix};
+use m3::distance::Metric;
+use m3::exact::recall_at_k;
+use m3::search::percentile;
+use m3::serve::{SearchRequest, SearchResponse};
+
+use crate::knobs::{KnobArgs, read_gt};
+
+#[derive(Args, Debug)]
+pub struct LoadtestArgs {
+    /// The server, e.g. http://127.0.0.1:7700 (loopback addresses only).
+    #[arg(long, default_value = "http://127.0.0.1:7700")]
+    pub url: String,
+    /// Query vectors, sent in file order (cycled).
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Use only the first N queries.
+    #[arg(long)]
+    pub max_queries: Option<usize>,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Query vectors per request.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Concurrent clients (each one connection, one request at a time), one level after the
+    /// other.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub concurrency: Vec<usize>,
+    /// Requests per level (upper bound).
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Seconds per level (upper bound).
+    #[arg(long, default_value_t = 30)]
+    pub duration_secs: u64,
+    /// Requests per client sent first and not measured (connection set-up, warm caches).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// File holding the server's API key.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Ground truth (.ibin/.ivecs) to print recall@k of the answers.
+    #[arg(long)]
+    pub gt: Option<PathBuf>,
+    /// Print one JSON object per level instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub knobs: KnobArgs,
+}
+
+/// One query's answer: ids and natural distances, best first.
+type Answer = (Vec<u32>, Vec<f32>);
+
+/// What every level sends and checks: the server, its key and metric, the request bodies
+/// (first query of each, JSON), the query count and the ground truth.
+struct Workload<'a> {
+    base: String,
+    key: Option<String>,
+    metric: Metric,
+    bodies: Vec<(usize, Vec<u8>)>,
+    nq: usize,
+    gt: Option<&'a GroundTruth>,
+}
+
+/// One measured level.
+#[derive(Debug, serde::Serialize)]
+struct Level {
+    concurrency: usize,
+    batch: usize,
+    requests: usize,
+    ok: usize,
+    errors: usize,
+    /// Error statuses (or "transport") and their counts.
+    error_kinds: Vec<(String, usize)>,
+    seconds: f64,
+    requests_per_s: f64,
+    queries_per_s: f64,
+    lat_p50_us: f64,
+    lat_p99_us: f64,
+    lat_p999_us: f64,
+    recall_at_k: Option<f64>,
+    load1_before: String,
+}
+
+pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/').to_string();
+    check_loopback(&base)?;
+    anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
+    anyhow::ensure!(
+        args.concurrency.iter().all(|&c| (1..=1024).contains(&c)),
+        "--concurrency levels must be in 1..=1024"
+    );
+    let key = args.api_key_file.as_deref().map(read_key).transpose()?;
+    let queries = crate::knobs::read_queries_file(&args.queries, args.max_queries)?;
+    let nq = queries.rows();
+    anyhow::ensure!(nq > 0, "no queries in {}", args.queries.display());
+    let metric = server_metric(&base, key.as_deref())?;
+    let gt = args
+        .gt
+        .as_deref()
+        .map(|g| read_gt(g, None, nq))
+        .transpose()?;
+    // One body per group of `batch` consecutive queries, serialised before the clock starts.
+    let knobs = args.knobs.serve_knobs(args.k);
+    let bodies: Vec<(usize, Vec<u8>)> = (0..nq.div_ceil(args.batch))
+        .map(|b| {
+            let first = b * args.batch;
+            let req = SearchRequest {
+                vectors: (first..(first + args.batch).min(nq))
+                    .map(|i| queries.row(i).to_vec())
+                    .collect(),
+                k: args.k,
+                knobs: Some(knobs.clone()),
+                exact: false,
+            };
+            Ok((first, serde_json::to_vec(&req)?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let work = Workload {
+        base,
+        key,
+        metric,
+        bodies,
+        nq,
+        gt: gt.as_ref(),
+    };
+    if !args.json {
+        println!(
+            "{:>11} {:>8} {:>6} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}  load1",
+            "concurrency",
+            "requests",
+            "errors",
+            "seconds",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "p999 µs",
+            "QPS",
+            "recall"
+        );
+    }
+    for &c in &args.concurrency {
+        let level = run_level(&args, &work, c)?;
+        if args.json {
+            println!("{}", serde_json::to_string(&level)?);
+        } else {
+            println!(
+                "{:>11} {:>8} {:>6} {:>7.2} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>7}  {}",
+                level.concurrency,
+                level.requests,
+                level.errors,
+                level.seconds,
+                level.requests_per_s,
+                level.lat_p50_us,
+                level.lat_p99_us,
+                level.lat_p999_us,
+                level.queries_per_s,
+                level
+                    .recall_at_k
+                    .map_or_else(|| "-".into(), |r| format!("{r:.4}")),
+                level.load1_before
+            );
+            if !level.error_kinds.is_empty() {
+                println!("            errors: {:?}", level.error_kinds);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses any target that is not a loopback address (this tool generates load; it must
+/// never be pointed at another machine).
+fn check_loopback(base: &str) -> anyhow::Result<()> {
+    let rest = base
+        .strip_prefix("http://")
+        .with_context(|| format!("--url {base}: only http:// URLs are supported"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let with_port = if authority.contains(':') && !authority.ends_with(']') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addrs: Vec<_> = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("--url {base}: cannot resolve {authority}"))?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !a.ip().is_loopback()) {
+        bail!("--url {base}: the load test only targets loopback addresses (127.0.0.0/8, ::1)");
+    }
+    Ok(())
+}
+
+/// The key in `path`, checked the way the server reads it.
+fn read_key(path: &std::path::Path) -> anyhow::Result<String> {
+    m3::serve::ApiKey::from_file(path)?;
+    Ok(std::fs::read_to_string(path)?.trim().to_string())
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
+}
+
+/// The index metric, from `GET /v1/index` (for recall with ties).
+fn server_metric(base: &str, key: Option<&str>) -> anyhow::Result<Metric> {
+    let mut req = agent().get(format!("{base}/v1/index"));
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let mut resp = req.call().with_context(|| format!("GET {base}/v1/index"))?;
+    let body = resp.body_mut().read_to_vec()?;
+    anyhow::ensure!(
+        resp.status() == 200,
+        "GET {base}/v1/index: {} {}",
+        resp.status(),
+        String::from_utf8_lossy(&body)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let m = v["params"]["metric"]
+        .as_str()
+        .context("GET /v1/index: no params.metric")?;
+    m.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+fn run_level(
+    args: &LoadtestArgs,
+    work: &Workload<'_>,
+    concurrency: usize,
+) -> anyhow::Result<Level> {
+    let (base, key, bodies, nq) = (&work.base, work.key.as_deref(), &work.bodies, work.nq);
+    let load1_before = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let url = format!("{base}/v1/search");
+    let next = AtomicUsize::new(0);
+    let latencies = Mutex::new(Vec::with_capacity(args.requests));
+    let errors = Mutex::new(std::collections::BTreeMap::<String, usize>::new());
+    // First answer (ids, natural distances) of each query.
+    let answers: Mutex<Vec<Option<Answer>>> = Mutex::new(vec![None; nq]);
+    let limit = Duration::from_secs(args.duration_secs);
+    let send = |agent: &ureq::Agent, body: &[u8]| -> Result<(u16, Vec<u8>), String> {
+        let mut req = agent.post(&url).header("content-type", "application/json");
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let mut resp = req.send(body).map_err(|e| format!("transport: {e}"))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()
+            .map_err(|e| format!("transport: {e}"))?;
+        Ok((status, bytes))
+    };
+    let mut start = Instant::now();
+    let barrier = std::sync::Barrier::new(concurrency + 1);
+    std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..concurrency)
+            .map(|c| {
+                let (barrier, next, latencies, errors, answers) =
+                    (&barrier, &next, &latencies, &errors, &answers);
+                let send = &send;
+                scope.spawn(move || {
+                    let agent = agent();
+                    for w in 0..args.warmup {
+                        let _ = send(&agent, &bodies[(c + w * concurrency) % bodies.len()].1);
+                    }
+                    barrier.wait();
+                    let t0 = Instant::now();
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= args.requests || t0.elapsed() >= limit {
+                            break;
+                        }
+                        let (first, body) = &bodies[i % bodies.len()];
+                        let t = Instant::now();
+                        let r = send(&agent, body);
+                        let us = t.elapsed().as_secs_f64() * 1e6;
+                        match r {
+                            Ok((200, bytes)) => {
+                                mine.push(us);
+                                if let Ok(resp) = serde_json::from_slice::<SearchResponse>(&bytes) {
+                                    let mut a = answers.lock().expect("no panics hold it");
+                                    for (j, r) in resp.results.into_iter().enumerate() {
+                                        let slot = &mut a[first + j];
+                                        if slot.is_none() {
+                                            *slot = Some((r.ids, r.distances));
+                                        }
+                                    }
+                                } else {
+                                    *errors
+                                        .lock()
+                                        .expect("no panics hold it")
+                                        .entry("unparsable 200".into())
+                                        .or_default() += 1;
+                                }
+                            }
+                            Ok((status, _)) => {
+                                *errors
+                                    .lock()
+                                    .expect("no panics hold it")
+                                    .entry(status.to_string())
+                                    .or_default() += 1;
+                            }
+                            Err(e) => {
+                                *errors
+                                    .lock()
+                                    .expect("no panics hold it")
+                                    .entry(e)
+                                    .or_default() += 1;
+                            }
+                        }
+                    }
+                    latencies.lock().expect("no panics hold it").extend(mine);
+                })
+            })
+            .collect();
+        barrier.wait();
+        start = Instant::now();
+        for c in clients {
+            let _ = c.join();
+        }
+    });
+    let seconds = start.elapsed().as_secs_f64();
+    let lat = latencies.into_inner().expect("no panics hold it");
+    let errors = errors.into_inner().expect("no panics hold it");
+    let n_err: usize = errors.values().sum();
+    let ok = lat.len();
+    let recall = match work.gt {
+        Some(gt) => recall_of_answers(
+            &answers.into_inner().expect("no panics hold it"),
+            gt,
+            args.k,
+            work.metric,
+        )?,
+        None => None,
+    };
+    let queries_ok: usize = ok * args.batch; // approximate when nq is not a multiple of batch
+    Ok(Level {
+        concurrency,
+        batch: args.batch,
+        requests: ok + n_err,
+        ok,
+        errors: n_err,
+        error_kinds: errors.into_iter().collect(),
+        seconds,
+        requests_per_s: ok as f64 / seconds,
+        queries_per_s: queries_ok as f64 / seconds,
+        lat_p50_us: percentile(&lat, 50.0),
+        lat_p99_us: percentile(&lat, 99.0),
+        lat_p999_us: percentile(&lat, 99.9),
+        recall_at_k: recall,
+        load1_before,
+    })
+}
+
+/// recall@k over the queries that got an answer (the rule of `m3 search`: ties with the k-th
+/// true distance count).
+fn recall_of_answers(
+    answers: &[Option<Answer>],
+    gt: &GroundTruth,
+    k: usize,
+    metric: Metric,
+) -> anyhow::Result<Option<f64>> {
+    let (mut ids, mut dists, mut gt_ids, mut gt_dists) = (vec![], vec![], vec![], vec![]);
+    let gk = gt.k();
+    for (q, a) in answers.iter().enumerate() {
+        let Some((i, d)) = a else { continue };
+        for j in 0..k {
+            ids.push(i.get(j).copied().unwrap_or(u32::MAX));
+            dists.push(d.get(j).copied().unwrap_or(f32::NAN));
+        }
+        gt_ids.extend_from_slice(gt.ids.row(q));
+        if let Some(gd) = &gt.dists {
+            gt_dists.extend_from_slice(gd.row(q));
+        }
+    }
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let sub = GroundTruth {
+        ids: Matrix::from_vec(gt_ids, gk)?,
+        dists: if gt.dists.is_some() {
+            Some(Matrix::from_vec(gt_dists, gk)?)
+        } else {
+            None
+        },
+    };
+    let ids = Matrix::from_vec(ids, k)?;
+    let dists = Matrix::from_vec(dists, k)?;
+    Ok(Some(
+        recall_at_k(ids.view(), Some(dists.view()), &sub, k, metric)?.mean,
+    ))
+}

@@ -1,0 +1,196 @@
+//! `m3 serve`: serve an index over HTTP/JSON until SIGTERM or SIGINT, then drain and exit 0.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use m3::io::{IoBackend, ReaderOptions};
+use m3::search::Index;
+use m3::serve::{ApiKey, Limits, ServeConfig, serve, terminate_signal};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Index directory (built by `m3 build`), opened read-only.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub addr: SocketAddr,
+    /// File holding the API key; every endpoint but /healthz then needs
+    /// `Authorization: Bearer <key>`.
+    #[arg(long)]
+    pub api_key_file: Option<PathBuf>,
+    /// Search worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Queries in flight per search worker.
+    #[arg(long, default_value_t = m3::search::DEFAULT_INFLIGHT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub inflight: usize,
+    /// Threads handling connections (parsing, checking, answering).
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub http_threads: usize,
+    /// Block reader: auto (io_uring, falling back to pread), uring or pread.
+    #[arg(long, default_value = "auto")]
+    pub io: IoBackend,
+    /// Start-up check: `open` checks the manifest, every header and length (what opening
+    /// always does); `full` also checks every file's and every data sector's checksum
+    /// (`m3 verify`; reads the whole index).
+    #[arg(long, value_enum, default_value_t = VerifyMode::Open)]
+    pub verify: VerifyMode,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyMode {
+    Open,
+    Full,
+}
+
+/// Per-request limits (see `m3::serve::Limits`).
+#[derive(Args, Debug)]
+pub struct LimitArgs {
+    /// Largest request body in bytes (beyond: 413).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+    /// Query vectors per request.
+    #[arg(long, default_value_t = Limits::default().max_vectors)]
+    pub max_vectors: usize,
+    #[arg(long, default_value_t = Limits::default().max_k)]
+    pub max_k: usize,
+    #[arg(long, default_value_t = Limits::default().max_nprobe)]
+    pub max_nprobe: usize,
+    #[arg(long, default_value_t = Limits::default().max_qprobe)]
+    pub max_qprobe: usize,
+    #[arg(long, default_value_t = Limits::default().max_edges)]
+    pub max_edges: usize,
+    #[arg(long, default_value_t = Limits::default().max_rerank)]
+    pub max_rerank: usize,
+    #[arg(long, default_value_t = Limits::default().max_expand_rounds)]
+    pub max_expand_rounds: usize,
+    #[arg(long, default_value_t = Limits::default().max_expand_from)]
+    pub max_expand_from: usize,
+    #[arg(long, default_value_t = Limits::default().max_expand_read)]
+    pub max_expand_read: usize,
+    /// Results per range query.
+    #[arg(long, default_value_t = Limits::default().max_range_results)]
+    pub max_range_results: usize,
+    /// Per-request deadline in milliseconds (beyond: 408 while reading the body, 504 while
+    /// searching).
+    #[arg(long, default_value_t = Limits::default().deadline.as_millis() as u64)]
+    pub deadline_ms: u64,
+    /// Search/range requests handled at once (beyond: 429 with Retry-After).
+    #[arg(long, default_value_t = Limits::default().max_concurrent_requests,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_concurrent: usize,
+    /// Query vectors waiting for a search worker (handlers wait for room, up to the deadline).
+    #[arg(long, default_value_t = ServeConfig::default().queue_capacity,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub queue_capacity: usize,
+    /// After SIGTERM, seconds the requests in flight may take before the server stops anyway
+    /// (and exits 1).
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_vectors: self.max_vectors,
+            max_k: self.max_k,
+            max_nprobe: self.max_nprobe,
+            max_qprobe: self.max_qprobe,
+            max_edges: self.max_edges,
+            max_rerank: self.max_rerank,
+            max_expand_rounds: self.max_expand_rounds,
+            max_expand_from: self.max_expand_from,
+            max_expand_read: self.max_expand_read,
+            max_range_results: self.max_range_results,
+            deadline: Duration::from_millis(self.deadline_ms),
+            max_concurrent_requests: self.max_concurrent,
+        }
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let t = Instant::now();
+    if args.verify == VerifyMode::Full {
+        let r = m3::format::verify(&args.index)
+            .with_context(|| format!("{} failed verification", args.index.display()))?;
+        eprintln!(
+            "m3 serve: verified {} files, {} data sectors in {:.2} s",
+            r.files,
+            r.data_sectors,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let index = Index::open(&args.index, args.io, &ReaderOptions::default())
+        .with_context(|| format!("opening index {}", args.index.display()))?;
+    if let Some(reason) = &index.reader_info().fallback_reason {
+        eprintln!("m3 serve: {reason}");
+    }
+    let api_key = args
+        .api_key_file
+        .as_deref()
+        .map(ApiKey::from_file)
+        .transpose()?;
+    let workers = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.threads
+    };
+    let config = ServeConfig {
+        workers,
+        inflight_per_worker: args.inflight,
+        http_threads: args.http_threads,
+        queue_capacity: args.limits.queue_capacity,
+        limits: args.limits.limits(),
+        api_key,
+        drain_timeout: Duration::from_secs(args.limits.drain_timeout_secs),
+    };
+    eprintln!(
+        "m3 serve: index {}: {} vectors × {} ({}), {} clusters; {} search workers × {} in flight, {} I/O",
+        args.index.display(),
+        index.n_vectors(),
+        index.dim(),
+        index.metric(),
+        index.n_clusters(),
+        config.workers,
+        config.inflight_per_worker,
+        index.reader_info().backend,
+    );
+    if !args.addr.ip().is_loopback() && config.api_key.is_none() {
+        eprintln!(
+            "m3 serve: warning: listening on {} (not loopback) without --api-key-file",
+            args.addr
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.http_threads)
+        .thread_name("m3-http")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let index = Arc::new(index);
+    runtime.block_on(async move {
+        let signal = terminate_signal().context("installing the SIGTERM/SIGINT handler")?;
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let addr = listener.local_addr()?;
+        eprintln!("m3 serve: listening on http://{addr}");
+        let shutdown = async move {
+            let name = signal.await;
+            eprintln!("m3 serve: {name}: no new connections; finishing the requests in flight");
+        };
+        serve(listener, index, config, shutdown).await?;
+        eprintln!("m3 serve: stopped");
+        anyhow::Ok(())
+    })
+}

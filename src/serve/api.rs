@@ -1,0 +1,454 @@
+//! The JSON of the HTTP API: request and response bodies, and the checks that turn a request
+//! into work for the search workers (or into a 400 naming the field at fault).
+//!
+//! Requests reject unknown fields, so a misspelt knob is an error rather than a silently
+//! ignored setting. Distances in responses are in the metric's natural units (squared L2,
+//! inner product, cosine similarity), or LC-CMD's D² when the rerank used it; ids are row
+//! numbers of the base file the index was built from.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, Limits};
+use crate::distance::Metric;
+use crate::search::{Index, QueryStats, RerankDistance, SearchParams};
+
+/// `POST /v1/search`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// One or more query vectors, each of the index's dimension.
+    pub vectors: Vec<Vec<f32>>,
+    /// Neighbours per query (default 10).
+    #[serde(default = "default_k")]
+    pub k: usize,
+    /// Search knobs (approximate search only); absent ones take the engine's defaults for `k`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knobs: Option<Knobs>,
+    /// Exact k-NN (recall 1 by construction) instead of the approximate search.
+    #[serde(default)]
+    pub exact: bool,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+/// The knobs of [`SearchParams`], each optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nprobe: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qprobe: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerank: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand_rounds: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand_from: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand_read: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<bool>,
+    /// `auto` (default: what calibration stored in the index, as `m3 search` does), `native`
+    /// or `lccmd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<DistanceMode>,
+    /// LC-CMD α and β (only with `distance: lccmd`; defaults 0.5 and 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DistanceMode {
+    Auto,
+    Native,
+    Lccmd,
+}
+
+impl Knobs {
+    /// Every knob of `p` (for clients that want to send a complete setting).
+    pub fn from_params(p: &SearchParams) -> Self {
+        let (distance, alpha, beta) = match p.distance {
+            RerankDistance::Native => (Some(DistanceMode::Native), None, None),
+            RerankDistance::LcCmd { alpha, beta } => {
+                (Some(DistanceMode::Lccmd), Some(alpha), Some(beta))
+            }
+        };
+        Self {
+            nprobe: Some(p.nprobe),
+            qprobe: Some(p.qprobe),
+            edges: Some(p.edges),
+            rerank: Some(p.rerank),
+            expand_rounds: Some(p.expand_rounds),
+            expand_from: Some(p.expand_from),
+            expand_read: Some(p.expand_read),
+            early_stop: Some(p.early_stop),
+            distance,
+            alpha,
+            beta,
+        }
+    }
+}
+
+/// `POST /v1/range`: every vector within `radius` of each query.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeRequest {
+    pub vectors: Vec<Vec<f32>>,
+    /// In the metric's natural unit: squared L2 ≤ radius; inner product or cosine similarity
+    /// ≥ radius.
+    pub radius: f32,
+    /// Results kept per query, best first (default and maximum: the server's
+    /// `max_range_results`); a query with more is marked `truncated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<usize>,
+}
+
+/// The answer to a search or range request: one result per query vector, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchResponse {
+    pub results: Vec<QueryResult>,
+    pub stats: ResponseStats,
+}
+
+/// One query's neighbours, best first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryResult {
+    pub ids: Vec<u32>,
+    pub distances: Vec<f32>,
+    /// Range queries only: more vectors were within the radius than `max_results`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// What a request cost, summed over its queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseStats {
+    pub queries: u64,
+    /// Read requests (coalesced sector ranges) and 4 KiB sectors read from the data file.
+    pub reads: u64,
+    pub sectors: u64,
+    pub bytes: u64,
+    /// Batches of reads waited on.
+    pub io_rounds: u64,
+    /// Exact distances computed.
+    pub dist_comps: u64,
+    /// Wall time from the start of the request to the answer, in microseconds.
+    pub took_us: u64,
+}
+
+impl ResponseStats {
+    pub fn add(&mut self, s: &QueryStats) {
+        self.queries += 1;
+        self.reads += s.reads;
+        self.sectors += s.sectors;
+        self.bytes += s.bytes;
+        self.io_rounds += s.io_rounds;
+        self.dist_comps += s.dist_comps;
+    }
+}
+
+/// What a checked request asks the workers to do for each of its vectors.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryKind {
+    Approx(SearchParams),
+    Exact {
+        k: usize,
+    },
+    /// `radius` in natural units.
+    Range {
+        radius: f32,
+        max_results: usize,
+    },
+}
+
+/// A request that passed every check: its vectors and what to do with them.
+#[derive(Debug, Clone)]
+pub struct CheckedRequest {
+    pub vectors: Vec<Vec<f32>>,
+    pub kind: QueryKind,
+}
+
+/// Parses a JSON body; errors name the field (as a JSON path) where parsing stopped.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let r: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let value = r.map_err(|e| {
+        let inner = e.inner().to_string();
+        // The path names the unknown field itself for `deny_unknown_fields` errors.
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("invalid JSON body: {inner}"),
+            )
+        } else {
+            ApiError::field(path, inner)
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e} (after the request object)"),
+        )
+    })?;
+    Ok(value)
+}
+
+impl SearchRequest {
+    /// Checks the request against the index and the limits.
+    pub fn check(self, index: &Index, limits: &Limits) -> Result<CheckedRequest, ApiError> {
+        check_vectors(&self.vectors, index, limits)?;
+        let k = self.k;
+        if k == 0 {
+            return Err(ApiError::field("k", "k must be at least 1"));
+        }
+        if k > limits.max_k {
+            return Err(ApiError::field(
+                "k",
+                format!("k = {k} is above this server's limit of {}", limits.max_k),
+            ));
+        }
+        if k as u64 > index.n_vectors() {
+            return Err(ApiError::field(
+                "k",
+                format!(
+                    "k = {k} is larger than the {} vectors of the index",
+                    index.n_vectors()
+                ),
+            ));
+        }
+        let kind = if self.exact {
+            if self.knobs.is_some() {
+                return Err(ApiError::field(
+                    "knobs",
+                    "exact search takes no knobs (it reads what it must to be exact)",
+                ));
+            }
+            QueryKind::Exact { k }
+        } else {
+            QueryKind::Approx(self.knobs.unwrap_or_default().params(k, index, limits)?)
+        };
+        Ok(CheckedRequest {
+            vectors: self.vectors,
+            kind,
+        })
+    }
+}
+
+impl RangeRequest {
+    pub fn check(self, index: &Index, limits: &Limits) -> Result<CheckedRequest, ApiError> {
+        check_vectors(&self.vectors, index, limits)?;
+        if !self.radius.is_finite() {
+            return Err(ApiError::field(
+                "radius",
+                "the radius must be a finite number",
+            ));
+        }
+        if index.metric() == Metric::L2 && self.radius < 0.0 {
+            return Err(ApiError::field(
+                "radius",
+                format!("a squared L2 radius cannot be negative ({})", self.radius),
+            ));
+        }
+        let max_results = self.max_results.unwrap_or(limits.max_range_results);
+        if max_results == 0 || max_results > limits.max_range_results {
+            return Err(ApiError::field(
+                "max_results",
+                format!(
+                    "max_results must be in 1..={} (this server's limit), got {max_results}",
+                    limits.max_range_results
+                ),
+            ));
+        }
+        Ok(CheckedRequest {
+            vectors: self.vectors,
+            kind: QueryKind::Range {
+                radius: self.radius,
+                max_results,
+            },
+        })
+    }
+}
+
+fn check_vectors(vectors: &[Vec<f32>], index: &Index, limits: &Limits) -> Result<(), ApiError> {
+    if vectors.is_empty() {
+        return Err(ApiError::field("vectors", "give at least one query vector"));
+    }
+    if vectors.len() > limits.max_vectors {
+        return Err(ApiError::field(
+            "vectors",
+            format!(
+                "{} vectors in one request, this server's limit is {}",
+                vectors.len(),
+                limits.max_vectors
+            ),
+        ));
+    }
+    let dim = index.dim();
+    for (i, v) in vectors.iter().enumerate() {
+        if v.len() != dim {
+            return Err(ApiError::field(
+                format!("vectors[{i}]"),
+                format!("has dimension {}, the index has {dim}", v.len()),
+            ));
+        }
+        if let Some((j, x)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+            return Err(ApiError::field(
+                format!("vectors[{i}][{j}]"),
+                format!("{x} is not a finite number"),
+            ));
+        }
+        if index.metric() == Metric::Cosine && v.iter().all(|&x| x == 0.0) {
+            return Err(ApiError::field(
+                format!("vectors[{i}]"),
+                "the zero vector has no direction under cosine",
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Knobs {
+    /// The search parameters for `k` with these knobs, each within its limit.
+    pub fn params(
+        &self,
+        k: usize,
+        index: &Index,
+        limits: &Limits,
+    ) -> Result<SearchParams, ApiError> {
+        let mut p = SearchParams::new(k);
+        let knob = |name: &str, v: Option<usize>, max: usize, dst: &mut usize| {
+            if let Some(v) = v {
+                if v > max {
+                    return Err(ApiError::field(
+                        format!("knobs.{name}"),
+                        format!("{name} = {v} is above this server's limit of {max}"),
+                    ));
+                }
+                *dst = v;
+            }
+            Ok(())
+        };
+        knob("nprobe", self.nprobe, limits.max_nprobe, &mut p.nprobe)?;
+        knob("qprobe", self.qprobe, limits.max_qprobe, &mut p.qprobe)?;
+        knob("edges", self.edges, limits.max_edges, &mut p.edges)?;
+        knob("rerank", self.rerank, limits.max_rerank, &mut p.rerank)?;
+        knob(
+            "expand_rounds",
+            self.expand_rounds,
+            limits.max_expand_rounds,
+            &mut p.expand_rounds,
+        )?;
+        knob(
+            "expand_from",
+            self.expand_from,
+            limits.max_expand_from,
+            &mut p.expand_from,
+        )?;
+        knob(
+            "expand_read",
+            self.expand_read,
+            limits.max_expand_read,
+            &mut p.expand_read,
+        )?;
+        if let Some(e) = self.early_stop {
+            p.early_stop = e;
+        }
+        if p.nprobe == 0 && (index.n_query_anchors() == 0 || p.qprobe == 0 || p.edges == 0) {
+            return Err(ApiError::field(
+                "knobs.nprobe",
+                "nprobe = 0 probes no cluster unless query anchors (qprobe > 0, edges > 0, an \
+                 index built with training queries) lead to some",
+            ));
+        }
+        match self.distance.unwrap_or(DistanceMode::Auto) {
+            mode @ (DistanceMode::Auto | DistanceMode::Native) => {
+                for (name, v) in [("alpha", self.alpha), ("beta", self.beta)] {
+                    if v.is_some() {
+                        return Err(ApiError::field(
+                            format!("knobs.{name}"),
+                            "alpha and beta apply only with \"distance\": \"lccmd\"",
+                        ));
+                    }
+                }
+                if mode == DistanceMode::Auto {
+                    p.distance = index.calibrated_distance();
+                }
+            }
+            DistanceMode::Lccmd => {
+                if !index.stats().has_query_stats {
+                    return Err(ApiError::field(
+                        "knobs.distance",
+                        "LC-CMD needs query-modality statistics; this index was built \
+                         without training queries",
+                    ));
+                }
+                let alpha = self.alpha.unwrap_or(0.5);
+                let beta = self.beta.unwrap_or(1.0);
+                for (name, v) in [("alpha", alpha), ("beta", beta)] {
+                    if !(0.0..=1.0).contains(&v) {
+                        return Err(ApiError::field(
+                            format!("knobs.{name}"),
+                            format!("{name} must be in [0, 1], got {v}"),
+                        ));
+                    }
+                }
+                p.distance = RerankDistance::LcCmd { alpha, beta };
+            }
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_parse_json_names_the_field_at_fault() {
+        let e = parse_json::<SearchRequest>(br#"{"vectors": [[1.0]], "kk": 3}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("kk"), "{e:?}");
+        assert!(e.message.contains("unknown field"), "{e:?}");
+        let e = parse_json::<SearchRequest>(br#"{"vectors": [[1.0]], "knobs": {"nprobes": 3}}"#)
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("knobs.nprobes"), "{e:?}");
+        let e = parse_json::<SearchRequest>(br#"{"vectors": [[1.0, "x"]]}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("vectors[0][1]"), "{e:?}");
+        let e = parse_json::<SearchRequest>(br#"{"vectors": [[1.0]], "k": -1}"#).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("k"), "{e:?}");
+        let e = parse_json::<SearchRequest>(br#"{"k": 1}"#).unwrap_err();
+        assert!(e.message.contains("missing field `vectors`"), "{e:?}");
+        let e = parse_json::<SearchRequest>(b"{\"vectors\": [[1.0, NaN]]}").unwrap_err();
+        assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(e.field.as_deref(), Some("vectors[0][1]"), "{e:?}");
+        let e = parse_json::<SearchRequest>(br#"{"vectors": [[1.0]]}&{"k": 2}"#).unwrap_err();
+        assert!(e.message.contains("trailing characters"), "{e:?}");
+        let e = parse_json::<SearchRequest>(b"not json").unwrap_err();
+        assert_eq!(e.field, None);
+        assert!(e.message.starts_with("invalid JSON body"), "{e:?}");
+    }
+
+    #[test]
+    fn serve_knobs_round_trip_through_params() {
+        let mut p = SearchParams::new(10);
+        p.nprobe = 7;
+        p.rerank = 99;
+        p.expand_rounds = 2;
+        p.early_stop = false;
+        let k = Knobs::from_params(&p);
+        let json = serde_json::to_string(&k).unwrap();
+        let back: Knobs = parse_json(json.as_bytes()).unwrap();
+        assert_eq!(back, k);
+        assert_eq!(back.nprobe, Some(7));
+        assert_eq!(back.early_stop, Some(false));
+    }
+}

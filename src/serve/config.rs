@@ -1,0 +1,168 @@
+//! What a server is allowed to do: worker threads, limits per request, the API key.
+
+use std::path::Path;
+use std::time::Duration;
+
+use subtle::ConstantTimeEq;
+
+use super::ServeError;
+
+/// Limits on what one request may ask for. Every one is configurable (`m3 serve --max-…`);
+/// the defaults keep one request's memory and work bounded on a small machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Largest request body; a longer one gets 413.
+    pub max_body_bytes: usize,
+    /// Query vectors in one request.
+    pub max_vectors: usize,
+    /// Largest `k`.
+    pub max_k: usize,
+    /// Largest value of each search knob.
+    pub max_nprobe: usize,
+    pub max_qprobe: usize,
+    pub max_edges: usize,
+    pub max_rerank: usize,
+    pub max_expand_rounds: usize,
+    pub max_expand_from: usize,
+    pub max_expand_read: usize,
+    /// Results one range query may return (`max_results` of a range request defaults to it).
+    pub max_range_results: usize,
+    /// Time from the start of a request (body read included) to its answer; beyond it the
+    /// request gets 408 (body not received in time) or 504 (search not finished in time).
+    pub deadline: Duration,
+    /// Search and range requests being handled at once; one more gets 429 with `Retry-After`.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 << 20,
+            max_vectors: 1024,
+            max_k: 1000,
+            max_nprobe: 1024,
+            max_qprobe: 256,
+            max_edges: 256,
+            max_rerank: 10_000,
+            max_expand_rounds: 8,
+            max_expand_from: 1000,
+            max_expand_read: 1000,
+            max_range_results: 10_000,
+            deadline: Duration::from_secs(10),
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Search worker threads (each owns a `Searcher` and keeps several queries' reads in
+    /// flight).
+    pub workers: usize,
+    /// Queries in flight per worker thread (see `search::BatchOptions`).
+    pub inflight_per_worker: usize,
+    /// Threads of the async runtime that handles connections (parsing, validation, replies).
+    pub http_threads: usize,
+    /// Queries waiting for a worker; a full queue makes handlers wait (without blocking a
+    /// thread) until the deadline.
+    pub queue_capacity: usize,
+    pub limits: Limits,
+    /// When set, every endpoint but `/healthz` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<ApiKey>,
+    /// After a shutdown signal, how long in-flight requests may take before the server stops
+    /// anyway (and reports that it did).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            inflight_per_worker: crate::search::DEFAULT_INFLIGHT,
+            http_threads: 2,
+            queue_capacity: 4096,
+            limits: Limits::default(),
+            api_key: None,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A secret that requests must present. Compared in constant time; never printed.
+#[derive(Clone)]
+pub struct ApiKey(Vec<u8>);
+
+impl ApiKey {
+    /// The key in `path`: its contents without surrounding whitespace (so a trailing newline
+    /// does not count). An empty key, or one with whitespace or control characters inside,
+    /// is an error (it could not be sent in a header).
+    pub fn from_file(path: &Path) -> Result<Self, ServeError> {
+        let raw = std::fs::read(path).map_err(|source| ServeError::KeyFile {
+            path: path.to_path_buf(),
+            what: source.to_string(),
+        })?;
+        Self::new(raw.trim_ascii()).map_err(|what| ServeError::KeyFile {
+            path: path.to_path_buf(),
+            what,
+        })
+    }
+
+    /// A key from its bytes (visible ASCII, at least one).
+    pub fn new(key: &[u8]) -> Result<Self, String> {
+        if key.is_empty() {
+            return Err("the key is empty".into());
+        }
+        if let Some(b) = key.iter().find(|b| !b.is_ascii_graphic()) {
+            return Err(format!(
+                "the key holds byte {b:#04x}; use visible ASCII characters only"
+            ));
+        }
+        Ok(Self(key.to_vec()))
+    }
+
+    /// Whether `presented` is the key, in time independent of where they differ (the length
+    /// of the key is not hidden).
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        self.0.ct_eq(presented).into()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_api_key_trims_the_file_and_compares_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "s3cret-key\n").unwrap();
+        let key = ApiKey::from_file(&p).unwrap();
+        assert!(key.matches(b"s3cret-key"));
+        assert!(!key.matches(b"s3cret-kez"));
+        assert!(!key.matches(b"s3cret-key\n"));
+        assert!(!key.matches(b"s3cret"));
+        assert!(!key.matches(b""));
+        assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
+    }
+
+    #[test]
+    fn serve_api_key_rejects_empty_and_unprintable_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, " \n").unwrap();
+        let e = ApiKey::from_file(&p).unwrap_err();
+        assert!(e.to_string().contains("empty"), "{e}");
+        std::fs::write(&p, "two words").unwrap();
+        let e = ApiKey::from_file(&p).unwrap_err();
+        assert!(e.to_string().contains("0x20"), "{e}");
+        let e = ApiKey::from_file(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+    }
+}

@@ -1,0 +1,328 @@
+//! The routes, their handlers and the guards in front of them.
+//!
+//! Every request passes `observe` (in-flight gauge, latency, status counts); every route but
+//! `/healthz` passes `authorize` when an API key is configured; search and range requests
+//! then pass `admit`, which holds one of `max_concurrent_requests` permits for the whole
+//! request or answers 429 at once. A handler reads the body (at most `max_body_bytes`, within
+//! the deadline), parses and checks it, queues one job per query vector for the workers and
+//! awaits the answers until the deadline.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::time::timeout_at;
+
+use super::api::{
+    CheckedRequest, QueryKind, QueryResult, RangeRequest, ResponseStats, SearchRequest,
+    SearchResponse, parse_json,
+};
+use super::metrics::{METRICS_CONTENT_TYPE, endpoint_label};
+use super::pool::Job;
+use super::{ApiError, ApiKey, Limits, Metrics};
+use crate::search::{Index, RerankDistance};
+
+/// What every handler shares.
+pub(super) struct Shared {
+    pub index: Arc<Index>,
+    /// `m3 inspect --json` of the index, gathered at start.
+    pub info_json: Bytes,
+    pub limits: Limits,
+    pub api_key: Option<ApiKey>,
+    pub admission: Arc<Semaphore>,
+    pub queue: async_channel::Sender<Job>,
+    pub metrics: Arc<Metrics>,
+}
+
+type AppState = Arc<Shared>;
+
+pub(super) fn router(state: AppState) -> Router {
+    let queries = Router::new()
+        .route("/v1/search", post(search))
+        .route("/v1/range", post(range))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .merge(queries)
+        .route("/v1/index", get(index_info))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let endpoint = endpoint_label(req.uri().path());
+    s.metrics.request_started();
+    let resp = next.run(req).await;
+    s.metrics
+        .request_finished(endpoint, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(key) = &s.api_key {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if !presented.is_some_and(|p| key.matches(p)) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn admit(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = s.admission.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the server is handling its limit of {} concurrent search requests; retry later",
+                s.limits.max_concurrent_requests
+            ),
+        )
+        .with_retry_after(1)
+        .into_response();
+    };
+    next.run(req).await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn index_info(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.info_json.clone(),
+    )
+        .into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no endpoint {} {} (POST /v1/search, POST /v1/range, GET /v1/index, GET /healthz, \
+             GET /metrics)",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
+async fn search(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let deadline = start + s.limits.deadline;
+    let bytes = read_body(&s, &headers, body, deadline).await?;
+    let req: SearchRequest = parse_json(&bytes)?;
+    let checked = req.check(&s.index, &s.limits)?;
+    answer(&s, checked, start, deadline).await
+}
+
+async fn range(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let deadline = start + s.limits.deadline;
+    let bytes = read_body(&s, &headers, body, deadline).await?;
+    let req: RangeRequest = parse_json(&bytes)?;
+    let checked = req.check(&s.index, &s.limits)?;
+    answer(&s, checked, start, deadline).await
+}
+
+/// The body, at most `max_body_bytes` (413 beyond), received before the deadline (408).
+async fn read_body(
+    s: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+    deadline: Instant,
+) -> Result<Bytes, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let json = ct
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "the body must be JSON (Content-Type: application/json), not {:?}",
+                    ct.to_str().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    let limit = s.limits.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than this server's limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match timeout_at(deadline.into(), Limited::new(body, limit).collect()).await {
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within the deadline of {} ms",
+                s.limits.deadline.as_millis()
+            ),
+        )),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("reading the body failed: {e}"),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn deadline_error(s: &Shared) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!(
+            "the search did not finish within the deadline of {} ms",
+            s.limits.deadline.as_millis()
+        ),
+    )
+}
+
+/// Lowers the queries-in-flight gauge by what is still counted when the request ends, however
+/// it ends (answer, error, or the client going away and the handler being dropped).
+struct InFlight<'a> {
+    metrics: &'a Metrics,
+    left: usize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.metrics.queries_left(self.left);
+    }
+}
+
+/// Queues every vector of a checked request and gathers the answers, in request order.
+async fn answer(
+    s: &Shared,
+    req: CheckedRequest,
+    start: Instant,
+    deadline: Instant,
+) -> Result<Response, ApiError> {
+    let n = req.vectors.len();
+    let kind = Arc::new(req.kind);
+    s.metrics.queries_queued(n);
+    let mut in_flight = InFlight {
+        metrics: &s.metrics,
+        left: n,
+    };
+    let mut replies = Vec::with_capacity(n);
+    for (qi, vector) in req.vectors.into_iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            qi,
+            vector,
+            kind: kind.clone(),
+            deadline,
+            reply: tx,
+        };
+        match timeout_at(deadline.into(), s.queue.send(job)).await {
+            Err(_) => return Err(deadline_error(s)),
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the search workers have stopped",
+                ));
+            }
+            Ok(Ok(())) => replies.push(rx),
+        }
+    }
+    let (metric_kind, lccmd) = match kind.as_ref() {
+        QueryKind::Approx(p) => ("approx", matches!(p.distance, RerankDistance::LcCmd { .. })),
+        QueryKind::Exact { .. } => ("exact", false),
+        QueryKind::Range { .. } => ("range", false),
+    };
+    let metric = s.index.metric();
+    let mut stats = ResponseStats::default();
+    let mut results = Vec::with_capacity(n);
+    for (qi, rx) in replies.into_iter().enumerate() {
+        let (mut neighbours, st) = match timeout_at(deadline.into(), rx).await {
+            Err(_) => return Err(deadline_error(s)),
+            Ok(Err(_)) if Instant::now() >= deadline => return Err(deadline_error(s)),
+            Ok(Err(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("query {qi}: the search worker stopped before answering"),
+                ));
+            }
+            Ok(Ok(r)) => r.map_err(|e| ApiError::from_search(qi, e))?,
+        };
+        in_flight.left -= 1;
+        s.metrics.queries_left(1);
+        s.metrics.query_answered(metric_kind, &st);
+        stats.add(&st);
+        let mut truncated = false;
+        if let QueryKind::Range { max_results, .. } = kind.as_ref()
+            && neighbours.len() > *max_results
+        {
+            neighbours.truncate(*max_results);
+            truncated = true;
+        }
+        results.push(QueryResult {
+            ids: neighbours.iter().map(|nb| nb.id).collect(),
+            distances: neighbours
+                .iter()
+                .map(|nb| {
+                    if lccmd {
+                        nb.dist
+                    } else {
+                        metric.to_natural(nb.dist)
+                    }
+                })
+                .collect(),
+            truncated,
+        });
+    }
+    stats.took_us = start.elapsed().as_micros() as u64;
+    let body = serde_json::to_vec(&SearchResponse { results, stats }).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the answer: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}

@@ -1,0 +1,30 @@
+//! `m3 serve`: an index served over HTTP/JSON (DESIGN §7).
+//!
+//! Endpoints: `POST /v1/search` (k-NN of one or many vectors, approximate with optional knobs,
+//! or exact), `POST /v1/range` (every vector within a radius), `GET /v1/index` (what
+//! `m3 inspect --json` prints), `GET /healthz`, `GET /metrics` (OpenMetrics text).
+//!
+//! The shape: an async front (`http.rs`: axum on tokio) parses and checks requests and never
+//! blocks; a fixed pool of search threads (`pool.rs`) runs the engine's own query state
+//! machine ([`crate::search::Searcher`]) with several queries' reads in flight per thread on
+//! the index's block reader (io_uring or pread). Between them, a bounded queue of single
+//! query vectors. Every request is bounded ([`Limits`]: body size, vectors, `k`, each knob,
+//! a deadline, concurrent requests) and every refusal is a status with a JSON body naming the
+//! field at fault ([`ApiError`]). Shutdown stops accepting, drains what is in flight, then
+//! stops the workers ([`serve`]).
+
+mod api;
+mod config;
+mod error;
+mod http;
+mod metrics;
+mod pool;
+mod server;
+
+pub use api::{
+    DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest, SearchResponse,
+};
+pub use config::{ApiKey, Limits, ServeConfig};
+pub use error::{ApiError, ErrorBody, ErrorDetail, ServeError};
+pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
+pub use server::{ServerHandle, serve, terminate_signal};

@@ -1,0 +1,1244 @@
+//! `m3 serve` end to end: real servers on loopback ports (in-process through
+//! `m3::serve::ServerHandle`, and the `m3 serve` binary) talked to with a real HTTP client
+//! (`ureq`) and, where a test needs a client that stalls mid-request, a raw TCP stream.
+//!
+//! Covered: answers equal the library's `search_batch` and `m3 search --out`; every error
+//! path's status and named field; the API key; overload (429 with Retry-After); deadlines
+//! (408, 504) with abandoned work dropped; an injected I/O fault (500) after which the server
+//! goes on; `GET /v1/index` equal to `m3 inspect --json`; `/metrics` counts; a slow client
+//! that does not hold the only search worker; SIGTERM draining a request in flight and
+//! exiting 0.
+//!
+//! The index is built once per test binary and kept in `CARGO_TARGET_TMPDIR` (same scheme as
+//! tests/search_engine.rs: keyed by the test executable, under a file lock).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use m3::build::{BuildParams, Silent, build_index};
+use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
+use m3::data::{DType, GroundTruth, Matrix, VectorFile};
+use m3::distance::Metric;
+use m3::format::verify::DATA_FILE;
+use m3::io::{BlockReader, Fault, FaultKind, FaultyReader, IoBackend, ReaderOptions, open_reader};
+use m3::search::{BatchOptions, ExactSearcher, Index, RerankDistance, SearchParams, search_batch};
+use m3::serve::{
+    ApiKey, ErrorBody, Knobs, Limits, SearchRequest, SearchResponse, ServeConfig, ServerHandle,
+};
+
+const K: usize = 10;
+const QUERIES: u64 = 200;
+
+// ---------------------------------------------------------------------------------------------
+// Fixture
+// ---------------------------------------------------------------------------------------------
+
+struct Fixture {
+    index: PathBuf,
+    queries_path: PathBuf,
+    queries: Matrix<f32>,
+}
+
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+    })
+}
+
+fn exe_key() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let m = std::fs::metadata(&exe).unwrap();
+    let mtime = m
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{:x}-{:x}", m.len(), mtime.as_nanos())
+}
+
+/// `CARGO_TARGET_TMPDIR/serve/<name>-<exe key>`, made once by the first process to take the
+/// lock (marked complete by `READY`); directories of older executables are removed.
+fn cached_dir(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = File::create(root.join(format!("{name}.lock"))).unwrap();
+    lock.lock().unwrap();
+    let dir = root.join(format!("{name}-{}", exe_key()));
+    if !dir.join("READY").exists() {
+        for e in std::fs::read_dir(&root).unwrap() {
+            let e = e.unwrap();
+            let n = e.file_name().into_string().unwrap();
+            if e.path().is_dir() && n.starts_with(&format!("{name}-")) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        make(&dir);
+        File::create(dir.join("READY")).unwrap();
+    }
+    lock.unlock().unwrap();
+    dir
+}
+
+/// Cross-modal: 8,000 × 32 'images' (cosine), 200 'text' queries, 1,000 training queries, so
+/// the index has query anchors and the statistics LC-CMD needs.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = cached_dir("xmodal", |dir| {
+            let model = XmodalModel::new(
+                XmodalParams {
+                    dim: 32,
+                    clusters: 32,
+                    seed: 21,
+                    latent_dim: 8,
+                    ..XmodalParams::default()
+                },
+                SplitSizes {
+                    base: 8_000,
+                    queries: QUERIES,
+                    training: 1_000,
+                },
+            )
+            .unwrap();
+            let data = dir.join("data");
+            let spec = WriteSpec {
+                out_dir: data.clone(),
+                dtype: DType::F32,
+                batch_chunks: 4,
+            };
+            let files = write_dataset(&model, &spec, pool()).unwrap();
+            std::fs::rename(&files.queries, data.join("query.fbin")).unwrap();
+            let mut p = BuildParams::new(files.base.clone(), Metric::Cosine, dir.join("idx"));
+            p.clusters.target_size = 96;
+            p.pq.subspaces = Some(16);
+            p.pq.iters = 6;
+            p.pq.train_rows = 4096;
+            p.graph.max_degree = 16;
+            p.graph.candidates = 32;
+            p.routing.edges_per_anchor = 16;
+            p.seed = 11;
+            p.train_queries = files.training.clone();
+            build_index(&p, pool(), &Silent).unwrap();
+        });
+        let queries_path = dir.join("data").join("query.fbin");
+        Fixture {
+            index: dir.join("idx"),
+            queries: VectorFile::open(&queries_path)
+                .unwrap()
+                .read_all_f32()
+                .unwrap(),
+            queries_path,
+        }
+    })
+}
+
+fn open_index() -> Arc<Index> {
+    Arc::new(
+        Index::open(
+            &fixture().index,
+            IoBackend::Pread,
+            &ReaderOptions::default(),
+        )
+        .unwrap(),
+    )
+}
+
+fn config() -> ServeConfig {
+    ServeConfig {
+        workers: 2,
+        inflight_per_worker: 4,
+        http_threads: 2,
+        ..ServeConfig::default()
+    }
+}
+
+fn start(config: ServeConfig) -> ServerHandle {
+    start_with(open_index(), config)
+}
+
+fn start_with(index: Arc<Index>, config: ServeConfig) -> ServerHandle {
+    ServerHandle::start(index, config, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client helpers
+// ---------------------------------------------------------------------------------------------
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+/// A response: status, headers we look at, body.
+struct Reply {
+    status: u16,
+    retry_after: Option<String>,
+    www_authenticate: Option<String>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {}: body is not the expected JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    fn error(&self) -> ErrorBody {
+        self.json()
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn reply(mut r: ureq::http::Response<ureq::Body>) -> Reply {
+    let h = |name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let (retry_after, www_authenticate, content_type) =
+        (h("retry-after"), h("www-authenticate"), h("content-type"));
+    Reply {
+        status: r.status().as_u16(),
+        retry_after,
+        www_authenticate,
+        content_type,
+        body: r
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap(),
+    }
+}
+
+fn post(addr: SocketAddr, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+    let mut req = agent().post(format!("http://{addr}{path}"));
+    let mut typed = false;
+    for (k, v) in headers {
+        typed |= k.eq_ignore_ascii_case("content-type");
+        req = req.header(*k, *v);
+    }
+    if !typed {
+        req = req.header("content-type", "application/json");
+    }
+    reply(req.send(body).unwrap())
+}
+
+fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Reply {
+    post(addr, path, &serde_json::to_vec(body).unwrap(), &[])
+}
+
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = agent().get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    reply(req.call().unwrap())
+}
+
+/// The value of an unlabelled or labelled sample line of `/metrics` (`None` when absent).
+fn metric(addr: SocketAddr, sample: &str) -> Option<f64> {
+    metric_in(&get(addr, "/metrics", &[]).text(), sample)
+}
+
+fn metric_in(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until `/metrics` shows `min` HTTP requests in flight (the `/metrics` request itself
+/// counts as one).
+fn wait_in_flight(addr: SocketAddr, min: f64) {
+    let t = Instant::now();
+    loop {
+        let n = metric(addr, "m3_http_requests_in_flight").unwrap();
+        if n >= min {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "never saw {min} requests in flight (last {n})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn search_body(rows: std::ops::Range<usize>, knobs: Option<Knobs>) -> Vec<u8> {
+    let q = &fixture().queries;
+    serde_json::to_vec(&SearchRequest {
+        vectors: rows.map(|i| q.row(i).to_vec()).collect(),
+        k: K,
+        knobs,
+        exact: false,
+    })
+    .unwrap()
+}
+
+/// A request written by hand on a raw connection, stopped after `sent` bytes of its body, so
+/// that it stays in flight until [`SlowRequest::finish`].
+struct SlowRequest {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+impl SlowRequest {
+    fn start(addr: SocketAddr, path: &str, body: &[u8], sent: usize, extra: &str) -> Self {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&body[..sent]).unwrap();
+        stream.flush().unwrap();
+        Self {
+            stream,
+            rest: body[sent..].to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body and reads the whole response (status, body).
+    fn finish(mut self) -> (u16, Vec<u8>) {
+        self.stream.write_all(&self.rest).unwrap();
+        self.read_response()
+    }
+
+    /// Reads the response without sending anything more.
+    fn read_response(mut self) -> (u16, Vec<u8>) {
+        let mut raw = Vec::new();
+        self.stream.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let status: u16 = text
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no status line in {text:?}"))
+            .parse()
+            .unwrap();
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of headers")
+            + 4;
+        (status, raw[split..].to_vec())
+    }
+}
+
+/// The library's answers for the fixture queries with `params` (natural distances).
+fn library_answers(index: &Index, params: &SearchParams) -> Vec<(Vec<u32>, Vec<f32>)> {
+    let q = &fixture().queries;
+    let res = search_batch(index, q.view(), params, pool(), &BatchOptions::default()).unwrap();
+    let lccmd = matches!(params.distance, RerankDistance::LcCmd { .. });
+    res.results
+        .iter()
+        .map(|r| {
+            (
+                r.iter().map(|n| n.id).collect(),
+                r.iter()
+                    .map(|n| {
+                        if lccmd {
+                            n.dist
+                        } else {
+                            index.metric().to_natural(n.dist)
+                        }
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// All fixture queries through the server, in requests of `batch` vectors from `clients`
+/// threads at once; answers in query order.
+fn server_answers(
+    addr: SocketAddr,
+    knobs: &Knobs,
+    batch: usize,
+    clients: usize,
+) -> Vec<(Vec<u32>, Vec<f32>)> {
+    let nq = fixture().queries.rows();
+    let groups: Vec<usize> = (0..nq).step_by(batch).collect();
+    let mut out: Vec<Option<(Vec<u32>, Vec<f32>)>> = vec![None; nq];
+    let chunks: Vec<Vec<(usize, SearchResponse)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let groups = &groups;
+                s.spawn(move || {
+                    let mut got = Vec::new();
+                    for &first in groups.iter().skip(c).step_by(clients) {
+                        let rows = first..(first + batch).min(nq);
+                        let r = post(
+                            addr,
+                            "/v1/search",
+                            &search_body(rows, Some(knobs.clone())),
+                            &[],
+                        );
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        got.push((first, r.json::<SearchResponse>()));
+                    }
+                    got
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (first, resp) in chunks.into_iter().flatten() {
+        assert_eq!(resp.stats.queries as usize, resp.results.len());
+        for (j, r) in resp.results.into_iter().enumerate() {
+            assert!(!r.truncated);
+            out[first + j] = Some((r.ids, r.distances));
+        }
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+fn assert_same_answers(got: &[(Vec<u32>, Vec<f32>)], want: &[(Vec<u32>, Vec<f32>)], what: &str) {
+    assert_eq!(got.len(), want.len());
+    for (q, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.0, w.0, "{what}: query {q}: ids differ");
+        assert_eq!(g.1.len(), w.1.len());
+        for (a, b) in g.1.iter().zip(&w.1) {
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "{what}: query {q}: distance {a} vs {b}"
+            );
+        }
+    }
+}
+
+fn m3() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_m3"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answers
+// ---------------------------------------------------------------------------------------------
+
+/// The server's answers equal the library's (same knobs, queries spread over concurrent
+/// requests of several vectors, so queries of different requests interleave on the workers)
+/// and `m3 search --out`'s.
+#[test]
+fn serve_answers_equal_the_library_and_m3_search() {
+    let f = fixture();
+    let index = open_index();
+    let mut params = SearchParams::new(K);
+    params.nprobe = 4;
+    params.qprobe = 2;
+    params.edges = 4;
+    params.rerank = 30;
+    let want = library_answers(&index, &params);
+    let server = start_with(index.clone(), config());
+    let got = server_answers(server.addr(), &Knobs::from_params(&params), 7, 4);
+    assert_same_answers(&got, &want, "server vs library");
+
+    let out = tempfile::tempdir().unwrap();
+    let res = out.path().join("res.ibin");
+    let st = m3()
+        .arg("search")
+        .arg("--index")
+        .arg(&f.index)
+        .arg("--queries")
+        .arg(&f.queries_path)
+        .args(["--threads", "2", "--io", "pread", "--k", "10"])
+        .args([
+            "--nprobe", "4", "--qprobe", "2", "--edges", "4", "--rerank", "30",
+        ])
+        .arg("--out")
+        .arg(&res)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let table = GroundTruth::read(&res).unwrap();
+    let dists = table
+        .dists
+        .as_ref()
+        .expect("m3 search --out writes distances");
+    let cli: Vec<(Vec<u32>, Vec<f32>)> = (0..table.queries())
+        .map(|q| (table.ids.row(q).to_vec(), dists.row(q).to_vec()))
+        .collect();
+    assert_same_answers(&got, &cli, "server vs m3 search");
+    // Cosine similarities, best first.
+    assert!(got[0].1.windows(2).all(|w| w[0] >= w[1]), "{:?}", got[0].1);
+    server.shutdown().unwrap();
+}
+
+/// Default knobs (none sent), LC-CMD reranking and neighbour-list rounds also match the
+/// library; the response reports the I/O the queries did and `/metrics` counts it.
+#[test]
+fn serve_knob_variants_match_the_library_and_metrics_count_the_reads() {
+    let index = open_index();
+    let server = start_with(index.clone(), config());
+    let addr = server.addr();
+
+    let r = post(addr, "/v1/search", &search_body(0..5, None), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp: SearchResponse = r.json();
+    let want = library_answers(&index, &SearchParams::new(K));
+    for (j, res) in resp.results.iter().enumerate() {
+        assert_eq!(res.ids, want[j].0, "default knobs, query {j}");
+    }
+    assert_eq!(resp.stats.queries, 5);
+    assert!(resp.stats.reads > 0 && resp.stats.bytes >= 4096 * resp.stats.reads);
+    assert!(resp.stats.io_rounds >= 5);
+
+    let mut p = SearchParams::new(K);
+    p.nprobe = 3;
+    p.expand_rounds = 1;
+    p.distance = RerankDistance::LcCmd {
+        alpha: 0.5,
+        beta: 0.5,
+    };
+    let got = server_answers(addr, &Knobs::from_params(&p), 50, 2);
+    assert_same_answers(&got, &library_answers(&index, &p), "lccmd + rounds");
+
+    let text = get(addr, "/metrics", &[]).text();
+    let answered = metric_in(&text, "m3_queries_total{kind=\"approx\"}").unwrap();
+    assert_eq!(answered, 5.0 + QUERIES as f64, "{text}");
+    let ok = metric_in(
+        &text,
+        "m3_http_requests_total{endpoint=\"/v1/search\",status=\"200\"}",
+    )
+    .unwrap();
+    assert_eq!(ok, 1.0 + 4.0, "{text}");
+    let bytes = metric_in(&text, "m3_read_bytes_total").unwrap();
+    assert!(bytes >= resp.stats.bytes as f64, "{text}");
+    assert_eq!(
+        metric_in(&text, "m3_queries_in_flight"),
+        Some(0.0),
+        "{text}"
+    );
+    let count = metric_in(
+        &text,
+        "m3_http_request_duration_seconds_count{endpoint=\"/v1/search\"}",
+    )
+    .unwrap();
+    assert_eq!(count, 5.0, "{text}");
+    server.shutdown().unwrap();
+}
+
+/// `GET /v1/index` is what `m3 inspect --json` prints; `/healthz` answers.
+#[test]
+fn serve_index_endpoint_equals_m3_inspect_json() {
+    let f = fixture();
+    let server = start(config());
+    let r = get(server.addr(), "/v1/index", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type.as_deref(), Some("application/json"));
+    let served: serde_json::Value = r.json();
+    let out = m3()
+        .arg("inspect")
+        .arg("--json")
+        .arg(&f.index)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(served, printed);
+    assert_eq!(served["params"]["n_vectors"], 8000);
+    let h = get(server.addr(), "/healthz", &[]);
+    assert_eq!((h.status, h.text().as_str()), (200, "ok\n"));
+    server.shutdown().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// Every kind of bad request gets its status and, for a bad field, the field's JSON path.
+#[test]
+fn serve_bad_requests_get_400_naming_the_field() {
+    let limits = Limits {
+        max_vectors: 8,
+        max_k: 50,
+        max_nprobe: 64,
+        max_body_bytes: 64 << 10,
+        ..Limits::default()
+    };
+    let server = start(ServeConfig { limits, ..config() });
+    let addr = server.addr();
+    let q: Vec<f32> = fixture().queries.row(0).to_vec();
+    let v = serde_json::json!(q);
+    let mut short = q.clone();
+    short.pop();
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "wrong dimension",
+            serde_json::json!({"vectors": [q, short]}),
+            "vectors[1]",
+        ),
+        ("no vectors", serde_json::json!({"vectors": []}), "vectors"),
+        (
+            "too many vectors",
+            serde_json::json!({"vectors": vec![v.clone(); 9]}),
+            "vectors",
+        ),
+        (
+            "unknown field",
+            serde_json::json!({"vectors": [v], "kk": 3}),
+            "kk",
+        ),
+        (
+            "unknown knob",
+            serde_json::json!({"vectors": [v], "knobs": {"nprobes": 3}}),
+            "knobs.nprobes",
+        ),
+        ("k = 0", serde_json::json!({"vectors": [v], "k": 0}), "k"),
+        (
+            "k over the limit",
+            serde_json::json!({"vectors": [v], "k": 51}),
+            "k",
+        ),
+        (
+            "k negative",
+            serde_json::json!({"vectors": [v], "k": -1}),
+            "k",
+        ),
+        (
+            "knob over its limit",
+            serde_json::json!({"vectors": [v], "knobs": {"nprobe": 65}}),
+            "knobs.nprobe",
+        ),
+        (
+            "knob of the wrong type",
+            serde_json::json!({"vectors": [v], "knobs": {"rerank": "many"}}),
+            "knobs.rerank",
+        ),
+        (
+            "no cluster probed",
+            serde_json::json!({"vectors": [v], "knobs": {"nprobe": 0, "qprobe": 0}}),
+            "knobs.nprobe",
+        ),
+        (
+            "alpha without lccmd",
+            serde_json::json!({"vectors": [v], "knobs": {"alpha": 0.3}}),
+            "knobs.alpha",
+        ),
+        (
+            "beta out of range",
+            serde_json::json!({"vectors": [v], "knobs": {"distance": "lccmd", "beta": 2.0}}),
+            "knobs.beta",
+        ),
+        (
+            "unknown distance",
+            serde_json::json!({"vectors": [v], "knobs": {"distance": "manhattan"}}),
+            "knobs.distance",
+        ),
+        (
+            "exact with knobs",
+            serde_json::json!({"vectors": [v], "exact": true, "knobs": {"nprobe": 2}}),
+            "knobs",
+        ),
+        (
+            "vector of strings",
+            serde_json::json!({"vectors": [["a"]]}),
+            "vectors[0][0]",
+        ),
+    ];
+    for (what, body, field) in cases {
+        let r = post_json(addr, "/v1/search", &body);
+        assert_eq!(r.status, 400, "{what}: {}", r.text());
+        let e = r.error();
+        assert_eq!(e.error.status, 400);
+        assert_eq!(
+            e.error.field.as_deref(),
+            Some(field),
+            "{what}: {}",
+            r.text()
+        );
+        assert!(!e.error.message.is_empty());
+    }
+    // NaN is not JSON; a number too large for f32 becomes infinity: both name the component.
+    let rest: Vec<String> = q[1..].iter().map(|x| x.to_string()).collect();
+    let text = format!("{{\"vectors\": [[NaN, {}]]}}", rest.join(", "));
+    let r = post(addr, "/v1/search", text.as_bytes(), &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error().error.field.as_deref(), Some("vectors[0][0]"));
+    let mut big = q.clone();
+    big[3] = 0.0;
+    let text = serde_json::to_string(&serde_json::json!({"vectors": [big]}))
+        .unwrap()
+        .replacen(",0.0,", ",1e39,", 1);
+    assert!(text.contains("1e39"), "{text}");
+    let r = post(addr, "/v1/search", text.as_bytes(), &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = r.error();
+    assert!(
+        e.error.field.as_deref().unwrap().starts_with("vectors[0]["),
+        "{}",
+        r.text()
+    );
+    assert!(e.error.message.contains("inf"), "{}", r.text());
+    // Range requests are checked the same way.
+    let r = post_json(
+        addr,
+        "/v1/range",
+        &serde_json::json!({"vectors": [v], "radius": 0.5, "max_results": 0}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error().error.field.as_deref(), Some("max_results"));
+    let text = format!("{{\"vectors\": [{v}], \"radius\": 1e39}}");
+    let r = post(addr, "/v1/range", text.as_bytes(), &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error().error.field.as_deref(), Some("radius"));
+    let r = post_json(addr, "/v1/range", &serde_json::json!({"vectors": [v]}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.error().error.message.contains("radius"), "{}", r.text());
+
+    // Not JSON, trailing garbage, wrong content type, too large, unknown endpoint, wrong method.
+    let r = post(addr, "/v1/search", b"{\"vectors\": [", &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let mut body = serde_json::to_vec(&serde_json::json!({"vectors": [v]})).unwrap();
+    body.extend_from_slice(b" {}");
+    let r = post(addr, "/v1/search", &body, &[]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = post(
+        addr,
+        "/v1/search",
+        b"vectors=1",
+        &[("content-type", "text/plain")],
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
+    let huge = search_body(0..8, None).repeat(40);
+    assert!(huge.len() > 64 << 10);
+    let r = post(addr, "/v1/search", &huge, &[]);
+    assert_eq!(r.status, 413, "{}", r.text());
+    let r = post(addr, "/v1/searc", &search_body(0..1, None), &[]);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = get(addr, "/v1/search", &[]);
+    assert_eq!(r.status, 405);
+    // A body over the limit without a Content-Length (chunked) is refused as well.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let chunk = vec![b' '; 70 << 10];
+    write!(
+        s,
+        "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+        chunk.len()
+    )
+    .unwrap();
+    s.write_all(&chunk).unwrap();
+    s.write_all(b"\r\n0\r\n\r\n").unwrap();
+    let (status, _) = SlowRequest {
+        stream: s,
+        rest: vec![],
+    }
+    .read_response();
+    assert_eq!(status, 413);
+
+    let text = get(addr, "/metrics", &[]).text();
+    let bad = metric_in(
+        &text,
+        "m3_http_errors_total{endpoint=\"/v1/search\",status=\"400\"}",
+    )
+    .unwrap();
+    assert!(bad >= 20.0, "{text}");
+    assert!(
+        metric_in(
+            &text,
+            "m3_http_errors_total{endpoint=\"other\",status=\"404\"}"
+        )
+        .is_some()
+    );
+    server.shutdown().unwrap();
+}
+
+/// With a key, every endpoint but `/healthz` needs `Authorization: Bearer <key>`.
+#[test]
+fn serve_api_key_is_required_everywhere_but_healthz() {
+    let server = start(ServeConfig {
+        api_key: Some(ApiKey::new(b"k3y-for-tests").unwrap()),
+        ..config()
+    });
+    let addr = server.addr();
+    let body = search_body(0..1, None);
+    let right = [("authorization", "Bearer k3y-for-tests")];
+    for headers in [
+        &[][..],
+        &[("authorization", "Bearer k3y-for-test")][..],
+        &[("authorization", "Bearer k3y-for-tests2")][..],
+        &[("authorization", "k3y-for-tests")][..],
+        &[("authorization", "Basic k3y-for-tests")][..],
+    ] {
+        let r = post(addr, "/v1/search", &body, headers);
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.text());
+        assert_eq!(r.www_authenticate.as_deref(), Some("Bearer"));
+        assert!(r.error().error.message.contains("API key"));
+        assert_eq!(get(addr, "/v1/index", headers).status, 401);
+        assert_eq!(get(addr, "/metrics", headers).status, 401);
+        assert_eq!(post(addr, "/v1/range", b"{}", headers).status, 401);
+    }
+    let r = post(addr, "/v1/search", &body, &right);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(addr, "/v1/index", &right).status, 200);
+    assert_eq!(get(addr, "/metrics", &right).status, 200);
+    assert_eq!(get(addr, "/healthz", &[]).status, 200);
+    server.shutdown().unwrap();
+}
+
+/// Beyond `max_concurrent_requests` a search gets 429 with `Retry-After` at once; the request
+/// in flight still completes, and after it the server admits again.
+#[test]
+fn serve_overload_gives_429_with_retry_after() {
+    let server = start(ServeConfig {
+        limits: Limits {
+            max_concurrent_requests: 1,
+            ..Limits::default()
+        },
+        ..config()
+    });
+    let addr = server.addr();
+    let body = search_body(0..3, None);
+    // Holds the one permit: its body is not complete.
+    let held = SlowRequest::start(addr, "/v1/search", &body, body.len() / 2, "");
+    wait_in_flight(addr, 2.0);
+    let r = post(addr, "/v1/search", &body, &[]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.retry_after.as_deref(), Some("1"));
+    assert!(r.error().error.message.contains("concurrent"));
+    let r = post(addr, "/v1/range", &body, &[]);
+    assert_eq!(r.status, 429, "range requests share the limit");
+    // Other endpoints are not limited.
+    assert_eq!(get(addr, "/healthz", &[]).status, 200);
+    assert_eq!(get(addr, "/v1/index", &[]).status, 200);
+    let (status, resp) = held.finish();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let resp: SearchResponse = serde_json::from_slice(&resp).unwrap();
+    assert_eq!(resp.results.len(), 3);
+    let r = post(addr, "/v1/search", &body, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = get(addr, "/metrics", &[]).text();
+    assert_eq!(
+        metric_in(
+            &text,
+            "m3_http_requests_total{endpoint=\"/v1/search\",status=\"429\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    server.shutdown().unwrap();
+}
+
+/// A body that does not arrive within the deadline gets 408; a search that does not finish
+/// within it gets 504, and its queued queries are dropped unstarted.
+#[test]
+fn serve_deadline_gives_408_then_504() {
+    let limits = Limits {
+        deadline: Duration::from_millis(300),
+        max_vectors: 2000,
+        max_body_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let server = start(ServeConfig {
+        workers: 1,
+        inflight_per_worker: 1,
+        limits,
+        ..config()
+    });
+    let addr = server.addr();
+    let body = search_body(0..2, None);
+    let t = Instant::now();
+    let (status, resp) = SlowRequest::start(addr, "/v1/search", &body, 10, "").read_response();
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&resp));
+    assert!(t.elapsed() >= Duration::from_millis(300));
+
+    // 2,000 queries, each probing every cluster and reranking 2,000 records, on one worker
+    // with one query in flight: far more than 300 ms of work.
+    let q = &fixture().queries;
+    let heavy = Knobs {
+        nprobe: Some(1024),
+        rerank: Some(2000),
+        early_stop: Some(false),
+        ..Knobs::default()
+    };
+    let body = serde_json::to_vec(&SearchRequest {
+        vectors: (0..2000).map(|i| q.row(i % q.rows()).to_vec()).collect(),
+        k: K,
+        knobs: Some(heavy),
+        exact: false,
+    })
+    .unwrap();
+    let r = post(addr, "/v1/search", &body, &[]);
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.error().error.message.contains("deadline"));
+    // The worker drops the rest of the request's queries instead of running them.
+    let t = Instant::now();
+    loop {
+        let text = get(addr, "/metrics", &[]).text();
+        let abandoned = metric_in(&text, "m3_queries_abandoned_total").unwrap();
+        let in_flight = metric_in(&text, "m3_queries_in_flight").unwrap();
+        if in_flight == 0.0 && abandoned > 0.0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = post(addr, "/v1/search", &search_body(0..1, None), &[]);
+    assert_eq!(r.status, 200, "the server goes on: {}", r.text());
+    server.shutdown().unwrap();
+}
+
+/// A failed read is 500 naming the cause, and the server goes on answering.
+#[test]
+fn serve_io_fault_gives_500_and_the_server_goes_on() {
+    let f = fixture();
+    let inner = open_reader(
+        &f.index.join(DATA_FILE),
+        IoBackend::Pread,
+        &ReaderOptions::default(),
+    )
+    .unwrap();
+    let faulty: Arc<FaultyReader<Arc<dyn BlockReader>>> = Arc::new(FaultyReader::new(
+        inner,
+        [Fault {
+            at_read: 0,
+            kind: FaultKind::Error,
+        }],
+    ));
+    let index = Arc::new(Index::open_with_reader(&f.index, faulty.clone()).unwrap());
+    let server = start_with(index, config());
+    let r = post(server.addr(), "/v1/search", &search_body(0..1, None), &[]);
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.error().error.message.contains("injected"), "{}", r.text());
+    let r = post(server.addr(), "/v1/search", &search_body(1..3, None), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(faulty.reads_seen() > 1);
+    server.shutdown().unwrap();
+}
+
+/// `"exact": true` and `/v1/range` answer what `ExactSearcher` answers for the same vectors
+/// (natural distances, best first); `max_results` truncates a range answer to its best and
+/// says so.
+#[test]
+fn serve_exact_and_range_equal_the_exact_searcher() {
+    let index = open_index();
+    let server = start_with(index.clone(), config());
+    let addr = server.addr();
+    let q = &fixture().queries;
+    let metric = index.metric();
+    let mut ex = ExactSearcher::new(&index);
+    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u32>, Vec<f32>) {
+        (
+            r.iter().map(|n| n.id).collect(),
+            r.iter().map(|n| metric.to_natural(n.dist)).collect(),
+        )
+    };
+    let rows: Vec<Vec<f32>> = (0..20).map(|i| q.row(i).to_vec()).collect();
+    let r = post_json(
+        addr,
+        "/v1/search",
+        &serde_json::json!({"vectors": rows, "k": K, "exact": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp: SearchResponse = r.json();
+    let got: Vec<_> = resp
+        .results
+        .iter()
+        .map(|r| (r.ids.clone(), r.distances.clone()))
+        .collect();
+    let want: Vec<_> = (0..20)
+        .map(|i| natural(&ex.knn(q.row(i), K).unwrap().0))
+        .collect();
+    assert_same_answers(&got, &want, "exact");
+    assert!(resp.stats.reads > 0);
+
+    // A radius holding query 0's 5 nearest: similarity ≥ its 5th best.
+    let radius = want[0].1[4];
+    let r = post_json(
+        addr,
+        "/v1/range",
+        &serde_json::json!({"vectors": rows, "radius": radius}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp: SearchResponse = r.json();
+    let ranges: Vec<_> = (0..20)
+        .map(|i| natural(&ex.range(q.row(i), radius).unwrap().0))
+        .collect();
+    let got: Vec<_> = resp
+        .results
+        .iter()
+        .map(|r| (r.ids.clone(), r.distances.clone()))
+        .collect();
+    assert_same_answers(&got, &ranges, "range");
+    assert!(resp.results.iter().all(|r| !r.truncated));
+    assert!(got[0].0.len() >= 5, "{:?}", got[0]);
+    assert!(got.iter().flat_map(|g| &g.1).all(|&d| d >= radius));
+
+    let r = post_json(
+        addr,
+        "/v1/range",
+        &serde_json::json!({"vectors": rows, "radius": radius, "max_results": 2}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp: SearchResponse = r.json();
+    for (res, full) in resp.results.iter().zip(&ranges) {
+        let n = full.0.len().min(2);
+        assert_eq!(res.ids, full.0[..n]);
+        assert_eq!(res.truncated, full.0.len() > 2);
+    }
+    assert!(resp.results[0].truncated);
+
+    let text = get(addr, "/metrics", &[]).text();
+    assert_eq!(
+        metric_in(&text, "m3_queries_total{kind=\"exact\"}"),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric_in(&text, "m3_queries_total{kind=\"range\"}"),
+        Some(40.0)
+    );
+    server.shutdown().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow clients and shutdown
+// ---------------------------------------------------------------------------------------------
+
+/// With one search worker, a client stalled in the middle of its request body holds no worker:
+/// other requests are answered meanwhile, and the stalled one completes when it resumes.
+#[test]
+fn serve_a_slow_client_does_not_hold_the_worker() {
+    let server = start(ServeConfig {
+        workers: 1,
+        inflight_per_worker: 1,
+        ..config()
+    });
+    let addr = server.addr();
+    let body = search_body(0..4, None);
+    let stalled = SlowRequest::start(addr, "/v1/search", &body, 100, "");
+    wait_in_flight(addr, 2.0);
+    for i in 0..5 {
+        let r = post(addr, "/v1/search", &search_body(i..i + 1, None), &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let (status, resp) = stalled.finish();
+    assert_eq!(status, 200);
+    let resp: SearchResponse = serde_json::from_slice(&resp).unwrap();
+    assert_eq!(resp.results.len(), 4);
+    server.shutdown().unwrap();
+}
+
+/// The `m3 serve` binary on SIGTERM: stops accepting connections, finishes the request in
+/// flight (whose body is still arriving) with a full answer, and exits 0.
+#[test]
+fn serve_binary_drains_on_sigterm_and_exits_0() {
+    let f = fixture();
+    let mut child = m3()
+        .arg("serve")
+        .arg("--index")
+        .arg(&f.index)
+        .args(["--addr", "127.0.0.1:0", "--threads", "2", "--io", "pread"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = listening_addr(&mut child, &mut stderr);
+    let body = search_body(0..6, None);
+    let in_flight = SlowRequest::start(addr, "/v1/search", &body, body.len() / 3, "");
+    wait_in_flight(addr, 2.0);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // New connections are refused once the listener is closed.
+    let t = Instant::now();
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "still accepting after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    let (status, resp) = in_flight.finish();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    let resp: SearchResponse = serde_json::from_slice(&resp).unwrap();
+    assert_eq!(resp.results.len(), 6);
+    assert!(resp.results.iter().all(|r| r.ids.len() == K));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("SIGTERM"), "{rest}");
+    assert!(rest.contains("stopped"), "{rest}");
+}
+
+/// Reads `m3 serve`'s stderr up to its `listening on http://ADDR` line.
+fn listening_addr(child: &mut Child, stderr: &mut impl BufRead) -> SocketAddr {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            panic!("m3 serve ended before listening: {seen}");
+        }
+        if let Some(a) = line.trim().strip_prefix("m3 serve: listening on http://") {
+            return a.parse().unwrap();
+        }
+        seen.push_str(&line);
+    }
+}
+
+/// `m3 serve` refuses to start on a bad index directory or key file, naming it.
+#[test]
+fn serve_binary_refuses_a_bad_index_or_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = m3()
+        .arg("serve")
+        .arg("--index")
+        .arg(dir.path())
+        .args(["--addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&dir.path().display().to_string()), "{err}");
+    let key = dir.path().join("key");
+    std::fs::write(&key, "\n").unwrap();
+    let out = m3()
+        .arg("serve")
+        .arg("--index")
+        .arg(&fixture().index)
+        .args(["--addr", "127.0.0.1:0", "--verify", "full"])
+        .arg("--api-key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("empty") && err.contains("key"), "{err}");
+    assert!(
+        err.contains("verified"),
+        "full verification ran first: {err}"
+    );
+}
+
+/// `m3 loadtest` against a server: one JSON line per level, every request answered, and the
+/// recall of the served answers equal to the library's on the same queries; a target that
+/// is not a loopback address is refused before any request.
+#[test]
+fn serve_loadtest_reports_each_level_and_targets_only_loopback() {
+    let f = fixture();
+    let index = open_index();
+    let dir = tempfile::tempdir().unwrap();
+    // Exact ground truth of the fixture queries.
+    let base = VectorFile::open(&f.index.parent().unwrap().join("data").join("base.fbin"))
+        .unwrap()
+        .read_all_f32()
+        .unwrap();
+    let exact = pool().install(|| {
+        m3::exact::exact_knn(base.view(), f.queries.view(), K, Metric::Cosine).unwrap()
+    });
+    let gt_path = dir.path().join("gt.ibin");
+    m3::exact::to_ground_truth(&exact, K, Metric::Cosine)
+        .unwrap()
+        .write(&gt_path)
+        .unwrap();
+    let mut params = SearchParams::new(K);
+    params.nprobe = 4;
+    params.qprobe = 2;
+    params.edges = 4;
+    params.rerank = 30;
+    let served = 60;
+    let sub = Matrix::from_vec(f.queries.as_slice()[..served * 32].to_vec(), 32).unwrap();
+    let lib = search_batch(
+        &index,
+        sub.view(),
+        &params,
+        pool(),
+        &BatchOptions::default(),
+    )
+    .unwrap();
+    let table = m3::search::results_table(&lib.results, &params, Metric::Cosine).unwrap();
+    let gt = GroundTruth::read(&gt_path).unwrap();
+    let gt_sub = GroundTruth {
+        ids: Matrix::from_vec(gt.ids.as_slice()[..served * K].to_vec(), K).unwrap(),
+        dists: gt
+            .dists
+            .as_ref()
+            .map(|d| Matrix::from_vec(d.as_slice()[..served * K].to_vec(), K).unwrap()),
+    };
+    let want = m3::exact::recall_at_k(
+        table.ids.view(),
+        table.dists.as_ref().map(|d| d.view()),
+        &gt_sub,
+        K,
+        Metric::Cosine,
+    )
+    .unwrap()
+    .mean;
+
+    let server = start_with(index, config());
+    let out = m3()
+        .arg("loadtest")
+        .arg("--url")
+        .arg(format!("http://{}", server.addr()))
+        .arg("--queries")
+        .arg(&f.queries_path)
+        .arg("--gt")
+        .arg(&gt_path)
+        .args([
+            "--k", "10", "--nprobe", "4", "--qprobe", "2", "--edges", "4",
+        ])
+        .args(["--rerank", "30", "--concurrency", "1,3", "--requests"])
+        .arg(served.to_string())
+        .args(["--duration-secs", "60", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let levels: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(levels.len(), 2);
+    for (level, c) in levels.iter().zip([1, 3]) {
+        assert_eq!(level["concurrency"], c);
+        assert_eq!(level["ok"], served);
+        assert_eq!(level["errors"], 0);
+        let recall = level["recall_at_k"].as_f64().unwrap();
+        assert!((recall - want).abs() < 1e-9, "{recall} vs {want}");
+        assert!(level["lat_p50_us"].as_f64().unwrap() > 0.0);
+    }
+    server.shutdown().unwrap();
+
+    let out = m3()
+        .arg("loadtest")
+        .args(["--url", "http://10.0.0.1:7700", "--queries"])
+        .arg(&f.queries_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
