@@ -132,7 +132,7 @@ def plot(groups, args, k):
     ax.set_xlabel(f"recall@{k}")
     ax.set_ylabel("queries per second (log)")
     lo = min((r["recall_at_k"] for v in groups.values() for r in v), default=0.5)
-    ax.set_xlim(max(lo, 0.5) - 0.01, 1.002)
+    ax.set_xlim(max(lo, 0.7) - 0.01, 1.002)
     title = args.title if not args.quality_only else args.title + "\n(QPS on 1,126 vectors says little)"
     ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
