@@ -161,7 +161,8 @@ def search_table(groups, targets, quality_only):
         head = ["system"] + [f"fastest point reaching ≥ {t:.2f}" for t in targets] + ["max recall", "reads/query at max"]
     else:
         head = (["system", "threads"] + [f"QPS @ ≥ {t:.2f}" for t in targets]
-                + ["max recall", "reads/query @ 0.95", "KiB read/query @ 0.95", "load avg"])
+                + ["max recall (knobs: QPS, reads)", "reads/query @ 0.95", "KiB read/query @ 0.95",
+                   "load avg"])
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for (system, threads) in sorted(groups, key=lambda g: (order(g[0]), g[1])):
@@ -185,7 +186,12 @@ def search_table(groups, targets, quality_only):
             if abs(t - 0.95) < 1e-9:
                 p95 = b
         top = max(recs, key=lambda r: (r["recall_at_k"], r["qps"]))
-        cells.append(f"{top['recall_at_k']:.3f}")
+        if quality_only:
+            cells.append(f"{top['recall_at_k']:.3f}")
+        else:
+            ios = f", {top['mean_ios']:.0f} reads" if top.get("mean_ios") is not None else ""
+            cells.append(f"{top['recall_at_k']:.3f} ({knobs_text(top, names)}: "
+                         f"{qps_text(top['qps'])} QPS{ios})")
         if quality_only:
             cells.append(f"{top['mean_ios']:.1f}" if top.get("mean_ios") is not None else "–")
         else:
