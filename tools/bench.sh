@@ -13,7 +13,8 @@
 #
 # Environment: M3_WORK (scratch root, default ./work: data sets, indexes, cached results),
 # M3_SHARED_DATA (real data, default ../shared/data), M3_PEERS_VENV (the peers' venv, default
-# tools/.venv; created by tools/peers/setup.sh when missing).
+# tools/.venv; created by tools/peers/setup.sh when missing), M3_BENCH_MAX_QUERIES (queries
+# per point instead of the data set's default; for quick partial runs).
 #
 # Caches under $M3_WORK: bench/SHORT.m3 + bench/SHORT-build.json (M³ index and its build
 # summary), peers/DATASET/SYSTEM/ (peer indexes, see run_peers.py), results/DATASET/SYSTEM.jsonl
@@ -90,6 +91,7 @@ configure() {
              --sweep expand_rounds=0,1)
       TITLE="xmodal 1M × 200 (generated cross-modal, inner product, text → image queries)" ;;
   esac
+  MAXQ="${M3_BENCH_MAX_QUERIES:-$MAXQ}"
 }
 
 want() {  # is system $1 selected?
