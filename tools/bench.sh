@@ -18,8 +18,9 @@
 #
 # Caches under $M3_WORK: bench/SHORT.m3 + bench/SHORT-build.json (M³ index and its build
 # summary), peers/DATASET/SYSTEM/ (peer indexes, see run_peers.py), results/DATASET/SYSTEM.jsonl
-# (one sweep per system). A peer directory without build.json is an unfinished or running
-# build: it is skipped, never touched, unless --rebuild.
+# (one sweep per system). A peer directory without build.json is a build in progress (skipped,
+# never touched), one whose builder died (rebuilt), or one of unknown origin (skipped until
+# --rebuild); see run_peers.py's ensure_built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -144,11 +145,7 @@ run_m3() {
 }
 
 run_peer() {
-  local sys=$1 out="$RES/$1.jsonl" pdir="$WORK/peers/$ds/$1"
-  if [ $rebuild = 0 ] && [ -d "$pdir" ] && [ ! -f "$pdir/build.json" ]; then
-    log "SKIP $sys on $ds: $pdir has no build.json (a build is running or was interrupted)"
-    return 0
-  fi
+  local sys=$1 out="$RES/$1.jsonl"
   if [ $resweep = 0 ] && [ -s "$out" ]; then
     log "$sys results cached: $out"
     return 0
@@ -162,7 +159,11 @@ run_peer() {
   if "$PY" tools/peers/run_peers.py --name "$ds" --base "$BASE" --queries "$QUERIES" --gt "$GT" \
       "${gtd[@]}" --metric "$METRIC" --k 10 --pq-bytes "$PQ" --systems "$sys" --threads 1,2 \
       "${maxq[@]}" "${rb[@]}" --work "$WORK/peers/$ds" --out "$out.partial" > /dev/null; then
-    mv "$out.partial" "$out"
+    if [ -s "$out.partial" ]; then
+      mv "$out.partial" "$out"
+    else
+      log "no results for $sys on $ds (skipped: see run_peers' SKIP line above)"
+    fi
   else
     log "FAILED: $sys on $ds (partial results left in $out.partial)"
   fi

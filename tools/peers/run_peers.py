@@ -249,7 +249,7 @@ def cpu_now():
     return r.ru_utime + r.ru_stime
 
 
-def dir_bytes(d, exclude=("build.json",)):
+def dir_bytes(d, exclude=("build.json", "building.pid")):
     tot = 0
     for root, _, files in os.walk(d):
         for f in files:
@@ -299,6 +299,8 @@ def build_child(args):
     if os.path.isdir(d):
         shutil.rmtree(d)
     os.makedirs(d)
+    with open(os.path.join(d, BUILDING_PID), "w") as f:
+        f.write(str(os.getpid()))
     n, dim = bigann_io.read_header(args.base)
     rec = {"system": system, "record": "build", "dataset": args.name, "n": n, "dim": dim,
            "metric": args.metric, "build_threads": args.build_threads}
@@ -402,14 +404,33 @@ def build_child(args):
     with open(os.path.join(d, "build.json.partial"), "w") as f:
         json.dump(rec, f)
     os.replace(os.path.join(d, "build.json.partial"), os.path.join(d, "build.json"))
+    os.remove(os.path.join(d, BUILDING_PID))
     log(f"built {system} in {rec['build_s']} s, peak RSS {rec['peak_rss_mb']} MiB")
     return 0
+
+
+BUILDING_PID = "building.pid"  # written by a build child while it runs; excluded from sizes
+
+
+class BuildBusy(RuntimeError):
+    """An index directory is held by a running or unfinished build."""
 
 
 def ensure_built(args, system):
     d = os.path.join(args.work, system)
     bj = os.path.join(d, "build.json")
     cached = os.path.exists(bj) and not args.rebuild
+    if not cached and os.path.isdir(d) and not os.path.exists(bj) and not args.rebuild:
+        # A directory without build.json: a build still running (its child's pid is alive) is
+        # never touched; one that died is rebuilt; one of unknown origin needs --rebuild.
+        pf = os.path.join(d, BUILDING_PID)
+        if not os.path.exists(pf):
+            raise BuildBusy(f"{d} holds an unfinished build of unknown origin: remove it or pass --rebuild")
+        with open(pf) as f:
+            pid = int(f.read().strip() or 0)
+        if pid and os.path.exists(f"/proc/{pid}"):
+            raise BuildBusy(f"{system} is being built by pid {pid} in {d}: not touching it")
+        log(f"{d}: the build by pid {pid} died; rebuilding")
     if not cached:
         cmd = [sys.executable, os.path.abspath(__file__), "--build-only", system,
                "--name", args.name, "--base", args.base, "--queries", args.queries, "--gt", args.gt,
@@ -605,7 +626,11 @@ def run(args):
     log(f"{args.name}: n={n} dim={dim} nq={xq.shape[0]} metric={args.metric} k={args.k} "
         f"systems={args.systems} threads={args.threads}")
     for system in args.systems:
-        rec = ensure_built(args, system)
+        try:
+            rec = ensure_built(args, system)
+        except BuildBusy as e:
+            log(f"SKIP {system}: {e}")
+            continue
         emit(rec, args.out)
         t_sys = time.perf_counter()
         s = open_searcher(args, system, n, dim)
