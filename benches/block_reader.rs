@@ -1,9 +1,12 @@
-//! 4 KiB random-read throughput of the block readers (O_DIRECT), pread vs io_uring, at batch
-//! sizes (queue depths) 1, 4, 16, 64, on a 256 MiB file under the target directory.
+//! Random-read throughput of the block readers (O_DIRECT), pread vs io_uring, at batch sizes
+//! (queue depths) 1, 4, 16, 64, on a 256 MiB file under the target directory: 4 KiB reads
+//! (one sector, `block_reader_4k_random`, throughput in reads = IOPS) and 32 KiB reads (eight
+//! sectors, the size M³ issues when it coalesces a record's neighbouring sectors,
+//! `block_reader_32k_random`, throughput in bytes).
 //!
-//! `CARGO_TARGET_DIR=/work/target-io cargo bench --bench block_reader`
-//! Throughput is reported in elements per second = reads (IOPS). Results and the defaults they
-//! decided: `docs/decisions/0003-block-readers.md`.
+//! `cargo bench --bench block_reader`. Results beside the device's fio figures:
+//! `docs/BENCHMARKS.md` ("Micro-benchmarks"); the defaults they decided:
+//! `docs/decisions/0003-block-readers.md`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -34,8 +37,14 @@ fn bench_file() -> PathBuf {
     path
 }
 
-fn bench_reader(c: &mut Criterion, name: &str, reader: Arc<dyn BlockReader>, depths: &[usize]) {
-    let mut group = c.benchmark_group("block_reader_4k_random");
+fn bench_reader(
+    c: &mut Criterion,
+    name: &str,
+    reader: Arc<dyn BlockReader>,
+    depths: &[usize],
+    sectors: u32,
+) {
+    let mut group = c.benchmark_group(format!("block_reader_{}k_random", sectors * 4));
     group
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
@@ -43,11 +52,18 @@ fn bench_reader(c: &mut Criterion, name: &str, reader: Arc<dyn BlockReader>, dep
     for &depth in depths {
         let mut rng = ChaCha8Rng::seed_from_u64(depth as u64);
         let mut out = AlignedBuf::new();
-        group.throughput(Throughput::Elements(depth as u64));
+        group.throughput(if sectors == 1 {
+            Throughput::Elements(depth as u64)
+        } else {
+            Throughput::Bytes(depth as u64 * sectors as u64 * 4096)
+        });
         group.bench_function(BenchmarkId::new(name, format!("qd={depth}")), |b| {
             b.iter(|| {
                 let reqs: Vec<ReadRequest> = (0..depth)
-                    .map(|_| ReadRequest::new(rng.random_range(0..SECTORS), 1).unwrap())
+                    .map(|_| {
+                        let first = rng.random_range(0..SECTORS - sectors as u64);
+                        ReadRequest::new(first, sectors).unwrap()
+                    })
                     .collect();
                 reader.read_batch(&reqs, &mut out).unwrap()
             })
@@ -66,21 +82,23 @@ fn block_readers(c: &mut Criterion) {
                 r.info().direct,
                 "O_DIRECT refused: numbers would measure the page cache"
             );
-            bench_reader(c, "uring", r, &depths);
+            bench_reader(c, "uring", r.clone(), &depths, 1);
+            bench_reader(c, "uring", r, &depths, 8);
         }
         Err(e) => eprintln!("io_uring not available, skipped: {e}"),
     }
     let pread = open_reader(&path, IoBackend::Pread, &ReaderOptions::default()).unwrap();
     assert!(pread.info().direct);
     let name = format!("pread-t{}", pread.info().threads);
-    bench_reader(c, &name, pread, &depths);
+    bench_reader(c, &name, pread.clone(), &depths, 1);
+    bench_reader(c, &name, pread, &depths, 8);
     for threads in [8, 32] {
         let opts = ReaderOptions {
             pread_threads: threads,
             ..ReaderOptions::default()
         };
         let r = open_reader(&path, IoBackend::Pread, &opts).unwrap();
-        bench_reader(c, &format!("pread-t{threads}"), r, &[16, 64]);
+        bench_reader(c, &format!("pread-t{threads}"), r, &[16, 64], 1);
     }
 }
 

@@ -3,7 +3,7 @@
 
     python run_peers.py --name glove-50d --base B.fbin --queries Q.fbin --gt GT.ibin \
         [--gt-dists GT.dist.fbin] --metric ip|l2|cosine --k 10 --pq-bytes 25 \
-        [--work DIR] [--systems diskann-ssd,hnswlib,faiss-ivf-flat,faiss-ivfpq-refine] \
+        [--work DIR] [--systems diskann-ssd,diskann-mem,hnswlib,faiss-ivf-flat,faiss-ivfpq-refine] \
         [--threads 1,2] [--max-queries N] [--rebuild] --out results.jsonl
 
 Runs with the venv made by setup.sh (numpy 1.25, faiss-cpu 1.11.0.post1, diskannpy 0.7.0,
@@ -37,6 +37,13 @@ Measurement
             (+ k·k_factor exact re-ranks for the refine index). Others: null.
   Queries   --max-queries N takes the first N queries (and the first N ground-truth rows).
 
+Systems: diskann-ssd (build_disk_index + StaticDiskIndex, R=64, L=100, PQ bytes = --pq-bytes,
+beam width 2 and 4, L swept), diskann-mem (build_memory_index + StaticMemoryIndex, R=64, L=100,
+full-precision vectors, L swept), hnswlib (M=32, efConstruction=200, ef swept), faiss-ivf-flat
+and faiss-ivfpq-refine (nlist = 4·sqrt(n), nprobe swept; the refine index re-ranks
+k·10 PQ candidates with exact distances; PQ sub-quantizers = the largest divisor of dim not
+above --pq-bytes).
+
 Builds run each in a child process (this script with --build-only) so that peak_rss_mb
 (ru_maxrss) belongs to that build alone. Indexes are cached under --work/<system>/ and reused
 unless --rebuild.
@@ -69,7 +76,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bigann_io  # noqa: E402
 
-ALL_SYSTEMS = ("diskann-ssd", "hnswlib", "faiss-ivf-flat", "faiss-ivfpq-refine")
+ALL_SYSTEMS = ("diskann-ssd", "diskann-mem", "hnswlib", "faiss-ivf-flat", "faiss-ivfpq-refine")
 TIE_REL_TOL = 1e-5
 SECTOR = 4096
 
@@ -80,6 +87,11 @@ DISKANN_BEAMS = tuple(int(x) for x in os.environ.get("M3_DISKANN_BEAMS", "2,4").
 DISKANN_LS = tuple(
     int(x)
     for x in os.environ.get("M3_DISKANN_LS", "10,15,20,30,40,60,80,120,160,240,320").split(",")
+)
+# DiskANN in-memory (StaticMemoryIndex): same R and build L; search list swept.
+DISKANN_MEM_LS = tuple(
+    int(x)
+    for x in os.environ.get("M3_DISKANN_MEM_LS", "10,15,20,30,40,60,80,120,160,240,320").split(",")
 )
 HNSW_M, HNSW_EFC = 32, 200
 HNSW_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -126,7 +138,8 @@ def parse_args(argv=None):
     p.add_argument("--metric", choices=("l2", "ip", "cosine"), required=True)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--pq-bytes", type=int, default=25, help="PQ bytes per vector (diskann-ssd, faiss-ivfpq-refine)")
-    p.add_argument("--work", help="index directory (default /work/main/work/peers/<name>)")
+    p.add_argument("--work", help="index directory (default $M3_WORK/peers/<name>; M3_WORK defaults "
+                                  "to the repository's work/)")
     p.add_argument("--systems", default="diskann-ssd,hnswlib", help=f"comma list of {','.join(ALL_SYSTEMS)}")
     p.add_argument("--threads", default="1,2", help="comma list of search thread counts")
     p.add_argument("--build-threads", type=int, default=2)
@@ -143,7 +156,8 @@ def parse_args(argv=None):
             p.error(f"unknown system {s!r} (want {', '.join(ALL_SYSTEMS)})")
     a.threads = [int(t) for t in a.threads.split(",") if t.strip()]
     if a.work is None:
-        a.work = os.path.join("/work/main/work/peers", a.name)
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        a.work = os.path.join(os.environ.get("M3_WORK", os.path.join(repo, "work")), "peers", a.name)
     return a
 
 
@@ -235,7 +249,7 @@ def cpu_now():
     return r.ru_utime + r.ru_stime
 
 
-def dir_bytes(d, exclude=("build.json",)):
+def dir_bytes(d, exclude=("build.json", "building.pid")):
     tot = 0
     for root, _, files in os.walk(d):
         for f in files:
@@ -285,6 +299,8 @@ def build_child(args):
     if os.path.isdir(d):
         shutil.rmtree(d)
     os.makedirs(d)
+    with open(os.path.join(d, BUILDING_PID), "w") as f:
+        f.write(str(os.getpid()))
     n, dim = bigann_io.read_header(args.base)
     rec = {"system": system, "record": "build", "dataset": args.name, "n": n, "dim": dim,
            "metric": args.metric, "build_threads": args.build_threads}
@@ -319,6 +335,21 @@ def build_child(args):
         ram = sum(os.path.getsize(os.path.join(d, f)) for f in ("ann_pq_compressed.bin", "ann_pq_pivots.bin"))
         rec["ram_bytes_per_vector"] = ram / n
         rec["ram_note"] = "PQ codes + pivots (no cached nodes)"
+    elif system == "diskann-mem":
+        import diskannpy
+        # Cosine as l2 over unit rows (as for the SSD index); queries are normalised at load.
+        metric = {"l2": "l2", "ip": "mips", "cosine": "l2"}[args.metric]
+        xb = load_base(args.base, args.metric)
+        rec["params"] = {"R": DISKANN_R, "L": DISKANN_LBUILD, "distance_metric": metric,
+                         "use_pq_build": False}
+        log(f"diskann memory build: n={n} dim={dim} metric={metric}")
+        diskannpy.build_memory_index(data=xb, distance_metric=metric, index_directory=d,
+                                     complexity=DISKANN_LBUILD, graph_degree=DISKANN_R,
+                                     num_threads=args.build_threads, use_pq_build=False,
+                                     vector_dtype=np.float32)
+        rec["build_s"] = time.perf_counter() - t0
+        rec["ram_bytes_per_vector"] = dir_bytes(d) / n
+        rec["ram_note"] = "whole index (graph + vectors) in RAM"
     elif system == "hnswlib":
         import hnswlib
         xb = load_base(args.base, args.metric)
@@ -347,11 +378,15 @@ def build_child(args):
             index = ivf
             rec["params"] = {"nlist": nlist, "ntrain": ntrain}
         else:
-            if dim % args.pq_bytes:
-                raise SystemExit(f"faiss IVFPQ needs dim {dim} divisible by --pq-bytes {args.pq_bytes}")
-            ivf = faiss.IndexIVFPQ(quant, dim, nlist, args.pq_bytes, 8, fm)
+            # faiss needs the sub-quantizer count to divide the dimension: the largest divisor of
+            # dim not above --pq-bytes (200-d with 64 bytes -> 50).
+            m = max(x for x in range(1, min(dim, args.pq_bytes) + 1) if dim % x == 0)
+            if m != args.pq_bytes:
+                log(f"faiss IVFPQ: {m} sub-quantizers (largest divisor of {dim} <= {args.pq_bytes})")
+            ivf = faiss.IndexIVFPQ(quant, dim, nlist, m, 8, fm)
             index = faiss.IndexRefineFlat(ivf)
-            rec["params"] = {"nlist": nlist, "ntrain": ntrain, "pq_bytes": args.pq_bytes, "nbits": 8}
+            rec["params"] = {"nlist": nlist, "ntrain": ntrain, "pq_bytes": m, "nbits": 8,
+                             "k_factor": REFINE_K_FACTOR}
         ivf.cp.seed = 123
         index.train(train)
         index.add(xb)
@@ -369,14 +404,33 @@ def build_child(args):
     with open(os.path.join(d, "build.json.partial"), "w") as f:
         json.dump(rec, f)
     os.replace(os.path.join(d, "build.json.partial"), os.path.join(d, "build.json"))
+    os.remove(os.path.join(d, BUILDING_PID))
     log(f"built {system} in {rec['build_s']} s, peak RSS {rec['peak_rss_mb']} MiB")
     return 0
+
+
+BUILDING_PID = "building.pid"  # written by a build child while it runs; excluded from sizes
+
+
+class BuildBusy(RuntimeError):
+    """An index directory is held by a running or unfinished build."""
 
 
 def ensure_built(args, system):
     d = os.path.join(args.work, system)
     bj = os.path.join(d, "build.json")
     cached = os.path.exists(bj) and not args.rebuild
+    if not cached and os.path.isdir(d) and not os.path.exists(bj) and not args.rebuild:
+        # A directory without build.json: a build still running (its child's pid is alive) is
+        # never touched; one that died is rebuilt; one of unknown origin needs --rebuild.
+        pf = os.path.join(d, BUILDING_PID)
+        if not os.path.exists(pf):
+            raise BuildBusy(f"{d} holds an unfinished build of unknown origin: remove it or pass --rebuild")
+        with open(pf) as f:
+            pid = int(f.read().strip() or 0)
+        if pid and os.path.exists(f"/proc/{pid}"):
+            raise BuildBusy(f"{system} is being built by pid {pid} in {d}: not touching it")
+        log(f"{d}: the build by pid {pid} died; rebuilding")
     if not cached:
         cmd = [sys.executable, os.path.abspath(__file__), "--build-only", system,
                "--name", args.name, "--base", args.base, "--queries", args.queries, "--gt", args.gt,
@@ -429,6 +483,24 @@ class DiskannSearcher(Searcher):
     def search_one(self, q, kn):
         return self.idx.search(q, k_neighbors=self.k, complexity=max(kn["L"], self.k),
                                beam_width=kn["beam_width"]).identifiers
+
+
+class DiskannMemSearcher(Searcher):
+    def __init__(self, d, max_threads, k):
+        import diskannpy
+        self.k = k
+        self.idx = diskannpy.StaticMemoryIndex(index_directory=d, num_threads=max(1, max_threads),
+                                               initial_search_complexity=max(DISKANN_MEM_LS))
+
+    def knobs(self):
+        return [{"L": L} for L in DISKANN_MEM_LS if L >= self.k]
+
+    def search_batch(self, xq, kn, threads):
+        r = self.idx.batch_search(xq, k_neighbors=self.k, complexity=kn["L"], num_threads=threads)
+        return np.asarray(r.identifiers)
+
+    def search_one(self, q, kn):
+        return self.idx.search(q, k_neighbors=self.k, complexity=kn["L"]).identifiers
 
 
 class HnswSearcher(Searcher):
@@ -499,6 +571,8 @@ def open_searcher(args, system, n, dim):
     d = os.path.join(args.work, system)
     if system == "diskann-ssd":
         return DiskannSearcher(d, max(args.threads), args.k)
+    if system == "diskann-mem":
+        return DiskannMemSearcher(d, max(args.threads), args.k)
     if system == "hnswlib":
         return HnswSearcher(d, args.k, dim, n, args.metric)
     return FaissSearcher(d, args.k, refine=(system == "faiss-ivfpq-refine"))
@@ -552,7 +626,11 @@ def run(args):
     log(f"{args.name}: n={n} dim={dim} nq={xq.shape[0]} metric={args.metric} k={args.k} "
         f"systems={args.systems} threads={args.threads}")
     for system in args.systems:
-        rec = ensure_built(args, system)
+        try:
+            rec = ensure_built(args, system)
+        except BuildBusy as e:
+            log(f"SKIP {system}: {e}")
+            continue
         emit(rec, args.out)
         t_sys = time.perf_counter()
         s = open_searcher(args, system, n, dim)
