@@ -13,7 +13,6 @@ use super::train::Trained;
 use super::{BuildError, BuildParams};
 use crate::data::Matrix;
 use crate::distance;
-use crate::kmeans::nearest_centroids;
 
 /// Every stored record, in final (cluster, key, id) order.
 #[derive(Debug)]
@@ -75,6 +74,7 @@ pub fn assign(
     let t = (max_copies + 1).max(8).min(k);
     let ratio_sq = (1.0 + params.spill.epsilon.max(0.0)).powi(2);
 
+    let search = trained.centroid_search();
     let mut sizes = vec![0u64; k];
     let mut clusters: Vec<u32> = Vec::with_capacity(n as usize);
     let mut ids: Vec<u32> = Vec::with_capacity(n as usize);
@@ -89,7 +89,7 @@ pub fn assign(
         for row in chunk.view().iter_rows() {
             max_norm_sq = max_norm_sq.max(distance::dot(row, row));
         }
-        let (cand, dists) = pool.install(|| nearest_centroids(chunk.view(), centroids, t));
+        let (cand, dists) = pool.install(|| search.nearest(chunk.view(), t));
         // Sequential, in file order: the cap makes placement order-dependent.
         let mut pending: Vec<Pending> = Vec::with_capacity(chunk.rows() * 2);
         for row in 0..chunk.rows() {

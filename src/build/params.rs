@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::distance::Metric;
 use crate::graph::ClusterGraphParams;
+use crate::kmeans::NearestParams;
 
 /// Everything `build_index` needs.
 #[derive(Debug, Clone)]
@@ -75,6 +76,9 @@ pub struct ClusterParams {
     pub train_rows_per_cluster: usize,
     /// Neighbouring anchors kept per anchor (the anchor graph).
     pub anchor_degree: usize,
+    /// Nearest-anchor search of k-means, assignment and the anchor graph: exact below
+    /// `two_level_min_k` anchors, two levels (≈ √K coarse groups) above.
+    pub nearest: NearestParams,
 }
 
 /// Product quantization of the residuals to the cluster centroid.
@@ -127,6 +131,7 @@ impl BuildParams {
                 kmeans_iters: 12,
                 train_rows_per_cluster: 64,
                 anchor_degree: 16,
+                nearest: NearestParams::default(),
             },
             pq: PqBuildParams {
                 subspaces: None,
