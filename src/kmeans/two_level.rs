@@ -142,6 +142,17 @@ impl TwoLevel {
         self.coarse.rows()
     }
 
+    /// `G × d` coarse centres.
+    pub fn coarse(&self) -> MatrixView<'_, f32> {
+        self.coarse.view()
+    }
+
+    /// Group `g`'s fine centroids (rows) and their original ids.
+    pub fn group(&self, g: usize) -> (MatrixView<'_, f32>, &[u32]) {
+        let (lo, hi) = (self.start[g], self.start[g + 1]);
+        (self.grouped.view().slice_rows(lo, hi), &self.ids[lo..hi])
+    }
+
     /// Fine centroids.
     pub fn k(&self) -> usize {
         self.ids.len()
