@@ -328,7 +328,10 @@ mod tests {
 
     use super::*;
 
-    fn records(n: usize, m: usize, seed: u64) -> Vec<(u32, f32, u32, f32, f32, Vec<u8>)> {
+    /// (cluster, key, id, correction, error, code)
+    type Rec = (u32, f32, u32, f32, f32, Vec<u8>);
+
+    fn records(n: usize, m: usize, seed: u64) -> Vec<Rec> {
         // A deterministic scramble: few clusters, repeated keys (ties broken by id).
         (0..n)
             .map(|i| {
@@ -341,12 +344,7 @@ mod tests {
             .collect()
     }
 
-    fn sort_with(
-        run_records: usize,
-        recs: &[(u32, f32, u32, f32, f32, Vec<u8>)],
-        m: usize,
-        dir: &Path,
-    ) -> SortedRecords {
+    fn sort_with(run_records: usize, recs: &[Rec], m: usize, dir: &Path) -> SortedRecords {
         let mut s = RecordSorter::new(m, run_records, dir.to_path_buf());
         for r in recs {
             s.push(r.0, r.1, r.2, r.3, r.4, &r.5).unwrap();
