@@ -435,6 +435,88 @@ fn build_is_deterministic_for_a_thread_count() {
     assert_eq!(r1, r2);
 }
 
+/// Two-level nearest-anchor search (forced on with a low threshold) keeps the build
+/// byte-reproducible for a seed, for 1 and 2 threads alike, and changes the index only a little.
+#[test]
+fn build_with_two_level_anchors_is_deterministic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = xmodal_set(&tmp.path().join("data"), 3000, 200);
+    let mut outs = Vec::new();
+    for (name, threads) in [("t2", 2), ("t1", 1)] {
+        let out = tmp.path().join(name);
+        let mut p = small_params(&set.base, Metric::InnerProduct, &out);
+        p.train_queries = set.training.clone();
+        p.clusters.nearest.two_level_min_k = 2;
+        p.clusters.nearest.probe = 2;
+        let summary = build(&p, threads).unwrap();
+        assert_eq!(summary.clusters, 47);
+        outs.push(out);
+    }
+    let mut diff = index_differences(&outs[0], &outs[1]);
+    diff.sort();
+    assert_eq!(diff, [REPORT_FILE, MANIFEST_FILE], "1 vs 2 threads");
+    for name in [CLUSTERS_FILE, ROUTING_FILE, PQ_FILE, DATA_FILE] {
+        assert_eq!(
+            std::fs::read(outs[0].join(name)).unwrap(),
+            std::fs::read(outs[1].join(name)).unwrap(),
+            "{name}: 1 vs 2 threads"
+        );
+    }
+    check_round_trip(&outs[0], &set.base, Metric::InnerProduct);
+}
+
+/// A RAM budget too small for the assign stage's records makes it sort them externally
+/// (zstd runs on disk, then a merge): the index is byte-identical to an unconstrained build's.
+#[test]
+fn build_with_a_tiny_budget_spills_and_gives_the_same_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = xmodal_set(&tmp.path().join("data"), 3000, 200);
+    let mut outs = Vec::new();
+    for (name, budget) in [("free", 8u64 << 30), ("tiny", 300 << 10)] {
+        let out = tmp.path().join(name);
+        let mut p = small_params(&set.base, Metric::L2, &out);
+        p.train_queries = set.training.clone();
+        // A sample small enough for both budgets (256 rows × 64 dims × 4 B × 4 ≤ 300 KiB),
+        // so that only the sort differs.
+        p.clusters.train_rows_per_cluster = 4;
+        p.pq.train_rows = 256;
+        p.ram_budget_bytes = budget;
+        let summary = build(&p, 2).unwrap();
+        outs.push((out, summary));
+    }
+    let (free, tiny) = (&outs[0].1, &outs[1].1);
+    assert_eq!(free.sort_spill.runs, 0);
+    // 3,000 rows + spill copies of 28 B (+ 4 B order) each, in runs of 300 KiB / 4 / 32 B.
+    let per_run = (300u64 << 10) / 4 / 32;
+    assert_eq!(
+        tiny.sort_spill.runs,
+        tiny.n_records.div_ceil(per_run),
+        "{tiny:?}"
+    );
+    assert_eq!(tiny.sort_spill.raw_bytes, tiny.n_records * 28);
+    assert!(tiny.sort_spill.compressed_bytes > 0);
+    let mut diff = index_differences(&outs[0].0, &outs[1].0);
+    diff.sort();
+    // Only the report differs (its sort_spill numbers).
+    assert_eq!(diff, [REPORT_FILE]);
+    for name in [
+        CLUSTERS_FILE,
+        ROUTING_FILE,
+        STATS_FILE,
+        PQ_FILE,
+        DATA_FILE,
+        "sectors.m3",
+    ] {
+        assert_eq!(
+            std::fs::read(outs[0].0.join(name)).unwrap(),
+            std::fs::read(outs[1].0.join(name)).unwrap(),
+            "{name}: tiny vs unconstrained budget"
+        );
+    }
+    // The runs' scratch directory is gone.
+    assert_eq!(siblings(tmp.path(), "data"), ["free", "tiny"]);
+}
+
 /// Regression: the AVX-512 `l2_sq` once peeled a head of up to 15 elements to align its first
 /// input to 64 bytes, which changed the lanes, and so the rounding, of the sum with the
 /// address: the same vectors at different addresses gave different bits and builds were not

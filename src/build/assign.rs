@@ -8,12 +8,12 @@
 
 use rayon::prelude::*;
 
+use super::extsort::{RecordSorter, SpillReport};
 use super::source::BaseSource;
 use super::train::Trained;
 use super::{BuildError, BuildParams};
 use crate::data::Matrix;
 use crate::distance;
-use crate::kmeans::nearest_centroids;
 
 /// Every stored record, in final (cluster, key, id) order.
 #[derive(Debug)]
@@ -31,6 +31,8 @@ pub struct Assignment {
     pub spilled: u64,
     /// Largest norm of a base vector as stored (scaled blocks included).
     pub max_norm: f32,
+    /// What the external sort of the records wrote to disk (zero when it fit the budget).
+    pub sort: SpillReport,
 }
 
 impl Assignment {
@@ -55,7 +57,6 @@ struct Pending {
     cluster: u32,
     id: u32,
     row: usize,
-    key: f32,
 }
 
 pub fn assign(
@@ -75,13 +76,10 @@ pub fn assign(
     let t = (max_copies + 1).max(8).min(k);
     let ratio_sq = (1.0 + params.spill.epsilon.max(0.0)).powi(2);
 
+    let search = trained.centroid_search();
     let mut sizes = vec![0u64; k];
-    let mut clusters: Vec<u32> = Vec::with_capacity(n as usize);
-    let mut ids: Vec<u32> = Vec::with_capacity(n as usize);
-    let mut keys: Vec<f32> = Vec::with_capacity(n as usize);
-    let mut codes: Vec<u8> = Vec::with_capacity(n as usize * m);
-    let mut correction: Vec<f32> = Vec::with_capacity(n as usize);
-    let mut error: Vec<f32> = Vec::with_capacity(n as usize);
+    let mut sorter = RecordSorter::new(m, params.sort_run_records(n, m), sort_dir(&params.out));
+    let mut records = 0u64;
 
     let mut max_norm_sq = 0f32;
     for item in base.chunks_prepared(1 << 14, params.metric) {
@@ -89,7 +87,7 @@ pub fn assign(
         for row in chunk.view().iter_rows() {
             max_norm_sq = max_norm_sq.max(distance::dot(row, row));
         }
-        let (cand, dists) = pool.install(|| nearest_centroids(chunk.view(), centroids, t));
+        let (cand, dists) = pool.install(|| search.nearest(chunk.view(), t));
         // Sequential, in file order: the cap makes placement order-dependent.
         let mut pending: Vec<Pending> = Vec::with_capacity(chunk.rows() * 2);
         for row in 0..chunk.rows() {
@@ -112,7 +110,6 @@ pub fn assign(
                 cluster: primary.0,
                 id,
                 row,
-                key: primary.1.max(0.0).sqrt(),
             });
             let mut copies = 0;
             for (&j, &dj) in c.iter().zip(d) {
@@ -127,22 +124,17 @@ pub fn assign(
                     cluster: j,
                     id,
                     row,
-                    key: dj.max(0.0).sqrt(),
                 });
                 copies += 1;
             }
         }
         // Codes of the residuals, in parallel.
-        let start = clusters.len();
-        clusters.extend(pending.iter().map(|p| p.cluster));
-        ids.extend(pending.iter().map(|p| p.id));
-        keys.extend(pending.iter().map(|p| p.key));
-        codes.resize(codes.len() + pending.len() * m, 0);
-        correction.resize(correction.len() + pending.len(), 0.0);
-        error.resize(error.len() + pending.len(), 0.0);
         let pq = &trained.pq;
         let dim = pq.dim();
-        pool.install(|| {
+        let mut correction = vec![0f32; pending.len()];
+        let mut error = vec![0f32; pending.len()];
+        let mut keys = vec![0f32; pending.len()];
+        let chunk_codes = pool.install(|| {
             // Residuals of every pending record, encoded in blocks by matrix products.
             let mut residuals = vec![0f32; pending.len() * dim];
             residuals
@@ -156,11 +148,10 @@ pub fn assign(
                 });
             let residuals = Matrix::from_vec(residuals, dim).expect("dim >= 1");
             let chunk_codes = pq.encode_all(residuals.view());
-            codes[start * m..].copy_from_slice(chunk_codes.as_slice());
-            correction[start..]
+            correction
                 .par_iter_mut()
-                .zip(error[start..].par_iter_mut())
-                .zip(keys[start..].par_iter_mut())
+                .zip(error.par_iter_mut())
+                .zip(keys.par_iter_mut())
                 .zip(pending.par_iter().enumerate())
                 .for_each_init(
                     || vec![0f32; dim],
@@ -174,43 +165,50 @@ pub fn assign(
                         *key = distance::dot(residuals.row(i), residuals.row(i)).sqrt();
                     },
                 );
+            chunk_codes
         });
+        for (i, p) in pending.iter().enumerate() {
+            sorter.push(
+                p.cluster,
+                keys[i],
+                p.id,
+                correction[i],
+                error[i],
+                chunk_codes.row(i),
+            )?;
+        }
+        records += pending.len() as u64;
         progress(first + chunk.rows() as u64);
     }
 
     // Record indices (neighbour lists, the sort below) are u32, NO_ID = u32::MAX excluded.
-    if ids.len() as u64 >= u32::MAX as u64 {
+    if records >= u32::MAX as u64 {
         return Err(BuildError::param(
             "spill",
             format!(
-                "{} records (spill copies included) exceed the u32 record ids; lower --spill",
-                ids.len()
+                "{records} records (spill copies included) exceed the u32 record ids; lower --spill"
             ),
         ));
     }
-    // Final order: cluster, then key, then id.
-    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-    order.par_sort_unstable_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        clusters[a]
-            .cmp(&clusters[b])
-            .then(keys[a].total_cmp(&keys[b]))
-            .then(ids[a].cmp(&ids[b]))
-    });
-    let permute_f32 = |v: &[f32]| order.iter().map(|&i| v[i as usize]).collect::<Vec<f32>>();
-    let mut sorted_codes = Vec::with_capacity(codes.len());
-    for &i in &order {
-        sorted_codes.extend_from_slice(&codes[i as usize * m..(i as usize + 1) * m]);
-    }
-    let records = ids.len() as u64;
+    // Final order: cluster, then key, then id (an external sort when over the budget).
+    let sorted = sorter.finish()?;
     Ok(Assignment {
         cluster_sizes: sizes.iter().map(|&s| s as u32).collect(),
-        ids: order.iter().map(|&i| ids[i as usize]).collect(),
-        keys: permute_f32(&keys),
-        codes: Matrix::from_vec(sorted_codes, m)?,
-        correction: permute_f32(&correction),
-        error: permute_f32(&error),
+        ids: sorted.ids,
+        keys: sorted.keys,
+        codes: sorted.codes,
+        correction: sorted.correction,
+        error: sorted.error,
         spilled: records - n,
         max_norm: max_norm_sq.sqrt(),
+        sort: sorted.spill,
     })
+}
+
+/// Scratch directory of the sort runs: a sibling of the output, like its temporary directory.
+fn sort_dir(out: &std::path::Path) -> std::path::PathBuf {
+    let name = out
+        .file_name()
+        .map_or_else(|| "index".into(), |n| n.to_string_lossy().into_owned());
+    out.with_file_name(format!("{name}.sort-{}", std::process::id()))
 }

@@ -3,6 +3,7 @@
 
 mod assign;
 mod error;
+mod extsort;
 mod layout;
 mod params;
 mod pipeline;
@@ -13,6 +14,7 @@ mod train;
 
 pub use assign::{Assignment, assign};
 pub use error::BuildError;
+pub use extsort::{RecordSorter, SortedRecords, SpillReport};
 pub use layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 pub use params::{
     BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::distance::Metric;
 use crate::graph::ClusterGraphParams;
+use crate::kmeans::NearestParams;
 
 /// Everything `build_index` needs.
 #[derive(Debug, Clone)]
@@ -75,6 +76,9 @@ pub struct ClusterParams {
     pub train_rows_per_cluster: usize,
     /// Neighbouring anchors kept per anchor (the anchor graph).
     pub anchor_degree: usize,
+    /// Nearest-anchor search of k-means, assignment and the anchor graph: exact below
+    /// `two_level_min_k` anchors, two levels (≈ √K coarse groups) above.
+    pub nearest: NearestParams,
 }
 
 /// Product quantization of the residuals to the cluster centroid.
@@ -127,6 +131,7 @@ impl BuildParams {
                 kmeans_iters: 12,
                 train_rows_per_cluster: 64,
                 anchor_degree: 16,
+                nearest: NearestParams::default(),
             },
             pq: PqBuildParams {
                 subspaces: None,
@@ -161,6 +166,21 @@ impl BuildParams {
             standardize: true,
         });
         p
+    }
+
+    /// Records per sort run of the assign stage for `n` base rows and `m`-byte codes:
+    /// unbounded (an in-memory sort) when the records, buffered and then as sorted columns
+    /// (twice their bytes), fit in half the RAM budget; else runs of `budget / 4` bytes (the
+    /// run buffer and its sorted copy take half the budget).
+    pub fn sort_run_records(&self, n: u64, m: usize) -> usize {
+        let rec = super::extsort::RecordSorter::record_bytes(m) as u64 + 4;
+        let records = n.saturating_mul(1 + self.spill.max_copies as u64);
+        let half = self.ram_budget_bytes / 2;
+        if records.saturating_mul(2 * rec) <= half {
+            usize::MAX
+        } else {
+            ((self.ram_budget_bytes / 4) / rec).max(256) as usize
+        }
     }
 }
 

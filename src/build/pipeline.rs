@@ -71,6 +71,8 @@ pub struct BuildSummary {
     pub graph: GraphReport,
     /// The blocks of a multi-vector base (spreads, weights, scales), as in `blocks.m3`.
     pub blocks: Option<BlockTable>,
+    /// The assign stage's external sort (runs, bytes before/after zstd, seconds).
+    pub sort_spill: crate::build::SpillReport,
     pub threads: usize,
     pub seed: u64,
 }
@@ -164,12 +166,12 @@ pub fn build_index(
     }
     clock.lap("routing");
 
-    // 3. Assign. Its arrays take records × (M + 16) bytes; spilling adds records.
-    let est = n as f64 * (1.0 + params.spill.max_copies as f64) * (m as f64 + 24.0);
-    if est > params.ram_budget_bytes as f64 {
+    // 3. Assign. Its records take (M + 20) bytes each; over half the budget they are sorted
+    // externally, in zstd-compressed runs on disk (`extsort`).
+    if params.sort_run_records(n, m) != usize::MAX {
         obs.note(&format!(
-            "warning: assignment needs up to {:.1} GiB, above the RAM budget",
-            est / (1u64 << 30) as f64
+            "assign: the records exceed half the RAM budget; sorting them in runs of {} on disk",
+            params.sort_run_records(n, m)
         ));
     }
     obs.stage("assign", n);
@@ -306,6 +308,7 @@ pub fn build_index(
         routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),
         graph: graph_report,
         blocks: blocks.clone(),
+        sort_spill: asg.sort.clone(),
         threads: pool.current_num_threads(),
         seed: params.seed,
     };

@@ -9,9 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use super::source::BaseSource;
 use super::stats::Welford;
 use super::{BuildError, BuildParams};
-use crate::data::{Matrix, MatrixView};
+use crate::data::Matrix;
 use crate::distance::{self, Metric};
-use crate::kmeans::{BalancedKMeansParams, KMeans, nearest_centroids};
+use crate::kmeans::{BalancedKMeansParams, CentroidSearch, KMeans, TwoLevel, assign_capped_with};
 use crate::pq::{PqParams, ProductQuantizer};
 
 /// What training produced.
@@ -24,6 +24,8 @@ pub struct Trained {
     /// Primary cluster of each sample row (capacity-constrained labels of the last iteration).
     pub sample_labels: Vec<u32>,
     pub anchors: KMeans,
+    /// The coarse level over the anchors when there are many (see [`CentroidSearch`]).
+    pub two_level: Option<TwoLevel>,
     /// `K × anchor_degree` nearest other anchors, nearest first.
     pub anchor_graph: Matrix<u32>,
     pub pq: ProductQuantizer,
@@ -93,6 +95,8 @@ pub fn train(
     km.kmeans.iters = params.clusters.kmeans_iters.max(1);
     km.kmeans.seed = params.seed;
     km.max_size_factor = params.clusters.max_size_factor;
+    km.nearest = params.clusters.nearest;
+    km.nearest.seed = params.seed ^ 0x2_1E7E1;
     let anchors = km
         .train(sample.view(), pool)
         .map_err(|source| BuildError::KMeans {
@@ -100,14 +104,15 @@ pub fn train(
             source,
         })?;
     let cap = km.cap(sample.rows());
-    let (sample_labels, _) = pool
-        .install(|| crate::kmeans::assign_capped(sample.view(), anchors.centroids.view(), cap, 8));
+    let search = CentroidSearch::new(anchors.centroids.view(), &km.nearest, pool);
+    let (sample_labels, _) = pool.install(|| assign_capped_with(sample.view(), &search, cap, 8));
 
     let degree = params
         .clusters
         .anchor_degree
         .min(clusters.saturating_sub(1));
-    let anchor_graph = pool.install(|| anchor_graph(anchors.centroids.view(), degree))?;
+    let anchor_graph = pool.install(|| anchor_graph(&search, degree))?;
+    let two_level = search.two_level().cloned();
 
     // PQ on residuals to the assigned anchor.
     let mut residuals = sample.clone();
@@ -131,19 +136,21 @@ pub fn train(
         sample_ids,
         sample_labels,
         anchors,
+        two_level,
         anchor_graph,
         pq,
     })
 }
 
 /// Each anchor's `degree` nearest other anchors (u32::MAX padding when fewer exist).
-fn anchor_graph(centroids: MatrixView<'_, f32>, degree: usize) -> Result<Matrix<u32>, BuildError> {
+fn anchor_graph(search: &CentroidSearch<'_>, degree: usize) -> Result<Matrix<u32>, BuildError> {
+    let centroids = search.centroids();
     let k = centroids.rows();
     let width = degree.max(1);
     let mut out = vec![u32::MAX; k * width];
     if degree > 0 {
         let t = (degree + 1).min(k);
-        let (ids, _) = nearest_centroids(centroids, centroids, t);
+        let (ids, _) = search.nearest(centroids, t);
         for a in 0..k {
             let row = ids[a * t..(a + 1) * t].iter().filter(|&&j| j as usize != a);
             for (slot, &j) in out[a * width..(a + 1) * width].iter_mut().zip(row) {
@@ -152,4 +159,11 @@ fn anchor_graph(centroids: MatrixView<'_, f32>, degree: usize) -> Result<Matrix<
         }
     }
     Ok(Matrix::from_vec(out, width)?)
+}
+
+impl Trained {
+    /// Nearest-anchor search over the trained anchors (two levels when they are many).
+    pub fn centroid_search(&self) -> CentroidSearch<'_> {
+        CentroidSearch::from_parts(self.anchors.centroids.view(), self.two_level.clone())
+    }
 }

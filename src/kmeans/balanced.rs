@@ -11,7 +11,8 @@ use rand::SeedableRng;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 
-use super::{KMeans, KMeansError, KMeansParams, TrainReport, nearest_centroids, update_centroids};
+use super::two_level::{CentroidSearch, NearestParams};
+use super::{KMeans, KMeansError, KMeansParams, TrainReport, update_centroids};
 use crate::data::{Matrix, MatrixView};
 use crate::distance;
 
@@ -24,6 +25,8 @@ pub struct BalancedKMeansParams {
     pub max_size_factor: f32,
     /// Candidate centroids per row in the capacity-constrained assignment.
     pub candidates: usize,
+    /// How the candidates are found: exact scan, or two levels when k is large.
+    pub nearest: NearestParams,
 }
 
 impl BalancedKMeansParams {
@@ -32,6 +35,7 @@ impl BalancedKMeansParams {
             kmeans: KMeansParams::new(k),
             max_size_factor: 1.5,
             candidates: 8,
+            nearest: NearestParams::default(),
         }
     }
 
@@ -91,9 +95,12 @@ impl BalancedKMeansParams {
         let cap = self.cap(train.rows());
         let mut labels = vec![u32::MAX; train.rows()];
         let mut report = TrainReport::default();
-        for _ in 0..p.iters {
+        for it in 0..p.iters {
+            let mut np = self.nearest;
+            np.seed = np.seed.wrapping_add(it as u64);
+            let search = CentroidSearch::new(centroids.view(), &np, pool);
             let (new_labels, inertia) =
-                pool.install(|| assign_capped(train, centroids.view(), cap, self.candidates));
+                pool.install(|| assign_capped_with(train, &search, cap, self.candidates));
             report.inertia.push(inertia);
             let changed = new_labels != labels;
             labels = new_labels;
@@ -109,19 +116,31 @@ impl BalancedKMeansParams {
     }
 }
 
-/// Capacity-constrained assignment of every row (see the module doc). Returns the labels and
-/// the inertia (Σ squared distances to the assigned centroid). Runs on the current pool.
+/// Capacity-constrained assignment of every row (see the module doc), candidates by an exact
+/// scan. Returns the labels and the inertia (Σ squared distances to the assigned centroid).
+/// Runs on the current pool.
 pub fn assign_capped(
     data: MatrixView<'_, f32>,
     centroids: MatrixView<'_, f32>,
     cap: usize,
     candidates: usize,
 ) -> (Vec<u32>, f64) {
+    assign_capped_with(data, &CentroidSearch::exact(centroids), cap, candidates)
+}
+
+/// [`assign_capped`] with the candidates found by `search` (exact or two-level).
+pub fn assign_capped_with(
+    data: MatrixView<'_, f32>,
+    search: &CentroidSearch<'_>,
+    cap: usize,
+    candidates: usize,
+) -> (Vec<u32>, f64) {
+    let centroids = search.centroids();
     let k = centroids.rows();
     let n = data.rows();
     assert!(cap.saturating_mul(k) >= n, "assign_capped: cap × k < n");
     let t = candidates.clamp(1, k);
-    let (ids, dists) = nearest_centroids(data, centroids, t);
+    let (ids, dists) = search.nearest(data, t);
     let regret = |i: usize| {
         if t >= 2 {
             dists[i * t + 1] - dists[i * t]

@@ -20,9 +20,11 @@
 
 mod balanced;
 mod nearest;
+mod two_level;
 
-pub use balanced::{BalancedKMeansParams, assign_capped};
+pub use balanced::{BalancedKMeansParams, assign_capped, assign_capped_with};
 pub use nearest::nearest_centroids;
+pub use two_level::{CentroidSearch, NearestParams, TwoLevel};
 
 use rand::seq::index;
 use rand::{Rng, SeedableRng};

@@ -25,6 +25,8 @@ pub struct BenchPoint {
     pub mean_dist_comps: f64,
     pub mean_pq_scored: f64,
     pub mean_clusters: f64,
+    /// Anchors scored per query while routing (coarse centres included).
+    pub mean_anchors_scored: f64,
     pub io_backend: String,
     pub queries: usize,
 }
@@ -111,6 +113,7 @@ pub fn evaluate(
         mean_dist_comps: mean(&|s| s.dist_comps),
         mean_pq_scored: mean(&|s| s.pq_scored),
         mean_clusters: mean(&|s| s.clusters_probed),
+        mean_anchors_scored: mean(&|s| s.anchors_scored),
         io_backend: index.reader_info().backend.to_string(),
         queries: nq,
     })

@@ -18,6 +18,8 @@ use crate::format::{
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
 
+use super::route::{AnchorOrder, DEFAULT_ROUTE_MIN_K, Router};
+
 /// A searchable index. Cheap to share across threads (`&Index` is all a query needs).
 #[derive(Debug)]
 pub struct Index {
@@ -36,6 +38,9 @@ pub struct Index {
     pub(super) codec: RecordCodec,
     pub(super) layout: RecordLayout,
     pub(super) reader: Arc<dyn BlockReader>,
+    /// Ranks base anchors (two levels when there are many) and query-modality anchors.
+    pub(super) router: Router,
+    pub(super) query_router: Router,
     /// The blocks of a multi-vector index.
     pub(super) blocks: Option<IndexBlocks>,
     /// Whether the index has `keys.m3` (format 1.1).
@@ -128,7 +133,16 @@ impl Index {
         } else {
             None
         };
+        let router = Router::new(
+            clusters.centroids.view(),
+            base_order(metric),
+            DEFAULT_ROUTE_MIN_K,
+        );
+        let query_router =
+            Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
         Ok(Self {
+            router,
+            query_router,
             dir: dir.to_path_buf(),
             meta,
             metric,
@@ -148,6 +162,18 @@ impl Index {
             exact: OnceLock::new(),
             blocks,
         })
+    }
+
+    /// Routes in two levels from `min_k` anchors on (base and query-modality anchors alike;
+    /// `usize::MAX`: always score every anchor). Rebuilds the routers.
+    pub fn set_route_min_k(&mut self, min_k: usize) {
+        self.router = Router::new(self.centroids.view(), base_order(self.metric), min_k);
+        self.query_router = Router::new(self.routing.anchors.view(), AnchorOrder::L2, min_k);
+    }
+
+    /// Whether base anchors are routed in two levels.
+    pub fn routes_in_two_levels(&self) -> bool {
+        self.router.is_two_level()
     }
 
     pub fn dir(&self) -> &Path {
@@ -310,5 +336,13 @@ impl Index {
         self.entries
             .partition_point(|e| e.first_record <= record as u64)
             .saturating_sub(1)
+    }
+}
+
+/// Base clusters are ranked by squared L2 distance under L2, by `−q·c` otherwise.
+fn base_order(metric: Metric) -> AnchorOrder {
+    match metric {
+        Metric::L2 => AnchorOrder::L2Expanded,
+        _ => AnchorOrder::InnerProduct,
     }
 }

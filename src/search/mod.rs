@@ -11,6 +11,7 @@ mod index;
 mod params;
 mod query;
 mod read;
+mod route;
 
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use blocks::{IndexBlocks, Weighting};
@@ -21,3 +22,4 @@ pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
 pub use index::Index;
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
+pub use route::{AnchorOrder, AnchorScores, DEFAULT_ROUTE_MIN_K, Router};

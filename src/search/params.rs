@@ -31,6 +31,10 @@ pub struct SearchParams {
     /// [`super::Index::block_weights`] makes this from names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_weights: Option<Vec<f32>>,
+    /// Coarse groups searched by two-level routing (indexes with many anchors, see
+    /// `search::route`); 0 = automatic (max(8, n/16) for n anchors wanted). Ignored when the
+    /// anchors are few enough to be scanned.
+    pub route_groups: usize,
 }
 
 /// The distance of the exact rerank (DESIGN §4.3).
@@ -58,6 +62,7 @@ impl SearchParams {
             early_stop: true,
             distance: RerankDistance::Native,
             block_weights: None,
+            route_groups: 0,
         }
     }
 
@@ -73,12 +78,13 @@ impl SearchParams {
             "expand_from" => self.expand_from = value,
             "expand_read" => self.expand_read = value,
             "early_stop" => self.early_stop = value != 0,
+            "route_groups" => self.route_groups = value,
             _ => {
                 return Err(super::SearchError::Param {
                     name: "knob",
                     what: format!(
                         "unknown knob '{name}' (nprobe, qprobe, edges, rerank, expand_rounds, \
-                         expand_from, expand_read)"
+                         expand_from, expand_read, route_groups)"
                     ),
                 });
             }
@@ -89,14 +95,15 @@ impl SearchParams {
     /// The knobs as `--name value` flags, for printing a command line.
     pub fn as_flags(&self) -> String {
         format!(
-            "--nprobe {} --qprobe {} --edges {} --rerank {} --expand-rounds {} --expand-from {} --expand-read {}",
+            "--nprobe {} --qprobe {} --edges {} --rerank {} --expand-rounds {} --expand-from {} --expand-read {} --route-groups {}",
             self.nprobe,
             self.qprobe,
             self.edges,
             self.rerank,
             self.expand_rounds,
             self.expand_from,
-            self.expand_read
+            self.expand_read,
+            self.route_groups
         )
     }
 }
@@ -118,6 +125,8 @@ pub struct QueryStats {
     pub clusters_probed: u64,
     /// Probed clusters skipped by the early stop.
     pub clusters_skipped: u64,
+    /// Anchors (base and query-modality, coarse centres included) scored while routing.
+    pub anchors_scored: u64,
 }
 
 impl std::ops::AddAssign for QueryStats {
@@ -130,6 +139,7 @@ impl std::ops::AddAssign for QueryStats {
         self.pq_scored += o.pq_scored;
         self.clusters_probed += o.clusters_probed;
         self.clusters_skipped += o.clusters_skipped;
+        self.anchors_scored += o.anchors_scored;
     }
 }
 
@@ -232,9 +242,10 @@ mod tests {
         p.expand_rounds = 1;
         p.expand_from = 4;
         p.expand_read = 9;
+        p.route_groups = 12;
         let flags = p.as_flags();
         let tokens: Vec<&str> = flags.split_whitespace().collect();
-        assert_eq!(tokens.len(), 14, "{flags}");
+        assert_eq!(tokens.len(), 16, "{flags}");
         let mut q = SearchParams::new(10);
         for pair in tokens.chunks(2) {
             let name = pair[0].strip_prefix("--").unwrap().replace('-', "_");
@@ -254,6 +265,7 @@ mod tests {
             pq_scored: 500,
             clusters_probed: 4,
             clusters_skipped: 1,
+            anchors_scored: 300,
         };
         let mut s = QueryStats::default();
         s += a;
@@ -269,6 +281,7 @@ mod tests {
                 pq_scored: 1000,
                 clusters_probed: 8,
                 clusters_skipped: 2,
+                anchors_scored: 600,
             }
         );
     }

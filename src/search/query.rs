@@ -25,6 +25,7 @@ use crate::pq::{adc_scan, adc_scan_span};
 use super::blocks::Weighting;
 
 use super::read::{ReadPlan, rerank, submit_records};
+use super::route::AnchorScores;
 
 /// What a query did when started or resumed.
 #[derive(Debug)]
@@ -44,7 +45,10 @@ pub(super) struct Task<'a> {
     pub(super) weighting: Option<Weighting>,
     /// `ω ⊙ query` of a weighted multi-vector query (its PQ table is built from it).
     pub(super) weighted_query: Vec<f32>,
-    pub(super) centroid_scores: Vec<f32>,
+    /// Scores of the base anchors the query has needed so far.
+    pub(super) centroid_scores: AnchorScores,
+    pub(super) anchor_scores: AnchorScores,
+    pub(super) ranked: Vec<(f32, u32)>,
     /// Clusters probed by the current query (reset when it ends).
     pub(super) probed: Vec<bool>,
     pub(super) table: Vec<f32>,
@@ -71,7 +75,9 @@ impl Task<'_> {
             query: Vec::with_capacity(index.dim),
             weighting: None,
             weighted_query: Vec::new(),
-            centroid_scores: vec![0.0; index.n_clusters()],
+            centroid_scores: AnchorScores::new(index.n_clusters()),
+            anchor_scores: AnchorScores::new(index.n_query_anchors()),
+            ranked: Vec::new(),
             probed: vec![false; index.n_clusters()],
             table: Vec::new(),
             clusters: Vec::new(),
@@ -313,65 +319,88 @@ impl<'a> Searcher<'a> {
         }
         let q = &t.query;
         let qn = distance::dot(q, q);
-        // A weighted multi-vector query (module `blocks`): only its present blocks count.
+        // A weighted multi-vector query (module `blocks`): only its present blocks count, and
+        // every anchor is scored with the block factors (no two-level routing for it yet).
         let weighted = t
             .weighting
             .as_ref()
             .filter(|w| !w.unit)
             .zip(idx.blocks.as_ref());
+        t.centroid_scores.reset(qn);
+        t.anchor_scores.reset(qn);
         if let Some((w, b)) = weighted {
-            for (c, s) in t.centroid_scores.iter_mut().enumerate() {
-                *s = w.distance(&b.layout, idx.metric, q, idx.centroids.row(c));
+            for c in 0..idx.n_clusters() {
+                t.centroid_scores.insert(
+                    c,
+                    w.distance(&b.layout, idx.metric, q, idx.centroids.row(c)),
+                );
             }
             w.weighted_query(&b.layout, q, &mut t.weighted_query);
             idx.pq
                 .ip_table_spans(&t.weighted_query, &w.spans, &mut t.table);
         } else {
-            for (c, s) in t.centroid_scores.iter_mut().enumerate() {
-                let dot = distance::dot(q, idx.centroids.row(c));
-                *s = match idx.metric {
-                    Metric::L2 => qn + idx.centroid_norms[c] - 2.0 * dot,
-                    _ => -dot,
-                };
-            }
             idx.pq.ip_table(q, &mut t.table);
         }
 
-        // 2. Route.
+        // 2. Route (see `route`): the nprobe best base anchors, then the clusters behind the
+        // qprobe nearest query anchors.
         let mut clusters = std::mem::take(&mut t.clusters);
         clusters.clear();
         let k_clusters = idx.n_clusters();
         let nprobe = params.nprobe.min(k_clusters);
-        if nprobe > 0 {
-            let mut order: Vec<u32> = (0..k_clusters as u32).collect();
-            let by = |a: &u32, b: &u32| {
-                t.centroid_scores[*a as usize]
-                    .total_cmp(&t.centroid_scores[*b as usize])
-                    .then(a.cmp(b))
-            };
-            if nprobe < k_clusters {
-                order.select_nth_unstable_by(nprobe - 1, by);
+        if nprobe > 0 && weighted.is_some() {
+            // Every anchor was scored with the block factors above.
+            t.ranked.clear();
+            for c in 0..k_clusters {
+                let sc = t.centroid_scores.get(&idx.router, &idx.centroids, q, c);
+                t.ranked.push((sc, c as u32));
             }
-            order.truncate(nprobe);
-            order.sort_unstable_by(by);
-            clusters.extend(order);
+            t.stats.anchors_scored += k_clusters as u64;
+            let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+            if nprobe < k_clusters {
+                t.ranked.select_nth_unstable_by(nprobe - 1, by);
+            }
+            t.ranked.truncate(nprobe);
+            t.ranked.sort_unstable_by(by);
+            clusters.extend(t.ranked.iter().map(|&(_, c)| c));
+        } else if nprobe > 0 {
+            t.stats.anchors_scored += idx.router.nearest(
+                idx.centroids.view(),
+                q,
+                nprobe,
+                params.route_groups,
+                &mut t.centroid_scores,
+                &mut t.ranked,
+            );
+            clusters.extend(t.ranked.iter().map(|&(_, c)| c));
         }
         if params.qprobe > 0 && idx.n_query_anchors() > 0 {
-            let anchors = &idx.routing.anchors;
-            let mut qa: Vec<(f32, u32)> = (0..anchors.rows())
-                .map(|a| {
-                    let d = match weighted {
-                        Some((w, b)) => w.distance(&b.layout, Metric::L2, q, anchors.row(a)),
-                        None => distance::l2_sq(q, anchors.row(a)),
-                    };
-                    (d, a as u32)
-                })
-                .collect();
-            let take = params.qprobe.min(qa.len());
-            qa.select_nth_unstable_by(take - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            qa.truncate(take);
-            qa.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            for &(_, a) in &qa {
+            if let Some((w, b)) = weighted {
+                let anchors = &idx.routing.anchors;
+                t.ranked.clear();
+                t.ranked.extend((0..anchors.rows()).map(|a| {
+                    (
+                        w.distance(&b.layout, Metric::L2, q, anchors.row(a)),
+                        a as u32,
+                    )
+                }));
+                t.stats.anchors_scored += anchors.rows() as u64;
+                let take = params.qprobe.min(t.ranked.len());
+                let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+                t.ranked.select_nth_unstable_by(take - 1, by);
+                t.ranked.truncate(take);
+                t.ranked.sort_unstable_by(by);
+            } else {
+                t.stats.anchors_scored += idx.query_router.nearest(
+                    idx.routing.anchors.view(),
+                    q,
+                    params.qprobe,
+                    params.route_groups,
+                    &mut t.anchor_scores,
+                    &mut t.ranked,
+                );
+            }
+            for &(_, a) in &t.ranked {
                 for &c in idx.routing.edges.row(a as usize).iter().take(params.edges) {
                     if (c as usize) < k_clusters {
                         clusters.push(c);
@@ -390,12 +419,17 @@ impl<'a> Searcher<'a> {
         // threshold tightens quickly.
         let m = idx.pq.subspaces();
         let mut cands = TopK::new(params.rerank.max(params.k));
-        let mut scan_order = t.clusters.clone();
-        scan_order.sort_by(|a, b| {
-            t.centroid_scores[*a as usize]
-                .total_cmp(&t.centroid_scores[*b as usize])
-                .then(a.cmp(b))
-        });
+        let mut scan_order: Vec<(f32, u32)> = t
+            .clusters
+            .iter()
+            .map(|&c| {
+                let s = t
+                    .centroid_scores
+                    .get(&idx.router, &idx.centroids, &t.query, c as usize);
+                (s, c)
+            })
+            .collect();
+        scan_order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         // Triangle-inequality bounds under block factors ω: |x − c|_ω ≤ √max ω · |x − c|,
         // and |⟨ω⊙q, x − c⟩| ≤ |ω⊙q| · |x − c|.
         let (q_norm, radius_factor) = match weighted {
@@ -406,14 +440,13 @@ impl<'a> Searcher<'a> {
             None => (qn.sqrt(), 1.0),
         };
         let block_corr = weighted.and_then(|(w, b)| b.corrections.as_ref().map(|c| (w, c)));
-        for &c in &scan_order {
+        for &(s, c) in &scan_order {
             let e = &idx.entries[c as usize];
             let (first, n) = (e.first_record as usize, e.records as usize);
             if n == 0 {
                 continue;
             }
             if params.early_stop && cands.len() == cands.k() {
-                let s = t.centroid_scores[c as usize];
                 let lower = match idx.metric {
                     // |q − x| ≥ |q − c| − r_max
                     Metric::L2 => {
@@ -439,7 +472,7 @@ impl<'a> Searcher<'a> {
                 }
             }
             t.stats.pq_scored += n as u64;
-            let base = t.centroid_scores[c as usize];
+            let base = s;
             let corr = &idx.correction[first..first + n];
             let mut threshold = cands.threshold();
             for (i, (&s, &cr)) in scores.iter().zip(corr).enumerate() {
@@ -531,7 +564,10 @@ impl<'a> Searcher<'a> {
                         _ => (pq_score(&t.table, code), idx.correction[nb as usize]),
                     };
                     t.stats.pq_scored += 1;
-                    let approx = approx_dist(idx.metric, t.centroid_scores[c], s, corr);
+                    let cs = t
+                        .centroid_scores
+                        .get(&idx.router, &idx.centroids, &t.query, c);
+                    let approx = approx_dist(idx.metric, cs, s, corr);
                     fresh.push(Neighbor {
                         id: nb,
                         dist: approx,

@@ -42,6 +42,10 @@ pub struct IndexArgs {
     #[arg(long, default_value_t = m3::search::DEFAULT_INFLIGHT,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub inflight: usize,
+    /// Route in two levels (≈ √K coarse groups) when there are at least this many base (or
+    /// query-modality) anchors; below, every anchor is scored.
+    #[arg(long, default_value_t = m3::search::DEFAULT_ROUTE_MIN_K)]
+    pub route_min_k: usize,
 }
 
 impl IndexArgs {
@@ -90,6 +94,10 @@ pub struct KnobArgs {
     /// LC-CMD β: shrinkage toward isotropic weights (0 = plain L2).
     #[arg(long, default_value_t = 1.0)]
     pub beta: f32,
+    /// Coarse groups searched by two-level routing (indexes with ≥ --route-min-k anchors);
+    /// 0 = automatic.
+    #[arg(long, default_value_t = 0)]
+    pub route_groups: usize,
 }
 
 impl KnobArgs {
@@ -138,13 +146,17 @@ impl KnobArgs {
             p.expand_read = v;
         }
         p.early_stop = !self.no_early_stop;
+        p.route_groups = self.route_groups;
         p
     }
 }
 
 pub fn open_index(args: &IndexArgs) -> anyhow::Result<Index> {
-    let index = Index::open(&args.index, args.io, &ReaderOptions::default())
+    let mut index = Index::open(&args.index, args.io, &ReaderOptions::default())
         .with_context(|| format!("opening index {}", args.index.display()))?;
+    if args.route_min_k != m3::search::DEFAULT_ROUTE_MIN_K {
+        index.set_route_min_k(args.route_min_k);
+    }
     let info = index.reader_info();
     if let Some(reason) = &info.fallback_reason {
         // The reason already reads "io_uring unavailable (…); reading with pread on N threads".

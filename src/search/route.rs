@@ -1,0 +1,358 @@
+//! Routing, DESIGN §3 step 2: which anchors are nearest to a query, without scoring all of
+//! them when there are many.
+//!
+//! A [`Router`] ranks the rows of an anchor matrix (base centroids, or query-modality anchors)
+//! by a query score: `|c|² − 2 q·c` (L2 order) or `−q·c` (inner-product order). With fewer
+//! than `two_level_min_k` anchors it scores every anchor (exact). Above, it keeps the
+//! two-level structure of the build ([`crate::kmeans::TwoLevel`], ≈ √K coarse groups):
+//! a query scores the G coarse centres, then only the anchors of its `groups` best groups,
+//! about `(G + groups · K/G) · d` multiply-adds instead of `K · d`. The anchors found are
+//! returned best first, ties by lower id. The coarse level is rebuilt at open from the
+//! centroids (deterministic; 2–3 s at K = 39,000 on two cores).
+//!
+//! [`AnchorScores`] keeps one query's anchor scores, computed on demand: clusters reached
+//! through query anchors or neighbour lists get their score when first needed.
+
+use crate::data::{Matrix, MatrixView};
+use crate::distance;
+use crate::kmeans::{NearestParams, TwoLevel};
+
+/// How a router orders anchors for a query `q` (smaller first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnchorOrder {
+    /// `|q|² + |c|² − 2 q·c` (one dot product per anchor, norms kept).
+    L2Expanded,
+    /// `|q − c|²` by the direct kernel.
+    L2,
+    /// `−q·c`.
+    InnerProduct,
+}
+
+/// Default anchor count from which routing uses two levels. Below it the exact scan is as
+/// fast (docs/BENCHMARKS.md, "Routing with two levels").
+pub const DEFAULT_ROUTE_MIN_K: usize = 4096;
+
+/// Ranks anchors for queries: exact, or in two levels when there are many.
+#[derive(Debug)]
+pub struct Router {
+    order: AnchorOrder,
+    norms: Vec<f32>,
+    two_level: Option<TwoLevel>,
+    coarse_norms: Vec<f32>,
+}
+
+impl Router {
+    /// A router over `anchors`, two-level when they are at least `min_k` (and more than 1).
+    /// Under [`AnchorOrder::InnerProduct`] the coarse level is built over the anchors
+    /// augmented to `[c, √(M² − |c|²)]` (M the largest anchor norm, DESIGN §4.1), where the
+    /// order of `|q' − c'|²` with `q' = [q, 0]` is the order of `−q·c`: groups are then chosen
+    /// by a distance that agrees with the inner product, not by `−q·g` of a group mean.
+    pub fn new(anchors: MatrixView<'_, f32>, order: AnchorOrder, min_k: usize) -> Self {
+        let norms = crate::linalg::row_norms_sq(anchors);
+        let two_level = (anchors.rows() >= min_k.max(2)).then(|| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("a thread pool for the coarse k-means");
+            match order {
+                AnchorOrder::InnerProduct => {
+                    let aug = augment(anchors, &norms);
+                    TwoLevel::build(aug.view(), &NearestParams::default(), &pool)
+                }
+                _ => TwoLevel::build(anchors, &NearestParams::default(), &pool),
+            }
+        });
+        let coarse_norms = two_level
+            .as_ref()
+            .map(|tl| crate::linalg::row_norms_sq(tl.coarse()))
+            .unwrap_or_default();
+        Self {
+            order,
+            norms,
+            two_level,
+            coarse_norms,
+        }
+    }
+
+    pub fn is_two_level(&self) -> bool {
+        self.two_level.is_some()
+    }
+
+    /// Coarse groups searched when the caller asks for `groups = 0` (auto) and `n` anchors:
+    /// 16, or n/4 when that is larger (measured on xmodal, docs/BENCHMARKS.md "Routing
+    /// with two levels").
+    pub fn auto_groups(n: usize) -> usize {
+        (n / 4).max(16)
+    }
+
+    /// `qn` is `|q|²`; `c` may be longer than `q` (an augmented anchor).
+    fn score(&self, q: &[f32], qn: f32, c: &[f32], c_norm: f32) -> f32 {
+        let c = &c[..q.len()];
+        match self.order {
+            AnchorOrder::L2Expanded => qn + c_norm - 2.0 * distance::dot(q, c),
+            AnchorOrder::L2 => distance::l2_sq(q, c),
+            AnchorOrder::InnerProduct => -distance::dot(q, c),
+        }
+    }
+
+    /// Score of coarse centre `g` (norm `g_norm`): the fine order's, except under inner
+    /// product, where it is `|q' − g'|² − |q|²` in the augmented space.
+    fn coarse_score(&self, q: &[f32], qn: f32, g: &[f32], g_norm: f32) -> f32 {
+        match self.order {
+            AnchorOrder::InnerProduct => g_norm - 2.0 * distance::dot(q, &g[..q.len()]),
+            _ => self.score(q, qn, g, g_norm),
+        }
+    }
+
+    /// The `n` best anchors for `q` as (score, id), best first; `groups` coarse groups are
+    /// searched (0 = [`Router::auto_groups`]). Adds every computed score to `scores` (which
+    /// must have been [`AnchorScores::reset`] for `q`) and returns how many anchors (coarse
+    /// centres included) were scored.
+    pub fn nearest(
+        &self,
+        anchors: MatrixView<'_, f32>,
+        q: &[f32],
+        n: usize,
+        groups: usize,
+        scores: &mut AnchorScores,
+        out: &mut Vec<(f32, u32)>,
+    ) -> u64 {
+        out.clear();
+        let qn = scores.q_norm;
+        let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let scored = match &self.two_level {
+            None => {
+                for (j, c) in anchors.iter_rows().enumerate() {
+                    let s = self.score(q, qn, c, self.norms[j]);
+                    scores.set(j, s);
+                    out.push((s, j as u32));
+                }
+                anchors.rows() as u64
+            }
+            Some(tl) => {
+                let g = tl.groups();
+                let mut coarse: Vec<(f32, u32)> = tl
+                    .coarse()
+                    .iter_rows()
+                    .enumerate()
+                    .map(|(j, g)| (self.coarse_score(q, qn, g, self.coarse_norms[j]), j as u32))
+                    .collect();
+                let want = if groups == 0 {
+                    Self::auto_groups(n)
+                } else {
+                    groups
+                };
+                let p = want.clamp(1, g);
+                if p < g {
+                    coarse.select_nth_unstable_by(p - 1, by);
+                }
+                coarse[..p].sort_unstable_by(by);
+                // Search further groups, in order, until they hold at least n anchors.
+                let mut sorted_all = p == g;
+                let mut scored = g as u64;
+                let mut pos = 0;
+                while pos < g && (pos < p || out.len() < n) {
+                    if pos == p && !sorted_all {
+                        coarse[p..].sort_unstable_by(by);
+                        sorted_all = true;
+                    }
+                    let (cents, ids) = tl.group(coarse[pos].1 as usize);
+                    for (c, &id) in cents.iter_rows().zip(ids) {
+                        let s = self.score(q, qn, c, self.norms[id as usize]);
+                        scores.set(id as usize, s);
+                        out.push((s, id));
+                    }
+                    scored += ids.len() as u64;
+                    pos += 1;
+                }
+                scored
+            }
+        };
+        let n = n.min(out.len());
+        if n > 0 && n < out.len() {
+            out.select_nth_unstable_by(n - 1, by);
+        }
+        out.truncate(n);
+        out.sort_unstable_by(by);
+        scored
+    }
+
+    /// The score of anchor `c` for `q` (`qn` = `|q|²`), computed now.
+    pub fn score_one(&self, anchors: MatrixView<'_, f32>, q: &[f32], qn: f32, c: usize) -> f32 {
+        self.score(q, qn, anchors.row(c), self.norms[c])
+    }
+}
+
+/// One query's anchor scores, filled on demand (an epoch stamp per anchor, so a new query
+/// costs nothing to reset).
+#[derive(Debug, Default)]
+pub struct AnchorScores {
+    values: Vec<f32>,
+    stamp: Vec<u32>,
+    epoch: u32,
+    /// `|q|²` of the current query.
+    q_norm: f32,
+}
+
+impl AnchorScores {
+    pub fn new(anchors: usize) -> Self {
+        Self {
+            values: vec![0.0; anchors],
+            stamp: vec![0; anchors],
+            epoch: 1,
+            q_norm: 0.0,
+        }
+    }
+
+    /// Forgets every score: a new query with `|q|² = q_norm`.
+    pub fn reset(&mut self, q_norm: f32) {
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.epoch = 1;
+        }
+        self.q_norm = q_norm;
+    }
+
+    /// Sets anchor `c`'s score for the current query (e.g. a weighted multi-vector score).
+    pub fn insert(&mut self, c: usize, score: f32) {
+        self.set(c, score);
+    }
+
+    fn set(&mut self, c: usize, score: f32) {
+        self.values[c] = score;
+        self.stamp[c] = self.epoch;
+    }
+
+    /// The score of anchor `c`, computing it when not known yet.
+    pub fn get(&mut self, router: &Router, anchors: &Matrix<f32>, q: &[f32], c: usize) -> f32 {
+        if self.stamp[c] != self.epoch {
+            let s = router.score_one(anchors.view(), q, self.q_norm, c);
+            self.set(c, s);
+        }
+        self.values[c]
+    }
+}
+
+/// `[c, √(M² − |c|²)]` for every row (M² the largest `|c|²`).
+fn augment(anchors: MatrixView<'_, f32>, norms: &[f32]) -> Matrix<f32> {
+    let max = norms.iter().copied().fold(0.0f32, f32::max);
+    let dim = anchors.dim() + 1;
+    let mut v = Vec::with_capacity(anchors.rows() * dim);
+    for (c, &n) in anchors.iter_rows().zip(norms) {
+        v.extend_from_slice(c);
+        v.push((max - n).max(0.0).sqrt());
+    }
+    Matrix::from_vec(v, dim).expect("dim ≥ 1")
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    use super::*;
+
+    fn gaussian(rows: usize, dim: usize, seed: u64, scale_rows: bool) -> Matrix<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut v = Vec::with_capacity(rows * dim);
+        for i in 0..rows {
+            // Norms that vary by row (as inner-product data does) when asked.
+            let s = if scale_rows {
+                0.5 + (i % 7) as f32 * 0.25
+            } else {
+                1.0
+            };
+            for _ in 0..dim {
+                let z: f32 = StandardNormal.sample(&mut rng);
+                v.push(s * z);
+            }
+        }
+        Matrix::from_vec(v, dim).unwrap()
+    }
+
+    fn brute(anchors: &Matrix<f32>, q: &[f32], order: AnchorOrder, n: usize) -> Vec<u32> {
+        let mut all: Vec<(f32, u32)> = anchors
+            .view()
+            .iter_rows()
+            .enumerate()
+            .map(|(j, c)| {
+                let s = match order {
+                    AnchorOrder::InnerProduct => -distance::dot(q, c),
+                    _ => distance::l2_sq(q, c),
+                };
+                (s, j as u32)
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        all.into_iter().take(n).map(|(_, j)| j).collect()
+    }
+
+    /// Share of the true top-n found, over `queries`.
+    fn overlap(
+        router: &Router,
+        anchors: &Matrix<f32>,
+        queries: &Matrix<f32>,
+        order: AnchorOrder,
+        n: usize,
+        groups: usize,
+    ) -> f64 {
+        let mut scores = AnchorScores::new(anchors.rows());
+        let mut out = Vec::new();
+        let mut hit = 0usize;
+        for q in queries.view().iter_rows() {
+            scores.reset(distance::dot(q, q));
+            router.nearest(anchors.view(), q, n, groups, &mut scores, &mut out);
+            assert_eq!(out.len(), n);
+            assert!(out.windows(2).all(|w| w[0].0 <= w[1].0), "best first");
+            let truth = brute(anchors, q, order, n);
+            hit += out.iter().filter(|(_, c)| truth.contains(c)).count();
+            // Scores handed out on demand agree with the ranking's.
+            for &(s, c) in &out {
+                assert_eq!(
+                    scores.get(router, anchors, q, c as usize).to_bits(),
+                    s.to_bits()
+                );
+            }
+        }
+        hit as f64 / (queries.rows() * n) as f64
+    }
+
+    #[test]
+    fn exact_router_is_brute_force() {
+        let anchors = gaussian(500, 16, 1, true);
+        let queries = gaussian(50, 16, 2, false);
+        for order in [
+            AnchorOrder::L2,
+            AnchorOrder::L2Expanded,
+            AnchorOrder::InnerProduct,
+        ] {
+            let r = Router::new(anchors.view(), order, usize::MAX);
+            assert!(!r.is_two_level());
+            let o = overlap(&r, &anchors, &queries, order, 10, 0);
+            assert!(o >= 0.998, "{order:?}: {o}");
+        }
+    }
+
+    #[test]
+    fn two_level_router_finds_most_of_the_top_anchors() {
+        let anchors = gaussian(3000, 16, 3, true);
+        let queries = gaussian(100, 16, 4, false);
+        for order in [AnchorOrder::L2Expanded, AnchorOrder::InnerProduct] {
+            let r = Router::new(anchors.view(), order, 2);
+            assert!(r.is_two_level());
+            // Every group searched: exact.
+            let all = overlap(&r, &anchors, &queries, order, 10, usize::MAX);
+            assert!(all >= 0.998, "{order:?}: all groups {all}");
+            // A third of the groups: most of the top 10, and more groups never find fewer.
+            let few = overlap(&r, &anchors, &queries, order, 10, 6);
+            let more = overlap(&r, &anchors, &queries, order, 10, 18);
+            assert!(
+                more >= few && more >= 0.8,
+                "{order:?}: 6 groups {few}, 18 groups {more}"
+            );
+        }
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Scale test (issue 5): generate xmodal sets of growing N (streamed), exact ground truth on
+# 1,000 queries, build each under a RAM budget, bench, and plot build time and RAM against N.
+#
+# Usage: tools/scale_test.sh [N ...]        (default: 1000000 2000000 5000000 10000000)
+# Environment: M3_SCALE_DIR (default work/scale), M3_BUDGET_GB (4), M3_THREADS (2),
+#   M3_KEEP_DATA=1 keeps the generated base files (10M × 200 f32 is 8 GB), M3_PYTHON (a
+#   python with matplotlib; default /work/peers-venv/bin/python, else python3).
+# Outputs, per N: $DIR/xm<N>-build.json (build summary), -build.log (stderr + /usr/bin/time -v),
+#   -bench.jsonl (m3 bench --json), -load.txt; then $DIR/scale.png and $DIR/scale.md.
+# The machine is shared: runs are niced, and /proc/loadavg is recorded beside every number.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir="${M3_SCALE_DIR:-work/scale}"
+budget="${M3_BUDGET_GB:-4}"
+threads="${M3_THREADS:-2}"
+py="${M3_PYTHON:-/work/peers-venv/bin/python}"
+[ -x "$py" ] || py=python3
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(1000000 2000000 5000000 10000000)
+cargo build --release --locked --quiet
+m3="${CARGO_TARGET_DIR:-target}/release/m3"
+mkdir -p "$dir"
+run() { nice -n 5 "$@"; }
+for n in "${sizes[@]}"; do
+  name="xm$((n / 1000000))m"
+  data="$dir/$name-data"
+  idx="$dir/$name.m3"
+  echo "== $name: $(cat /proc/loadavg)" | tee "$dir/$name-load.txt"
+  if [ ! -f "$data/base.fbin" ]; then
+    run "$m3" gen --kind xmodal --n "$n" --dim 200 --queries 1000 --train-queries 100000 \
+      --threads "$threads" --out "$data"
+  fi
+  [ -f "$data/gt100.ibin" ] || run "$m3" gt --base "$data/base.fbin" --queries "$data/query.fbin" \
+    --k 100 --metric ip --threads "$threads" --out "$data/gt100.ibin"
+  echo "build start: $(cat /proc/loadavg)" >> "$dir/$name-load.txt"
+  run /usr/bin/time -v "$m3" build --base "$data/base.fbin" --metric ip \
+    --train-queries "$data/train_query.fbin" --out "$idx" --threads "$threads" \
+    --ram-budget-gb "$budget" --json > "$dir/$name-build.json" 2> "$dir/$name-build.log"
+  echo "bench start: $(cat /proc/loadavg)" >> "$dir/$name-load.txt"
+  run "$m3" bench --index "$idx" --queries "$data/query.fbin" --gt "$data/gt100.ibin" --k 10 \
+    --thread-counts 1,2 --sweep nprobe=16,32,64,128 --sweep qprobe=8 --sweep rerank=80,160 \
+    --sweep expand_rounds=0,1 --json > "$dir/$name-bench.jsonl" 2> "$dir/$name-bench.log"
+  echo "done: $(cat /proc/loadavg)" >> "$dir/$name-load.txt"
+  du -sb "$idx" >> "$dir/$name-load.txt"
+  if [ "${M3_KEEP_DATA:-0}" != 1 ]; then
+    rm -f "$data/base.fbin"   # keeps queries, training queries and ground truth (small)
+    rm -rf "$idx"
+  fi
+done
+"$py" tools/plot_scale.py "$dir"
