@@ -657,6 +657,11 @@ fn serve_bad_requests_get_400_naming_the_field() {
             serde_json::json!({"vectors": [["a"]]}),
             "vectors[0][0]",
         ),
+        (
+            "block weights on a single-vector index",
+            serde_json::json!({"vectors": [v], "knobs": {"block_weights": {"image": 1.0}}}),
+            "knobs.block_weights",
+        ),
     ];
     for (what, body, field) in cases {
         let r = post_json(addr, "/v1/search", &body);

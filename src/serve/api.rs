@@ -63,6 +63,10 @@ pub struct Knobs {
     pub alpha: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f32>,
+    /// Multi-vector indexes: weight per block name (blocks not named keep their build
+    /// weight; 0 leaves a block out). The query vector is the blocks concatenated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_weights: Option<std::collections::BTreeMap<String, f32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +98,7 @@ impl Knobs {
             distance,
             alpha,
             beta,
+            block_weights: None,
         }
     }
 }
@@ -362,6 +367,15 @@ impl Knobs {
         )?;
         if let Some(e) = self.early_stop {
             p.early_stop = e;
+        }
+        if let Some(w) = &self.block_weights {
+            let given: Vec<(String, f32)> = w.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let blocks = index.blocks().map_or(0, |t| t.blocks.len());
+            p.block_weights = Some(
+                index
+                    .block_weights(&given, &vec![true; blocks])
+                    .map_err(|e| ApiError::field("knobs.block_weights", e.to_string()))?,
+            );
         }
         if p.nprobe == 0 && (index.n_query_anchors() == 0 || p.qprobe == 0 || p.edges == 0) {
             return Err(ApiError::field(

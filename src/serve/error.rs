@@ -89,8 +89,8 @@ impl ApiError {
             }
             SearchError::KZero | SearchError::KTooLarge { .. } => Self::field("k", e.to_string()),
             SearchError::Param { name, .. } => Self::field(format!("knobs.{name}"), e.to_string()),
-            // Block weights of a multi-vector index (the server sends single vectors).
-            SearchError::Block(_) => Self::field("vectors", e.to_string()),
+            // Block weights of a multi-vector index (`knobs.block_weights`).
+            SearchError::Block(_) => Self::field("knobs.block_weights", e.to_string()),
             SearchError::Io(_) | SearchError::Format(_) | SearchError::Data(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("query {qi}: reading the index failed: {e}"),
