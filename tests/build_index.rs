@@ -19,7 +19,8 @@ use m3::data::{DType, DataError, Matrix, VectorFile};
 use m3::distance::{self, Metric};
 use m3::format::manifest::META_FLAG_QUERY_ANCHORS;
 use m3::format::verify::{
-    CLUSTERS_FILE, DATA_FILE, MANIFEST_FILE, PQ_FILE, REPORT_FILE, ROUTING_FILE, STATS_FILE,
+    CLUSTERS_FILE, COARSE_FILE, DATA_FILE, MANIFEST_FILE, PQ_FILE, REPORT_FILE, ROUTING_FILE,
+    STATS_FILE,
 };
 use m3::format::{
     ClusterTable, DataFileHeader, FormatError, IndexInfo, Manifest, NO_ID, PqFile, Routing,
@@ -455,7 +456,7 @@ fn build_with_two_level_anchors_is_deterministic() {
     let mut diff = index_differences(&outs[0], &outs[1]);
     diff.sort();
     assert_eq!(diff, [REPORT_FILE, MANIFEST_FILE], "1 vs 2 threads");
-    for name in [CLUSTERS_FILE, ROUTING_FILE, PQ_FILE, DATA_FILE] {
+    for name in [CLUSTERS_FILE, ROUTING_FILE, PQ_FILE, DATA_FILE, COARSE_FILE] {
         assert_eq!(
             std::fs::read(outs[0].join(name)).unwrap(),
             std::fs::read(outs[1].join(name)).unwrap(),
@@ -463,6 +464,30 @@ fn build_with_two_level_anchors_is_deterministic() {
         );
     }
     check_round_trip(&outs[0], &set.base, Metric::InnerProduct);
+    // The coarse level of routing is stored (K ≥ the threshold), listed, and used when the
+    // index routes in two levels; search still works from it.
+    let m = Manifest::read(&outs[0].join(MANIFEST_FILE)).unwrap();
+    assert!(m.file(COARSE_FILE).is_some(), "coarse.m3 listed");
+    let level = m3::format::CoarseLevel::read(&outs[0].join(COARSE_FILE)).unwrap();
+    assert_eq!(level.labels.len(), 47);
+    assert!(level.augmented, "inner product: augmented anchors");
+    let mut index = m3::search::Index::open(
+        &outs[0],
+        m3::io::IoBackend::Pread,
+        &m3::io::ReaderOptions::default(),
+    )
+    .unwrap();
+    index.set_route_min_k(2);
+    assert!(index.routes_in_two_levels());
+    let q = VectorFile::open(&set.queries)
+        .unwrap()
+        .read_all_f32()
+        .unwrap();
+    let mut params = m3::search::SearchParams::new(5);
+    params.nprobe = 4;
+    let mut s = m3::search::Searcher::new(&index);
+    let (found, _) = s.search(0, q.row(0), &params).unwrap();
+    assert_eq!(found.len(), 5);
 }
 
 /// A RAM budget too small for the assign stage's records makes it sort them externally

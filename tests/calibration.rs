@@ -7,12 +7,16 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use m3::build::BlockInput;
 use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
 use m3::data::{GroundTruth, Matrix, VectorFile, shared_data_dir};
 use m3::distance::Metric;
 use m3::io::{IoBackend, ReaderOptions};
-use m3::search::{CalibrationParams, Index, RerankDistance, SearchError, calibrate, partner_hits};
+use m3::multivec::BlockFiles;
+use m3::search::{
+    CalibrationBase, CalibrationParams, Index, RerankDistance, SearchError, calibrate, partner_hits,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -67,7 +71,8 @@ fn real_fixture_never_worse_than_native_on_unseen_pairs() {
     let out = tmp.path().join("idx");
     build(&img, &txt, Metric::InnerProduct, &out, 512);
     let idx = open(&out);
-    let base = VectorFile::open(&img).unwrap();
+    let base_file = VectorFile::open(&img).unwrap();
+    let base = CalibrationBase::Single(&base_file);
     let texts = VectorFile::open(&txt).unwrap().read_all_f32().unwrap();
     let n = texts.rows();
     let partners: Vec<u32> = (0..n as u32).collect();
@@ -75,7 +80,7 @@ fn real_fixture_never_worse_than_native_on_unseen_pairs() {
     let half = n / 2;
     let cal = calibrate(
         &idx,
-        &base,
+        base,
         rows(&texts, 0..half).view(),
         &partners[..half],
         &CalibrationParams::default(),
@@ -85,7 +90,7 @@ fn real_fixture_never_worse_than_native_on_unseen_pairs() {
     // ... and judge the choice on the second half, which it never saw.
     let test = rows(&texts, half..n);
     let judge =
-        |d| partner_hits(&idx, &base, test.view(), &partners[half..], d, 100, pool()).unwrap();
+        |d| partner_hits(&idx, base, test.view(), &partners[half..], d, 100, pool()).unwrap();
     let native = judge(RerankDistance::Native);
     let chosen = judge(cal.choice);
     assert!(
@@ -152,10 +157,11 @@ fn finds_lccmd_gain_where_the_query_modality_differs_in_scale() {
     let out = tmp.path().join("idx");
     build(&bp, &tp, Metric::L2, &out, dim);
     let idx = open(&out);
-    let bf = VectorFile::open(&bp).unwrap();
+    let bf_file = VectorFile::open(&bp).unwrap();
+    let bf = CalibrationBase::Single(&bf_file);
     let cal = calibrate(
         &idx,
-        &bf,
+        bf,
         rows(&queries, 0..1000).view(),
         &partners[..1000],
         &CalibrationParams::default(),
@@ -168,8 +174,7 @@ fn finds_lccmd_gain_where_the_query_modality_differs_in_scale() {
     // The loud dimensions are the query modality's: weighting by its variance (α > 0) wins.
     assert!(alpha > 0.0, "{:?}", cal.choice);
     let test = rows(&queries, 1000..1400);
-    let judge =
-        |d| partner_hits(&idx, &bf, test.view(), &partners[1000..], d, 100, pool()).unwrap();
+    let judge = |d| partner_hits(&idx, bf, test.view(), &partners[1000..], d, 100, pool()).unwrap();
     let (native, chosen) = (judge(RerankDistance::Native), judge(cal.choice));
     assert!(
         chosen.0 >= native.0 + 0.2,
@@ -177,6 +182,149 @@ fn finds_lccmd_gain_where_the_query_modality_differs_in_scale() {
         chosen.0,
         cal.choice,
         native.0
+    );
+}
+
+/// The multi-vector case (DESIGN §4.6): blocks img / txt / tag of 16 / 12 / 8 dims at scales
+/// 1 / 10 / 100, one index over the standardised blocks. A query is its partner (row i) plus
+/// noise at 0.6× each block's scale, except its img block, which the query modality fills with
+/// its own noise at 10× the base's img scale. The block standardisation evens the blocks by
+/// the *base* spreads, so the native distance still listens to the noisy img block; LC-CMD
+/// weighs by the query modality's variances and must win on unseen pairs, from the library and
+/// from `m3 calibrate --block`.
+#[test]
+fn finds_lccmd_gain_in_the_multi_vector_case() {
+    let (n, nq) = (4000usize, 1400usize);
+    let dims = [16usize, 12, 8];
+    let scales = [1.0f32, 10.0, 100.0];
+    let names = ["img", "txt", "tag"];
+    let dim: usize = dims.iter().sum();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let unit = Normal::new(0.0f32, 1.0).unwrap();
+    let mut blocks: Vec<Vec<f32>> = dims.iter().map(|&d| Vec::with_capacity(n * d)).collect();
+    for _ in 0..n {
+        for b in 0..3 {
+            for _ in 0..dims[b] {
+                blocks[b].push(scales[b] * unit.sample(&mut rng));
+            }
+        }
+    }
+    let mut q = Vec::with_capacity(nq * dim);
+    for i in 0..nq {
+        for b in 0..3 {
+            for k in 0..dims[b] {
+                let x = blocks[b][i * dims[b] + k];
+                q.push(if b == 0 {
+                    10.0 * scales[b] * unit.sample(&mut rng)
+                } else {
+                    x + 0.6 * scales[b] * unit.sample(&mut rng)
+                });
+            }
+        }
+    }
+    let queries = Matrix::from_vec(q, dim).unwrap();
+    let partners: Vec<u32> = (0..nq as u32).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for b in 0..3 {
+        let path = tmp.path().join(format!("{}.fbin", names[b]));
+        let m = Matrix::from_vec(blocks[b].clone(), dims[b]).unwrap();
+        write_matrix(&path, m.view()).unwrap();
+        files.push((names[b].to_string(), path));
+    }
+    let (tp, cq) = (tmp.path().join("train.fbin"), tmp.path().join("calib.fbin"));
+    write_matrix(&tp, rows(&queries, 0..1000).view()).unwrap();
+    write_matrix(&cq, rows(&queries, 0..1000).view()).unwrap();
+    let out = tmp.path().join("idx");
+    let inputs = files
+        .iter()
+        .map(|(name, path)| BlockInput {
+            name: name.clone(),
+            path: path.clone(),
+            weight: 1.0,
+        })
+        .collect();
+    let mut p = BuildParams::with_blocks(inputs, Metric::L2, out.clone());
+    p.train_queries = Some(tp);
+    p.clusters.target_size = 32;
+    p.pq.subspaces = Some(9);
+    p.pq.iters = 4;
+    p.graph.max_degree = 8;
+    p.graph.candidates = 16;
+    p.routing.query_anchors = Some(16);
+    build_index(&p, pool(), &Silent).unwrap();
+    let idx = open(&out);
+    let bfiles = BlockFiles::open(&files).unwrap();
+    let base = CalibrationBase::Blocks(&bfiles);
+    let cal = calibrate(
+        &idx,
+        base,
+        rows(&queries, 0..1000).view(),
+        &partners[..1000],
+        &CalibrationParams::default(),
+        pool(),
+    )
+    .unwrap();
+    let RerankDistance::LcCmd { alpha, .. } = cal.choice else {
+        panic!("expected LC-CMD, got {:?}: {:#?}", cal.choice, cal.grid);
+    };
+    assert!(alpha > 0.0, "{:?}", cal.choice);
+    let test = rows(&queries, 1000..1400);
+    let judge =
+        |d| partner_hits(&idx, base, test.view(), &partners[1000..], d, 100, pool()).unwrap();
+    let (native, chosen) = (judge(RerankDistance::Native), judge(cal.choice));
+    eprintln!(
+        "multi-vector: {:?}; unseen pairs hit@1 {:.3} vs native {:.3}, hit@10 {:.3} vs {:.3}",
+        cal.choice, chosen.0, native.0, chosen.1, native.1
+    );
+    assert!(
+        chosen.0 >= native.0 + 0.2,
+        "unseen pairs: hit@1 {} with {:?} vs native {}",
+        chosen.0,
+        cal.choice,
+        native.0
+    );
+    // A single base file for a multi-vector index is refused, naming it.
+    let single = VectorFile::open(&files[0].1).unwrap();
+    let e = calibrate(
+        &idx,
+        CalibrationBase::Single(&single),
+        rows(&queries, 0..8).view(),
+        &partners[..8],
+        &CalibrationParams::default(),
+        pool(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("img.fbin"), "{e}");
+    // The CLI: `m3 calibrate --block …` stores the same choice.
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["calibrate".into(), "--index".into(), out.clone().into()];
+    for (name, path) in &files {
+        args.push("--block".into());
+        args.push(format!("{name}={}", path.display()).into());
+    }
+    args.extend([
+        "--calib-queries".into(),
+        cq.clone().into(),
+        "--calib-partners".into(),
+        "identity".into(),
+        "--threads".into(),
+        "2".into(),
+    ]);
+    let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let o = m3(&refs);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let reopened = open(&out);
+    assert_eq!(
+        reopened.calibrated_distance(),
+        cal.choice,
+        "the manifest holds the calibrated choice"
     );
 }
 
@@ -190,12 +338,13 @@ fn bad_calibration_input_is_refused() {
     let out = tmp.path().join("idx");
     build(&bp, &tp, Metric::L2, &out, 16);
     let idx = open(&out);
-    let bf = VectorFile::open(&bp).unwrap();
+    let bf_file = VectorFile::open(&bp).unwrap();
+    let bf = CalibrationBase::Single(&bf_file);
     let p = CalibrationParams::default();
     let err = |r: Result<_, SearchError>| format!("{}", r.unwrap_err());
     let e = err(calibrate(
         &idx,
-        &bf,
+        bf,
         queries.view(),
         &partners[..10],
         &p,
@@ -204,13 +353,13 @@ fn bad_calibration_input_is_refused() {
     assert!(e.contains("40 queries but 10 partners"), "{e}");
     let mut bad = partners.clone();
     bad[3] = 600;
-    let e = err(calibrate(&idx, &bf, queries.view(), &bad, &p, pool()));
+    let e = err(calibrate(&idx, bf, queries.view(), &bad, &p, pool()));
     assert!(e.contains("pair 3") && e.contains("partner 600"), "{e}");
     let wrong_dim = rows(&queries, 0..5);
     let wrong_dim = Matrix::from_vec(wrong_dim.as_slice()[..5 * 8].to_vec(), 8).unwrap();
     let e = err(calibrate(
         &idx,
-        &bf,
+        bf,
         wrong_dim.view(),
         &partners[..5],
         &p,
@@ -225,7 +374,7 @@ fn bad_calibration_input_is_refused() {
     build_index(&bp2, pool(), &Silent).unwrap();
     let e = err(calibrate(
         &open(&plain),
-        &bf,
+        bf,
         queries.view(),
         &partners,
         &p,

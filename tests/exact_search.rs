@@ -398,6 +398,7 @@ fn batch_equals_one_by_one() {
         &idx,
         c.queries.view(),
         ExactQuery::Knn(K),
+        None,
         ExactParams {
             first_batch: 8,
             max_batch: 16,

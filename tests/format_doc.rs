@@ -74,6 +74,10 @@ fn format_doc_offset_tables_match_the_code() {
             (COMMON_HEADER_BYTES, size_of::<BlocksHeader>()),
         ),
         ("Block entry", (0, size_of::<BlockEntry>())),
+        (
+            "coarse.m3",
+            (COMMON_HEADER_BYTES, size_of::<CoarseHeader>()),
+        ),
     ]
     .into();
     for (heading, rows) in &code {

@@ -389,3 +389,60 @@ proptest! {
         }
     }
 }
+
+/// `coarse.m3`: round trip; every flipped header byte and every truncation is a typed error;
+/// a group id past G, a non-finite centre and a level that disagrees with the manifest are
+/// `Corrupt`, naming the file.
+#[test]
+fn format_coarse_level_round_trip_and_corruption() {
+    use m3::data::Matrix;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("coarse.m3");
+    let meta = sample_meta(6, 2); // l2, DIM dims, SIZES.len() clusters
+    let k = meta.n_clusters as usize;
+    let d = meta.dim as usize;
+    let level = CoarseLevel {
+        coarse: Matrix::from_vec((0..2 * d).map(|i| i as f32 * 0.5).collect(), d).unwrap(),
+        labels: (0..k as u32).map(|j| j % 2).collect(),
+        probe: 2,
+        augmented: false,
+    };
+    let e = level.write(&p).unwrap();
+    assert_eq!(CoarseLevel::read(&p).unwrap(), level);
+    level.check_against(&meta, &p).unwrap();
+    let good = std::fs::read(&p).unwrap();
+    assert_eq!(e.bytes, good.len() as u64);
+    let hb = header_bytes(&good);
+    for i in 0..hb {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&p, &bad).unwrap();
+        assert!(CoarseLevel::read(&p).is_err(), "flip of header byte {i}");
+    }
+    for cut in [0, 10, hb, hb + 1, good.len() - 1] {
+        std::fs::write(&p, &good[..cut]).unwrap();
+        assert!(CoarseLevel::read(&p).is_err(), "truncation at {cut}");
+    }
+    let corrupt = |l: &CoarseLevel, what: &str| {
+        l.write(&p).unwrap();
+        match CoarseLevel::read(&p).and_then(|r| r.check_against(&meta, &p)) {
+            Err(FormatError::Corrupt { path, .. }) => assert_eq!(path, p, "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    };
+    let mut bad = level.clone();
+    bad.labels[1] = 2;
+    corrupt(&bad, "group id past G");
+    let mut bad = level.clone();
+    bad.coarse.row_mut(1)[3] = f32::NAN;
+    corrupt(&bad, "NaN centre");
+    let mut bad = level.clone();
+    bad.labels.pop();
+    corrupt(&bad, "one group fewer than clusters");
+    let mut bad = level.clone();
+    bad.augmented = true;
+    corrupt(&bad, "augmented under l2");
+    let mut bad = level;
+    bad.coarse = Matrix::from_vec(vec![0.0; 2 * (d + 1)], d + 1).unwrap();
+    corrupt(&bad, "wrong dimension");
+}

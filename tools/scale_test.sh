@@ -5,7 +5,8 @@
 # Usage: tools/scale_test.sh [N ...]        (default: 1000000 2000000 5000000 10000000)
 # Environment: M3_SCALE_DIR (default work/scale), M3_BUDGET_GB (4), M3_THREADS (2),
 #   M3_KEEP_DATA=1 keeps the generated base files (10M × 200 f32 is 8 GB), M3_PYTHON (a
-#   python with matplotlib; default /work/peers-venv/bin/python, else python3).
+#   python with matplotlib; default /work/peers-venv/bin/python, else python3), M3_BIN (run this
+#   m3 binary instead of building the tree).
 # Outputs, per N: $DIR/xm<N>-build.json (build summary), -build.log (stderr + /usr/bin/time -v),
 #   -bench.jsonl (m3 bench --json), -load.txt; then $DIR/scale.png and $DIR/scale.md.
 # The machine is shared: runs are niced, and /proc/loadavg is recorded beside every number.
@@ -18,8 +19,12 @@ py="${M3_PYTHON:-/work/peers-venv/bin/python}"
 [ -x "$py" ] || py=python3
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000000 2000000 5000000 10000000)
-cargo build --release --locked --quiet
-m3="${CARGO_TARGET_DIR:-target}/release/m3"
+if [ -n "${M3_BIN:-}" ]; then
+  m3="$M3_BIN"   # a binary built beforehand (e.g. copied aside, so rebuilding the tree cannot swap it mid-run)
+else
+  cargo build --release --locked --quiet
+  m3="${CARGO_TARGET_DIR:-target}/release/m3"
+fi
 mkdir -p "$dir"
 run() { nice -n 5 "$@"; }
 for n in "${sizes[@]}"; do

@@ -9,12 +9,12 @@ use super::{BuildError, BuildParams, assign, scan_base, train, train_routing};
 use crate::distance::Metric;
 use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
 use crate::format::verify::{
-    BLOCKS_FILE, CLUSTERS_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, SECTORS_FILE,
-    STATS_FILE,
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE,
+    SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
-    BlockInfo, BlockTable, ClusterTable, DataFileParams, DataFileWriter, FileEntry, IndexDirWriter,
-    IndexMeta, Manifest, PqFile, RecordKeys, Routing, Stats,
+    BlockInfo, BlockTable, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter, FileEntry,
+    IndexDirWriter, IndexMeta, Manifest, PqFile, RecordKeys, Routing, Stats,
 };
 use crate::graph::AlphaMode;
 
@@ -219,6 +219,26 @@ pub fn build_index(
         anchor_graph: trained.anchor_graph.clone(),
     };
     let clusters_entry = clusters.write(&dir.path(CLUSTERS_FILE))?;
+    // Two-level routing's coarse level, stored so that opening the index does not rerun the
+    // coarse k-means (the same level `Router::new` would build at open).
+    let coarse_entry = if k >= params.clusters.nearest.two_level_min_k.max(2) {
+        let router = crate::search::Router::new_in(
+            clusters.centroids.view(),
+            crate::search::base_order(params.metric),
+            2,
+            Some(pool),
+        );
+        let (coarse, labels, probe) = router.coarse_level().expect("two levels");
+        let level = CoarseLevel {
+            coarse,
+            labels,
+            probe: probe as u32,
+            augmented: params.metric != Metric::L2,
+        };
+        Some(level.write(&dir.path(COARSE_FILE))?)
+    } else {
+        None
+    };
     let edges_per_anchor = params.routing.edges_per_anchor.max(1);
     let routing_file = match &routing {
         Some(r) => Routing {
@@ -279,8 +299,10 @@ pub fn build_index(
     .iter()
     .map(|e| e.bytes)
     .sum::<u64>()
-        + blocks_entry.as_ref().map_or(0, |e| e.bytes);
+        + blocks_entry.as_ref().map_or(0, |e| e.bytes)
+        + coarse_entry.as_ref().map_or(0, |e| e.bytes);
     let ram = clusters_entry.bytes as f64
+        + coarse_entry.as_ref().map_or(0, |e| e.bytes) as f64
         + routing_entry.bytes as f64
         + stats_entry.bytes as f64
         + (pq_file.codes.as_slice().len()
@@ -368,6 +390,7 @@ pub fn build_index(
         report_entry,
     ];
     files.extend(blocks_entry);
+    files.extend(coarse_entry);
     let manifest = Manifest { meta, files };
     dir.publish(&manifest)?;
     Ok(summary)

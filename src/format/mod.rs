@@ -16,12 +16,14 @@
 //! | `sectors.m3` | [`sectors`] | [`SectorCrcs`]: CRC32C of each data sector |
 //! | `keys.m3` | [`keys`] | [`RecordKeys`]: each record's distance to its centroid (1.1) |
 //! | `blocks.m3` | [`blocks`] | [`BlockTable`]: blocks of a multi-vector index (optional) |
+//! | `coarse.m3` | [`coarse`] | [`CoarseLevel`]: two-level routing's coarse groups (optional) |
 //!
 //! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
 //! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
 
 pub mod blocks;
 pub mod clusters;
+pub mod coarse;
 pub mod data;
 mod error;
 mod file;
@@ -40,6 +42,7 @@ pub mod verify;
 
 pub use blocks::{BlockEntry, BlockInfo, BlockTable, BlocksHeader};
 pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
+pub use coarse::{CoarseHeader, CoarseLevel};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
@@ -85,6 +88,7 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
         ("sectors.m3", SectorsHeader::layout_table()),
         ("keys.m3", KeysHeader::layout_table()),
         ("blocks.m3", BlocksHeader::layout_table()),
+        ("coarse.m3", CoarseHeader::layout_table()),
         ("Block entry", BlockEntry::layout_table()),
     ]
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::FormatError;
 use super::blocks::{BLOCKS_KIND, BlockTable, BlocksHeader};
 use super::clusters::{CLUSTERS_KIND, ClusterTable, ClustersHeader};
+use super::coarse::{COARSE_KIND, CoarseHeader, CoarseLevel};
 use super::data::DataFileHeader;
 use super::file::{FileEntry, SectionReader, file_crc32c};
 use super::header::FileKind;
@@ -29,6 +30,9 @@ pub const SECTORS_FILE: &str = "sectors.m3";
 /// Every record's key (distance to its centroid), for exact and range search. Optional: added
 /// in format 1.1.
 pub const KEYS_FILE: &str = "keys.m3";
+/// The coarse level of two-level routing over the base anchors. Optional (an additive entry,
+/// like `keys.m3`): written when K reaches the build's two-level threshold.
+pub const COARSE_FILE: &str = "coarse.m3";
 /// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
 pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
@@ -128,6 +132,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             SECTORS_FILE => header_only::<SectorsHeader>(&path, &SECTORS_KIND)?,
             KEYS_FILE => header_only::<KeysHeader>(&path, &KEYS_KIND)?,
             BLOCKS_FILE => header_only::<BlocksHeader>(&path, &BLOCKS_KIND)?,
+            COARSE_FILE => header_only::<CoarseHeader>(&path, &COARSE_KIND)?,
             DATA_FILE => DataFileHeader::read(&path)?.check_against(&m.meta, &path)?,
             _ => {} // a file of a newer minor version: length checked only
         }
@@ -180,6 +185,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             STATS_FILE => Stats::read(&path)?.check_against(meta, &path)?,
             PQ_FILE => PqFile::read(&path)?.check_against(meta, &path)?,
             BLOCKS_FILE => BlockTable::read(&path)?.check_against(meta, &path)?,
+            COARSE_FILE => CoarseLevel::read(&path)?.check_against(meta, &path)?,
             SECTORS_FILE => {
                 let s = SectorCrcs::read(&path)?;
                 if s.crcs.len() as u64 != meta.data_sectors {

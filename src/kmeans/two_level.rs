@@ -106,6 +106,39 @@ impl TwoLevel {
         Self::from_labels(centroids, coarse, &labels, params.probe)
     }
 
+    /// The level from stored parts (`coarse.m3`): coarse centres, each centroid's group
+    /// (`labels[j] < coarse.rows()`, checked by the reader) and the probe.
+    pub fn from_parts(
+        centroids: MatrixView<'_, f32>,
+        coarse: Matrix<f32>,
+        labels: &[u32],
+        probe: usize,
+    ) -> Self {
+        assert_eq!(
+            labels.len(),
+            centroids.rows(),
+            "TwoLevel: one label per centroid"
+        );
+        assert_eq!(coarse.dim(), centroids.dim(), "TwoLevel: coarse dimension");
+        Self::from_labels(centroids, coarse, labels, probe)
+    }
+
+    /// Each centroid's group (the inverse of the grouping; what `coarse.m3` stores).
+    pub fn labels(&self) -> Vec<u32> {
+        let mut labels = vec![0u32; self.ids.len()];
+        for g in 0..self.groups() {
+            for &id in &self.ids[self.start[g]..self.start[g + 1]] {
+                labels[id as usize] = g as u32;
+            }
+        }
+        labels
+    }
+
+    /// Coarse groups scored per row.
+    pub fn probe(&self) -> usize {
+        self.probe
+    }
+
     fn from_labels(
         centroids: MatrixView<'_, f32>,
         coarse: Matrix<f32>,

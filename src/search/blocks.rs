@@ -207,6 +207,20 @@ impl Weighting {
         d
     }
 
+    /// `Σ_b ω_b Σ_{k∈b} u_k (q_k − x_k)²` over the present blocks: per-dimension weights `u`
+    /// (LC-CMD's, DESIGN §4.3) composed with the query's block factors.
+    #[inline]
+    pub fn weighted_l2_dims(&self, layout: &BlockLayout, q: &[f32], x: &[f32], u: &[f32]) -> f32 {
+        let blocks = layout.blocks();
+        self.present
+            .iter()
+            .map(|&b| {
+                let r = blocks[b].range();
+                self.omega[b] * distance::weighted_l2_sq(&q[r.clone()], &x[r.clone()], &u[r])
+            })
+            .sum()
+    }
+
     /// `ω ⊙ q` (zeros on absent blocks): the vector whose inner products give the weighted
     /// ones.
     pub fn weighted_query(&self, layout: &BlockLayout, q: &[f32], out: &mut Vec<f32>) {

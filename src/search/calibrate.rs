@@ -22,6 +22,123 @@ use super::params::{RerankDistance, lccmd_weights};
 use crate::data::{MatrixView, VectorFile};
 use crate::distance::{self, Metric};
 use crate::exact::Neighbor;
+use crate::multivec::BlockFiles;
+
+/// Where calibration reads the candidates' full vectors: the base file a single-vector index
+/// was built from, or the block files of a multi-vector index (DESIGN §4.6; its calibration
+/// queries are full rows, every block, like its training queries, and are ranked with the
+/// build's block weights on stored coordinates).
+#[derive(Debug, Clone, Copy)]
+pub enum CalibrationBase<'a> {
+    Single(&'a VectorFile),
+    Blocks(&'a BlockFiles),
+}
+
+impl CalibrationBase<'_> {
+    fn rows(&self) -> u64 {
+        match self {
+            Self::Single(f) => f.rows(),
+            Self::Blocks(b) => b.rows(),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        match self {
+            Self::Single(f) => f.dim(),
+            Self::Blocks(b) => b.dim(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Single(f) => f.path().display().to_string(),
+            Self::Blocks(b) => (0..b.layout().len())
+                .map(|i| format!("{}={}", b.layout().blocks()[i].name, b.path(i).display()))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// Checks the base against the index: shape, and for blocks the same names and dims.
+    fn check(&self, index: &Index) -> Result<(), SearchError> {
+        let param = |what: String| SearchError::Param {
+            name: "calibration",
+            what,
+        };
+        if self.dim() != index.dim() || self.rows() != index.n_vectors() {
+            return Err(param(format!(
+                "{}: {} × {}, the index has {} × {}",
+                self.describe(),
+                self.rows(),
+                self.dim(),
+                index.n_vectors(),
+                index.dim()
+            )));
+        }
+        match (self, index.blocks()) {
+            (Self::Single(_), None) => Ok(()),
+            (Self::Single(f), Some(_)) => Err(param(format!(
+                "{}: the index is multi-vector; calibrate it with its block files",
+                f.path().display()
+            ))),
+            (Self::Blocks(_), None) => Err(param(
+                "block files given, but the index was built from a single base".into(),
+            )),
+            (Self::Blocks(b), Some(t)) => {
+                if b.layout() != &t.layout() {
+                    return Err(param(format!(
+                        "the blocks {} differ from the index's ({})",
+                        self.describe(),
+                        t.blocks
+                            .iter()
+                            .map(|x| format!("{}:{}", x.name, x.dim))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Row `id` in the coordinates of [`to_stored`].
+    fn stored_row(&self, index: &Index, id: u32, row: &mut Vec<f32>) -> Result<(), SearchError> {
+        row.clear();
+        match self {
+            Self::Single(f) => f.read_rows_f32(id as u64, 1, row)?,
+            Self::Blocks(b) => row.extend_from_slice(b.read_rows_f32(id as u64, 1)?.row(0)),
+        }
+        to_stored(index, row);
+        Ok(())
+    }
+}
+
+/// A full row (base or query) in the coordinates where the index's native distance is the
+/// plain metric: normalised under cosine (each block for a multi-vector index); for blocks,
+/// block b multiplied by `c_b √ω_b` with the build weights' factors ω_b (module
+/// [`super::blocks`]), so `Σ_b ω_b D_b(c_b q_b, c_b x_b)` is a plain distance and LC-CMD's
+/// per-dimension weights act as in the rerank, `Σ_b ω_b Σ_k u_k (c_b q_k − c_b x_k)²`.
+fn to_stored(index: &Index, row: &mut [f32]) {
+    match &index.blocks {
+        Some(b) => {
+            if index.metric() == Metric::Cosine {
+                for blk in b.layout.blocks() {
+                    normalize(&mut row[blk.range()]);
+                }
+            }
+            let w = b.weighting(None);
+            let factors: Vec<f32> = b
+                .scales
+                .iter()
+                .zip(&w.omega)
+                .map(|(&c, &o)| c * o.sqrt())
+                .collect();
+            crate::multivec::scale::scale_row(&b.layout, row, &factors);
+        }
+        None if index.metric() == Metric::Cosine => normalize(row),
+        None => {}
+    }
+}
 
 /// How calibration runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +219,7 @@ struct PairCandidates {
 /// (base row ids), reading candidate vectors from `base` (the file the index was built from).
 pub fn calibrate(
     index: &Index,
-    base: &VectorFile,
+    base: CalibrationBase<'_>,
     queries: MatrixView<'_, f32>,
     partners: &[u32],
     params: &CalibrationParams,
@@ -122,16 +239,7 @@ pub fn calibrate(
     if queries.rows() < 4 {
         return Err(param("need at least 4 calibration pairs".into()));
     }
-    if base.dim() != index.dim() || base.rows() != index.n_vectors() {
-        return Err(param(format!(
-            "{}: {} × {}, the index has {} × {}",
-            base.path().display(),
-            base.rows(),
-            base.dim(),
-            index.n_vectors(),
-            index.dim()
-        )));
-    }
+    base.check(index)?;
     if let Some((i, &p)) = partners
         .iter()
         .enumerate()
@@ -163,7 +271,7 @@ pub fn calibrate(
             .into_par_iter()
             .map_init(
                 || ExactSearcher::new(index),
-                |s, i| candidates(s, base, metric, queries.row(i), partners[i], k_pool),
+                |s, i| candidates(s, index, base, queries.row(i), partners[i], k_pool),
             )
             .collect::<Result<_, _>>()
     })?;
@@ -240,8 +348,8 @@ pub fn calibrate(
 
 fn candidates(
     s: &mut ExactSearcher<'_>,
-    base: &VectorFile,
-    metric: Metric,
+    index: &Index,
+    base: CalibrationBase<'_>,
     q: &[f32],
     partner: u32,
     k: usize,
@@ -256,17 +364,11 @@ fn candidates(
     let mut vectors = Vec::with_capacity(ids.len() * dim);
     let mut row = Vec::with_capacity(dim);
     for &id in &ids {
-        row.clear();
-        base.read_rows_f32(id as u64, 1, &mut row)?;
-        if metric == Metric::Cosine {
-            normalize(&mut row);
-        }
+        base.stored_row(index, id, &mut row)?;
         vectors.extend_from_slice(&row);
     }
     let mut query = q.to_vec();
-    if metric == Metric::Cosine {
-        normalize(&mut query);
-    }
+    to_stored(index, &mut query);
     Ok(PairCandidates {
         query,
         ids,
@@ -314,7 +416,7 @@ fn partner_rank(
 /// a choice on pairs calibration did not see.
 pub fn partner_hits(
     index: &Index,
-    base: &VectorFile,
+    base: CalibrationBase<'_>,
     queries: MatrixView<'_, f32>,
     partners: &[u32],
     distance: RerankDistance,
@@ -327,6 +429,7 @@ pub fn partner_hits(
             what: format!("{} queries but {} partners", queries.rows(), partners.len()),
         });
     }
+    base.check(index)?;
     let weights = match distance {
         RerankDistance::LcCmd { alpha, beta } => Some(lccmd_weights(index.stats(), alpha, beta)?),
         RerankDistance::Native => None,
@@ -339,7 +442,7 @@ pub fn partner_hits(
             .map_init(
                 || ExactSearcher::new(index),
                 |s, i| {
-                    candidates(s, base, metric, queries.row(i), partners[i], k).map(|p| {
+                    candidates(s, index, base, queries.row(i), partners[i], k).map(|p| {
                         partner_rank(&p, index.dim(), metric, distance, weights.as_deref())
                     })
                 },

@@ -19,12 +19,22 @@
 //! distance tight, and the following batches read only the candidates whose lower bound is
 //! still below it. Range search is the same with the radius fixed.
 //!
+//! Multi-vector indexes (DESIGN §4.6, module [`super::blocks`]): with the build weights the
+//! stored coordinates already give the weighted distance, so nothing changes. With other query
+//! weights (factors `ω_b` on stored coordinates, 0 for an absent block), inner product and
+//! cosine become a plain inner-product query `ω ⊙ q`, so every bound above holds as written;
+//! weighted L2 `Σ_b ω_b |q_b − x_b|²` keeps its own centroid distances and PQ corrections, and
+//! its key and error bounds scale by `√ω_max` (a distance in the weighted space is at most
+//! `√ω_max` times the plain one) and, for the far side of a key range, by `√ω_min` (0 when a
+//! block is absent, which only stops that side from pruning).
+//!
 //! Every bound is loosened by a small relative slack (`SLACK`, 1e-4, ≥ 100× the f32 rounding
 //! of the quantities involved), so rounding can cost a little pruning but never an answer.
 
 use std::collections::HashSet;
 
 use super::SearchError;
+use super::blocks::Weighting;
 use super::index::Index;
 use super::params::QueryStats;
 use super::read::{ReadPlan, record_vector};
@@ -82,6 +92,15 @@ pub struct ExactSearcher<'a> {
     plan: ReadPlan,
     buf: AlignedBuf,
     scratch: Vec<f32>,
+    /// Multi-vector indexes: the query block weights (`None`: the build weights).
+    block_weights: Option<Vec<f32>>,
+    /// The current query's weighting when it needs weighted L2 (module docs); `None` on every
+    /// other path.
+    weighted_l2: Option<Weighting>,
+    /// `√ω_min`, `√ω_max` of the current query under weighted L2 (1, 1 otherwise).
+    key_scale: (f32, f32),
+    /// `ω ⊙ q` under weighted L2 (its inner products with residuals give the PQ table).
+    weighted_query: Vec<f32>,
 }
 
 impl<'a> ExactSearcher<'a> {
@@ -103,7 +122,29 @@ impl<'a> ExactSearcher<'a> {
             plan: ReadPlan::default(),
             buf: AlignedBuf::new(),
             scratch: vec![0.0; index.dim],
+            block_weights: None,
+            weighted_l2: None,
+            key_scale: (1.0, 1.0),
+            weighted_query: Vec::new(),
         }
+    }
+
+    /// Multi-vector indexes: the block weights of the following queries, one per block of the
+    /// index (0 = the query does not give the block), in the units of
+    /// [`super::SearchParams::block_weights`]; `None` = the build weights.
+    pub fn set_block_weights(&mut self, weights: Option<&[f32]>) -> Result<(), SearchError> {
+        match (&self.index.blocks, weights) {
+            (None, Some(_)) => {
+                return Err(SearchError::Param {
+                    name: "block_weights",
+                    what: "the index has no blocks (built from a single --base)".into(),
+                });
+            }
+            (Some(b), Some(w)) => b.check_weights(w)?,
+            _ => {}
+        }
+        self.block_weights = weights.map(<[f32]>::to_vec);
+        Ok(())
     }
 
     /// The true `k` nearest vectors of `q` (ids and internal distances, best first; equal
@@ -235,33 +276,56 @@ impl<'a> ExactSearcher<'a> {
         Ok((found, stats))
     }
 
-    /// Query transform (cosine: unit norm), PQ table and centroid distances.
+    /// Query transform (cosine: unit norm; blocks: stored coordinates and weights), PQ table
+    /// and centroid distances.
     fn prepare(&mut self, q: &[f32]) -> Result<(), SearchError> {
         let idx = self.index;
-        if idx.blocks.is_some() {
-            return Err(SearchError::Param {
-                name: "exact",
-                what: "exact and range search take single-vector indexes only (this one has \
-                       blocks: search it with --query-block)"
-                    .into(),
-            });
-        }
         idx.exact_aux()?;
         self.query.clear();
         self.query.extend_from_slice(q);
-        if idx.metric == Metric::Cosine {
+        self.weighted_l2 = None;
+        self.key_scale = (1.0, 1.0);
+        if let Some(b) = &idx.blocks {
+            let w = b.weighting(self.block_weights.as_deref());
+            b.prepare(&mut self.query, &w, idx.metric)
+                .map_err(|()| SearchError::ZeroQuery { query: 0 })?;
+            if !w.unit {
+                if idx.metric == Metric::L2 {
+                    let lo = w.omega.iter().copied().fold(f32::INFINITY, f32::min);
+                    self.key_scale = (lo.sqrt(), w.omega_max.sqrt());
+                    w.weighted_query(&b.layout, &self.query, &mut self.weighted_query);
+                    self.weighted_l2 = Some(w);
+                } else {
+                    // −Σ_b ω_b q_b·x_b = −(ω ⊙ q)·x: a plain inner-product query.
+                    let mut wq = Vec::with_capacity(self.query.len());
+                    w.weighted_query(&b.layout, &self.query, &mut wq);
+                    self.query = wq;
+                }
+            }
+        } else if idx.metric == Metric::Cosine {
             let n = distance::dot(q, q).sqrt();
             self.query.iter_mut().for_each(|v| *v /= n);
         }
         let q = &self.query;
-        idx.pq.ip_table(q, &mut self.table);
-        for (c, d) in self.centroid_dist.iter_mut().enumerate() {
-            let centroid = idx.centroids.row(c);
-            *d = match idx.metric {
-                // Direct, not |q|² + |c|² − 2q·c: the bounds need it without cancellation.
-                Metric::L2 => distance::l2_sq(q, centroid),
-                _ => -distance::dot(q, centroid),
-            };
+        match (&self.weighted_l2, &idx.blocks) {
+            (Some(w), Some(b)) => {
+                idx.pq.ip_table(&self.weighted_query, &mut self.table);
+                for (c, d) in self.centroid_dist.iter_mut().enumerate() {
+                    *d = w.distance(&b.layout, Metric::L2, q, idx.centroids.row(c));
+                }
+            }
+            _ => {
+                idx.pq.ip_table(q, &mut self.table);
+                for (c, d) in self.centroid_dist.iter_mut().enumerate() {
+                    let centroid = idx.centroids.row(c);
+                    *d = match idx.metric {
+                        // Direct, not |q|² + |c|² − 2q·c: the bounds need it without
+                        // cancellation.
+                        Metric::L2 => distance::l2_sq(q, centroid),
+                        _ => -distance::dot(q, centroid),
+                    };
+                }
+            }
         }
         Ok(())
     }
@@ -286,6 +350,8 @@ impl<'a> ExactSearcher<'a> {
         Bounds {
             metric: self.index.metric,
             q_norm: distance::dot(&self.query, &self.query).sqrt(),
+            key_lo: self.key_scale.0,
+            key_hi: self.key_scale.1,
         }
     }
 
@@ -346,10 +412,14 @@ impl<'a> ExactSearcher<'a> {
             );
             stats.pq_scored += (b - a) as u64;
             let mut radius = radius;
+            let corrections = idx.blocks.as_ref().and_then(|b| b.corrections.as_ref());
             for (j, &table_sum) in self.scores.iter().enumerate() {
                 let r = a + j;
-                let (lower, approx, up) =
-                    bound.record(cd, table_sum, idx.correction[r], aux.error[r]);
+                let correction = match (&self.weighted_l2, corrections) {
+                    (Some(w), Some(corr)) => w.correction(corr, r),
+                    _ => idx.correction[r],
+                };
+                let (lower, approx, up) = bound.record(cd, table_sum, correction, aux.error[r]);
                 if lower > radius {
                     continue;
                 }
@@ -389,9 +459,12 @@ impl<'a> ExactSearcher<'a> {
         for i in 0..self.plan.locs.len() {
             let (rec, _) = self.plan.record(idx, &self.buf, i)?;
             let v = record_vector(idx, &rec, &mut self.scratch)?;
-            let dist = match idx.metric {
-                Metric::L2 => distance::l2_sq(&self.query, v),
-                _ => -distance::dot(&self.query, v),
+            let dist = match (&self.weighted_l2, &idx.blocks) {
+                (Some(w), Some(b)) => w.distance(&b.layout, Metric::L2, &self.query, v),
+                _ => match idx.metric {
+                    Metric::L2 => distance::l2_sq(&self.query, v),
+                    _ => -distance::dot(&self.query, v),
+                },
             };
             stats.dist_comps += 1;
             offer(Neighbor { id: rec.id(), dist });
@@ -404,6 +477,10 @@ impl<'a> ExactSearcher<'a> {
 struct Bounds {
     metric: Metric,
     q_norm: f32,
+    /// L2: `√ω_min` and `√ω_max`, the factors from a plain distance (key, radius, PQ error) to
+    /// a weighted one (1 and 1 for an unweighted query; module docs).
+    key_lo: f32,
+    key_hi: f32,
 }
 
 impl Bounds {
@@ -413,8 +490,9 @@ impl Bounds {
         match self.metric {
             Metric::L2 => {
                 let d = cd.max(0.0).sqrt();
-                let slack = SLACK * (d + r_max) + SLACK_ABS;
-                let gap = ((d - r_max).max(r_min - d) - slack).max(0.0);
+                let (near, far) = (self.key_hi * r_max, self.key_lo * r_min);
+                let slack = SLACK * (d + near) + SLACK_ABS;
+                let gap = ((d - near).max(far - d) - slack).max(0.0);
                 gap * gap
             }
             _ => cd - self.q_norm * r_max - self.ip_slack(c_norm_sq, r_max),
@@ -439,10 +517,15 @@ impl Bounds {
         }
         match self.metric {
             Metric::L2 => {
+                // Lower bounds d − k_hi·k and k_lo·k − d, each ≤ the radius.
                 let d = cd.max(0.0).sqrt();
-                let reach = radius.max(0.0).sqrt() + SLACK * (d + r_max) + SLACK_ABS;
-                let lo = keys.partition_point(|&k| k < d - reach);
-                let hi = keys.partition_point(|&k| k <= d + reach);
+                let reach = radius.max(0.0).sqrt() + SLACK * (d + self.key_hi * r_max) + SLACK_ABS;
+                let lo = keys.partition_point(|&k| self.key_hi * k < d - reach);
+                let hi = if self.key_lo > 0.0 {
+                    keys.partition_point(|&k| self.key_lo * k <= d + reach)
+                } else {
+                    keys.len()
+                };
                 (lo, hi.max(lo))
             }
             _ => {
@@ -464,7 +547,7 @@ impl Bounds {
     /// (lower bound, PQ estimate, upper bound) of a record from its ADC table sum, L2
     /// correction and PQ error.
     fn record(&self, cd: f32, table_sum: f32, correction: f32, error: f32) -> (f32, f32, f32) {
-        let error = error * (1.0 + SLACK) + SLACK_ABS;
+        let error = error * self.key_hi * (1.0 + SLACK) + SLACK_ABS;
         match self.metric {
             Metric::L2 => {
                 // |q − x̂|² = |q − c|² + (|r̂|² + 2c·r̂) − 2q·r̂
@@ -493,12 +576,14 @@ pub enum ExactQuery {
     Range(f32),
 }
 
-/// Runs `what` for every row of `queries` on `pool` (one [`ExactSearcher`] per worker). Fails
-/// on the first bad query (checked up front) or, after the batch, with the first query error.
+/// Runs `what` for every row of `queries` on `pool` (one [`ExactSearcher`] per worker), with
+/// the multi-vector `block_weights` of [`ExactSearcher::set_block_weights`]. Fails on the first
+/// bad query (checked up front) or, after the batch, with the first query error.
 pub fn exact_batch(
     index: &Index,
     queries: crate::data::MatrixView<'_, f32>,
     what: ExactQuery,
+    block_weights: Option<&[f32]>,
     params: ExactParams,
     pool: &rayon::ThreadPool,
 ) -> Result<super::BatchResult, SearchError> {
@@ -506,6 +591,8 @@ pub fn exact_batch(
     for (i, q) in queries.iter_rows().enumerate() {
         index.check_query(i, q)?;
     }
+    // Checks the weights once, up front.
+    ExactSearcher::new(index).set_block_weights(block_weights)?;
     index.exact_aux()?;
     let start = std::time::Instant::now();
     type Outcome = Result<(Vec<Neighbor>, QueryStats, f64), SearchError>;
@@ -513,7 +600,11 @@ pub fn exact_batch(
         (0..queries.rows())
             .into_par_iter()
             .map_init(
-                || ExactSearcher::with_params(index, params),
+                || {
+                    let mut s = ExactSearcher::with_params(index, params);
+                    s.set_block_weights(block_weights).expect("checked above");
+                    s
+                },
                 |s, i| {
                     let t0 = std::time::Instant::now();
                     let r = match what {

@@ -9,11 +9,11 @@ use super::blocks::IndexBlocks;
 use crate::data::Matrix;
 use crate::distance::Metric;
 use crate::format::verify::{
-    CLUSTERS_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE,
+    CLUSTERS_FILE, COARSE_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE,
 };
 use crate::format::{
-    ClusterEntry, ClusterTable, DataFileHeader, FormatError, IndexMeta, PqFile, RecordCodec,
-    RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
+    ClusterEntry, ClusterTable, CoarseLevel, DataFileHeader, FormatError, IndexMeta, PqFile,
+    RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
@@ -41,6 +41,8 @@ pub struct Index {
     /// Ranks base anchors (two levels when there are many) and query-modality anchors.
     pub(super) router: Router,
     pub(super) query_router: Router,
+    /// The base anchors' stored coarse level (`coarse.m3`), if the index has one.
+    pub(super) coarse: Option<CoarseLevel>,
     /// The blocks of a multi-vector index.
     pub(super) blocks: Option<IndexBlocks>,
     /// Whether the index has `keys.m3` (format 1.1).
@@ -133,9 +135,21 @@ impl Index {
         } else {
             None
         };
-        let router = Router::new(
-            clusters.centroids.view(),
-            base_order(metric),
+        // Two-level routing from the stored coarse level; an index without one (older, or
+        // K below the build's threshold) builds it here when K is large.
+        let coarse = match manifest.file(COARSE_FILE) {
+            Some(_) => {
+                let path = dir.join(COARSE_FILE);
+                let c = CoarseLevel::read(&path)?;
+                c.check_against(&meta, &path)?;
+                Some(c)
+            }
+            None => None,
+        };
+        let router = base_router(
+            &clusters.centroids,
+            metric,
+            coarse.as_ref(),
             DEFAULT_ROUTE_MIN_K,
         );
         let query_router =
@@ -143,6 +157,7 @@ impl Index {
         Ok(Self {
             router,
             query_router,
+            coarse,
             dir: dir.to_path_buf(),
             meta,
             metric,
@@ -167,7 +182,7 @@ impl Index {
     /// Routes in two levels from `min_k` anchors on (base and query-modality anchors alike;
     /// `usize::MAX`: always score every anchor). Rebuilds the routers.
     pub fn set_route_min_k(&mut self, min_k: usize) {
-        self.router = Router::new(self.centroids.view(), base_order(self.metric), min_k);
+        self.router = base_router(&self.centroids, self.metric, self.coarse.as_ref(), min_k);
         self.query_router = Router::new(self.routing.anchors.view(), AnchorOrder::L2, min_k);
     }
 
@@ -340,7 +355,28 @@ impl Index {
 }
 
 /// Base clusters are ranked by squared L2 distance under L2, by `−q·c` otherwise.
-fn base_order(metric: Metric) -> AnchorOrder {
+/// The router over the base anchors: the stored coarse level when there is one and K reaches
+/// `min_k`, else [`Router::new`] (exact below `min_k`, a coarse level built now above).
+fn base_router(
+    centroids: &Matrix<f32>,
+    metric: Metric,
+    coarse: Option<&CoarseLevel>,
+    min_k: usize,
+) -> Router {
+    match coarse {
+        Some(c) if centroids.rows() >= min_k.max(2) => Router::from_stored(
+            centroids.view(),
+            base_order(metric),
+            c.coarse.clone(),
+            &c.labels,
+            c.probe as usize,
+        ),
+        _ => Router::new(centroids.view(), base_order(metric), min_k),
+    }
+}
+
+/// The anchor order of the base anchors under `metric`.
+pub fn base_order(metric: Metric) -> AnchorOrder {
     match metric {
         Metric::L2 => AnchorOrder::L2Expanded,
         _ => AnchorOrder::InnerProduct,

@@ -15,11 +15,13 @@ mod route;
 
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use blocks::{IndexBlocks, Weighting};
-pub use calibrate::{Calibration, CalibrationParams, CalibrationPoint, calibrate, partner_hits};
+pub use calibrate::{
+    Calibration, CalibrationBase, CalibrationParams, CalibrationPoint, calibrate, partner_hits,
+};
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
-pub use index::Index;
+pub use index::{Index, base_order};
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
 pub use route::{AnchorOrder, AnchorScores, DEFAULT_ROUTE_MIN_K, Router};

@@ -183,19 +183,7 @@ impl<'a> Searcher<'a> {
                     what: "the index has no blocks (built from a single --base)".into(),
                 });
             }
-            (Some(b), Some(w)) => {
-                b.check_weights(w)?;
-                if !b.weighting(Some(w)).unit
-                    && matches!(params.distance, super::RerankDistance::LcCmd { .. })
-                {
-                    return Err(SearchError::Param {
-                        name: "distance",
-                        what: "LC-CMD reranking takes the build's block weights only (the \
-                               block standardisation already calibrates the blocks)"
-                            .into(),
-                    });
-                }
-            }
+            (Some(b), Some(w)) => b.check_weights(w)?,
             _ => {}
         }
         if params.k == 0 {

@@ -165,7 +165,10 @@ pub(super) fn rerank(
             .filter(|w| !w.unit)
             .zip(idx.blocks.as_ref());
         let dist = match (params.distance, &weights, blocks) {
-            (super::RerankDistance::LcCmd { .. }, Some((_, w)), _) => {
+            (super::RerankDistance::LcCmd { .. }, Some((_, w)), Some((bw, b))) => {
+                bw.weighted_l2_dims(&b.layout, q, v, w)
+            }
+            (super::RerankDistance::LcCmd { .. }, Some((_, w)), None) => {
                 distance::weighted_l2_sq(q, v, w)
             }
             (_, _, Some((w, b))) => w.distance(&b.layout, idx.metric, q, v),

@@ -7,8 +7,10 @@
 //! two-level structure of the build ([`crate::kmeans::TwoLevel`], ≈ √K coarse groups):
 //! a query scores the G coarse centres, then only the anchors of its `groups` best groups,
 //! about `(G + groups · K/G) · d` multiply-adds instead of `K · d`. The anchors found are
-//! returned best first, ties by lower id. The coarse level is rebuilt at open from the
-//! centroids (deterministic; 2–3 s at K = 39,000 on two cores).
+//! returned best first, ties by lower id. The build stores the base anchors' coarse level in
+//! `coarse.m3` ([`Router::coarse_level`], [`Router::from_stored`]); an index without it
+//! rebuilds the level at open from the centroids (deterministic; 2–3 s at K = 39,000 on two
+//! cores, and it grows as K^1.5).
 //!
 //! [`AnchorScores`] keeps one query's anchor scores, computed on demand: clusters reached
 //! through query anchors or neighbour lists get their score when first needed.
@@ -47,20 +49,36 @@ impl Router {
     /// augmented to `[c, √(M² − |c|²)]` (M the largest anchor norm, DESIGN §4.1), where the
     /// order of `|q' − c'|²` with `q' = [q, 0]` is the order of `−q·c`: groups are then chosen
     /// by a distance that agrees with the inner product, not by `−q·g` of a group mean.
+    /// The coarse k-means runs on a pool of every available core (its result does not depend
+    /// on the thread count); [`Router::new_in`] takes the pool.
     pub fn new(anchors: MatrixView<'_, f32>, order: AnchorOrder, min_k: usize) -> Self {
+        if anchors.rows() < min_k.max(2) {
+            return Self::new_in(anchors, order, min_k, None);
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("a thread pool for the coarse k-means");
+        Self::new_in(anchors, order, min_k, Some(&pool))
+    }
+
+    /// [`Router::new`] with the coarse k-means on `pool` (needed only when two-level).
+    pub fn new_in(
+        anchors: MatrixView<'_, f32>,
+        order: AnchorOrder,
+        min_k: usize,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Self {
         let norms = crate::linalg::row_norms_sq(anchors);
         let two_level = (anchors.rows() >= min_k.max(2)).then(|| {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("a thread pool for the coarse k-means");
+            let pool = pool.expect("a pool for the coarse k-means");
             match order {
                 AnchorOrder::InnerProduct => {
                     let aug = augment(anchors, &norms);
-                    TwoLevel::build(aug.view(), &NearestParams::default(), &pool)
+                    TwoLevel::build(aug.view(), &NearestParams::default(), pool)
                 }
-                _ => TwoLevel::build(anchors, &NearestParams::default(), &pool),
+                _ => TwoLevel::build(anchors, &NearestParams::default(), pool),
             }
         });
         let coarse_norms = two_level
@@ -73,6 +91,44 @@ impl Router {
             two_level,
             coarse_norms,
         }
+    }
+
+    /// A two-level router from a stored coarse level (`coarse.m3`, made by [`Router::new`] at
+    /// build time): the same router `new` would build, without the coarse k-means.
+    pub fn from_stored(
+        anchors: MatrixView<'_, f32>,
+        order: AnchorOrder,
+        coarse: Matrix<f32>,
+        labels: &[u32],
+        probe: usize,
+    ) -> Self {
+        let norms = crate::linalg::row_norms_sq(anchors);
+        let tl = match order {
+            AnchorOrder::InnerProduct => {
+                let aug = augment(anchors, &norms);
+                TwoLevel::from_parts(aug.view(), coarse, labels, probe)
+            }
+            _ => TwoLevel::from_parts(anchors, coarse, labels, probe),
+        };
+        Self {
+            order,
+            norms,
+            coarse_norms: crate::linalg::row_norms_sq(tl.coarse()),
+            two_level: Some(tl),
+        }
+    }
+
+    /// The coarse level to store: (coarse centres, each anchor's group, probe), `None` for
+    /// an exact router. Centres are over augmented anchors under inner product.
+    pub fn coarse_level(&self) -> Option<(Matrix<f32>, Vec<u32>, usize)> {
+        self.two_level.as_ref().map(|tl| {
+            let c = tl.coarse();
+            (
+                Matrix::from_vec(c.as_slice().to_vec(), c.dim()).expect("dim ≥ 1"),
+                tl.labels(),
+                tl.probe(),
+            )
+        })
     }
 
     pub fn is_two_level(&self) -> bool {
@@ -334,6 +390,44 @@ mod tests {
             let o = overlap(&r, &anchors, &queries, order, 10, 0);
             assert!(o >= 0.998, "{order:?}: {o}");
         }
+    }
+
+    /// A router rebuilt from its stored coarse level (what `coarse.m3` holds) answers every
+    /// query exactly as the router that made the level.
+    #[test]
+    fn router_from_stored_level_equals_the_built_one() {
+        let anchors = gaussian(900, 12, 5, true);
+        let queries = gaussian(40, 12, 6, false);
+        for order in [AnchorOrder::L2Expanded, AnchorOrder::InnerProduct] {
+            let built = Router::new(anchors.view(), order, 2);
+            let (coarse, labels, probe) = built.coarse_level().expect("two levels");
+            let extra = usize::from(order == AnchorOrder::InnerProduct);
+            assert_eq!(coarse.dim(), 12 + extra, "{order:?}: augmented under ip");
+            assert_eq!(labels.len(), 900);
+            assert!(labels.iter().all(|&g| (g as usize) < coarse.rows()));
+            let stored = Router::from_stored(anchors.view(), order, coarse, &labels, probe);
+            assert!(stored.is_two_level());
+            let (mut sa, mut sb) = (AnchorScores::new(900), AnchorScores::new(900));
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for q in queries.view().iter_rows() {
+                for groups in [0, 3, 40] {
+                    sa.reset(distance::dot(q, q));
+                    sb.reset(distance::dot(q, q));
+                    let na = built.nearest(anchors.view(), q, 10, groups, &mut sa, &mut a);
+                    let nb = stored.nearest(anchors.view(), q, 10, groups, &mut sb, &mut b);
+                    assert_eq!(na, nb, "{order:?}: anchors scored");
+                    let bits = |v: &[(f32, u32)]| -> Vec<(u32, u32)> {
+                        v.iter().map(|&(s, c)| (s.to_bits(), c)).collect()
+                    };
+                    assert_eq!(bits(&a), bits(&b), "{order:?}, {groups} groups");
+                }
+            }
+        }
+        assert!(
+            Router::new(anchors.view(), AnchorOrder::L2, usize::MAX)
+                .coarse_level()
+                .is_none()
+        );
     }
 
     #[test]

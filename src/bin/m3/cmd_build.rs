@@ -99,7 +99,8 @@ pub struct BuildArgs {
     /// Find nearest anchors in two levels (≈ √K coarse groups) from this many anchors on
     /// (k-means, assignment, anchor graph); below it, an exact scan. At K = 39,063 two levels
     /// with probe 8 found the true nearest anchor for 99.98% of rows, 12× faster
-    /// (docs/BENCHMARKS.md, "Two-level assignment").
+    /// (docs/BENCHMARKS.md, "Two-level assignment"). From this many anchors on, the index also
+    /// stores routing's coarse level (`coarse.m3`), so that opening it does not recompute it.
     #[arg(long, default_value_t = 4096)]
     two_level_min_k: usize,
     /// Coarse groups searched per row by the two-level anchor search.
@@ -140,11 +141,6 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !auto || (args.calib.calib_queries.is_some() && args.calib.calib_partners.is_some()),
         "--distance auto needs --calib-queries and --calib-partners"
-    );
-    anyhow::ensure!(
-        !auto || args.base.is_some(),
-        "--distance auto needs --base: a multi-vector index is calibrated by its block \
-         standardisation"
     );
     let pool = thread_pool(args.threads)?;
     let base = args.base.clone();
@@ -233,10 +229,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     eprintln!("m3 build: wrote {}", args.out.display());
     if auto {
         eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
-        let base = base.as_deref().expect("checked before the build");
+        let base = match base {
+            Some(b) => crate::cmd_calibrate::BaseInput::File(b),
+            None => {
+                crate::cmd_calibrate::BaseInput::Blocks(parse_block_files("--block", &args.block)?)
+            }
+        };
         crate::cmd_calibrate::calibrate_index(
             &args.out,
-            base,
+            &base,
             &args.calib,
             args.seed,
             args.threads,

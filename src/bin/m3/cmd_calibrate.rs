@@ -7,7 +7,10 @@ use anyhow::Context;
 use clap::Args;
 use m3::data::{GroundTruth, Matrix, VectorFile};
 use m3::io::{IoBackend, ReaderOptions};
-use m3::search::{Calibration, CalibrationParams, Index, RerankDistance, calibrate};
+use m3::multivec::BlockFiles;
+use m3::search::{
+    Calibration, CalibrationBase, CalibrationParams, Index, RerankDistance, calibrate,
+};
 
 use crate::common::thread_pool;
 
@@ -35,8 +38,12 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// The base file the index was built from (candidate vectors are read from it).
-    #[arg(long)]
-    pub base: PathBuf,
+    #[arg(long, required_unless_present = "block", conflicts_with = "block")]
+    pub base: Option<PathBuf>,
+    /// A multi-vector index: the block files it was built from, `NAME=FILE` per block
+    /// (repeat). Its calibration queries are full rows, every block, like its training queries.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub block: Vec<String>,
     #[command(flatten)]
     pub calib: CalibrationArgs,
     #[arg(long, default_value_t = 42)]
@@ -48,10 +55,21 @@ pub struct CalibrateArgs {
     pub dry_run: bool,
 }
 
+/// Where calibration reads the base vectors.
+#[derive(Debug, Clone)]
+pub enum BaseInput {
+    File(PathBuf),
+    Blocks(Vec<(String, PathBuf)>),
+}
+
 pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
+    let base = match args.base {
+        Some(b) => BaseInput::File(b),
+        None => BaseInput::Blocks(crate::common::parse_block_files("--block", &args.block)?),
+    };
     calibrate_index(
         &args.index,
-        &args.base,
+        &base,
         &args.calib,
         args.seed,
         args.threads,
@@ -63,7 +81,7 @@ pub fn run(args: CalibrateArgs) -> anyhow::Result<()> {
 /// Calibrates the index at `dir`, prints the grid and (unless `dry_run`) stores the choice.
 pub fn calibrate_index(
     dir: &Path,
-    base: &Path,
+    base: &BaseInput,
     args: &CalibrationArgs,
     seed: u64,
     threads: usize,
@@ -101,15 +119,18 @@ pub fn calibrate_index(
         seed,
         ..CalibrationParams::default()
     };
-    let base_file = VectorFile::open(base)?;
-    let cal = calibrate(
-        &index,
-        &base_file,
-        queries.view(),
-        &partners,
-        &params,
-        &pool,
-    )?;
+    let (file, blocks);
+    let base = match base {
+        BaseInput::File(path) => {
+            file = VectorFile::open(path)?;
+            CalibrationBase::Single(&file)
+        }
+        BaseInput::Blocks(list) => {
+            blocks = BlockFiles::open(list)?;
+            CalibrationBase::Blocks(&blocks)
+        }
+    };
+    let cal = calibrate(&index, base, queries.view(), &partners, &params, &pool)?;
     print_calibration(&cal);
     drop(index);
     if !dry_run {

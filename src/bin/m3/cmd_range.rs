@@ -27,12 +27,16 @@ pub fn run(args: RangeArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.index.threads)?;
     let index = open_index(&args.index)?;
     let queries = read_queries(&args.index, &index)?;
-    anyhow::ensure!(
-        queries.block_weights.is_none(),
-        "m3 range does not take --query-block queries yet (single-vector queries only)"
-    );
     let what = ExactQuery::Range(args.radius);
-    let res = exact_batch(&index, queries.view(), what, ExactParams::default(), &pool)?;
+    let weights = queries.block_weights.as_deref();
+    let res = exact_batch(
+        &index,
+        queries.view(),
+        what,
+        weights,
+        ExactParams::default(),
+        &pool,
+    )?;
     let nq = res.results.len();
     let metric = index.metric();
     let counts: Vec<u32> = res.results.iter().map(|r| r.len() as u32).collect();

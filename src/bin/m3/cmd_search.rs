@@ -39,12 +39,16 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let mut params = args.knobs.params(args.k, &index);
     params.block_weights = queries.block_weights.clone();
     let res = if args.exact {
-        anyhow::ensure!(
-            params.block_weights.is_none(),
-            "--exact does not take --query-block queries yet (single-vector queries only)"
-        );
         let what = ExactQuery::Knn(args.k);
-        exact_batch(&index, queries.view(), what, ExactParams::default(), &pool)?
+        let weights = params.block_weights.as_deref();
+        exact_batch(
+            &index,
+            queries.view(),
+            what,
+            weights,
+            ExactParams::default(),
+            &pool,
+        )?
     } else {
         search_batch(
             &index,

@@ -100,8 +100,26 @@ pub fn run(args: TuneArgs) -> anyhow::Result<()> {
                 "\nbest: recall@{k} {:.4} at {:.0} QPS ({} threads), {:.1} reads, {:.2} I/O rounds per query",
                 b.recall_at_k, b.qps, b.threads, b.mean_ios, b.mean_io_rounds
             );
+            // The same query form as the one tuned on: a query file, or the block names given
+            // (each block's file left to the user), with the weights given.
+            let mut query_flags = if args.index.queries.is_some() {
+                "--queries QUERIES".to_string()
+            } else {
+                args.index
+                    .query_block
+                    .iter()
+                    .map(|b| {
+                        let name = b.split_once('=').map_or(b.as_str(), |(n, _)| n);
+                        format!("--query-block {name}=QUERIES_{}", name.to_uppercase())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            for w in &args.index.weight {
+                query_flags.push_str(&format!(" --weight {w}"));
+            }
             println!(
-                "m3 search --index {} --queries QUERIES --k {k} {}",
+                "m3 search --index {} {query_flags} --k {k} {}",
                 args.index.index.display(),
                 b.params.as_flags()
             );
