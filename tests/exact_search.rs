@@ -545,3 +545,27 @@ fn cli_search_exact_and_range() {
     let err = RangeResults::read(&res).unwrap_err().to_string();
     assert!(err.contains("range.bin"), "{err}");
 }
+
+/// A searcher reused across queries does exactly the work of a fresh one for each query
+/// (nothing of the previous query's candidates is read again), for k-NN and range.
+#[test]
+fn reused_searcher_does_the_work_of_a_fresh_one() {
+    let c = generated(Metric::L2, 0, 1.0, 77);
+    let idx = open(&c.index);
+    let mut reused = ExactSearcher::new(&idx);
+    for (i, q) in c.queries.view().iter_rows().enumerate().take(12) {
+        let (a, sa) = reused.knn(q, K).unwrap();
+        let (b, sb) = ExactSearcher::new(&idx).knn(q, K).unwrap();
+        assert_eq!(a, b, "query {i}: results");
+        assert_eq!(
+            (sa.dist_comps, sa.sectors, sa.pq_scored),
+            (sb.dist_comps, sb.sectors, sb.pq_scored),
+            "query {i}: work of a reused searcher"
+        );
+        let radius = b[K / 2].dist;
+        let (ra, sa) = reused.range(q, radius).unwrap();
+        let (rb, sb) = ExactSearcher::new(&idx).range(q, radius).unwrap();
+        assert_eq!(ra, rb, "query {i}: range results");
+        assert_eq!(sa.dist_comps, sb.dist_comps, "query {i}: range work");
+    }
+}

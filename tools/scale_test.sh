@@ -8,7 +8,8 @@
 #   python with matplotlib; default /work/peers-venv/bin/python, else python3), M3_BIN (run this
 #   m3 binary instead of building the tree).
 # Outputs, per N: $DIR/xm<N>-build.json (build summary), -build.log (stderr + /usr/bin/time -v),
-#   -bench.jsonl (m3 bench --json), -load.txt; then $DIR/scale.png and $DIR/scale.md.
+#   -bench.jsonl (m3 bench --json), -open.txt (open + 10 queries: wall time, peak RSS),
+#   -load.txt; then $DIR/scale.png and $DIR/scale.md.
 # The machine is shared: runs are niced, and /proc/loadavg is recorded beside every number.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,9 @@ for n in "${sizes[@]}"; do
   run /usr/bin/time -v "$m3" build --base "$data/base.fbin" --metric ip \
     --train-queries "$data/train_query.fbin" --out "$idx" --threads "$threads" \
     --ram-budget-gb "$budget" --json > "$dir/$name-build.json" 2> "$dir/$name-build.log"
+  # Opening the index (manifest, RAM parts, routers) plus 10 queries: the cost of a cold start.
+  /usr/bin/time -f "%e s, %M KiB peak RSS" -o "$dir/$name-open.txt" "$m3" search --index "$idx" \
+    --queries "$data/query.fbin" --max-queries 10 --k 10 > /dev/null 2>&1
   echo "bench start: $(cat /proc/loadavg)" >> "$dir/$name-load.txt"
   run "$m3" bench --index "$idx" --queries "$data/query.fbin" --gt "$data/gt100.ibin" --k 10 \
     --thread-counts 1,2 --sweep nprobe=16,32,64,128 --sweep qprobe=8 --sweep rerank=80,160 \

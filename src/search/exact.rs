@@ -281,6 +281,8 @@ impl<'a> ExactSearcher<'a> {
     fn prepare(&mut self, q: &[f32]) -> Result<(), SearchError> {
         let idx = self.index;
         idx.exact_aux()?;
+        // The previous query's candidates (their bounds were for another query).
+        self.candidates.clear();
         self.query.clear();
         self.query.extend_from_slice(q);
         self.weighted_l2 = None;
