@@ -53,7 +53,8 @@ const SLACK_ABS: f32 = 1e-6;
 pub struct ExactParams {
     /// Records read in the first batch (best PQ estimates), which sets the radius for the rest.
     pub first_batch: usize,
-    /// Most records per later batch (bounds the read buffer).
+    /// Most records per later batch (bounds the read buffer); when more candidates than this
+    /// survive the bounds, they are read in record order rather than best estimate first.
     pub max_batch: usize,
     /// Clusters (nearest by bound) whose candidates feed the first batch.
     pub warm_clusters: usize,
@@ -189,10 +190,17 @@ impl<'a> ExactSearcher<'a> {
             .extend(self.candidates[..first].iter().map(|c| c.record));
         self.candidates.drain(..first);
         self.read_offer(&mut stats, &mut results, &mut ids)?;
-        // Phase 2: the other clusters against the exact radius, then what is left.
+        // Phase 2: the other clusters against the exact radius, then what is left: best
+        // estimate first, or, when the bounds left more than a batch (weak pruning: high
+        // intrinsic dimension, absent blocks), in record order, so that every sector is read
+        // once, in long runs, instead of again for each record it holds.
         let tight = results.threshold();
         self.collect(visited, usize::MAX, &mut upper, tight, None, &mut stats);
-        self.sort_candidates_by_estimate();
+        if self.candidates.len() > self.params.max_batch.max(1) {
+            self.candidates.sort_unstable_by_key(|c| c.record);
+        } else {
+            self.sort_candidates_by_estimate();
+        }
         let mut next = 0;
         loop {
             let radius = upper.threshold().min(results.threshold());
