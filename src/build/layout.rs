@@ -62,7 +62,9 @@ pub fn write_vectors(
     let encode = |id: u32, out: &mut [u8]| -> Result<(), BuildError> {
         let first = id as u64;
         match dtype {
-            DType::F32 => codec.encode(base.read_prepared(first, 1, metric)?.row(0), id, &[], out)?,
+            DType::F32 => {
+                codec.encode(base.read_prepared(first, 1, metric)?.row(0), id, &[], out)?
+            }
             DType::U8 => codec.encode(base.read_native::<u8>(first, 1)?.row(0), id, &[], out)?,
             DType::I8 => codec.encode(base.read_native::<i8>(first, 1)?.row(0), id, &[], out)?,
         }
