@@ -226,7 +226,7 @@ pub fn build_index(
             clusters.centroids.view(),
             crate::search::base_order(params.metric),
             2,
-            Some(pool),
+            pool,
         );
         let (coarse, labels, probe) = router.coarse_level().expect("two levels");
         let level = CoarseLevel {

@@ -354,7 +354,6 @@ impl Index {
     }
 }
 
-/// Base clusters are ranked by squared L2 distance under L2, by `−q·c` otherwise.
 /// The router over the base anchors: the stored coarse level when there is one and K reaches
 /// `min_k`, else [`Router::new`] (exact below `min_k`, a coarse level built now above).
 fn base_router(
@@ -375,7 +374,7 @@ fn base_router(
     }
 }
 
-/// The anchor order of the base anchors under `metric`.
+/// The anchor order of the base anchors: squared L2 distance under L2, `−q·c` otherwise.
 pub fn base_order(metric: Metric) -> AnchorOrder {
     match metric {
         Metric::L2 => AnchorOrder::L2Expanded,

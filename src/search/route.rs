@@ -53,33 +53,35 @@ impl Router {
     /// on the thread count); [`Router::new_in`] takes the pool.
     pub fn new(anchors: MatrixView<'_, f32>, order: AnchorOrder, min_k: usize) -> Self {
         if anchors.rows() < min_k.max(2) {
-            return Self::new_in(anchors, order, min_k, None);
+            return Self {
+                order,
+                norms: crate::linalg::row_norms_sq(anchors),
+                two_level: None,
+                coarse_norms: Vec::new(),
+            };
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .expect("a thread pool for the coarse k-means");
-        Self::new_in(anchors, order, min_k, Some(&pool))
+        Self::new_in(anchors, order, min_k, &pool)
     }
 
-    /// [`Router::new`] with the coarse k-means on `pool` (needed only when two-level).
+    /// [`Router::new`] with the coarse k-means (when two-level) on `pool`.
     pub fn new_in(
         anchors: MatrixView<'_, f32>,
         order: AnchorOrder,
         min_k: usize,
-        pool: Option<&rayon::ThreadPool>,
+        pool: &rayon::ThreadPool,
     ) -> Self {
         let norms = crate::linalg::row_norms_sq(anchors);
-        let two_level = (anchors.rows() >= min_k.max(2)).then(|| {
-            let pool = pool.expect("a pool for the coarse k-means");
-            match order {
-                AnchorOrder::InnerProduct => {
-                    let aug = augment(anchors, &norms);
-                    TwoLevel::build(aug.view(), &NearestParams::default(), pool)
-                }
-                _ => TwoLevel::build(anchors, &NearestParams::default(), pool),
+        let two_level = (anchors.rows() >= min_k.max(2)).then(|| match order {
+            AnchorOrder::InnerProduct => {
+                let aug = augment(anchors, &norms);
+                TwoLevel::build(aug.view(), &NearestParams::default(), pool)
             }
+            _ => TwoLevel::build(anchors, &NearestParams::default(), pool),
         });
         let coarse_norms = two_level
             .as_ref()

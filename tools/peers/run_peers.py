@@ -94,7 +94,11 @@ DISKANN_MEM_LS = tuple(
     for x in os.environ.get("M3_DISKANN_MEM_LS", "10,15,20,30,40,60,80,120,160,240,320").split(",")
 )
 HNSW_M, HNSW_EFC = 32, 200
-HNSW_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# ef swept; overridable like DiskANN's lists, e.g. M3_HNSW_EFS=768,1024,2048 for cross-modal sets.
+HNSW_EFS = tuple(
+    int(x)
+    for x in os.environ.get("M3_HNSW_EFS", "10,16,24,32,48,64,96,128,192,256,384,512").split(",")
+)
 IVF_NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 REFINE_K_FACTOR = 10
 MIN_BATCH_S, MAX_BATCH_REPS = 1.0, 100
