@@ -1,7 +1,7 @@
 //! Stages 4 and 5, lay out: every record's vector is written into its slot of `data.m3`
 //! (clusters after each other, members in key order, see [`crate::format::layout`]); then,
-//! cluster by cluster in parallel, the members are read back, their neighbour lists built
-//! ([`crate::graph::build_cluster_graph`]) and the cluster's sectors rewritten whole.
+//! window by window (the window's clusters in parallel), the members are read back, their
+//! neighbour lists built ([`crate::graph::build_cluster_graph`]) and the window rewritten.
 //!
 //! Memory: one layout window (an eighth of the RAM budget, at most 256 MiB), and one cluster
 //! per thread.
@@ -57,8 +57,6 @@ pub fn write_vectors(
     let rb = codec.record_bytes() as usize;
     let metric = params.metric;
     let dtype = base.stored_dtype(metric);
-    let window = (params.ram_budget_bytes / 8).clamp(sb, MAX_WINDOW_BYTES);
-    let sectors_of = |c: usize| layout.sectors_for(entries[c].records as u64);
     let encode = |id: u32, out: &mut [u8]| -> Result<(), BuildError> {
         let first = id as u64;
         match dtype {
@@ -71,6 +69,47 @@ pub fn write_vectors(
         Ok(())
     };
     let mut done = 0u64;
+    for_each_window(
+        writer,
+        params,
+        pool,
+        |c, out| -> Result<(), BuildError> {
+            let e = &entries[c];
+            for i in 0..e.records as u64 {
+                let id = asg.ids[(e.first_record + i) as usize];
+                let loc = layout.locate(i);
+                let at = (loc.sector * sb) as usize + loc.offset_bytes as usize;
+                encode(id, &mut out[at..at + rb])?;
+            }
+            Ok(())
+        },
+        |window, _| {
+            done += window.map(|c| entries[c].records as u64).sum::<u64>();
+            progress(done);
+        },
+    )
+}
+
+/// Fills `data.m3` in windows of whole clusters: for each window, `fill(c, sectors)` runs for
+/// its clusters in parallel on zeroed sector buffers, then the window is written with one
+/// sequential write and `done(clusters, outputs)` is called in cluster order.
+///
+/// No write is in flight while `fill` runs, so a `fill` may read any cluster of the file
+/// (written windows hold their final bytes, later ones their earlier contents) without
+/// seeing a record half rewritten. The window is an eighth of the RAM budget, at most
+/// 256 MiB, at least one cluster.
+fn for_each_window<T: Send>(
+    writer: &DataFileWriter,
+    params: &BuildParams,
+    pool: &rayon::ThreadPool,
+    fill: impl Fn(usize, &mut [u8]) -> Result<T, BuildError> + Sync,
+    mut done: impl FnMut(std::ops::Range<usize>, Vec<T>),
+) -> Result<(), BuildError> {
+    let sb = SECTOR_BYTES as u64;
+    let entries = writer.cluster_entries();
+    let layout = writer.layout();
+    let window = (params.ram_budget_bytes / 8).clamp(sb, MAX_WINDOW_BYTES);
+    let sectors_of = |c: usize| layout.sectors_for(entries[c].records as u64);
     let mut c0 = 0;
     while c0 < entries.len() {
         let mut c1 = c0 + 1;
@@ -92,23 +131,14 @@ pub fn write_vectors(
             parts.push((c, head));
             rest = tail;
         }
-        pool.install(|| {
+        let outputs = pool.install(|| {
             parts
                 .into_par_iter()
-                .try_for_each(|(c, out)| -> Result<(), BuildError> {
-                    let e = &entries[c];
-                    for i in 0..e.records as u64 {
-                        let id = asg.ids[(e.first_record + i) as usize];
-                        let loc = layout.locate(i);
-                        let at = (loc.sector * sb) as usize + loc.offset_bytes as usize;
-                        encode(id, &mut out[at..at + rb])?;
-                    }
-                    Ok(())
-                })
+                .map(|(c, out)| fill(c, out))
+                .collect::<Result<Vec<T>, BuildError>>()
         })?;
         writer.write_sector_range(entries[c0].first_sector, &buf)?;
-        done += (c0..c1).map(|c| entries[c].records as u64).sum::<u64>();
-        progress(done);
+        done(c0..c1, outputs);
         c0 = c1;
     }
     Ok(())
@@ -212,8 +242,11 @@ fn read_cluster(
 /// One cluster's entry (radii filled in), its records' degrees, LIDs and α.
 type ClusterGraphOut = (ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>);
 
-/// Builds every cluster's neighbour lists and rewrites its sectors with them. Returns the
-/// cluster entries with r_min/r_max filled in and the graph report.
+/// Builds every cluster's neighbour lists and rewrites its sectors with them, window by
+/// window ([`for_each_window`]): the neighbour lists of a window's clusters are built in
+/// parallel, reading their own and nearby clusters' records, and only then is the window
+/// written, so no read ever races a rewrite of the sectors it reads. Returns the cluster
+/// entries with r_min/r_max filled in and the graph report.
 #[allow(clippy::too_many_arguments)] // the stage's inputs; each is used once
 pub fn write_graphs(
     data_path: &Path,
@@ -229,70 +262,65 @@ pub fn write_graphs(
     let all_entries = writer.cluster_entries();
     let layout = writer.layout();
     let codec = writer.codec();
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let per_cluster: Vec<ClusterGraphOut> = pool.install(|| {
-        writer
-            .cluster_entries()
-            .par_iter()
-            .enumerate()
-            .map(|(ci, e)| -> Result<_, BuildError> {
-                let mut entry = *e;
-                let first = e.first_record as usize;
-                let keys = &asg.keys[first..first + e.records as usize];
-                entry.r_min = keys.first().copied().unwrap_or(0.0);
-                entry.r_max = keys.last().copied().unwrap_or(0.0);
-                if e.records == 0 {
-                    return Ok((entry, Vec::new(), Vec::new(), Vec::new()));
+    let rb = codec.record_bytes() as usize;
+    let fill = |ci: usize, buf: &mut [u8]| -> Result<ClusterGraphOut, BuildError> {
+        let e = &all_entries[ci];
+        let mut entry = *e;
+        let first = e.first_record as usize;
+        let keys = &asg.keys[first..first + e.records as usize];
+        entry.r_min = keys.first().copied().unwrap_or(0.0);
+        entry.r_max = keys.last().copied().unwrap_or(0.0);
+        if e.records == 0 {
+            return Ok((entry, Vec::new(), Vec::new(), Vec::new()));
+        }
+        let (vectors, ids) = read_cluster(&file, data_path, writer, e)?;
+        let graph = build_cluster_graph(vectors.view(), &ids, &params.graph, lid_stats)
+            .map_err(|err| BuildError::param("graph", err.to_string()))?;
+        let cross = cross_links(
+            &file,
+            data_path,
+            writer,
+            params,
+            all_entries,
+            anchor_graph.row(ci),
+            &vectors,
+            &ids,
+        )?;
+        let mut global = Vec::with_capacity(params.graph.max_degree);
+        for (i, &id) in ids.iter().enumerate() {
+            global.clear();
+            let room = params.graph.max_degree.saturating_sub(cross[i].len());
+            global.extend(
+                graph.neighbours[i]
+                    .iter()
+                    .take(room)
+                    .map(|&l| e.first_record as u32 + l),
+            );
+            global.extend(&cross[i]);
+            let loc = layout.locate(i as u64);
+            let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
+            let out = &mut buf[start..start + rb];
+            match codec.dtype() {
+                DType::F32 => codec.encode(vectors.row(i), id, &global, out)?,
+                DType::U8 => {
+                    let v: Vec<u8> = vectors.row(i).iter().map(|&x| x as u8).collect();
+                    codec.encode(&v, id, &global, out)?
                 }
-                let (vectors, ids) = read_cluster(&file, data_path, writer, e)?;
-                let graph = build_cluster_graph(vectors.view(), &ids, &params.graph, lid_stats)
-                    .map_err(|err| BuildError::param("graph", err.to_string()))?;
-                let sectors = layout.sectors_for(e.records as u64) as usize;
-                let mut buf = vec![0u8; sectors * SECTOR_BYTES];
-                let rb = codec.record_bytes() as usize;
-                let cross = cross_links(
-                    &file,
-                    data_path,
-                    writer,
-                    params,
-                    all_entries,
-                    anchor_graph.row(ci),
-                    &vectors,
-                    &ids,
-                )?;
-                let mut global = Vec::with_capacity(params.graph.max_degree);
-                for (i, &id) in ids.iter().enumerate() {
-                    global.clear();
-                    let room = params.graph.max_degree.saturating_sub(cross[i].len());
-                    global.extend(
-                        graph.neighbours[i]
-                            .iter()
-                            .take(room)
-                            .map(|&l| e.first_record as u32 + l),
-                    );
-                    global.extend(&cross[i]);
-                    let loc = layout.locate(i as u64);
-                    let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
-                    let out = &mut buf[start..start + rb];
-                    match codec.dtype() {
-                        DType::F32 => codec.encode(vectors.row(i), id, &global, out)?,
-                        DType::U8 => {
-                            let v: Vec<u8> = vectors.row(i).iter().map(|&x| x as u8).collect();
-                            codec.encode(&v, id, &global, out)?
-                        }
-                        DType::I8 => {
-                            let v: Vec<i8> = vectors.row(i).iter().map(|&x| x as i8).collect();
-                            codec.encode(&v, id, &global, out)?
-                        }
-                    }
+                DType::I8 => {
+                    let v: Vec<i8> = vectors.row(i).iter().map(|&x| x as i8).collect();
+                    codec.encode(&v, id, &global, out)?
                 }
-                writer.write_sector_range(e.first_sector, &buf)?;
-                let n = done.fetch_add(e.records as u64, std::sync::atomic::Ordering::Relaxed);
-                progress(n + e.records as u64);
-                let degrees = graph.neighbours.iter().map(|l| l.len() as u32).collect();
-                Ok((entry, degrees, graph.lid, graph.alpha))
-            })
-            .collect::<Result<Vec<_>, _>>()
+            }
+        }
+        let degrees = graph.neighbours.iter().map(|l| l.len() as u32).collect();
+        Ok((entry, degrees, graph.lid, graph.alpha))
+    };
+    let mut per_cluster: Vec<ClusterGraphOut> = Vec::with_capacity(all_entries.len());
+    let mut done = 0u64;
+    for_each_window(writer, params, pool, fill, |window, outputs| {
+        done += window.map(|c| all_entries[c].records as u64).sum::<u64>();
+        progress(done);
+        per_cluster.extend(outputs);
     })?;
     let mut entries = Vec::with_capacity(per_cluster.len());
     let mut report = GraphReport {
@@ -317,8 +345,7 @@ pub fn write_graphs(
 
 /// Each member's nearest records (global record ids) among the members of the cluster's
 /// `params.cross.clusters` nearest neighbouring clusters, at most `params.cross.links`, never
-/// another copy of the member itself. Only the vector and id bytes of those records are read;
-/// they do not change while other threads rewrite the neighbour lists of their clusters.
+/// another copy of the member itself.
 #[allow(clippy::too_many_arguments)]
 fn cross_links(
     file: &File,
