@@ -37,11 +37,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t1 = t0.elapsed().as_secs_f64();
     let routing = train_routing(&p, &base, &trained, &pool)?;
     let t2 = t0.elapsed().as_secs_f64();
-    let asg = assign(&base, &p, &trained, &pool, &|_| {})?;
+    let scratch = tempfile::tempdir()?;
+    let outputs = m3::build::AssignOutputs {
+        pq: scratch.path().join("pq.m3"),
+        keys: scratch.path().join("keys.m3"),
+        ids: scratch.path().join("ids"),
+    };
+    let asg = assign(&base, &p, &trained, &outputs, &pool, &|_| {})?;
     let t3 = t0.elapsed().as_secs_f64();
     eprintln!(
         "K={k} records={} spilled={} train {t1:.1}s routing {:.1}s assign {:.1}s",
-        asg.records(),
+        asg.records,
         asg.spilled,
         t2 - t1,
         t3 - t2
@@ -50,8 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut holders: Vec<Vec<u32>> = vec![Vec::new(); base.rows() as usize];
     let starts = asg.cluster_starts();
     for c in 0..k {
-        for r in starts[c]..starts[c + 1] {
-            holders[asg.ids[r as usize] as usize].push(c as u32);
+        let ids = asg.ids.read(starts[c], (starts[c + 1] - starts[c]) as usize)?;
+        for id in ids {
+            holders[id as usize].push(c as u32);
         }
     }
     let queries = VectorFile::open(&PathBuf::from(&a[2]))?.read_all_f32()?;

@@ -112,6 +112,58 @@ fn format_small_files_round_trip() {
     assert_eq!(me.bytes as usize, COMMON_HEADER_BYTES + 104 + 2 * 48);
 }
 
+/// `pq.m3` and `keys.m3` streamed record by record (as the build writes them) are the same
+/// bytes, and the same manifest entry, as the whole-file writers; a short stream is refused.
+#[test]
+fn format_streamed_pq_and_keys_equal_the_whole_file_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, streamed) = (dir.path().join("whole.m3"), dir.path().join("pq.m3"));
+    for n in [0, 1, 50, 3001] {
+        let q = sample_pq(7, n);
+        let want = q.write(&whole).unwrap();
+        let mut w =
+            PqFile::writer(&streamed, &q.bounds, &q.codebooks, n as u64, q.residual).unwrap();
+        for r in 0..n {
+            w.push(q.codes.row(r), q.correction[r], q.error[r]).unwrap();
+        }
+        let got = w.finish().unwrap();
+        assert_eq!(
+            (got.bytes, got.crc32c),
+            (want.bytes, want.crc32c),
+            "n = {n}"
+        );
+        assert_eq!(
+            std::fs::read(&streamed).unwrap(),
+            std::fs::read(&whole).unwrap()
+        );
+        assert_eq!(PqFile::read(&streamed).unwrap(), q);
+
+        let keys = RecordKeys {
+            keys: (0..n).map(|i| i as f32 * 0.25).collect(),
+        };
+        let want = keys.write(&whole).unwrap();
+        let mut w = RecordKeys::writer(&dir.path().join("keys.m3"), n as u64).unwrap();
+        for &k in &keys.keys {
+            w.push(k).unwrap();
+        }
+        let got = w.finish().unwrap();
+        assert_eq!(
+            (got.bytes, got.crc32c),
+            (want.bytes, want.crc32c),
+            "n = {n}"
+        );
+        assert_eq!(RecordKeys::read(&dir.path().join("keys.m3")).unwrap(), keys);
+    }
+    let q = sample_pq(7, 4);
+    let mut w = PqFile::writer(&streamed, &q.bounds, &q.codebooks, 4, true).unwrap();
+    w.push(q.codes.row(0), 0.0, 0.0).unwrap();
+    assert!(
+        w.push(&[1, 2], 0.0, 0.0).is_err(),
+        "a code of the wrong length"
+    );
+    assert!(matches!(w.finish(), Err(FormatError::Invalid { .. })));
+}
+
 #[test]
 fn format_writers_refuse_inconsistent_input() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Plots build time and peak RSS against N from the scale test's build summaries.
 
-Usage: plot_scale.py DIR   (reads DIR/xm*m-build.json, writes DIR/scale.png and DIR/scale.md)
+Usage: plot_scale.py DIR [PREFIX]   (PREFIX xm, the default, or gs: reads DIR/PREFIX*m-build.json,
+writes DIR/scale.png and DIR/scale.md for xm, DIR/scale-gs.png and DIR/scale-gs.md for gs)
 
 Per build: total seconds, seconds per stage, peak RSS, SSD bytes, RAM bytes per vector. The
 markdown table adds per-vector costs (µs and bytes per vector), which stay flat when cost grows
@@ -13,9 +14,9 @@ import os
 import sys
 
 
-def load(d):
+def load(d, prefix):
     rows = []
-    for path in glob.glob(os.path.join(d, "xm*m-build.json")):
+    for path in glob.glob(os.path.join(d, f"{prefix}*m-build.json")):
         with open(path) as f:
             text = f.read().strip()
         if not text:
@@ -60,7 +61,7 @@ def plot(rows, path):
         slope = rows[-1]["total_seconds"] / ns[-1]
         a.plot([0] + ns, [0] + [slope * n for n in ns], "k--", lw=1,
                label="linear through the largest N")
-    a.set_xlabel("N (millions of 200-d vectors)")
+    a.set_xlabel(f"N (millions of {rows[0]['dim']}-d vectors)")
     a.set_ylabel("build wall time (s), 2 shared cores")
     a.legend(fontsize=7)
     a.set_title("m3 build time by stage")
@@ -77,14 +78,16 @@ def plot(rows, path):
 
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "work/scale"
-    rows = load(d)
+    prefix = sys.argv[2] if len(sys.argv) > 2 else "xm"
+    rows = load(d, prefix)
     if not rows:
-        sys.exit(f"no build summaries in {d}")
+        sys.exit(f"no {prefix}*m build summaries in {d}")
     md = table(rows)
-    with open(os.path.join(d, "scale.md"), "w") as f:
+    suffix = "" if prefix == "xm" else f"-{prefix}"
+    with open(os.path.join(d, f"scale{suffix}.md"), "w") as f:
         f.write(md + "\n")
     print(md)
-    plot(rows, os.path.join(d, "scale.png"))
+    plot(rows, os.path.join(d, f"scale{suffix}.png"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,14 @@
 //! at most `max_copies` extra), and for each stored record the PQ code of its residual to the
 //! anchor, the L2 correction term `|r̂|² + 2 c·r̂` and the reconstruction error `|x − x̂|`.
 //! Records are then ordered cluster by cluster, members by distance to their anchor (the
-//! M-Index key of DESIGN §4.5), ties by id.
+//! M-Index key of DESIGN §4.5), ties by id, and streamed out of the sort into `pq.m3`,
+//! `keys.m3` and a scratch file of record ids: the stage holds the sort buffer, never the
+//! sorted columns.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
@@ -14,19 +21,31 @@ use super::train::Trained;
 use super::{BuildError, BuildParams};
 use crate::data::Matrix;
 use crate::distance;
+use crate::format::{FileEntry, PqFile, RecordKeys};
 
-/// Every stored record, in final (cluster, key, id) order.
+/// Where the assign stage writes its sorted records: the index's `pq.m3` and `keys.m3`
+/// (final files, inside the index's temporary directory) and a scratch file of record ids.
+#[derive(Debug, Clone)]
+pub struct AssignOutputs {
+    pub pq: PathBuf,
+    pub keys: PathBuf,
+    pub ids: PathBuf,
+}
+
+/// What the assign stage produced. The records themselves (final (cluster, key, id) order)
+/// are on disk: PQ codes, corrections and errors in `pq.m3`, keys in `keys.m3`, the base row
+/// of each record in the scratch file [`RecordIds`].
 #[derive(Debug)]
 pub struct Assignment {
     pub cluster_sizes: Vec<u32>,
+    /// The smallest and largest key of each cluster (its r_min and r_max; 0 when empty).
+    pub key_ranges: Vec<[f32; 2]>,
     /// Original base row of each record.
-    pub ids: Vec<u32>,
-    /// Euclidean distance of each record to its anchor.
-    pub keys: Vec<f32>,
-    /// `records × M` PQ codes of the residuals.
-    pub codes: Matrix<u8>,
-    pub correction: Vec<f32>,
-    pub error: Vec<f32>,
+    pub ids: RecordIds,
+    /// Stored records (base rows plus spill copies).
+    pub records: u64,
+    pub pq_entry: FileEntry,
+    pub keys_entry: FileEntry,
     /// Records that are spill copies (records − base rows).
     pub spilled: u64,
     /// Largest norm of a base vector as stored (scaled blocks included).
@@ -36,10 +55,6 @@ pub struct Assignment {
 }
 
 impl Assignment {
-    pub fn records(&self) -> usize {
-        self.ids.len()
-    }
-
     /// First record of every cluster, plus the total at the end.
     pub fn cluster_starts(&self) -> Vec<u64> {
         let mut v = Vec::with_capacity(self.cluster_sizes.len() + 1);
@@ -53,6 +68,40 @@ impl Assignment {
     }
 }
 
+/// The base row of every record, a scratch file of little-endian u32 in record order, read a
+/// cluster at a time by the layout stage and removed before the index is published.
+#[derive(Debug)]
+pub struct RecordIds {
+    path: PathBuf,
+    file: File,
+}
+
+impl RecordIds {
+    /// Ids of records `first..first + count`.
+    pub fn read(&self, first: u64, count: usize) -> Result<Vec<u32>, BuildError> {
+        let mut ids = vec![0u32; count];
+        self.file
+            .read_exact_at(bytemuck::cast_slice_mut(&mut ids), 4 * first)
+            .map_err(|source| BuildError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        for id in &mut ids {
+            *id = u32::from_le(*id);
+        }
+        Ok(ids)
+    }
+
+    /// Deletes the scratch file.
+    pub fn remove(self) -> Result<(), BuildError> {
+        drop(self.file);
+        std::fs::remove_file(&self.path).map_err(|source| BuildError::Io {
+            path: self.path,
+            source,
+        })
+    }
+}
+
 struct Pending {
     cluster: u32,
     id: u32,
@@ -63,6 +112,7 @@ pub fn assign(
     base: &BaseSource,
     params: &BuildParams,
     trained: &Trained,
+    out: &AssignOutputs,
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Assignment, BuildError> {
@@ -190,18 +240,51 @@ pub fn assign(
             ),
         ));
     }
-    // Final order: cluster, then key, then id (an external sort when over the budget).
-    let sorted = sorter.finish()?;
+    // Final order: cluster, then key, then id (an external sort when over the budget),
+    // streamed into the files.
+    let bounds: Vec<u32> = trained.pq.bounds().iter().map(|&b| b as u32).collect();
+    let mut pq = PqFile::writer(&out.pq, &bounds, trained.pq.codebooks(), records, true)?;
+    let mut keys = RecordKeys::writer(&out.keys, records)?;
+    let ids_io = |source| BuildError::Io {
+        path: out.ids.clone(),
+        source,
+    };
+    let ids_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&out.ids)
+        .map_err(ids_io)?;
+    let mut ids = BufWriter::with_capacity(1 << 20, ids_file);
+    let mut key_ranges = vec![[0f32; 2]; k];
+    let mut last_cluster = None;
+    let sort = sorter.finish_into(&mut |r| {
+        pq.push(r.code, r.correction, r.error)?;
+        keys.push(r.key)?;
+        ids.write_all(&r.id.to_le_bytes()).map_err(ids_io)?;
+        let range = &mut key_ranges[r.cluster as usize];
+        if last_cluster != Some(r.cluster) {
+            range[0] = r.key;
+            last_cluster = Some(r.cluster);
+        }
+        range[1] = r.key;
+        Ok(())
+    })?;
+    let ids = ids.into_inner().map_err(|e| ids_io(e.into_error()))?;
     Ok(Assignment {
         cluster_sizes: sizes.iter().map(|&s| s as u32).collect(),
-        ids: sorted.ids,
-        keys: sorted.keys,
-        codes: sorted.codes,
-        correction: sorted.correction,
-        error: sorted.error,
+        key_ranges,
+        ids: RecordIds {
+            path: out.ids.clone(),
+            file: ids,
+        },
+        records,
+        pq_entry: pq.finish()?,
+        keys_entry: keys.finish()?,
         spilled: records - n,
         max_norm: max_norm_sq.sqrt(),
-        sort: sorted.spill,
+        sort,
     })
 }
 

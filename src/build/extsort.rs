@@ -4,13 +4,14 @@
 //! Each record is `20 + M` bytes: cluster, key (f32), id, correction (f32), error (f32), then
 //! its M-byte PQ code, little-endian. Records are buffered; when the buffer reaches
 //! `run_records`, it is sorted and written as one run (a zstd stream) into a scratch directory
-//! beside the index output. `finish` merges the runs (k-way, a binary heap on the sort key)
-//! into the final columns. Without any spill the buffer is sorted in memory. The order is a
+//! beside the index output. `finish_into` merges the runs (k-way, a binary heap on the sort
+//! key) and hands the records, in order, to a sink (the build writes them straight into
+//! `pq.m3`, `keys.m3` and a scratch file of record ids). Without any spill the buffer is sorted in memory. The order is a
 //! total order on (cluster, key bits, id) and (cluster, id) is unique, so both paths give the
-//! same columns, byte for byte.
+//! same stream, byte for byte.
 //!
-//! Memory: the buffer (`run_records × (20 + M)` bytes), one read buffer per run during the
-//! merge, and the sorted columns, which the index keeps anyway (the PQ codes are its RAM part).
+//! Memory: the buffer (`run_records × (20 + M)` bytes) and one read buffer per run during the
+//! merge; the sorted records are never all in RAM.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -22,18 +23,18 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use super::BuildError;
-use crate::data::Matrix;
 
 /// zstd level of the runs (1: the fastest; the records are mostly PQ codes, see the docs).
 const ZSTD_LEVEL: i32 = 1;
 
-/// The sorted columns.
+/// The sorted columns (tests).
+#[cfg(test)]
 #[derive(Debug)]
 pub struct SortedRecords {
     pub clusters: Vec<u32>,
     pub ids: Vec<u32>,
     pub keys: Vec<f32>,
-    pub codes: Matrix<u8>,
+    pub codes: Vec<u8>,
     pub correction: Vec<f32>,
     pub error: Vec<f32>,
     pub spill: SpillReport,
@@ -153,14 +154,17 @@ impl RecordSorter {
         Ok(())
     }
 
-    /// All records in index order, as columns.
-    pub fn finish(mut self) -> Result<SortedRecords, BuildError> {
-        let mut cols = Columns::default();
+    /// Hands every record to `sink` in index order and returns what spilling did. Without a
+    /// spill the records go straight from the buffer through a sorted permutation (no sorted
+    /// copy); otherwise the runs are merged, one record at a time.
+    pub fn finish_into(
+        mut self,
+        sink: &mut dyn FnMut(SortedRecord<'_>) -> Result<(), BuildError>,
+    ) -> Result<SpillReport, BuildError> {
         if self.runs.is_empty() {
-            // Straight from the buffer through a sorted permutation (no sorted copy).
             let rb = self.rec_bytes;
             let n = self.buf.len() / rb;
-            let buf = &self.buf;
+            let buf = std::mem::take(&mut self.buf);
             let mut order: Vec<u32> = (0..n as u32).collect();
             order.par_sort_unstable_by(|&a, &b| {
                 compare(
@@ -168,16 +172,14 @@ impl RecordSorter {
                     &buf[b as usize * rb..b as usize * rb + 12],
                 )
             });
-            cols.reserve(n, self.m);
             for &i in &order {
-                cols.push(&buf[i as usize * rb..(i as usize + 1) * rb]);
+                sink(SortedRecord::parse(
+                    &buf[i as usize * rb..(i as usize + 1) * rb],
+                ))?;
             }
-            self.buf = Vec::new();
         } else {
             self.spill()?;
             let start = Instant::now();
-            let total = self.report.raw_bytes as usize / self.rec_bytes;
-            cols.reserve(total, self.m);
             let mut readers = Vec::with_capacity(self.runs.len());
             for path in &self.runs {
                 let file = File::open(path).map_err(Self::io(path))?;
@@ -193,7 +195,7 @@ impl RecordSorter {
                 }
             }
             while let Some(Head { mut rec, run }) = heap.pop() {
-                cols.push(&rec);
+                sink(SortedRecord::parse(&rec))?;
                 let (dec, path) = &mut readers[run];
                 if read_record(dec, &mut rec, path)? {
                     heap.push(Head { rec, run });
@@ -201,15 +203,58 @@ impl RecordSorter {
             }
             self.report.merge_seconds = start.elapsed().as_secs_f64();
         }
-        Ok(SortedRecords {
-            clusters: cols.clusters,
-            ids: cols.ids,
-            keys: cols.keys,
-            codes: Matrix::from_vec(cols.codes, self.m.max(1))?,
-            correction: cols.correction,
-            error: cols.error,
-            spill: std::mem::take(&mut self.report),
-        })
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    /// All records in index order, as columns (the tests' view of [`Self::finish_into`]).
+    #[cfg(test)]
+    pub fn finish(self) -> Result<SortedRecords, BuildError> {
+        let m = self.m;
+        let mut cols = SortedRecords {
+            clusters: Vec::new(),
+            ids: Vec::new(),
+            keys: Vec::new(),
+            codes: Vec::new(),
+            correction: Vec::new(),
+            error: Vec::new(),
+            spill: SpillReport::default(),
+        };
+        cols.spill = self.finish_into(&mut |r| {
+            cols.clusters.push(r.cluster);
+            cols.keys.push(r.key);
+            cols.ids.push(r.id);
+            cols.correction.push(r.correction);
+            cols.error.push(r.error);
+            cols.codes.extend_from_slice(r.code);
+            Ok(())
+        })?;
+        debug_assert_eq!(cols.codes.len(), cols.ids.len() * m);
+        Ok(cols)
+    }
+}
+
+/// One record of the sorted stream, borrowed from the sorter.
+#[derive(Debug, Clone, Copy)]
+pub struct SortedRecord<'a> {
+    pub cluster: u32,
+    pub key: f32,
+    pub id: u32,
+    pub correction: f32,
+    pub error: f32,
+    /// The M-byte PQ code.
+    pub code: &'a [u8],
+}
+
+impl<'a> SortedRecord<'a> {
+    fn parse(rec: &'a [u8]) -> Self {
+        Self {
+            cluster: u32_at(rec, 0),
+            key: f32_at(rec, 4),
+            id: u32_at(rec, 8),
+            correction: f32_at(rec, 12),
+            error: f32_at(rec, 16),
+            code: &rec[20..],
+        }
     }
 }
 
@@ -292,36 +337,6 @@ impl PartialEq for Head {
 
 impl Eq for Head {}
 
-#[derive(Default)]
-struct Columns {
-    clusters: Vec<u32>,
-    ids: Vec<u32>,
-    keys: Vec<f32>,
-    codes: Vec<u8>,
-    correction: Vec<f32>,
-    error: Vec<f32>,
-}
-
-impl Columns {
-    fn reserve(&mut self, n: usize, m: usize) {
-        self.clusters.reserve_exact(n);
-        self.ids.reserve_exact(n);
-        self.keys.reserve_exact(n);
-        self.codes.reserve_exact(n * m);
-        self.correction.reserve_exact(n);
-        self.error.reserve_exact(n);
-    }
-
-    fn push(&mut self, rec: &[u8]) {
-        self.clusters.push(u32_at(rec, 0));
-        self.keys.push(f32_at(rec, 4));
-        self.ids.push(u32_at(rec, 8));
-        self.correction.push(f32_at(rec, 12));
-        self.error.push(f32_at(rec, 16));
-        self.codes.extend_from_slice(&rec[20..]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -367,7 +382,7 @@ mod tests {
             prop_assert_eq!(b.spill.runs as usize, if n >= run { n.div_ceil(run) } else { 0 });
             prop_assert_eq!(&a.clusters, &b.clusters);
             prop_assert_eq!(&a.ids, &b.ids);
-            prop_assert_eq!(a.codes.as_slice(), b.codes.as_slice());
+            prop_assert_eq!(&a.codes, &b.codes);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&a.keys), bits(&b.keys));
             prop_assert_eq!(bits(&a.correction), bits(&b.correction));
@@ -381,7 +396,7 @@ mod tests {
             for i in 0..n {
                 let id = a.ids[i] as usize;
                 prop_assert_eq!(a.correction[i], id as f32);
-                prop_assert_eq!(a.codes.row(i), &recs[id].5[..]);
+                prop_assert_eq!(&a.codes[i * m..(i + 1) * m], &recs[id].5[..]);
             }
             // The scratch directory is gone once the sorter is done.
             prop_assert!(!tmp.path().join("b").exists());

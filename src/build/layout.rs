@@ -75,9 +75,9 @@ pub fn write_vectors(
         pool,
         |c, out| -> Result<(), BuildError> {
             let e = &entries[c];
-            for i in 0..e.records as u64 {
-                let id = asg.ids[(e.first_record + i) as usize];
-                let loc = layout.locate(i);
+            let ids = asg.ids.read(e.first_record, e.records as usize)?;
+            for (i, &id) in ids.iter().enumerate() {
+                let loc = layout.locate(i as u64);
                 let at = (loc.sector * sb) as usize + loc.offset_bytes as usize;
                 encode(id, &mut out[at..at + rb])?;
             }
@@ -239,11 +239,12 @@ fn read_cluster(
     Ok((Matrix::from_vec(vectors, dim)?, ids))
 }
 
-/// One cluster's entry (radii filled in), its records' degrees, LIDs and α.
+/// One cluster's entry (radii filled in), its records' degrees, LIDs and α (held for one
+/// window only).
 type ClusterGraphOut = (ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>);
 
 /// Builds every cluster's neighbour lists and rewrites its sectors with them, window by
-/// window ([`for_each_window`]): the neighbour lists of a window's clusters are built in
+/// window (`for_each_window`): the neighbour lists of a window's clusters are built in
 /// parallel, reading their own and nearby clusters' records, and only then is the window
 /// written, so no read ever races a rewrite of the sectors it reads. Returns the cluster
 /// entries with r_min/r_max filled in and the graph report.
@@ -266,10 +267,7 @@ pub fn write_graphs(
     let fill = |ci: usize, buf: &mut [u8]| -> Result<ClusterGraphOut, BuildError> {
         let e = &all_entries[ci];
         let mut entry = *e;
-        let first = e.first_record as usize;
-        let keys = &asg.keys[first..first + e.records as usize];
-        entry.r_min = keys.first().copied().unwrap_or(0.0);
-        entry.r_max = keys.last().copied().unwrap_or(0.0);
+        [entry.r_min, entry.r_max] = asg.key_ranges[ci];
         if e.records == 0 {
             return Ok((entry, Vec::new(), Vec::new(), Vec::new()));
         }
@@ -315,32 +313,72 @@ pub fn write_graphs(
         let degrees = graph.neighbours.iter().map(|l| l.len() as u32).collect();
         Ok((entry, degrees, graph.lid, graph.alpha))
     };
-    let mut per_cluster: Vec<ClusterGraphOut> = Vec::with_capacity(all_entries.len());
-    let mut done = 0u64;
-    for_each_window(writer, params, pool, fill, |window, outputs| {
-        done += window.map(|c| all_entries[c].records as u64).sum::<u64>();
-        progress(done);
-        per_cluster.extend(outputs);
-    })?;
-    let mut entries = Vec::with_capacity(per_cluster.len());
+    let total: u64 = all_entries.iter().map(|e| e.records as u64).sum();
+    let stride = total.div_ceil(DECILE_SAMPLE).max(1);
+    let mut entries = Vec::with_capacity(all_entries.len());
     let mut report = GraphReport {
         degree_histogram: vec![0; params.graph.max_degree + 1],
         lid_mean: lid_stats.mean,
         lid_std: lid_stats.std,
         ..GraphReport::default()
     };
-    let (mut lids, mut alphas) = (Vec::new(), Vec::new());
-    for (entry, degrees, lid, alpha) in per_cluster {
-        entries.push(entry);
-        for d in degrees {
-            report.degree_histogram[d as usize] += 1;
+    let (mut lids, mut alphas) = (DecileSample::default(), DecileSample::default());
+    let mut done = 0u64;
+    for_each_window(writer, params, pool, fill, |window, outputs| {
+        done += window.map(|c| all_entries[c].records as u64).sum::<u64>();
+        progress(done);
+        for (entry, degrees, lid, alpha) in outputs {
+            for d in degrees {
+                report.degree_histogram[d as usize] += 1;
+            }
+            let sampled = |i: usize| (entry.first_record + i as u64).is_multiple_of(stride);
+            for (i, (l, a)) in lid.into_iter().zip(alpha).enumerate() {
+                lids.add(l, sampled(i));
+                alphas.add(a, sampled(i));
+            }
+            entries.push(entry);
         }
-        lids.extend(lid.into_iter().filter(|l| !l.is_nan()));
-        alphas.extend(alpha);
-    }
-    report.lid_deciles = deciles(&mut lids);
-    report.alpha_deciles = deciles(&mut alphas);
+    })?;
+    report.lid_deciles = lids.deciles();
+    report.alpha_deciles = alphas.deciles();
     Ok((entries, report))
+}
+
+/// Most records whose LID and α the graph report's deciles are taken from.
+const DECILE_SAMPLE: u64 = 1 << 20;
+
+/// Deciles of a per-record value over a sample (every `stride`-th record, so that the report
+/// holds no per-record state at any N), with the exact minimum and maximum at the ends. NaN
+/// (no LID for a record alone in its cluster) is left out.
+#[derive(Default)]
+struct DecileSample {
+    values: Vec<f32>,
+    min: Option<f32>,
+    max: Option<f32>,
+}
+
+impl DecileSample {
+    fn add(&mut self, v: f32, sampled: bool) {
+        if v.is_nan() {
+            return;
+        }
+        self.min = Some(self.min.map_or(v, |m| m.min(v)));
+        self.max = Some(self.max.map_or(v, |m| m.max(v)));
+        if sampled {
+            self.values.push(v);
+        }
+    }
+
+    fn deciles(mut self) -> Vec<f32> {
+        let mut d = deciles(&mut self.values);
+        if let (Some(first), Some(min)) = (d.first_mut(), self.min) {
+            *first = min;
+        }
+        if let (Some(last), Some(max)) = (d.last_mut(), self.max) {
+            *last = max;
+        }
+        d
+    }
 }
 
 /// Each member's nearest records (global record ids) among the members of the cluster's
@@ -403,4 +441,37 @@ fn deciles(v: &mut [f32]) -> Vec<f32> {
     }
     v.sort_unstable_by(f32::total_cmp);
     (0..=10).map(|i| v[((v.len() - 1) * i) / 10]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decile_sample_has_the_exact_ends_and_skips_nan() {
+        let mut all = DecileSample::default();
+        let mut every_third = DecileSample::default();
+        for i in 0..1001u32 {
+            let v = ((i * 7919) % 1001) as f32;
+            all.add(v, true);
+            every_third.add(v, i % 3 == 0);
+            every_third.add(f32::NAN, true);
+        }
+        let exact = all.deciles();
+        assert_eq!(
+            exact,
+            (0..=10).map(|d| (d * 100) as f32).collect::<Vec<_>>()
+        );
+        let sampled = every_third.deciles();
+        assert_eq!(sampled.len(), 11);
+        assert_eq!(
+            (sampled[0], sampled[10]),
+            (0.0, 1000.0),
+            "exact min and max"
+        );
+        for (s, e) in sampled.iter().zip(&exact) {
+            assert!((s - e).abs() <= 30.0, "{sampled:?} vs {exact:?}");
+        }
+        assert!(DecileSample::default().deciles().is_empty());
+    }
 }

@@ -12,9 +12,9 @@ mod source;
 mod stats;
 mod train;
 
-pub use assign::{Assignment, assign};
+pub use assign::{AssignOutputs, Assignment, RecordIds, assign};
 pub use error::BuildError;
-pub use extsort::{RecordSorter, SortedRecords, SpillReport};
+pub use extsort::{RecordSorter, SortedRecord, SpillReport};
 pub use layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 pub use params::{
     BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,

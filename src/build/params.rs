@@ -169,14 +169,15 @@ impl BuildParams {
     }
 
     /// Records per sort run of the assign stage for `n` base rows and `m`-byte codes:
-    /// unbounded (an in-memory sort) when the records, buffered and then as sorted columns
-    /// (twice their bytes), fit in half the RAM budget; else runs of `budget / 4` bytes (the
-    /// run buffer and its sorted copy take half the budget).
+    /// unbounded (an in-memory sort) when the buffered records and their sort permutation fit
+    /// in half the RAM budget (the sorted records stream out to the index files, see
+    /// `extsort`); else runs of `budget / 4` bytes (the run buffer and its sorted copy take
+    /// half the budget).
     pub fn sort_run_records(&self, n: u64, m: usize) -> usize {
         let rec = super::extsort::RecordSorter::record_bytes(m) as u64 + 4;
         let records = n.saturating_mul(1 + self.spill.max_copies as u64);
         let half = self.ram_budget_bytes / 2;
-        if records.saturating_mul(2 * rec) <= half {
+        if records.saturating_mul(rec) <= half {
             usize::MAX
         } else {
             ((self.ram_budget_bytes / 4) / rec).max(256) as usize

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use super::assign::AssignOutputs;
 use super::layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 use super::source::{BaseSource, block_pq_bounds};
 use super::{BuildError, BuildParams, assign, scan_base, train, train_routing};
@@ -14,12 +15,16 @@ use crate::format::verify::{
 };
 use crate::format::{
     BlockInfo, BlockTable, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter, FileEntry,
-    IndexDirWriter, IndexMeta, Manifest, PqFile, RecordKeys, Routing, Stats,
+    IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
 };
 use crate::graph::AlphaMode;
 
 /// Name of the JSON build report stored beside the index files (listed in the manifest).
 pub const REPORT_FILE: &str = crate::format::verify::REPORT_FILE;
+
+/// The assign stage's scratch file of record ids (in the temporary directory, removed once
+/// the records are laid out; never published).
+const RECORD_IDS_SCRATCH: &str = "record_ids.scratch";
 
 /// Receives progress: a stage starts with a total of work units, then reports units done.
 pub trait BuildObserver: Sync {
@@ -175,11 +180,18 @@ pub fn build_index(
         ));
     }
     obs.stage("assign", n);
-    let asg = assign(&base, params, &trained, pool, &|d| obs.progress(d))?;
+    let dir = IndexDirWriter::create(&params.out)?;
+    let outputs = AssignOutputs {
+        pq: dir.path(PQ_FILE),
+        keys: dir.path(KEYS_FILE),
+        ids: dir.path(RECORD_IDS_SCRATCH),
+    };
+    let asg = assign(&base, params, &trained, &outputs, pool, &|d| {
+        obs.progress(d)
+    })?;
     clock.lap("assign");
 
     // 4–5. Lay out vectors, then neighbour lists.
-    let dir = IndexDirWriter::create(&params.out)?;
     let data_path = dir.path(DATA_FILE);
     let dtype = base.stored_dtype(params.metric);
     let writer = DataFileWriter::create(
@@ -194,7 +206,7 @@ pub fn build_index(
     obs.stage("layout", n);
     write_vectors(&base, params, &asg, &writer, pool, &|d| obs.progress(d))?;
     clock.lap("layout");
-    obs.stage("graph", asg.records() as u64);
+    obs.stage("graph", asg.records);
     let lid_stats = estimate_lid_stats(&data_path, &writer, params, 32, pool)?;
     let (entries, graph_report) = write_graphs(
         &data_path,
@@ -206,6 +218,7 @@ pub fn build_index(
         pool,
         &|d| obs.progress(d),
     )?;
+    asg.ids.remove()?;
     clock.lap("graph");
 
     // 6. Files and publish.
@@ -270,16 +283,7 @@ pub fn build_index(
             .map_or_else(|| vec![0.0; dim], |r| r.stats.variance()),
     };
     let stats_entry = stats.write(&dir.path(STATS_FILE))?;
-    let pq_file = PqFile {
-        bounds: trained.pq.bounds().iter().map(|&b| b as u32).collect(),
-        codebooks: trained.pq.codebooks().to_vec(),
-        codes: asg.codes,
-        correction: asg.correction,
-        error: asg.error,
-        residual: true,
-    };
-    let pq_entry = pq_file.write(&dir.path(PQ_FILE))?;
-    let keys_entry = RecordKeys { keys: asg.keys }.write(&dir.path(KEYS_FILE))?;
+    let (pq_entry, keys_entry) = (asg.pq_entry, asg.keys_entry);
     let blocks_entry = match &blocks {
         Some(t) => Some(t.write(&dir.path(BLOCKS_FILE))?),
         None => None,
@@ -305,22 +309,22 @@ pub fn build_index(
         + coarse_entry.as_ref().map_or(0, |e| e.bytes) as f64
         + routing_entry.bytes as f64
         + stats_entry.bytes as f64
-        + (pq_file.codes.as_slice().len()
+        + (asg.records * m as u64
             + if params.metric == Metric::L2 {
-                4 * pq_file.correction.len()
+                4 * asg.records
             } else {
                 0
             }) as f64;
     clock.lap("publish");
     let mut summary = BuildSummary {
         n_vectors: n,
-        n_records: asg.ids.len() as u64,
+        n_records: asg.records,
         dim,
         metric: params.metric.to_string(),
         clusters: k,
         query_anchors: routing.as_ref().map_or(0, |r| r.anchors.rows()),
         pq_subspaces: m,
-        spill_factor: asg.ids.len() as f64 / n as f64,
+        spill_factor: asg.records as f64 / n as f64,
         stages: clock.stages.clone(),
         total_seconds: clock.start.elapsed().as_secs_f64(),
         peak_rss_bytes: peak_rss_bytes(),

@@ -10,6 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, align8};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
+use super::streamed::StreamedSections;
 use super::{ClusterEntry, FormatError, IndexMeta};
 
 pub const KEYS_KIND: FileKind = FileKind {
@@ -34,6 +35,23 @@ impl KeysHeader {
     }
 }
 
+/// `keys.m3` written key by key ([`RecordKeys::writer`]).
+pub struct RecordKeysWriter {
+    w: StreamedSections,
+    header: KeysHeader,
+}
+
+impl RecordKeysWriter {
+    pub fn push(&mut self, key: f32) -> Result<(), FormatError> {
+        self.w.append(0, &[key])
+    }
+
+    /// Fails unless exactly `n_records` keys were pushed.
+    pub fn finish(self) -> Result<FileEntry, FormatError> {
+        self.w.finish(&KEYS_KIND, &self.header, &[])
+    }
+}
+
 /// The contents of `keys.m3`: `keys[r]` is record `r`'s distance to its centroid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordKeys {
@@ -50,6 +68,20 @@ impl RecordKeys {
             keys_offset,
         };
         w.finish(path, &KEYS_KIND, &header, &[])
+    }
+
+    /// A writer that takes the `n_records` keys one at a time and writes the same bytes as
+    /// [`Self::write`] without holding them (the build streams them out of its sort).
+    pub fn writer(path: &Path, n_records: u64) -> Result<RecordKeysWriter, FormatError> {
+        let header_bytes = COMMON_HEADER_BYTES + size_of::<KeysHeader>();
+        let (w, offsets) = StreamedSections::create(path, header_bytes, &[4 * n_records])?;
+        Ok(RecordKeysWriter {
+            w,
+            header: KeysHeader {
+                n_records,
+                keys_offset: offsets[0],
+            },
+        })
     }
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {

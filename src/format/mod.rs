@@ -38,6 +38,7 @@ pub mod record;
 pub mod routing;
 pub mod sectors;
 pub mod stats;
+mod streamed;
 pub mod verify;
 
 pub use blocks::{BlockEntry, BlockInfo, BlockTable, BlocksHeader};
@@ -47,10 +48,10 @@ pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, loc
 pub use error::FormatError;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
 pub use inspect::IndexInfo;
-pub use keys::{KeysHeader, RecordKeys};
+pub use keys::{KeysHeader, RecordKeys, RecordKeysWriter};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{IndexMeta, Manifest};
-pub use pq::{PqFile, PqHeader};
+pub use pq::{PqFile, PqFileWriter, PqHeader};
 pub use publish::{IndexDirWriter, recover, update_published};
 pub use record::{RecordCodec, RecordView};
 pub use routing::{Routing, RoutingHeader};

@@ -10,6 +10,7 @@ use super::FormatError;
 use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
+use super::streamed::StreamedSections;
 use crate::data::Matrix;
 
 pub const PQ_KIND: FileKind = FileKind {
@@ -57,6 +58,33 @@ impl PqHeader {
             correction_offset,
             error_offset
         )
+    }
+}
+
+/// `pq.m3` written record by record ([`PqFile::writer`]).
+pub struct PqFileWriter {
+    w: StreamedSections,
+    header: PqHeader,
+}
+
+impl PqFileWriter {
+    /// Appends the next record's code (`subspaces` bytes), correction and error.
+    pub fn push(&mut self, code: &[u8], correction: f32, error: f32) -> Result<(), FormatError> {
+        if code.len() != self.header.subspaces as usize {
+            return Err(FormatError::invalid(format!(
+                "pq code of {} bytes; the file has {} subspaces",
+                code.len(),
+                self.header.subspaces
+            )));
+        }
+        self.w.append(2, code)?;
+        self.w.append(3, &[correction])?;
+        self.w.append(4, &[error])
+    }
+
+    /// Fails unless exactly `n_records` records were pushed.
+    pub fn finish(self) -> Result<FileEntry, FormatError> {
+        self.w.finish(&PQ_KIND, &self.header, &[])
     }
 }
 
@@ -137,6 +165,51 @@ impl PqFile {
             error_offset,
         };
         w.finish(path, &PQ_KIND, &header, &[])
+    }
+
+    /// A writer that takes the `n_records` codes, corrections and errors record by record and
+    /// writes the same bytes as [`Self::write`] without holding them (the build streams them
+    /// out of its sort).
+    pub fn writer(
+        path: &Path,
+        bounds: &[u32],
+        codebooks: &[f32],
+        n_records: u64,
+        residual: bool,
+    ) -> Result<PqFileWriter, FormatError> {
+        let dim = check_bounds(bounds).map_err(FormatError::invalid)?;
+        if codebooks.len() != dim as usize * PQ_CODEWORDS as usize {
+            return Err(FormatError::invalid("pq codebooks do not match the bounds"));
+        }
+        let subspaces = bounds.len() as u64 - 1;
+        let (mut w, offsets) = StreamedSections::create(
+            path,
+            COMMON_HEADER_BYTES + size_of::<PqHeader>(),
+            &[
+                4 * bounds.len() as u64,
+                4 * codebooks.len() as u64,
+                n_records * subspaces,
+                4 * n_records,
+                4 * n_records,
+            ],
+        )?;
+        w.append(0, bounds)?;
+        w.append(1, codebooks)?;
+        Ok(PqFileWriter {
+            w,
+            header: PqHeader {
+                dim,
+                subspaces: subspaces as u32,
+                codewords: PQ_CODEWORDS,
+                flags: if residual { PQ_FLAG_RESIDUAL } else { 0 },
+                n_records,
+                bounds_offset: offsets[0],
+                codebooks_offset: offsets[1],
+                codes_offset: offsets[2],
+                correction_offset: offsets[3],
+                error_offset: offsets[4],
+            },
+        })
     }
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
