@@ -56,7 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut holders: Vec<Vec<u32>> = vec![Vec::new(); base.rows() as usize];
     let starts = asg.cluster_starts();
     for c in 0..k {
-        let ids = asg.ids.read(starts[c], (starts[c + 1] - starts[c]) as usize)?;
+        let ids = asg
+            .ids
+            .read(starts[c], (starts[c + 1] - starts[c]) as usize)?;
         for id in ids {
             holders[id as usize].push(c as u32);
         }
