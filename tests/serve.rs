@@ -4,7 +4,8 @@
 //!
 //! Covered: answers equal the library's `search_batch` and `m3 search --out`; every error
 //! path's status and named field; the API key; overload (429 with Retry-After); deadlines
-//! (408, 504) with abandoned work dropped; an injected I/O fault (500) after which the server
+//! (408, 504) with abandoned work dropped; exact and range answers, with block weights on a
+//! multi-vector index; an injected I/O fault (500) after which the server
 //! goes on; `GET /v1/index` equal to `m3 inspect --json`; `/metrics` counts; a slow client
 //! that does not hold the only search worker; SIGTERM draining a request in flight and
 //! exiting 0.
@@ -662,6 +663,12 @@ fn serve_bad_requests_get_400_naming_the_field() {
             serde_json::json!({"vectors": [v], "knobs": {"block_weights": {"image": 1.0}}}),
             "knobs.block_weights",
         ),
+        (
+            "exact with block weights on a single-vector index",
+            serde_json::json!({"vectors": [v], "exact": true,
+                               "knobs": {"block_weights": {"image": 1.0}}}),
+            "knobs.block_weights",
+        ),
     ];
     for (what, body, field) in cases {
         let r = post_json(addr, "/v1/search", &body);
@@ -1246,4 +1253,151 @@ fn serve_loadtest_reports_each_level_and_targets_only_loopback() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+/// Exact and range search over HTTP on a multi-vector index take block weights and answer
+/// as the library's `ExactSearcher` with the same weights; a block the index lacks is a 400
+/// naming the field.
+#[test]
+fn serve_exact_and_range_take_block_weights_on_a_multi_vector_index() {
+    use m3::build::BlockInput;
+    use m3::data::synth::multiblock::{MultiblockModel, MultiblockParams};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["img", "txt"];
+    let model = MultiblockModel::new(
+        MultiblockParams {
+            dims: vec![6, 4],
+            scales: vec![1.0, 10.0],
+            concepts: 8,
+            seed: 3,
+            ..MultiblockParams::default()
+        },
+        SplitSizes {
+            base: 600,
+            queries: 6,
+            training: 0,
+        },
+    )
+    .unwrap();
+    let files: Vec<_> = (0..2)
+        .map(|b| {
+            let spec = WriteSpec {
+                out_dir: tmp.path().join(names[b]),
+                dtype: DType::F32,
+                batch_chunks: 2,
+            };
+            write_dataset(&model.block(b), &spec, pool()).unwrap()
+        })
+        .collect();
+    let blocks = files
+        .iter()
+        .zip(names)
+        .map(|(f, name)| BlockInput {
+            name: name.into(),
+            path: f.base.clone(),
+            weight: 1.0,
+        })
+        .collect();
+    let out = tmp.path().join("idx");
+    let mut p = BuildParams::with_blocks(blocks, Metric::L2, out.clone());
+    p.clusters.target_size = 64;
+    p.pq.subspaces = Some(5);
+    p.pq.train_rows = 600;
+    build_index(&p, pool(), &Silent).unwrap();
+    let index = Arc::new(Index::open(&out, IoBackend::Pread, &ReaderOptions::default()).unwrap());
+    let server = start_with(index.clone(), config());
+    let addr = server.addr();
+    // Query vectors are the blocks concatenated.
+    let parts: Vec<_> = files
+        .iter()
+        .map(|f| {
+            VectorFile::open(&f.queries)
+                .unwrap()
+                .read_all_f32()
+                .unwrap()
+        })
+        .collect();
+    let rows: Vec<Vec<f32>> = (0..6)
+        .map(|i| [parts[0].row(i), parts[1].row(i)].concat())
+        .collect();
+    let mut ex = ExactSearcher::new(&index);
+    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u32>, Vec<f32>) {
+        (
+            r.iter().map(|n| n.id).collect(),
+            r.iter().map(|n| Metric::L2.to_natural(n.dist)).collect(),
+        )
+    };
+    for given in [
+        vec![("img", 1.0f32), ("txt", 0.0)],
+        vec![("img", 0.2), ("txt", 3.0)],
+    ] {
+        let by_name: serde_json::Map<String, serde_json::Value> = given
+            .iter()
+            .map(|(n, w)| (n.to_string(), serde_json::json!(w)))
+            .collect();
+        let pairs: Vec<(String, f32)> = given.iter().map(|(n, w)| (n.to_string(), *w)).collect();
+        let w = index.block_weights(&pairs, &[true, true]).unwrap();
+        ex.set_block_weights(Some(&w)).unwrap();
+        let want: Vec<_> = rows
+            .iter()
+            .map(|r| natural(&ex.knn(r, K).unwrap().0))
+            .collect();
+        let r = post_json(
+            addr,
+            "/v1/search",
+            &serde_json::json!({"vectors": rows, "k": K, "exact": true,
+                                "knobs": {"block_weights": by_name}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let resp: SearchResponse = r.json();
+        let got: Vec<_> = resp
+            .results
+            .iter()
+            .map(|r| (r.ids.clone(), r.distances.clone()))
+            .collect();
+        assert_same_answers(&got, &want, &format!("exact {given:?}"));
+
+        let radius = want[0].1[4];
+        let want: Vec<_> = rows
+            .iter()
+            .map(|r| natural(&ex.range(r, radius).unwrap().0))
+            .collect();
+        let r = post_json(
+            addr,
+            "/v1/range",
+            &serde_json::json!({"vectors": rows, "radius": radius, "block_weights": by_name}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let resp: SearchResponse = r.json();
+        let got: Vec<_> = resp
+            .results
+            .iter()
+            .map(|r| (r.ids.clone(), r.distances.clone()))
+            .collect();
+        assert_same_answers(&got, &want, &format!("range {given:?}"));
+        assert!(got[0].0.len() >= 5, "{:?}", got[0]);
+    }
+    // The weights change the answer: text-only and image-only exact top-k differ.
+    let answer = |w: serde_json::Value| {
+        let r = post_json(
+            addr,
+            "/v1/search",
+            &serde_json::json!({"vectors": [rows[0]], "k": K, "exact": true,
+                                "knobs": {"block_weights": w}}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json::<SearchResponse>().results[0].ids.clone()
+    };
+    assert_ne!(
+        answer(serde_json::json!({"img": 1.0, "txt": 0.0})),
+        answer(serde_json::json!({"img": 0.0, "txt": 1.0}))
+    );
+    let r = post_json(
+        addr,
+        "/v1/range",
+        &serde_json::json!({"vectors": [rows[0]], "radius": 1.0, "block_weights": {"audio": 1.0}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.error().error.field.as_deref(), Some("block_weights"));
 }

@@ -22,7 +22,8 @@ pub struct SearchRequest {
     /// Neighbours per query (default 10).
     #[serde(default = "default_k")]
     pub k: usize,
-    /// Search knobs (approximate search only); absent ones take the engine's defaults for `k`.
+    /// Search knobs; absent ones take the engine's defaults for `k`. Exact search takes only
+    /// `block_weights` (it reads what it must to be exact).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knobs: Option<Knobs>,
     /// Exact k-NN (recall 1 by construction) instead of the approximate search.
@@ -115,6 +116,10 @@ pub struct RangeRequest {
     /// `max_range_results`); a query with more is marked `truncated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_results: Option<usize>,
+    /// Multi-vector indexes: weight per block name, as in [`Knobs::block_weights`]; the
+    /// radius is in units of the weighted distance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_weights: Option<std::collections::BTreeMap<String, f32>>,
 }
 
 /// The answer to a search or range request: one result per query vector, in request order.
@@ -165,13 +170,16 @@ impl ResponseStats {
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryKind {
     Approx(SearchParams),
+    /// `block_weights`: one per block of a multi-vector index (`None`: the build weights).
     Exact {
         k: usize,
+        block_weights: Option<Vec<f32>>,
     },
     /// `radius` in natural units.
     Range {
         radius: f32,
         max_results: usize,
+        block_weights: Option<Vec<f32>>,
     },
 }
 
@@ -232,13 +240,27 @@ impl SearchRequest {
             ));
         }
         let kind = if self.exact {
-            if self.knobs.is_some() {
+            let knobs = self.knobs.unwrap_or_default();
+            let Knobs { block_weights, .. } = &knobs;
+            let others = Knobs {
+                block_weights: None,
+                ..knobs.clone()
+            };
+            if others != Knobs::default() {
                 return Err(ApiError::field(
                     "knobs",
-                    "exact search takes no knobs (it reads what it must to be exact)",
+                    "exact search takes no knobs but block_weights (it reads what it must to \
+                     be exact)",
                 ));
             }
-            QueryKind::Exact { k }
+            QueryKind::Exact {
+                k,
+                block_weights: resolve_block_weights(
+                    block_weights.as_ref(),
+                    index,
+                    "knobs.block_weights",
+                )?,
+            }
         } else {
             QueryKind::Approx(self.knobs.unwrap_or_default().params(k, index, limits)?)
         };
@@ -279,9 +301,32 @@ impl RangeRequest {
             kind: QueryKind::Range {
                 radius: self.radius,
                 max_results,
+                block_weights: resolve_block_weights(
+                    self.block_weights.as_ref(),
+                    index,
+                    "block_weights",
+                )?,
             },
         })
     }
+}
+
+/// Block weights by name → one weight per block of the index (names not given keep their
+/// build weight); errors name `field`.
+fn resolve_block_weights(
+    given: Option<&std::collections::BTreeMap<String, f32>>,
+    index: &Index,
+    field: &str,
+) -> Result<Option<Vec<f32>>, ApiError> {
+    let Some(w) = given else {
+        return Ok(None);
+    };
+    let given: Vec<(String, f32)> = w.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let blocks = index.blocks().map_or(0, |t| t.blocks.len());
+    index
+        .block_weights(&given, &vec![true; blocks])
+        .map(Some)
+        .map_err(|e| ApiError::field(field, e.to_string()))
 }
 
 fn check_vectors(vectors: &[Vec<f32>], index: &Index, limits: &Limits) -> Result<(), ApiError> {
@@ -368,15 +413,8 @@ impl Knobs {
         if let Some(e) = self.early_stop {
             p.early_stop = e;
         }
-        if let Some(w) = &self.block_weights {
-            let given: Vec<(String, f32)> = w.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            let blocks = index.blocks().map_or(0, |t| t.blocks.len());
-            p.block_weights = Some(
-                index
-                    .block_weights(&given, &vec![true; blocks])
-                    .map_err(|e| ApiError::field("knobs.block_weights", e.to_string()))?,
-            );
-        }
+        p.block_weights =
+            resolve_block_weights(self.block_weights.as_ref(), index, "knobs.block_weights")?;
         if p.nprobe == 0 && (index.n_query_anchors() == 0 || p.qprobe == 0 || p.edges == 0) {
             return Err(ApiError::field(
                 "knobs.nprobe",

@@ -204,9 +204,19 @@ fn step(
 /// reads are waited for one batch at a time; the worker's parked approximate queries resume
 /// after it).
 fn run_exact(exact: &mut ExactSearcher<'_>, job: &Job) -> JobResult {
-    match *job.kind {
-        QueryKind::Exact { k } => exact.knn(&job.vector, k),
-        QueryKind::Range { radius, .. } => exact.range(&job.vector, radius),
+    match &*job.kind {
+        QueryKind::Exact { k, block_weights } => {
+            exact.set_block_weights(block_weights.as_deref())?;
+            exact.knn(&job.vector, *k)
+        }
+        QueryKind::Range {
+            radius,
+            block_weights,
+            ..
+        } => {
+            exact.set_block_weights(block_weights.as_deref())?;
+            exact.range(&job.vector, *radius)
+        }
         QueryKind::Approx(_) => Err(SearchError::Param {
             name: "kind",
             what: "an approximate query reached the exact searcher".into(),
