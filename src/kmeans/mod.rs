@@ -24,7 +24,7 @@ mod two_level;
 
 pub use balanced::{BalancedKMeansParams, assign_capped, assign_capped_with};
 pub use nearest::nearest_centroids;
-pub use two_level::{CentroidSearch, NearestParams, TwoLevel};
+pub use two_level::{CentroidSearch, GroupIndex, NearestParams, TwoLevel};
 
 use rand::seq::index;
 use rand::{Rng, SeedableRng};

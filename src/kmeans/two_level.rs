@@ -66,6 +66,78 @@ impl NearestParams {
     }
 }
 
+/// A two-level grouping by ids only (what [`TwoLevel::into_index`] keeps): coarse centres,
+/// and for each group the ids of its centroids, which the caller scores from its own matrix.
+/// Holds `G × d` floats and one id per centroid, not a second copy of the centroids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupIndex {
+    coarse: Matrix<f32>,
+    ids: Vec<u32>,
+    start: Vec<usize>,
+    probe: usize,
+}
+
+impl GroupIndex {
+    /// The grouping from stored parts (`coarse.m3`): coarse centres, each centroid's group
+    /// (`labels[j] < coarse.rows()`, checked by the reader) and the probe. Members are in id
+    /// order within each group, as [`TwoLevel`] orders them.
+    pub fn from_labels(coarse: Matrix<f32>, labels: &[u32], probe: usize) -> Self {
+        let g = coarse.rows();
+        let members = super::members_by_label(labels, g);
+        let mut start = Vec::with_capacity(g + 1);
+        let mut ids = Vec::with_capacity(labels.len());
+        start.push(0);
+        for list in &members {
+            ids.extend_from_slice(list);
+            start.push(ids.len());
+        }
+        Self {
+            coarse,
+            ids,
+            start,
+            probe: probe.max(1),
+        }
+    }
+
+    pub fn groups(&self) -> usize {
+        self.coarse.rows()
+    }
+
+    /// `G × d` coarse centres.
+    pub fn coarse(&self) -> MatrixView<'_, f32> {
+        self.coarse.view()
+    }
+
+    /// Ids of group `g`'s centroids.
+    pub fn group_ids(&self, g: usize) -> &[u32] {
+        &self.ids[self.start[g]..self.start[g + 1]]
+    }
+
+    /// Each centroid's group.
+    pub fn labels(&self) -> Vec<u32> {
+        labels_of(&self.ids, &self.start)
+    }
+
+    pub fn probe(&self) -> usize {
+        self.probe
+    }
+
+    /// Bytes held (coarse centres, ids, group starts).
+    pub fn heap_bytes(&self) -> usize {
+        self.coarse.as_slice().len() * 4 + self.ids.len() * 4 + self.start.len() * 8
+    }
+}
+
+fn labels_of(ids: &[u32], start: &[usize]) -> Vec<u32> {
+    let mut labels = vec![0u32; ids.len()];
+    for g in 0..start.len().saturating_sub(1) {
+        for &id in &ids[start[g]..start[g + 1]] {
+            labels[id as usize] = g as u32;
+        }
+    }
+    labels
+}
+
 /// The coarse quantiser over a set of fine centroids.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TwoLevel {
@@ -125,13 +197,18 @@ impl TwoLevel {
 
     /// Each centroid's group (the inverse of the grouping; what `coarse.m3` stores).
     pub fn labels(&self) -> Vec<u32> {
-        let mut labels = vec![0u32; self.ids.len()];
-        for g in 0..self.groups() {
-            for &id in &self.ids[self.start[g]..self.start[g + 1]] {
-                labels[id as usize] = g as u32;
-            }
+        labels_of(&self.ids, &self.start)
+    }
+
+    /// The grouping without the grouped copy of the centroids: for a caller that keeps the
+    /// centroids itself and scores a group's members through their ids (query routing).
+    pub fn into_index(self) -> GroupIndex {
+        GroupIndex {
+            coarse: self.coarse,
+            ids: self.ids,
+            start: self.start,
+            probe: self.probe,
         }
-        labels
     }
 
     /// Coarse groups scored per row.

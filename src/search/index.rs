@@ -258,9 +258,12 @@ impl Index {
         Ok(w)
     }
 
-    /// Bytes held in RAM for searching (anchors, routing, PQ codebooks, codes, corrections).
+    /// Bytes held in RAM for searching (anchors, routers, routing, PQ codebooks, codes,
+    /// corrections).
     pub fn ram_bytes(&self) -> u64 {
         (self.centroids.as_slice().len() * 4
+            + self.router.heap_bytes()
+            + self.query_router.heap_bytes()
             + self.entries.len() * 32
             + self.routing.anchors.as_slice().len() * 4
             + self.routing.edges.as_slice().len() * 4

@@ -17,7 +17,7 @@
 
 use crate::data::{Matrix, MatrixView};
 use crate::distance;
-use crate::kmeans::{NearestParams, TwoLevel};
+use crate::kmeans::{GroupIndex, NearestParams, TwoLevel};
 
 /// How a router orders anchors for a query `q` (smaller first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,9 @@ pub const DEFAULT_ROUTE_MIN_K: usize = 4096;
 pub struct Router {
     order: AnchorOrder,
     norms: Vec<f32>,
-    two_level: Option<TwoLevel>,
+    /// The two-level grouping by ids: a group's anchors are scored from the anchor matrix the
+    /// caller passes to [`Router::nearest`], so the router holds no copy of the anchors.
+    two_level: Option<GroupIndex>,
     coarse_norms: Vec<f32>,
 }
 
@@ -76,12 +78,15 @@ impl Router {
         pool: &rayon::ThreadPool,
     ) -> Self {
         let norms = crate::linalg::row_norms_sq(anchors);
-        let two_level = (anchors.rows() >= min_k.max(2)).then(|| match order {
-            AnchorOrder::InnerProduct => {
-                let aug = augment(anchors, &norms);
-                TwoLevel::build(aug.view(), &NearestParams::default(), pool)
+        let two_level = (anchors.rows() >= min_k.max(2)).then(|| {
+            match order {
+                AnchorOrder::InnerProduct => {
+                    let aug = augment(anchors, &norms);
+                    TwoLevel::build(aug.view(), &NearestParams::default(), pool)
+                }
+                _ => TwoLevel::build(anchors, &NearestParams::default(), pool),
             }
-            _ => TwoLevel::build(anchors, &NearestParams::default(), pool),
+            .into_index()
         });
         let coarse_norms = two_level
             .as_ref()
@@ -105,13 +110,14 @@ impl Router {
         probe: usize,
     ) -> Self {
         let norms = crate::linalg::row_norms_sq(anchors);
-        let tl = match order {
-            AnchorOrder::InnerProduct => {
-                let aug = augment(anchors, &norms);
-                TwoLevel::from_parts(aug.view(), coarse, labels, probe)
-            }
-            _ => TwoLevel::from_parts(anchors, coarse, labels, probe),
-        };
+        let augmented = usize::from(order == AnchorOrder::InnerProduct);
+        assert_eq!(labels.len(), anchors.rows(), "Router: one label per anchor");
+        assert_eq!(
+            coarse.dim(),
+            anchors.dim() + augmented,
+            "Router: coarse dimension"
+        );
+        let tl = GroupIndex::from_labels(coarse, labels, probe);
         Self {
             order,
             norms,
@@ -131,6 +137,14 @@ impl Router {
                 tl.probe(),
             )
         })
+    }
+
+    /// Bytes the router holds: anchor norms and, when two-level, the grouping (coarse centres
+    /// and one id per anchor), never a copy of the anchors.
+    pub fn heap_bytes(&self) -> usize {
+        self.norms.len() * 4
+            + self.coarse_norms.len() * 4
+            + self.two_level.as_ref().map_or(0, GroupIndex::heap_bytes)
     }
 
     pub fn is_two_level(&self) -> bool {
@@ -215,8 +229,9 @@ impl Router {
                         coarse[p..].sort_unstable_by(by);
                         sorted_all = true;
                     }
-                    let (cents, ids) = tl.group(coarse[pos].1 as usize);
-                    for (c, &id) in cents.iter_rows().zip(ids) {
+                    let ids = tl.group_ids(coarse[pos].1 as usize);
+                    for &id in ids {
+                        let c = anchors.row(id as usize);
                         let s = self.score(q, qn, c, self.norms[id as usize]);
                         scores.set(id as usize, s);
                         out.push((s, id));
@@ -409,6 +424,15 @@ mod tests {
             assert!(labels.iter().all(|&g| (g as usize) < coarse.rows()));
             let stored = Router::from_stored(anchors.view(), order, coarse, &labels, probe);
             assert!(stored.is_two_level());
+            // The routers index the caller's anchors rather than copying them.
+            for r in [&built, &stored] {
+                assert!(
+                    r.heap_bytes() < anchors.as_slice().len() * 4 / 2,
+                    "{order:?}: {} bytes for {} bytes of anchors",
+                    r.heap_bytes(),
+                    anchors.as_slice().len() * 4
+                );
+            }
             let (mut sa, mut sb) = (AnchorScores::new(900), AnchorScores::new(900));
             let (mut a, mut b) = (Vec::new(), Vec::new());
             for q in queries.view().iter_rows() {
