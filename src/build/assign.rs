@@ -128,7 +128,11 @@ pub fn assign(
 
     let search = trained.centroid_search();
     let mut sizes = vec![0u64; k];
-    let mut sorter = RecordSorter::new(m, params.sort_run_records(n, m), sort_dir(&params.out));
+    let mut sorter = RecordSorter::new(
+        m,
+        params.sort_run_records(n, m, trained.model_bytes()),
+        sort_dir(&params.out),
+    );
     let mut records = 0u64;
 
     let mut max_norm_sq = 0f32;

@@ -168,19 +168,21 @@ impl BuildParams {
         p
     }
 
-    /// Records per sort run of the assign stage for `n` base rows and `m`-byte codes:
-    /// unbounded (an in-memory sort) when the buffered records and their sort permutation fit
-    /// in half the RAM budget (the sorted records stream out to the index files, see
-    /// `extsort`); else runs of `budget / 4` bytes (the run buffer and its sorted copy take
-    /// half the budget).
-    pub fn sort_run_records(&self, n: u64, m: usize) -> usize {
+    /// Records per sort run of the assign stage for `n` base rows and `m`-byte codes, with
+    /// `model_bytes` of the RAM budget already held by the trained model (anchors, their
+    /// two-level search, PQ codebooks: [`Trained::model_bytes`](super::train::Trained::model_bytes)).
+    /// Unbounded (an in-memory sort) when the buffered records and their sort permutation fit
+    /// in half of what the model leaves (the sorted records stream out to the index files, see
+    /// `extsort`); else runs of a quarter of it (the run buffer and its sorted copy take half),
+    /// at least 256 records.
+    pub fn sort_run_records(&self, n: u64, m: usize, model_bytes: u64) -> usize {
         let rec = super::extsort::RecordSorter::record_bytes(m) as u64 + 4;
         let records = n.saturating_mul(1 + self.spill.max_copies as u64);
-        let half = self.ram_budget_bytes / 2;
-        if records.saturating_mul(rec) <= half {
+        let left = self.ram_budget_bytes.saturating_sub(model_bytes);
+        if records.saturating_mul(rec) <= left / 2 {
             usize::MAX
         } else {
-            ((self.ram_budget_bytes / 4) / rec).max(256) as usize
+            ((left / 4) / rec).max(256) as usize
         }
     }
 }
@@ -210,5 +212,38 @@ impl RoutingParams {
         self.query_anchors
             .unwrap_or_else(|| training_queries.div_ceil(40).clamp(1, 4096))
             .clamp(1, training_queries.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(budget: u64) -> BuildParams {
+        let mut p = BuildParams::new(PathBuf::from("b"), Metric::L2, PathBuf::from("o"));
+        p.ram_budget_bytes = budget;
+        p
+    }
+
+    #[test]
+    fn the_sort_gets_what_the_model_leaves_of_the_budget() {
+        let rec = crate::build::extsort::RecordSorter::record_bytes(16) as u64 + 4;
+        let budget = 1u64 << 20;
+        let p = params(budget);
+        // Records that fill exactly half the budget sort in memory without a model ...
+        let n = (budget / 2) / rec;
+        assert_eq!(p.sort_run_records(n, 16, 0), usize::MAX);
+        // ... and in runs of a quarter of what is left once a model holds part of it.
+        let model = budget / 4;
+        assert_eq!(
+            p.sort_run_records(n, 16, model),
+            ((budget - model) / 4 / rec) as usize
+        );
+        // A model larger than the budget leaves the minimum run, never zero.
+        assert_eq!(p.sort_run_records(n, 16, budget * 2), 256);
+        // Spill copies count as records.
+        let mut spilled = params(budget);
+        spilled.spill.max_copies = 1;
+        assert_ne!(spilled.sort_run_records(n, 16, 0), usize::MAX);
     }
 }

@@ -76,6 +76,9 @@ pub struct BuildSummary {
     pub graph: GraphReport,
     /// The blocks of a multi-vector base (spreads, weights, scales), as in `blocks.m3`.
     pub blocks: Option<BlockTable>,
+    /// RAM the trained model (anchors, their two-level search, anchor graph, PQ codebooks)
+    /// holds from the assign stage on, bytes; the sort's share of the budget is what it leaves.
+    pub model_bytes: u64,
     /// The assign stage's external sort (runs, bytes before/after zstd, seconds).
     pub sort_spill: crate::build::SpillReport,
     pub threads: usize,
@@ -160,7 +163,7 @@ pub fn build_index(
     let blocks = block_table(&mut base, params, &mut stats, &mut sample);
     clock.lap("scan");
     obs.stage("train", 0);
-    let trained = train(params, k, pq_bounds, stats, sample, sample_ids, pool)?;
+    let mut trained = train(params, k, pq_bounds, stats, sample, sample_ids, pool)?;
     clock.lap("train");
 
     // 2. Query routing.
@@ -169,14 +172,24 @@ pub fn build_index(
     if routing.is_none() {
         obs.note("no --train-queries: routing uses base anchors only (no cross-modal edges)");
     }
+    trained.release_sample();
     clock.lap("routing");
 
-    // 3. Assign. Its records take (M + 20) bytes each; over half the budget they are sorted
-    // externally, in zstd-compressed runs on disk (`extsort`).
-    if params.sort_run_records(n, m) != usize::MAX {
+    // 3. Assign. Its records take (M + 20) bytes each; over half of what the trained model
+    // leaves of the budget they are sorted externally, in zstd-compressed runs on disk
+    // (`extsort`).
+    let model_bytes = trained.model_bytes();
+    if model_bytes > params.ram_budget_bytes / 2 {
         obs.note(&format!(
-            "assign: the records exceed half the RAM budget; sorting them in runs of {} on disk",
-            params.sort_run_records(n, m)
+            "the trained model holds {:.1} MiB, over half the RAM budget; later stages get less",
+            model_bytes as f64 / (1u64 << 20) as f64
+        ));
+    }
+    let run_records = params.sort_run_records(n, m, model_bytes);
+    if run_records != usize::MAX {
+        obs.note(&format!(
+            "assign: the records exceed half of the RAM budget the model leaves; sorting them \
+             in runs of {run_records} on disk"
         ));
     }
     obs.stage("assign", n);
@@ -334,6 +347,7 @@ pub fn build_index(
         routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),
         graph: graph_report,
         blocks: blocks.clone(),
+        model_bytes,
         sort_spill: asg.sort.clone(),
         threads: pool.current_num_threads(),
         seed: params.seed,

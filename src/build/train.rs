@@ -112,7 +112,7 @@ pub fn train(
         .anchor_degree
         .min(clusters.saturating_sub(1));
     let anchor_graph = pool.install(|| anchor_graph(&search, degree))?;
-    let two_level = search.two_level().cloned();
+    let two_level = search.into_two_level();
 
     // PQ on residuals to the assigned anchor.
     let mut residuals = sample.clone();
@@ -164,6 +164,28 @@ fn anchor_graph(search: &CentroidSearch<'_>, degree: usize) -> Result<Matrix<u32
 impl Trained {
     /// Nearest-anchor search over the trained anchors (two levels when they are many).
     pub fn centroid_search(&self) -> CentroidSearch<'_> {
-        CentroidSearch::from_parts(self.anchors.centroids.view(), self.two_level.clone())
+        CentroidSearch::from_parts(self.anchors.centroids.view(), self.two_level.as_ref())
+    }
+
+    /// Drops the training sample, its ids and labels (up to a quarter of the RAM budget) once
+    /// query routing has used them; later stages need only the model.
+    pub fn release_sample(&mut self) {
+        self.sample = Matrix::from_vec(Vec::new(), self.sample.dim().max(1))
+            .expect("an empty matrix of positive width");
+        self.sample_ids = Vec::new();
+        self.sample_labels = Vec::new();
+    }
+
+    /// Bytes the model keeps in RAM through the later stages: anchors, their two-level
+    /// search structure, the anchor graph and the PQ codebooks (the sample once released is
+    /// not counted). The assign stage's sort budget is what the RAM budget leaves after it.
+    pub fn model_bytes(&self) -> u64 {
+        (self.anchors.centroids.as_slice().len() * 4
+            + self.two_level.as_ref().map_or(0, TwoLevel::heap_bytes)
+            + self.anchor_graph.as_slice().len() * 4
+            + self.pq.codebooks().len() * 4
+            + self.sample.as_slice().len() * 4
+            + self.sample_ids.len() * 4
+            + self.sample_labels.len() * 4) as u64
     }
 }

@@ -15,6 +15,8 @@
 //! ordered by (distance, id), and blocks are fixed row ranges, so the result does not depend
 //! on the thread count.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::{BalancedKMeansParams, nearest_centroids};
@@ -193,6 +195,18 @@ impl TwoLevel {
         );
         assert_eq!(coarse.dim(), centroids.dim(), "TwoLevel: coarse dimension");
         Self::from_labels(centroids, coarse, labels, probe)
+    }
+
+    /// Bytes held: coarse centres, the grouped copy of the fine centroids, their norms, ids
+    /// and group starts.
+    pub fn heap_bytes(&self) -> usize {
+        (self.coarse.as_slice().len()
+            + self.coarse_norms.len()
+            + self.grouped.as_slice().len()
+            + self.grouped_norms.len()
+            + self.ids.len())
+            * 4
+            + self.start.len() * 8
     }
 
     /// Each centroid's group (the inverse of the grouping; what `coarse.m3` stores).
@@ -389,7 +403,9 @@ impl TwoLevel {
 #[derive(Debug, Clone)]
 pub struct CentroidSearch<'a> {
     centroids: MatrixView<'a, f32>,
-    two_level: Option<TwoLevel>,
+    /// Borrowed when the caller keeps the level (the build's trained model), so searching
+    /// does not copy its grouped centroids.
+    two_level: Option<Cow<'a, TwoLevel>>,
 }
 
 impl<'a> CentroidSearch<'a> {
@@ -400,17 +416,17 @@ impl<'a> CentroidSearch<'a> {
         pool: &rayon::ThreadPool,
     ) -> Self {
         let two_level = (centroids.rows() >= params.two_level_min_k.max(2))
-            .then(|| TwoLevel::build(centroids, params, pool));
+            .then(|| Cow::Owned(TwoLevel::build(centroids, params, pool)));
         Self {
             centroids,
             two_level,
         }
     }
 
-    /// From an already built coarse level (`None`: exact scan). Panics when `two_level` was
-    /// built over a different number of centroids.
-    pub fn from_parts(centroids: MatrixView<'a, f32>, two_level: Option<TwoLevel>) -> Self {
-        if let Some(tl) = &two_level {
+    /// From an already built coarse level (`None`: exact scan), borrowed. Panics when
+    /// `two_level` was built over a different number of centroids.
+    pub fn from_parts(centroids: MatrixView<'a, f32>, two_level: Option<&'a TwoLevel>) -> Self {
+        if let Some(tl) = two_level {
             assert_eq!(
                 tl.k(),
                 centroids.rows(),
@@ -419,7 +435,7 @@ impl<'a> CentroidSearch<'a> {
         }
         Self {
             centroids,
-            two_level,
+            two_level: two_level.map(Cow::Borrowed),
         }
     }
 
@@ -436,12 +452,17 @@ impl<'a> CentroidSearch<'a> {
     }
 
     pub fn two_level(&self) -> Option<&TwoLevel> {
-        self.two_level.as_ref()
+        self.two_level.as_deref()
+    }
+
+    /// Takes the level out (built by [`CentroidSearch::new`], or copied when borrowed).
+    pub fn into_two_level(self) -> Option<TwoLevel> {
+        self.two_level.map(Cow::into_owned)
     }
 
     /// See [`nearest_centroids`] / [`TwoLevel::nearest`]. Runs on the current rayon pool.
     pub fn nearest(&self, data: MatrixView<'_, f32>, t: usize) -> (Vec<u32>, Vec<f32>) {
-        match &self.two_level {
+        match self.two_level.as_deref() {
             Some(tl) => tl.nearest(data, t),
             None => nearest_centroids(data, self.centroids, t),
         }

@@ -226,6 +226,14 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         summary.ram_bytes_per_vector,
         summary.spill_factor
     );
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "  budget   model {:.1} MiB; assign sort {} run(s), {:.1} MiB spilled (zstd {:.1} MiB)",
+        mib(summary.model_bytes),
+        summary.sort_spill.runs,
+        mib(summary.sort_spill.raw_bytes),
+        mib(summary.sort_spill.compressed_bytes)
+    );
     eprintln!("m3 build: wrote {}", args.out.display());
     if auto {
         eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
