@@ -239,10 +239,14 @@ pub fn build_index(
     let data_sectors = writer.data_sectors();
     let record_bytes = writer.codec().record_bytes();
     let (data_entry, sectors_entry) = writer.finish(&dir.path(SECTORS_FILE))?;
+    // The model moves into the cluster table (no copy of the anchors); assignment's two-level
+    // search is released first, as routing's coarse level below is built for query order.
+    trained.two_level = None;
+    let anchor_degree = trained.anchor_graph.dim() as u32;
     let clusters = ClusterTable {
-        centroids: trained.anchors.centroids.clone(),
+        centroids: trained.anchors.centroids,
         entries,
-        anchor_graph: trained.anchor_graph.clone(),
+        anchor_graph: trained.anchor_graph,
     };
     let clusters_entry = clusters.write(&dir.path(CLUSTERS_FILE))?;
     // Two-level routing's coarse level, stored so that opening the index does not rerun the
@@ -394,7 +398,7 @@ pub fn build_index(
     meta.alpha_min = amin;
     meta.alpha_max = amax;
     meta.lid_k = params.graph.lid_k as u32;
-    meta.anchor_degree = trained.anchor_graph.dim() as u32;
+    meta.anchor_degree = anchor_degree;
     meta.edges_per_query_anchor = edges_per_anchor as u32;
     meta.build_threads = pool.current_num_threads() as u32;
     let mut files = vec![
