@@ -205,30 +205,45 @@ impl ProductQuantizer {
         }
     }
 
-    /// `table[m·256 + j] = |q_m − w_{m,j}|²`.
+    /// `table[m·256 + j] = |q_m − w_{m,j}|²`. Plain loops, as in [`Self::ip_table`]. (The
+    /// query engine scores L2 through `ip_table` and stored corrections; this table serves
+    /// callers that want plain ADC distances.)
     pub fn l2_table(&self, q: &[f32], table: &mut Vec<f32>) {
-        self.fill_table(table, |m, w| {
-            crate::distance::l2_sq(&q[self.bounds[m]..self.bounds[m + 1]], w)
+        assert_eq!(q.len(), self.dim, "l2_table: dimension");
+        self.fill_table(table, |lo, hi, w| {
+            q[lo..hi]
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum()
         });
     }
 
     /// `table[m·256 + j] = Σ_{k ∈ m} weights_k (q_k − w_{m,j,k})²`: per-dimension weights folded
     /// into the table, so scanning costs the same as plain L2.
     pub fn weighted_l2_table(&self, q: &[f32], weights: &[f32], table: &mut Vec<f32>) {
+        assert_eq!(q.len(), self.dim, "weighted_l2_table: dimension");
         assert_eq!(weights.len(), self.dim, "weighted_l2_table: weights");
-        self.fill_table(table, |m, w| {
-            let (lo, hi) = (self.bounds[m], self.bounds[m + 1]);
-            crate::distance::weighted_l2_sq(&q[lo..hi], w, &weights[lo..hi])
+        self.fill_table(table, |lo, hi, w| {
+            q[lo..hi]
+                .iter()
+                .zip(&weights[lo..hi])
+                .zip(w)
+                .map(|((a, u), b)| u * (a - b) * (a - b))
+                .sum()
         });
     }
 
-    fn fill_table(&self, table: &mut Vec<f32>, f: impl Fn(usize, &[f32]) -> f32) {
-        let m = self.subspaces();
+    /// One entry per (subspace, codeword): `f(lo, hi, codeword)` over the subspace's
+    /// dimensions `lo..hi`.
+    fn fill_table(&self, table: &mut Vec<f32>, f: impl Fn(usize, usize, &[f32]) -> f32) {
         table.clear();
-        table.reserve(m * CODEWORDS);
-        for s in 0..m {
-            for w in self.codebook(s).iter_rows() {
-                table.push(f(s, w));
+        table.resize(self.subspaces() * CODEWORDS, 0.0);
+        for (s, t) in table.chunks_exact_mut(CODEWORDS).enumerate() {
+            let (lo, hi) = (self.bounds[s], self.bounds[s + 1]);
+            let book = &self.codebooks[CODEWORDS * lo..CODEWORDS * hi];
+            for (t, w) in t.iter_mut().zip(book.chunks_exact(hi - lo)) {
+                *t = f(lo, hi, w);
             }
         }
     }
