@@ -863,6 +863,31 @@ fn search_cli_bad_queries_fail_with_clear_messages() {
         "{e}"
     );
 
+    // A bad --out fails before the search, naming the file.
+    let bad_out = tmp.path().join("results.txt");
+    let e = m3_search_fails(
+        m3_search(&g.index, &g.queries_path)
+            .arg("--out")
+            .arg(&bad_out),
+        "--out with an unknown extension",
+    );
+    assert!(
+        e.contains("results.txt") && e.contains(".ibin or .ivecs") && !e.contains("QPS"),
+        "{e}"
+    );
+    let no_dir = tmp.path().join("missing").join("results.ibin");
+    let e = m3_search_fails(
+        m3_search(&g.index, &g.queries_path)
+            .arg("--out")
+            .arg(&no_dir),
+        "--out in a missing directory",
+    );
+    assert!(
+        e.contains("results.ibin") && e.contains("missing") && !e.contains("QPS"),
+        "{e}"
+    );
+    assert!(!no_dir.exists());
+
     let e = m3_search_fails(
         m3_search(&g.index, &g.queries_path).args(["--nprobe", "0"]),
         "nprobe 0",

@@ -25,7 +25,34 @@ fn id_format(path: &Path) -> Result<IdFormat, DataError> {
         Some("ivecs") => Ok(IdFormat::Ivecs),
         _ => Err(DataError::UnsupportedFormat {
             path: path.to_path_buf(),
-            what: "ground truth must be an .ibin or .ivecs file".to_owned(),
+            what: "id files (ground truth, search results) must end in .ibin or .ivecs".to_owned(),
+        }),
+    }
+}
+
+/// Checks before any work that an output file can be written at `path`: its directory exists
+/// (and is a directory). Commands that compute for minutes call it first, so that a typo in
+/// `--out` fails at once rather than after the work.
+pub fn check_output_dir(path: &Path) -> Result<(), DataError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(DataError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", dir.display()),
+            ),
+        }),
+        Err(source) => Err(DataError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!("its directory {}: {source}", dir.display()),
+            ),
         }),
     }
 }
@@ -45,6 +72,13 @@ impl GroundTruth {
     }
     pub fn k(&self) -> usize {
         self.ids.dim()
+    }
+
+    /// Checks before any work that an id file can be written at `path`: a known extension
+    /// (`.ibin`, `.ivecs`) and an existing directory (see [`check_output_dir`]).
+    pub fn check_output_path(path: &Path) -> Result<(), DataError> {
+        id_format(path)?;
+        check_output_dir(path)
     }
 
     /// Reads `.ibin` (with or without appended distances) or `.ivecs`.

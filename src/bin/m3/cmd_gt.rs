@@ -54,6 +54,7 @@ pub struct GtArgs {
 }
 
 pub fn run(args: GtArgs) -> anyhow::Result<()> {
+    m3::data::GroundTruth::check_output_path(&args.out)?;
     let pool = thread_pool(args.threads)?;
     let (Some(base), Some(queries)) = (&args.base, &args.queries) else {
         return run_blocks(&args, &pool);

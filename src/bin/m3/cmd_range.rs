@@ -24,6 +24,9 @@ pub struct RangeArgs {
 }
 
 pub fn run(args: RangeArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.out {
+        m3::data::groundtruth::check_output_dir(out)?;
+    }
     let pool = thread_pool(args.index.threads)?;
     let index = open_index(&args.index)?;
     let queries = read_queries(&args.index, &index)?;

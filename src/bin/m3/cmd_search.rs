@@ -33,6 +33,9 @@ pub struct SearchArgs {
 }
 
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
+    if let Some(out) = &args.out {
+        m3::data::GroundTruth::check_output_path(out)?;
+    }
     let pool = thread_pool(args.index.threads)?;
     let index = open_index(&args.index)?;
     let queries = read_queries(&args.index, &index)?;
