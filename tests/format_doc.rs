@@ -78,6 +78,7 @@ fn format_doc_offset_tables_match_the_code() {
             "coarse.m3",
             (COMMON_HEADER_BYTES, size_of::<CoarseHeader>()),
         ),
+        ("hints.m3", (COMMON_HEADER_BYTES, size_of::<HintsHeader>())),
     ]
     .into();
     for (heading, rows) in &code {

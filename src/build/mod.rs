@@ -4,6 +4,7 @@
 mod assign;
 mod error;
 mod extsort;
+mod hints;
 mod layout;
 mod params;
 mod pipeline;
@@ -15,6 +16,7 @@ mod train;
 pub use assign::{AssignOutputs, Assignment, RecordIds, assign};
 pub use error::BuildError;
 pub use extsort::{RecordSorter, SortedRecord, SpillReport};
+pub use hints::{answers_to_records, exact_answers};
 pub use layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 pub use params::{
     BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,

@@ -111,6 +111,10 @@ pub struct RoutingParams {
     /// At most this many base-sample rows are searched for the voters (the exact search costs
     /// training queries × rows × dim).
     pub vote_sample_rows: usize,
+    /// Exact answers kept per training query in `hints.m3` (record-level routing, decision
+    /// 0007); 0 = no hints. Costs training queries × N × dim at build time and
+    /// training queries × (dim + depth) × 4 bytes of RAM at search time.
+    pub hint_depth: usize,
 }
 
 impl BuildParams {
@@ -147,6 +151,7 @@ impl BuildParams {
                 edges_per_anchor: 32,
                 votes_per_query: 10,
                 vote_sample_rows: 65_536,
+                hint_depth: 100,
             },
             graph: ClusterGraphParams::default(),
             cross: CrossLinkParams {

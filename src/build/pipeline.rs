@@ -6,16 +6,19 @@ use std::time::Instant;
 use super::assign::AssignOutputs;
 use super::layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 use super::source::{BaseSource, block_pq_bounds};
-use super::{BuildError, BuildParams, assign, scan_base, train, train_routing};
+use super::{
+    BuildError, BuildParams, answers_to_records, assign, exact_answers, scan_base, train,
+    train_routing,
+};
 use crate::distance::Metric;
 use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
 use crate::format::verify::{
-    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE,
-    SECTORS_FILE, STATS_FILE,
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
+    ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
     BlockInfo, BlockTable, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter, FileEntry,
-    IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
+    Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
 };
 use crate::graph::AlphaMode;
 
@@ -73,6 +76,9 @@ pub struct BuildSummary {
     /// Cluster sizes: min, median, max.
     pub cluster_size_min_median_max: [u32; 3],
     pub routing_vote_coverage: Option<f64>,
+    /// Training queries in `hints.m3` and the answers kept for each (0, 0 without hints).
+    pub hint_queries: usize,
+    pub hint_depth: usize,
     pub graph: GraphReport,
     /// The blocks of a multi-vector base (spreads, weights, scales), as in `blocks.m3`.
     pub blocks: Option<BlockTable>,
@@ -168,7 +174,7 @@ pub fn build_index(
 
     // 2. Query routing.
     obs.stage("routing", 0);
-    let routing = train_routing(params, &base, &trained, pool)?;
+    let mut routing = train_routing(params, &base, &trained, pool)?;
     if routing.is_none() {
         obs.note("no --train-queries: routing uses base anchors only (no cross-modal edges)");
     }
@@ -203,6 +209,25 @@ pub fn build_index(
         obs.progress(d)
     })?;
     clock.lap("assign");
+
+    // 3b. Hints: every training query's exact answers over the whole base, as records.
+    let hint_depth = (params.routing.hint_depth as u64).min(n) as usize;
+    let hints = match routing.as_mut() {
+        Some(r) if hint_depth > 0 => {
+            obs.stage("hints", n);
+            let queries = std::mem::replace(
+                &mut r.queries,
+                crate::data::Matrix::from_vec(Vec::new(), dim)?,
+            );
+            let answers = exact_answers(params, &base, &queries, hint_depth, pool, &|d| {
+                obs.progress(d)
+            })?;
+            let answers = answers_to_records(&answers, hint_depth, &asg.ids, asg.records)?;
+            clock.lap("hints");
+            Some(Hints { queries, answers })
+        }
+        _ => None,
+    };
 
     // 4–5. Lay out vectors, then neighbour lists.
     let data_path = dir.path(DATA_FILE);
@@ -305,6 +330,10 @@ pub fn build_index(
         Some(t) => Some(t.write(&dir.path(BLOCKS_FILE))?),
         None => None,
     };
+    let hints_entry = match &hints {
+        Some(h) => Some(h.write(&dir.path(HINTS_FILE))?),
+        None => None,
+    };
 
     let mut sizes = asg.cluster_sizes.clone();
     sizes.sort_unstable();
@@ -321,8 +350,10 @@ pub fn build_index(
     .map(|e| e.bytes)
     .sum::<u64>()
         + blocks_entry.as_ref().map_or(0, |e| e.bytes)
-        + coarse_entry.as_ref().map_or(0, |e| e.bytes);
+        + coarse_entry.as_ref().map_or(0, |e| e.bytes)
+        + hints_entry.as_ref().map_or(0, |e| e.bytes);
     let ram = clusters_entry.bytes as f64
+        + hints_entry.as_ref().map_or(0, |e| e.bytes) as f64
         + coarse_entry.as_ref().map_or(0, |e| e.bytes) as f64
         + routing_entry.bytes as f64
         + stats_entry.bytes as f64
@@ -349,6 +380,8 @@ pub fn build_index(
         ram_bytes_per_vector: ram / n as f64,
         cluster_size_min_median_max: [sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1]],
         routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),
+        hint_queries: hints.as_ref().map_or(0, Hints::len),
+        hint_depth: hints.as_ref().map_or(0, Hints::depth),
         graph: graph_report,
         blocks: blocks.clone(),
         model_bytes,
@@ -413,6 +446,7 @@ pub fn build_index(
     ];
     files.extend(blocks_entry);
     files.extend(coarse_entry);
+    files.extend(hints_entry);
     let manifest = Manifest { meta, files };
     dir.publish(&manifest)?;
     Ok(summary)

@@ -32,6 +32,9 @@ pub struct QueryRouting {
     pub stats: Welford,
     /// Share of votes covered by the kept edges (how well E edges summarise the anchor).
     pub vote_coverage: f64,
+    /// The training queries in the build's coordinates (normalised under cosine,
+    /// block-scaled), for the hints stage (`hints.m3`).
+    pub queries: Matrix<f32>,
 }
 
 pub fn train_routing(
@@ -128,5 +131,6 @@ pub fn train_routing(
         } else {
             kept as f64 / total as f64
         },
+        queries,
     }))
 }

@@ -17,6 +17,7 @@
 //! | `keys.m3` | [`keys`] | [`RecordKeys`]: each record's distance to its centroid (1.1) |
 //! | `blocks.m3` | [`blocks`] | [`BlockTable`]: blocks of a multi-vector index (optional) |
 //! | `coarse.m3` | [`coarse`] | [`CoarseLevel`]: two-level routing's coarse groups (optional) |
+//! | `hints.m3` | [`hints`] | [`Hints`]: training queries and their answers' records (optional) |
 //!
 //! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
 //! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
@@ -28,6 +29,7 @@ pub mod data;
 mod error;
 mod file;
 pub mod header;
+pub mod hints;
 pub mod inspect;
 pub mod keys;
 pub mod layout;
@@ -47,6 +49,7 @@ pub use coarse::{CoarseHeader, CoarseLevel};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
+pub use hints::{Hints, HintsHeader};
 pub use inspect::IndexInfo;
 pub use keys::{KeysHeader, RecordKeys, RecordKeysWriter};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
@@ -90,6 +93,7 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
         ("keys.m3", KeysHeader::layout_table()),
         ("blocks.m3", BlocksHeader::layout_table()),
         ("coarse.m3", CoarseHeader::layout_table()),
+        ("hints.m3", HintsHeader::layout_table()),
         ("Block entry", BlockEntry::layout_table()),
     ]
 }

@@ -12,6 +12,7 @@ use super::coarse::{COARSE_KIND, CoarseHeader, CoarseLevel};
 use super::data::DataFileHeader;
 use super::file::{FileEntry, SectionReader, file_crc32c};
 use super::header::FileKind;
+use super::hints::{HINTS_KIND, Hints, HintsHeader};
 use super::keys::{KEYS_KIND, KeysHeader, RecordKeys};
 use super::manifest::Manifest;
 use super::pq::{PQ_KIND, PqFile, PqHeader};
@@ -33,6 +34,9 @@ pub const KEYS_FILE: &str = "keys.m3";
 /// The coarse level of two-level routing over the base anchors. Optional (an additive entry,
 /// like `keys.m3`): written when K reaches the build's two-level threshold.
 pub const COARSE_FILE: &str = "coarse.m3";
+/// Training queries and the records of their exact answers (record-level routing). Optional
+/// (an additive entry): written when the build is given training queries.
+pub const HINTS_FILE: &str = "hints.m3";
 /// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
 pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
@@ -133,6 +137,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             KEYS_FILE => header_only::<KeysHeader>(&path, &KEYS_KIND)?,
             BLOCKS_FILE => header_only::<BlocksHeader>(&path, &BLOCKS_KIND)?,
             COARSE_FILE => header_only::<CoarseHeader>(&path, &COARSE_KIND)?,
+            HINTS_FILE => header_only::<HintsHeader>(&path, &HINTS_KIND)?,
             DATA_FILE => DataFileHeader::read(&path)?.check_against(&m.meta, &path)?,
             _ => {} // a file of a newer minor version: length checked only
         }
@@ -186,6 +191,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             PQ_FILE => PqFile::read(&path)?.check_against(meta, &path)?,
             BLOCKS_FILE => BlockTable::read(&path)?.check_against(meta, &path)?,
             COARSE_FILE => CoarseLevel::read(&path)?.check_against(meta, &path)?,
+            HINTS_FILE => Hints::read(&path)?.check_against(meta, &path)?,
             SECTORS_FILE => {
                 let s = SectorCrcs::read(&path)?;
                 if s.crcs.len() as u64 != meta.data_sectors {

@@ -9,10 +9,10 @@ use super::blocks::IndexBlocks;
 use crate::data::Matrix;
 use crate::distance::Metric;
 use crate::format::verify::{
-    CLUSTERS_FILE, COARSE_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE,
+    CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE,
 };
 use crate::format::{
-    ClusterEntry, ClusterTable, CoarseLevel, DataFileHeader, FormatError, IndexMeta, PqFile,
+    ClusterEntry, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, IndexMeta, PqFile,
     RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
@@ -47,6 +47,10 @@ pub struct Index {
     pub(super) blocks: Option<IndexBlocks>,
     /// Whether the index has `keys.m3` (format 1.1).
     pub(super) has_keys: bool,
+    /// Training queries and their answers' records (`hints.m3`), if the index has them, with
+    /// the router that finds a query's nearest training queries.
+    pub(super) hints: Option<Hints>,
+    pub(super) hint_router: Option<Router>,
     /// What exact and range search need besides the above, loaded at their first use.
     pub(super) exact: OnceLock<ExactAux>,
 }
@@ -154,7 +158,21 @@ impl Index {
         );
         let query_router =
             Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
+        let hints = match manifest.file(HINTS_FILE) {
+            Some(_) => {
+                let path = dir.join(HINTS_FILE);
+                let h = Hints::read(&path)?;
+                h.check_against(&meta, &path)?;
+                Some(h)
+            }
+            None => None,
+        };
+        let hint_router = hints
+            .as_ref()
+            .map(|h| Router::new(h.queries.view(), hint_order(metric), DEFAULT_ROUTE_MIN_K));
         Ok(Self {
+            hints,
+            hint_router,
             router,
             query_router,
             coarse,
@@ -184,6 +202,10 @@ impl Index {
     pub fn set_route_min_k(&mut self, min_k: usize) {
         self.router = base_router(&self.centroids, self.metric, self.coarse.as_ref(), min_k);
         self.query_router = Router::new(self.routing.anchors.view(), AnchorOrder::L2, min_k);
+        self.hint_router = self
+            .hints
+            .as_ref()
+            .map(|h| Router::new(h.queries.view(), hint_order(self.metric), min_k));
     }
 
     /// Whether base anchors are routed in two levels.
@@ -211,6 +233,10 @@ impl Index {
     }
     pub fn n_query_anchors(&self) -> usize {
         self.routing.anchors.rows()
+    }
+    /// Training queries in `hints.m3` (0 without hints).
+    pub fn n_hint_queries(&self) -> usize {
+        self.hints.as_ref().map_or(0, Hints::len)
     }
     pub fn stats(&self) -> &Stats {
         &self.stats
@@ -270,6 +296,8 @@ impl Index {
             + self.pq.codebooks().len() * 4
             + self.codes.as_slice().len()
             + self.correction.len() * 4
+            + self.hints.as_ref().map_or(0, Hints::heap_bytes)
+            + self.hint_router.as_ref().map_or(0, Router::heap_bytes)
             + self
                 .blocks
                 .as_ref()
@@ -354,6 +382,15 @@ impl Index {
         self.entries
             .partition_point(|e| e.first_record <= record as u64)
             .saturating_sub(1)
+    }
+}
+
+/// How training queries are ranked for a query: by inner product under ip and cosine (both
+/// sides normalised under cosine), by L2 under L2.
+fn hint_order(metric: Metric) -> AnchorOrder {
+    match metric {
+        Metric::L2 => AnchorOrder::L2Expanded,
+        _ => AnchorOrder::InnerProduct,
     }
 }
 

@@ -11,6 +11,12 @@ pub struct SearchParams {
     pub qprobe: usize,
     /// Cross-modal edges followed per consulted query anchor.
     pub edges: usize,
+    /// Nearest training queries whose exact answers (`hints.m3`) are scored as candidates,
+    /// wherever their clusters are; 0 = none. Ignored by an index without hints and by
+    /// weighted multi-vector queries.
+    pub hints: usize,
+    /// Answers taken from each of those training queries (best first); 0 = all stored.
+    pub hint_depth: usize,
     /// Candidates (best by PQ) whose records are read and reranked exactly.
     pub rerank: usize,
     /// Rounds along the neighbour lists of the best results (each one I/O round).
@@ -55,6 +61,8 @@ impl SearchParams {
             nprobe: 16,
             qprobe: 4,
             edges: 8,
+            hints: 16,
+            hint_depth: 0,
             rerank: 4 * k.max(10),
             expand_rounds: 0,
             expand_from: k,
@@ -73,6 +81,8 @@ impl SearchParams {
             "nprobe" => self.nprobe = value,
             "qprobe" => self.qprobe = value,
             "edges" => self.edges = value,
+            "hints" => self.hints = value,
+            "hint_depth" => self.hint_depth = value,
             "rerank" => self.rerank = value,
             "expand_rounds" | "rounds" => self.expand_rounds = value,
             "expand_from" => self.expand_from = value,
@@ -83,8 +93,8 @@ impl SearchParams {
                 return Err(super::SearchError::Param {
                     name: "knob",
                     what: format!(
-                        "unknown knob '{name}' (nprobe, qprobe, edges, rerank, expand_rounds, \
-                         expand_from, expand_read, route_groups)"
+                        "unknown knob '{name}' (nprobe, qprobe, edges, hints, hint_depth, rerank, \
+                         expand_rounds, expand_from, expand_read, route_groups)"
                     ),
                 });
             }
@@ -95,10 +105,12 @@ impl SearchParams {
     /// The knobs as `--name value` flags, for printing a command line.
     pub fn as_flags(&self) -> String {
         format!(
-            "--nprobe {} --qprobe {} --edges {} --rerank {} --expand-rounds {} --expand-from {} --expand-read {} --route-groups {}",
+            "--nprobe {} --qprobe {} --edges {} --hints {} --hint-depth {} --rerank {} --expand-rounds {} --expand-from {} --expand-read {} --route-groups {}",
             self.nprobe,
             self.qprobe,
             self.edges,
+            self.hints,
+            self.hint_depth,
             self.rerank,
             self.expand_rounds,
             self.expand_from,

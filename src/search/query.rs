@@ -48,6 +48,10 @@ pub(super) struct Task<'a> {
     /// Scores of the base anchors the query has needed so far.
     pub(super) centroid_scores: AnchorScores,
     pub(super) anchor_scores: AnchorScores,
+    /// Scores of the training queries (`hints.m3`) the query has needed so far.
+    pub(super) hint_scores: AnchorScores,
+    /// Records named by the nearest training queries' answers, sorted, distinct.
+    pub(super) hint_records: Vec<u32>,
     pub(super) ranked: Vec<(f32, u32)>,
     /// Clusters probed by the current query (reset when it ends).
     pub(super) probed: Vec<bool>,
@@ -77,6 +81,8 @@ impl Task<'_> {
             weighted_query: Vec::new(),
             centroid_scores: AnchorScores::new(index.n_clusters()),
             anchor_scores: AnchorScores::new(index.n_query_anchors()),
+            hint_scores: AnchorScores::new(index.n_hint_queries()),
+            hint_records: Vec::new(),
             ranked: Vec::new(),
             probed: vec![false; index.n_clusters()],
             table: Vec::new(),
@@ -403,10 +409,58 @@ impl<'a> Searcher<'a> {
         t.stats.clusters_probed = clusters.len() as u64;
 
         t.clusters = clusters;
-        // 3. PQ scan of the probed clusters, nearest anchors first so that the early stop's
-        // threshold tightens quickly.
+        // 2b. Hints: the records that answer the query's nearest training queries, scored
+        // first (wherever their clusters are), so the early stop below starts from a tight
+        // threshold.
         let m = idx.pq.subspaces();
         let mut cands = TopK::new(params.rerank.max(params.k));
+        t.hint_records.clear();
+        if let (Some(h), Some(router), None) = (&idx.hints, &idx.hint_router, weighted)
+            && params.hints > 0
+        {
+            t.hint_scores.reset(qn);
+            t.stats.anchors_scored += router.nearest(
+                h.queries.view(),
+                q,
+                params.hints,
+                params.route_groups,
+                &mut t.hint_scores,
+                &mut t.ranked,
+            );
+            let depth = match params.hint_depth {
+                0 => h.depth(),
+                d => d.min(h.depth()),
+            };
+            let n_records = idx.meta.n_records;
+            for &(_, tq) in &t.ranked {
+                let answers = &h.answers.row(tq as usize)[..depth];
+                t.hint_records
+                    .extend(answers.iter().copied().filter(|&r| (r as u64) < n_records));
+            }
+            t.hint_records.sort_unstable();
+            t.hint_records.dedup();
+            for &r in &t.hint_records {
+                let c = idx.cluster_of(r);
+                let cs = t
+                    .centroid_scores
+                    .get(&idx.router, &idx.centroids, &t.query, c);
+                let code = &idx.codes.as_slice()[r as usize * m..(r as usize + 1) * m];
+                let approx = approx_dist(
+                    idx.metric,
+                    cs,
+                    pq_score(&t.table, code),
+                    idx.correction[r as usize],
+                );
+                cands.push(Neighbor {
+                    id: r,
+                    dist: approx,
+                });
+            }
+            t.stats.pq_scored += t.hint_records.len() as u64;
+        }
+
+        // 3. PQ scan of the probed clusters, nearest anchors first so that the early stop's
+        // threshold tightens quickly. Records scored as hints are not scored again.
         let mut scan_order: Vec<(f32, u32)> = t
             .clusters
             .iter()
@@ -463,7 +517,13 @@ impl<'a> Searcher<'a> {
             let base = s;
             let corr = &idx.correction[first..first + n];
             let mut threshold = cands.threshold();
+            // The hint records inside this cluster (sorted): skipped, scored already.
+            let mut hint = t.hint_records.partition_point(|&r| (r as usize) < first);
             for (i, (&s, &cr)) in scores.iter().zip(corr).enumerate() {
+                if t.hint_records.get(hint) == Some(&((first + i) as u32)) {
+                    hint += 1;
+                    continue;
+                }
                 let cr = match block_corr {
                     Some((w, bc)) => w.correction(bc, first + i),
                     None => cr,

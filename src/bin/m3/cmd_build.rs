@@ -73,6 +73,12 @@ pub struct BuildArgs {
     /// Base clusters linked from each query anchor.
     #[arg(long, default_value_t = 32)]
     edges_per_anchor: usize,
+    /// Exact answers over the whole base kept per training query (`hints.m3`): the search
+    /// scores the answers of a query's nearest training queries, which is what finds the
+    /// neighbours of out-of-distribution queries (docs/decisions/0007). 0 = none. Costs
+    /// training queries × N × dim at build time.
+    #[arg(long, default_value_t = 100)]
+    hint_depth: usize,
     /// Neighbours per stored vector (R).
     #[arg(long, default_value_t = 32)]
     degree: usize,
@@ -183,6 +189,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     p.spill.epsilon = args.spill_epsilon;
     p.routing.query_anchors = args.query_anchors;
     p.routing.edges_per_anchor = args.edges_per_anchor;
+    p.routing.hint_depth = args.hint_depth;
     p.graph.max_degree = args.degree;
     p.graph.candidates = args.candidates;
     p.graph.alpha = args.alpha;

@@ -67,6 +67,13 @@ pub struct KnobArgs {
     /// Cross-modal edges followed per query anchor.
     #[arg(long, default_value_t = 8)]
     pub edges: usize,
+    /// Nearest training queries whose exact answers (`hints.m3`) are scored as candidates
+    /// (0 = none; ignored by an index without hints).
+    #[arg(long, default_value_t = 16)]
+    pub hints: usize,
+    /// Answers taken from each of those training queries (0 = all the index stores).
+    #[arg(long, default_value_t = 0)]
+    pub hint_depth: usize,
     /// Candidates read from SSD and reranked exactly (default 4·max(k, 10)).
     #[arg(long)]
     pub rerank: Option<usize>,
@@ -135,6 +142,8 @@ impl KnobArgs {
         p.nprobe = self.nprobe;
         p.qprobe = self.qprobe;
         p.edges = self.edges;
+        p.hints = self.hints;
+        p.hint_depth = self.hint_depth;
         if let Some(r) = self.rerank {
             p.rerank = r;
         }

@@ -1,0 +1,83 @@
+//! Training-query hints (`hints.m3`, docs/decisions/0007-training-query-hints.md): every
+//! training query's exact top-`depth` answers over the whole base, as records.
+//!
+//! Two steps. [`exact_answers`] streams the base once and keeps each training query's exact
+//! best `depth` base rows (blocked matrix products, `crate::exact::ExactSearch`): training
+//! queries × N × dim multiply-adds, the cost RoarGraph pays for its training-query graph.
+//! [`answers_to_records`] then reads the assign stage's record-id scratch file once and
+//! replaces every base row by one of its records (the first in record order; a spilled vector
+//! has several). RAM: the queries, `queries × depth` heap entries and a map over the distinct
+//! answer rows (at most `queries × depth`).
+
+use std::collections::HashMap;
+
+use super::source::BaseSource;
+use super::{BuildError, BuildParams, RecordIds};
+use crate::data::Matrix;
+use crate::distance::Metric;
+use crate::exact::{ExactSearch, Neighbor};
+use crate::format::NO_ID;
+
+/// Base rows per streamed chunk of the exact search.
+const CHUNK_ROWS: usize = 1 << 15;
+
+/// The exact top-`depth` base rows of every training query (`queries` in the build's
+/// coordinates, as `train_routing` prepared them), best first.
+pub fn exact_answers(
+    params: &BuildParams,
+    base: &BaseSource,
+    queries: &Matrix<f32>,
+    depth: usize,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<Vec<Neighbor>>, BuildError> {
+    // Both sides are normalised already under cosine: rank by the inner product.
+    let metric = match params.metric {
+        Metric::Cosine => Metric::InnerProduct,
+        m => m,
+    };
+    let depth = depth.min(base.rows() as usize).max(1);
+    pool.install(|| {
+        let mut search = ExactSearch::new(queries.view(), depth, metric)?;
+        let mut done = 0u64;
+        for chunk in base.chunks_prepared(CHUNK_ROWS, params.metric) {
+            let (first, mut rows) = chunk?;
+            done += rows.rows() as u64;
+            search.add_chunk(first, &mut rows)?;
+            progress(done);
+        }
+        Ok(search.finish())
+    })
+}
+
+/// `answers` (base rows) as a `queries × depth` matrix of record ids, [`NO_ID`] padded.
+pub fn answers_to_records(
+    answers: &[Vec<Neighbor>],
+    depth: usize,
+    ids: &RecordIds,
+    n_records: u64,
+) -> Result<Matrix<u32>, BuildError> {
+    let mut record_of: HashMap<u32, u32> =
+        answers.iter().flatten().map(|n| (n.id, NO_ID)).collect();
+    let step = 1u64 << 20;
+    let mut first = 0u64;
+    while first < n_records {
+        let count = (n_records - first).min(step) as usize;
+        for (i, row) in ids.read(first, count)?.into_iter().enumerate() {
+            if let Some(r) = record_of.get_mut(&row)
+                && *r == NO_ID
+            {
+                *r = (first + i as u64) as u32;
+            }
+        }
+        first += count as u64;
+    }
+    let depth = depth.max(1);
+    let mut out = vec![NO_ID; answers.len() * depth];
+    for (q, list) in answers.iter().enumerate() {
+        for (slot, n) in out[q * depth..(q + 1) * depth].iter_mut().zip(list) {
+            *slot = record_of[&n.id];
+        }
+    }
+    Ok(Matrix::from_vec(out, depth)?)
+}
