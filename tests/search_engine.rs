@@ -251,11 +251,13 @@ fn open_uring(dir: &Path) -> Option<Index> {
     }
 }
 
+/// Knobs for anchor routing alone: hints off (their own tests turn them on).
 fn params(nprobe: usize, qprobe: usize, rerank: usize) -> SearchParams {
     let mut p = SearchParams::new(K);
     p.nprobe = nprobe;
     p.qprobe = qprobe;
     p.rerank = rerank;
+    p.hints = 0;
     p
 }
 
@@ -495,6 +497,57 @@ fn search_multi_entry_routing_probes_more_clusters_without_losing_recall() {
     let (r, rec) = run(&index, f, &params(0, 4, 40));
     assert!(r.results.iter().all(|x| x.len() == K));
     assert!(rec >= 0.74, "query anchors alone: {rec:.4} (measured 0.77)");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. Hints: the exact answers of the nearest training queries (hints.m3)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn search_hints_reach_answers_outside_the_probed_clusters() {
+    let f = xmodal();
+    let index = open(&f.index, IoBackend::Pread);
+    assert_eq!(
+        index.n_hint_queries(),
+        2_000,
+        "one answer list per training query"
+    );
+    let hinted = |nprobe: usize, hints: usize| {
+        let mut p = params(nprobe, 0, 40);
+        p.hints = hints;
+        p
+    };
+    for nprobe in [1, 2, 4] {
+        let (a, r0) = run(&index, f, &hinted(nprobe, 0));
+        let (b, r16) = run(&index, f, &hinted(nprobe, 16));
+        for (q, (x, y)) in a.stats.iter().zip(&b.stats).enumerate() {
+            // The same clusters are probed; the hints add candidates beyond them.
+            assert_eq!(x.clusters_probed, y.clusters_probed, "query {q}");
+            assert!(y.pq_scored >= x.pq_scored, "query {q}");
+        }
+        eprintln!("nprobe {nprobe}: hints 0 → {r0:.4}, hints 16 → {r16:.4}");
+        assert!(
+            r16 >= r0 + 0.03 || r16 >= 0.99,
+            "nprobe {nprobe}: hints 16 gave {r16:.4}, without {r0:.4}"
+        );
+    }
+    // Hints alone (no cluster probed) are a route, and a good one.
+    let (r, rec) = run(&index, f, &hinted(0, 16));
+    assert!(r.stats.iter().all(|s| s.clusters_probed == 0));
+    assert!(r.results.iter().all(|x| x.len() == K));
+    assert!(rec >= 0.85, "hints alone: {rec:.4}");
+    // An index without hints ignores the knob: the same answers as hints 0.
+    let plain = open(&xmodal_plain_index(), IoBackend::Pread);
+    assert_eq!(plain.n_hint_queries(), 0);
+    let (a, _) = run(&plain, f, &hinted(4, 0));
+    let (b, _) = run(&plain, f, &hinted(4, 16));
+    assert_same_results(&a, &b, "hints 16 on an index without hints");
+    assert!(
+        Searcher::new(&plain)
+            .search(0, f.queries.row(0), &hinted(0, 16))
+            .is_err(),
+        "nothing to probe on an index without hints"
+    );
 }
 
 #[test]

@@ -92,6 +92,17 @@ impl RecordIds {
         Ok(ids)
     }
 
+    /// A scratch file holding `ids` (record order), for tests of the stages that read it.
+    #[cfg(test)]
+    pub(crate) fn write_for_test(path: &std::path::Path, ids: &[u32]) -> Self {
+        let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+        std::fs::write(path, bytes).expect("scratch ids");
+        Self {
+            path: path.to_path_buf(),
+            file: File::open(path).expect("scratch ids"),
+        }
+    }
+
     /// Deletes the scratch file.
     pub fn remove(self) -> Result<(), BuildError> {
         drop(self.file);

@@ -81,3 +81,24 @@ pub fn answers_to_records(
     }
     Ok(Matrix::from_vec(out, depth)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(id: u32) -> Neighbor {
+        Neighbor { id, dist: 0.0 }
+    }
+
+    /// Every answer becomes the first record holding its base row; short lists are padded.
+    #[test]
+    fn answers_map_to_the_first_record_of_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        // Records in cluster order; base row 7 was spilled into records 1 and 4.
+        let ids = RecordIds::write_for_test(&dir.path().join("ids"), &[3, 7, 0, 5, 7, 1]);
+        let answers = vec![vec![n(7), n(0), n(5)], vec![n(1)]];
+        let m = answers_to_records(&answers, 3, &ids, 6).unwrap();
+        assert_eq!(m.row(0), &[1, 2, 3]);
+        assert_eq!(m.row(1), &[5, NO_ID, NO_ID]);
+    }
+}

@@ -201,7 +201,9 @@ impl<'a> Searcher<'a> {
                 n: idx.n_vectors(),
             });
         }
-        if params.nprobe == 0 {
+        // Hints alone are a route too (for queries they serve: not weighted multi-vector ones).
+        let hinted = params.hints > 0 && idx.n_hint_queries() > 0 && params.block_weights.is_none();
+        if params.nprobe == 0 && !hinted {
             let why = if idx.n_query_anchors() == 0 {
                 Some("the index has no query anchors (built without training queries)")
             } else if params.qprobe == 0 {
