@@ -7,7 +7,15 @@
 //!   scoring strictly higher than the partner);
 //! - with a k-means of the base (K clusters, [`crate::kmeans`]): how many distinct clusters hold
 //!   a query's exact inner-product top-10, and the share of the top-10 inside the cluster of
-//!   the query's nearest centroid (L2), i.e. what probing one cluster would find.
+//!   the query's nearest centroid (L2), i.e. what probing one cluster would find;
+//! - how far the queries sit from the base: the mean inner product of a query with its exact
+//!   top-1 and over its top-k;
+//! - what probing `nprobe` clusters finds: the share of a query's top-k inside the `nprobe`
+//!   clusters whose centroids score highest by inner product (the order the index ranks base
+//!   centroids in for the ip and cosine metrics), for each `nprobe` of [`StatsParams::nprobe`].
+//!
+//! Nothing here needs partners: on a real set without them (`partners = None`) only the two
+//! partner hit rates are missing.
 
 use rayon::prelude::*;
 
@@ -41,6 +49,8 @@ pub struct StatsParams {
     pub kmeans_iters: usize,
     /// Size of the exact neighbour lists (10 in every table of the docs).
     pub top_k: usize,
+    /// Probe widths whose coverage of the top-k is measured (each capped at `kmeans_k`).
+    pub nprobe: Vec<usize>,
 }
 
 impl StatsParams {
@@ -50,6 +60,7 @@ impl StatsParams {
             kmeans_seed: 0,
             kmeans_iters: 20,
             top_k: 10,
+            nprobe: vec![1, 4, 16, 64],
         }
     }
 }
@@ -77,6 +88,14 @@ pub struct CrossModalStats {
     pub clusters_per_query_hist: Vec<usize>,
     /// Mean share of a query's top-k inside the cluster of its nearest centroid (L2).
     pub top_k_in_nearest_cluster: f64,
+    /// Mean inner product of a query with its exact nearest base row.
+    pub top1_ip_mean: f64,
+    /// Mean inner product of a query with the rows of its exact top-k (over all of them).
+    pub top_k_ip_mean: f64,
+    /// `(nprobe, share)`: mean share of a query's top-k inside the `nprobe` clusters whose
+    /// centroids have the largest inner product with the query, one entry per
+    /// [`StatsParams::nprobe`].
+    pub probe_coverage: Vec<(usize, f64)>,
 }
 
 impl CrossModalStats {
@@ -135,7 +154,8 @@ impl CrossModalStats {
         ratios.sort_unstable_by(f64::total_cmp);
         let quantile = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
 
-        let (top, partner_rank) = exact_top_k_ip(base, queries, partners, top_k, pool);
+        let (top, top_scores, partner_rank) =
+            exact_top_k_ip(base, queries, partners, top_k, pool);
         let (hit1, hitk) = match &partner_rank {
             Some(ranks) => {
                 let n = ranks.len() as f64;
@@ -165,6 +185,20 @@ impl CrossModalStats {
             hist[clusters.len()] += 1;
         }
         let nq = queries.rows() as f64;
+        let probe_coverage = probe_coverage(
+            km.centroids.view(),
+            queries,
+            &top,
+            &labels,
+            top_k,
+            &params.nprobe,
+        );
+        let top1_ip_mean = top_scores
+            .chunks_exact(top_k)
+            .map(|s| s[0] as f64)
+            .sum::<f64>()
+            / nq;
+        let top_k_ip_mean = top_scores.iter().map(|&s| s as f64).sum::<f64>() / (nq * top_k as f64);
         let clusters_mean = hist
             .iter()
             .enumerate()
@@ -193,6 +227,9 @@ impl CrossModalStats {
             clusters_per_query_mean: clusters_mean,
             clusters_per_query_hist: hist,
             top_k_in_nearest_cluster: in_nearest / nq,
+            top1_ip_mean,
+            top_k_ip_mean,
+            probe_coverage,
         })
     }
 
@@ -283,6 +320,20 @@ pub fn comparison_table(columns: &[(&str, &CrossModalStats)]) -> String {
             "share of top-10 in the nearest centroid's cluster".into(),
             Box::new(|s| format!("{:.3}", s.top_k_in_nearest_cluster)),
         ),
+        (
+            "mean ip with top-1 / over the top-10".into(),
+            Box::new(|s| format!("{:.3} / {:.3}", s.top1_ip_mean, s.top_k_ip_mean)),
+        ),
+        (
+            "top-10 covered by the nprobe best centroids (ip): nprobe → share".into(),
+            Box::new(|s| {
+                s.probe_coverage
+                    .iter()
+                    .map(|(n, c)| format!("{n}: {c:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+        ),
     ];
     for (name, f) in rows {
         let cells: Vec<String> = columns.iter().map(|(_, s)| f(s)).collect();
@@ -310,18 +361,73 @@ fn mean_var(m: MatrixView<'_, f32>) -> (Vec<f64>, Vec<f64>) {
     (mean, var)
 }
 
+/// Mean share of each query's top-k (flattened `queries × k` ids) inside the `nprobe` clusters
+/// whose centroids have the largest inner product with the query (ties to the lower id), for
+/// every `nprobe` of `widths` (capped at the number of centroids).
+fn probe_coverage(
+    centroids: MatrixView<'_, f32>,
+    queries: MatrixView<'_, f32>,
+    top: &[u32],
+    labels: &[u32],
+    k: usize,
+    widths: &[usize],
+) -> Vec<(usize, f64)> {
+    let kc = centroids.rows();
+    let widest = widths.iter().copied().max().unwrap_or(0).min(kc);
+    let mut covered = vec![0usize; widths.len()];
+    let mut scores = Vec::new();
+    // rank[c] = position of cluster c in the query's probe order (kc when beyond `widest`).
+    let mut rank = vec![kc; kc];
+    let mut order: Vec<u32> = Vec::with_capacity(kc);
+    for (qi, ids) in top.chunks_exact(k).enumerate() {
+        linalg::dot_products(queries.slice_rows(qi, qi + 1), centroids, &mut scores);
+        order.clear();
+        order.extend(0..kc as u32);
+        let better = |a: &u32, b: &u32| {
+            scores[*b as usize]
+                .total_cmp(&scores[*a as usize])
+                .then(a.cmp(b))
+        };
+        if widest > 0 && widest < kc {
+            order.select_nth_unstable_by(widest - 1, better);
+        }
+        order.truncate(widest);
+        order.sort_unstable_by(better);
+        for (pos, &c) in order.iter().enumerate() {
+            rank[c as usize] = pos;
+        }
+        for (w, n) in covered.iter_mut().zip(widths) {
+            let n = (*n).min(kc);
+            *w += ids
+                .iter()
+                .filter(|&&i| rank[labels[i as usize] as usize] < n)
+                .count();
+        }
+        for &c in &order {
+            rank[c as usize] = kc;
+        }
+    }
+    let total = (top.len()).max(1) as f64;
+    widths
+        .iter()
+        .zip(covered)
+        .map(|(&n, c)| (n, c as f64 / total))
+        .collect()
+}
+
 /// Exact top-k base rows of every query by inner product (best first, ties to the lower id),
-/// flattened `queries × k`, and the partner rank (rows scoring strictly higher) when given.
+/// flattened `queries × k`, their scores, and the partner rank (rows scoring strictly higher)
+/// when partners are given.
 fn exact_top_k_ip(
     base: MatrixView<'_, f32>,
     queries: MatrixView<'_, f32>,
     partners: Option<&[u32]>,
     k: usize,
     pool: &rayon::ThreadPool,
-) -> (Vec<u32>, Option<Vec<usize>>) {
+) -> (Vec<u32>, Vec<f32>, Option<Vec<usize>>) {
     const BLOCK: usize = 64;
     let n = base.rows();
-    let per_block: Vec<(Vec<u32>, Vec<usize>)> = pool.install(|| {
+    let per_block: Vec<(Vec<u32>, Vec<f32>, Vec<usize>)> = pool.install(|| {
         (0..queries.rows().div_ceil(BLOCK))
             .into_par_iter()
             .map(|b| {
@@ -330,6 +436,7 @@ fn exact_top_k_ip(
                 let mut scores = Vec::new();
                 linalg::dot_products(queries.slice_rows(start, end), base, &mut scores);
                 let mut top = Vec::with_capacity((end - start) * k);
+                let mut top_scores = Vec::with_capacity((end - start) * k);
                 let mut ranks = Vec::new();
                 let mut order: Vec<u32> = Vec::with_capacity(n);
                 for (i, row) in scores.chunks_exact(n).enumerate() {
@@ -344,20 +451,23 @@ fn exact_top_k_ip(
                     order.truncate(k);
                     order.sort_unstable_by(better);
                     top.extend_from_slice(&order);
+                    top_scores.extend(order.iter().map(|&j| row[j as usize]));
                     if let Some(p) = partners {
                         let s = row[p[start + i] as usize];
                         ranks.push(row.iter().filter(|&&x| x > s).count());
                     }
                 }
-                (top, ranks)
+                (top, top_scores, ranks)
             })
             .collect()
     });
     let mut top = Vec::with_capacity(queries.rows() * k);
+    let mut top_scores = Vec::with_capacity(queries.rows() * k);
     let mut ranks = Vec::new();
-    for (t, r) in per_block {
+    for (t, s, r) in per_block {
         top.extend(t);
+        top_scores.extend(s);
         ranks.extend(r);
     }
-    (top, partners.map(|_| ranks))
+    (top, top_scores, partners.map(|_| ranks))
 }
