@@ -8,7 +8,7 @@
 //!     --set passages-ood=/work/passages-ood/base.fbin,/work/passages-ood/query.fbin \
 //!     --set glove=/work/shared/data/glove-50d/base.390K.fbin,/work/shared/data/glove-50d/query.10K.fbin \
 //!     --xmodal 'new:n=135000,dim=384' --xmodal 'old:n=135000,dim=384,query_mix=1' \
-//!     [--queries 2000] [--rows-per-cluster 256] [--kmeans-iters 20]
+//!     [--queries 2000] [--rows-per-cluster 256] [--kmeans-iters 20] [--nprobe 1,4,16,64]
 //! ```
 //!
 //! `--holdout NAME=BASE` measures in-distribution queries: the last `--queries` base rows
@@ -68,8 +68,8 @@ fn set_param(
         "variance_ratio_spread" => p.variance_ratio_spread = f()?,
         "query_noise" => p.query_noise = f()?,
         "query_mix" => p.query_mix = u()?,
-        "cluster_groups" => p.cluster_groups = u()?,
-        "group_share" => p.group_share = f()?,
+        "query_noise_range" => p.query_noise_range = f()?,
+        "spread_skew" => p.spread_skew = f()?,
         "query_partner_share" => p.query_partner_share = f()?,
         "ratio_outlier_fraction" => p.ratio_outlier_fraction = f()?,
         "ratio_min" => p.variance_ratio_range.0 = f()?,
@@ -108,12 +108,17 @@ fn main() -> anyhow::Result<()> {
     let queries: usize = value("--queries").map_or(Ok(2000), str::parse)?;
     let rows_per_cluster: f64 = value("--rows-per-cluster").map_or(Ok(256.0), str::parse)?;
     let iters: usize = value("--kmeans-iters").map_or(Ok(20), str::parse)?;
+    let nprobe: Vec<usize> = match value("--nprobe") {
+        Some(v) => v.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None => StatsParams::new(1).nprobe,
+    };
     let pool = rayon::ThreadPoolBuilder::new().build()?;
     let mut columns: Vec<(String, CrossModalStats)> = Vec::new();
     let mut measure = |name: String, base: &Matrix<f32>, q: &Matrix<f32>| -> anyhow::Result<()> {
         let k = ((base.rows() as f64 / rows_per_cluster).round() as usize).max(1);
         let stats_params = StatsParams {
             kmeans_iters: iters,
+            nprobe: nprobe.clone(),
             ..StatsParams::new(k)
         };
         let t = std::time::Instant::now();
@@ -183,7 +188,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 i += 2;
             }
-            "--queries" | "--rows-per-cluster" | "--kmeans-iters" => i += 2,
+            "--queries" | "--rows-per-cluster" | "--kmeans-iters" | "--nprobe" => i += 2,
             other => bail!("unknown argument {other}"),
         }
     }

@@ -206,7 +206,9 @@ fn xmodal() -> &'static Fixture {
                     clusters: 64,
                     seed: 9,
                     latent_dim: 16,
-                    ..XmodalParams::default()
+                    // The single-partner model these floors were measured on (same rows as before
+                    // the passages-ood default).
+                    ..XmodalParams::fashion_clip()
                 },
                 SplitSizes {
                     base: 20_000,

@@ -103,7 +103,9 @@ fn fixture() -> &'static Fixture {
                     clusters: 32,
                     seed: 21,
                     latent_dim: 8,
-                    ..XmodalParams::default()
+                    // The single-partner model these floors were measured on (same rows as before
+                    // the passages-ood default).
+                    ..XmodalParams::fashion_clip()
                 },
                 SplitSizes {
                     base: 8_000,

@@ -16,12 +16,24 @@ use crate::common::thread_pool;
 enum Kind {
     /// In-distribution mixture of anisotropic Gaussians; queries from the same mixture.
     Gauss,
-    /// Two modalities ('image' base, 'text' queries) imitating real CLIP pairs: modality gap,
-    /// per-dimension variance ratios over ~3.6 orders of magnitude, one true partner per query.
+    /// Queries from another distribution than the base ('image' base, 'text' queries), one
+    /// partner row per query; by default fitted to the real OOD set passages-ood (see --preset).
     Xmodal,
     /// Multi-vector objects: one base and query file per block (OUT/NAME/base.fbin,
     /// OUT/NAME/query.fbin), blocks at different scales (--block-dims, --block-scales).
     Multiblock,
+}
+
+/// Parameter sets of `--kind xmodal` (docs/GENERATOR.md).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Preset {
+    /// Fitted to the real OOD set passages-ood: a query's top-10 spread over several clusters
+    /// of the base, with a long tail; small modality gap.
+    Passages,
+    /// The single-partner model fitted to the FashionCLIP fixture (modality gap 0.877,
+    /// variance ratios over 3.6 orders of magnitude): the sets of the earlier benchmarks,
+    /// byte for byte. Much easier for a cluster index than real OOD queries.
+    Fashionclip,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -69,9 +81,17 @@ pub struct GenArgs {
     /// Element type of the written files (u8 is quantized SIFT-like, non-negative).
     #[arg(long, value_enum, default_value_t = OutType::F32)]
     dtype: OutType,
-    /// xmodal only: share of text variance independent of the partner, in [0, 1).
+    /// xmodal only: parameter set.
+    #[arg(long, value_enum, default_value_t = Preset::Passages)]
+    preset: Preset,
+    /// xmodal only: share of text variance independent of the partner, in [0, 1) (the centre
+    /// of each query's own share with the passages preset).
     #[arg(long)]
     query_noise: Option<f32>,
+    /// xmodal only: latent sources of a query, its partner and m − 1 other mixture
+    /// components (1 = single partner).
+    #[arg(long)]
+    query_mix: Option<usize>,
     /// Worker threads (0 = one per core). The files do not depend on it.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -104,16 +124,23 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         }
         Kind::Multiblock => unreachable!("handled above"),
         Kind::Xmodal => {
+            let preset = match args.preset {
+                Preset::Passages => XmodalParams::default(),
+                Preset::Fashionclip => XmodalParams::fashion_clip(),
+            };
             let mut p = XmodalParams {
                 dim,
                 seed: args.seed,
-                ..XmodalParams::default()
+                ..preset
             };
             if let Some(c) = args.clusters {
                 p.clusters = c;
             }
             if let Some(e) = args.query_noise {
                 p.query_noise = e;
+            }
+            if let Some(m) = args.query_mix {
+                p.query_mix = m;
             }
             Box::new(XmodalModel::new(p, sizes)?)
         }

@@ -88,14 +88,27 @@ pub struct CrossModalStats {
     pub clusters_per_query_hist: Vec<usize>,
     /// Mean share of a query's top-k inside the cluster of its nearest centroid (L2).
     pub top_k_in_nearest_cluster: f64,
+    /// Norm of the k-means centroids, 5% / median / 95%. On unit-norm rows `|c|²` is about
+    /// the mean inner product between two rows of the cluster: how tight the clusters are.
+    pub centroid_norm: [f64; 3],
     /// Mean inner product of a query with its exact nearest base row.
     pub top1_ip_mean: f64,
     /// Mean inner product of a query with the rows of its exact top-k (over all of them).
     pub top_k_ip_mean: f64,
-    /// `(nprobe, share)`: mean share of a query's top-k inside the `nprobe` clusters whose
-    /// centroids have the largest inner product with the query, one entry per
-    /// [`StatsParams::nprobe`].
-    pub probe_coverage: Vec<(usize, f64)>,
+    /// What the `nprobe` clusters whose centroids have the largest inner product with the
+    /// query hold, one entry per [`StatsParams::nprobe`].
+    pub probe_coverage: Vec<ProbeCoverage>,
+}
+
+/// The share of the exact answers inside a query's `nprobe` best clusters, averaged over the
+/// queries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeCoverage {
+    pub nprobe: usize,
+    /// Share of the top-k.
+    pub top_k: f64,
+    /// Share of queries whose top-1 is inside.
+    pub top_1: f64,
 }
 
 impl CrossModalStats {
@@ -154,8 +167,7 @@ impl CrossModalStats {
         ratios.sort_unstable_by(f64::total_cmp);
         let quantile = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
 
-        let (top, top_scores, partner_rank) =
-            exact_top_k_ip(base, queries, partners, top_k, pool);
+        let (top, top_scores, partner_rank) = exact_top_k_ip(base, queries, partners, top_k, pool);
         let (hit1, hitk) = match &partner_rank {
             Some(ranks) => {
                 let n = ranks.len() as f64;
@@ -193,6 +205,15 @@ impl CrossModalStats {
             top_k,
             &params.nprobe,
         );
+        let mut norms: Vec<f64> = km
+            .centroids
+            .view()
+            .iter_rows()
+            .map(|c| (c.iter().map(|&x| x as f64 * x as f64).sum::<f64>()).sqrt())
+            .collect();
+        norms.sort_unstable_by(f64::total_cmp);
+        let at = |q: f64| norms[((norms.len() - 1) as f64 * q).round() as usize];
+        let centroid_norm = [at(0.05), at(0.5), at(0.95)];
         let top1_ip_mean = top_scores
             .chunks_exact(top_k)
             .map(|s| s[0] as f64)
@@ -227,6 +248,7 @@ impl CrossModalStats {
             clusters_per_query_mean: clusters_mean,
             clusters_per_query_hist: hist,
             top_k_in_nearest_cluster: in_nearest / nq,
+            centroid_norm,
             top1_ip_mean,
             top_k_ip_mean,
             probe_coverage,
@@ -309,6 +331,13 @@ pub fn comparison_table(columns: &[(&str, &CrossModalStats)]) -> String {
             }),
         ),
         (
+            "k-means centroid norm 5% / median / 95%".into(),
+            Box::new(|s| {
+                let c = s.centroid_norm;
+                format!("{:.2} / {:.2} / {:.2}", c[0], c[1], c[2])
+            }),
+        ),
+        (
             "clusters holding a query's top-10: mean".into(),
             Box::new(|s| format!("{:.2}", s.clusters_per_query_mean)),
         ),
@@ -329,7 +358,17 @@ pub fn comparison_table(columns: &[(&str, &CrossModalStats)]) -> String {
             Box::new(|s| {
                 s.probe_coverage
                     .iter()
-                    .map(|(n, c)| format!("{n}: {c:.3}"))
+                    .map(|c| format!("{}: {:.3}", c.nprobe, c.top_k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+        ),
+        (
+            "… the same for the top-1".into(),
+            Box::new(|s| {
+                s.probe_coverage
+                    .iter()
+                    .map(|c| format!("{}: {:.3}", c.nprobe, c.top_1))
                     .collect::<Vec<_>>()
                     .join(", ")
             }),
@@ -371,10 +410,11 @@ fn probe_coverage(
     labels: &[u32],
     k: usize,
     widths: &[usize],
-) -> Vec<(usize, f64)> {
+) -> Vec<ProbeCoverage> {
     let kc = centroids.rows();
     let widest = widths.iter().copied().max().unwrap_or(0).min(kc);
     let mut covered = vec![0usize; widths.len()];
+    let mut first = vec![0usize; widths.len()];
     let mut scores = Vec::new();
     // rank[c] = position of cluster c in the query's probe order (kc when beyond `widest`).
     let mut rank = vec![kc; kc];
@@ -396,22 +436,25 @@ fn probe_coverage(
         for (pos, &c) in order.iter().enumerate() {
             rank[c as usize] = pos;
         }
-        for (w, n) in covered.iter_mut().zip(widths) {
-            let n = (*n).min(kc);
-            *w += ids
-                .iter()
-                .filter(|&&i| rank[labels[i as usize] as usize] < n)
-                .count();
+        let inside = |i: u32, n: usize| rank[labels[i as usize] as usize] < n.min(kc);
+        for ((w, f), &n) in covered.iter_mut().zip(first.iter_mut()).zip(widths) {
+            *w += ids.iter().filter(|&&i| inside(i, n)).count();
+            *f += usize::from(inside(ids[0], n));
         }
         for &c in &order {
             rank[c as usize] = kc;
         }
     }
-    let total = (top.len()).max(1) as f64;
+    let total = top.len().max(1) as f64;
+    let queries = (top.len() / k).max(1) as f64;
     widths
         .iter()
-        .zip(covered)
-        .map(|(&n, c)| (n, c as f64 / total))
+        .zip(covered.iter().zip(&first))
+        .map(|(&nprobe, (&c, &f))| ProbeCoverage {
+            nprobe,
+            top_k: c as f64 / total,
+            top_1: f as f64 / queries,
+        })
         .collect()
 }
 

@@ -1,7 +1,12 @@
-//! Cross-modal data: an 'image' base and 'text' queries in one unit-norm space, imitating
-//! CLIP-style pairs (metric ip / cosine). The numbers it imitates were measured on the real
-//! FashionCLIP fixture `shared/data/shopsphere-xmodal`; `docs/GENERATOR.md` has the formulas
-//! and the measured comparison.
+//! Cross-modal data: an 'image' base and 'text' queries in one unit-norm space (metric ip /
+//! cosine), where the queries come from another distribution than the base. Two fits of one
+//! model, both measured against real data in `docs/GENERATOR.md`:
+//! - [`XmodalParams::default`]: the real out-of-distribution set `passages-ood` (MiniLM
+//!   passages, short-phrase queries): a query's exact top-10 spread over several k-means
+//!   clusters of the base, with a long tail of answers in clusters whose centroids rank low;
+//! - [`XmodalParams::fashion_clip`]: the FashionCLIP fixture `shared/data/shopsphere-xmodal`
+//!   (a large modality gap, variance ratios over 3.6 orders of magnitude, one partner per
+//!   query), the single-partner model of the earlier benchmarks.
 //!
 //! Model, before normalisation (`⊙` is the element-wise product, every `z ~ N(0, I)` fresh):
 //! - per-dimension variance ratio image/text `ρ_d`: bulk `10^(log10 median + spread · z)`
@@ -12,20 +17,27 @@
 //!   have norm ≈ 1; the `sqrt(ρ_d)` splits an extreme ratio evenly between the modalities);
 //! - image mixture in an r-dimensional latent space (r = `latent_dim`): centres
 //!   `c_k = sqrt(cluster_share) · z`, within-cluster scales
-//!   `s_{k,j} = sqrt(1 − cluster_share) · 10^(anisotropy · z) / m` (`m` keeps the mean
-//!   variance), weights `∝ 10^(weight_skew · z)`; loadings `L` (`dim × r`, Gaussian rows scaled
-//!   to norm `sqrt(λ · v_d)`, λ = `latent_share`) and a residual sd `e_d = sqrt((1 − λ) v_d)`;
+//!   `s_{k,j} = sqrt(1 − cluster_share) · f_k · 10^(anisotropy · z) / m` (`m` keeps the mean
+//!   variance; `f_k = 10^(spread_skew · z) / m'` makes some components tight and some diffuse),
+//!   weights `∝ 10^(weight_skew · z)`; loadings `L` (`dim × r`, Gaussian rows scaled to norm
+//!   `sqrt(λ · v_d)`, λ = `latent_share`) and a residual sd `e_d = sqrt((1 − λ) v_d)`;
 //! - image row: `k ~ w`, `y = c_k + s_k ⊙ z_r`, `x_c = L y + e ⊙ z_D`, `x = normalise(μ_I + x_c)`;
-//! - text row from partner row `p` (its draws `y_p`, `z_p`), η = `query_noise`:
-//!   `ỹ = sqrt(1 − η) y_p + sqrt(η) z'_r`, `z̃ = sqrt(1 − η) z_p + sqrt(η) z'_D`,
-//!   `t = normalise(μ_T + ρ^(−1/2) ⊙ (L ỹ + e ⊙ z̃))`; so `Var(t_d) ≈ v_d / ρ_d` and the
-//!   partner shares a fraction `1 − η` of the text's variation;
+//! - text row from partner row `p` (its draws `y_p`, `z_p`): a noise share per row
+//!   `η ~ U(query_noise ± query_noise_range)`; the latent mixes the partner's `y_p` (weight²
+//!   π = `query_partner_share`) with `m − 1` draws from other components (m = `query_mix`,
+//!   weights² `(1 − π)/(m − 1)`): `ỹ = sqrt(1 − η) Σ a_i y_i + sqrt(η) z'_r`,
+//!   `z̃ = sqrt(1 − η) a_p z_p + sqrt(1 − (1 − η) a_p²) z'_D`,
+//!   `t = normalise(μ_T + ρ^(−1/2) ⊙ (L ỹ + e ⊙ z̃))`; so `Var(t_d) ≈ v_d / ρ_d`;
 //! - means: `|μ_I| = image_mean_norm`, `|μ_T| = sqrt(1 − Σ v_d/ρ_d)`, and the angle between
 //!   them chosen so that `|μ_I − μ_T| = modality_gap`.
 //!
+//! With m = 1, π = 1, a fixed η and `spread_skew = 0` this is the single-partner model, drawn
+//! in the same order: [`XmodalParams::fashion_clip`] generates the same rows as before the
+//! mixture existed.
+//!
 //! Queries and training queries take their partners from one keyed permutation of the base
 //! rows (queries at positions `0..queries`, training at the following ones), so no two queries
-//! share a partner and the two splits never do.
+//! share a partner and the two splits never do; both splits come from the same query model.
 
 use std::ops::Range;
 
@@ -41,16 +53,19 @@ use super::{
 use crate::data::Matrix;
 use crate::distance;
 
-/// Parameters of the cross-modal generator. Defaults imitate the FashionCLIP fixture.
+/// Parameters of the cross-modal generator. The defaults imitate the real OOD set
+/// `passages-ood`; [`XmodalParams::fashion_clip`] the FashionCLIP fixture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XmodalParams {
     pub dim: usize,
     /// Mixture components of the image modality.
     pub clusters: usize,
     pub seed: u64,
-    /// Target `|mean(image) − mean(text)|` of the unit-normalised clouds (real: 0.877).
+    /// Target `|mean(image) − mean(text)|` of the unit-normalised clouds (FashionCLIP: 0.877;
+    /// passages-ood: 0.289, reached with 0.27 since normalisation moves the means).
     pub modality_gap: f32,
-    /// Target `|mean(image)|` of the unit-normalised image cloud (real: 0.742). Fixes the image
+    /// Target `|mean(image)|` of the unit-normalised image cloud (FashionCLIP: 0.742;
+    /// passages-ood: 0.317, reached with 0.27). Fixes the image
     /// variance budget `V_I = 1 − image_mean_norm²`.
     pub image_mean_norm: f32,
     /// log10 standard deviation of the image per-dimension variances.
@@ -62,15 +77,20 @@ pub struct XmodalParams {
     pub latent_share: f32,
     /// Share of the latent variance that lies between mixture centres (the rest is within).
     pub cluster_share: f32,
+    /// log10 standard deviation of a per-component factor on all within-cluster scales: some
+    /// components tight, some diffuse, so that k-means centroids of the base differ in norm
+    /// and ranking them by inner product misses answers in diffuse clusters; 0 = none.
+    pub spread_skew: f32,
     /// log10 standard deviation of the per-cluster, per-dimension within-cluster scales.
     pub anisotropy: f32,
     /// log10 standard deviation of the mixture weights.
     pub weight_skew: f32,
-    /// Median of the per-dimension variance ratio image/text (real: 0.73).
+    /// Median of the per-dimension variance ratio image/text (FashionCLIP: 0.73;
+    /// passages-ood: 1.00).
     pub variance_ratio_median: f32,
     /// log10 standard deviation of the bulk of the ratios.
     pub variance_ratio_spread: f32,
-    /// Smallest and largest ratio (real: 0.005 and 21.6): bulk ratios are clamped to it, and
+    /// Smallest and largest ratio (FashionCLIP: 0.005 and 21.6): bulk ratios are clamped to it, and
     /// when there are at least two outlier dimensions, one sits at each end.
     pub variance_ratio_range: (f32, f32),
     /// Fraction of dimensions whose ratio is drawn log-uniformly over the whole range
@@ -80,10 +100,55 @@ pub struct XmodalParams {
     /// the partner. Larger η: the partner is less often the nearest base row, and a query's
     /// neighbours spread over more clusters.
     pub query_noise: f32,
+    /// δ: each text row draws its own noise share `η_q ~ U(η − δ, η + δ)` (clamped to
+    /// [0, 0.99]), so that some queries sit near their partner and others far from any base
+    /// row; 0 = every row uses η.
+    pub query_noise_range: f32,
+    /// m ≥ 1: latent sources of a text row, its partner's latent vector and `m − 1` fresh
+    /// draws from other mixture components (a query 'about' several regions of the base).
+    /// 1 is the single-partner model.
+    pub query_mix: usize,
+    /// Share of the mixed latent variance taken from the partner when `query_mix ≥ 2`
+    /// (the other sources share the rest equally); in (0, 1].
+    pub query_partner_share: f32,
 }
 
 impl Default for XmodalParams {
+    /// Fitted to the real out-of-distribution set `passages-ood` (MiniLM passages as the base,
+    /// 2–4 word phrases as queries, 384-d) at 135,000 × 384: modality gap, mean inner product
+    /// of a query with its top-1 and top-10, and how the top-10 spreads over k-means clusters
+    /// of 256 rows (`docs/GENERATOR.md`, "Measured: real OOD set vs generated").
     fn default() -> Self {
+        Self {
+            dim: 384,
+            clusters: 192,
+            seed: 0,
+            modality_gap: 0.27,
+            image_mean_norm: 0.27,
+            image_dim_spread: 0.08,
+            latent_dim: 48,
+            latent_share: 0.95,
+            cluster_share: 0.5,
+            spread_skew: 0.3,
+            anisotropy: 0.2,
+            weight_skew: 0.3,
+            variance_ratio_median: 1.02,
+            variance_ratio_spread: 0.04,
+            variance_ratio_range: (0.58, 1.7),
+            ratio_outlier_fraction: 0.0,
+            query_noise: 0.45,
+            query_noise_range: 0.5,
+            query_mix: 2,
+            query_partner_share: 0.8,
+        }
+    }
+}
+
+impl XmodalParams {
+    /// The single-partner model fitted to the 1,126-pair FashionCLIP fixture
+    /// (`shared/data/shopsphere-xmodal`): the defaults before the passages-ood fit, which
+    /// generate the sets of the earlier benchmarks byte for byte.
+    pub fn fashion_clip() -> Self {
         Self {
             dim: 512,
             clusters: 256,
@@ -94,6 +159,7 @@ impl Default for XmodalParams {
             latent_dim: 48,
             latent_share: 0.95,
             cluster_share: 0.8,
+            spread_skew: 0.0,
             anisotropy: 0.2,
             weight_skew: 0.3,
             variance_ratio_median: 0.73,
@@ -101,6 +167,9 @@ impl Default for XmodalParams {
             variance_ratio_range: (0.005, 21.6),
             ratio_outlier_fraction: 0.01,
             query_noise: 0.6,
+            query_noise_range: 0.0,
+            query_mix: 1,
+            query_partner_share: 1.0,
         }
     }
 }
@@ -163,8 +232,24 @@ impl XmodalModel {
             return Err(param_error("latent_dim", "must be at least 1"));
         }
         unit("query_noise", p.query_noise, false)?;
+        if !(p.query_noise_range.is_finite() && p.query_noise_range >= 0.0) {
+            return Err(param_error(
+                "query_noise_range",
+                format!("{} must be finite and ≥ 0", p.query_noise_range),
+            ));
+        }
+        if p.query_mix == 0 {
+            return Err(param_error("query_mix", "must be at least 1"));
+        }
+        if !(p.query_partner_share > 0.0 && p.query_partner_share <= 1.0) {
+            return Err(param_error(
+                "query_partner_share",
+                format!("{} is outside (0, 1]", p.query_partner_share),
+            ));
+        }
         unit("ratio_outlier_fraction", p.ratio_outlier_fraction, true)?;
         for (name, v) in [
+            ("spread_skew", p.spread_skew),
             ("image_dim_spread", p.image_dim_spread),
             ("anisotropy", p.anisotropy),
             ("weight_skew", p.weight_skew),
@@ -245,6 +330,17 @@ impl XmodalModel {
             for _ in 0..r {
                 let s = (1.0 - share).sqrt() * (aniso_ln * normal(&mut rng)).exp();
                 scales.push((s / aniso_norm) as f32);
+            }
+        }
+        if p.spread_skew > 0.0 {
+            // s_k ← s_k · 10^(σ·z_k) / m_σ, m_σ = E[10^(2σz)]^½ keeping the mean variance;
+            // a stream of its own, as below.
+            let mut srng = row_rng(p.seed, TAG_MODEL, 2, KIND_XMODAL);
+            let ln = p.spread_skew as f64 * std::f64::consts::LN_10;
+            let m = (2.0 * ln * ln).exp().sqrt();
+            for sk in scales.chunks_exact_mut(r) {
+                let f = (ln * normal(&mut srng)).exp() / m;
+                sk.iter_mut().for_each(|x| *x = (*x as f64 * f) as f32);
             }
         }
         let lambda = p.latent_share as f64;
@@ -397,20 +493,69 @@ impl XmodalModel {
         normalize(out);
     }
 
-    /// Text row: the partner's latent and residual draws blended with fresh ones,
-    /// `ỹ = sqrt(1−η)·y_p + sqrt(η)·y'` (y' ~ N(0, I_r)) and likewise for the residual, then
-    /// projected like an image row with the per-dimension gain `1/sqrt(ρ_d)` around `μ_T`.
+    /// Text row. Latent: the partner's `y_p` and `m − 1` fresh draws `y_i = c_(k_i) + s_(k_i) ⊙ z`
+    /// from distinct components other than the partner's, mixed with weights `a_p² = π`,
+    /// `a_i² = (1 − π)/(m − 1)` (π = `query_partner_share`, m = `query_mix`), then blended with
+    /// noise: `ỹ = sqrt(1−η)·Σ a_i y_i + sqrt(η)·y'` (y' ~ N(0, I_r)). Residual:
+    /// `z̃ = sqrt(1−η)·a_p·z_p + sqrt(1 − (1−η)·a_p²)·z'`. Both projected like an image row with
+    /// the per-dimension gain `1/sqrt(ρ_d)` around `μ_T`. With m = 1 this is the partner blend
+    /// `sqrt(1−η)·(y_p, z_p) + sqrt(η)·(y', z')`, drawn in the same order as before mixing
+    /// existed (same rows for the same parameters).
     fn text_row(&self, split: Split, row: u64, out: &mut [f32]) -> u32 {
         let partner = self.partner(split, row);
-        let mut latent = vec![0.0; self.params.latent_dim];
+        let (r, mix) = (self.params.latent_dim, self.params.query_mix);
+        let mut latent = vec![0.0; r];
         let mut residual = vec![0.0; self.params.dim];
-        self.image_parts(u64::from(partner), &mut latent, &mut residual);
-        let eta = self.params.query_noise;
-        let (keep, fresh) = ((1.0 - eta).sqrt(), eta.sqrt());
+        let home = self.image_parts(u64::from(partner), &mut latent, &mut residual);
         let mut rng = row_rng(self.params.seed, split.tag(), row, KIND_XMODAL);
-        for v in latent.iter_mut().chain(residual.iter_mut()) {
+        let (eta, delta) = (self.params.query_noise, self.params.query_noise_range);
+        let eta = if delta > 0.0 {
+            (eta + delta * (2.0 * rng.random::<f32>() - 1.0)).clamp(0.0, 0.99)
+        } else {
+            eta
+        };
+        let a_p = if mix > 1 {
+            self.params.query_partner_share.sqrt()
+        } else {
+            1.0
+        };
+        let keep = (1.0 - eta).sqrt();
+        let (keep_latent, fresh_latent) = (keep * a_p, eta.sqrt());
+        let keep_res = keep * a_p;
+        let fresh_res = if mix > 1 {
+            (1.0 - keep_res * keep_res).max(0.0).sqrt()
+        } else {
+            eta.sqrt()
+        };
+        for v in latent.iter_mut() {
             let z: f32 = StandardNormal.sample(&mut rng);
-            *v = keep * *v + fresh * z;
+            *v = keep_latent * *v + fresh_latent * z;
+        }
+        for v in residual.iter_mut() {
+            let z: f32 = StandardNormal.sample(&mut rng);
+            *v = keep_res * *v + fresh_res * z;
+        }
+        if mix > 1 {
+            let a_i = ((1.0 - self.params.query_partner_share) / (mix - 1) as f32).sqrt();
+            let w = keep * a_i;
+            let k = self.params.clusters;
+            let mut used = Vec::with_capacity(mix);
+            used.push(home);
+            for _ in 1..mix {
+                // A component not used yet (repeats only once every component is used).
+                let c = loop {
+                    let c = draw(&self.cum_weights, rng.random::<f64>());
+                    if !used.contains(&c) || used.len() >= k {
+                        break c;
+                    }
+                };
+                used.push(c);
+                let (centre, scale) = (self.centres.row(c), self.scales.row(c));
+                for ((y, &cj), &sj) in latent.iter_mut().zip(centre).zip(scale) {
+                    let z: f32 = StandardNormal.sample(&mut rng);
+                    *y += w * (cj + sj * z);
+                }
+            }
         }
         self.project(
             &latent,
