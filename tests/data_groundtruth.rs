@@ -210,11 +210,7 @@ proptest! {
 }
 
 fn shared(name: &str) -> Option<std::path::PathBuf> {
-    let root = m3::data::shared_data_dir();
-    if root.is_none() {
-        eprintln!("shared data not found (set M3_SHARED_DATA); skipping");
-    }
-    root.map(|r| r.join(name))
+    m3::testing::shared_data(name, &[])
 }
 
 #[test]

@@ -18,7 +18,10 @@
 //! | `blocks.m3` | [`blocks`] | [`BlockTable`]: blocks of a multi-vector index (optional) |
 //! | `coarse.m3` | [`coarse`] | [`CoarseLevel`]: two-level routing's coarse groups (optional) |
 //!
-//! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
+//! [`publish`] moves a finished directory into place crash-safely (after [`check_target`]
+//! made sure it replaces nothing but an index), [`recover_index_dir`] finishes or rolls back
+//! a publication a kill interrupted, [`index_dir`] says what an index directory may hold;
+//! [`verify()`] and
 //! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
 
 pub mod blocks;
@@ -28,6 +31,7 @@ pub mod data;
 mod error;
 mod file;
 pub mod header;
+pub mod index_dir;
 pub mod inspect;
 pub mod keys;
 pub mod layout;
@@ -35,6 +39,7 @@ pub mod manifest;
 pub mod pq;
 pub mod publish;
 pub mod record;
+pub mod recover;
 pub mod routing;
 pub mod sectors;
 pub mod stats;
@@ -47,13 +52,15 @@ pub use coarse::{CoarseHeader, CoarseLevel};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
+pub use index_dir::{DirContents, dir_contents};
 pub use inspect::IndexInfo;
 pub use keys::{KeysHeader, RecordKeys, RecordKeysWriter};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{IndexMeta, Manifest};
 pub use pq::{PqFile, PqFileWriter, PqHeader};
-pub use publish::{IndexDirWriter, recover, update_published};
+pub use publish::{IndexDirWriter, TargetState, check_target, update_published};
 pub use record::{RecordCodec, RecordView};
+pub use recover::{RecoveryReport, Restored, recover_index_dir};
 pub use routing::{Routing, RoutingHeader};
 pub use sectors::{SectorCrcs, SectorsHeader};
 pub use stats::{Stats, StatsHeader};

@@ -28,7 +28,7 @@ pub fn run(args: RangeArgs) -> anyhow::Result<()> {
         m3::data::groundtruth::check_output_dir(out)?;
     }
     let pool = thread_pool(args.index.threads)?;
-    let index = open_index(&args.index)?;
+    let index = open_index("range", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
     let what = ExactQuery::Range(args.radius);
     let weights = queries.block_weights.as_deref();
