@@ -497,7 +497,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 }
 
 /// `m3 build --out` refuses what is not an index before any work (no stage starts), naming
-/// the path, and leaves it as it was; a bad `--ram-budget-gb` is refused the same way.
+/// the path, and leaves it as it was.
 #[test]
 fn cli_build_refuses_an_out_that_is_not_an_index() {
     let work = tempfile::tempdir().unwrap();
@@ -528,24 +528,6 @@ fn cli_build_refuses_an_out_that_is_not_an_index() {
         );
         assert!(!stderr.contains("m3 build: scan"), "work started: {stderr}");
         assert_eq!(snapshot(w), before, "{}", out.display());
-    }
-    for budget in ["0", "-1", "NaN", "inf", "-0.5", "1e-30", "lots"] {
-        let o = m3(&[
-            os("build"),
-            os("--base"),
-            set.base.as_os_str(),
-            os("--metric"),
-            os("l2"),
-            os("--out"),
-            w.join("fresh").as_os_str(),
-            os("--ram-budget-gb"),
-            os(budget),
-        ]);
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{budget}: {stderr}");
-        assert!(stderr.contains("--ram-budget-gb"), "{budget}: {stderr}");
-        assert!(!stderr.contains("m3 build: scan"), "{budget}: {stderr}");
-        assert!(!w.join("fresh").exists());
     }
 }
 

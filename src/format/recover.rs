@@ -139,7 +139,14 @@ pub fn temporaries(target: &Path) -> Result<Vec<Temporary>, FormatError> {
 /// directory holding `target` cannot be read; a temporary it could not remove is reported in
 /// [`RecoveryReport::kept`].
 pub fn recover_index_dir(target: &Path) -> Result<RecoveryReport, FormatError> {
-    let target = normalize_target(target)?;
+    // `.` or `..` (an existing directory) by its real name; `/` has no siblings.
+    let target = match normalize_target(target) {
+        Ok(t) => t,
+        Err(_) => match std::fs::canonicalize(target) {
+            Ok(c) if c.file_name().is_some() => c,
+            _ => return Ok(RecoveryReport::default()),
+        },
+    };
     let parent = parent_of(&target).to_path_buf();
     let mut report = RecoveryReport::default();
     let mut dead = Vec::new();

@@ -26,6 +26,7 @@ pub struct RangeArgs {
 pub fn run(args: RangeArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         m3::data::groundtruth::check_output_dir(out)?;
+        crate::common::ensure_not_an_input("--out", out, &[args.index.queries.as_deref()])?;
     }
     let pool = thread_pool(args.index.threads)?;
     let index = open_index("range", &args.index)?;

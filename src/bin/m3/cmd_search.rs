@@ -35,6 +35,15 @@ pub struct SearchArgs {
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         m3::data::GroundTruth::check_output_path(out)?;
+        crate::common::ensure_not_an_input(
+            "--out",
+            out,
+            &[
+                args.gt.as_deref(),
+                args.gt_dists.as_deref(),
+                args.index.queries.as_deref(),
+            ],
+        )?;
     }
     let pool = thread_pool(args.index.threads)?;
     let index = open_index("search", &args.index)?;

@@ -56,6 +56,24 @@ pub fn recover_index(cmd: &str, dir: &Path) {
     }
 }
 
+/// Refuses an output file `out` (given as `flag`) that is one of the command's `inputs`:
+/// writing it would destroy the input. Checked before any work.
+pub fn ensure_not_an_input(flag: &str, out: &Path, inputs: &[Option<&Path>]) -> anyhow::Result<()> {
+    let Ok(o) = std::fs::canonicalize(out) else {
+        return Ok(()); // a new file cannot be an input
+    };
+    for input in inputs.iter().flatten() {
+        if std::fs::canonicalize(input).is_ok_and(|i| i == o) {
+            anyhow::bail!(
+                "{flag} {}: it is an input of this command ({}); writing it would destroy it",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Parses `--ram-budget-gb`: a positive, finite number of GiB (at least one byte).
 pub fn parse_ram_budget_gb(s: &str) -> Result<f64, String> {
     let v: f64 = s
