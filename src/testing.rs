@@ -71,3 +71,51 @@ pub fn shared_data(name: &str, files: &[&str]) -> Option<PathBuf> {
     }
     Some(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    const CHILD: &str = "M3_TESTING_SKIP_CHILD";
+
+    /// Runs in a child process (see the next test); a no-op when `CHILD` is not set.
+    #[test]
+    fn testing_skip_child() {
+        if std::env::var_os(CHILD).is_some() {
+            super::skip(super::Requirement::Data, "a test of skip itself");
+        }
+    }
+
+    #[test]
+    fn testing_skip_fails_only_when_required() {
+        // The variables are set only in a child process: setting them here would race other
+        // tests.
+        let run = |require: Option<&str>| {
+            let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+            c.args([
+                "--exact",
+                "testing::tests::testing_skip_child",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .env_remove("M3_REQUIRE_DATA");
+            if let Some(v) = require {
+                c.env("M3_REQUIRE_DATA", v);
+            }
+            c.output().unwrap()
+        };
+        for ok in [None, Some("0"), Some("")] {
+            let o = run(ok);
+            assert!(o.status.success(), "{ok:?}: {o:?}");
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("SKIPPED"),
+                "{o:?}"
+            );
+        }
+        let o = run(Some("1"));
+        assert!(!o.status.success(), "{o:?}");
+        let out = String::from_utf8_lossy(&o.stdout) + String::from_utf8_lossy(&o.stderr);
+        assert!(
+            out.contains("M3_REQUIRE_DATA=1 but this test would be skipped"),
+            "{out}"
+        );
+    }
+}
