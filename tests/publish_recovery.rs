@@ -365,6 +365,7 @@ fn publish_refuses_targets_that_are_not_an_index() {
         let msg = e.to_string();
         assert!(msg.contains(&target.display().to_string()), "{msg}");
         assert!(msg.contains(says), "{msg}");
+        assert!(!msg.contains("  "), "{msg}");
     };
     // A directory with a user's file and a sub-directory.
     let odir = w.join("odir");

@@ -147,7 +147,8 @@ pub fn check_target(target: &Path, inputs: &[&Path]) -> Result<TargetState, Form
         DirContents::Foreign { entry } => Err(refused(
             &target,
             format!(
-                "it holds {}, which is not part of an M³ index; only a directory that is an                  index (or empty) is replaced",
+                "it holds {}, which is not part of an M³ index; only a directory that is an \
+                 index (or empty) is replaced",
                 entry.display()
             ),
         )),
