@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
-use m3::data::{Matrix, RangeResults, VectorFile, shared_data_dir};
+use m3::data::{Matrix, RangeResults, VectorFile};
 use m3::distance::{self, Metric};
 use m3::exact::{Neighbor, exact_knn};
 use m3::format::verify::{KEYS_FILE, MANIFEST_FILE};
@@ -417,16 +417,12 @@ fn batch_equals_one_by_one() {
 /// Real data: SIFT (u8-valued, l2) and the FashionCLIP fixture (ip and cosine).
 #[test]
 fn real_data_sets() {
-    let Some(root) = shared_data_dir() else {
-        eprintln!("skipped: no shared data directory");
+    let (Some(sift), Some(xmodal)) = (
+        m3::testing::shared_data("ngt-sift5k", &[]),
+        m3::testing::shared_data("shopsphere-xmodal", &[]),
+    ) else {
         return;
     };
-    let sift = root.join("ngt-sift5k");
-    let xmodal = root.join("shopsphere-xmodal");
-    if !sift.is_dir() || !xmodal.is_dir() {
-        eprintln!("skipped: ngt-sift5k or shopsphere-xmodal missing");
-        return;
-    }
     let find = |dir: &Path, pred: &dyn Fn(&str) -> bool| -> PathBuf {
         std::fs::read_dir(dir)
             .unwrap()

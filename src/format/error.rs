@@ -67,6 +67,11 @@ pub enum FormatError {
 
     #[error("{dir}: no index here (missing {file})")]
     NotAnIndex { dir: PathBuf, file: &'static str },
+
+    /// An output path that publishing must not replace (checked before any work): a file, a
+    /// directory holding something other than an index, a path holding an input.
+    #[error("{path}: refusing to write an index here: {why}")]
+    Refused { path: PathBuf, why: String },
 }
 
 impl FormatError {

@@ -112,7 +112,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let gt = args
         .gt
         .as_deref()
-        .map(|g| read_gt(g, None, nq))
+        .map(|g| read_gt(g, None, nq, args.k))
         .transpose()?;
     // One body per group of `batch` consecutive queries, serialised before the clock starts.
     let knobs = args.knobs.serve_knobs(args.k);

@@ -120,6 +120,7 @@ impl LimitArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let t = Instant::now();
+    crate::common::recover_index("serve", &args.index);
     if args.verify == VerifyMode::Full {
         let r = m3::format::verify(&args.index)
             .with_context(|| format!("{} failed verification", args.index.display()))?;

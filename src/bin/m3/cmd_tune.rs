@@ -34,9 +34,9 @@ pub struct TuneArgs {
 
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.index.threads)?;
-    let index = open_index(&args.index)?;
+    let index = open_index("tune", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
-    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows())?;
+    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows(), args.k)?;
     let k = args.k;
     let max_nprobe = args.max_nprobe.min(index.n_clusters()).max(1);
     // With hints (`hints.m3`) the training queries' answers carry OOD recall and query

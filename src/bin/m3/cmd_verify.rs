@@ -14,6 +14,7 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    crate::common::recover_index("verify", &args.dir);
     let r = m3::format::verify(&args.dir)
         .with_context(|| format!("{} failed verification", args.dir.display()))?;
     println!(
