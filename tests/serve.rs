@@ -15,7 +15,7 @@
 
 mod serve_support;
 
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -408,34 +408,44 @@ fn serve_api_key_is_required_everywhere_but_healthz() {
 }
 
 /// Beyond `max_concurrent_requests` a search gets 429 with `Retry-After` at once; the request
-/// in flight still completes, and after it the server admits again.
+/// being searched still completes, and after it the server admits again.
 #[test]
 fn serve_overload_gives_429_with_retry_after() {
+    let gate = Gate::new();
     let server = start(ServeConfig {
         limits: Limits {
             max_concurrent_requests: 1,
             ..Limits::default()
         },
+        query_hook: Some(gate.hook()),
         ..config()
     });
     let addr = server.addr();
     let body = search_body(0..3, None);
-    // Holds the one permit: its body is not complete.
-    let held = SlowRequest::start(addr, "/v1/search", &body, body.len() / 2, "");
-    wait_in_flight(addr, 2.0);
+    // Holds the one permit: its query is held on a worker.
+    let held = std::thread::spawn(move || {
+        post(addr, "/v1/search", &marked_body(0, GATE_MARK, false), &[])
+    });
+    gate.wait_held(1);
     let r = post(addr, "/v1/search", &body, &[]);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.retry_after.as_deref(), Some("1"));
     assert!(r.error().error.message.contains("concurrent"));
-    let r = post(addr, "/v1/range", &body, &[]);
-    assert_eq!(r.status, 429, "range requests share the limit");
+    let range = serde_json::json!({"vectors": [fixture().queries.row(0)], "radius": 0.5});
+    let r = post_json(addr, "/v1/range", &range);
+    assert_eq!(
+        r.status,
+        429,
+        "range requests share the limit: {}",
+        r.text()
+    );
     // Other endpoints are not limited.
     assert_eq!(get(addr, "/healthz", &[]).status, 200);
     assert_eq!(get(addr, "/v1/index", &[]).status, 200);
-    let (status, resp) = held.finish();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
-    let resp: SearchResponse = serde_json::from_slice(&resp).unwrap();
-    assert_eq!(resp.results.len(), 3);
+    gate.open();
+    let r = held.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json::<SearchResponse>().results.len(), 1);
     let r = post(addr, "/v1/search", &body, &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     let text = get(addr, "/metrics", &[]).text();

@@ -1,6 +1,7 @@
 //! What a server is allowed to do: worker threads, limits per request, the API key.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
@@ -30,7 +31,8 @@ pub struct Limits {
     /// Time from the start of a request (body read included) to its answer; beyond it the
     /// request gets 408 (body not received in time) or 504 (search not finished in time).
     pub deadline: Duration,
-    /// Search and range requests being handled at once; one more gets 429 with `Retry-After`.
+    /// Search and range requests being searched at once (counted from when their whole body
+    /// has arrived and been checked); one more gets 429 with `Retry-After`.
     pub max_concurrent_requests: usize,
 }
 
@@ -71,8 +73,41 @@ pub struct ServeConfig {
     /// When set, every endpoint but `/healthz` needs `Authorization: Bearer <key>`.
     pub api_key: Option<ApiKey>,
     /// After a shutdown signal, how long in-flight requests may take before the server stops
-    /// anyway (and reports that it did).
+    /// anyway (and reports that it did): connections still open then are closed, a request
+    /// without its answer gets none.
     pub drain_timeout: Duration,
+    /// Time a client has to send a request's headers, counted from when the server starts
+    /// waiting for them: the connection's accept, or on a keep-alive connection the end of
+    /// the previous response (so it is also how long an idle keep-alive connection stays
+    /// open). Beyond it the connection is closed.
+    pub header_timeout: Duration,
+    /// Longest pause while a request body arrives (between two of its chunks); beyond it the
+    /// request gets 408. The whole body must also arrive within `limits.deadline`.
+    pub body_timeout: Duration,
+    /// Called on a search worker before each query it starts. For fault-injection tests (a
+    /// hook that panics exercises the worker's recovery); `None` in `m3 serve`.
+    pub query_hook: Option<QueryHook>,
+}
+
+/// A function a search worker calls with each query vector before starting it (see
+/// [`ServeConfig::query_hook`]).
+#[derive(Clone)]
+pub struct QueryHook(Arc<dyn Fn(&[f32]) + Send + Sync>);
+
+impl QueryHook {
+    pub fn new(f: impl Fn(&[f32]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(super) fn call(&self, vector: &[f32]) {
+        (self.0)(vector)
+    }
+}
+
+impl std::fmt::Debug for QueryHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryHook")
+    }
 }
 
 impl Default for ServeConfig {
@@ -85,6 +120,9 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             api_key: None,
             drain_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(5),
+            query_hook: None,
         }
     }
 }

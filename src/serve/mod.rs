@@ -24,7 +24,7 @@ mod server;
 pub use api::{
     DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest, SearchResponse,
 };
-pub use config::{ApiKey, Limits, ServeConfig};
+pub use config::{ApiKey, Limits, QueryHook, ServeConfig};
 pub use error::{ApiError, ErrorBody, ErrorDetail, ServeError};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use server::{ServerHandle, serve, terminate_signal};

@@ -306,8 +306,8 @@ pub fn search_body(rows: std::ops::Range<usize>, knobs: Option<Knobs>) -> Vec<u8
 /// A request written by hand on a raw connection, stopped after `sent` bytes of its body, so
 /// that it stays in flight until [`SlowRequest::finish`].
 pub struct SlowRequest {
-    stream: TcpStream,
-    rest: Vec<u8>,
+    pub stream: TcpStream,
+    pub rest: Vec<u8>,
 }
 
 impl SlowRequest {
@@ -460,4 +460,89 @@ pub fn listening_addr(child: &mut Child, stderr: &mut impl BufRead) -> SocketAdd
         }
         seen.push_str(&line);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection on the search workers
+// ---------------------------------------------------------------------------------------------
+
+/// A query whose first value is this is held by a [`Gate`] hook.
+pub const GATE_MARK: f32 = 7777.0;
+/// A query whose first value is this makes a [`Gate`] hook panic.
+pub const PANIC_MARK: f32 = -6666.0;
+
+/// A query hook for [`ServeConfig::query_hook`]: holds every query marked [`GATE_MARK`] on its
+/// worker until [`Gate::open`] (at most 60 s), and panics on every query marked
+/// [`PANIC_MARK`].
+#[derive(Default)]
+pub struct Gate {
+    /// (open, queries held now)
+    state: std::sync::Mutex<(bool, usize)>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn hook(self: &Arc<Self>) -> m3::serve::QueryHook {
+        let gate = self.clone();
+        m3::serve::QueryHook::new(move |v: &[f32]| {
+            if v.first() == Some(&PANIC_MARK) {
+                panic!("injected panic (test hook)");
+            }
+            if v.first() == Some(&GATE_MARK) {
+                let mut s = gate.state.lock().unwrap();
+                s.1 += 1;
+                gate.cv.notify_all();
+                let t = Instant::now();
+                while !s.0 && t.elapsed() < Duration::from_secs(60) {
+                    s = gate
+                        .cv
+                        .wait_timeout(s, Duration::from_millis(50))
+                        .unwrap()
+                        .0;
+                }
+                s.1 -= 1;
+            }
+        })
+    }
+
+    /// Waits until `n` queries are held at once (panics after 30 s: fewer workers are alive
+    /// than the test needs).
+    pub fn wait_held(&self, n: usize) {
+        let t = Instant::now();
+        let mut s = self.state.lock().unwrap();
+        while s.1 < n {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "only {} of {n} gated queries are held",
+                s.1
+            );
+            s = self
+                .cv
+                .wait_timeout(s, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+    }
+
+    pub fn open(&self) {
+        self.state.lock().unwrap().0 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// A search body of fixture query `row` with its first value replaced by `mark`.
+pub fn marked_body(row: usize, mark: f32, exact: bool) -> Vec<u8> {
+    let mut v = fixture().queries.row(row).to_vec();
+    v[0] = mark;
+    serde_json::to_vec(&SearchRequest {
+        vectors: vec![v],
+        k: K,
+        knobs: None,
+        exact,
+    })
+    .unwrap()
 }
