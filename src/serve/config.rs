@@ -92,7 +92,9 @@ pub struct ServeConfig {
 /// A function a search worker calls with each query vector before starting it (see
 /// [`ServeConfig::query_hook`]).
 #[derive(Clone)]
-pub struct QueryHook(Arc<dyn Fn(&[f32]) + Send + Sync>);
+pub struct QueryHook(Arc<HookFn>);
+
+type HookFn = dyn Fn(&[f32]) + Send + Sync;
 
 impl QueryHook {
     pub fn new(f: impl Fn(&[f32]) + Send + Sync + 'static) -> Self {
