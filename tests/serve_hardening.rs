@@ -247,6 +247,58 @@ fn serve_closes_partial_header_and_idle_connections_after_the_header_timeout() {
     server.shutdown().unwrap();
 }
 
+/// A client that sends a request and never reads its (large) answer has its connection closed
+/// after the send timeout: it never gets the whole answer, even when it reads at last.
+#[test]
+fn serve_closes_a_connection_whose_client_does_not_read_after_the_send_timeout() {
+    let server = start(ServeConfig {
+        send_timeout: Duration::from_millis(300),
+        ..config()
+    });
+    let addr = server.addr();
+    // Every one of the 8,000 vectors is within similarity -1: about 140 KB of answer per
+    // query vector, 80 MB in all, far more than the socket buffers hold.
+    let q = &fixture().queries;
+    let rows: Vec<Vec<f32>> = (0..600).map(|i| q.row(i % q.rows()).to_vec()).collect();
+    let body = serde_json::to_vec(&serde_json::json!({"vectors": rows, "radius": -1.0})).unwrap();
+    let mut stream = SlowRequest::start(addr, "/v1/range", &body, body.len(), "").stream;
+    // The handler has produced the answer (the server is writing it) ...
+    let t = Instant::now();
+    while metric(
+        addr,
+        "m3_http_requests_total{endpoint=\"/v1/range\",status=\"200\"}",
+    )
+    .is_none()
+    {
+        assert!(t.elapsed() < Duration::from_secs(120), "no answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ... and stalls on a client that does not read, far longer than the send timeout.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = read_until_closed(&mut stream);
+    let split = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("the head of the answer arrived")
+        + 4;
+    let head = String::from_utf8_lossy(&got[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(length > 40 << 20, "{length}");
+    assert!(
+        got.len() - split < length,
+        "the whole answer ({length} bytes) arrived"
+    );
+    assert_eq!(get(addr, "/healthz", &[]).status, 200);
+    server.shutdown().unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Drain deadline
 // ---------------------------------------------------------------------------------------------

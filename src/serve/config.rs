@@ -84,6 +84,9 @@ pub struct ServeConfig {
     /// Longest pause while a request body arrives (between two of its chunks); beyond it the
     /// request gets 408. The whole body must also arrive within `limits.deadline`.
     pub body_timeout: Duration,
+    /// Longest a response write may make no progress (the client does not read what it is
+    /// sent); then the connection is closed.
+    pub send_timeout: Duration,
     /// Called on a search worker before each query it starts. For fault-injection tests (a
     /// hook that panics exercises the worker's recovery); `None` in `m3 serve`.
     pub query_hook: Option<QueryHook>,
@@ -124,6 +127,7 @@ impl Default for ServeConfig {
             drain_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
             query_hook: None,
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! Connections are HTTP/1.1 served by hyper with a header read timeout (hyper's own timer:
 //! [`ServeConfig::header_timeout`]); request bodies pass tower-http's body timeout
-//! ([`ServeConfig::body_timeout`]). Shutdown: stop accepting, tell every connection to finish
+//! ([`ServeConfig::body_timeout`]); writes to the socket pass tokio-io-timeout's write
+//! timeout ([`ServeConfig::send_timeout`]). Shutdown: stop accepting, tell every connection to finish
 //! its request in flight and close (hyper-util's graceful shutdown; idle keep-alive
 //! connections close at once), wait for that at most `drain_timeout`, then close what is
 //! still open and stop the workers.
@@ -21,6 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_io_timeout::TimeoutWriter;
 
 use super::http::{Shared, router};
 use super::pool::WorkerPool;
@@ -84,8 +86,11 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let mut stream = TimeoutWriter::new(stream);
+                    stream.set_timeout(Some(config.send_timeout));
+                    let io = TokioIo::new(Box::pin(stream));
                     let service = TowerToHyperService::new(app.clone());
-                    let conn = http.serve_connection(TokioIo::new(stream), service);
+                    let conn = http.serve_connection(io, service);
                     let conn = graceful.watch(conn);
                     connections.spawn(async move {
                         // A connection ends in an error when the client misbehaves (a header
@@ -130,6 +135,7 @@ fn check(config: &ServeConfig) -> Result<(), ServeError> {
     for (name, d) in [
         ("header_timeout", config.header_timeout),
         ("body_timeout", config.body_timeout),
+        ("send_timeout", config.send_timeout),
     ] {
         if d.is_zero() {
             return Err(ServeError::Config {

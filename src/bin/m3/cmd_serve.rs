@@ -109,6 +109,11 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = ServeConfig::default().body_timeout.as_millis() as u64,
           value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub body_timeout_ms: u64,
+    /// Longest a response write may make no progress in milliseconds (the client does not
+    /// read its answer); then the connection is closed.
+    #[arg(long, default_value_t = ServeConfig::default().send_timeout.as_millis() as u64,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub send_timeout_ms: u64,
 }
 
 impl LimitArgs {
@@ -168,6 +173,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.limits.drain_timeout_secs),
         header_timeout: Duration::from_millis(args.limits.header_timeout_ms),
         body_timeout: Duration::from_millis(args.limits.body_timeout_ms),
+        send_timeout: Duration::from_millis(args.limits.send_timeout_ms),
         query_hook: None,
     };
     eprintln!(
