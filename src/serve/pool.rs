@@ -125,8 +125,8 @@ impl WorkerPool {
                 }
                 let _ = done.send(());
             });
-        // Without a thread to wait on them the workers still stop once the queue is empty;
-        // dropping `done` (inside the failed closure) tells the caller not to wait.
+        // If no thread could be started, `done` went with the closure: the receiver hears at
+        // once and the caller does not wait (the workers still stop once the queue is empty).
         drop(joiner);
         joined
     }

@@ -5,10 +5,10 @@
 //! Connections are HTTP/1.1 served by hyper with a header read timeout (hyper's own timer:
 //! [`ServeConfig::header_timeout`]); request bodies pass tower-http's body timeout
 //! ([`ServeConfig::body_timeout`]); writes to the socket pass tokio-io-timeout's write
-//! timeout ([`ServeConfig::send_timeout`]). Shutdown: stop accepting, tell every connection to finish
-//! its request in flight and close (hyper-util's graceful shutdown; idle keep-alive
-//! connections close at once), wait for that at most `drain_timeout`, then close what is
-//! still open and stop the workers.
+//! timeout ([`ServeConfig::send_timeout`]). Shutdown: stop accepting, tell every connection
+//! to finish its request in flight and close (hyper-util's graceful shutdown; idle
+//! keep-alive connections close at once), wait for that at most `drain_timeout`, then close
+//! what is still open and stop the workers.
 
 use std::future::Future;
 use std::net::SocketAddr;
