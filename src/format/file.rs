@@ -151,6 +151,15 @@ impl SectionWriter {
     }
 }
 
+/// `path` opened read-only (the handle that [`SectionReader::from_file`] and the
+/// `read_file` functions of the index files take).
+pub(crate) fn open_read(path: &Path) -> Result<File, FormatError> {
+    OpenOptions::new()
+        .read(true)
+        .open(path)
+        .map_err(|e| FormatError::io(path, e))
+}
+
 /// An opened index file whose header has been checked.
 pub(crate) struct SectionReader {
     pub(crate) path: PathBuf,
@@ -164,10 +173,17 @@ pub(crate) struct SectionReader {
 impl SectionReader {
     /// Opens `path`, reads and checks its header (magic, version, CRC, recorded length).
     pub(crate) fn open<S: Pod>(path: &Path, kind: &FileKind) -> Result<(Self, S), FormatError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .open(path)
-            .map_err(|e| FormatError::io(path, e))?;
+        Self::from_file(open_read(path)?, path, kind)
+    }
+
+    /// Like [`SectionReader::open`] on a file already open (`path` names it in errors): reads
+    /// go through this handle, so they see the file it was opened on even after the path has
+    /// been replaced (an index rebuilt in place).
+    pub(crate) fn from_file<S: Pod>(
+        file: File,
+        path: &Path,
+        kind: &FileKind,
+    ) -> Result<(Self, S), FormatError> {
         let file_bytes = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
         let mut first = [0u8; COMMON_HEADER_BYTES];
         let n = (file_bytes.min(COMMON_HEADER_BYTES as u64)) as usize;

@@ -4,6 +4,7 @@
 //! format 1.1; an index without it is still searchable (exact search then bounds whole
 //! clusters). Byte layout: `docs/FORMAT.md`, "keys.m3".
 
+use std::fs::File;
 use std::path::Path;
 
 use bytemuck::{Pod, Zeroable};
@@ -85,7 +86,12 @@ impl RecordKeys {
     }
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
-        let (r, h) = SectionReader::open::<KeysHeader>(path, &KEYS_KIND)?;
+        Self::read_file(super::file::open_read(path)?, path)
+    }
+
+    /// Reads the keys through `file`, an open handle on `path` (which names it in errors).
+    pub fn read_file(file: File, path: &Path) -> Result<Self, FormatError> {
+        let (r, h) = SectionReader::from_file::<KeysHeader>(file, path, &KEYS_KIND)?;
         if h.keys_offset < align8(r.common.header_bytes as u64) {
             return Err(r.corrupt(40, "keys section overlaps the header"));
         }

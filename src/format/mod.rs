@@ -53,6 +53,7 @@ pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
 pub use coarse::{CoarseHeader, CoarseLevel};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
+pub(crate) use file::open_read;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
 pub use hints::{Hints, HintsHeader};
 pub use index_dir::{DirContents, dir_contents};

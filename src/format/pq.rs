@@ -2,6 +2,7 @@
 //! record (record order), and per-record correction and error terms. Byte layout:
 //! `docs/FORMAT.md`, "pq.m3".
 
+use std::fs::File;
 use std::path::Path;
 
 use bytemuck::{Pod, Zeroable};
@@ -213,7 +214,12 @@ impl PqFile {
     }
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
-        let (r, h) = SectionReader::open::<PqHeader>(path, &PQ_KIND)?;
+        Self::read_file(super::file::open_read(path)?, path)
+    }
+
+    /// Reads the file through `file`, an open handle on `path` (which names it in errors).
+    pub fn read_file(file: File, path: &Path) -> Result<Self, FormatError> {
+        let (r, h) = SectionReader::from_file::<PqHeader>(file, path, &PQ_KIND)?;
         if h.codewords != PQ_CODEWORDS || h.flags & !PQ_FLAG_RESIDUAL != 0 {
             return Err(r.corrupt(40, "codewords must be 256 and flags ⊆ {residual}"));
         }
@@ -249,7 +255,12 @@ impl PqFile {
     /// Only the per-record quantisation errors (`|x − x̂|`), without loading the codes: what
     /// exact search needs besides what an open index holds.
     pub fn read_error(path: &Path) -> Result<Vec<f32>, FormatError> {
-        let (r, h) = SectionReader::open::<PqHeader>(path, &PQ_KIND)?;
+        Self::read_error_file(super::file::open_read(path)?, path)
+    }
+
+    /// [`PqFile::read_error`] through `file`, an open handle on `path`.
+    pub fn read_error_file(file: File, path: &Path) -> Result<Vec<f32>, FormatError> {
+        let (r, h) = SectionReader::from_file::<PqHeader>(file, path, &PQ_KIND)?;
         r.section(h.error_offset, h.n_records, "error")
     }
 

@@ -1,6 +1,7 @@
 //! An open index: the RAM-resident parts (anchors, routing, statistics, PQ codes) and a block
 //! reader on `data.m3`.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -13,7 +14,7 @@ use crate::format::verify::{
 };
 use crate::format::{
     ClusterEntry, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, IndexMeta, PqFile,
-    RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
+    RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check, open_read,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
@@ -45,12 +46,16 @@ pub struct Index {
     pub(super) coarse: Option<CoarseLevel>,
     /// The blocks of a multi-vector index.
     pub(super) blocks: Option<IndexBlocks>,
-    /// Whether the index has `keys.m3` (format 1.1).
-    pub(super) has_keys: bool,
     /// Training queries and their answers' records (`hints.m3`), if the index has them, with
     /// the router that finds a query's nearest training queries.
     pub(super) hints: Option<Hints>,
     pub(super) hint_router: Option<Router>,
+    /// `keys.m3` (format 1.1; `None` for an index without it) and `pq.m3`, held open from
+    /// `open` on: exact and range search load their per-record parts through these handles at
+    /// first use, so they read the files this index was opened on even after the directory
+    /// has been replaced (an index rebuilt or published in place while it is served).
+    pub(super) keys_file: Option<File>,
+    pub(super) pq_file: File,
     /// What exact and range search need besides the above, loaded at their first use.
     pub(super) exact: OnceLock<ExactAux>,
 }
@@ -97,7 +102,11 @@ impl Index {
         clusters.check_against(&meta, &dir.join(CLUSTERS_FILE))?;
         let routing = Routing::read(&dir.join(ROUTING_FILE))?;
         let stats = Stats::read(&dir.join(STATS_FILE))?;
-        let pq_file = PqFile::read(&dir.join(PQ_FILE))?;
+        let pq_handle = open_read(&dir.join(PQ_FILE))?;
+        let pq_file = PqFile::read_file(
+            clone_handle(&pq_handle, &dir.join(PQ_FILE))?,
+            &dir.join(PQ_FILE),
+        )?;
         pq_file.check_against(&meta, &dir.join(PQ_FILE))?;
         let data_path = dir.join(DATA_FILE);
         let header = DataFileHeader::read(&data_path)?;
@@ -150,6 +159,10 @@ impl Index {
             }
             None => None,
         };
+        let keys_file = match manifest.file(KEYS_FILE) {
+            Some(_) => Some(open_read(&dir.join(KEYS_FILE))?),
+            None => None,
+        };
         let router = base_router(
             &clusters.centroids,
             metric,
@@ -191,7 +204,8 @@ impl Index {
             codec: header.codec()?,
             layout: header.layout(),
             reader,
-            has_keys: manifest.file(KEYS_FILE).is_some(),
+            keys_file,
+            pq_file: pq_handle,
             exact: OnceLock::new(),
             blocks,
         })
@@ -325,7 +339,7 @@ impl Index {
 
     /// Bytes exact and range search add in RAM once used (keys and PQ errors: 8 per record).
     pub fn exact_ram_bytes(&self) -> u64 {
-        self.meta.n_records * if self.has_keys { 8 } else { 4 }
+        self.meta.n_records * if self.keys_file.is_some() { 8 } else { 4 }
     }
 
     /// Loads (once) what exact and range search need: record keys and PQ errors.
@@ -333,16 +347,16 @@ impl Index {
         if let Some(aux) = self.exact.get() {
             return Ok(aux);
         }
-        let keys = if self.has_keys {
+        let keys = if let Some(file) = &self.keys_file {
             let path = self.dir.join(KEYS_FILE);
-            let keys = RecordKeys::read(&path)?;
+            let keys = RecordKeys::read_file(clone_handle(file, &path)?, &path)?;
             keys.check_against(&self.meta, &self.entries, &path)?;
             Some(keys.keys)
         } else {
             None
         };
         let path = self.dir.join(PQ_FILE);
-        let error = PqFile::read_error(&path)?;
+        let error = PqFile::read_error_file(clone_handle(&self.pq_file, &path)?, &path)?;
         if error.len() as u64 != self.meta.n_records
             || error.iter().any(|e| !e.is_finite() || *e < 0.0)
         {
@@ -392,6 +406,11 @@ fn hint_order(metric: Metric) -> AnchorOrder {
         Metric::L2 => AnchorOrder::L2Expanded,
         _ => AnchorOrder::InnerProduct,
     }
+}
+
+/// A second handle on the open file `file` (`path` names it in errors).
+fn clone_handle(file: &File, path: &Path) -> Result<File, FormatError> {
+    file.try_clone().map_err(|e| FormatError::io(path, e))
 }
 
 /// The router over the base anchors: the stored coarse level when there is one and K reaches

@@ -23,7 +23,7 @@ pub enum ServeError {
     #[error("server runtime: {0}")]
     Runtime(std::io::Error),
     #[error(
-        "{requests} request(s) still in flight {seconds:.1} s after the shutdown signal; stopped anyway"
+        "{requests} request(s) still in flight {seconds:.1} s after the shutdown signal; closed their connections without an answer"
     )]
     DrainTimeout { requests: i64, seconds: f64 },
 }
