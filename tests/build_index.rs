@@ -1054,7 +1054,8 @@ fn inspect_cli_reports_the_index_and_fails_cleanly_on_truncation() {
     assert_eq!(v["params"]["n_clusters"], m.n_clusters);
     assert_eq!(v["clusters"]["count"], m.n_clusters);
     assert_eq!(v["routing"]["query_anchors"], m.n_query_anchors);
-    assert_eq!(v["files"].as_array().unwrap().len(), 9); // manifest + 7 index files + build report
+    // manifest + 7 index files + hints.m3 (built with training queries) + build report
+    assert_eq!(v["files"].as_array().unwrap().len(), 10);
     assert!(v["report"]["degree_histogram"].is_array());
 
     // A truncated pq.m3: a typed error naming the file, no panic.

@@ -226,7 +226,7 @@ fn serve_bad_requests_get_400_naming_the_field() {
         ),
         (
             "no cluster probed",
-            serde_json::json!({"vectors": [v], "knobs": {"nprobe": 0, "qprobe": 0}}),
+            serde_json::json!({"vectors": [v], "knobs": {"nprobe": 0, "qprobe": 0, "hints": 0}}),
             "knobs.nprobe",
         ),
         (
