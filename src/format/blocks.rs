@@ -8,7 +8,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use crate::multivec::{BLOCK_NAME_BYTES, BlockLayout, check_block_name};
@@ -184,8 +184,21 @@ impl BlockTable {
         w.finish(path, &BLOCKS_KIND, &header, &[])
     }
 
+    /// Reads and checks the file: names, contiguous dims, positive finite spreads, weights
+    /// and scales.
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<BlocksHeader>(path, &BLOCKS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<BlocksHeader>(&BLOCKS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: BlocksHeader) -> Result<Self, FormatError> {
         if h.n_blocks == 0 || h.dim == 0 {
             return Err(r.corrupt(32, "n_blocks or dim is 0"));
         }

@@ -18,8 +18,11 @@
 //! | `blocks.m3` | [`blocks`] | [`BlockTable`]: blocks of a multi-vector index (optional) |
 //! | `coarse.m3` | [`coarse`] | [`CoarseLevel`]: two-level routing's coarse groups (optional) |
 //!
-//! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
-//! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
+//! [`IndexParts::open`] is the one way to open an index: it loads and checks every file held in
+//! RAM (CRC32C, finite values, ids and counts in range), and every caller (search, serving,
+//! calibration, [`inspect`], [`verify()`]) goes through it. [`open_check`] is its cheap first
+//! step; [`verify()`] adds every byte of `data.m3`. [`publish`] moves a finished directory into
+//! place crash-safely.
 
 pub mod blocks;
 pub mod clusters;
@@ -32,6 +35,7 @@ pub mod inspect;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
+mod open;
 pub mod pq;
 pub mod publish;
 pub mod record;
@@ -46,11 +50,12 @@ pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
 pub use coarse::{CoarseHeader, CoarseLevel};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
-pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
+pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, ListedFile, file_crc32c};
 pub use inspect::IndexInfo;
 pub use keys::{KeysHeader, RecordKeys, RecordKeysWriter};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{IndexMeta, Manifest};
+pub use open::IndexParts;
 pub use pq::{PqFile, PqFileWriter, PqHeader};
 pub use publish::{IndexDirWriter, recover, update_published};
 pub use record::{RecordCodec, RecordView};

@@ -8,12 +8,10 @@ use super::SearchError;
 use super::blocks::IndexBlocks;
 use crate::data::Matrix;
 use crate::distance::Metric;
-use crate::format::verify::{
-    CLUSTERS_FILE, COARSE_FILE, DATA_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE,
-};
+use crate::format::verify::DATA_FILE;
 use crate::format::{
-    ClusterEntry, ClusterTable, CoarseLevel, DataFileHeader, FormatError, IndexMeta, PqFile,
-    RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
+    ClusterEntry, CoarseLevel, FormatError, IndexMeta, IndexParts, ListedFile, PqFile, RecordCodec,
+    RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
@@ -45,10 +43,17 @@ pub struct Index {
     pub(super) coarse: Option<CoarseLevel>,
     /// The blocks of a multi-vector index.
     pub(super) blocks: Option<IndexBlocks>,
-    /// Whether the index has `keys.m3` (format 1.1).
-    pub(super) has_keys: bool,
+    /// `keys.m3` (format 1.1), checked at open and held open for exact search.
+    pub(super) keys_file: Option<ListedFile>,
+    /// `pq.m3`, checked at open and held open for exact search's per-record errors.
+    pub(super) pq_file: ListedFile,
     /// What exact and range search need besides the above, loaded at their first use.
     pub(super) exact: OnceLock<ExactAux>,
+    /// A bound on the norm of every vector a query is compared with, in stored coordinates:
+    /// records (`stats.m3`'s `max_base_norm`), PQ reconstructions, base and query anchors,
+    /// coarse centres. [`Index::check_query`] uses it to refuse queries whose distances
+    /// could overflow.
+    pub(super) norm_bound: f64,
 }
 
 /// Per-record data only exact and range search use (DESIGN §4.5); not in RAM until then.
@@ -84,27 +89,17 @@ impl Index {
         dir: &Path,
         open_data: impl FnOnce(&Path) -> Result<Arc<dyn BlockReader>, SearchError>,
     ) -> Result<Self, SearchError> {
-        let manifest = open_check(dir)?;
-        let meta = manifest.meta;
+        let parts = IndexParts::open(dir)?;
+        let meta = parts.manifest.meta;
         let metric = meta.metric().ok_or_else(|| {
             FormatError::corrupt(dir.join("manifest.m3"), 0, "unknown metric code")
         })?;
-        let clusters = ClusterTable::read(&dir.join(CLUSTERS_FILE))?;
-        clusters.check_against(&meta, &dir.join(CLUSTERS_FILE))?;
-        let routing = Routing::read(&dir.join(ROUTING_FILE))?;
-        let stats = Stats::read(&dir.join(STATS_FILE))?;
-        let pq_file = PqFile::read(&dir.join(PQ_FILE))?;
-        pq_file.check_against(&meta, &dir.join(PQ_FILE))?;
-        let data_path = dir.join(DATA_FILE);
-        let header = DataFileHeader::read(&data_path)?;
-        header.check_against(&meta, &data_path)?;
         let dim = meta.dim as usize;
-        let bounds: Vec<usize> = pq_file.bounds.iter().map(|&b| b as usize).collect();
-        let pq = ProductQuantizer::from_parts(dim, bounds, pq_file.codebooks.clone())
-            .map_err(|e| FormatError::corrupt(dir.join(PQ_FILE), 0, e.to_string()))?;
-        if routing.anchors.rows() > 0 && routing.anchors.dim() != dim {
-            return Err(FormatError::corrupt(dir.join(ROUTING_FILE), 0, "anchor dimension").into());
-        }
+        let pq_path = &parts.pq_file.path;
+        let bounds: Vec<usize> = parts.pq.bounds.iter().map(|&b| b as usize).collect();
+        let pq = ProductQuantizer::from_parts(dim, bounds, parts.pq.codebooks.clone())
+            .map_err(|e| FormatError::corrupt(pq_path, 0, e.to_string()))?;
+        let data_path = dir.join(DATA_FILE);
         let reader = open_data(&data_path)?;
         let data_bytes = (meta.data_sectors + 1) * SECTOR_BYTES as u64;
         if reader.len_bytes() < data_bytes {
@@ -118,42 +113,40 @@ impl Index {
             )
             .into());
         }
+        let clusters = parts.clusters;
         let centroid_norms = crate::linalg::row_norms_sq(clusters.centroids.view());
-        let blocks = if meta.flags & crate::format::manifest::META_FLAG_BLOCKS != 0 {
-            let path = dir.join(crate::format::verify::BLOCKS_FILE);
-            let table = crate::format::BlockTable::read(&path)?;
-            table.check_against(&meta, &path)?;
-            Some(IndexBlocks::new(
+        let blocks = match parts.blocks {
+            Some(table) => Some(IndexBlocks::new(
                 table,
-                &dir.join(PQ_FILE),
+                pq_path,
                 metric,
                 &pq,
-                &pq_file.codes,
+                &parts.pq.codes,
                 &clusters.centroids,
                 &clusters.entries,
-            )?)
-        } else {
-            None
-        };
-        // Two-level routing from the stored coarse level; an index without one (older, or
-        // K below the build's threshold) builds it here when K is large.
-        let coarse = match manifest.file(COARSE_FILE) {
-            Some(_) => {
-                let path = dir.join(COARSE_FILE);
-                let c = CoarseLevel::read(&path)?;
-                c.check_against(&meta, &path)?;
-                Some(c)
-            }
+            )?),
             None => None,
         };
+        let norm_bound = norm_bound(
+            &parts.stats,
+            &clusters.centroids,
+            &parts.routing,
+            parts.coarse.as_ref(),
+            &pq,
+        );
+        // Two-level routing from the stored coarse level; an index without one (older, or
+        // K below the build's threshold) builds it here when K is large.
+        let coarse = parts.coarse;
         let router = base_router(
             &clusters.centroids,
             metric,
             coarse.as_ref(),
             DEFAULT_ROUTE_MIN_K,
         );
+        let routing = parts.routing;
         let query_router =
             Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
+        let header = parts.data_header;
         Ok(Self {
             router,
             query_router,
@@ -166,16 +159,19 @@ impl Index {
             centroid_norms,
             entries: clusters.entries,
             routing,
-            stats,
+            stats: parts.stats,
             pq,
-            codes: pq_file.codes,
-            correction: pq_file.correction,
-            codec: header.codec()?,
+            codes: parts.pq.codes,
+            correction: parts.pq.correction,
+            // Every record read is checked: id below n_vectors, neighbours below n_records.
+            codec: header.codec()?.with_n_vectors(meta.n_vectors),
             layout: header.layout(),
             reader,
-            has_keys: manifest.file(KEYS_FILE).is_some(),
+            keys_file: parts.keys_file,
+            pq_file: parts.pq_file,
             exact: OnceLock::new(),
             blocks,
+            norm_bound,
         })
     }
 
@@ -297,7 +293,7 @@ impl Index {
 
     /// Bytes exact and range search add in RAM once used (keys and PQ errors: 8 per record).
     pub fn exact_ram_bytes(&self) -> u64 {
-        self.meta.n_records * if self.has_keys { 8 } else { 4 }
+        self.meta.n_records * if self.keys_file.is_some() { 8 } else { 4 }
     }
 
     /// Loads (once) what exact and range search need: record keys and PQ errors.
@@ -305,31 +301,58 @@ impl Index {
         if let Some(aux) = self.exact.get() {
             return Ok(aux);
         }
-        let keys = if self.has_keys {
-            let path = self.dir.join(KEYS_FILE);
-            let keys = RecordKeys::read(&path)?;
-            keys.check_against(&self.meta, &self.entries, &path)?;
-            Some(keys.keys)
-        } else {
-            None
+        // Both files were checked whole at open and held open since.
+        let keys = match &self.keys_file {
+            Some(f) => {
+                let keys = RecordKeys::reread_listed(f)?;
+                keys.check_against(&self.meta, &self.entries, &f.path)?;
+                Some(keys.keys)
+            }
+            None => None,
         };
-        let path = self.dir.join(PQ_FILE);
-        let error = PqFile::read_error(&path)?;
-        if error.len() as u64 != self.meta.n_records
-            || error.iter().any(|e| !e.is_finite() || *e < 0.0)
-        {
-            return Err(
-                FormatError::corrupt(&path, 0, "PQ errors: wrong count or not distances").into(),
-            );
+        let error = PqFile::read_error_listed(&self.pq_file)?;
+        if error.len() as u64 != self.meta.n_records {
+            return Err(FormatError::corrupt(
+                &self.pq_file.path,
+                0,
+                format!(
+                    "{} PQ errors for {} records",
+                    error.len(),
+                    self.meta.n_records
+                ),
+            )
+            .into());
         }
         // Another thread may have loaded it meanwhile; either copy is the same.
         let _ = self.exact.set(ExactAux { keys, error });
         Ok(self.exact.get().expect("just set"))
     }
 
-    /// Checks a query vector against the index: dimension, finite values, and under cosine
-    /// a direction. `qi` names the query in errors.
+    /// Checks a query vector against the index for any way of scoring it (native metric or
+    /// LC-CMD at any α, β; the build's block weights): see [`Index::check_query_as`]. `qi`
+    /// names the query in errors.
     pub fn check_query(&self, qi: usize, q: &[f32]) -> Result<(), SearchError> {
+        self.check_query_as(qi, q, QueryScoring::ANY)
+    }
+
+    /// Checks a query vector against the index, scored as `scoring` says: dimension, finite
+    /// components, under cosine a direction that f32 can normalise, and a norm small enough
+    /// that no distance overflows.
+    ///
+    /// The bound: with `|q'|` the norm of the query in stored coordinates (`|q|`; 1 under
+    /// cosine; for blocks the block scales applied), `B` a bound on the norm of every vector
+    /// it is compared with ([`Index::norm_bound`]) and `F` the largest factor on a squared
+    /// distance (the largest LC-CMD weight, times the largest block factor ω_b), every squared
+    /// distance is at most `F · (|q'| + B)²` (triangle inequality; `|q·x| ≤ |q||x|` for inner
+    /// products), and the query is refused unless that is at most `f32::MAX / 64` — the
+    /// headroom for the few distances a score or bound adds up. Under cosine each normalised
+    /// part needs `f32::MIN_POSITIVE ≤ |q_b|² ≤ f32::MAX / 64` to be normalised in f32.
+    pub fn check_query_as(
+        &self,
+        qi: usize,
+        q: &[f32],
+        scoring: QueryScoring<'_>,
+    ) -> Result<(), SearchError> {
         if q.len() != self.dim {
             return Err(SearchError::QueryDim {
                 expected: self.dim,
@@ -343,10 +366,89 @@ impl Index {
                 value,
             });
         }
-        if self.metric == Metric::Cosine && q.iter().all(|&v| v == 0.0) {
+        let cosine = self.metric == Metric::Cosine;
+        if cosine && q.iter().all(|&v| v == 0.0) {
             return Err(SearchError::ZeroQuery { query: qi });
         }
+        let sq = |v: &[f32]| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+        let norm = sq(q).sqrt();
+        let refuse = |min: f64, max: f64| SearchError::QueryNorm {
+            query: qi,
+            norm,
+            min,
+            max,
+            data_norm: self.norm_bound,
+        };
+        // Parts normalised in f32 (the whole query, or each present block, under cosine).
+        let (lo, hi) = (f64::from(f32::MIN_POSITIVE).sqrt(), MAX_DIST_SQ.sqrt());
+        let normalisable = |part: &[f32]| {
+            let n = sq(part).sqrt();
+            if n == 0.0 {
+                Err(SearchError::ZeroQuery { query: qi })
+            } else if n < lo || n > hi {
+                Err(refuse(lo, hi))
+            } else {
+                Ok(())
+            }
+        };
+        let mut factor = 1.0f64;
+        match scoring.lccmd {
+            Some((alpha, beta)) => {
+                let w = super::params::lccmd_weights(&self.stats, alpha, beta)?;
+                factor *= w.iter().fold(0.0f64, |m, &v| m.max(f64::from(v)));
+            }
+            // Each weight is (1 − β) + β·w_k/mean(w) ≤ dim, for any α, β in [0, 1].
+            None if scoring.any_lccmd && self.stats.has_query_stats => factor *= self.dim as f64,
+            None => {}
+        }
+        // The query's norm in stored coordinates, as a multiple of |q| (`per_norm`) or fixed.
+        let (per_norm, fixed) = match &self.blocks {
+            Some(b) => {
+                let w = b.weighting(scoring.block_weights);
+                factor *= f64::from(w.omega_max);
+                let (mut scaled, mut unit) = (0.0f64, 0.0f64);
+                for &i in &w.present {
+                    let part = &q[b.layout.blocks()[i].range()];
+                    let c = f64::from(b.scales[i]);
+                    if cosine {
+                        normalisable(part)?;
+                        unit += c * c;
+                    } else {
+                        scaled = scaled.max(c);
+                    }
+                }
+                (scaled, unit.sqrt())
+            }
+            None if cosine => {
+                normalisable(q)?;
+                (0.0, 1.0)
+            }
+            None => (1.0, 0.0),
+        };
+        // F · (per_norm·|q| + fixed + B)² ≤ MAX_DIST_SQ.
+        let room = (MAX_DIST_SQ / factor).sqrt() - fixed - self.norm_bound;
+        let max = if per_norm > 0.0 {
+            (room / per_norm).min(hi)
+        } else if room >= 0.0 {
+            hi
+        } else {
+            0.0
+        };
+        let min = if cosine && self.blocks.is_none() {
+            lo
+        } else {
+            0.0
+        };
+        if !(room >= 0.0 && norm <= max && norm * norm <= MAX_DIST_SQ) {
+            return Err(refuse(min, max.max(0.0)));
+        }
         Ok(())
+    }
+
+    /// A bound on the norm of every vector a query is compared with, in stored coordinates
+    /// (see [`Index::check_query_as`]).
+    pub fn norm_bound(&self) -> f64 {
+        self.norm_bound
     }
 
     /// Cluster of a global record index.
@@ -355,6 +457,75 @@ impl Index {
             .partition_point(|e| e.first_record <= record as u64)
             .saturating_sub(1)
     }
+}
+
+/// Largest squared distance a query may produce ([`Index::check_query_as`]): f32's largest
+/// value with a factor 64 of headroom for the few distances a score or a bound adds.
+const MAX_DIST_SQ: f64 = f32::MAX as f64 / 64.0;
+
+/// How a query will be scored, for [`Index::check_query_as`].
+#[derive(Debug, Clone, Copy)]
+pub struct QueryScoring<'a> {
+    /// The query's block weights (multi-vector indexes; `None`: the build weights).
+    pub block_weights: Option<&'a [f32]>,
+    /// The LC-CMD (α, β) of the rerank, if it uses LC-CMD.
+    pub lccmd: Option<(f32, f32)>,
+    /// Without `lccmd`: allow for LC-CMD at any (α, β) (the largest weight is at most `dim`).
+    pub any_lccmd: bool,
+}
+
+impl QueryScoring<'_> {
+    /// Any scoring the index supports, with the build's block weights.
+    pub const ANY: QueryScoring<'static> = QueryScoring {
+        block_weights: None,
+        lccmd: None,
+        any_lccmd: true,
+    };
+}
+
+/// The bound on stored norms of [`Index::norm_bound`]: the largest of `max_base_norm`, every
+/// query anchor and coarse centre, and every PQ reconstruction (a centroid plus one codeword
+/// per subspace: at most the largest centroid plus the largest codeword of each subspace).
+/// Computed in f64, so huge stored values give a huge bound rather than an overflow.
+fn norm_bound(
+    stats: &Stats,
+    centroids: &Matrix<f32>,
+    routing: &Routing,
+    coarse: Option<&CoarseLevel>,
+    pq: &ProductQuantizer,
+) -> f64 {
+    let row_norm = |r: &[f32]| {
+        r.iter()
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let max_row = |m: &Matrix<f32>| {
+        (0..m.rows())
+            .map(|i| row_norm(m.row(i)))
+            .fold(0.0, f64::max)
+    };
+    let bounds = pq.bounds();
+    let codebooks = pq.codebooks();
+    let cw = crate::format::pq::PQ_CODEWORDS as usize;
+    let codewords: f64 = bounds
+        .windows(2)
+        .map(|b| {
+            let width = b[1] - b[0];
+            codebooks[b[0] * cw..b[1] * cw]
+                .chunks_exact(width)
+                .map(row_norm)
+                .fold(0.0, f64::max)
+        })
+        .sum();
+    [
+        f64::from(stats.max_base_norm),
+        max_row(centroids) + codewords,
+        max_row(&routing.anchors),
+        coarse.map_or(0.0, |c| max_row(&c.coarse)),
+    ]
+    .into_iter()
+    .fold(0.0, f64::max)
 }
 
 /// The router over the base anchors: the stored coarse level when there is one and K reaches

@@ -21,7 +21,7 @@ pub use calibrate::{
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
-pub use index::{Index, base_order};
+pub use index::{Index, QueryScoring, base_order};
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
 pub use route::{AnchorOrder, AnchorScores, DEFAULT_ROUTE_MIN_K, Router};
