@@ -122,7 +122,7 @@ impl BlockTable {
     }
 
     /// The reason a table is not valid, if any: names valid and distinct, dims ≥ 1, positive
-    /// finite spread, weight and scale.
+    /// finite spread, weight and scale, the scale `√W_b / σ_b` (standardised) or `√W_b`.
     fn problem(&self) -> Option<String> {
         if self.blocks.is_empty() {
             return Some("no blocks".into());
@@ -136,10 +136,26 @@ impl BlockTable {
             return Some(e.to_string());
         }
         self.blocks.iter().find_map(|b| {
-            (!(positive(b.spread) && positive(b.weight) && positive(b.scale))).then(|| {
-                format!(
+            if !(positive(b.spread) && positive(b.weight) && positive(b.scale)) {
+                return Some(format!(
                     "block '{}': spread {}, weight {}, scale {} must be finite and > 0",
                     b.name, b.spread, b.weight, b.scale
+                ));
+            }
+            // c_b = √W_b / σ_b (standardised) or √W_b, as the build computes it.
+            let want = if self.standardized {
+                b.weight.sqrt() / b.spread
+            } else {
+                b.weight.sqrt()
+            };
+            ((b.scale - want).abs() > 1e-5 * want).then(|| {
+                format!(
+                    "block '{}': scale {} is not √weight{} = {want} (weight {}, spread {})",
+                    b.name,
+                    b.scale,
+                    if self.standardized { " / spread" } else { "" },
+                    b.weight,
+                    b.spread
                 )
             })
         })

@@ -200,19 +200,23 @@ impl ClusterTable {
         })
     }
 
-    /// Checks the table against the manifest: counts, and that the clusters tile exactly
+    /// Checks the table against the manifest: counts, dimension, anchor degree, and that the
+    /// clusters tile exactly
     /// `n_records` records and `data_sectors` sectors with [`RecordLayout`].
     pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {
         let bad = |what: String| Err(FormatError::corrupt(path, 32, what));
         if self.entries.len() != meta.n_clusters as usize
             || self.centroids.dim() != meta.dim as usize
+            || self.anchor_graph.dim() != meta.anchor_degree as usize
         {
             return bad(format!(
-                "{} clusters of dim {}, manifest says {} of dim {}",
+                "{} clusters of dim {} and anchor degree {}, manifest says {} of dim {} and {}",
                 self.entries.len(),
                 self.centroids.dim(),
+                self.anchor_graph.dim(),
                 meta.n_clusters,
-                meta.dim
+                meta.dim,
+                meta.anchor_degree
             ));
         }
         let layout = RecordLayout::new(meta.record_bytes)

@@ -303,8 +303,28 @@ impl SectionReader {
     }
 
     /// Checks that `count` items of `T` at `offset` lie inside the file (after the header,
-    /// 8-byte aligned) and returns the byte length.
+    /// 8-byte aligned, overlapping no section read before) and returns the byte length.
     pub(crate) fn check_section<T: Pod>(
+        &self,
+        offset: u64,
+        count: u64,
+        what: &str,
+    ) -> Result<usize, FormatError> {
+        let len = self.check_bounds::<T>(offset, count, what)?;
+        let end = offset + len as u64;
+        if len > 0
+            && self
+                .read
+                .borrow()
+                .iter()
+                .any(|&(o, n, _)| n > 0 && offset < o + n && o < end)
+        {
+            return Err(self.corrupt(offset, format!("{what}: overlaps another section")));
+        }
+        Ok(len)
+    }
+
+    fn check_bounds<T: Pod>(
         &self,
         offset: u64,
         count: u64,

@@ -113,8 +113,8 @@ impl RecordKeys {
     }
 
     /// Checks the keys against the manifest and the cluster table: one finite, non-negative
-    /// key per record, ascending within every cluster and inside the cluster's
-    /// `[r_min, r_max]`.
+    /// key per record, ascending within every cluster, from the cluster's `r_min` to its
+    /// `r_max`.
     pub fn check_against(
         &self,
         meta: &IndexMeta,
@@ -155,11 +155,12 @@ impl RecordKeys {
                     first + i
                 ));
             }
+            // The radii are the smallest and largest key (the build takes them from the keys).
             if let (Some(&lo), Some(&hi)) = (keys.first(), keys.last())
-                && (lo < e.r_min || hi > e.r_max)
+                && (lo != e.r_min || hi != e.r_max)
             {
                 return bad(format!(
-                    "cluster {c}: keys [{lo}, {hi}] outside [r_min, r_max] = [{}, {}]",
+                    "cluster {c}: keys span [{lo}, {hi}], the cluster table says [r_min, r_max] = [{}, {}]",
                     e.r_min, e.r_max
                 ));
             }

@@ -90,6 +90,13 @@ impl IndexParts {
         let pq_file = required(PQ_FILE)?;
         let mut pq = PqFile::read_listed(&pq_file)?;
         pq.check_against(meta, &pq_file.path)?;
+        if !pq.residual {
+            return Err(FormatError::corrupt(
+                &pq_file.path,
+                44,
+                "codes are not residuals to the centroids, the only kind this reader searches",
+            ));
+        }
         pq.error = Vec::new();
 
         let data_path = dir.join(DATA_FILE);

@@ -212,6 +212,20 @@ impl<'a> RecordView<'a> {
             .position(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite())
     }
 
+    /// The vector's Euclidean norm, computed in f64.
+    pub fn norm(&self) -> f64 {
+        let b = self.vector_bytes();
+        let sum: f64 = match self.codec.dtype {
+            DType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes"))).powi(2))
+                .sum(),
+            DType::U8 => b.iter().map(|&v| f64::from(v).powi(2)).sum(),
+            DType::I8 => b.iter().map(|&v| f64::from(v as i8).powi(2)).sum(),
+        };
+        sum.sqrt()
+    }
+
     fn u32_at(&self, off: usize) -> u32 {
         u32::from_le_bytes(self.bytes[off..off + 4].try_into().expect("4 bytes"))
     }

@@ -135,20 +135,24 @@ impl Routing {
         })
     }
 
-    /// Checks against the manifest: anchor count and dim, edge ids `< n_clusters` or none.
+    /// Checks against the manifest: anchor count, dim and edges per anchor, edge ids
+    /// `< n_clusters` or none.
     pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {
         if self.anchors.rows() != meta.n_query_anchors as usize
             || self.anchors.dim() != meta.dim as usize
+            || self.edges.dim() != meta.edges_per_query_anchor as usize
         {
             return Err(FormatError::corrupt(
                 path,
                 32,
                 format!(
-                    "{} anchors of dim {}, manifest says {} of dim {}",
+                    "{} anchors of dim {} with {} edges each, manifest says {} of dim {} with {}",
                     self.anchors.rows(),
                     self.anchors.dim(),
+                    self.edges.dim(),
                     meta.n_query_anchors,
-                    meta.dim
+                    meta.dim,
+                    meta.edges_per_query_anchor
                 ),
             ));
         }

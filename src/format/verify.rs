@@ -180,8 +180,8 @@ fn whole_file_crc(path: &Path, e: &FileEntry) -> Result<(), FormatError> {
 /// with the manifest), then `sectors.m3` and any file of a newer minor version (whole-file
 /// CRC32C), the informational files (reported, not failed), then `data.m3` cluster by
 /// cluster: each data sector against `sectors.m3`, each record decoded (id below
-/// `n_vectors`, degree, neighbours below `n_records`, finite components), then its
-/// whole-file CRC32C.
+/// `n_vectors`, degree, neighbours below `n_records`, finite components), its whole-file
+/// CRC32C, and `stats.m3`'s `max_base_norm` against the largest record norm.
 pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
     let parts = IndexParts::open(dir)?;
     let m = &parts.manifest;
@@ -232,7 +232,17 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
         codec,
         layout: parts.data_header.layout(),
     };
-    let computed = data_check.run()?;
+    let (computed, max_norm) = data_check.run()?;
+    // Queries are checked against this norm (no distance may overflow), so it must be the
+    // records' own (the build computes it in f32: a relative tolerance of 1e-4).
+    let stated = f64::from(parts.stats.max_base_norm);
+    if (max_norm - stated).abs() > 1e-4 * stated.max(max_norm) + 1e-6 {
+        return Err(FormatError::corrupt(
+            dir.join(STATS_FILE),
+            64,
+            format!("max_base_norm is {stated}, the records of data.m3 reach {max_norm}"),
+        ));
+    }
     if computed != data.crc32c {
         return Err(FormatError::Checksum {
             path,
@@ -266,8 +276,9 @@ struct DataCheck<'a> {
 const CHUNK_SECTORS: u64 = 256;
 
 impl DataCheck<'_> {
-    /// Streams the file cluster by cluster, in whole records, and returns its CRC32C.
-    fn run(&self) -> Result<u32, FormatError> {
+    /// Streams the file cluster by cluster, in whole records; returns its CRC32C and the
+    /// largest norm of a record.
+    fn run(&self) -> Result<(u32, f64), FormatError> {
         use std::os::unix::fs::FileExt;
         let path = self.path;
         let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
@@ -276,6 +287,7 @@ impl DataCheck<'_> {
         let mut buf = vec![0u8; SECTOR_BYTES];
         file.read_exact_at(&mut buf, 0).map_err(io)?;
         let mut whole = crc32c::crc32c(&buf);
+        let mut max_norm = 0f64;
         let per_chunk = match self.layout.records_per_sector() {
             0 => (CHUNK_SECTORS / self.layout.sectors_per_record() as u64).max(1),
             rps => CHUNK_SECTORS * rps as u64,
@@ -318,10 +330,11 @@ impl DataCheck<'_> {
                             ),
                         ));
                     }
+                    max_norm = max_norm.max(rec.norm());
                 }
                 i += n;
             }
         }
-        Ok(whole)
+        Ok((whole, max_norm))
     }
 }
