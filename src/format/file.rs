@@ -461,6 +461,101 @@ mod tests {
         assert_eq!(e2.name_str(), None);
     }
 
+    const TEST_KIND: FileKind = FileKind {
+        magic: *b"M3TEST\0\0",
+        name: "test",
+        version_major: 1,
+        version_minor: 0,
+    };
+
+    /// A small file of three sections after a 40-byte header, listed with its CRC32C.
+    fn listed_file(dir: &Path) -> (PathBuf, FileEntry, [u64; 3]) {
+        let mut w = SectionWriter::new(COMMON_HEADER_BYTES + 8);
+        let a = w.push(&[1u32, 2, 3]);
+        let b = w.push(&[4.5f32; 7]);
+        let c = w.push(&[9u8; 5]);
+        let path = dir.join("t.m3");
+        let entry = w.finish(&path, &TEST_KIND, &[7u32, 8], &[]).unwrap();
+        (path, entry, [a, b, c])
+    }
+
+    fn open_test(path: &Path) -> SectionReader {
+        SectionReader::open::<[u32; 2]>(path, &TEST_KIND).unwrap().0
+    }
+
+    /// The CRC32C combined from the sections read and the bytes between them equals the
+    /// whole file's, whichever sections were read and in whatever order.
+    #[test]
+    fn check_listed_combines_section_crcs_with_the_rest_of_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, entry, [a, b, c]) = listed_file(tmp.path());
+        let reads: [&[(u64, u64, bool)]; 4] = [
+            &[],
+            &[(a, 3, true)],
+            &[(c, 5, false), (a, 3, true)],
+            &[(b, 7, true), (a, 3, true), (c, 5, false)],
+        ];
+        for read in reads {
+            let r = open_test(&path);
+            for &(offset, count, words) in read {
+                if words {
+                    r.section::<u32>(offset, count, "s").unwrap();
+                } else {
+                    r.section::<u8>(offset, count, "s").unwrap();
+                }
+            }
+            r.check_listed(&entry).unwrap();
+            let wrong = FileEntry {
+                crc32c: entry.crc32c ^ 1,
+                ..entry
+            };
+            assert!(matches!(
+                r.check_listed(&wrong),
+                Err(FormatError::Checksum { .. })
+            ));
+            let longer = FileEntry {
+                bytes: entry.bytes + 1,
+                ..entry
+            };
+            assert!(matches!(
+                r.check_listed(&longer),
+                Err(FormatError::Truncated { .. })
+            ));
+        }
+        // One flipped byte anywhere, read as a section or not, is caught.
+        let good = std::fs::read(&path).unwrap();
+        for at in [0, 20, a as usize + 1, b as usize + 27, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let Ok((r, _)) = SectionReader::open::<[u32; 2]>(&path, &TEST_KIND) else {
+                continue; // a header byte: the header CRC caught it
+            };
+            r.section::<f32>(b, 7, "s").unwrap();
+            assert!(r.check_listed(&entry).is_err(), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn sections_may_not_overlap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, _, [a, b, _]) = listed_file(tmp.path());
+        let r = open_test(&path);
+        r.section::<u32>(a, 3, "a").unwrap();
+        // Inside a, and straddling the end of b.
+        assert!(matches!(
+            r.section::<u32>(a + 8, 2, "x"),
+            Err(FormatError::Corrupt { .. })
+        ));
+        r.section::<f32>(b, 7, "b").unwrap();
+        assert!(matches!(
+            r.section::<u8>(b + 24, 8, "y"),
+            Err(FormatError::Corrupt { .. })
+        ));
+        // Reading the same section twice is an overlap too (no reader does).
+        assert!(r.section::<u32>(a, 3, "a").is_err());
+    }
+
     #[test]
     fn sections_are_8_aligned() {
         let mut w = SectionWriter::new(45);
