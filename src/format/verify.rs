@@ -319,15 +319,16 @@ impl DataCheck<'_> {
                         + loc.offset_bytes as usize;
                     let file_offset =
                         (1 + e.first_sector + loc.sector) * sb + loc.offset_bytes as u64;
-                    let rec = self.codec.decode(&buf[at..], path, file_offset)?;
+                    let place = format!("record {} (cluster {c})", e.first_record + j);
+                    let rec = self
+                        .codec
+                        .decode(&buf[at..], path, file_offset)
+                        .map_err(|err| err.within(&place))?;
                     if let Some(k) = rec.first_non_finite() {
                         return Err(FormatError::corrupt(
                             path,
                             file_offset + 4 * k as u64,
-                            format!(
-                                "record {} (cluster {c}): component {k} is not finite",
-                                e.first_record + j
-                            ),
+                            format!("{place}: component {k} is not finite"),
                         ));
                     }
                     max_norm = max_norm.max(rec.norm());

@@ -215,7 +215,9 @@ impl<'a> Searcher<'a> {
     }
 
     /// The `k` nearest vectors of `q` (ids and internal distances, best first) and the cost.
-    /// Runs the query in slot 0, blocking on each of its reads.
+    /// Runs the query in slot 0, blocking on each of its reads. At most `k` results, each id
+    /// below `n_vectors` and each distance finite; fewer only when the probed clusters hold
+    /// fewer distinct vectors (a record that breaks this is an error, never a result).
     pub fn search(
         &mut self,
         qi: usize,

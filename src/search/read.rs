@@ -81,11 +81,14 @@ impl ReadPlan {
         let start =
             self.pos[ri] + (s - self.range_start[ri]) as usize * SECTOR_BYTES + off as usize;
         let rb = idx.codec.record_bytes() as usize;
-        let rec = idx.codec.decode(
-            &buf[start..start + rb],
-            idx.reader.path(),
-            s * SECTOR_BYTES as u64 + off as u64,
-        )?;
+        let rec = idx
+            .codec
+            .decode(
+                &buf[start..start + rb],
+                idx.reader.path(),
+                s * SECTOR_BYTES as u64 + off as u64,
+            )
+            .map_err(|e| e.within(format_args!("record {r}")))?;
         Ok((rec, r))
     }
 }
