@@ -23,8 +23,8 @@ pub enum SearchError {
     /// A query whose distances to the index's vectors could overflow f32 (or, under cosine,
     /// that f32 cannot normalise): see [`super::Index::check_query_as`].
     #[error(
-        "query {query}: its norm {norm:e} is outside [{min:e}, {max:e}], the norms this index \
-         can score without overflowing f32 (its vectors' norms reach {data_norm:e})"
+        "query {query}: its norm {norm:.3e} is outside [{min:.3e}, {max:.3e}], the query norms \
+         this index can score without overflowing f32 (its vectors' norms reach {data_norm:.3e})"
     )]
     QueryNorm {
         query: usize,
