@@ -4,6 +4,7 @@
 mod batch;
 mod blocks;
 mod calibrate;
+mod check;
 mod error;
 mod evaluate;
 mod exact;
@@ -18,10 +19,11 @@ pub use blocks::{IndexBlocks, Weighting};
 pub use calibrate::{
     Calibration, CalibrationBase, CalibrationParams, CalibrationPoint, calibrate, partner_hits,
 };
+pub use check::QueryScoring;
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
-pub use index::{Index, QueryScoring, base_order};
+pub use index::{Index, base_order};
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
 pub use route::{AnchorOrder, AnchorScores, DEFAULT_ROUTE_MIN_K, Router};
