@@ -86,6 +86,18 @@ impl FormatError {
         FormatError::Invalid { what: what.into() }
     }
 
+    /// The same error, a `Corrupt` one saying where it is first (`record 17 (cluster 3)`).
+    pub fn within(self, place: impl std::fmt::Display) -> Self {
+        match self {
+            FormatError::Corrupt { path, offset, what } => FormatError::Corrupt {
+                path,
+                offset,
+                what: format!("{place}: {what}"),
+            },
+            other => other,
+        }
+    }
+
     pub fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {
         FormatError::Corrupt {
             path: path.into(),

@@ -11,7 +11,9 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::clusters::NO_ID;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, align8, mul};
+use super::file::{
+    FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, align8, mul,
+};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::{FormatError, IndexMeta};
 use crate::data::Matrix;
@@ -86,6 +88,17 @@ impl Hints {
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<HintsHeader>(path, &HINTS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<HintsHeader>(&HINTS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: HintsHeader) -> Result<Self, FormatError> {
         let header_end = align8(r.common.header_bytes as u64);
         if h.queries_offset < header_end || h.answers_offset < header_end {
             return Err(r.corrupt(48, "a section overlaps the header"));
@@ -96,7 +109,7 @@ impl Hints {
         let n = h.n_queries as u64;
         let queries: Vec<f32> = r.section(
             h.queries_offset,
-            mul(&r, n, h.dim as u64, "training queries")?,
+            mul(r, n, h.dim as u64, "training queries")?,
             "training queries",
         )?;
         if let Some(i) = queries.iter().position(|v| !v.is_finite()) {
@@ -107,7 +120,7 @@ impl Hints {
         }
         let answers: Vec<u32> = r.section(
             h.answers_offset,
-            mul(&r, n, h.depth as u64, "answer lists")?,
+            mul(r, n, h.depth as u64, "answer lists")?,
             "answer lists",
         )?;
         let to_err = |e| r.corrupt(32, format!("{e}"));
