@@ -29,8 +29,9 @@ use m3::format::header::COMMON_HEADER_BYTES;
 use m3::format::verify::*;
 use m3::format::{
     BlockEntry, BlocksHeader, ClusterEntry, ClusterTable, ClustersHeader, CoarseHeader,
-    DataFileHeader, FormatError, IndexInfo, IndexMeta, KeysHeader, LayoutTable, Manifest, PqHeader,
-    RecordKeys, RecordLayout, RoutingHeader, SECTOR_BYTES, SectorsHeader, StatsHeader, verify,
+    DataFileHeader, FormatError, HintsHeader, IndexInfo, IndexMeta, KeysHeader, LayoutTable,
+    Manifest, PqHeader, RecordKeys, RecordLayout, RoutingHeader, SECTOR_BYTES, SectorsHeader,
+    StatsHeader, verify,
 };
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::{Index, SearchError};
@@ -460,6 +461,35 @@ fn coarse_mutations(dir: &Path) -> Vec<Mutation> {
     out
 }
 
+fn hints_mutations(dir: &Path) -> Vec<Mutation> {
+    const F: &str = HINTS_FILE;
+    let b = file_bytes(dir, F);
+    let h: HintsHeader = header(&b);
+    let n_records = Manifest::read(&dir.join(MANIFEST_FILE))
+        .unwrap()
+        .meta
+        .n_records as u32;
+    let n = h.n_queries as usize;
+    assert!(n > 0, "the fixture has hints");
+    let mut out = field_mutations(F, &b, HintsHeader::layout_table(), 0);
+    out.extend(section_floats(
+        F,
+        "training query",
+        h.queries_offset as usize,
+        n * h.dim as usize,
+        &[],
+    ));
+    // u32::MAX is the padding of a short list (valid); the ids past the records are not.
+    out.extend(section_ids(
+        F,
+        "answer",
+        h.answers_offset as usize,
+        n * h.depth as usize,
+        &[n_records, n_records + 5, u32::MAX - 1],
+    ));
+    out
+}
+
 fn blocks_mutations(dir: &Path) -> Vec<Mutation> {
     const F: &str = BLOCKS_FILE;
     let b = file_bytes(dir, F);
@@ -728,6 +758,11 @@ fn mutation_keys() {
 #[test]
 fn mutation_coarse() {
     run(single(), coarse_mutations(&single().index));
+}
+
+#[test]
+fn mutation_hints() {
+    run(single(), hints_mutations(&single().index));
 }
 
 #[test]

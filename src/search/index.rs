@@ -10,8 +10,8 @@ use crate::data::Matrix;
 use crate::distance::Metric;
 use crate::format::verify::DATA_FILE;
 use crate::format::{
-    ClusterEntry, CoarseLevel, FormatError, Hints, IndexMeta, IndexParts, ListedFile, PqFile, RecordCodec,
-    RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats,
+    ClusterEntry, CoarseLevel, FormatError, Hints, IndexMeta, IndexParts, ListedFile, PqFile,
+    RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;

@@ -47,10 +47,17 @@ fn exe_key() -> String {
     format!("{:x}-{:x}", m.len(), mtime.as_nanos())
 }
 
-/// `CARGO_TARGET_TMPDIR/index_mutation/<name>-<exe key>`, made by `make` once (see the module
-/// doc); directories of older executables are removed.
+/// `CARGO_TARGET_TMPDIR/index_support/<test binary>/<name>-<exe key>`, made by `make` once (see
+/// the module doc); directories of older executables of the same test binary are removed. The
+/// binary's name is part of the path because several test binaries share these fixtures and
+/// run at once: one must never remove the other's as "older".
 fn cached_dir(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("index_mutation");
+    let exe = std::env::current_exe().unwrap();
+    let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
+    let binary = stem.split('-').next().unwrap_or("tests").to_string();
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("index_support")
+        .join(binary);
     std::fs::create_dir_all(&root).unwrap();
     let lock = File::create(root.join(format!("{name}.lock"))).unwrap();
     lock.lock().unwrap();
