@@ -14,6 +14,8 @@
 //! - [`multivec`]: multi-vector objects: block files, per-block standardisation, weighted
 //!   ground truth and the per-block baseline.
 //! - [`io`]: block readers (io_uring, pread) that fetch batches of 4 KiB sectors.
+//! - [`testing`]: what the tests may skip, and `M3_REQUIRE_URING` / `M3_REQUIRE_DATA`, which
+//!   forbid it.
 
 pub mod build;
 pub mod data;
@@ -29,3 +31,4 @@ pub mod pq;
 pub mod search;
 pub mod serve;
 pub mod simd;
+pub mod testing;

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use m3::build::BlockInput;
 use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
-use m3::data::{GroundTruth, Matrix, VectorFile, shared_data_dir};
+use m3::data::{GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::io::{IoBackend, ReaderOptions};
 use m3::multivec::BlockFiles;
@@ -54,19 +54,16 @@ fn open(dir: &Path) -> Index {
 
 #[test]
 fn real_fixture_never_worse_than_native_on_unseen_pairs() {
-    let Some(root) = shared_data_dir() else {
-        eprintln!("skipped: no shared data directory");
+    let Some(dir) = m3::testing::shared_data(
+        "shopsphere-xmodal",
+        &["base.image.1126.fbin", "query.text.1126.fbin"],
+    ) else {
         return;
     };
-    let dir = root.join("shopsphere-xmodal");
     let (img, txt) = (
         dir.join("base.image.1126.fbin"),
         dir.join("query.text.1126.fbin"),
     );
-    if !img.is_file() || !txt.is_file() {
-        eprintln!("skipped: shopsphere-xmodal missing");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("idx");
     build(&img, &txt, Metric::InnerProduct, &out, 512);

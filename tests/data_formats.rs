@@ -315,8 +315,7 @@ proptest! {
 
 #[test]
 fn shipped_sets_open_with_their_shapes() {
-    let Some(root) = m3::data::shared_data_dir() else {
-        eprintln!("shared data not found (set M3_SHARED_DATA); skipping");
+    let Some(root) = m3::testing::shared_data_root() else {
         return;
     };
     let cases = [

@@ -71,7 +71,16 @@ fn header_row_count_must_agree_with_length() {
     bytes[0] = 3;
     fs::write(&path, &bytes).unwrap();
     let err = VectorFile::open(&path).unwrap_err();
-    assert!(matches!(err, DataError::Header { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            DataError::TrailingBytes {
+                extra_bytes: 12,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("h.fbin"));
     bytes[4..8].copy_from_slice(&0u32.to_le_bytes());
     fs::write(&path, &bytes).unwrap();
@@ -79,6 +88,90 @@ fn header_row_count_must_agree_with_length() {
         VectorFile::open(&path),
         Err(DataError::Header { .. })
     ));
+}
+
+/// A header whose counts overflow 64-bit sizes (n = dim = 0xFFFFFFFF) is an error that names
+/// the file, for every format with such a header.
+#[test]
+fn overflowing_headers_name_the_file() {
+    let dir = tmp();
+    let huge = [0xFFu8; 8];
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("huge.fbin", huge.to_vec()),
+        ("huge.i8bin", huge.to_vec()),
+        ("huge.ibin", huge.to_vec()),
+    ];
+    // npy: a shape whose byte size overflows.
+    let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (18446744073709551615, 4), }";
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let header_len = (dict.len() + 1).div_ceil(64) * 64 + 54; // total a multiple of 64
+    npy.extend_from_slice(&(header_len as u16).to_le_bytes());
+    npy.extend_from_slice(dict.as_bytes());
+    npy.resize(10 + header_len - 1, b' ');
+    npy.push(b'\n');
+    cases.push(("huge.npy", npy));
+    for (name, bytes) in cases {
+        let path = dir.path().join(name);
+        fs::write(&path, &bytes).unwrap();
+        let err = if name.ends_with(".ibin") {
+            m3::data::GroundTruth::read(&path).unwrap_err()
+        } else {
+            VectorFile::open(&path).unwrap_err()
+        };
+        let msg = err.to_string();
+        assert!(msg.contains(name), "{name}: {msg}");
+        if name != "huge.i8bin" {
+            // One-byte elements: 8 + (2³² − 1)² bytes fit in 64 bits, so that one is merely
+            // truncated.
+            assert!(
+                matches!(err, DataError::SizeOverflow { .. }),
+                "{name}: {err:?}"
+            );
+            assert!(msg.contains("overflow"), "{msg}");
+        }
+    }
+}
+
+/// A file longer than its header says is reported as trailing bytes, with the file's name,
+/// never as truncated.
+#[test]
+fn trailing_bytes_are_not_called_truncation() {
+    let dir = tmp();
+    let m = f32_matrix(4, 3);
+    for name in ["x.fbin", "x.npy", "x.fvecs"] {
+        let path = dir.path().join(name);
+        write(&path, &m);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0xAB; 7]);
+        fs::write(&path, &bytes).unwrap();
+        let err = VectorFile::open(&path).unwrap_err();
+        assert!(
+            matches!(err, DataError::TrailingBytes { extra_bytes: 7, .. }),
+            "{name}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(name) && msg.contains("7 trailing bytes"),
+            "{msg}"
+        );
+        assert!(!msg.contains("truncated"), "{msg}");
+    }
+    // Ground truth: longer than ids and distances together.
+    let gt = m3::data::GroundTruth {
+        ids: Matrix::from_vec(vec![1u32, 2, 3, 4], 2).unwrap(),
+        dists: Some(Matrix::from_vec(vec![0.5f32, 1.0, 0.25, 2.0], 2).unwrap()),
+    };
+    let path = dir.path().join("gt.ibin");
+    gt.write(&path).unwrap();
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[0; 5]);
+    fs::write(&path, &bytes).unwrap();
+    let err = m3::data::GroundTruth::read(&path).unwrap_err();
+    assert!(
+        matches!(err, DataError::TrailingBytes { extra_bytes: 5, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("gt.ibin"), "{err}");
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn ibin_lengths_other_than_ids_or_ids_and_dists_are_errors() {
     fs::write(&cut, &longer).unwrap();
     assert!(matches!(
         GroundTruth::read(&cut),
-        Err(DataError::Header { .. })
+        Err(DataError::TrailingBytes { extra_bytes: 1, .. })
     ));
     // Zero queries is an empty set; k = 0 is a header error.
     fs::write(&cut, [0, 0, 0, 0, 5, 0, 0, 0]).unwrap();
@@ -210,11 +210,7 @@ proptest! {
 }
 
 fn shared(name: &str) -> Option<std::path::PathBuf> {
-    let root = m3::data::shared_data_dir();
-    if root.is_none() {
-        eprintln!("shared data not found (set M3_SHARED_DATA); skipping");
-    }
-    root.map(|r| r.join(name))
+    m3::testing::shared_data(name, &[])
 }
 
 #[test]

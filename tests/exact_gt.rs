@@ -4,18 +4,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use m3::data::{GroundTruth, Matrix, VectorFile, shared_data_dir};
+use m3::data::{GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::exact::{ExactParams, exact_knn_file, recall_at_k, to_ground_truth};
 
 fn dataset(name: &str) -> Option<PathBuf> {
-    let dir = shared_data_dir()?.join(name);
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} not found", dir.display());
-        None
-    }
+    m3::testing::shared_data(name, &[])
 }
 
 /// Checks `got` against `want`: ids equal up to ties (a differing id must carry a distance

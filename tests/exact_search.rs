@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
-use m3::data::{Matrix, RangeResults, VectorFile, shared_data_dir};
+use m3::data::{Matrix, RangeResults, VectorFile};
 use m3::distance::{self, Metric};
 use m3::exact::{Neighbor, exact_knn};
 use m3::format::verify::{KEYS_FILE, MANIFEST_FILE};
@@ -344,14 +344,29 @@ fn corrupt_keys_give_a_typed_error() {
     let at = bytes.len() - 4 * 3000;
     bytes[at..at + 4].copy_from_slice(&1e30f32.to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
-    let idx = open(&c.index); // opening checks lengths and headers only
-    let err = ExactSearcher::new(&idx)
-        .knn(c.queries.row(0), K)
-        .unwrap_err();
-    assert!(
-        matches!(err, SearchError::Format(FormatError::Corrupt { .. })),
-        "{err:?}"
-    );
+    // Opening reads keys.m3 whole: its CRC32C catches the change...
+    let reopen = || Index::open(&c.index, IoBackend::Pread, &ReaderOptions::default());
+    match reopen() {
+        Err(SearchError::Format(FormatError::Checksum { path: p, .. })) => assert_eq!(p, path),
+        other => panic!("{other:?}"),
+    }
+    assert!(m3::format::verify(&c.index).is_err());
+    // ...and with the manifest's CRC32C recomputed over the wrong keys, their order does.
+    let mpath = c.index.join(MANIFEST_FILE);
+    let mut m = Manifest::read(&mpath).unwrap();
+    for e in &mut m.files {
+        if e.name_str() == Some(KEYS_FILE) {
+            e.crc32c = crc32c::crc32c(&bytes);
+        }
+    }
+    m.write(&mpath).unwrap();
+    match reopen() {
+        Err(SearchError::Format(FormatError::Corrupt { path: p, what, .. })) => {
+            assert_eq!(p, path);
+            assert!(what.contains("keys not ascending"), "{what}");
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(m3::format::verify(&c.index).is_err());
 }
 
@@ -417,16 +432,12 @@ fn batch_equals_one_by_one() {
 /// Real data: SIFT (u8-valued, l2) and the FashionCLIP fixture (ip and cosine).
 #[test]
 fn real_data_sets() {
-    let Some(root) = shared_data_dir() else {
-        eprintln!("skipped: no shared data directory");
+    let (Some(sift), Some(xmodal)) = (
+        m3::testing::shared_data("ngt-sift5k", &[]),
+        m3::testing::shared_data("shopsphere-xmodal", &[]),
+    ) else {
         return;
     };
-    let sift = root.join("ngt-sift5k");
-    let xmodal = root.join("shopsphere-xmodal");
-    if !sift.is_dir() || !xmodal.is_dir() {
-        eprintln!("skipped: ngt-sift5k or shopsphere-xmodal missing");
-        return;
-    }
     let find = |dir: &Path, pred: &dyn Fn(&str) -> bool| -> PathBuf {
         std::fs::read_dir(dir)
             .unwrap()

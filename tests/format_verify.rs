@@ -168,7 +168,11 @@ fn format_publish_interrupted_before_rename_leaves_no_index() {
     std::mem::forget(w);
     assert!(!target.exists());
     assert!(tmp_dir.join(MANIFEST_FILE).exists());
-    assert!(!recover(&target).unwrap());
+    // Without a previous index the publication commits at its rename: nothing to restore
+    // (and this process's own temporary is left alone).
+    let report = recover_index_dir(&target).unwrap();
+    assert_eq!(report.restored, None);
+    assert_eq!(report.in_progress.len(), 1, "{report:?}");
     assert!(!target.exists());
     // An aborted (dropped) writer cleans up after itself.
     let w = IndexDirWriter::create(&target).unwrap();
@@ -192,15 +196,19 @@ fn format_publish_replaces_an_existing_index_atomically() {
     std::mem::forget(w);
     assert_eq!(verify(&target).unwrap().manifest, old);
 
-    // A crash between the two renames: the old index sits at `<out>.old-<pid>`; recovery
-    // moves it back.
-    let aside = tmp.path().join(format!("idx.old-{}", std::process::id()));
+    // A crash between the two renames of a process that is gone, whose new index is not
+    // there: the old index sits at `<out>.old-<pid>`; recovery moves it back.
+    let aside = tmp.path().join(format!("idx.old-{}", dead_pid()));
     std::fs::rename(&target, &aside).unwrap();
     assert!(matches!(
         open_check(&target),
         Err(FormatError::NotAnIndex { .. })
     ));
-    assert!(recover(&target).unwrap());
+    let report = recover_index_dir(&target).unwrap();
+    assert!(
+        matches!(report.restored, Some(Restored::RolledBack { .. })),
+        "{report:?}"
+    );
     assert_eq!(verify(&target).unwrap().manifest, old);
     assert!(!aside.exists());
 
@@ -211,11 +219,31 @@ fn format_publish_replaces_an_existing_index_atomically() {
     w.publish(&m).unwrap();
     assert_eq!(verify(&target).unwrap().manifest.meta.seed, 4243);
     assert!(!aside.exists());
-    // Leftover `.old-*` beside a complete index are removed by recover; `.tmp-*` are kept.
-    std::fs::create_dir(tmp.path().join("idx.old-1")).unwrap();
-    std::fs::create_dir(tmp.path().join("idx.tmp-1")).unwrap();
-    assert!(!recover(&target).unwrap());
-    assert!(!tmp.path().join("idx.old-1").exists());
+    // Leftover `.old-*` and `.tmp-*` beside a complete index are removed when their process
+    // is gone, kept while it runs (pid 1 always does).
+    let dead = dead_pid();
+    for name in [
+        format!("idx.old-{dead}"),
+        format!("idx.tmp-{dead}"),
+        "idx.old-1".into(),
+        "idx.tmp-1".into(),
+    ] {
+        std::fs::create_dir(tmp.path().join(name)).unwrap();
+    }
+    let report = recover_index_dir(&target).unwrap();
+    assert_eq!(report.restored, None);
+    assert_eq!(report.removed.len(), 2, "{report:?}");
+    assert!(!tmp.path().join(format!("idx.old-{dead}")).exists());
+    assert!(!tmp.path().join(format!("idx.tmp-{dead}")).exists());
+    assert!(tmp.path().join("idx.old-1").exists());
     assert!(tmp.path().join("idx.tmp-1").exists());
     verify(&target).unwrap();
+}
+
+/// The id of a process that has exited (and been reaped).
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
 }

@@ -17,7 +17,7 @@ use m3::data::format::write_matrix;
 use m3::data::synth::gauss::{GaussModel, GaussParams};
 use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
 use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
-use m3::data::{DType, GroundTruth, Matrix, VectorFile, shared_data_dir};
+use m3::data::{DType, GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::exact::{Neighbor, exact_knn, recall_at_k, to_ground_truth};
 use m3::format::verify::DATA_FILE;
@@ -246,7 +246,10 @@ fn open_uring(dir: &Path) -> Option<Index> {
     match Index::open(dir, IoBackend::Uring, &ReaderOptions::default()) {
         Ok(i) => Some(i),
         Err(SearchError::Io(e @ (IoError::Setup { .. } | IoError::Unsupported { .. }))) => {
-            eprintln!("SKIP io_uring part: the kernel refuses io_uring here ({e})");
+            m3::testing::skip(
+                m3::testing::Requirement::Uring,
+                format!("io_uring part: the kernel refuses io_uring here ({e})"),
+            );
             None
         }
         Err(e) => panic!("opening {} with io_uring: {e}", dir.display()),
@@ -633,20 +636,20 @@ fn search_expand_rounds_read_new_records() {
 
 #[test]
 fn search_real_shopsphere_xmodal_end_to_end() {
-    let Some(data) = shared_data_dir().map(|d| d.join("shopsphere-xmodal")) else {
-        eprintln!("SKIP: no shared data directory (set M3_SHARED_DATA)");
+    let Some(data) = m3::testing::shared_data(
+        "shopsphere-xmodal",
+        &[
+            "base.image.1126.fbin",
+            "query.text.1126.fbin",
+            "gt100.ip.ibin",
+            "gt100.ip.dist.fbin",
+        ],
+    ) else {
         return;
     };
     let base = data.join("base.image.1126.fbin");
     let text = data.join("query.text.1126.fbin");
     let (gt_ids, gt_dists) = (data.join("gt100.ip.ibin"), data.join("gt100.ip.dist.fbin"));
-    if ![&base, &text, &gt_ids, &gt_dists]
-        .iter()
-        .all(|p| p.is_file())
-    {
-        eprintln!("SKIP: {} is incomplete", data.display());
-        return;
-    }
     let all = VectorFile::open(&text).unwrap().read_all_f32().unwrap();
     let (n, dim) = (all.rows(), all.dim());
     assert_eq!((n, dim), (1126, 512));

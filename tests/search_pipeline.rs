@@ -70,7 +70,7 @@ fn open(dir: &Path, backend: IoBackend) -> Option<Index> {
         Err(m3::search::SearchError::Io(
             e @ (m3::io::IoError::Setup { .. } | m3::io::IoError::Unsupported { .. }),
         )) => {
-            eprintln!("SKIPPED {backend:?}: {e}");
+            m3::testing::skip(m3::testing::Requirement::Uring, format!("{backend:?}: {e}"));
             None
         }
         Err(e) => panic!("{e}"),

@@ -13,429 +13,23 @@
 //! The index is built once per test binary and kept in `CARGO_TARGET_TMPDIR` (same scheme as
 //! tests/search_engine.rs: keyed by the test executable, under a file lock).
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, OnceLock};
+mod serve_support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use m3::build::{BuildParams, Silent, build_index};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
 use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
 use m3::data::{DType, GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::format::verify::DATA_FILE;
 use m3::io::{BlockReader, Fault, FaultKind, FaultyReader, IoBackend, ReaderOptions, open_reader};
 use m3::search::{BatchOptions, ExactSearcher, Index, RerankDistance, SearchParams, search_batch};
-use m3::serve::{
-    ApiKey, ErrorBody, Knobs, Limits, SearchRequest, SearchResponse, ServeConfig, ServerHandle,
-};
-
-const K: usize = 10;
-const QUERIES: u64 = 200;
-
-// ---------------------------------------------------------------------------------------------
-// Fixture
-// ---------------------------------------------------------------------------------------------
-
-struct Fixture {
-    index: PathBuf,
-    queries_path: PathBuf,
-    queries: Matrix<f32>,
-}
-
-fn pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap()
-    })
-}
-
-fn exe_key() -> String {
-    let exe = std::env::current_exe().unwrap();
-    let m = std::fs::metadata(&exe).unwrap();
-    let mtime = m
-        .modified()
-        .unwrap()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{:x}-{:x}", m.len(), mtime.as_nanos())
-}
-
-/// `CARGO_TARGET_TMPDIR/serve/<name>-<exe key>`, made once by the first process to take the
-/// lock (marked complete by `READY`); directories of older executables are removed.
-fn cached_dir(name: &str, make: impl FnOnce(&Path)) -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve");
-    std::fs::create_dir_all(&root).unwrap();
-    let lock = File::create(root.join(format!("{name}.lock"))).unwrap();
-    lock.lock().unwrap();
-    let dir = root.join(format!("{name}-{}", exe_key()));
-    if !dir.join("READY").exists() {
-        for e in std::fs::read_dir(&root).unwrap() {
-            let e = e.unwrap();
-            let n = e.file_name().into_string().unwrap();
-            if e.path().is_dir() && n.starts_with(&format!("{name}-")) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-        std::fs::create_dir_all(&dir).unwrap();
-        make(&dir);
-        File::create(dir.join("READY")).unwrap();
-    }
-    lock.unlock().unwrap();
-    dir
-}
-
-/// Cross-modal: 8,000 × 32 'images' (cosine), 200 'text' queries, 1,000 training queries, so
-/// the index has query anchors and the statistics LC-CMD needs.
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let dir = cached_dir("xmodal", |dir| {
-            let model = XmodalModel::new(
-                XmodalParams {
-                    dim: 32,
-                    clusters: 32,
-                    seed: 21,
-                    latent_dim: 8,
-                    // The single-partner model these floors were measured on (same rows as before
-                    // the passages-ood default).
-                    ..XmodalParams::fashion_clip()
-                },
-                SplitSizes {
-                    base: 8_000,
-                    queries: QUERIES,
-                    training: 1_000,
-                },
-            )
-            .unwrap();
-            let data = dir.join("data");
-            let spec = WriteSpec {
-                out_dir: data.clone(),
-                dtype: DType::F32,
-                batch_chunks: 4,
-            };
-            let files = write_dataset(&model, &spec, pool()).unwrap();
-            std::fs::rename(&files.queries, data.join("query.fbin")).unwrap();
-            let mut p = BuildParams::new(files.base.clone(), Metric::Cosine, dir.join("idx"));
-            p.clusters.target_size = 96;
-            p.pq.subspaces = Some(16);
-            p.pq.iters = 6;
-            p.pq.train_rows = 4096;
-            p.graph.max_degree = 16;
-            p.graph.candidates = 32;
-            p.routing.edges_per_anchor = 16;
-            p.seed = 11;
-            p.train_queries = files.training.clone();
-            build_index(&p, pool(), &Silent).unwrap();
-        });
-        let queries_path = dir.join("data").join("query.fbin");
-        Fixture {
-            index: dir.join("idx"),
-            queries: VectorFile::open(&queries_path)
-                .unwrap()
-                .read_all_f32()
-                .unwrap(),
-            queries_path,
-        }
-    })
-}
-
-fn open_index() -> Arc<Index> {
-    Arc::new(
-        Index::open(
-            &fixture().index,
-            IoBackend::Pread,
-            &ReaderOptions::default(),
-        )
-        .unwrap(),
-    )
-}
-
-fn config() -> ServeConfig {
-    ServeConfig {
-        workers: 2,
-        inflight_per_worker: 4,
-        http_threads: 2,
-        ..ServeConfig::default()
-    }
-}
-
-fn start(config: ServeConfig) -> ServerHandle {
-    start_with(open_index(), config)
-}
-
-fn start_with(index: Arc<Index>, config: ServeConfig) -> ServerHandle {
-    ServerHandle::start(index, config, "127.0.0.1:0".parse().unwrap()).unwrap()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Client helpers
-// ---------------------------------------------------------------------------------------------
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-/// A response: status, headers we look at, body.
-struct Reply {
-    status: u16,
-    retry_after: Option<String>,
-    www_authenticate: Option<String>,
-    content_type: Option<String>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "status {}: body is not the expected JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-    fn error(&self) -> ErrorBody {
-        self.json()
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-fn reply(mut r: ureq::http::Response<ureq::Body>) -> Reply {
-    let h = |name: &str| {
-        r.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_string())
-    };
-    let (retry_after, www_authenticate, content_type) =
-        (h("retry-after"), h("www-authenticate"), h("content-type"));
-    Reply {
-        status: r.status().as_u16(),
-        retry_after,
-        www_authenticate,
-        content_type,
-        body: r
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_vec()
-            .unwrap(),
-    }
-}
-
-fn post(addr: SocketAddr, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
-    let mut req = agent().post(format!("http://{addr}{path}"));
-    let mut typed = false;
-    for (k, v) in headers {
-        typed |= k.eq_ignore_ascii_case("content-type");
-        req = req.header(*k, *v);
-    }
-    if !typed {
-        req = req.header("content-type", "application/json");
-    }
-    reply(req.send(body).unwrap())
-}
-
-fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Reply {
-    post(addr, path, &serde_json::to_vec(body).unwrap(), &[])
-}
-
-fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = agent().get(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    reply(req.call().unwrap())
-}
-
-/// The value of an unlabelled or labelled sample line of `/metrics` (`None` when absent).
-fn metric(addr: SocketAddr, sample: &str) -> Option<f64> {
-    metric_in(&get(addr, "/metrics", &[]).text(), sample)
-}
-
-fn metric_in(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Waits until `/metrics` shows `min` HTTP requests in flight (the `/metrics` request itself
-/// counts as one).
-fn wait_in_flight(addr: SocketAddr, min: f64) {
-    let t = Instant::now();
-    loop {
-        let n = metric(addr, "m3_http_requests_in_flight").unwrap();
-        if n >= min {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "never saw {min} requests in flight (last {n})"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn search_body(rows: std::ops::Range<usize>, knobs: Option<Knobs>) -> Vec<u8> {
-    let q = &fixture().queries;
-    serde_json::to_vec(&SearchRequest {
-        vectors: rows.map(|i| q.row(i).to_vec()).collect(),
-        k: K,
-        knobs,
-        exact: false,
-    })
-    .unwrap()
-}
-
-/// A request written by hand on a raw connection, stopped after `sent` bytes of its body, so
-/// that it stays in flight until [`SlowRequest::finish`].
-struct SlowRequest {
-    stream: TcpStream,
-    rest: Vec<u8>,
-}
-
-impl SlowRequest {
-    fn start(addr: SocketAddr, path: &str, body: &[u8], sent: usize, extra: &str) -> Self {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).unwrap();
-        stream.write_all(&body[..sent]).unwrap();
-        stream.flush().unwrap();
-        Self {
-            stream,
-            rest: body[sent..].to_vec(),
-        }
-    }
-
-    /// Sends the rest of the body and reads the whole response (status, body).
-    fn finish(mut self) -> (u16, Vec<u8>) {
-        self.stream.write_all(&self.rest).unwrap();
-        self.read_response()
-    }
-
-    /// Reads the response without sending anything more.
-    fn read_response(mut self) -> (u16, Vec<u8>) {
-        let mut raw = Vec::new();
-        self.stream.read_to_end(&mut raw).unwrap();
-        let text = String::from_utf8_lossy(&raw);
-        let status: u16 = text
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_else(|| panic!("no status line in {text:?}"))
-            .parse()
-            .unwrap();
-        let split = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("end of headers")
-            + 4;
-        (status, raw[split..].to_vec())
-    }
-}
-
-/// The library's answers for the fixture queries with `params` (natural distances).
-fn library_answers(index: &Index, params: &SearchParams) -> Vec<(Vec<u32>, Vec<f32>)> {
-    let q = &fixture().queries;
-    let res = search_batch(index, q.view(), params, pool(), &BatchOptions::default()).unwrap();
-    let lccmd = matches!(params.distance, RerankDistance::LcCmd { .. });
-    res.results
-        .iter()
-        .map(|r| {
-            (
-                r.iter().map(|n| n.id).collect(),
-                r.iter()
-                    .map(|n| {
-                        if lccmd {
-                            n.dist
-                        } else {
-                            index.metric().to_natural(n.dist)
-                        }
-                    })
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
-/// All fixture queries through the server, in requests of `batch` vectors from `clients`
-/// threads at once; answers in query order.
-fn server_answers(
-    addr: SocketAddr,
-    knobs: &Knobs,
-    batch: usize,
-    clients: usize,
-) -> Vec<(Vec<u32>, Vec<f32>)> {
-    let nq = fixture().queries.rows();
-    let groups: Vec<usize> = (0..nq).step_by(batch).collect();
-    let mut out: Vec<Option<(Vec<u32>, Vec<f32>)>> = vec![None; nq];
-    let chunks: Vec<Vec<(usize, SearchResponse)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|c| {
-                let groups = &groups;
-                s.spawn(move || {
-                    let mut got = Vec::new();
-                    for &first in groups.iter().skip(c).step_by(clients) {
-                        let rows = first..(first + batch).min(nq);
-                        let r = post(
-                            addr,
-                            "/v1/search",
-                            &search_body(rows, Some(knobs.clone())),
-                            &[],
-                        );
-                        assert_eq!(r.status, 200, "{}", r.text());
-                        got.push((first, r.json::<SearchResponse>()));
-                    }
-                    got
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (first, resp) in chunks.into_iter().flatten() {
-        assert_eq!(resp.stats.queries as usize, resp.results.len());
-        for (j, r) in resp.results.into_iter().enumerate() {
-            assert!(!r.truncated);
-            out[first + j] = Some((r.ids, r.distances));
-        }
-    }
-    out.into_iter().map(Option::unwrap).collect()
-}
-
-fn assert_same_answers(got: &[(Vec<u32>, Vec<f32>)], want: &[(Vec<u32>, Vec<f32>)], what: &str) {
-    assert_eq!(got.len(), want.len());
-    for (q, (g, w)) in got.iter().zip(want).enumerate() {
-        assert_eq!(g.0, w.0, "{what}: query {q}: ids differ");
-        assert_eq!(g.1.len(), w.1.len());
-        for (a, b) in g.1.iter().zip(&w.1) {
-            assert!(
-                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
-                "{what}: query {q}: distance {a} vs {b}"
-            );
-        }
-    }
-}
-
-fn m3() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_m3"))
-}
+use m3::serve::{ApiKey, Knobs, Limits, SearchRequest, SearchResponse, ServeConfig};
+use serve_support::*;
 
 // ---------------------------------------------------------------------------------------------
 // Answers
@@ -632,7 +226,7 @@ fn serve_bad_requests_get_400_naming_the_field() {
         ),
         (
             "no cluster probed",
-            serde_json::json!({"vectors": [v], "knobs": {"nprobe": 0, "qprobe": 0}}),
+            serde_json::json!({"vectors": [v], "knobs": {"nprobe": 0, "qprobe": 0, "hints": 0}}),
             "knobs.nprobe",
         ),
         (
@@ -814,34 +408,44 @@ fn serve_api_key_is_required_everywhere_but_healthz() {
 }
 
 /// Beyond `max_concurrent_requests` a search gets 429 with `Retry-After` at once; the request
-/// in flight still completes, and after it the server admits again.
+/// being searched still completes, and after it the server admits again.
 #[test]
 fn serve_overload_gives_429_with_retry_after() {
+    let gate = Gate::new();
     let server = start(ServeConfig {
         limits: Limits {
             max_concurrent_requests: 1,
             ..Limits::default()
         },
+        query_hook: Some(gate.hook()),
         ..config()
     });
     let addr = server.addr();
     let body = search_body(0..3, None);
-    // Holds the one permit: its body is not complete.
-    let held = SlowRequest::start(addr, "/v1/search", &body, body.len() / 2, "");
-    wait_in_flight(addr, 2.0);
+    // Holds the one permit: its query is held on a worker.
+    let held = std::thread::spawn(move || {
+        post(addr, "/v1/search", &marked_body(0, GATE_MARK, false), &[])
+    });
+    gate.wait_held(1);
     let r = post(addr, "/v1/search", &body, &[]);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.retry_after.as_deref(), Some("1"));
     assert!(r.error().error.message.contains("concurrent"));
-    let r = post(addr, "/v1/range", &body, &[]);
-    assert_eq!(r.status, 429, "range requests share the limit");
+    let range = serde_json::json!({"vectors": [fixture().queries.row(0)], "radius": 0.5});
+    let r = post_json(addr, "/v1/range", &range);
+    assert_eq!(
+        r.status,
+        429,
+        "range requests share the limit: {}",
+        r.text()
+    );
     // Other endpoints are not limited.
     assert_eq!(get(addr, "/healthz", &[]).status, 200);
     assert_eq!(get(addr, "/v1/index", &[]).status, 200);
-    let (status, resp) = held.finish();
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
-    let resp: SearchResponse = serde_json::from_slice(&resp).unwrap();
-    assert_eq!(resp.results.len(), 3);
+    gate.open();
+    let r = held.join().unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json::<SearchResponse>().results.len(), 1);
     let r = post(addr, "/v1/search", &body, &[]);
     assert_eq!(r.status, 200, "{}", r.text());
     let text = get(addr, "/metrics", &[]).text();
@@ -1102,22 +706,6 @@ fn serve_binary_drains_on_sigterm_and_exits_0() {
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("SIGTERM"), "{rest}");
     assert!(rest.contains("stopped"), "{rest}");
-}
-
-/// Reads `m3 serve`'s stderr up to its `listening on http://ADDR` line.
-fn listening_addr(child: &mut Child, stderr: &mut impl BufRead) -> SocketAddr {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        if stderr.read_line(&mut line).unwrap() == 0 {
-            let _ = child.kill();
-            panic!("m3 serve ended before listening: {seen}");
-        }
-        if let Some(a) = line.trim().strip_prefix("m3 serve: listening on http://") {
-            return a.parse().unwrap();
-        }
-        seen.push_str(&line);
-    }
 }
 
 /// `m3 serve` refuses to start on a bad index directory or key file, naming it.

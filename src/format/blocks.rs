@@ -8,7 +8,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use crate::multivec::{BLOCK_NAME_BYTES, BlockLayout, check_block_name};
@@ -122,7 +122,7 @@ impl BlockTable {
     }
 
     /// The reason a table is not valid, if any: names valid and distinct, dims ≥ 1, positive
-    /// finite spread, weight and scale.
+    /// finite spread, weight and scale, the scale `√W_b / σ_b` (standardised) or `√W_b`.
     fn problem(&self) -> Option<String> {
         if self.blocks.is_empty() {
             return Some("no blocks".into());
@@ -136,10 +136,26 @@ impl BlockTable {
             return Some(e.to_string());
         }
         self.blocks.iter().find_map(|b| {
-            (!(positive(b.spread) && positive(b.weight) && positive(b.scale))).then(|| {
-                format!(
+            if !(positive(b.spread) && positive(b.weight) && positive(b.scale)) {
+                return Some(format!(
                     "block '{}': spread {}, weight {}, scale {} must be finite and > 0",
                     b.name, b.spread, b.weight, b.scale
+                ));
+            }
+            // c_b = √W_b / σ_b (standardised) or √W_b, as the build computes it.
+            let want = if self.standardized {
+                b.weight.sqrt() / b.spread
+            } else {
+                b.weight.sqrt()
+            };
+            ((b.scale - want).abs() > 1e-5 * want).then(|| {
+                format!(
+                    "block '{}': scale {} is not √weight{} = {want} (weight {}, spread {})",
+                    b.name,
+                    b.scale,
+                    if self.standardized { " / spread" } else { "" },
+                    b.weight,
+                    b.spread
                 )
             })
         })
@@ -184,8 +200,21 @@ impl BlockTable {
         w.finish(path, &BLOCKS_KIND, &header, &[])
     }
 
+    /// Reads and checks the file: names, contiguous dims, positive finite spreads, weights
+    /// and scales.
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<BlocksHeader>(path, &BLOCKS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<BlocksHeader>(&BLOCKS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: BlocksHeader) -> Result<Self, FormatError> {
         if h.n_blocks == 0 || h.dim == 0 {
             return Err(r.corrupt(32, "n_blocks or dim is 0"));
         }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use super::{FormatError, RecordLayout};
@@ -123,25 +123,48 @@ impl ClusterTable {
         w.finish(path, &CLUSTERS_KIND, &header, &[])
     }
 
-    /// Reads and checks the file: sections inside the file, entries contiguous (records and
-    /// sectors ascending), radii ordered, anchor-graph ids `< n_clusters` or [`NO_ID`].
+    /// Reads and checks the file: sections inside the file, centroids finite, entries
+    /// contiguous (records and sectors ascending), radii finite and ordered, anchor-graph ids
+    /// `< n_clusters` or [`NO_ID`].
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<ClustersHeader>(path, &CLUSTERS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<ClustersHeader>(&CLUSTERS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: ClustersHeader) -> Result<Self, FormatError> {
         if h.dim == 0 || h.anchor_degree == 0 {
             return Err(r.corrupt(36, "dim and anchor_degree must be ≥ 1"));
         }
         let n = h.n_clusters as u64;
         let centroids = r.section::<f32>(
             h.centroids_offset,
-            mul(&r, n, h.dim as u64, "centroids")?,
+            mul(r, n, h.dim as u64, "centroids")?,
             "centroids",
         )?;
         let entries = r.section::<ClusterEntry>(h.table_offset, n, "cluster table")?;
         let graph = r.section::<u32>(
             h.graph_offset,
-            mul(&r, n, h.anchor_degree as u64, "anchor graph")?,
+            mul(r, n, h.anchor_degree as u64, "anchor graph")?,
             "anchor graph",
         )?;
+        if let Some(i) = centroids.iter().position(|v| !v.is_finite()) {
+            return Err(r.corrupt(
+                h.centroids_offset + 4 * i as u64,
+                format!(
+                    "centroid {} component {} is {}, not a finite number",
+                    i / h.dim as usize,
+                    i % h.dim as usize,
+                    centroids[i]
+                ),
+            ));
+        }
         let mut next_record = 0u64;
         let mut next_sector = 0u64;
         for (c, e) in entries.iter().enumerate() {
@@ -149,8 +172,15 @@ impl ClusterTable {
             if e.first_record != next_record || e.first_sector < next_sector {
                 return Err(r.corrupt(at, format!("cluster {c}: records or sectors out of order")));
             }
-            if e.r_min.is_nan() || e.r_max.is_nan() || e.r_min < 0.0 || e.r_min > e.r_max {
-                return Err(r.corrupt(at, format!("cluster {c}: bad radii")));
+            if !(e.r_min.is_finite() && e.r_max.is_finite() && 0.0 <= e.r_min && e.r_min <= e.r_max)
+            {
+                return Err(r.corrupt(
+                    at + 20,
+                    format!(
+                        "cluster {c}: radii r_min {} and r_max {} are not 0 ≤ r_min ≤ r_max < ∞",
+                        e.r_min, e.r_max
+                    ),
+                ));
             }
             next_record = e.first_record + e.records as u64;
             // Every non-empty cluster holds at least one sector.
@@ -170,19 +200,23 @@ impl ClusterTable {
         })
     }
 
-    /// Checks the table against the manifest: counts, and that the clusters tile exactly
+    /// Checks the table against the manifest: counts, dimension, anchor degree, and that the
+    /// clusters tile exactly
     /// `n_records` records and `data_sectors` sectors with [`RecordLayout`].
     pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {
         let bad = |what: String| Err(FormatError::corrupt(path, 32, what));
         if self.entries.len() != meta.n_clusters as usize
             || self.centroids.dim() != meta.dim as usize
+            || self.anchor_graph.dim() != meta.anchor_degree as usize
         {
             return bad(format!(
-                "{} clusters of dim {}, manifest says {} of dim {}",
+                "{} clusters of dim {} and anchor degree {}, manifest says {} of dim {} and {}",
                 self.entries.len(),
                 self.centroids.dim(),
+                self.anchor_graph.dim(),
                 meta.n_clusters,
-                meta.dim
+                meta.dim,
+                meta.anchor_degree
             ));
         }
         let layout = RecordLayout::new(meta.record_bytes)

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, align8, mul};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, align8, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::{FormatError, IndexMeta};
 use crate::data::Matrix;
@@ -80,8 +80,21 @@ impl CoarseLevel {
         w.finish(path, &COARSE_KIND, &header, &[])
     }
 
+    /// Reads and checks the file: sections after the header, counts ≥ 1, centres finite,
+    /// every anchor's group `< G`.
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<CoarseHeader>(path, &COARSE_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<CoarseHeader>(&COARSE_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: CoarseHeader) -> Result<Self, FormatError> {
         let header_end = align8(r.common.header_bytes as u64);
         if h.coarse_offset < header_end || h.labels_offset < header_end {
             return Err(r.corrupt(56, "a section overlaps the header"));
@@ -98,7 +111,7 @@ impl CoarseLevel {
         if h.augmented > 1 {
             return Err(r.corrupt(52, format!("augmented flag {}", h.augmented)));
         }
-        let count = mul(&r, h.n_groups as u64, h.dim as u64, "coarse centres")?;
+        let count = mul(r, h.n_groups as u64, h.dim as u64, "coarse centres")?;
         let coarse: Vec<f32> = r.section(h.coarse_offset, count, "coarse centres")?;
         let labels: Vec<u32> = r.section(h.labels_offset, h.n_anchors, "anchor groups")?;
         if let Some(i) = coarse.iter().position(|v| !v.is_finite()) {

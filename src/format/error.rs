@@ -67,6 +67,11 @@ pub enum FormatError {
 
     #[error("{dir}: no index here (missing {file})")]
     NotAnIndex { dir: PathBuf, file: &'static str },
+
+    /// An output path that publishing must not replace (checked before any work): a file, a
+    /// directory holding something other than an index, a path holding an input.
+    #[error("{path}: refusing to write an index here: {why}")]
+    Refused { path: PathBuf, why: String },
 }
 
 impl FormatError {
@@ -79,6 +84,18 @@ impl FormatError {
 
     pub fn invalid(what: impl Into<String>) -> Self {
         FormatError::Invalid { what: what.into() }
+    }
+
+    /// The same error, a `Corrupt` one saying where it is first (`record 17 (cluster 3)`).
+    pub fn within(self, place: impl std::fmt::Display) -> Self {
+        match self {
+            FormatError::Corrupt { path, offset, what } => FormatError::Corrupt {
+                path,
+                offset,
+                what: format!("{place}: {what}"),
+            },
+            other => other,
+        }
     }
 
     pub fn corrupt(path: impl Into<PathBuf>, offset: u64, what: impl Into<String>) -> Self {

@@ -3,6 +3,7 @@
 //! checks every section against the real file length *before* allocating, and the
 //! `layout_table!` macro that feeds the `docs/FORMAT.md` consistency test.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -114,6 +115,56 @@ pub(crate) fn write_whole_file(path: &Path, bytes: &[u8]) -> Result<FileEntry, F
     Ok(entry)
 }
 
+/// A listed file of an index, open for reading, with its manifest entry (length and
+/// CRC32C). An open index keeps the files it reads after opening (`keys.m3`, `pq.m3`'s
+/// errors) as `ListedFile`s, so a rebuild that replaces the directory cannot swap them.
+#[derive(Debug)]
+pub struct ListedFile {
+    pub path: PathBuf,
+    file: File,
+    pub entry: FileEntry,
+}
+
+impl ListedFile {
+    /// Opens the file of `entry` in `dir`.
+    pub fn open(dir: &Path, entry: &FileEntry) -> Result<Self, FormatError> {
+        let name = entry
+            .name_str()
+            .ok_or_else(|| FormatError::invalid("a manifest entry without a plain name"))?;
+        let path = dir.join(name);
+        let file = File::open(&path).map_err(|e| FormatError::io(&path, e))?;
+        Ok(Self {
+            path,
+            file,
+            entry: *entry,
+        })
+    }
+
+    /// A reader of the file with its header checked (see [`SectionReader::open`]).
+    pub(crate) fn reader<S: Pod>(
+        &self,
+        kind: &FileKind,
+    ) -> Result<(SectionReader, S), FormatError> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| FormatError::io(&self.path, e))?;
+        SectionReader::open_file(&self.path, file, kind)
+    }
+
+    /// `parsed` (the result of parsing `r`, a reader of this file) once the file's length and
+    /// CRC32C match the manifest. A checksum mismatch is reported in place of a parse error,
+    /// which it explains.
+    pub(crate) fn checked<T>(
+        &self,
+        r: &SectionReader,
+        parsed: Result<T, FormatError>,
+    ) -> Result<T, FormatError> {
+        r.check_listed(&self.entry)?;
+        parsed
+    }
+}
+
 /// Builds a small file in memory: header space, then 8-byte-aligned sections.
 pub(crate) struct SectionWriter {
     buf: Vec<u8>,
@@ -159,6 +210,8 @@ pub(crate) struct SectionReader {
     pub(crate) common: CommonHeader,
     /// The whole header, `[0, header_bytes)`.
     pub(crate) header: Vec<u8>,
+    /// `(offset, bytes, crc32c)` of every section read so far, for [`Self::check_listed`].
+    read: RefCell<Vec<(u64, u64, u32)>>,
 }
 
 impl SectionReader {
@@ -168,6 +221,16 @@ impl SectionReader {
             .read(true)
             .open(path)
             .map_err(|e| FormatError::io(path, e))?;
+        Self::open_file(path, file, kind)
+    }
+
+    /// Like [`Self::open`] on an already open `file` (named `path` in errors): an index holds
+    /// the files it reads later open, so that a rebuild in place cannot swap them.
+    pub(crate) fn open_file<S: Pod>(
+        path: &Path,
+        file: File,
+        kind: &FileKind,
+    ) -> Result<(Self, S), FormatError> {
         let file_bytes = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
         let mut first = [0u8; COMMON_HEADER_BYTES];
         let n = (file_bytes.min(COMMON_HEADER_BYTES as u64)) as usize;
@@ -202,13 +265,66 @@ impl SectionReader {
             file_bytes,
             common,
             header,
+            read: RefCell::new(Vec::new()),
         };
         Ok((reader, spec))
     }
 
+    /// Checks the file against its manifest `entry`: the length, then the CRC32C of the whole
+    /// file, reading every byte once: the CRCs of the sections already read are combined
+    /// with those of the bytes between them (header, padding, sections not kept), read now.
+    pub(crate) fn check_listed(&self, entry: &FileEntry) -> Result<(), FormatError> {
+        check_listed_length(&self.path, entry, self.file_bytes)?;
+        let mut read = self.read.borrow().clone();
+        read.sort_unstable();
+        let mut crc = 0u32;
+        let mut pos = 0u64;
+        for &(offset, bytes, section_crc) in &read {
+            if offset < pos {
+                // Overlapping sections (a writer never makes them): read it all again.
+                crc = stream_crc(&self.file, &self.path, 0, self.file_bytes, 0)?;
+                pos = self.file_bytes;
+                break;
+            }
+            crc = stream_crc(&self.file, &self.path, pos, offset, crc)?;
+            crc = crc32c::crc32c_combine(crc, section_crc, bytes as usize);
+            pos = offset + bytes;
+        }
+        crc = stream_crc(&self.file, &self.path, pos, self.file_bytes, crc)?;
+        if crc != entry.crc32c {
+            return Err(FormatError::Checksum {
+                path: self.path.clone(),
+                what: "whole file".into(),
+                stored: entry.crc32c,
+                computed: crc,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that `count` items of `T` at `offset` lie inside the file (after the header,
-    /// 8-byte aligned) and returns the byte length.
+    /// 8-byte aligned, overlapping no section read before) and returns the byte length.
     pub(crate) fn check_section<T: Pod>(
+        &self,
+        offset: u64,
+        count: u64,
+        what: &str,
+    ) -> Result<usize, FormatError> {
+        let len = self.check_bounds::<T>(offset, count, what)?;
+        let end = offset + len as u64;
+        if len > 0
+            && self
+                .read
+                .borrow()
+                .iter()
+                .any(|&(o, n, _)| n > 0 && offset < o + n && o < end)
+        {
+            return Err(self.corrupt(offset, format!("{what}: overlaps another section")));
+        }
+        Ok(len)
+    }
+
+    fn check_bounds<T: Pod>(
         &self,
         offset: u64,
         count: u64,
@@ -242,9 +358,13 @@ impl SectionReader {
     ) -> Result<Vec<T>, FormatError> {
         self.check_section::<T>(offset, count, what)?;
         let mut v = vec![T::zeroed(); count as usize];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut v);
         self.file
-            .read_exact_at(bytemuck::cast_slice_mut(&mut v), offset)
+            .read_exact_at(bytes, offset)
             .map_err(|e| FormatError::io(&self.path, e))?;
+        self.read
+            .borrow_mut()
+            .push((offset, bytes.len() as u64, crc32c::crc32c(bytes)));
         Ok(v)
     }
 
@@ -259,20 +379,51 @@ pub(crate) fn mul(r: &SectionReader, a: u64, b: u64, what: &str) -> Result<u64, 
         .ok_or_else(|| r.corrupt(COMMON_HEADER_BYTES as u64, format!("{what} overflows")))
 }
 
-/// CRC32C of a whole file, streamed in 1 MiB reads.
-pub fn file_crc32c(path: &Path) -> Result<(u64, u32), FormatError> {
-    let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
-    let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut pos, mut crc) = (0u64, 0u32);
-    while pos < len {
-        let n = ((len - pos) as usize).min(buf.len());
+/// Refuses a file whose length is not the one its manifest `entry` lists.
+pub(crate) fn check_listed_length(
+    path: &Path,
+    entry: &FileEntry,
+    found_bytes: u64,
+) -> Result<(), FormatError> {
+    if found_bytes < entry.bytes {
+        return Err(FormatError::Truncated {
+            path: path.to_path_buf(),
+            expected_bytes: entry.bytes,
+            found_bytes,
+        });
+    }
+    if found_bytes > entry.bytes {
+        return Err(FormatError::corrupt(
+            path,
+            entry.bytes,
+            format!(
+                "the file has {found_bytes} bytes, the manifest lists {}",
+                entry.bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `crc` extended by the bytes `[from, to)` of `file`, streamed in 1 MiB reads.
+fn stream_crc(file: &File, path: &Path, from: u64, to: u64, crc: u32) -> Result<u32, FormatError> {
+    let mut buf = vec![0u8; (to.saturating_sub(from)).min(1 << 20) as usize];
+    let (mut pos, mut crc) = (from, crc);
+    while pos < to {
+        let n = ((to - pos) as usize).min(buf.len());
         file.read_exact_at(&mut buf[..n], pos)
             .map_err(|e| FormatError::io(path, e))?;
         crc = crc32c::crc32c_append(crc, &buf[..n]);
         pos += n as u64;
     }
-    Ok((len, crc))
+    Ok(crc)
+}
+
+/// CRC32C of a whole file, streamed in 1 MiB reads.
+pub fn file_crc32c(path: &Path) -> Result<(u64, u32), FormatError> {
+    let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+    let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+    Ok((len, stream_crc(&file, path, 0, len, 0)?))
 }
 
 /// Copies `bytes` (a multiple of `size_of::<T>()`, any alignment) into a `Vec<T>`.
@@ -308,6 +459,101 @@ mod tests {
         e2 = e;
         e2.name[0] = 0xff; // not UTF-8
         assert_eq!(e2.name_str(), None);
+    }
+
+    const TEST_KIND: FileKind = FileKind {
+        magic: *b"M3TEST\0\0",
+        name: "test",
+        version_major: 1,
+        version_minor: 0,
+    };
+
+    /// A small file of three sections after a 40-byte header, listed with its CRC32C.
+    fn listed_file(dir: &Path) -> (PathBuf, FileEntry, [u64; 3]) {
+        let mut w = SectionWriter::new(COMMON_HEADER_BYTES + 8);
+        let a = w.push(&[1u32, 2, 3]);
+        let b = w.push(&[4.5f32; 7]);
+        let c = w.push(&[9u8; 5]);
+        let path = dir.join("t.m3");
+        let entry = w.finish(&path, &TEST_KIND, &[7u32, 8], &[]).unwrap();
+        (path, entry, [a, b, c])
+    }
+
+    fn open_test(path: &Path) -> SectionReader {
+        SectionReader::open::<[u32; 2]>(path, &TEST_KIND).unwrap().0
+    }
+
+    /// The CRC32C combined from the sections read and the bytes between them equals the
+    /// whole file's, whichever sections were read and in whatever order.
+    #[test]
+    fn check_listed_combines_section_crcs_with_the_rest_of_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, entry, [a, b, c]) = listed_file(tmp.path());
+        let reads: [&[(u64, u64, bool)]; 4] = [
+            &[],
+            &[(a, 3, true)],
+            &[(c, 5, false), (a, 3, true)],
+            &[(b, 7, true), (a, 3, true), (c, 5, false)],
+        ];
+        for read in reads {
+            let r = open_test(&path);
+            for &(offset, count, words) in read {
+                if words {
+                    r.section::<u32>(offset, count, "s").unwrap();
+                } else {
+                    r.section::<u8>(offset, count, "s").unwrap();
+                }
+            }
+            r.check_listed(&entry).unwrap();
+            let wrong = FileEntry {
+                crc32c: entry.crc32c ^ 1,
+                ..entry
+            };
+            assert!(matches!(
+                r.check_listed(&wrong),
+                Err(FormatError::Checksum { .. })
+            ));
+            let longer = FileEntry {
+                bytes: entry.bytes + 1,
+                ..entry
+            };
+            assert!(matches!(
+                r.check_listed(&longer),
+                Err(FormatError::Truncated { .. })
+            ));
+        }
+        // One flipped byte anywhere, read as a section or not, is caught.
+        let good = std::fs::read(&path).unwrap();
+        for at in [0, 20, a as usize + 1, b as usize + 27, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let Ok((r, _)) = SectionReader::open::<[u32; 2]>(&path, &TEST_KIND) else {
+                continue; // a header byte: the header CRC caught it
+            };
+            r.section::<f32>(b, 7, "s").unwrap();
+            assert!(r.check_listed(&entry).is_err(), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn sections_may_not_overlap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (path, _, [a, b, _]) = listed_file(tmp.path());
+        let r = open_test(&path);
+        r.section::<u32>(a, 3, "a").unwrap();
+        // Inside a, and straddling the end of b.
+        assert!(matches!(
+            r.section::<u32>(a + 8, 2, "x"),
+            Err(FormatError::Corrupt { .. })
+        ));
+        r.section::<f32>(b, 7, "b").unwrap();
+        assert!(matches!(
+            r.section::<u8>(b + 24, 8, "y"),
+            Err(FormatError::Corrupt { .. })
+        ));
+        // Reading the same section twice is an overlap too (no reader does).
+        assert!(r.section::<u32>(a, 3, "a").is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::clusters::NO_ID;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, align8, mul};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, align8, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::{FormatError, IndexMeta};
 use crate::data::Matrix;
@@ -86,17 +86,57 @@ impl Hints {
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<HintsHeader>(path, &HINTS_KIND)?;
-        let header_end = align8(r.common.header_bytes as u64);
-        if h.queries_offset < header_end || h.answers_offset < header_end {
-            return Err(r.corrupt(48, "a section overlaps the header"));
-        }
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<HintsHeader>(&HINTS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: HintsHeader) -> Result<Self, FormatError> {
         if h.dim == 0 || h.depth == 0 {
             return Err(r.corrupt(36, "dim and depth must be ≥ 1"));
         }
         let n = h.n_queries as u64;
+        // The layout is the writer's, exactly: the queries right after the header, the answers
+        // right after them, nothing after. So a count changed with every checksum recomputed
+        // (fewer training queries, a shorter depth) cannot read as a smaller valid file.
+        let queries_bytes = mul(
+            r,
+            mul(r, n, h.dim as u64, "training queries")?,
+            4,
+            "queries",
+        )?;
+        let answers_bytes = mul(r, mul(r, n, h.depth as u64, "answer lists")?, 4, "answers")?;
+        let want_queries = align8(r.common.header_bytes as u64);
+        let want_answers = align8(want_queries.saturating_add(queries_bytes));
+        if h.queries_offset != want_queries || h.answers_offset != want_answers {
+            return Err(r.corrupt(
+                48,
+                format!(
+                    "sections at {} and {}; {} training queries of dim {} are at {want_queries} \
+                     and {want_answers}",
+                    h.queries_offset, h.answers_offset, n, h.dim
+                ),
+            ));
+        }
+        if want_answers.saturating_add(answers_bytes) != r.file_bytes {
+            return Err(r.corrupt(
+                40,
+                format!(
+                    "{n} answer lists of depth {} end at byte {}, the file has {}",
+                    h.depth,
+                    want_answers.saturating_add(answers_bytes),
+                    r.file_bytes
+                ),
+            ));
+        }
         let queries: Vec<f32> = r.section(
             h.queries_offset,
-            mul(&r, n, h.dim as u64, "training queries")?,
+            mul(r, n, h.dim as u64, "training queries")?,
             "training queries",
         )?;
         if let Some(i) = queries.iter().position(|v| !v.is_finite()) {
@@ -107,7 +147,7 @@ impl Hints {
         }
         let answers: Vec<u32> = r.section(
             h.answers_offset,
-            mul(&r, n, h.depth as u64, "answer lists")?,
+            mul(r, n, h.depth as u64, "answer lists")?,
             "answer lists",
         )?;
         let to_err = |e| r.corrupt(32, format!("{e}"));

@@ -1,8 +1,8 @@
-//! What `m3 inspect` shows: [`IndexInfo::gather`] runs [`open_check`], reads the manifest, the
-//! small files (`clusters.m3`, `routing.m3`, `stats.m3`, `pq.m3`), the header of `data.m3`
-//! and the informational `build_report.json`, and condenses them into numbers (serialisable,
-//! so the CLI can print them as text or JSON). Reads no data sectors and checks no body CRC
-//! (that is [`super::verify()`]).
+//! What `m3 inspect` shows: [`IndexInfo::gather`] opens the index the way a search does
+//! ([`IndexParts::open`]: every file held in RAM read whole and checked), reads the
+//! informational `build_report.json` (a missing or unreadable one is reported, not an error),
+//! and condenses them into numbers (serialisable, so the CLI can print them as text or JSON).
+//! Reads no data sectors (that is [`super::verify()`]).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,8 @@ use super::manifest::{IndexMeta, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS
 use super::pq::PqFile;
 use super::routing::Routing;
 use super::stats::Stats;
-use super::verify::{
-    CLUSTERS_FILE, DATA_FILE, MANIFEST_FILE, PQ_FILE, REPORT_FILE, ROUTING_FILE, STATS_FILE,
-    open_check,
-};
-use super::{FormatError, RecordLayout};
+use super::verify::{MANIFEST_FILE, REPORT_FILE};
+use super::{FormatError, IndexParts, RecordLayout};
 
 /// Everything `m3 inspect` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -206,9 +203,10 @@ pub struct ReportInfo {
 
 impl IndexInfo {
     /// Gathers the numbers of the index in `dir` (see the module doc). Fails with the first
-    /// problem [`open_check`] or a file's parse finds.
+    /// problem [`IndexParts::open`] finds.
     pub fn gather(dir: &Path) -> Result<Self, FormatError> {
-        let manifest = open_check(dir)?;
+        let parts = IndexParts::open(dir)?;
+        let manifest = &parts.manifest;
         let meta = &manifest.meta;
 
         let mut files = vec![FileInfo {
@@ -231,36 +229,18 @@ impl IndexInfo {
                 version,
             });
         }
-
-        let data_header = DataFileHeader::read(&dir.join(DATA_FILE))?;
-        let clusters_path = dir.join(CLUSTERS_FILE);
-        let clusters = ClusterTable::read(&clusters_path)?;
-        clusters.check_against(meta, &clusters_path)?;
-        let routing_path = dir.join(ROUTING_FILE);
-        let routing = Routing::read(&routing_path)?;
-        routing.check_against(meta, &routing_path)?;
-        let stats_path = dir.join(STATS_FILE);
-        let stats = Stats::read(&stats_path)?;
-        stats.check_against(meta, &stats_path)?;
-        let pq_path = dir.join(PQ_FILE);
-        let pq = PqFile::read(&pq_path)?;
-        pq.check_against(meta, &pq_path)?;
-
-        let blocks_path = dir.join(super::verify::BLOCKS_FILE);
-        let blocks = if manifest.file(super::verify::BLOCKS_FILE).is_some() {
-            let t = super::BlockTable::read(&blocks_path)?;
-            t.check_against(meta, &blocks_path)?;
-            Some(t)
-        } else {
-            None
-        };
-        let (report, report_problem) = if manifest.file(REPORT_FILE).is_some() {
-            match read_report(&dir.join(REPORT_FILE)) {
+        // Summaries of the per-record errors, which an open index does not hold.
+        let mut pq = parts.pq;
+        pq.error = PqFile::read_error_listed(&parts.pq_file)?;
+        let data_header = parts.data_header;
+        let (clusters, routing, stats, blocks) =
+            (parts.clusters, parts.routing, parts.stats, parts.blocks);
+        let (report, report_problem) = match manifest.file(REPORT_FILE) {
+            Some(e) => match read_report(&dir.join(REPORT_FILE), e) {
                 Ok(r) => (Some(r), None),
                 Err(e) => (None, Some(e)),
-            }
-        } else {
-            (None, None)
+            },
+            None => (None, None),
         };
 
         Ok(Self {
@@ -499,8 +479,23 @@ pub fn degree_buckets(histogram: &[u64]) -> Vec<DegreeBucket> {
         .collect()
 }
 
-fn read_report(path: &Path) -> Result<ReportInfo, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// The build report at `path`, listed as `entry`; `Err` says why it cannot be used (missing,
+/// not the listed file, not JSON).
+fn read_report(path: &Path, entry: &super::FileEntry) -> Result<ReportInfo, String> {
+    let text = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: missing", path.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if text.len() as u64 != entry.bytes || crc32c::crc32c(&text) != entry.crc32c {
+        return Err(format!(
+            "{}: not the file the manifest lists (length or CRC32C differs)",
+            path.display()
+        ));
+    }
+    let text = String::from_utf8(text).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let f64s = |v: Option<&serde_json::Value>| -> Vec<f64> {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, align8};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, align8};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::streamed::StreamedSections;
 use super::{ClusterEntry, FormatError, IndexMeta};
@@ -86,6 +86,24 @@ impl RecordKeys {
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<KeysHeader>(path, &KEYS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<KeysHeader>(&KEYS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    /// [`Self::read`] of a listed file already checked whole when the index was opened (its
+    /// CRC is not computed again).
+    pub fn reread_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<KeysHeader>(&KEYS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    fn parse(r: &SectionReader, h: KeysHeader) -> Result<Self, FormatError> {
         if h.keys_offset < align8(r.common.header_bytes as u64) {
             return Err(r.corrupt(40, "keys section overlaps the header"));
         }
@@ -95,8 +113,8 @@ impl RecordKeys {
     }
 
     /// Checks the keys against the manifest and the cluster table: one finite, non-negative
-    /// key per record, ascending within every cluster and inside the cluster's
-    /// `[r_min, r_max]`.
+    /// key per record, ascending within every cluster, from the cluster's `r_min` to its
+    /// `r_max`.
     pub fn check_against(
         &self,
         meta: &IndexMeta,
@@ -137,11 +155,12 @@ impl RecordKeys {
                     first + i
                 ));
             }
+            // The radii are the smallest and largest key (the build takes them from the keys).
             if let (Some(&lo), Some(&hi)) = (keys.first(), keys.last())
-                && (lo < e.r_min || hi > e.r_max)
+                && (lo != e.r_min || hi != e.r_max)
             {
                 return bad(format!(
-                    "cluster {c}: keys [{lo}, {hi}] outside [r_min, r_max] = [{}, {}]",
+                    "cluster {c}: keys span [{lo}, {hi}], the cluster table says [r_min, r_max] = [{}, {}]",
                     e.r_min, e.r_max
                 ));
             }

@@ -151,7 +151,8 @@ impl IndexMeta {
         )
     }
 
-    /// Value checks that need no other file: enumerations, flags, `dim ≥ 1`.
+    /// Value checks that need no other file: enumerations, flags, `dim ≥ 1`, record and
+    /// vector counts, the LC-CMD parameters.
     fn check(&self, path: &Path) -> Result<(), FormatError> {
         let at = |field: usize, what: String| {
             Err(FormatError::corrupt(
@@ -184,6 +185,40 @@ impl IndexMeta {
                     self.n_records, self.n_vectors
                 ),
             );
+        }
+        // Record indices are u32 below NO_ID (u32::MAX means "none" in neighbour lists).
+        if self.n_records >= u32::MAX as u64 {
+            return at(16, format!("n_records {} ≥ 2³² − 1", self.n_records));
+        }
+        // Every base row is stored in at most 1 + spill_max clusters.
+        let most = self.n_vectors.saturating_mul(1 + self.spill_max as u64);
+        if self.n_records > most {
+            return at(
+                16,
+                format!(
+                    "n_records {} > n_vectors {} × (1 + spill_max {})",
+                    self.n_records, self.n_vectors, self.spill_max
+                ),
+            );
+        }
+        for (field, name, v) in [
+            (64, "lccmd_alpha", self.lccmd_alpha),
+            (68, "lccmd_beta", self.lccmd_beta),
+        ] {
+            let ok = if self.distance_mode == 1 {
+                (0.0..=1.0).contains(&v)
+            } else {
+                v.is_finite()
+            };
+            if !ok {
+                return at(
+                    field,
+                    format!(
+                        "{name} is {v} (distance mode {}: LC-CMD needs it in [0, 1])",
+                        self.distance_mode
+                    ),
+                );
+            }
         }
         Ok(())
     }

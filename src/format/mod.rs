@@ -19,8 +19,13 @@
 //! | `coarse.m3` | [`coarse`] | [`CoarseLevel`]: two-level routing's coarse groups (optional) |
 //! | `hints.m3` | [`hints`] | [`Hints`]: training queries and their answers' records (optional) |
 //!
-//! [`publish`] moves a finished directory into place crash-safely; [`verify()`] and
-//! [`open_check`] check a published one; [`inspect`] summarises one for `m3 inspect`.
+//! [`IndexParts::open`] is the one way to open an index: it loads and checks every file held in
+//! RAM (CRC32C, finite values, ids and counts in range), and every caller (search, serving,
+//! calibration, [`inspect`], [`verify()`]) goes through it. [`open_check`] is its cheap first
+//! step; [`verify()`] adds every byte of `data.m3`. [`publish`] moves a finished directory into
+//! place crash-safely (after [`check_target`] made sure it replaces nothing but an index),
+//! [`recover_index_dir`] finishes or rolls back a publication a kill interrupted, and
+//! [`index_dir`] says what an index directory may hold.
 
 pub mod blocks;
 pub mod clusters;
@@ -30,13 +35,16 @@ mod error;
 mod file;
 pub mod header;
 pub mod hints;
+pub mod index_dir;
 pub mod inspect;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
+mod open;
 pub mod pq;
 pub mod publish;
 pub mod record;
+pub mod recover;
 pub mod routing;
 pub mod sectors;
 pub mod stats;
@@ -48,15 +56,18 @@ pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
 pub use coarse::{CoarseHeader, CoarseLevel};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
-pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, file_crc32c};
+pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, ListedFile, file_crc32c};
 pub use hints::{Hints, HintsHeader};
+pub use index_dir::{DirContents, dir_contents};
 pub use inspect::IndexInfo;
 pub use keys::{KeysHeader, RecordKeys, RecordKeysWriter};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{IndexMeta, Manifest};
+pub use open::IndexParts;
 pub use pq::{PqFile, PqFileWriter, PqHeader};
-pub use publish::{IndexDirWriter, recover, update_published};
+pub use publish::{IndexDirWriter, TargetState, check_target, update_published};
 pub use record::{RecordCodec, RecordView};
+pub use recover::{RecoveryReport, Restored, recover_index_dir};
 pub use routing::{Routing, RoutingHeader};
 pub use sectors::{SectorCrcs, SectorsHeader};
 pub use stats::{Stats, StatsHeader};

@@ -7,7 +7,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use super::streamed::StreamedSections;
@@ -102,6 +102,18 @@ pub struct PqFile {
     pub correction: Vec<f32>,
     pub error: Vec<f32>,
     pub residual: bool,
+}
+
+/// The per-record errors of `r`: N distances (finite, ≥ 0).
+fn read_error_section(r: &SectionReader, h: &PqHeader) -> Result<Vec<f32>, FormatError> {
+    let error: Vec<f32> = r.section(h.error_offset, h.n_records, "error")?;
+    if let Some(i) = error.iter().position(|e| !e.is_finite() || *e < 0.0) {
+        return Err(r.corrupt(
+            h.error_offset + 4 * i as u64,
+            format!("record {i}: error {} is not a distance", error[i]),
+        ));
+    }
+    Ok(error)
 }
 
 /// Checks `bounds` and returns `dim`.
@@ -212,8 +224,21 @@ impl PqFile {
         })
     }
 
+    /// Reads and checks the file: bounds, section sizes, codebooks and per-record corrections
+    /// finite, errors finite and ≥ 0 (every code byte names one of the 256 codewords).
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<PqHeader>(path, &PQ_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<PqHeader>(&PQ_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: PqHeader) -> Result<Self, FormatError> {
         if h.codewords != PQ_CODEWORDS || h.flags & !PQ_FLAG_RESIDUAL != 0 {
             return Err(r.corrupt(40, "codewords must be 256 and flags ⊆ {residual}"));
         }
@@ -227,20 +252,38 @@ impl PqFile {
             Err(e) => return Err(r.corrupt(h.bounds_offset, e)),
         }
         let n = h.n_records;
-        let codebook_len = mul(&r, PQ_CODEWORDS as u64, h.dim as u64, "codebooks")?;
-        let codes_len = mul(&r, n, h.subspaces as u64, "codes")?;
+        let codebook_len = mul(r, PQ_CODEWORDS as u64, h.dim as u64, "codebooks")?;
+        let codes_len = mul(r, n, h.subspaces as u64, "codes")?;
         // Check every section before allocating any of them.
         r.check_section::<f32>(h.codebooks_offset, codebook_len, "codebooks")?;
         r.check_section::<u8>(h.codes_offset, codes_len, "codes")?;
         r.check_section::<f32>(h.correction_offset, n, "correction")?;
         r.check_section::<f32>(h.error_offset, n, "error")?;
+        let codebooks: Vec<f32> = r.section(h.codebooks_offset, codebook_len, "codebooks")?;
+        if let Some(i) = codebooks.iter().position(|v| !v.is_finite()) {
+            return Err(r.corrupt(
+                h.codebooks_offset + 4 * i as u64,
+                format!(
+                    "codebook value {i} is {}, not a finite number",
+                    codebooks[i]
+                ),
+            ));
+        }
         let codes = r.section::<u8>(h.codes_offset, codes_len, "codes")?;
+        let correction: Vec<f32> = r.section(h.correction_offset, n, "correction")?;
+        if let Some(i) = correction.iter().position(|v| !v.is_finite()) {
+            return Err(r.corrupt(
+                h.correction_offset + 4 * i as u64,
+                format!("record {i}: correction {} is not finite", correction[i]),
+            ));
+        }
+        let error = read_error_section(r, &h)?;
         Ok(Self {
-            codebooks: r.section(h.codebooks_offset, codebook_len, "codebooks")?,
+            codebooks,
             codes: Matrix::from_vec(codes, h.subspaces as usize)
                 .map_err(|e| r.corrupt(36, format!("{e}")))?,
-            correction: r.section(h.correction_offset, n, "correction")?,
-            error: r.section(h.error_offset, n, "error")?,
+            correction,
+            error,
             residual: h.flags & PQ_FLAG_RESIDUAL != 0,
             bounds,
         })
@@ -250,7 +293,14 @@ impl PqFile {
     /// exact search needs besides what an open index holds.
     pub fn read_error(path: &Path) -> Result<Vec<f32>, FormatError> {
         let (r, h) = SectionReader::open::<PqHeader>(path, &PQ_KIND)?;
-        r.section(h.error_offset, h.n_records, "error")
+        read_error_section(&r, &h)
+    }
+
+    /// [`Self::read_error`] of a listed file (already checked whole when the index was opened,
+    /// so its CRC is not computed again).
+    pub fn read_error_listed(f: &ListedFile) -> Result<Vec<f32>, FormatError> {
+        let (r, h) = f.reader::<PqHeader>(&PQ_KIND)?;
+        read_error_section(&r, &h)
     }
 
     pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {

@@ -1,20 +1,19 @@
 //! Crash-safe publication of an index directory (DESIGN §6, `docs/FORMAT.md`, "Publishing").
 //!
+//! 0. [`check_target`] refuses, before any work, an `<out>` that is not replaceable: a file,
+//!    a symbolic link, a directory holding anything but an index (see
+//!    [`super::index_dir`]), a missing parent, or a path holding one of the build's inputs.
 //! 1. [`IndexDirWriter::create`] makes `<out>.tmp-<pid>` beside `<out>` (same file system).
 //! 2. The builder writes every file inside it ([`IndexDirWriter::path`]); each writer fsyncs
 //!    its file.
 //! 3. [`IndexDirWriter::publish`] writes `manifest.m3` last and fsyncs it and the temporary
-//!    directory; if `<out>` exists it is renamed to `<out>.old-<pid>`; the temporary directory
-//!    is renamed to `<out>`; the parent is fsynced; the old index is removed.
+//!    directory;
+//! 4. checks `<out>` again and, if it exists, renames it to `<out>.old-<pid>`;
+//! 5. renames the temporary directory to `<out>` and fsyncs the parent;
+//! 6. removes the old index and fsyncs the parent.
 //!
-//! What a crash leaves, by the step it interrupts:
-//! - during 1–3 before the first rename: `<out>` is untouched (the previous index, or nothing);
-//!   a stale `<out>.tmp-<pid>` without (or with) a manifest is garbage, never opened as `<out>`;
-//! - between the two renames: no index at `<out>`; the previous one is complete at
-//!   `<out>.old-<pid>`, and [`recover`] moves it back;
-//! - after the second rename: the new index is at `<out>`, possibly with a leftover
-//!   `<out>.old-<pid>` that [`recover`] removes.
-//!
+//! A kill at any point leaves a state that [`super::recover_index_dir`] turns into the
+//! complete old index or the complete new one at `<out>` (the table is in `docs/FORMAT.md`).
 //! Dropping an [`IndexDirWriter`] without publishing removes the temporary directory.
 
 use std::ffi::OsString;
@@ -23,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::FormatError;
 use super::file::FileEntry;
+use super::index_dir::{DirContents, dir_contents, normalize_target, parent_of};
 use super::manifest::Manifest;
 use super::verify::{MANIFEST_FILE, open_check};
 
@@ -31,45 +31,161 @@ use super::verify::{MANIFEST_FILE, open_check};
 pub struct IndexDirWriter {
     target: PathBuf,
     tmp: PathBuf,
+    pid: u32,
     published: bool,
 }
 
-fn sibling(target: &Path, suffix: &str) -> PathBuf {
+/// The steps of [`IndexDirWriter::publish`] after which a test can stop it, leaving the
+/// directories exactly as a kill at that point would (`publish_then_crash`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PublishStep {
+    /// Step 3: `manifest.m3` written and fsynced in the temporary directory.
+    ManifestWritten,
+    /// Step 4: the previous `<out>` renamed to `<out>.old-<pid>` (no-op without one).
+    OldMovedAside,
+    /// Step 5: the temporary directory renamed to `<out>`.
+    NewInPlace,
+    /// Step 6: the old index removed: publication complete.
+    OldRemoved,
+}
+
+/// `<target>.<kind>-<pid>`: a sibling of `target` (which must be normalised).
+pub(crate) fn sibling(target: &Path, kind: &str, pid: u32) -> PathBuf {
     let mut name: OsString = target.as_os_str().to_owned();
-    name.push(format!(".{suffix}-{}", std::process::id()));
+    name.push(format!(".{kind}-{pid}"));
     PathBuf::from(name)
 }
 
-fn parent_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), FormatError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), FormatError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| FormatError::io(dir, e))
 }
 
-fn remove_dir_if_exists(dir: &Path) -> Result<(), FormatError> {
+pub(crate) fn remove_dir_if_exists(dir: &Path) -> Result<(), FormatError> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(FormatError::io(dir, e)),
         _ => Ok(()),
     }
 }
 
+/// What [`check_target`] found at the output path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    /// Nothing there: the index will be created.
+    Missing,
+    /// An empty directory: it will be replaced.
+    Empty,
+    /// An M³ index: it will be replaced atomically.
+    Index,
+}
+
+fn refused(path: &Path, why: impl Into<String>) -> FormatError {
+    FormatError::Refused {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
+
+/// Checks, before any work, that an index may be published at `target`: its parent is an
+/// existing directory; `target` is absent, an empty directory or an M³ index (nothing else:
+/// a file, a symbolic link, a directory with any other entry are refused, naming the entry);
+/// and no path of `inputs` is `target` or inside it (publishing would delete it). Inputs that
+/// do not exist are not checked here (reading them reports that).
+pub fn check_target(target: &Path, inputs: &[&Path]) -> Result<TargetState, FormatError> {
+    let target = normalize_target(target)?;
+    let parent = parent_of(&target);
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(refused(
+                &target,
+                format!("{} is not a directory", parent.display()),
+            ));
+        }
+        Err(e) => {
+            return Err(refused(
+                &target,
+                format!("its directory {}: {e}", parent.display()),
+            ));
+        }
+    }
+    let resolved = std::fs::canonicalize(parent)
+        .map_err(|e| FormatError::io(parent, e))?
+        .join(target.file_name().expect("normalised"));
+    for input in inputs {
+        if let Ok(c) = std::fs::canonicalize(input)
+            && c.starts_with(&resolved)
+        {
+            let why = if c == resolved {
+                format!(
+                    "it is the input {}; publishing would replace it",
+                    input.display()
+                )
+            } else {
+                format!(
+                    "it holds the input {}; publishing would delete it",
+                    input.display()
+                )
+            };
+            return Err(refused(&target, why));
+        }
+    }
+    match dir_contents(&target)? {
+        DirContents::Missing => Ok(TargetState::Missing),
+        DirContents::Empty => Ok(TargetState::Empty),
+        DirContents::Index => Ok(TargetState::Index),
+        DirContents::NotADirectory { what } => Err(refused(
+            &target,
+            format!("it is {what}; only a directory that is an M³ index (or empty) is replaced"),
+        )),
+        DirContents::IndexFilesOnly => Err(refused(
+            &target,
+            "it holds index files but no manifest (not a complete index); remove it first",
+        )),
+        DirContents::Foreign { entry } => Err(refused(
+            &target,
+            format!(
+                "it holds {}, which is not part of an M³ index; only a directory that is an \
+                 index (or empty) is replaced",
+                entry.display()
+            ),
+        )),
+    }
+}
+
 impl IndexDirWriter {
-    /// Creates the empty temporary directory `<target>.tmp-<pid>` (replacing a stale one of
-    /// this process id).
+    /// Checks `target` ([`check_target`], no inputs) and creates the empty temporary
+    /// directory `<target>.tmp-<pid>` (replacing a stale one of this process id).
     pub fn create(target: &Path) -> Result<Self, FormatError> {
-        let tmp = sibling(target, "tmp");
-        remove_dir_if_exists(&tmp)?;
+        Self::create_for_pid(target, std::process::id())
+    }
+
+    /// [`IndexDirWriter::create`] naming the temporaries after `pid`: lets tests leave the
+    /// directories of a process that is gone.
+    #[doc(hidden)]
+    pub fn create_for_pid(target: &Path, pid: u32) -> Result<Self, FormatError> {
+        check_target(target, &[])?;
+        let target = normalize_target(target)?;
+        let tmp = sibling(&target, "tmp", pid);
+        match dir_contents(&tmp)? {
+            DirContents::Missing => {}
+            DirContents::Empty | DirContents::Index | DirContents::IndexFilesOnly => {
+                remove_dir_if_exists(&tmp)?
+            }
+            _ => {
+                return Err(refused(
+                    &tmp,
+                    "the build's temporary directory is taken by something that is not an index",
+                ));
+            }
+        }
         std::fs::create_dir(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
         Ok(Self {
-            target: target.to_path_buf(),
+            target,
             tmp,
+            pid,
             published: false,
         })
     }
@@ -91,26 +207,52 @@ impl IndexDirWriter {
     /// Writes the manifest (listing `manifest.files`) last, then moves the directory into
     /// place as described in the module doc. Returns the manifest's own entry.
     pub fn publish(mut self, manifest: &Manifest) -> Result<FileEntry, FormatError> {
-        let entry = self.write_manifest(manifest)?;
-        self.rename_into_place()?;
-        Ok(entry)
+        self.run(manifest, PublishStep::OldRemoved)
+    }
+
+    /// Runs the publication up to and including `last`, then stops as a kill would: nothing
+    /// is cleaned up. For the recovery tests.
+    #[doc(hidden)]
+    pub fn publish_then_crash(
+        mut self,
+        manifest: &Manifest,
+        last: PublishStep,
+    ) -> Result<FileEntry, FormatError> {
+        let r = self.run(manifest, last);
+        self.published = true;
+        r
+    }
+
+    /// Stops as a kill before publication would: the temporary directory stays. For the
+    /// recovery tests.
+    #[doc(hidden)]
+    pub fn crash(mut self) {
+        self.published = true;
     }
 
     /// Steps 2–3 up to and including the fsync of the manifest and the temporary directory,
-    /// but no rename. Exposed so tests can simulate a crash just before publication.
+    /// but no rename.
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<FileEntry, FormatError> {
         let entry = manifest.write(&self.path(MANIFEST_FILE))?;
         sync_dir(&self.tmp)?;
         Ok(entry)
     }
 
-    fn rename_into_place(&mut self) -> Result<(), FormatError> {
+    fn run(&mut self, manifest: &Manifest, last: PublishStep) -> Result<FileEntry, FormatError> {
+        let entry = self.write_manifest(manifest)?;
+        if last == PublishStep::ManifestWritten {
+            return Ok(entry);
+        }
+        // The target may have changed during the build: check it again before touching it.
+        let had_old = check_target(&self.target, &[])? != TargetState::Missing;
         let parent = parent_of(&self.target).to_path_buf();
-        let old = sibling(&self.target, "old");
-        let had_old = self.target.exists();
+        let old = sibling(&self.target, "old", self.pid);
         if had_old {
             remove_dir_if_exists(&old)?;
             std::fs::rename(&self.target, &old).map_err(|e| FormatError::io(&self.target, e))?;
+        }
+        if last == PublishStep::OldMovedAside {
+            return Ok(entry);
         }
         if let Err(e) = std::fs::rename(&self.tmp, &self.target) {
             if had_old {
@@ -121,11 +263,14 @@ impl IndexDirWriter {
         }
         self.published = true;
         sync_dir(&parent)?;
+        if last == PublishStep::NewInPlace {
+            return Ok(entry);
+        }
         if had_old {
             remove_dir_if_exists(&old)?;
             sync_dir(&parent)?;
         }
-        Ok(())
+        Ok(entry)
     }
 }
 
@@ -136,44 +281,6 @@ impl Drop for IndexDirWriter {
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
     }
-}
-
-/// Repairs what a crashed publication of `target` left: if `target` is missing and a complete
-/// `<target>.old-<pid>` exists (any pid), it is moved back; leftover `.old-*` directories
-/// beside a complete `target` are removed. `.tmp-*` directories are left alone (another
-/// process may be building). Returns whether an index was restored.
-pub fn recover(target: &Path) -> Result<bool, FormatError> {
-    let parent = parent_of(target);
-    let Some(base) = target.file_name().and_then(|n| n.to_str()) else {
-        return Ok(false);
-    };
-    let prefix = format!("{base}.old-");
-    let mut olds: Vec<PathBuf> = std::fs::read_dir(parent)
-        .map_err(|e| FormatError::io(parent, e))?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .map(|e| e.path())
-        .collect();
-    olds.sort();
-    let mut restored = false;
-    if !target.exists()
-        && let Some(i) = olds.iter().position(|o| open_check(o).is_ok())
-    {
-        let old = olds.remove(i);
-        std::fs::rename(&old, target).map_err(|e| FormatError::io(target, e))?;
-        sync_dir(parent)?;
-        restored = true;
-    }
-    if open_check(target).is_ok() {
-        for old in olds {
-            remove_dir_if_exists(&old)?;
-        }
-    }
-    Ok(restored)
 }
 
 /// Updates an index published at `dir` in place, crash-safely: writes each of `files`
@@ -199,7 +306,7 @@ pub fn update_published(
         manifest.files.push(entry);
     }
     edit(&mut manifest.meta);
-    let new = dir.join(format!("{MANIFEST_FILE}.new"));
+    let new = dir.join(super::index_dir::MANIFEST_UPDATE_FILE);
     manifest.write(&new)?;
     std::fs::rename(&new, dir.join(MANIFEST_FILE)).map_err(|e| FormatError::io(&new, e))?;
     sync_dir(dir)?;

@@ -24,6 +24,8 @@ pub struct RecordCodec {
     record_bytes: u32,
     /// Neighbour ids must be below this (u64::MAX: unchecked).
     n_records: u64,
+    /// Record ids (base rows) must be below this (u64::MAX: unchecked).
+    n_vectors: u64,
 }
 
 /// `align4(dim·esize) + 8 + 4·max_degree`, or `None` when it does not fit a u32.
@@ -44,12 +46,18 @@ impl RecordCodec {
             max_degree,
             record_bytes,
             n_records: u64::MAX,
+            n_vectors: u64::MAX,
         })
     }
 
     /// The same codec, rejecting neighbour ids `≥ n_records` on decode.
     pub fn with_n_records(self, n_records: u64) -> Self {
         Self { n_records, ..self }
+    }
+
+    /// The same codec, rejecting record ids (base rows) `≥ n_vectors` on decode.
+    pub fn with_n_vectors(self, n_vectors: u64) -> Self {
+        Self { n_vectors, ..self }
     }
 
     pub fn dim(&self) -> u32 {
@@ -119,8 +127,9 @@ impl RecordCodec {
     }
 
     /// Parses the record at the start of `bytes`, which were read from `path` at byte
-    /// `file_offset` (for the error). Checks the degree, that the unused slots are
-    /// [`NO_ID`] and that neighbours are below `n_records` ([`Self::with_n_records`]).
+    /// `file_offset` (for the error). Checks that the id is below `n_vectors`
+    /// ([`Self::with_n_vectors`]), the degree, that the unused slots are [`NO_ID`] and that
+    /// neighbours are below `n_records` ([`Self::with_n_records`]).
     pub fn decode<'a>(
         &self,
         bytes: &'a [u8],
@@ -139,6 +148,14 @@ impl RecordCodec {
             bytes,
             codec: *self,
         };
+        let id = view.id();
+        if id as u64 >= self.n_vectors {
+            return Err(FormatError::corrupt(
+                path,
+                file_offset + self.id_offset() as u64,
+                format!("record id {id} ≥ n_vectors {}", self.n_vectors),
+            ));
+        }
         let degree = view.degree();
         let at = file_offset + self.id_offset() as u64 + 4;
         if degree > self.max_degree {
@@ -182,6 +199,31 @@ impl<'a> RecordView<'a> {
     /// The vector as `T`, or `None` when `T` is not the index's dtype.
     pub fn vector<T: Element>(&self) -> Option<Vec<T>> {
         (T::DTYPE == self.codec.dtype).then(|| super::file::pod_vec(self.vector_bytes()))
+    }
+
+    /// The first component that is not a finite number (f32 records; u8 and i8 are always
+    /// finite).
+    pub fn first_non_finite(&self) -> Option<usize> {
+        if self.codec.dtype != DType::F32 {
+            return None;
+        }
+        self.vector_bytes()
+            .chunks_exact(4)
+            .position(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite())
+    }
+
+    /// The vector's Euclidean norm, computed in f64.
+    pub fn norm(&self) -> f64 {
+        let b = self.vector_bytes();
+        let sum: f64 = match self.codec.dtype {
+            DType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f64::from(f32::from_le_bytes(c.try_into().expect("4 bytes"))).powi(2))
+                .sum(),
+            DType::U8 => b.iter().map(|&v| f64::from(v).powi(2)).sum(),
+            DType::I8 => b.iter().map(|&v| f64::from(v as i8).powi(2)).sum(),
+        };
+        sum.sqrt()
     }
 
     fn u32_at(&self, off: usize) -> u32 {

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
 use super::clusters::NO_ID;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, mul};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, mul};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 use crate::data::Matrix;
@@ -89,22 +89,45 @@ impl Routing {
         w.finish(path, &ROUTING_KIND, &header, &[])
     }
 
+    /// Reads and checks the file: sections inside the file, anchors finite.
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<RoutingHeader>(path, &ROUTING_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<RoutingHeader>(&ROUTING_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: RoutingHeader) -> Result<Self, FormatError> {
         if h.dim == 0 || h.edges_per_anchor == 0 {
             return Err(r.corrupt(36, "dim and edges_per_anchor must be ≥ 1"));
         }
         let k = h.n_query_anchors as u64;
         let anchors = r.section::<f32>(
             h.anchors_offset,
-            mul(&r, k, h.dim as u64, "anchors")?,
+            mul(r, k, h.dim as u64, "anchors")?,
             "anchors",
         )?;
         let edges = r.section::<u32>(
             h.edges_offset,
-            mul(&r, k, h.edges_per_anchor as u64, "edges")?,
+            mul(r, k, h.edges_per_anchor as u64, "edges")?,
             "edges",
         )?;
+        if let Some(i) = anchors.iter().position(|v| !v.is_finite()) {
+            return Err(r.corrupt(
+                h.anchors_offset + 4 * i as u64,
+                format!(
+                    "query anchor {} component {} is {}, not a finite number",
+                    i / h.dim as usize,
+                    i % h.dim as usize,
+                    anchors[i]
+                ),
+            ));
+        }
         let to_err = |e| r.corrupt(32, format!("{e}"));
         Ok(Self {
             anchors: Matrix::from_vec(anchors, h.dim as usize).map_err(to_err)?,
@@ -112,20 +135,24 @@ impl Routing {
         })
     }
 
-    /// Checks against the manifest: anchor count and dim, edge ids `< n_clusters` or none.
+    /// Checks against the manifest: anchor count, dim and edges per anchor, edge ids
+    /// `< n_clusters` or none.
     pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {
         if self.anchors.rows() != meta.n_query_anchors as usize
             || self.anchors.dim() != meta.dim as usize
+            || self.edges.dim() != meta.edges_per_query_anchor as usize
         {
             return Err(FormatError::corrupt(
                 path,
                 32,
                 format!(
-                    "{} anchors of dim {}, manifest says {} of dim {}",
+                    "{} anchors of dim {} with {} edges each, manifest says {} of dim {} with {}",
                     self.anchors.rows(),
                     self.anchors.dim(),
+                    self.edges.dim(),
                     meta.n_query_anchors,
-                    meta.dim
+                    meta.dim,
+                    meta.edges_per_query_anchor
                 ),
             ));
         }
@@ -134,12 +161,16 @@ impl Routing {
             .iter()
             .position(|&c| c != NO_ID && c >= meta.n_clusters)
         {
+            let e = self.edges.dim();
             return Err(FormatError::corrupt(
                 path,
                 32,
                 format!(
-                    "edge {i}: cluster {} ≥ n_clusters {}",
-                    edges[i], meta.n_clusters
+                    "query anchor {} edge {}: cluster {} ≥ n_clusters {}",
+                    i / e,
+                    i % e,
+                    edges[i],
+                    meta.n_clusters
                 ),
             ));
         }

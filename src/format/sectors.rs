@@ -6,7 +6,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter, align8};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter, align8};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 
 pub const SECTORS_KIND: FileKind = FileKind {
@@ -50,6 +50,17 @@ impl SectorCrcs {
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<SectorsHeader>(path, &SECTORS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<SectorsHeader>(&SECTORS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: SectorsHeader) -> Result<Self, FormatError> {
         let offset = align8(r.common.header_bytes as u64);
         Ok(Self {
             crcs: r.section(offset, h.data_sectors, "sector CRCs")?,

@@ -6,7 +6,7 @@ use std::path::Path;
 use bytemuck::{Pod, Zeroable};
 
 use super::FormatError;
-use super::file::{FileEntry, LayoutTable, SectionReader, SectionWriter};
+use super::file::{FileEntry, LayoutTable, ListedFile, SectionReader, SectionWriter};
 use super::header::{COMMON_HEADER_BYTES, FileKind};
 use super::manifest::IndexMeta;
 
@@ -112,12 +112,54 @@ impl Stats {
         w.finish(path, &STATS_KIND, &header, &[])
     }
 
+    /// Reads and checks the file: every statistic finite, variances and norms ≥ 0.
     pub fn read(path: &Path) -> Result<Self, FormatError> {
         let (r, h) = SectionReader::open::<StatsHeader>(path, &STATS_KIND)?;
+        Self::parse(&r, h)
+    }
+
+    /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
+    /// manifest.
+    pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<StatsHeader>(&STATS_KIND)?;
+        f.checked(&r, Self::parse(&r, h))
+    }
+
+    fn parse(r: &SectionReader, h: StatsHeader) -> Result<Self, FormatError> {
         if h.dim == 0 || h.has_query_stats > 1 {
             return Err(r.corrupt(32, "dim is 0 or has_query_stats is not 0/1"));
         }
+        for (at, name, v, min) in [
+            (56, "lid_mean", h.lid_mean, f32::MIN),
+            (60, "lid_std", h.lid_std, 0.0),
+            (64, "max_base_norm", h.max_base_norm, 0.0),
+        ] {
+            if !(v.is_finite() && v >= min) {
+                return Err(r.corrupt(at, format!("{name} is {v}")));
+            }
+        }
         let d = h.dim as u64;
+        let mut sections = Vec::with_capacity(4);
+        for (offset, name, non_negative) in [
+            (h.base_mean_offset, "base mean", false),
+            (h.base_var_offset, "base variance", true),
+            (h.query_mean_offset, "query mean", false),
+            (h.query_var_offset, "query variance", true),
+        ] {
+            let v: Vec<f32> = r.section(offset, d, name)?;
+            if let Some(i) = v
+                .iter()
+                .position(|x| !x.is_finite() || (non_negative && *x < 0.0))
+            {
+                return Err(r.corrupt(
+                    offset + 4 * i as u64,
+                    format!("{name} of dimension {i} is {}", v[i]),
+                ));
+            }
+            sections.push(v);
+        }
+        let [base_mean, base_var, query_mean, query_var] =
+            <[Vec<f32>; 4]>::try_from(sections).expect("four sections");
         Ok(Self {
             base_count: h.base_count,
             query_count: h.query_count,
@@ -125,10 +167,10 @@ impl Stats {
             lid_mean: h.lid_mean,
             lid_std: h.lid_std,
             max_base_norm: h.max_base_norm,
-            base_mean: r.section(h.base_mean_offset, d, "base mean")?,
-            base_var: r.section(h.base_var_offset, d, "base variance")?,
-            query_mean: r.section(h.query_mean_offset, d, "query mean")?,
-            query_var: r.section(h.query_var_offset, d, "query variance")?,
+            base_mean,
+            base_var,
+            query_mean,
+            query_var,
         })
     }
 

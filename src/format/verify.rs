@@ -1,25 +1,28 @@
-//! Checking an index directory: [`open_check`] (cheap, at open: manifest, every header, every
-//! length) and [`verify`] (`m3 verify`: additionally every whole-file CRC32C, every section
-//! parse and every data sector against `sectors.m3`). Both stop at the first problem and name
-//! the file, and for a data sector its number.
+//! Checking an index directory: [`open_check`] (cheap: manifest, every header, every
+//! length), [`super::IndexParts::open`] (what opening an index checks, built on it) and
+//! [`verify`] (`m3 verify`: what opening checks, and every byte of the rest: `sectors.m3`,
+//! the informational files, and `data.m3` sector by sector and record by record). Each stops
+//! at the first problem and names the file, and for a data sector or record its number.
+//! `docs/FORMAT.md`, "Checks", lists what each guarantees.
 
 use std::path::{Path, PathBuf};
 
 use super::FormatError;
-use super::blocks::{BLOCKS_KIND, BlockTable, BlocksHeader};
-use super::clusters::{CLUSTERS_KIND, ClusterTable, ClustersHeader};
-use super::coarse::{COARSE_KIND, CoarseHeader, CoarseLevel};
+use super::blocks::{BLOCKS_KIND, BlocksHeader};
+use super::clusters::{CLUSTERS_KIND, ClusterEntry, ClustersHeader};
+use super::coarse::{COARSE_KIND, CoarseHeader};
 use super::data::DataFileHeader;
-use super::file::{FileEntry, SectionReader, file_crc32c};
+use super::file::{FileEntry, ListedFile, SectionReader, check_listed_length, file_crc32c};
 use super::header::FileKind;
-use super::hints::{HINTS_KIND, Hints, HintsHeader};
-use super::keys::{KEYS_KIND, KeysHeader, RecordKeys};
+use super::hints::{HINTS_KIND, HintsHeader};
+use super::keys::{KEYS_KIND, KeysHeader};
 use super::manifest::Manifest;
-use super::pq::{PQ_KIND, PqFile, PqHeader};
-use super::routing::{ROUTING_KIND, Routing, RoutingHeader};
+use super::open::IndexParts;
+use super::pq::{PQ_KIND, PqHeader};
+use super::routing::{ROUTING_KIND, RoutingHeader};
 use super::sectors::{SECTORS_KIND, SectorCrcs, SectorsHeader};
-use super::stats::{STATS_KIND, Stats, StatsHeader};
-use crate::format::SECTOR_BYTES;
+use super::stats::{STATS_KIND, StatsHeader};
+use super::{RecordCodec, RecordLayout, SECTOR_BYTES};
 
 pub const MANIFEST_FILE: &str = "manifest.m3";
 pub const CLUSTERS_FILE: &str = "clusters.m3";
@@ -41,6 +44,12 @@ pub const HINTS_FILE: &str = "hints.m3";
 pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
 pub const REPORT_FILE: &str = "build_report.json";
+/// The JSON report of `m3 calibrate` (its choice is in the manifest): informational.
+pub const CALIBRATION_FILE: &str = "calibration.json";
+
+/// Files listed in the manifest for people, not for queries: a missing or damaged one never
+/// keeps an index from opening ([`verify`] reports it in [`VerifyReport::informational`]).
+pub const INFORMATIONAL_FILES: [&str; 2] = [REPORT_FILE, CALIBRATION_FILE];
 
 /// The files every index lists in its manifest (besides the manifest itself).
 pub const REQUIRED_FILES: [&str; 6] = [
@@ -62,15 +71,29 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Data sectors checked against `sectors.m3`.
     pub data_sectors: u64,
+    /// Records of `data.m3` decoded and checked.
+    pub records: u64,
+    /// Informational files that are missing or do not match the manifest: not an error of
+    /// the index, which opens and answers without them.
+    pub informational: Vec<String>,
 }
 
 fn read_manifest(dir: &Path) -> Result<Manifest, FormatError> {
     let path = dir.join(MANIFEST_FILE);
-    if !path.is_file() {
-        return Err(FormatError::NotAnIndex {
-            dir: dir.to_path_buf(),
-            file: MANIFEST_FILE,
-        });
+    // Only a manifest that is not there makes "not an index"; any other failure to reach it
+    // (permission denied, a path through a regular file) is reported as itself.
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FormatError::NotAnIndex {
+                dir: dir.to_path_buf(),
+                file: MANIFEST_FILE,
+            });
+        }
+        Err(e) => return Err(FormatError::io(&path, e)),
+        Ok(m) if !m.is_file() => {
+            return Err(FormatError::corrupt(&path, 0, "not a regular file"));
+        }
+        Ok(_) => {}
     }
     let m = Manifest::read(&path)?;
     let blocks = m.meta.flags & super::manifest::META_FLAG_BLOCKS != 0;
@@ -107,26 +130,24 @@ fn check_length(path: &Path, e: &FileEntry) -> Result<(), FormatError> {
     let len = std::fs::metadata(path)
         .map_err(|err| FormatError::io(path, err))?
         .len();
-    if len != e.bytes {
-        return Err(FormatError::Truncated {
-            path: path.to_path_buf(),
-            expected_bytes: e.bytes,
-            found_bytes: len,
-        });
-    }
-    Ok(())
+    check_listed_length(path, e, len)
 }
 
 fn header_only<S: bytemuck::Pod>(path: &Path, kind: &FileKind) -> Result<(), FormatError> {
     SectionReader::open::<S>(path, kind).map(|_| ())
 }
 
-/// The check done when an index is opened: the manifest, the presence, length and header of
-/// every listed file, and the data header against the manifest. Reads no bodies.
+/// The cheap first step of opening an index (and the test of "is this directory a complete
+/// index" when publishing): the manifest, the presence, length and header of every listed
+/// file but the informational ones, and the data header against the manifest. Reads no
+/// bodies; [`super::IndexParts::open`] checks them.
 pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
     let m = read_manifest(dir)?;
     for e in &m.files {
         let (path, name) = entry_path(dir, e);
+        if INFORMATIONAL_FILES.contains(&name) {
+            continue;
+        }
         check_length(&path, e)?;
         match name {
             CLUSTERS_FILE => header_only::<ClustersHeader>(&path, &CLUSTERS_KIND)?,
@@ -147,13 +168,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
 
 fn whole_file_crc(path: &Path, e: &FileEntry) -> Result<(), FormatError> {
     let (len, crc) = file_crc32c(path)?;
-    if len != e.bytes {
-        return Err(FormatError::Truncated {
-            path: path.to_path_buf(),
-            expected_bytes: e.bytes,
-            found_bytes: len,
-        });
-    }
+    check_listed_length(path, e, len)?;
     if crc != e.crc32c {
         return Err(FormatError::Checksum {
             path: path.to_path_buf(),
@@ -165,35 +180,32 @@ fn whole_file_crc(path: &Path, e: &FileEntry) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// Checks every checksum of the index in `dir`. Order: manifest, then each listed file but
-/// `data.m3` (length, whole-file CRC32C, full parse, consistency with the manifest), then
-/// `data.m3` sector by sector against `sectors.m3`, then its whole-file CRC32C.
+/// Checks every byte of the index in `dir`. Order: everything [`IndexParts::open`] checks
+/// (manifest, headers, lengths, and each RAM-resident file's CRC32C, parse and consistency
+/// with the manifest), then `sectors.m3` and any file of a newer minor version (whole-file
+/// CRC32C), the informational files (reported, not failed), then `data.m3` cluster by
+/// cluster: each data sector against `sectors.m3`, each record decoded (id below
+/// `n_vectors`, degree, neighbours below `n_records`, finite components), its whole-file
+/// CRC32C, and `stats.m3`'s `max_base_norm` against the largest record norm.
 pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
-    let m = read_manifest(dir)?;
+    let parts = IndexParts::open(dir)?;
+    let m = &parts.manifest;
     let meta = &m.meta;
     let mut bytes = 0u64;
     let mut sector_crcs = None;
-    let mut cluster_entries = None;
-    let mut keys = None;
+    let mut informational = Vec::new();
     for e in m.files.iter().filter(|e| e.name_str() != Some(DATA_FILE)) {
         let (path, name) = entry_path(dir, e);
-        whole_file_crc(&path, e)?;
+        if INFORMATIONAL_FILES.contains(&name) {
+            if let Err(err) = whole_file_crc(&path, e) {
+                informational.push(err.to_string());
+            }
+            continue;
+        }
         bytes += e.bytes;
         match name {
-            CLUSTERS_FILE => {
-                let t = ClusterTable::read(&path)?;
-                t.check_against(meta, &path)?;
-                cluster_entries = Some(t.entries);
-            }
-            KEYS_FILE => keys = Some((RecordKeys::read(&path)?, path)),
-            ROUTING_FILE => Routing::read(&path)?.check_against(meta, &path)?,
-            STATS_FILE => Stats::read(&path)?.check_against(meta, &path)?,
-            PQ_FILE => PqFile::read(&path)?.check_against(meta, &path)?,
-            BLOCKS_FILE => BlockTable::read(&path)?.check_against(meta, &path)?,
-            COARSE_FILE => CoarseLevel::read(&path)?.check_against(meta, &path)?,
-            HINTS_FILE => Hints::read(&path)?.check_against(meta, &path)?,
             SECTORS_FILE => {
-                let s = SectorCrcs::read(&path)?;
+                let s = SectorCrcs::read_listed(&ListedFile::open(dir, e)?)?;
                 if s.crcs.len() as u64 != meta.data_sectors {
                     return Err(FormatError::corrupt(
                         &path,
@@ -207,18 +219,35 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
                 }
                 sector_crcs = Some(s.crcs);
             }
-            _ => {}
+            // Checked whole by IndexParts::open.
+            CLUSTERS_FILE | ROUTING_FILE | STATS_FILE | PQ_FILE | KEYS_FILE | BLOCKS_FILE
+            | COARSE_FILE | HINTS_FILE => {}
+            _ => whole_file_crc(&path, e)?,
         }
-    }
-    if let (Some((keys, path)), Some(entries)) = (keys, cluster_entries) {
-        keys.check_against(meta, &entries, &path)?;
     }
     let data = m.file(DATA_FILE).expect("required file");
     let (path, _) = entry_path(dir, data);
     check_length(&path, data)?;
-    DataFileHeader::read(&path)?.check_against(meta, &path)?;
     let crcs = sector_crcs.expect("sectors.m3 is required");
-    let computed = verify_data_sectors(&path, &crcs)?;
+    let codec = parts.data_header.codec()?.with_n_vectors(meta.n_vectors);
+    let data_check = DataCheck {
+        path: &path,
+        crcs: &crcs,
+        entries: &parts.clusters.entries,
+        codec,
+        layout: parts.data_header.layout(),
+    };
+    let (computed, max_norm) = data_check.run()?;
+    // Queries are checked against this norm (no distance may overflow), so it must be the
+    // records' own (the build computes it in f32: a relative tolerance of 1e-4).
+    let stated = f64::from(parts.stats.max_base_norm);
+    if (max_norm - stated).abs() > 1e-4 * stated.max(max_norm) + 1e-6 {
+        return Err(FormatError::corrupt(
+            dir.join(STATS_FILE),
+            64,
+            format!("max_base_norm is {stated}, the records of data.m3 reach {max_norm}"),
+        ));
+    }
     if computed != data.crc32c {
         return Err(FormatError::Checksum {
             path,
@@ -232,38 +261,86 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
         files: m.files.len(),
         bytes,
         data_sectors: crcs.len() as u64,
-        manifest: m,
+        records: meta.n_records,
+        informational,
+        manifest: parts.manifest,
     })
 }
 
-/// Streams `data.m3`, comparing each data sector with `crcs`; returns the whole-file CRC.
-fn verify_data_sectors(path: &Path, crcs: &[u32]) -> Result<u32, FormatError> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
-    let io = |e| FormatError::io(path, e);
-    let mut buf = vec![0u8; 256 * SECTOR_BYTES];
-    file.read_exact_at(&mut buf[..SECTOR_BYTES], 0)
-        .map_err(io)?;
-    let mut whole = crc32c::crc32c(&buf[..SECTOR_BYTES]);
-    let mut s = 0usize;
-    while s < crcs.len() {
-        let n = (crcs.len() - s).min(256);
-        let chunk = &mut buf[..n * SECTOR_BYTES];
-        file.read_exact_at(chunk, ((s + 1) * SECTOR_BYTES) as u64)
-            .map_err(io)?;
-        for (i, sector) in chunk.chunks_exact(SECTOR_BYTES).enumerate() {
-            let computed = crc32c::crc32c(sector);
-            if computed != crcs[s + i] {
-                return Err(FormatError::Checksum {
-                    path: path.to_path_buf(),
-                    what: format!("sector {}", s + i),
-                    stored: crcs[s + i],
-                    computed,
-                });
+/// One pass over `data.m3` (see [`verify`]); the cluster table tiles its data sectors exactly
+/// (checked by [`super::ClusterTable::check_against`]).
+struct DataCheck<'a> {
+    path: &'a Path,
+    crcs: &'a [u32],
+    entries: &'a [ClusterEntry],
+    codec: RecordCodec,
+    layout: RecordLayout,
+}
+
+/// Data sectors read at a time (at least one whole record).
+const CHUNK_SECTORS: u64 = 256;
+
+impl DataCheck<'_> {
+    /// Streams the file cluster by cluster, in whole records; returns its CRC32C and the
+    /// largest norm of a record.
+    fn run(&self) -> Result<(u32, f64), FormatError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path;
+        let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+        let io = |e| FormatError::io(path, e);
+        let sb = SECTOR_BYTES as u64;
+        let mut buf = vec![0u8; SECTOR_BYTES];
+        file.read_exact_at(&mut buf, 0).map_err(io)?;
+        let mut whole = crc32c::crc32c(&buf);
+        let mut max_norm = 0f64;
+        let per_chunk = match self.layout.records_per_sector() {
+            0 => (CHUNK_SECTORS / self.layout.sectors_per_record() as u64).max(1),
+            rps => CHUNK_SECTORS * rps as u64,
+        };
+        for (c, e) in self.entries.iter().enumerate() {
+            let mut i = 0u64;
+            while i < e.records as u64 {
+                let n = per_chunk.min(e.records as u64 - i);
+                let first = e.first_sector + self.layout.locate(i).sector;
+                let sectors = self.layout.sectors_for(n);
+                buf.resize((sectors * sb) as usize, 0);
+                file.read_exact_at(&mut buf, (1 + first) * sb).map_err(io)?;
+                for (k, sector) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
+                    let s = first as usize + k;
+                    let computed = crc32c::crc32c(sector);
+                    if computed != self.crcs[s] {
+                        return Err(FormatError::Checksum {
+                            path: path.to_path_buf(),
+                            what: format!("sector {s}"),
+                            stored: self.crcs[s],
+                            computed,
+                        });
+                    }
+                }
+                whole = crc32c::crc32c_append(whole, &buf);
+                for j in i..i + n {
+                    let loc = self.layout.locate(j);
+                    let at = ((loc.sector - (first - e.first_sector)) * sb) as usize
+                        + loc.offset_bytes as usize;
+                    let file_offset =
+                        (1 + e.first_sector + loc.sector) * sb + loc.offset_bytes as u64;
+                    let place = format!("record {} (cluster {c})", e.first_record + j);
+                    let rec = self
+                        .codec
+                        .decode(&buf[at..], path, file_offset)
+                        .map_err(|err| err.within(&place))?;
+                    if let Some(k) = rec.first_non_finite() {
+                        return Err(FormatError::corrupt(
+                            path,
+                            file_offset + 4 * k as u64,
+                            format!("{place}: component {k} is not finite"),
+                        ));
+                    }
+                    max_norm = max_norm.max(rec.norm());
+                }
+                i += n;
             }
         }
-        whole = crc32c::crc32c_append(whole, chunk);
-        s += n;
+        Ok((whole, max_norm))
     }
-    Ok(whole)
 }

@@ -382,7 +382,10 @@ fn uring_or_skip(path: &Path, options: &ReaderOptions) -> Option<UringReader> {
     match UringReader::open(path, options) {
         Ok(r) => Some(r),
         Err(e @ (IoError::Setup { .. } | IoError::Unsupported { .. })) => {
-            eprintln!("SKIPPED: io_uring is not available here: {e}");
+            crate::testing::skip(
+                crate::testing::Requirement::Uring,
+                format!("io_uring is not available here: {e}"),
+            );
             None
         }
         Err(e) => panic!("{e}"),
@@ -592,9 +595,12 @@ fn io_auto_prefers_uring_and_explicit_uring_fails_when_forced_off() {
     let auto = open_reader(&path, IoBackend::Auto, &ReaderOptions::default()).unwrap();
     match auto.info().backend {
         BackendKind::Uring => assert_eq!(auto.info().fallback_reason, None),
-        BackendKind::Pread => eprintln!(
-            "io_uring unavailable here: {}",
-            auto.info().fallback_reason.as_deref().unwrap()
+        BackendKind::Pread => crate::testing::skip(
+            crate::testing::Requirement::Uring,
+            format!(
+                "auto fell back to pread: {}",
+                auto.info().fallback_reason.as_deref().unwrap()
+            ),
         ),
     }
     let forced = ReaderOptions {

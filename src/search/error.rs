@@ -20,6 +20,19 @@ pub enum SearchError {
     },
     #[error("query {query} is the zero vector, which has no direction under cosine")]
     ZeroQuery { query: usize },
+    /// A query whose distances to the index's vectors could overflow f32 (or, under cosine,
+    /// that f32 cannot normalise): see [`super::Index::check_query_as`].
+    #[error(
+        "query {query}: its norm {norm:.3e} is outside [{min:.3e}, {max:.3e}], the query norms \
+         this index can score without overflowing f32 (its vectors' norms reach {data_norm:.3e})"
+    )]
+    QueryNorm {
+        query: usize,
+        norm: f64,
+        min: f64,
+        max: f64,
+        data_norm: f64,
+    },
     #[error("k must be at least 1")]
     KZero,
     #[error("k = {k} is larger than the {n} vectors of the index")]

@@ -44,8 +44,9 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 
 /// Results as a table of ids and distances, `k` per query (big-ann layout): natural units
 /// of the metric, or LC-CMD's D² when the rerank used it. A query with fewer than `k` results
-/// (only possible when the probed clusters hold fewer than `k` vectors) is padded with id
-/// `u32::MAX` and distance NaN.
+/// (only possible when the probed clusters hold fewer than `k` vectors; the engine itself never
+/// pads) is padded with id `u32::MAX` and distance NaN, the fixed-width files' mark of a missing
+/// result.
 pub fn results_table(
     results: &[Vec<Neighbor>],
     params: &SearchParams,

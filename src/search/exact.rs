@@ -152,7 +152,7 @@ impl<'a> ExactSearcher<'a> {
     /// distances may resolve to either id) and what finding them cost.
     pub fn knn(&mut self, q: &[f32], k: usize) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
         let idx = self.index;
-        idx.check_query(0, q)?;
+        idx.check_query_as(0, q, exact_scoring(self.block_weights.as_deref()))?;
         if k == 0 {
             return Err(SearchError::KZero);
         }
@@ -165,8 +165,14 @@ impl<'a> ExactSearcher<'a> {
         let mut stats = QueryStats::default();
         self.prepare(q)?;
         self.order_clusters();
+        // Upper bounds per record: each id may hold up to 1 + spill_max of the best (never
+        // more than there are records).
         let copies = 1 + idx.meta.spill_max as usize;
-        let mut upper = TopK::new(k.saturating_mul(copies));
+        let upper_k = k
+            .saturating_mul(copies)
+            .min(usize::try_from(idx.meta.n_records).unwrap_or(usize::MAX))
+            .max(1);
+        let mut upper = TopK::new(upper_k);
         let mut results = TopK::new(k);
         let mut ids = HashSet::new();
         // Phase 1: the nearest clusters by bound, then one small batch of the best PQ
@@ -250,7 +256,7 @@ impl<'a> ExactSearcher<'a> {
         radius: f32,
     ) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
         let idx = self.index;
-        idx.check_query(0, q)?;
+        idx.check_query_as(0, q, exact_scoring(self.block_weights.as_deref()))?;
         if radius.is_nan() {
             return Err(SearchError::Param {
                 name: "radius",
@@ -477,9 +483,20 @@ impl<'a> ExactSearcher<'a> {
                 },
             };
             stats.dist_comps += 1;
+            let dist = super::read::checked_distance(idx, &self.plan, i, dist)?;
             offer(Neighbor { id: rec.id(), dist });
         }
         Ok(())
+    }
+}
+
+/// How exact and range search score a query (native metric, `block_weights`), for
+/// [`Index::check_query_as`].
+fn exact_scoring(block_weights: Option<&[f32]>) -> super::QueryScoring<'_> {
+    super::QueryScoring {
+        block_weights,
+        lccmd: None,
+        any_lccmd: false,
     }
 }
 
@@ -598,11 +615,11 @@ pub fn exact_batch(
     pool: &rayon::ThreadPool,
 ) -> Result<super::BatchResult, SearchError> {
     use rayon::prelude::*;
-    for (i, q) in queries.iter_rows().enumerate() {
-        index.check_query(i, q)?;
-    }
-    // Checks the weights once, up front.
+    // Checks the weights once, up front, then every query with them.
     ExactSearcher::new(index).set_block_weights(block_weights)?;
+    for (i, q) in queries.iter_rows().enumerate() {
+        index.check_query_as(i, q, exact_scoring(block_weights))?;
+    }
     index.exact_aux()?;
     let start = std::time::Instant::now();
     type Outcome = Result<(Vec<Neighbor>, QueryStats, f64), SearchError>;

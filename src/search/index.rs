@@ -8,12 +8,10 @@ use super::SearchError;
 use super::blocks::IndexBlocks;
 use crate::data::Matrix;
 use crate::distance::Metric;
-use crate::format::verify::{
-    CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE, ROUTING_FILE, STATS_FILE,
-};
+use crate::format::verify::DATA_FILE;
 use crate::format::{
-    ClusterEntry, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, IndexMeta, PqFile,
-    RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats, open_check,
+    ClusterEntry, CoarseLevel, FormatError, Hints, IndexMeta, IndexParts, ListedFile, PqFile,
+    RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats,
 };
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
@@ -45,14 +43,21 @@ pub struct Index {
     pub(super) coarse: Option<CoarseLevel>,
     /// The blocks of a multi-vector index.
     pub(super) blocks: Option<IndexBlocks>,
-    /// Whether the index has `keys.m3` (format 1.1).
-    pub(super) has_keys: bool,
     /// Training queries and their answers' records (`hints.m3`), if the index has them, with
     /// the router that finds a query's nearest training queries.
     pub(super) hints: Option<Hints>,
     pub(super) hint_router: Option<Router>,
+    /// `keys.m3` (format 1.1), checked at open and held open for exact search.
+    pub(super) keys_file: Option<ListedFile>,
+    /// `pq.m3`, checked at open and held open for exact search's per-record errors.
+    pub(super) pq_file: ListedFile,
     /// What exact and range search need besides the above, loaded at their first use.
     pub(super) exact: OnceLock<ExactAux>,
+    /// A bound on the norm of every vector a query is compared with, in stored coordinates:
+    /// records (`stats.m3`'s `max_base_norm`), PQ reconstructions, base and query anchors,
+    /// coarse centres. [`Index::check_query`] uses it to refuse queries whose distances
+    /// could overflow.
+    pub(super) norm_bound: f64,
 }
 
 /// Per-record data only exact and range search use (DESIGN §4.5); not in RAM until then.
@@ -88,27 +93,17 @@ impl Index {
         dir: &Path,
         open_data: impl FnOnce(&Path) -> Result<Arc<dyn BlockReader>, SearchError>,
     ) -> Result<Self, SearchError> {
-        let manifest = open_check(dir)?;
-        let meta = manifest.meta;
+        let parts = IndexParts::open(dir)?;
+        let meta = parts.manifest.meta;
         let metric = meta.metric().ok_or_else(|| {
             FormatError::corrupt(dir.join("manifest.m3"), 0, "unknown metric code")
         })?;
-        let clusters = ClusterTable::read(&dir.join(CLUSTERS_FILE))?;
-        clusters.check_against(&meta, &dir.join(CLUSTERS_FILE))?;
-        let routing = Routing::read(&dir.join(ROUTING_FILE))?;
-        let stats = Stats::read(&dir.join(STATS_FILE))?;
-        let pq_file = PqFile::read(&dir.join(PQ_FILE))?;
-        pq_file.check_against(&meta, &dir.join(PQ_FILE))?;
-        let data_path = dir.join(DATA_FILE);
-        let header = DataFileHeader::read(&data_path)?;
-        header.check_against(&meta, &data_path)?;
         let dim = meta.dim as usize;
-        let bounds: Vec<usize> = pq_file.bounds.iter().map(|&b| b as usize).collect();
-        let pq = ProductQuantizer::from_parts(dim, bounds, pq_file.codebooks.clone())
-            .map_err(|e| FormatError::corrupt(dir.join(PQ_FILE), 0, e.to_string()))?;
-        if routing.anchors.rows() > 0 && routing.anchors.dim() != dim {
-            return Err(FormatError::corrupt(dir.join(ROUTING_FILE), 0, "anchor dimension").into());
-        }
+        let pq_path = &parts.pq_file.path;
+        let bounds: Vec<usize> = parts.pq.bounds.iter().map(|&b| b as usize).collect();
+        let pq = ProductQuantizer::from_parts(dim, bounds, parts.pq.codebooks.clone())
+            .map_err(|e| FormatError::corrupt(pq_path, 0, e.to_string()))?;
+        let data_path = dir.join(DATA_FILE);
         let reader = open_data(&data_path)?;
         let data_bytes = (meta.data_sectors + 1) * SECTOR_BYTES as u64;
         if reader.len_bytes() < data_bytes {
@@ -122,51 +117,42 @@ impl Index {
             )
             .into());
         }
+        let clusters = parts.clusters;
         let centroid_norms = crate::linalg::row_norms_sq(clusters.centroids.view());
-        let blocks = if meta.flags & crate::format::manifest::META_FLAG_BLOCKS != 0 {
-            let path = dir.join(crate::format::verify::BLOCKS_FILE);
-            let table = crate::format::BlockTable::read(&path)?;
-            table.check_against(&meta, &path)?;
-            Some(IndexBlocks::new(
+        let blocks = match parts.blocks {
+            Some(table) => Some(IndexBlocks::new(
                 table,
-                &dir.join(PQ_FILE),
+                pq_path,
                 metric,
                 &pq,
-                &pq_file.codes,
+                &parts.pq.codes,
                 &clusters.centroids,
                 &clusters.entries,
-            )?)
-        } else {
-            None
-        };
-        // Two-level routing from the stored coarse level; an index without one (older, or
-        // K below the build's threshold) builds it here when K is large.
-        let coarse = match manifest.file(COARSE_FILE) {
-            Some(_) => {
-                let path = dir.join(COARSE_FILE);
-                let c = CoarseLevel::read(&path)?;
-                c.check_against(&meta, &path)?;
-                Some(c)
-            }
+            )?),
             None => None,
         };
+        let norm_bound = super::check::norm_bound(
+            &parts.stats,
+            &clusters.centroids,
+            &parts.routing,
+            parts.coarse.as_ref(),
+            parts.hints.as_ref(),
+            &pq,
+        );
+        // Two-level routing from the stored coarse level; an index without one (older, or
+        // K below the build's threshold) builds it here when K is large.
+        let coarse = parts.coarse;
         let router = base_router(
             &clusters.centroids,
             metric,
             coarse.as_ref(),
             DEFAULT_ROUTE_MIN_K,
         );
+        let routing = parts.routing;
         let query_router =
             Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
-        let hints = match manifest.file(HINTS_FILE) {
-            Some(_) => {
-                let path = dir.join(HINTS_FILE);
-                let h = Hints::read(&path)?;
-                h.check_against(&meta, &path)?;
-                Some(h)
-            }
-            None => None,
-        };
+        let header = parts.data_header;
+        let hints = parts.hints;
         let hint_router = hints
             .as_ref()
             .map(|h| Router::new(h.queries.view(), hint_order(metric), DEFAULT_ROUTE_MIN_K));
@@ -184,16 +170,19 @@ impl Index {
             centroid_norms,
             entries: clusters.entries,
             routing,
-            stats,
+            stats: parts.stats,
             pq,
-            codes: pq_file.codes,
-            correction: pq_file.correction,
-            codec: header.codec()?,
+            codes: parts.pq.codes,
+            correction: parts.pq.correction,
+            // Every record read is checked: id below n_vectors, neighbours below n_records.
+            codec: header.codec()?.with_n_vectors(meta.n_vectors),
             layout: header.layout(),
             reader,
-            has_keys: manifest.file(KEYS_FILE).is_some(),
+            keys_file: parts.keys_file,
+            pq_file: parts.pq_file,
             exact: OnceLock::new(),
             blocks,
+            norm_bound,
         })
     }
 
@@ -290,14 +279,14 @@ impl Index {
         (self.centroids.as_slice().len() * 4
             + self.router.heap_bytes()
             + self.query_router.heap_bytes()
+            + self.hints.as_ref().map_or(0, Hints::heap_bytes)
+            + self.hint_router.as_ref().map_or(0, Router::heap_bytes)
             + self.entries.len() * 32
             + self.routing.anchors.as_slice().len() * 4
             + self.routing.edges.as_slice().len() * 4
             + self.pq.codebooks().len() * 4
             + self.codes.as_slice().len()
             + self.correction.len() * 4
-            + self.hints.as_ref().map_or(0, Hints::heap_bytes)
-            + self.hint_router.as_ref().map_or(0, Router::heap_bytes)
             + self
                 .blocks
                 .as_ref()
@@ -325,7 +314,7 @@ impl Index {
 
     /// Bytes exact and range search add in RAM once used (keys and PQ errors: 8 per record).
     pub fn exact_ram_bytes(&self) -> u64 {
-        self.meta.n_records * if self.has_keys { 8 } else { 4 }
+        self.meta.n_records * if self.keys_file.is_some() { 8 } else { 4 }
     }
 
     /// Loads (once) what exact and range search need: record keys and PQ errors.
@@ -333,48 +322,31 @@ impl Index {
         if let Some(aux) = self.exact.get() {
             return Ok(aux);
         }
-        let keys = if self.has_keys {
-            let path = self.dir.join(KEYS_FILE);
-            let keys = RecordKeys::read(&path)?;
-            keys.check_against(&self.meta, &self.entries, &path)?;
-            Some(keys.keys)
-        } else {
-            None
+        // Both files were checked whole at open and held open since.
+        let keys = match &self.keys_file {
+            Some(f) => {
+                let keys = RecordKeys::reread_listed(f)?;
+                keys.check_against(&self.meta, &self.entries, &f.path)?;
+                Some(keys.keys)
+            }
+            None => None,
         };
-        let path = self.dir.join(PQ_FILE);
-        let error = PqFile::read_error(&path)?;
-        if error.len() as u64 != self.meta.n_records
-            || error.iter().any(|e| !e.is_finite() || *e < 0.0)
-        {
-            return Err(
-                FormatError::corrupt(&path, 0, "PQ errors: wrong count or not distances").into(),
-            );
+        let error = PqFile::read_error_listed(&self.pq_file)?;
+        if error.len() as u64 != self.meta.n_records {
+            return Err(FormatError::corrupt(
+                &self.pq_file.path,
+                0,
+                format!(
+                    "{} PQ errors for {} records",
+                    error.len(),
+                    self.meta.n_records
+                ),
+            )
+            .into());
         }
         // Another thread may have loaded it meanwhile; either copy is the same.
         let _ = self.exact.set(ExactAux { keys, error });
         Ok(self.exact.get().expect("just set"))
-    }
-
-    /// Checks a query vector against the index: dimension, finite values, and under cosine
-    /// a direction. `qi` names the query in errors.
-    pub fn check_query(&self, qi: usize, q: &[f32]) -> Result<(), SearchError> {
-        if q.len() != self.dim {
-            return Err(SearchError::QueryDim {
-                expected: self.dim,
-                found: q.len(),
-            });
-        }
-        if let Some((col, &value)) = q.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(SearchError::NonFinite {
-                query: qi,
-                col,
-                value,
-            });
-        }
-        if self.metric == Metric::Cosine && q.iter().all(|&v| v == 0.0) {
-            return Err(SearchError::ZeroQuery { query: qi });
-        }
-        Ok(())
     }
 
     /// Cluster of a global record index.

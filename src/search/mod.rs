@@ -4,6 +4,7 @@
 mod batch;
 mod blocks;
 mod calibrate;
+mod check;
 mod error;
 mod evaluate;
 mod exact;
@@ -18,6 +19,7 @@ pub use blocks::{IndexBlocks, Weighting};
 pub use calibrate::{
     Calibration, CalibrationBase, CalibrationParams, CalibrationPoint, calibrate, partner_hits,
 };
+pub use check::QueryScoring;
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};

@@ -250,6 +250,8 @@ mod tests {
         p.nprobe = 7;
         p.qprobe = 2;
         p.edges = 5;
+        p.hints = 24;
+        p.hint_depth = 50;
         p.rerank = 33;
         p.expand_rounds = 1;
         p.expand_from = 4;
@@ -257,7 +259,7 @@ mod tests {
         p.route_groups = 12;
         let flags = p.as_flags();
         let tokens: Vec<&str> = flags.split_whitespace().collect();
-        assert_eq!(tokens.len(), 16, "{flags}");
+        assert_eq!(tokens.len(), 20, "{flags}");
         let mut q = SearchParams::new(10);
         for pair in tokens.chunks(2) {
             let name = pair[0].strip_prefix("--").unwrap().replace('-', "_");

@@ -165,22 +165,11 @@ impl<'a> Searcher<'a> {
     /// Checks a query and the parameters against the index.
     pub fn check(&self, qi: usize, q: &[f32], params: &SearchParams) -> Result<(), SearchError> {
         let idx = self.index;
-        idx.check_query(qi, q)?;
         if q.len() != idx.dim {
             return Err(SearchError::QueryDim {
                 expected: idx.dim,
                 found: q.len(),
             });
-        }
-        if let Some((col, &value)) = q.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(SearchError::NonFinite {
-                query: qi,
-                col,
-                value,
-            });
-        }
-        if idx.metric == Metric::Cosine && q.iter().all(|&v| v == 0.0) {
-            return Err(SearchError::ZeroQuery { query: qi });
         }
         match (&idx.blocks, &params.block_weights) {
             (None, Some(_)) => {
@@ -192,6 +181,16 @@ impl<'a> Searcher<'a> {
             (Some(b), Some(w)) => b.check_weights(w)?,
             _ => {}
         }
+        let lccmd = match params.distance {
+            super::RerankDistance::LcCmd { alpha, beta } => Some((alpha, beta)),
+            super::RerankDistance::Native => None,
+        };
+        let scoring = super::QueryScoring {
+            block_weights: params.block_weights.as_deref(),
+            lccmd,
+            any_lccmd: false,
+        };
+        idx.check_query_as(qi, q, scoring)?;
         if params.k == 0 {
             return Err(SearchError::KZero);
         }
@@ -224,7 +223,9 @@ impl<'a> Searcher<'a> {
     }
 
     /// The `k` nearest vectors of `q` (ids and internal distances, best first) and the cost.
-    /// Runs the query in slot 0, blocking on each of its reads.
+    /// Runs the query in slot 0, blocking on each of its reads. At most `k` results, each id
+    /// below `n_vectors` and each distance finite; fewer only when the probed clusters hold
+    /// fewer distinct vectors (a record that breaks this is an error, never a result).
     pub fn search(
         &mut self,
         qi: usize,

@@ -81,11 +81,14 @@ impl ReadPlan {
         let start =
             self.pos[ri] + (s - self.range_start[ri]) as usize * SECTOR_BYTES + off as usize;
         let rb = idx.codec.record_bytes() as usize;
-        let rec = idx.codec.decode(
-            &buf[start..start + rb],
-            &idx.dir,
-            s * SECTOR_BYTES as u64 + off as u64,
-        )?;
+        let rec = idx
+            .codec
+            .decode(
+                &buf[start..start + rb],
+                idx.reader.path(),
+                s * SECTOR_BYTES as u64 + off as u64,
+            )
+            .map_err(|e| e.within(format_args!("record {r}")))?;
         Ok((rec, r))
     }
 }
@@ -122,9 +125,35 @@ pub(super) fn record_vector<'v>(
         }
     };
     if v.len() != idx.dim {
-        return Err(FormatError::corrupt(&idx.dir, 0, "record dimension").into());
+        return Err(FormatError::corrupt(idx.reader.path(), 0, "record dimension").into());
     }
     Ok(v)
+}
+
+/// `dist`, the distance of the query to record `i` of `plan`, once it is finite. The query
+/// was checked so that no distance to a vector of the index's norms overflows
+/// ([`Index::check_query_as`]), so a non-finite one means the record is corrupt (a NaN or
+/// infinite component, or a norm beyond `stats.m3`'s `max_base_norm`): an error naming
+/// `data.m3` and the record, never a NaN among the results.
+pub(super) fn checked_distance(
+    idx: &Index,
+    plan: &ReadPlan,
+    i: usize,
+    dist: f32,
+) -> Result<f32, SearchError> {
+    if dist.is_finite() {
+        return Ok(dist);
+    }
+    let (s, off, _, r) = plan.locs[i];
+    Err(FormatError::corrupt(
+        idx.reader.path(),
+        s * SECTOR_BYTES as u64 + off as u64,
+        format!(
+            "record {r}: its distance to the query is {dist}: the record holds a non-finite \
+             component or a norm beyond the index's max_base_norm"
+        ),
+    )
+    .into())
 }
 
 /// Submits the reads of `records` (coalescing neighbouring sectors) for the query in `t`;
@@ -178,6 +207,7 @@ pub(super) fn rerank(
             },
         };
         t.stats.dist_comps += 1;
+        let dist = checked_distance(idx, &t.plan, i, dist)?;
         let id = rec.id();
         if params.expand_rounds > 0 {
             t.lists.insert(r, rec.neighbours().collect());

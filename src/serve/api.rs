@@ -45,6 +45,12 @@ pub struct Knobs {
     pub qprobe: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edges: Option<usize>,
+    /// Nearest training queries whose answers (`hints.m3`) are scored; 0 = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hints: Option<usize>,
+    /// Answers taken from each (0 = all the index stores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint_depth: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +97,8 @@ impl Knobs {
             nprobe: Some(p.nprobe),
             qprobe: Some(p.qprobe),
             edges: Some(p.edges),
+            hints: Some(p.hints),
+            hint_depth: Some(p.hint_depth),
             rerank: Some(p.rerank),
             expand_rounds: Some(p.expand_rounds),
             expand_from: Some(p.expand_from),
@@ -391,6 +399,9 @@ impl Knobs {
         knob("nprobe", self.nprobe, limits.max_nprobe, &mut p.nprobe)?;
         knob("qprobe", self.qprobe, limits.max_qprobe, &mut p.qprobe)?;
         knob("edges", self.edges, limits.max_edges, &mut p.edges)?;
+        knob("hints", self.hints, limits.max_hints, &mut p.hints)?;
+        // The depth is capped by what the index stores; any value is safe.
+        knob("hint_depth", self.hint_depth, usize::MAX, &mut p.hint_depth)?;
         knob("rerank", self.rerank, limits.max_rerank, &mut p.rerank)?;
         knob(
             "expand_rounds",
@@ -415,11 +426,13 @@ impl Knobs {
         }
         p.block_weights =
             resolve_block_weights(self.block_weights.as_ref(), index, "knobs.block_weights")?;
-        if p.nprobe == 0 && (index.n_query_anchors() == 0 || p.qprobe == 0 || p.edges == 0) {
+        let anchored = index.n_query_anchors() > 0 && p.qprobe > 0 && p.edges > 0;
+        let hinted = index.n_hint_queries() > 0 && p.hints > 0 && p.block_weights.is_none();
+        if p.nprobe == 0 && !anchored && !hinted {
             return Err(ApiError::field(
                 "knobs.nprobe",
-                "nprobe = 0 probes no cluster unless query anchors (qprobe > 0, edges > 0, an \
-                 index built with training queries) lead to some",
+                "nprobe = 0 probes no cluster unless query anchors (qprobe > 0, edges > 0) or \
+                 hints (hints > 0) of an index built with training queries lead to some",
             ));
         }
         match self.distance.unwrap_or(DistanceMode::Auto) {

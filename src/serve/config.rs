@@ -1,6 +1,7 @@
 //! What a server is allowed to do: worker threads, limits per request, the API key.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
@@ -21,6 +22,7 @@ pub struct Limits {
     pub max_nprobe: usize,
     pub max_qprobe: usize,
     pub max_edges: usize,
+    pub max_hints: usize,
     pub max_rerank: usize,
     pub max_expand_rounds: usize,
     pub max_expand_from: usize,
@@ -30,7 +32,8 @@ pub struct Limits {
     /// Time from the start of a request (body read included) to its answer; beyond it the
     /// request gets 408 (body not received in time) or 504 (search not finished in time).
     pub deadline: Duration,
-    /// Search and range requests being handled at once; one more gets 429 with `Retry-After`.
+    /// Search and range requests being searched at once (counted from when their whole body
+    /// has arrived and been checked); one more gets 429 with `Retry-After`.
     pub max_concurrent_requests: usize,
 }
 
@@ -43,6 +46,7 @@ impl Default for Limits {
             max_nprobe: 1024,
             max_qprobe: 256,
             max_edges: 256,
+            max_hints: 256,
             max_rerank: 10_000,
             max_expand_rounds: 8,
             max_expand_from: 1000,
@@ -71,8 +75,46 @@ pub struct ServeConfig {
     /// When set, every endpoint but `/healthz` needs `Authorization: Bearer <key>`.
     pub api_key: Option<ApiKey>,
     /// After a shutdown signal, how long in-flight requests may take before the server stops
-    /// anyway (and reports that it did).
+    /// anyway (and reports that it did): connections still open then are closed, a request
+    /// without its answer gets none.
     pub drain_timeout: Duration,
+    /// Time a client has to send a request's headers, counted from when the server starts
+    /// waiting for them: the connection's accept, or on a keep-alive connection the end of
+    /// the previous response (so it is also how long an idle keep-alive connection stays
+    /// open). Beyond it the connection is closed.
+    pub header_timeout: Duration,
+    /// Longest pause while a request body arrives (between two of its chunks); beyond it the
+    /// request gets 408. The whole body must also arrive within `limits.deadline`.
+    pub body_timeout: Duration,
+    /// Longest a response write may make no progress (the client does not read what it is
+    /// sent); then the connection is closed.
+    pub send_timeout: Duration,
+    /// Called on a search worker before each query it starts. For fault-injection tests (a
+    /// hook that panics exercises the worker's recovery); `None` in `m3 serve`.
+    pub query_hook: Option<QueryHook>,
+}
+
+/// A function a search worker calls with each query vector before starting it (see
+/// [`ServeConfig::query_hook`]).
+#[derive(Clone)]
+pub struct QueryHook(Arc<HookFn>);
+
+type HookFn = dyn Fn(&[f32]) + Send + Sync;
+
+impl QueryHook {
+    pub fn new(f: impl Fn(&[f32]) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(super) fn call(&self, vector: &[f32]) {
+        (self.0)(vector)
+    }
+}
+
+impl std::fmt::Debug for QueryHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryHook")
+    }
 }
 
 impl Default for ServeConfig {
@@ -85,6 +127,10 @@ impl Default for ServeConfig {
             limits: Limits::default(),
             api_key: None,
             drain_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
+            query_hook: None,
         }
     }
 }

@@ -23,7 +23,7 @@ pub enum ServeError {
     #[error("server runtime: {0}")]
     Runtime(std::io::Error),
     #[error(
-        "{requests} request(s) still in flight {seconds:.1} s after the shutdown signal; stopped anyway"
+        "{requests} request(s) still in flight {seconds:.1} s after the shutdown signal; closed their connections without an answer"
     )]
     DrainTimeout { requests: i64, seconds: f64 },
 }
@@ -81,9 +81,9 @@ impl ApiError {
     /// or corrupt read of the index is 500.
     pub fn from_search(qi: usize, e: SearchError) -> Self {
         match &e {
-            SearchError::QueryDim { .. } | SearchError::ZeroQuery { .. } => {
-                Self::field(format!("vectors[{qi}]"), e.to_string())
-            }
+            SearchError::QueryDim { .. }
+            | SearchError::ZeroQuery { .. }
+            | SearchError::QueryNorm { .. } => Self::field(format!("vectors[{qi}]"), e.to_string()),
             SearchError::NonFinite { col, .. } => {
                 Self::field(format!("vectors[{qi}][{col}]"), e.to_string())
             }

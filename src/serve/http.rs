@@ -1,14 +1,15 @@
 //! The routes, their handlers and the guards in front of them.
 //!
 //! Every request passes `observe` (in-flight gauge, latency, status counts); every route but
-//! `/healthz` passes `authorize` when an API key is configured; search and range requests
-//! then pass `admit`, which holds one of `max_concurrent_requests` permits for the whole
-//! request or answers 429 at once. A handler reads the body (at most `max_body_bytes`, within
-//! the deadline), parses and checks it, queues one job per query vector for the workers and
-//! awaits the answers until the deadline.
+//! `/healthz` passes `authorize` when an API key is configured. A search or range handler
+//! reads the whole body first (at most `max_body_bytes`; no pause longer than the body
+//! timeout, all of it within the deadline), parses and checks it, and only then takes one of
+//! `max_concurrent_requests` permits (or answers 429 at once): a client that is slow to send
+//! its body holds a connection, never a permit. With the permit it queues one job per query
+//! vector for the workers and awaits the answers until the deadline.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -18,15 +19,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::timeout_at;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 use super::api::{
     CheckedRequest, QueryKind, QueryResult, RangeRequest, ResponseStats, SearchRequest,
     SearchResponse, parse_json,
 };
 use super::metrics::{METRICS_CONTENT_TYPE, endpoint_label};
-use super::pool::Job;
+use super::pool::{Job, JobError};
 use super::{ApiError, ApiKey, Limits, Metrics};
 use crate::search::{Index, RerankDistance};
 
@@ -38,6 +40,8 @@ pub(super) struct Shared {
     pub limits: Limits,
     pub api_key: Option<ApiKey>,
     pub admission: Arc<Semaphore>,
+    /// Longest pause in a request body (enforced by the body timeout layer; named in 408s).
+    pub body_timeout: Duration,
     pub queue: async_channel::Sender<Job>,
     pub metrics: Arc<Metrics>,
 }
@@ -45,18 +49,17 @@ pub(super) struct Shared {
 type AppState = Arc<Shared>;
 
 pub(super) fn router(state: AppState) -> Router {
-    let queries = Router::new()
+    let body_timeout = state.body_timeout;
+    Router::new()
         .route("/v1/search", post(search))
         .route("/v1/range", post(range))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
-    Router::new()
-        .merge(queries)
         .route("/v1/index", get(index_info))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }
 
@@ -87,9 +90,10 @@ async fn authorize(State(s): State<AppState>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-async fn admit(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = s.admission.clone().try_acquire_owned() else {
-        return ApiError::new(
+/// One of the `max_concurrent_requests` permits, held until the request ends, or 429.
+fn admit(s: &Shared) -> Result<OwnedSemaphorePermit, ApiError> {
+    s.admission.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "the server is handling its limit of {} concurrent search requests; retry later",
@@ -97,9 +101,7 @@ async fn admit(State(s): State<AppState>, req: Request, next: Next) -> Response 
             ),
         )
         .with_retry_after(1)
-        .into_response();
-    };
-    next.run(req).await
+    })
 }
 
 async fn healthz() -> &'static str {
@@ -144,6 +146,7 @@ async fn search(
     let bytes = read_body(&s, &headers, body, deadline).await?;
     let req: SearchRequest = parse_json(&bytes)?;
     let checked = req.check(&s.index, &s.limits)?;
+    let _permit = admit(&s)?;
     answer(&s, checked, start, deadline).await
 }
 
@@ -157,10 +160,12 @@ async fn range(
     let bytes = read_body(&s, &headers, body, deadline).await?;
     let req: RangeRequest = parse_json(&bytes)?;
     let checked = req.check(&s.index, &s.limits)?;
+    let _permit = admit(&s)?;
     answer(&s, checked, start, deadline).await
 }
 
-/// The body, at most `max_body_bytes` (413 beyond), received before the deadline (408).
+/// The body, at most `max_body_bytes` (413 beyond), received before the deadline and without
+/// a pause longer than the body timeout (408).
 async fn read_body(
     s: &Shared,
     headers: &HeaderMap,
@@ -205,12 +210,31 @@ async fn read_body(
             ),
         )),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) if caused_by::<TimeoutError>(&*e) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body paused for longer than the body timeout of {} ms",
+                s.body_timeout.as_millis()
+            ),
+        )),
         Ok(Err(e)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("reading the body failed: {e}"),
         )),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
+}
+
+/// Whether `e` or an error in its chain of sources is an `E`.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if e.is::<E>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 fn deadline_error(s: &Shared) -> ApiError {
@@ -289,7 +313,14 @@ async fn answer(
                     format!("query {qi}: the search worker stopped before answering"),
                 ));
             }
-            Ok(Ok(r)) => r.map_err(|e| ApiError::from_search(qi, e))?,
+            Ok(Ok(Ok(r))) => r,
+            Ok(Ok(Err(JobError::Search(e)))) => return Err(ApiError::from_search(qi, e)),
+            Ok(Ok(Err(e @ JobError::Panicked(_)))) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("query {qi}: internal error: {e}; the server goes on"),
+                ));
+            }
         };
         in_flight.left -= 1;
         s.metrics.queries_left(1);

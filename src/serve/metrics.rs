@@ -61,6 +61,7 @@ pub struct Metrics {
     queries: Family<KindLabels, Counter>,
     queries_in_flight: Gauge,
     queries_abandoned: Counter,
+    worker_panics: Counter,
     reads: Counter,
     sectors: Counter,
     bytes: Counter,
@@ -116,6 +117,12 @@ impl Metrics {
              deadline or disconnect)",
             queries_abandoned.clone(),
         );
+        let worker_panics = Counter::default();
+        registry.register(
+            "worker_panics",
+            "Panics caught on the search workers (each answered 500; the worker goes on)",
+            worker_panics.clone(),
+        );
         let reads = Counter::default();
         registry.register(
             "read_requests",
@@ -147,6 +154,7 @@ impl Metrics {
             queries,
             queries_in_flight,
             queries_abandoned,
+            worker_panics,
             reads,
             sectors,
             bytes,
@@ -193,6 +201,10 @@ impl Metrics {
 
     pub(super) fn query_abandoned(&self) {
         self.queries_abandoned.inc();
+    }
+
+    pub(super) fn worker_panicked(&self) {
+        self.worker_panics.inc();
     }
 
     pub(super) fn query_answered(&self, kind: &'static str, s: &QueryStats) {

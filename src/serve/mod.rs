@@ -10,8 +10,11 @@
 //! the index's block reader (io_uring or pread). Between them, a bounded queue of single
 //! query vectors. Every request is bounded ([`Limits`]: body size, vectors, `k`, each knob,
 //! a deadline, concurrent requests) and every refusal is a status with a JSON body naming the
-//! field at fault ([`ApiError`]). Shutdown stops accepting, drains what is in flight, then
-//! stops the workers ([`serve`]).
+//! field at fault ([`ApiError`]). Connections have a header timeout and bodies a pause timeout
+//! ([`ServeConfig`]); a request takes its admission permit only once its whole body has
+//! arrived. Shutdown stops accepting, drains what is in flight within the drain timeout,
+//! closes what is left, then stops the workers ([`serve`]). A panic on a worker fails one
+//! query, never the pool (`pool.rs`).
 
 mod api;
 mod config;
@@ -24,7 +27,7 @@ mod server;
 pub use api::{
     DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest, SearchResponse,
 };
-pub use config::{ApiKey, Limits, ServeConfig};
+pub use config::{ApiKey, Limits, QueryHook, ServeConfig};
 pub use error::{ApiError, ErrorBody, ErrorDetail, ServeError};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use server::{ServerHandle, serve, terminate_signal};

@@ -13,8 +13,17 @@
 //!
 //! A query whose request has ended (its receiver dropped: the handler answered with an error,
 //! hit its deadline, or the client went away) is dropped unstarted.
+//!
+//! A panic while a worker runs a query is caught (`catch_unwind` around every step of every
+//! query): that query is answered [`JobError::Panicked`] (500), the worker replaces its
+//! `Searcher` (which may have stopped half-way through its bookkeeping) and starts its other
+//! queries in flight again from the beginning, so their answers are unchanged. A panic outside
+//! a query step restarts the worker's loop (its queries in flight then end with 500). Either
+//! way the pool keeps its size.
 
+use std::any::Any;
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -22,12 +31,22 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::api::QueryKind;
-use super::{Metrics, ServeError};
+use super::{Metrics, QueryHook, ServeError};
 use crate::exact::Neighbor;
 use crate::search::{ExactSearcher, Index, QueryStats, QueryStep, SearchError, Searcher};
 
 /// A query's answer: its neighbours (best first, internal distances) and cost.
-pub(super) type JobResult = Result<(Vec<Neighbor>, QueryStats), SearchError>;
+pub(super) type JobResult = Result<(Vec<Neighbor>, QueryStats), JobError>;
+
+/// Why a query has no answer.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum JobError {
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    /// The worker panicked while running this query (a bug); the message of the panic.
+    #[error("the search worker panicked on this query: {0}")]
+    Panicked(String),
+}
 
 /// One query vector of a request.
 pub(super) struct Job {
@@ -51,6 +70,7 @@ impl WorkerPool {
         inflight: usize,
         capacity: usize,
         metrics: Arc<Metrics>,
+        hook: Option<QueryHook>,
     ) -> Result<Self, ServeError> {
         if workers == 0 || inflight == 0 || capacity == 0 {
             return Err(ServeError::Config {
@@ -64,10 +84,21 @@ impl WorkerPool {
         let (tx, rx) = async_channel::bounded(capacity);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
-            let (index, rx, metrics) = (index.clone(), rx.clone(), metrics.clone());
+            let (index, rx, metrics, hook) =
+                (index.clone(), rx.clone(), metrics.clone(), hook.clone());
             let t = std::thread::Builder::new()
                 .name(format!("m3-serve-{i}"))
-                .spawn(move || run_worker(&index, &rx, inflight, &metrics))
+                .spawn(move || {
+                    // Query steps catch their own panics; this restarts the loop after one
+                    // anywhere else, so the thread lives as long as the queue.
+                    loop {
+                        let mut worker = Worker::new(&index, inflight, &metrics, hook.as_ref());
+                        match catch_unwind(AssertUnwindSafe(|| worker.run(&rx))) {
+                            Ok(()) => return,
+                            Err(_) => metrics.worker_panicked(),
+                        }
+                    }
+                })
                 .map_err(ServeError::Runtime)?;
             threads.push(t);
         }
@@ -78,14 +109,26 @@ impl WorkerPool {
         self.queue.clone()
     }
 
-    /// Closes the queue and waits until the workers have finished what was queued.
-    pub fn close_and_join(self) {
+    /// Closes the queue and, on a thread of its own, waits until the workers have finished
+    /// what was queued; the receiver hears when they have. The caller may stop waiting for it
+    /// (a worker inside a long exact query is then left to finish on its own).
+    pub fn close_and_join(self) -> oneshot::Receiver<()> {
         self.queue.close();
-        for t in self.threads {
-            // A worker that panicked has dropped its queries' reply channels, which their
-            // handlers answered as 500; nothing more to do here.
-            let _ = t.join();
-        }
+        let (done, joined) = oneshot::channel();
+        let threads = self.threads;
+        let joiner = std::thread::Builder::new()
+            .name("m3-serve-join".into())
+            .spawn(move || {
+                for t in threads {
+                    // Workers catch their panics; a join error cannot carry anything useful.
+                    let _ = t.join();
+                }
+                let _ = done.send(());
+            });
+        // If no thread could be started, `done` went with the closure: the receiver hears at
+        // once and the caller does not wait (the workers still stop once the queue is empty).
+        drop(joiner);
+        joined
     }
 }
 
@@ -95,115 +138,182 @@ struct Parked {
     job: Job,
 }
 
-fn run_worker(
-    index: &Index,
-    queue: &async_channel::Receiver<Job>,
-    slots: usize,
-    metrics: &Metrics,
-) {
-    let mut searcher = Searcher::with_slots(index, slots);
-    // Made on the first exact or range job (it holds per-cluster scratch).
-    let mut exact: Option<ExactSearcher<'_>> = None;
-    let mut free: Vec<usize> = (0..slots).rev().collect();
-    let mut parked: VecDeque<Parked> = VecDeque::with_capacity(slots);
-    let mut open = true;
-    loop {
-        let mut progressed = false;
-        // 1. Resume the queries whose reads have completed.
-        let mut i = 0;
-        while i < parked.len() {
-            if !searcher.is_ready(parked[i].slot) {
-                i += 1;
-                continue;
-            }
-            progressed = true;
-            if let Some(p) = parked.remove(i) {
-                step(&mut searcher, p, &mut parked, &mut free, Resume);
-            }
-        }
-        // 2. Start new queries in the free slots; with nothing in flight, sleep on the queue.
-        while open && let Some(&slot) = free.last() {
-            let next = if parked.is_empty() {
-                queue.recv_blocking().ok()
-            } else {
-                match queue.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(async_channel::TryRecvError::Empty) => break,
-                    Err(async_channel::TryRecvError::Closed) => None,
-                }
-            };
-            let Some(job) = next else {
-                open = false;
-                break;
-            };
-            progressed = true;
-            if job.reply.is_closed() || Instant::now() >= job.deadline {
-                metrics.query_abandoned();
-                continue;
-            }
-            match job.kind.as_ref() {
-                QueryKind::Approx(_) => {
-                    free.pop();
-                    step(
-                        &mut searcher,
-                        Parked { slot, job },
-                        &mut parked,
-                        &mut free,
-                        Start,
-                    );
-                }
-                QueryKind::Exact { .. } | QueryKind::Range { .. } => {
-                    let exact = exact.get_or_insert_with(|| ExactSearcher::new(index));
-                    let r = run_exact(exact, &job);
-                    let _ = job.reply.send(r);
-                }
-            }
-        }
-        if parked.is_empty() && !open {
-            return;
-        }
-        // 3. Nothing can progress without the device: wait on the oldest read.
-        if !progressed && let Some(p) = parked.pop_front() {
-            step(&mut searcher, p, &mut parked, &mut free, Resume);
-        }
-    }
-}
-
 use Action::{Resume, Start};
 enum Action {
     Start,
     Resume,
 }
 
-/// Starts or resumes the query in `p.slot`; parks it again or sends its answer.
-fn step(
-    searcher: &mut Searcher<'_>,
-    p: Parked,
-    parked: &mut VecDeque<Parked>,
-    free: &mut Vec<usize>,
-    action: Action,
-) {
-    let QueryKind::Approx(params) = p.job.kind.as_ref() else {
-        return;
-    };
-    let r = match action {
-        Start => searcher.start(p.slot, p.job.qi, &p.job.vector, params),
-        Resume => searcher.resume(p.slot, params),
-    };
-    match r {
-        QueryStep::Parked => parked.push_back(p),
-        QueryStep::Done(r) => {
-            free.push(p.slot);
-            // The receiver may be gone (request ended); the answer is then dropped.
-            let _ = p.job.reply.send(r);
+/// One worker's state: a `Searcher` with `slots` queries in flight (approximate), an
+/// `ExactSearcher` made at the first exact or range job, and the queries in progress.
+struct Worker<'a> {
+    index: &'a Index,
+    slots: usize,
+    metrics: &'a Metrics,
+    hook: Option<&'a QueryHook>,
+    searcher: Searcher<'a>,
+    exact: Option<ExactSearcher<'a>>,
+    free: Vec<usize>,
+    parked: VecDeque<Parked>,
+    /// Queries to start before taking new ones from the queue: those that were in flight in
+    /// a searcher replaced after a panic.
+    restart: VecDeque<Job>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(
+        index: &'a Index,
+        slots: usize,
+        metrics: &'a Metrics,
+        hook: Option<&'a QueryHook>,
+    ) -> Self {
+        Self {
+            index,
+            slots,
+            metrics,
+            hook,
+            searcher: Searcher::with_slots(index, slots),
+            exact: None,
+            free: (0..slots).rev().collect(),
+            parked: VecDeque::with_capacity(slots),
+            restart: VecDeque::new(),
         }
+    }
+
+    /// Runs jobs until the queue is closed and empty and nothing is in flight.
+    fn run(&mut self, queue: &async_channel::Receiver<Job>) {
+        let mut open = true;
+        loop {
+            let mut progressed = false;
+            // 1. Resume the queries whose reads have completed.
+            let mut i = 0;
+            while i < self.parked.len() {
+                if !self.searcher.is_ready(self.parked[i].slot) {
+                    i += 1;
+                    continue;
+                }
+                progressed = true;
+                if let Some(p) = self.parked.remove(i) {
+                    self.step(p, Resume);
+                }
+            }
+            // 2. Start new queries in the free slots; with nothing in flight, sleep on the
+            //    queue.
+            while let Some(&slot) = self.free.last() {
+                let next = if let Some(job) = self.restart.pop_front() {
+                    Some(job)
+                } else if !open {
+                    break;
+                } else if self.parked.is_empty() {
+                    queue.recv_blocking().ok()
+                } else {
+                    match queue.try_recv() {
+                        Ok(job) => Some(job),
+                        Err(async_channel::TryRecvError::Empty) => break,
+                        Err(async_channel::TryRecvError::Closed) => None,
+                    }
+                };
+                let Some(job) = next else {
+                    open = false;
+                    break;
+                };
+                progressed = true;
+                if job.reply.is_closed() || Instant::now() >= job.deadline {
+                    self.metrics.query_abandoned();
+                    continue;
+                }
+                match job.kind.as_ref() {
+                    QueryKind::Approx(_) => {
+                        self.free.pop();
+                        self.step(Parked { slot, job }, Start);
+                    }
+                    QueryKind::Exact { .. } | QueryKind::Range { .. } => self.run_exact(job),
+                }
+            }
+            if self.parked.is_empty() && self.restart.is_empty() && !open {
+                return;
+            }
+            // 3. Nothing can progress without the device: wait on the oldest read.
+            if !progressed && let Some(p) = self.parked.pop_front() {
+                self.step(p, Resume);
+            }
+        }
+    }
+
+    /// Starts or resumes the approximate query in `p.slot`; parks it again or sends its
+    /// answer.
+    fn step(&mut self, p: Parked, action: Action) {
+        let QueryKind::Approx(params) = p.job.kind.as_ref() else {
+            return;
+        };
+        let (searcher, hook) = (&mut self.searcher, self.hook);
+        let r = catch_unwind(AssertUnwindSafe(|| match action {
+            Start => {
+                if let Some(h) = hook {
+                    h.call(&p.job.vector);
+                }
+                searcher.start(p.slot, p.job.qi, &p.job.vector, params)
+            }
+            Resume => searcher.resume(p.slot, params),
+        }));
+        match r {
+            Ok(QueryStep::Parked) => self.parked.push_back(p),
+            Ok(QueryStep::Done(r)) => {
+                self.free.push(p.slot);
+                // The receiver may be gone (request ended); the answer is then dropped.
+                let _ = p.job.reply.send(r.map_err(JobError::Search));
+            }
+            Err(panic) => {
+                self.answer_panic(p.job, panic.as_ref());
+                // The searcher may have stopped half-way through a query's bookkeeping:
+                // replace it (dropping it waits for its reads in flight) and start its other
+                // queries again from the beginning.
+                self.searcher = Searcher::with_slots(self.index, self.slots);
+                self.free = (0..self.slots).rev().collect();
+                let parked = std::mem::take(&mut self.parked);
+                self.restart.extend(parked.into_iter().map(|p| p.job));
+            }
+        }
+    }
+
+    /// Exact k-NN or range search of one vector, blocking this worker until it is done (its
+    /// reads are waited for one batch at a time; the worker's parked approximate queries
+    /// resume after it).
+    fn run_exact(&mut self, job: Job) {
+        let (index, hook, exact) = (self.index, self.hook, &mut self.exact);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(h) = hook {
+                h.call(&job.vector);
+            }
+            let ex = exact.get_or_insert_with(|| ExactSearcher::new(index));
+            exact_query(ex, &job)
+        }));
+        match r {
+            Ok(r) => {
+                let _ = job.reply.send(r.map_err(JobError::Search));
+            }
+            Err(panic) => {
+                self.answer_panic(job, panic.as_ref());
+                self.exact = None;
+            }
+        }
+    }
+
+    fn answer_panic(&self, job: Job, panic: &(dyn Any + Send)) {
+        self.metrics.worker_panicked();
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let _ = job.reply.send(Err(JobError::Panicked(what)));
     }
 }
 
-/// Exact k-NN or range search of one vector, blocking this worker until it is done (its
-/// reads are waited for one batch at a time; the worker's parked approximate queries resume
-/// after it).
-fn run_exact(exact: &mut ExactSearcher<'_>, job: &Job) -> JobResult {
+fn exact_query(
+    exact: &mut ExactSearcher<'_>,
+    job: &Job,
+) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
     match &*job.kind {
         QueryKind::Exact { k, block_weights } => {
             exact.set_block_weights(block_weights.as_deref())?;

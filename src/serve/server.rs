@@ -1,13 +1,28 @@
 //! Running a server: [`serve`] on a listener until a shutdown future completes, then drain;
 //! [`ServerHandle`] runs one on its own thread and runtime (for tests and embedding);
 //! [`terminate_signal`] is the shutdown future of `m3 serve` (SIGTERM or SIGINT).
+//!
+//! Connections are HTTP/1.1 served by hyper with a header read timeout (hyper's own timer:
+//! [`ServeConfig::header_timeout`]); request bodies pass tower-http's body timeout
+//! ([`ServeConfig::body_timeout`]); writes to the socket pass tokio-io-timeout's write
+//! timeout ([`ServeConfig::send_timeout`]). Shutdown: stop accepting, tell every connection
+//! to finish its request in flight and close (hyper-util's graceful shutdown; idle
+//! keep-alive connections close at once), wait for that at most `drain_timeout`, then close
+//! what is still open and stop the workers.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_io_timeout::TimeoutWriter;
 
 use super::http::{Shared, router};
 use super::pool::WorkerPool;
@@ -15,21 +30,22 @@ use super::{Metrics, ServeConfig, ServeError};
 use crate::format::IndexInfo;
 use crate::search::Index;
 
+/// After the drain, how long the workers get to stop before [`serve`] returns without them
+/// (a worker inside a long exact query finishes it on its own, or with the process).
+const WORKER_STOP_GRACE: Duration = Duration::from_millis(500);
+
 /// Serves `index` on `listener` until `shutdown` completes; then stops accepting connections,
-/// lets the requests in flight finish (at most `config.drain_timeout`), stops the workers and
-/// returns. `Err(DrainTimeout)` when requests were still running at the drain timeout.
+/// lets the requests in flight finish (at most `config.drain_timeout`), closes the
+/// connections still open, stops the workers and returns: within the drain timeout plus
+/// half a second. `Err(DrainTimeout)` when requests were still running at the drain timeout
+/// (their connections were closed without an answer).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     index: Arc<Index>,
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if config.limits.max_concurrent_requests == 0 {
-        return Err(ServeError::Config {
-            name: "max_concurrent_requests",
-            what: "must be at least 1".into(),
-        });
-    }
+    check(&config)?;
     let info = IndexInfo::gather(index.dir()).map_err(|e| ServeError::Config {
         name: "index",
         what: e.to_string(),
@@ -45,41 +61,102 @@ pub async fn serve(
         config.inflight_per_worker,
         config.queue_capacity,
         metrics.clone(),
+        config.query_hook.clone(),
     )?;
     let shared = Arc::new(Shared {
         index,
         info_json: info_json.into(),
         admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+        body_timeout: config.body_timeout,
         limits: config.limits,
         api_key: config.api_key,
         queue: pool.queue(),
         metrics: metrics.clone(),
     });
     let app = router(shared);
-    let (fired_tx, fired_rx) = oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = fired_tx.send(());
-    };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let drain_timeout = config.drain_timeout;
-    let drain_clock = async move {
-        if fired_rx.await.is_err() {
-            std::future::pending::<()>().await;
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let mut stream = TimeoutWriter::new(stream);
+                    stream.set_timeout(Some(config.send_timeout));
+                    let io = TokioIo::new(Box::pin(stream));
+                    let service = TowerToHyperService::new(app.clone());
+                    let conn = http.serve_connection(io, service);
+                    let conn = graceful.watch(conn);
+                    connections.spawn(async move {
+                        // A connection ends in an error when the client misbehaves (a header
+                        // timeout, a reset); nothing to do about it here.
+                        let _ = conn.await;
+                    });
+                }
+                Err(e) => accept_failed(&e).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
-        tokio::time::sleep(drain_timeout).await;
-    };
-    let outcome = tokio::select! {
-        r = server => r.map_err(ServeError::Runtime),
-        () = drain_clock => Err(ServeError::DrainTimeout {
-            requests: metrics.requests_in_flight(),
-            seconds: drain_timeout.as_secs_f64(),
-        }),
-    };
-    // The router (and with it every queue sender but the pool's) is gone once the server
-    // future is; close the queue and wait for the workers off the async threads.
-    let _ = tokio::task::spawn_blocking(move || pool.close_and_join()).await;
-    outcome
+    }
+    drop(listener);
+    let drain_deadline = Instant::now() + config.drain_timeout;
+    let drained = tokio::time::timeout_at(drain_deadline, graceful.shutdown())
+        .await
+        .is_ok();
+    let unfinished = metrics.requests_in_flight();
+    // Close the connections still open (dropping them drops their handlers, whose queued
+    // queries the workers then skip).
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    drop(app);
+    let _ = tokio::time::timeout(WORKER_STOP_GRACE, pool.close_and_join()).await;
+    if drained {
+        Ok(())
+    } else {
+        Err(ServeError::DrainTimeout {
+            requests: unfinished,
+            seconds: config.drain_timeout.as_secs_f64(),
+        })
+    }
+}
+
+fn check(config: &ServeConfig) -> Result<(), ServeError> {
+    if config.limits.max_concurrent_requests == 0 {
+        return Err(ServeError::Config {
+            name: "max_concurrent_requests",
+            what: "must be at least 1".into(),
+        });
+    }
+    for (name, d) in [
+        ("header_timeout", config.header_timeout),
+        ("body_timeout", config.body_timeout),
+        ("send_timeout", config.send_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(ServeError::Config {
+                name,
+                what: "must be longer than 0".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// After a failed accept: a connection that failed before it was accepted is no concern; a
+/// lack of resources (file descriptors, memory) is waited out briefly instead of spinning.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits for SIGTERM or SIGINT and says which came. Call it inside the runtime before

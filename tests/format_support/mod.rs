@@ -54,11 +54,20 @@ pub fn sample_stats(seed: u64) -> Stats {
         has_query_stats: true,
         lid_mean: 11.5,
         lid_std: 2.25,
-        max_base_norm: 3.0,
+        // The largest norm of the sample records (verify checks it).
+        max_base_norm: (0..N_RECORDS)
+            .map(|g| {
+                record_vector(g)
+                    .iter()
+                    .map(|&v| f64::from(v).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .fold(0.0, f64::max) as f32,
         base_mean: floats(&mut r, d),
-        base_var: floats(&mut r, d),
+        base_var: floats(&mut r, d).iter().map(|v| v.abs()).collect(),
         query_mean: floats(&mut r, d),
-        query_var: floats(&mut r, d),
+        query_var: floats(&mut r, d).iter().map(|v| v.abs()).collect(),
     }
 }
 
@@ -69,7 +78,7 @@ pub fn sample_pq(seed: u64, n_records: usize) -> PqFile {
         codebooks: floats(&mut r, 256 * DIM as usize),
         codes: Matrix::from_vec((0..n_records * 3).map(|_| r.random()).collect(), 3).unwrap(),
         correction: floats(&mut r, n_records),
-        error: floats(&mut r, n_records),
+        error: floats(&mut r, n_records).iter().map(|v| v.abs()).collect(),
         residual: true,
         bounds,
     }

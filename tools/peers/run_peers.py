@@ -99,7 +99,11 @@ HNSW_EFS = tuple(
     int(x)
     for x in os.environ.get("M3_HNSW_EFS", "10,16,24,32,48,64,96,128,192,256,384,512").split(",")
 )
-IVF_NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+# nprobe swept; overridable, e.g. M3_IVF_NPROBES=384,512,1024 where 256 lists are not enough.
+IVF_NPROBES = tuple(
+    int(x)
+    for x in os.environ.get("M3_IVF_NPROBES", "1,2,4,8,12,16,24,32,48,64,96,128,192,256").split(",")
+)
 REFINE_K_FACTOR = 10
 MIN_BATCH_S, MAX_BATCH_REPS = 1.0, 100
 

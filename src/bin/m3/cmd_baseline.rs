@@ -80,6 +80,8 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
         &parse_block_files("--query-block", &args.query_block)?,
         None,
     )?;
+    // Before the work: a wrong --gt fails now.
+    let gt = crate::knobs::read_gt(&args.gt, None, queries.rows.rows(), args.k)?;
     let given = parse_block_weights("--weight", &args.weight)?;
     let weights = layout.weights(&given, |b| if queries.present[b] { 1.0 } else { 0.0 })?;
     let spreads = pool.install(|| base_spreads(&base, args.metric))?;
@@ -87,6 +89,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
     let mut indexes: Vec<Option<Index>> = (0..layout.len()).map(|_| None).collect();
     for (name, dir) in parse_block_files("--block-index", &args.block_index)? {
         let b = layout.position(&name)?;
+        crate::common::recover_index("baseline", &dir);
         let index = Index::open(&dir, m3::io::IoBackend::Auto, &ReaderOptions::default())
             .with_context(|| format!("opening {}", dir.display()))?;
         anyhow::ensure!(
@@ -98,7 +101,6 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
         indexes[b] = Some(index);
     }
     let refs: Vec<Option<&Index>> = indexes.iter().map(Option::as_ref).collect();
-    let gt = crate::knobs::read_gt(&args.gt, None, queries.rows.rows())?;
     let options = BatchOptions {
         inflight_per_thread: args.inflight.max(1),
     };

@@ -105,9 +105,9 @@ pub fn print_row(p: &BenchPoint) {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let index = open_index(&args.index)?;
+    let index = open_index("bench", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
-    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows())?;
+    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows(), args.k)?;
     let mut base = args.knobs.params(args.k, &index);
     base.block_weights = queries.block_weights.clone();
     let points = sweep_points(&base, &args.sweep)?;

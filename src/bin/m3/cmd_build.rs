@@ -34,8 +34,9 @@ pub struct BuildArgs {
     /// l2, ip (maximum inner product) or cosine (vectors are stored normalised).
     #[arg(long, value_parser = parse_metric)]
     metric: Metric,
-    /// Output index directory; appears only when complete (an existing index is replaced
-    /// atomically).
+    /// Output index directory; appears only when complete. Only an existing M³ index (or an
+    /// empty directory) is replaced, atomically; anything else there, or an input inside it,
+    /// is refused before any work.
     #[arg(long)]
     out: PathBuf,
     /// Training queries of the query modality: enables query anchors and cross-modal edges.
@@ -47,8 +48,10 @@ pub struct BuildArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Peak-memory target in GiB: bounds the training sample; the summary reports the measured peak.
-    #[arg(long, default_value_t = 8.0)]
+    /// Peak-memory target in GiB (positive): bounds the training sample; the summary reports
+    /// the measured peak.
+    #[arg(long, default_value_t = 8.0, allow_negative_numbers = true,
+          value_parser = crate::common::parse_ram_budget_gb)]
     ram_budget_gb: f64,
     /// Mean cluster size (K = N / cluster_size). Smaller clusters: finer routing, more anchors.
     #[arg(long, default_value_t = 256)]
@@ -148,6 +151,21 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         !auto || (args.calib.calib_queries.is_some() && args.calib.calib_partners.is_some()),
         "--distance auto needs --calib-queries and --calib-partners"
     );
+    // Before any work: repair what a killed build left at --out, then refuse an --out that
+    // is not replaceable or holds an input (build_index checks again with its own inputs).
+    crate::common::recover_index("build", &args.out);
+    let block_files = parse_block_files("--block", &args.block)?;
+    let mut inputs: Vec<&std::path::Path> = block_files.iter().map(|(_, p)| p.as_path()).collect();
+    inputs.extend(args.base.as_deref());
+    inputs.extend(args.train_queries.as_deref());
+    inputs.extend(args.calib.calib_queries.as_deref());
+    let partners = args
+        .calib
+        .calib_partners
+        .as_deref()
+        .filter(|p| *p != "identity");
+    inputs.extend(partners.map(std::path::Path::new));
+    m3::format::check_target(&args.out, &inputs)?;
     let pool = thread_pool(args.threads)?;
     let base = args.base.clone();
     let mut p = match &args.base {

@@ -91,6 +91,7 @@ pub fn calibrate_index(
         anyhow::bail!("calibration needs --calib-queries and --calib-partners");
     };
     let pool = thread_pool(threads)?;
+    crate::common::recover_index("calibrate", dir);
     let index = Index::open(dir, IoBackend::Auto, &ReaderOptions::default())
         .with_context(|| format!("opening index {}", dir.display()))?;
     let qfile = VectorFile::open(qpath)?;
@@ -136,18 +137,22 @@ pub fn calibrate_index(
     if !dry_run {
         let json = serde_json::to_vec_pretty(&cal)?;
         let choice = cal.choice;
-        m3::format::update_published(dir, &[("calibration.json", &json)], |meta| match choice {
-            RerankDistance::LcCmd { alpha, beta } => {
-                meta.distance_mode = 1;
-                meta.lccmd_alpha = alpha;
-                meta.lccmd_beta = beta;
-            }
-            RerankDistance::Native => {
-                meta.distance_mode = 0;
-                meta.lccmd_alpha = 0.0;
-                meta.lccmd_beta = 0.0;
-            }
-        })?;
+        m3::format::update_published(
+            dir,
+            &[(m3::format::index_dir::CALIBRATION_FILE, &json)],
+            |meta| match choice {
+                RerankDistance::LcCmd { alpha, beta } => {
+                    meta.distance_mode = 1;
+                    meta.lccmd_alpha = alpha;
+                    meta.lccmd_beta = beta;
+                }
+                RerankDistance::Native => {
+                    meta.distance_mode = 0;
+                    meta.lccmd_alpha = 0.0;
+                    meta.lccmd_beta = 0.0;
+                }
+            },
+        )?;
         eprintln!(
             "m3 calibrate: stored {} in {}",
             describe(choice),

@@ -16,6 +16,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    crate::common::recover_index("inspect", &args.dir);
     let info = IndexInfo::gather(&args.dir)
         .with_context(|| format!("cannot inspect {}", args.dir.display()))?;
     if args.json {

@@ -3,6 +3,10 @@
 //!
 //! Bounded by construction: every level stops after `--requests` requests or `--duration-secs`
 //! seconds, whichever comes first, and only loopback addresses are accepted as targets.
+//!
+//! A level whose share of failed requests (any status but 200, or no answer) passes
+//! `--max-error-rate` ends the run with an error, after its line is printed: numbers measured
+//! on refusals are not a measurement of the server.
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -58,6 +62,10 @@ pub struct LoadtestArgs {
     /// Print one JSON object per level instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Largest share of failed requests (0–1) a level may have; beyond it the load test stops
+    /// after that level and exits non-zero.
+    #[arg(long, default_value_t = 0.01)]
+    pub max_error_rate: f64,
     #[command(flatten)]
     pub knobs: KnobArgs,
 }
@@ -101,6 +109,11 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     check_loopback(&base)?;
     anyhow::ensure!(args.batch >= 1, "--batch must be at least 1");
     anyhow::ensure!(
+        (0.0..=1.0).contains(&args.max_error_rate),
+        "--max-error-rate must be a share between 0 and 1, not {}",
+        args.max_error_rate
+    );
+    anyhow::ensure!(
         args.concurrency.iter().all(|&c| (1..=1024).contains(&c)),
         "--concurrency levels must be in 1..=1024"
     );
@@ -112,7 +125,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let gt = args
         .gt
         .as_deref()
-        .map(|g| read_gt(g, None, nq))
+        .map(|g| read_gt(g, None, nq, args.k))
         .transpose()?;
     // One body per group of `batch` consecutive queries, serialised before the clock starts.
     let knobs = args.knobs.serve_knobs(args.k);
@@ -177,6 +190,21 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             if !level.error_kinds.is_empty() {
                 println!("            errors: {:?}", level.error_kinds);
             }
+        }
+        anyhow::ensure!(
+            level.requests > 0,
+            "concurrency {c}: no request was measured (--requests, --duration-secs)"
+        );
+        let share = level.errors as f64 / level.requests as f64;
+        if share > args.max_error_rate {
+            bail!(
+                "concurrency {c}: {} of {} requests failed ({:.1}%, above --max-error-rate {}): {:?}",
+                level.errors,
+                level.requests,
+                100.0 * share,
+                args.max_error_rate,
+                level.error_kinds
+            );
         }
     }
     Ok(())

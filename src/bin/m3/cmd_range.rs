@@ -26,9 +26,10 @@ pub struct RangeArgs {
 pub fn run(args: RangeArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         m3::data::groundtruth::check_output_dir(out)?;
+        crate::common::ensure_not_an_input("--out", out, &[args.index.queries.as_deref()])?;
     }
     let pool = thread_pool(args.index.threads)?;
-    let index = open_index(&args.index)?;
+    let index = open_index("range", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
     let what = ExactQuery::Range(args.radius);
     let weights = queries.block_weights.as_deref();

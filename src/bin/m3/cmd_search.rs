@@ -35,10 +35,29 @@ pub struct SearchArgs {
 pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         m3::data::GroundTruth::check_output_path(out)?;
+        crate::common::ensure_not_an_input(
+            "--out",
+            out,
+            &[
+                args.gt.as_deref(),
+                args.gt_dists.as_deref(),
+                args.index.queries.as_deref(),
+            ],
+        )?;
     }
     let pool = thread_pool(args.index.threads)?;
-    let index = open_index(&args.index)?;
+    let index = open_index("search", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
+    // Before the search: a wrong --gt fails now, not after the work.
+    let gt = match &args.gt {
+        Some(gt) => Some(read_gt(
+            gt,
+            args.gt_dists.as_deref(),
+            queries.rows(),
+            args.k,
+        )?),
+        None => None,
+    };
     let mut params = args.knobs.params(args.k, &index);
     params.block_weights = queries.block_weights.clone();
     let res = if args.exact {
@@ -93,8 +112,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     if args.exact {
         crate::cmd_range::print_scan_share(&index, &res.stats);
     }
-    if let Some(gt) = &args.gt {
-        let gt = read_gt(gt, args.gt_dists.as_deref(), nq)?;
+    if let Some(gt) = &gt {
         let r = recall_at_k(
             table.ids.view(),
             // Ties are judged in the metric's units, which LC-CMD distances are not.
@@ -103,7 +121,7 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             } else {
                 table.dists.as_ref().map(|d| d.view())
             },
-            &gt,
+            gt,
             args.k,
             metric,
         )?;

@@ -69,6 +69,8 @@ pub struct LimitArgs {
     pub max_qprobe: usize,
     #[arg(long, default_value_t = Limits::default().max_edges)]
     pub max_edges: usize,
+    #[arg(long, default_value_t = Limits::default().max_hints)]
+    pub max_hints: usize,
     #[arg(long, default_value_t = Limits::default().max_rerank)]
     pub max_rerank: usize,
     #[arg(long, default_value_t = Limits::default().max_expand_rounds)]
@@ -84,7 +86,8 @@ pub struct LimitArgs {
     /// searching).
     #[arg(long, default_value_t = Limits::default().deadline.as_millis() as u64)]
     pub deadline_ms: u64,
-    /// Search/range requests handled at once (beyond: 429 with Retry-After).
+    /// Search/range requests searched at once, counted once their body has arrived (beyond:
+    /// 429 with Retry-After).
     #[arg(long, default_value_t = Limits::default().max_concurrent_requests,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_concurrent: usize,
@@ -93,9 +96,26 @@ pub struct LimitArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub queue_capacity: usize,
     /// After SIGTERM, seconds the requests in flight may take before the server stops anyway
-    /// (and exits 1).
+    /// (and exits 1): connections still open then are closed, a request without its answer
+    /// gets none. The process exits within this plus about half a second.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// Milliseconds a client has to send a request's headers, counted from the connection's
+    /// accept or the end of the previous response on a keep-alive connection (so also how
+    /// long an idle keep-alive connection stays open); then the connection is closed.
+    #[arg(long, default_value_t = ServeConfig::default().header_timeout.as_millis() as u64,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub header_timeout_ms: u64,
+    /// Longest pause in milliseconds while a request body arrives (beyond: 408); the whole
+    /// body must also arrive within --deadline-ms.
+    #[arg(long, default_value_t = ServeConfig::default().body_timeout.as_millis() as u64,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub body_timeout_ms: u64,
+    /// Longest a response write may make no progress in milliseconds (the client does not
+    /// read its answer); then the connection is closed.
+    #[arg(long, default_value_t = ServeConfig::default().send_timeout.as_millis() as u64,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
+    pub send_timeout_ms: u64,
 }
 
 impl LimitArgs {
@@ -107,6 +127,7 @@ impl LimitArgs {
             max_nprobe: self.max_nprobe,
             max_qprobe: self.max_qprobe,
             max_edges: self.max_edges,
+            max_hints: self.max_hints,
             max_rerank: self.max_rerank,
             max_expand_rounds: self.max_expand_rounds,
             max_expand_from: self.max_expand_from,
@@ -120,6 +141,7 @@ impl LimitArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let t = Instant::now();
+    crate::common::recover_index("serve", &args.index);
     if args.verify == VerifyMode::Full {
         let r = m3::format::verify(&args.index)
             .with_context(|| format!("{} failed verification", args.index.display()))?;
@@ -153,6 +175,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         limits: args.limits.limits(),
         api_key,
         drain_timeout: Duration::from_secs(args.limits.drain_timeout_secs),
+        header_timeout: Duration::from_millis(args.limits.header_timeout_ms),
+        body_timeout: Duration::from_millis(args.limits.body_timeout_ms),
+        send_timeout: Duration::from_millis(args.limits.send_timeout_ms),
+        query_hook: None,
     };
     eprintln!(
         "m3 serve: index {}: {} vectors × {} ({}), {} clusters; {} search workers × {} in flight, {} I/O",
@@ -178,7 +204,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let index = Arc::new(index);
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let signal = terminate_signal().context("installing the SIGTERM/SIGINT handler")?;
         let listener = tokio::net::TcpListener::bind(args.addr)
             .await
@@ -192,5 +218,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         serve(listener, index, config, shutdown).await?;
         eprintln!("m3 serve: stopped");
         anyhow::Ok(())
-    })
+    });
+    // `serve` has closed every connection; do not wait for anything the runtime still holds.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    outcome
 }

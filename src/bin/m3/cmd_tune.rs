@@ -1,6 +1,6 @@
 //! `m3 tune`: the cheapest knob setting that reaches a recall target.
 //!
-//! For each setting of the secondary knobs (rerank, query anchors, rounds), a binary search
+//! For each setting of the secondary knobs (rerank, query anchors, hints, rounds), a binary search
 //! over `nprobe` (recall rises with it) finds the smallest value reaching the target; the
 //! setting with the highest measured QPS wins. Measured on the given queries, so hold out a
 //! query set that resembles production traffic.
@@ -34,25 +34,33 @@ pub struct TuneArgs {
 
 pub fn run(args: TuneArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.index.threads)?;
-    let index = open_index(&args.index)?;
+    let index = open_index("tune", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
-    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows())?;
+    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows(), args.k)?;
     let k = args.k;
     let max_nprobe = args.max_nprobe.min(index.n_clusters()).max(1);
-    let qprobes: Vec<usize> = if index.n_query_anchors() > 0 {
-        vec![0, 4, 8]
-    } else {
-        vec![0]
-    };
+    // With hints (`hints.m3`) the training queries' answers carry OOD recall and query
+    // anchors add little for their cost (docs/decisions/0007): fewer qprobe values, two hint
+    // counts.
+    let (qprobes, hint_counts): (Vec<usize>, Vec<usize>) =
+        match (index.n_query_anchors() > 0, index.n_hint_queries() > 0) {
+            (_, true) => (vec![0, 4], vec![16, 32]),
+            (true, false) => (vec![0, 4, 8], vec![0]),
+            (false, false) => (vec![0], vec![0]),
+        };
     let mut best: Option<BenchPoint> = None;
     print_header();
     for &rerank in &[2 * k.max(10), 3 * k.max(10), 5 * k.max(10)] {
-        for &qprobe in &qprobes {
+        for (&qprobe, &hints) in qprobes
+            .iter()
+            .flat_map(|q| hint_counts.iter().map(move |h| (q, h)))
+        {
             for &rounds in &[0usize, 1] {
                 let mut p = SearchParams::new(k);
                 p.block_weights = queries.block_weights.clone();
                 p.rerank = rerank;
                 p.qprobe = qprobe;
+                p.hints = hints;
                 p.expand_rounds = rounds;
                 let mut eval = |nprobe: usize| -> anyhow::Result<BenchPoint> {
                     p.nprobe = nprobe;

@@ -160,7 +160,9 @@ impl KnobArgs {
     }
 }
 
-pub fn open_index(args: &IndexArgs) -> anyhow::Result<Index> {
+/// Opens `--index` for command `cmd`, after repairing what a killed build left there.
+pub fn open_index(cmd: &str, args: &IndexArgs) -> anyhow::Result<Index> {
+    crate::common::recover_index(cmd, &args.index);
     let mut index = Index::open(&args.index, args.io, &ReaderOptions::default())
         .with_context(|| format!("opening index {}", args.index.display()))?;
     if args.route_min_k != m3::search::DEFAULT_ROUTE_MIN_K {
@@ -232,18 +234,31 @@ pub fn read_queries_file(path: &Path, max_queries: Option<usize>) -> anyhow::Res
     Ok(Matrix::from_vec(v, file.dim())?)
 }
 
-/// Reads ground truth and keeps its first `queries` rows (it must have at least that many).
-pub fn read_gt(gt: &Path, dists: Option<&Path>, queries: usize) -> anyhow::Result<GroundTruth> {
+/// Reads ground truth and keeps its first `queries` rows. It must have at least that many
+/// rows and at least `k` neighbours per row. Commands call it before they search, so that a
+/// wrong `--gt` fails at once, not after the work.
+pub fn read_gt(
+    gt: &Path,
+    dists: Option<&Path>,
+    queries: usize,
+    k: usize,
+) -> anyhow::Result<GroundTruth> {
     let full = match dists {
         Some(d) => GroundTruth::read_with_dists(gt, d)?,
         None => GroundTruth::read(gt)?,
     };
     anyhow::ensure!(
         full.queries() >= queries,
-        "{}: ground truth has {} queries, the query file {}",
+        "--gt {}: the ground truth has {} queries, fewer than the {} queries searched",
         gt.display(),
         full.queries(),
         queries
+    );
+    anyhow::ensure!(
+        full.k() >= k,
+        "--gt {}: the ground truth has {} neighbours per query, fewer than --k {k}",
+        gt.display(),
+        full.k()
     );
     let k = full.k();
     let cut = |m: &Matrix<u32>| Matrix::from_vec(m.as_slice()[..queries * k].to_vec(), k);

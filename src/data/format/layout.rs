@@ -19,19 +19,28 @@ pub(crate) struct Layout {
     pub row_stride_bytes: u64,
 }
 
-/// `a * b`, or [`DataError::Overflow`] naming `what`.
-pub(crate) fn mul(a: u64, b: u64, what: &'static str) -> Result<u64, DataError> {
-    a.checked_mul(b).ok_or(DataError::Overflow { what })
+/// `a * b`, or [`DataError::SizeOverflow`] naming the file, `what` and the operands.
+pub(crate) fn mul(path: &Path, a: u64, b: u64, what: &'static str) -> Result<u64, DataError> {
+    a.checked_mul(b).ok_or_else(|| DataError::SizeOverflow {
+        path: path.to_path_buf(),
+        what: format!("{what} = {a} × {b} does not fit in 64 bits"),
+    })
 }
 
-/// `a + b`, or [`DataError::Overflow`] naming `what`.
-pub(crate) fn add(a: u64, b: u64, what: &'static str) -> Result<u64, DataError> {
-    a.checked_add(b).ok_or(DataError::Overflow { what })
+/// `a + b`, or [`DataError::SizeOverflow`] naming the file, `what` and the operands.
+pub(crate) fn add(path: &Path, a: u64, b: u64, what: &'static str) -> Result<u64, DataError> {
+    a.checked_add(b).ok_or_else(|| DataError::SizeOverflow {
+        path: path.to_path_buf(),
+        what: format!("{what} = {a} + {b} does not fit in 64 bits"),
+    })
 }
 
-/// A `u64` count as `usize`, or [`DataError::Overflow`] naming `what`.
-pub(crate) fn to_usize(v: u64, what: &'static str) -> Result<usize, DataError> {
-    usize::try_from(v).map_err(|_| DataError::Overflow { what })
+/// A `u64` count as `usize`, or [`DataError::SizeOverflow`] naming the file and `what`.
+pub(crate) fn to_usize(path: &Path, v: u64, what: &'static str) -> Result<usize, DataError> {
+    usize::try_from(v).map_err(|_| DataError::SizeOverflow {
+        path: path.to_path_buf(),
+        what: format!("{what} {v} exceeds this machine's address size"),
+    })
 }
 
 pub(crate) fn file_len(path: &Path, file: &File) -> Result<u64, DataError> {
@@ -66,7 +75,7 @@ fn truncated(path: &Path, expected_bytes: u64, found_bytes: u64) -> DataError {
 }
 
 /// Checks that a file of `len` bytes is exactly `expected` long: shorter is
-/// [`DataError::Truncated`], longer is a [`DataError::Header`] error (`what` describes the
+/// [`DataError::Truncated`], longer is [`DataError::TrailingBytes`] (`what` describes the
 /// header's claim).
 pub(crate) fn check_exact_len(
     path: &Path,
@@ -78,13 +87,10 @@ pub(crate) fn check_exact_len(
         return Err(truncated(path, expected, len));
     }
     if len > expected {
-        return Err(DataError::Header {
+        return Err(DataError::TrailingBytes {
             path: path.to_path_buf(),
-            what: format!(
-                "{} need {expected} bytes, but the file has {len} ({} extra)",
-                what(),
-                len - expected
-            ),
+            extra_bytes: len - expected,
+            what: format!("the {expected} bytes of {}", what()),
         });
     }
     Ok(())
@@ -114,15 +120,20 @@ pub(crate) fn bigann(
             what: format!("the header gives dimension 0 (and {rows} rows)"),
         });
     }
-    let row_bytes = mul(u64::from(dim), elem_size as u64, "row size")?;
-    let data = mul(u64::from(rows), row_bytes, "data size")?;
-    let expected = add(8, data, "file size")?;
+    let row_bytes = mul(path, u64::from(dim), elem_size as u64, "row bytes")?;
+    let data = mul(
+        path,
+        u64::from(rows),
+        row_bytes,
+        "the header's rows × row bytes",
+    )?;
+    let expected = add(path, 8, data, "file size")?;
     check_exact_len(path, len, expected, || {
         format!("the header's {rows} rows of dimension {dim} (plus the 8-byte header)")
     })?;
     Ok(Layout {
         rows: u64::from(rows),
-        dim: to_usize(u64::from(dim), "dimension")?,
+        dim: to_usize(path, u64::from(dim), "dimension")?,
         data_offset: 8,
         row_stride_bytes: row_bytes,
     })
@@ -155,15 +166,34 @@ pub(crate) fn vecs(
         });
     }
     let dim = dim as u64;
-    let row_bytes = add(4, mul(dim, elem_size as u64, "row size")?, "row size")?;
+    let row_bytes = add(
+        path,
+        4,
+        mul(path, dim, elem_size as u64, "row bytes")?,
+        "row bytes",
+    )?;
     let rows = len / row_bytes;
-    if !len.is_multiple_of(row_bytes) {
-        let expected = mul(rows + 1, row_bytes, "file size")?;
-        return Err(truncated(path, expected, len));
+    let rest = len % row_bytes;
+    if rest != 0 {
+        // There is no row count: the bytes after the last whole row are a cut-off row when
+        // they start like one (row 0's dimension prefix), else bytes appended after the rows.
+        let at = rows * row_bytes;
+        let mut head = [0u8; 4];
+        let n = rest.min(4) as usize;
+        read_pod_at(path, file, &mut head[..n], at)?;
+        if head[..n] == (dim as i32).to_le_bytes()[..n] {
+            let expected = mul(path, rows + 1, row_bytes, "file size")?;
+            return Err(truncated(path, expected, len));
+        }
+        return Err(DataError::TrailingBytes {
+            path: path.to_path_buf(),
+            extra_bytes: rest,
+            what: format!("the last of {rows} whole rows of dimension {dim}"),
+        });
     }
     Ok(Layout {
         rows,
-        dim: to_usize(dim, "dimension")?,
+        dim: to_usize(path, dim, "dimension")?,
         data_offset: 4,
         row_stride_bytes: row_bytes,
     })

@@ -156,8 +156,8 @@ impl VectorFile {
             what: "row range size",
         })?;
         out.resize(len, T::default());
-        let first = layout::mul(start, self.row_stride_bytes, "row offset")?;
-        let offset = layout::add(self.data_offset, first, "row offset")?;
+        let first = layout::mul(&self.path, start, self.row_stride_bytes, "row offset")?;
+        let offset = layout::add(&self.path, self.data_offset, first, "row offset")?;
         match self.format {
             FileFormat::BigAnn | FileFormat::Npy => {
                 layout::read_pod_at(&self.path, &self.file, out, offset)?;
@@ -186,7 +186,7 @@ impl VectorFile {
     /// Reads TexMex rows from `start` (whose prefix is at byte `offset`) with one read, checks
     /// every row's prefix and copies the elements, without prefixes, into `out` (as bytes).
     fn read_vecs(&self, start: u64, offset: u64, out: &mut [u8]) -> Result<(), DataError> {
-        let stride = layout::to_usize(self.row_stride_bytes, "row size")?;
+        let stride = layout::to_usize(&self.path, self.row_stride_bytes, "row size")?;
         let row_bytes = stride - 4;
         let count = out.len() / row_bytes;
         let mut buf = vec![0u8; count * stride];
@@ -240,7 +240,7 @@ impl VectorFile {
     /// The whole file as an f32 matrix (checked finite). Meant for query files; a base file
     /// should be streamed with [`VectorFile::chunks_f32`].
     pub fn read_all_f32(&self) -> Result<Matrix<f32>, DataError> {
-        let count = layout::to_usize(self.rows, "row count")?;
+        let count = layout::to_usize(&self.path, self.rows, "row count")?;
         let mut out = Vec::new();
         self.read_rows_f32(0, count, &mut out)?;
         Matrix::from_vec(out, self.dim)

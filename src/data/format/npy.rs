@@ -319,9 +319,9 @@ pub(crate) fn read_header(
             what: format!("npy shape ({rows}, 0) has dimension 0"),
         });
     }
-    let row_bytes = layout::mul(dim, dtype.size_bytes() as u64, "row size")?;
-    let data = layout::mul(rows, row_bytes, "data size")?;
-    let expected = layout::add(data_offset, data, "file size")?;
+    let row_bytes = layout::mul(path, dim, dtype.size_bytes() as u64, "row bytes")?;
+    let data = layout::mul(path, rows, row_bytes, "the shape's rows × row bytes")?;
+    let expected = layout::add(path, data_offset, data, "file size")?;
     layout::check_exact_len(path, len, expected, || {
         format!("the npy shape ({rows}, {dim}) and the {data_offset}-byte header")
     })?;
@@ -329,7 +329,7 @@ pub(crate) fn read_header(
         dtype,
         Layout {
             rows,
-            dim: layout::to_usize(dim, "dimension")?,
+            dim: layout::to_usize(path, dim, "dimension")?,
             data_offset,
             row_stride_bytes: row_bytes,
         },

@@ -111,7 +111,7 @@ impl VectorWriter {
             });
         }
         self.check_usable()?;
-        let new_rows = layout::add(self.rows, rows.rows() as u64, "row count")?;
+        let new_rows = layout::add(&self.target, self.rows, rows.rows() as u64, "row count")?;
         if self.format == FileFormat::BigAnn && new_rows > u64::from(u32::MAX) {
             return Err(DataError::TooLarge {
                 path: self.target.clone(),
@@ -137,7 +137,7 @@ impl VectorWriter {
                 &with_prefixes
             }
         };
-        let end = layout::add(self.offset, bytes.len() as u64, "file size")?;
+        let end = layout::add(&self.target, self.offset, bytes.len() as u64, "file size")?;
         if let Err(e) = self.out.write_at(bytes, self.offset) {
             self.poisoned = true;
             return Err(e);

@@ -1,0 +1,151 @@
+//! Opening an index: [`IndexParts::open`] is the one way to load the parts of an index that a
+//! query needs in RAM. Search, exact and range search, serving, calibration, `m3 inspect` and
+//! `m3 verify` all go through it, so what it checks holds for every one of them.
+//!
+//! It refuses an index, with a [`FormatError`] naming the file (and the byte or field), unless:
+//!
+//! - the manifest parses ([`super::open_check`]: header CRC, enumerations, counts, entries) and
+//!   every listed file but the informational ones exists with its listed length and a valid
+//!   header, `data.m3`'s agreeing with the manifest;
+//! - every file held in RAM (`clusters.m3`, `routing.m3`, `stats.m3`, `pq.m3`, `keys.m3`,
+//!   `coarse.m3`, `blocks.m3`, `hints.m3`) has the CRC32C the manifest lists, computed over the very bytes
+//!   that are parsed (each file is read once);
+//! - every float a query uses is finite (centroids, radii, query anchors, statistics, PQ
+//!   codewords, corrections and errors, keys, coarse centres, block scales), distances and
+//!   variances are ≥ 0, and every id, count and offset is in range (cluster table tiling
+//!   exactly `n_records` records and `data_sectors` sectors, anchor-graph and routing edges
+//!   below `n_clusters`, coarse groups below G, keys ascending inside `[r_min, r_max]`).
+//!
+//! What it does not read: `data.m3` past its header and `sectors.m3` past its header (the
+//! large file; [`super::verify()`] checks both, and search checks every record it reads),
+//! and the informational files (`build_report.json`, `calibration.json`), which never gate
+//! opening. `docs/FORMAT.md`, "Checks", is the normative list.
+
+use std::path::{Path, PathBuf};
+
+use super::file::ListedFile;
+use super::verify::{
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
+    ROUTING_FILE, STATS_FILE, open_check,
+};
+use super::{
+    BlockTable, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, Manifest, PqFile,
+    RecordKeys, Routing, Stats,
+};
+
+/// The checked RAM-resident parts of an index (see the module doc).
+#[derive(Debug)]
+pub struct IndexParts {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub data_header: DataFileHeader,
+    pub clusters: ClusterTable,
+    pub routing: Routing,
+    pub stats: Stats,
+    /// `pq.m3` without its per-record errors (`error` is empty: exact search loads them
+    /// through `pq_file` when it is first used).
+    pub pq: PqFile,
+    pub blocks: Option<BlockTable>,
+    pub coarse: Option<CoarseLevel>,
+    /// Training queries and their answers' records (`hints.m3`), if the index has them.
+    pub hints: Option<Hints>,
+    /// `pq.m3`, held open (checked whole at open) for exact search's later read of the errors.
+    pub pq_file: ListedFile,
+    /// `keys.m3` (checked whole at open, then dropped), held open for exact search; `None` for
+    /// an index without it.
+    pub keys_file: Option<ListedFile>,
+}
+
+impl IndexParts {
+    /// Opens and checks the index in `dir` (see the module doc).
+    pub fn open(dir: &Path) -> Result<Self, FormatError> {
+        let manifest = open_check(dir)?;
+        let meta = &manifest.meta;
+        let listed = |name: &str| -> Result<Option<ListedFile>, FormatError> {
+            manifest
+                .file(name)
+                .map(|e| ListedFile::open(dir, e))
+                .transpose()
+        };
+        let required = |name: &'static str| -> Result<ListedFile, FormatError> {
+            listed(name)?.ok_or_else(|| {
+                FormatError::corrupt(
+                    dir.join(super::verify::MANIFEST_FILE),
+                    12,
+                    format!("manifest does not list {name}"),
+                )
+            })
+        };
+
+        let f = required(CLUSTERS_FILE)?;
+        let clusters = ClusterTable::read_listed(&f)?;
+        clusters.check_against(meta, &f.path)?;
+
+        let f = required(ROUTING_FILE)?;
+        let routing = Routing::read_listed(&f)?;
+        routing.check_against(meta, &f.path)?;
+
+        let f = required(STATS_FILE)?;
+        let stats = Stats::read_listed(&f)?;
+        stats.check_against(meta, &f.path)?;
+
+        let pq_file = required(PQ_FILE)?;
+        let mut pq = PqFile::read_listed(&pq_file)?;
+        pq.check_against(meta, &pq_file.path)?;
+        if !pq.residual {
+            return Err(FormatError::corrupt(
+                &pq_file.path,
+                44,
+                "codes are not residuals to the centroids, the only kind this reader searches",
+            ));
+        }
+        pq.error = Vec::new();
+
+        let data_path = dir.join(DATA_FILE);
+        let data_header = DataFileHeader::read(&data_path)?;
+        data_header.check_against(meta, &data_path)?;
+
+        let blocks = match listed(BLOCKS_FILE)? {
+            Some(f) => {
+                let t = BlockTable::read_listed(&f)?;
+                t.check_against(meta, &f.path)?;
+                Some(t)
+            }
+            None => None,
+        };
+        let coarse = match listed(COARSE_FILE)? {
+            Some(f) => {
+                let c = CoarseLevel::read_listed(&f)?;
+                c.check_against(meta, &f.path)?;
+                Some(c)
+            }
+            None => None,
+        };
+        let hints = match listed(HINTS_FILE)? {
+            Some(f) => {
+                let h = Hints::read_listed(&f)?;
+                h.check_against(meta, &f.path)?;
+                Some(h)
+            }
+            None => None,
+        };
+        let keys_file = listed(KEYS_FILE)?;
+        if let Some(f) = &keys_file {
+            RecordKeys::read_listed(f)?.check_against(meta, &clusters.entries, &f.path)?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            data_header,
+            clusters,
+            routing,
+            stats,
+            pq,
+            blocks,
+            coarse,
+            hints,
+            pq_file,
+            keys_file,
+        })
+    }
+}
