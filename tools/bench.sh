@@ -94,10 +94,10 @@ configure() {
       SHORT=xm1m D="$WORK/xm1m"
       BASE=$D/base.fbin QUERIES=$D/query.fbin GT=$D/gt100.ibin METRIC=ip PQ=64 MAXQ=1000
       TRAIN=$D/train_query.fbin
-      GEN=(--kind xmodal --n 1000000 --dim 200 --queries 10000 --train-queries 100000 --seed 42)
+      GEN=(--kind xmodal --preset fashionclip --n 1000000 --dim 200 --queries 10000 --train-queries 100000 --seed 42)
       SWEEP=(--sweep nprobe=4,8,16,32,64 --sweep qprobe=0,4 --sweep rerank=40,100
              --sweep expand_rounds=0,1)
-      TITLE="xmodal 1M × 200 (generated cross-modal, inner product, text → image queries)" ;;
+      TITLE="xmodal 1M × 200 (generated cross-modal, --preset fashionclip, inner product, text → image queries)" ;;
     passages-ood)
       # Real OOD text: MiniLM embeddings of documentation passages (base) and of 2-4 word
       # phrases cut from the same text (queries; a disjoint set of phrases as training

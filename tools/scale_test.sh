@@ -33,7 +33,7 @@ run() { nice -n 5 "$@"; }
 kind="${M3_SCALE_KIND:-xmodal}"
 case "$kind" in
   xmodal) prefix=xm; ext=fbin; metric=ip
-    gen_args=(--kind xmodal --dim 200 --train-queries 100000)
+    gen_args=(--kind xmodal --preset fashionclip --dim 200 --train-queries 100000)
     sweep=(--sweep nprobe=16,32,64,128 --sweep qprobe=8 --sweep rerank=80,160) ;;
   gauss) prefix=gs; ext=u8bin; metric=l2
     gen_args=(--kind gauss --dim 128 --dtype u8)
