@@ -115,6 +115,12 @@ impl GroupIndex {
         &self.ids[self.start[g]..self.start[g + 1]]
     }
 
+    /// Every centroid id, group after group (each group's ids as [`Self::group_ids`] lists
+    /// them).
+    pub fn ids_by_group(&self) -> &[u32] {
+        &self.ids
+    }
+
     /// Each centroid's group.
     pub fn labels(&self) -> Vec<u32> {
         labels_of(&self.ids, &self.start)

@@ -16,6 +16,7 @@ use crate::format::{
 use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
 
+use super::hints::HintCodes;
 use super::route::{AnchorOrder, DEFAULT_ROUTE_MIN_K, Router};
 
 /// A searchable index. Cheap to share across threads (`&Index` is all a query needs).
@@ -47,6 +48,8 @@ pub struct Index {
     /// the router that finds a query's nearest training queries.
     pub(super) hints: Option<Hints>,
     pub(super) hint_router: Option<Router>,
+    /// The training queries in PQ form, for the first pass of the hint search (`hints`).
+    pub(super) hint_codes: Option<HintCodes>,
     /// `keys.m3` (format 1.1), checked at open and held open for exact search.
     pub(super) keys_file: Option<ListedFile>,
     /// `pq.m3`, checked at open and held open for exact search's per-record errors.
@@ -156,9 +159,14 @@ impl Index {
         let hint_router = hints
             .as_ref()
             .map(|h| Router::new(h.queries.view(), hint_order(metric), DEFAULT_ROUTE_MIN_K));
+        let hint_codes = hints
+            .as_ref()
+            .zip(hint_router.as_ref())
+            .map(|(h, r)| HintCodes::encode(&h.queries, r, &clusters.centroids, &pq));
         Ok(Self {
             hints,
             hint_router,
+            hint_codes,
             router,
             query_router,
             coarse,
@@ -195,6 +203,11 @@ impl Index {
             .hints
             .as_ref()
             .map(|h| Router::new(h.queries.view(), hint_order(self.metric), min_k));
+        self.hint_codes = self
+            .hints
+            .as_ref()
+            .zip(self.hint_router.as_ref())
+            .map(|(h, r)| HintCodes::encode(&h.queries, r, &self.centroids, &self.pq));
     }
 
     /// Whether base anchors are routed in two levels.
@@ -281,6 +294,7 @@ impl Index {
             + self.query_router.heap_bytes()
             + self.hints.as_ref().map_or(0, Hints::heap_bytes)
             + self.hint_router.as_ref().map_or(0, Router::heap_bytes)
+            + self.hint_codes.as_ref().map_or(0, HintCodes::heap_bytes)
             + self.entries.len() * 32
             + self.routing.anchors.as_slice().len() * 4
             + self.routing.edges.as_slice().len() * 4

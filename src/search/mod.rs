@@ -8,6 +8,7 @@ mod check;
 mod error;
 mod evaluate;
 mod exact;
+mod hints;
 mod index;
 mod params;
 mod query;

@@ -20,10 +20,11 @@ use super::params::{QueryStats, SearchParams};
 use crate::distance::{self, Metric};
 use crate::exact::{Neighbor, TopK};
 use crate::io::{AlignedBuf, PendingRead};
-use crate::pq::{adc_scan, adc_scan_span};
+use crate::pq::{adc_scan, adc_scan_span, adc_score};
 
 use super::blocks::Weighting;
 
+use super::hints::{HintQuery, HintScratch, nearest_training_queries};
 use super::read::{ReadPlan, rerank, submit_records};
 use super::route::AnchorScores;
 
@@ -48,8 +49,8 @@ pub(super) struct Task<'a> {
     /// Scores of the base anchors the query has needed so far.
     pub(super) centroid_scores: AnchorScores,
     pub(super) anchor_scores: AnchorScores,
-    /// Scores of the training queries (`hints.m3`) the query has needed so far.
-    pub(super) hint_scores: AnchorScores,
+    /// Scratch of the search for the nearest training queries (`hints.m3`).
+    pub(super) hint_scratch: HintScratch,
     /// Records named by the nearest training queries' answers, sorted, distinct.
     pub(super) hint_records: Vec<u32>,
     pub(super) ranked: Vec<(f32, u32)>,
@@ -81,7 +82,7 @@ impl Task<'_> {
             weighted_query: Vec::new(),
             centroid_scores: AnchorScores::new(index.n_clusters()),
             anchor_scores: AnchorScores::new(index.n_query_anchors()),
-            hint_scores: AnchorScores::new(index.n_hint_queries()),
+            hint_scratch: HintScratch::default(),
             hint_records: Vec::new(),
             ranked: Vec::new(),
             probed: vec![false; index.n_clusters()],
@@ -418,18 +419,31 @@ impl<'a> Searcher<'a> {
         let m = idx.pq.subspaces();
         let mut cands = TopK::new(params.rerank.max(params.k));
         t.hint_records.clear();
-        if let (Some(h), Some(router), None) = (&idx.hints, &idx.hint_router, weighted)
+        if let (Some(h), Some(router), Some(codes), None) =
+            (&idx.hints, &idx.hint_router, &idx.hint_codes, weighted)
             && params.hints > 0
         {
-            t.hint_scores.reset(qn);
-            t.stats.anchors_scored += router.nearest(
-                h.queries.view(),
-                q,
+            let hq = HintQuery {
+                metric: idx.metric,
+                queries: &h.queries,
+                router,
+                codes,
+                centroids: &idx.centroids,
+                base_router: &idx.router,
+                q: &t.query,
+                table: &t.table,
+                qn,
+            };
+            let (by_pq, exact, coarse) = nearest_training_queries(
+                &hq,
                 params.hints,
                 params.route_groups,
-                &mut t.hint_scores,
+                &mut t.centroid_scores,
+                &mut t.hint_scratch,
                 &mut t.ranked,
             );
+            t.stats.pq_scored += by_pq;
+            t.stats.anchors_scored += exact + coarse;
             let depth = match params.hint_depth {
                 0 => h.depth(),
                 d => d.min(h.depth()),
@@ -442,16 +456,30 @@ impl<'a> Searcher<'a> {
             }
             t.hint_records.sort_unstable();
             t.hint_records.dedup();
-            for &r in &t.hint_records {
-                let c = idx.cluster_of(r);
+            let codes = idx.codes.as_slice();
+            let mut cluster = 0usize;
+            for (j, &r) in t.hint_records.iter().enumerate() {
+                // The records are scattered over the codes: ask for the lines a few ahead.
+                if let Some(&next) = t.hint_records.get(j + 8) {
+                    crate::simd::prefetch(codes, next as usize * m);
+                    crate::simd::prefetch(&idx.correction, next as usize);
+                }
+                // The records are sorted, so their clusters only move forward (the last
+                // cluster starting at or before r, as `Index::cluster_of`).
+                while cluster + 1 < idx.entries.len()
+                    && idx.entries[cluster + 1].first_record <= u64::from(r)
+                {
+                    cluster += 1;
+                }
+                let c = cluster;
                 let cs = t
                     .centroid_scores
                     .get(&idx.router, &idx.centroids, &t.query, c);
-                let code = &idx.codes.as_slice()[r as usize * m..(r as usize + 1) * m];
+                let code = &codes[r as usize * m..(r as usize + 1) * m];
                 let approx = approx_dist(
                     idx.metric,
                     cs,
-                    pq_score(&t.table, code),
+                    adc_score(&t.table, code),
                     idx.correction[r as usize],
                 );
                 cands.push(Neighbor {
@@ -612,7 +640,7 @@ impl<'a> Searcher<'a> {
                                 .as_ref()
                                 .map_or(0.0, |bc| w.correction(bc, nb as usize)),
                         ),
-                        _ => (pq_score(&t.table, code), idx.correction[nb as usize]),
+                        _ => (adc_score(&t.table, code), idx.correction[nb as usize]),
                     };
                     t.stats.pq_scored += 1;
                     let cs = t
@@ -639,19 +667,16 @@ impl<'a> Searcher<'a> {
 }
 
 #[inline]
-fn approx_dist(metric: Metric, centroid_score: f32, table_sum: f32, correction: f32) -> f32 {
+pub(super) fn approx_dist(
+    metric: Metric,
+    centroid_score: f32,
+    table_sum: f32,
+    correction: f32,
+) -> f32 {
     match metric {
         // |q − c − r̂|² = |q − c|² + (|r̂|² + 2c·r̂) − 2 q·r̂
         Metric::L2 => centroid_score + correction - 2.0 * table_sum,
         // −q·(c + r̂)
         _ => centroid_score - table_sum,
     }
-}
-
-#[inline]
-fn pq_score(table: &[f32], code: &[u8]) -> f32 {
-    code.iter()
-        .enumerate()
-        .map(|(s, &c)| table[s * crate::pq::CODEWORDS + c as usize])
-        .sum()
 }

@@ -190,71 +190,97 @@ impl Router {
         scores: &mut AnchorScores,
         out: &mut Vec<(f32, u32)>,
     ) -> u64 {
-        out.clear();
         let qn = scores.q_norm;
-        let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-        let scored = match &self.two_level {
-            None => {
-                for (j, c) in anchors.iter_rows().enumerate() {
-                    let s = self.score(q, qn, c, self.norms[j]);
-                    scores.set(j, s);
-                    out.push((s, j as u32));
-                }
-                anchors.rows() as u64
-            }
-            Some(tl) => {
-                let g = tl.groups();
-                let mut coarse: Vec<(f32, u32)> = tl
-                    .coarse()
-                    .iter_rows()
-                    .enumerate()
-                    .map(|(j, g)| (self.coarse_score(q, qn, g, self.coarse_norms[j]), j as u32))
-                    .collect();
-                let want = if groups == 0 {
-                    Self::auto_groups(n)
-                } else {
-                    groups
-                };
-                let p = want.clamp(1, g);
-                if p < g {
-                    coarse.select_nth_unstable_by(p - 1, by);
-                }
-                coarse[..p].sort_unstable_by(by);
-                // Search further groups, in order, until they hold at least n anchors.
-                let mut sorted_all = p == g;
-                let mut scored = g as u64;
-                let mut pos = 0;
-                while pos < g && (pos < p || out.len() < n) {
-                    if pos == p && !sorted_all {
-                        coarse[p..].sort_unstable_by(by);
-                        sorted_all = true;
-                    }
-                    let ids = tl.group_ids(coarse[pos].1 as usize);
-                    for &id in ids {
-                        let c = anchors.row(id as usize);
-                        let s = self.score(q, qn, c, self.norms[id as usize]);
-                        scores.set(id as usize, s);
-                        out.push((s, id));
-                    }
-                    scored += ids.len() as u64;
-                    pos += 1;
-                }
-                scored
-            }
-        };
-        let n = n.min(out.len());
-        if n > 0 && n < out.len() {
-            out.select_nth_unstable_by(n - 1, by);
+        let mut ids = std::mem::take(&mut scores.candidates);
+        let coarse = self.candidates(q, qn, n, groups, &mut ids);
+        out.clear();
+        for &id in &ids {
+            let s = self.score(q, qn, anchors.row(id as usize), self.norms[id as usize]);
+            scores.set(id as usize, s);
+            out.push((s, id));
         }
-        out.truncate(n);
-        out.sort_unstable_by(by);
+        let scored = coarse + ids.len() as u64;
+        scores.candidates = ids;
+        best_first(out, n);
         scored
+    }
+
+    /// Every anchor id in the order [`Router::candidates`] lists them: group after group for a
+    /// two-level router, `0..K` for an exact one. Data kept per anchor in this order is read in
+    /// runs rather than at scattered places.
+    pub fn layout_order(&self) -> Vec<u32> {
+        match &self.two_level {
+            Some(tl) => tl.ids_by_group().to_vec(),
+            None => (0..self.norms.len() as u32).collect(),
+        }
+    }
+
+    /// The anchors [`Router::nearest`] would score for `q` (`qn` = `|q|²`), in the order it
+    /// scores them, into `ids`: every anchor of an exact router; the anchors of the `groups`
+    /// best coarse groups (0 = [`Router::auto_groups`] of `n`), and of further groups in order
+    /// until there are at least `n`, of a two-level one. Returns the coarse centres scored.
+    /// A caller with a cheaper score than the exact one (PQ codes of the anchors) ranks the
+    /// candidates itself and rescores only the best few with [`Router::score_one`].
+    pub fn candidates(
+        &self,
+        q: &[f32],
+        qn: f32,
+        n: usize,
+        groups: usize,
+        ids: &mut Vec<u32>,
+    ) -> u64 {
+        ids.clear();
+        let Some(tl) = &self.two_level else {
+            ids.extend(0..self.norms.len() as u32);
+            return 0;
+        };
+        let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        let g = tl.groups();
+        let mut coarse: Vec<(f32, u32)> = tl
+            .coarse()
+            .iter_rows()
+            .enumerate()
+            .map(|(j, g)| (self.coarse_score(q, qn, g, self.coarse_norms[j]), j as u32))
+            .collect();
+        let want = if groups == 0 {
+            Self::auto_groups(n)
+        } else {
+            groups
+        };
+        let p = want.clamp(1, g);
+        if p < g {
+            coarse.select_nth_unstable_by(p - 1, by);
+        }
+        coarse[..p].sort_unstable_by(by);
+        // Search further groups, in order, until they hold at least n anchors.
+        let mut sorted_all = p == g;
+        let mut pos = 0;
+        while pos < g && (pos < p || ids.len() < n) {
+            if pos == p && !sorted_all {
+                coarse[p..].sort_unstable_by(by);
+                sorted_all = true;
+            }
+            ids.extend_from_slice(tl.group_ids(coarse[pos].1 as usize));
+            pos += 1;
+        }
+        g as u64
     }
 
     /// The score of anchor `c` for `q` (`qn` = `|q|²`), computed now.
     pub fn score_one(&self, anchors: MatrixView<'_, f32>, q: &[f32], qn: f32, c: usize) -> f32 {
         self.score(q, qn, anchors.row(c), self.norms[c])
     }
+}
+
+/// Keeps the `n` best of `out` (smaller score first, ties by lower id), sorted.
+pub(super) fn best_first(out: &mut Vec<(f32, u32)>, n: usize) {
+    let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+    let n = n.min(out.len());
+    if n > 0 && n < out.len() {
+        out.select_nth_unstable_by(n - 1, by);
+    }
+    out.truncate(n);
+    out.sort_unstable_by(by);
 }
 
 /// One query's anchor scores, filled on demand (an epoch stamp per anchor, so a new query
@@ -266,6 +292,8 @@ pub struct AnchorScores {
     epoch: u32,
     /// `|q|²` of the current query.
     q_norm: f32,
+    /// Scratch: the candidate ids of the last [`Router::nearest`].
+    candidates: Vec<u32>,
 }
 
 impl AnchorScores {
@@ -275,6 +303,7 @@ impl AnchorScores {
             stamp: vec![0; anchors],
             epoch: 1,
             q_norm: 0.0,
+            candidates: Vec::new(),
         }
     }
 
@@ -291,6 +320,11 @@ impl AnchorScores {
     /// Sets anchor `c`'s score for the current query (e.g. a weighted multi-vector score).
     pub fn insert(&mut self, c: usize, score: f32) {
         self.set(c, score);
+    }
+
+    /// `|q|²` of the current query.
+    pub fn q_norm(&self) -> f32 {
+        self.q_norm
     }
 
     fn set(&mut self, c: usize, score: f32) {

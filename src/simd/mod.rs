@@ -86,3 +86,20 @@ pub fn available_tables() -> Vec<&'static Kernels> {
 
 #[cfg(test)]
 mod tests;
+
+/// Asks the CPU to bring the cache line holding `data[i]` into its caches, for a load that
+/// comes a little later (random accesses into large arrays, e.g. the PQ codes of scattered
+/// records). A hint only: results never depend on it; an index out of range does nothing.
+#[inline(always)]
+pub fn prefetch<T>(data: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = data.get(i) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch never faults and has no effect a program can observe besides
+        // timing; the address is that of a live element of `data`, and SSE (which provides
+        // the instruction) is part of the x86_64 baseline.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(x).cast::<i8>()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, i);
+}
