@@ -4,6 +4,7 @@
 mod batch;
 mod blocks;
 mod calibrate;
+mod candidates;
 mod check;
 mod error;
 mod evaluate;
