@@ -56,6 +56,7 @@ pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
 pub use coarse::{CoarseHeader, CoarseLevel};
 pub use data::{DataFileHeader, DataFileParams, DataFileWriter, DataLocation, locate_record};
 pub use error::FormatError;
+pub(crate) use file::write_whole_file;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, ListedFile, file_crc32c};
 pub use hints::{Hints, HintsHeader};
 pub use index_dir::{DirContents, dir_contents};
