@@ -629,7 +629,7 @@ impl Run<'_> {
         meta.dim = outcome.shape.dim as u32;
         meta.set_dtype(facts.dtype);
         meta.set_metric(params.metric);
-        meta.distance_mode = 0;
+        meta.set_native_distance();
         meta.flags = if outcome.routing.is_some() {
             META_FLAG_QUERY_ANCHORS
         } else {

@@ -63,7 +63,7 @@ pub use index_dir::{DirContents, dir_contents};
 pub use inspect::IndexInfo;
 pub use keys::{KeysHeader, RecordKeys, RecordKeysWriter};
 pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
-pub use manifest::{IndexMeta, Manifest};
+pub use manifest::{DistanceMode, IndexMeta, Manifest, UnknownDistanceMode};
 pub use open::IndexParts;
 pub use pq::{PqFile, PqFileWriter, PqHeader};
 pub use publish::{IndexDirWriter, TargetState, check_target, update_published};

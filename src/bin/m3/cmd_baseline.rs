@@ -36,13 +36,13 @@ pub struct BaselineArgs {
     /// Weighted ground truth (`m3 gt --block …`).
     #[arg(long)]
     gt: PathBuf,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_K)]
     k: usize,
     /// Candidates per block as multiples of k (k′ = c·k), comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     factors: Vec<usize>,
     /// Clusters probed per block search.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_NPROBE)]
     nprobe: usize,
     /// Records reranked per block search (default 4·max(k′, 10)).
     #[arg(long)]

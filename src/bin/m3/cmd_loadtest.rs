@@ -35,7 +35,7 @@ pub struct LoadtestArgs {
     /// Use only the first N queries.
     #[arg(long)]
     pub max_queries: Option<usize>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = m3::search::SearchParams::DEFAULT_K)]
     pub k: usize,
     /// Query vectors per request.
     #[arg(long, default_value_t = 1)]
