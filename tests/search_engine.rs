@@ -25,8 +25,8 @@ use m3::io::{
     BlockReader, Fault, FaultKind, FaultyReader, IoBackend, IoError, ReaderOptions, open_reader,
 };
 use m3::search::{
-    BatchOptions, BatchResult, Index, QueryStats, SearchError, SearchParams, Searcher, evaluate,
-    search_batch,
+    BatchOptions, BatchResult, Index, QueryStats, RerankDistance, SearchError, SearchParams,
+    Searcher, evaluate, search_batch,
 };
 
 const K: usize = 10;
@@ -855,6 +855,39 @@ fn search_bad_queries_give_typed_errors() {
         .search(0, x.queries.row(0), &no_edges)
         .unwrap_err();
     assert!(err.to_string().contains("edges is 0"), "{err}");
+
+    // The same contract without a query: `SearchParams::validate`.
+    assert!(matches!(p0.validate(&gi), Err(SearchError::KZero)));
+    assert!(matches!(
+        params(0, 4, 40).validate(&gi),
+        Err(SearchError::Param { name: "nprobe", .. })
+    ));
+    assert!(p.validate(&gi).is_ok() && no_edges.validate(&gi).is_err());
+    let mut lccmd = p.clone();
+    lccmd.distance = RerankDistance::LcCmd {
+        alpha: 0.5,
+        beta: 1.0,
+    };
+    // LC-CMD needs the query statistics of training queries, and α, β in [0, 1].
+    assert!(matches!(
+        lccmd.validate(&gi),
+        Err(SearchError::Param {
+            name: "distance",
+            ..
+        })
+    ));
+    assert!(lccmd.validate(&xi).is_ok());
+    lccmd.distance = RerankDistance::LcCmd {
+        alpha: 0.5,
+        beta: 1.5,
+    };
+    let err = Searcher::new(&xi)
+        .search(0, x.queries.row(0), &lccmd)
+        .unwrap_err();
+    assert!(
+        matches!(err, SearchError::Param { name: "beta", .. }),
+        "{err:?}"
+    );
 
     // The searcher is still good after all of that.
     let (r, _) = s.search(0, g.queries.row(0), &p).unwrap();

@@ -19,9 +19,10 @@ use super::extsort::{RecordSorter, SpillReport};
 use super::source::BaseSource;
 use super::train::Trained;
 use super::{BuildError, BuildParams};
-use crate::data::Matrix;
+use crate::data::{Matrix, MatrixView};
 use crate::distance;
 use crate::format::{FileEntry, PqFile, RecordKeys};
+use crate::pq::ProductQuantizer;
 
 /// Where the assign stage writes its sorted records: the index's `pq.m3` and `keys.m3`
 /// (final files, inside the index's temporary directory) and a scratch file of record ids.
@@ -113,12 +114,15 @@ impl RecordIds {
     }
 }
 
+/// One record waiting for its code: its cluster, its base row's id and the row in the chunk.
 struct Pending {
     cluster: u32,
     id: u32,
     row: usize,
 }
 
+/// The assign stage (module doc): places every base row, codes its records and streams them,
+/// sorted, into `out`.
 pub fn assign(
     base: &BaseSource,
     params: &BuildParams,
@@ -128,17 +132,11 @@ pub fn assign(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Assignment, BuildError> {
     let centroids = trained.anchors.centroids.view();
-    let k = centroids.rows();
     let n = base.rows();
     let m = trained.pq.subspaces();
-    let cap =
-        ((n as f64 * params.clusters.max_size_factor.max(1.0) as f64) / k as f64).ceil() as u64;
-    let max_copies = params.spill.max_copies;
-    let t = (max_copies + 1).max(8).min(k);
-    let ratio_sq = (1.0 + params.spill.epsilon.max(0.0)).powi(2);
-
+    let placement = Placement::new(params, centroids, n);
     let search = trained.centroid_search();
-    let mut sizes = vec![0u64; k];
+    let mut sizes = vec![0u64; centroids.rows()];
     let mut sorter = RecordSorter::new(
         m,
         params.sort_run_records(n, m, trained.model_bytes()),
@@ -152,94 +150,17 @@ pub fn assign(
         for row in chunk.view().iter_rows() {
             max_norm_sq = max_norm_sq.max(distance::dot(row, row));
         }
-        let (cand, dists) = pool.install(|| search.nearest(chunk.view(), t));
-        // Sequential, in file order: the cap makes placement order-dependent.
-        let mut pending: Vec<Pending> = Vec::with_capacity(chunk.rows() * 2);
-        for row in 0..chunk.rows() {
-            let c = &cand[row * t..(row + 1) * t];
-            let d = &dists[row * t..(row + 1) * t];
-            let id = (first + row as u64) as u32;
-            let primary = match c.iter().position(|&j| sizes[j as usize] < cap) {
-                Some(p) => (c[p], d[p]),
-                None => {
-                    let x = chunk.row(row);
-                    (0..k)
-                        .filter(|&j| sizes[j] < cap)
-                        .map(|j| (j as u32, distance::l2_sq(x, centroids.row(j))))
-                        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
-                        .expect("cap · k ≥ n leaves room")
-                }
-            };
-            sizes[primary.0 as usize] += 1;
-            pending.push(Pending {
-                cluster: primary.0,
-                id,
-                row,
-            });
-            let mut copies = 0;
-            for (&j, &dj) in c.iter().zip(d) {
-                if copies >= max_copies || dj > ratio_sq * d[0] {
-                    break;
-                }
-                if j == primary.0 {
-                    continue;
-                }
-                sizes[j as usize] += 1;
-                pending.push(Pending {
-                    cluster: j,
-                    id,
-                    row,
-                });
-                copies += 1;
-            }
-        }
-        // Codes of the residuals, in parallel.
-        let pq = &trained.pq;
-        let dim = pq.dim();
-        let mut correction = vec![0f32; pending.len()];
-        let mut error = vec![0f32; pending.len()];
-        let mut keys = vec![0f32; pending.len()];
-        let chunk_codes = pool.install(|| {
-            // Residuals of every pending record, encoded in blocks by matrix products.
-            let mut residuals = vec![0f32; pending.len() * dim];
-            residuals
-                .par_chunks_mut(dim)
-                .zip(pending.par_iter())
-                .for_each(|(r, p)| {
-                    let c = centroids.row(p.cluster as usize);
-                    for ((r, &x), &c) in r.iter_mut().zip(chunk.row(p.row)).zip(c) {
-                        *r = x - c;
-                    }
-                });
-            let residuals = Matrix::from_vec(residuals, dim).expect("dim >= 1");
-            let chunk_codes = pq.encode_all(residuals.view());
-            correction
-                .par_iter_mut()
-                .zip(error.par_iter_mut())
-                .zip(keys.par_iter_mut())
-                .zip(pending.par_iter().enumerate())
-                .for_each_init(
-                    || vec![0f32; dim],
-                    |rhat, (((corr, err), key), (i, p))| {
-                        let c = centroids.row(p.cluster as usize);
-                        pq.decode(chunk_codes.row(i), rhat);
-                        *corr = distance::dot(rhat, rhat) + 2.0 * distance::dot(c, rhat);
-                        *err = distance::l2_sq(residuals.row(i), rhat).sqrt();
-                        // The key from the residual itself, not from the matrix-product
-                        // distance above: exact search bounds rely on it (DESIGN §4.5).
-                        *key = distance::dot(residuals.row(i), residuals.row(i)).sqrt();
-                    },
-                );
-            chunk_codes
-        });
+        let (cand, dists) = pool.install(|| search.nearest(chunk.view(), placement.t));
+        let pending = placement.place(&chunk, first, &cand, &dists, &mut sizes);
+        let coded = Coded::of(&trained.pq, centroids, &chunk, &pending, pool);
         for (i, p) in pending.iter().enumerate() {
             sorter.push(
                 p.cluster,
-                keys[i],
+                coded.keys[i],
                 p.id,
-                correction[i],
-                error[i],
-                chunk_codes.row(i),
+                coded.correction[i],
+                coded.error[i],
+                coded.codes.row(i),
             )?;
         }
         records += pending.len() as u64;
@@ -255,8 +176,183 @@ pub fn assign(
             ),
         ));
     }
-    // Final order: cluster, then key, then id (an external sort when over the budget),
-    // streamed into the files.
+    let sorted = write_sorted(sorter, trained, out, records)?;
+    Ok(Assignment {
+        cluster_sizes: sizes.iter().map(|&s| s as u32).collect(),
+        key_ranges: sorted.key_ranges,
+        ids: sorted.ids,
+        records,
+        pq_entry: sorted.pq_entry,
+        keys_entry: sorted.keys_entry,
+        spilled: records - n,
+        max_norm: max_norm_sq.sqrt(),
+        sort: sorted.sort,
+    })
+}
+
+/// Where a base row's records go: its primary cluster, the nearest anchor with room under
+/// the size cap, and spill copies by SPANN's rule (module doc).
+struct Placement<'a> {
+    centroids: MatrixView<'a, f32>,
+    /// Most records a cluster takes.
+    cap: u64,
+    max_copies: usize,
+    /// Nearest anchors looked up per row.
+    t: usize,
+    /// `(1 + ε)²`: the spill rule on squared distances.
+    ratio_sq: f32,
+}
+
+impl<'a> Placement<'a> {
+    fn new(params: &BuildParams, centroids: MatrixView<'a, f32>, n: u64) -> Self {
+        let k = centroids.rows();
+        let max_copies = params.spill.max_copies;
+        Self {
+            centroids,
+            cap: ((n as f64 * params.clusters.max_size_factor.max(1.0) as f64) / k as f64).ceil()
+                as u64,
+            max_copies,
+            t: (max_copies + 1).max(8).min(k),
+            ratio_sq: (1.0 + params.spill.epsilon.max(0.0)).powi(2),
+        }
+    }
+
+    /// The records of a chunk's rows (base rows from `first` on), given each row's `t`
+    /// nearest anchors `cand` and their distances `dists`, counted into the cluster `sizes`.
+    /// Sequential, in file order: the cap makes placement order-dependent.
+    fn place(
+        &self,
+        chunk: &Matrix<f32>,
+        first: u64,
+        cand: &[u32],
+        dists: &[f32],
+        sizes: &mut [u64],
+    ) -> Vec<Pending> {
+        let (t, cap, k) = (self.t, self.cap, self.centroids.rows());
+        let mut pending: Vec<Pending> = Vec::with_capacity(chunk.rows() * 2);
+        for row in 0..chunk.rows() {
+            let c = &cand[row * t..(row + 1) * t];
+            let d = &dists[row * t..(row + 1) * t];
+            let id = (first + row as u64) as u32;
+            let primary = match c.iter().position(|&j| sizes[j as usize] < cap) {
+                Some(p) => (c[p], d[p]),
+                None => {
+                    let x = chunk.row(row);
+                    (0..k)
+                        .filter(|&j| sizes[j] < cap)
+                        .map(|j| (j as u32, distance::l2_sq(x, self.centroids.row(j))))
+                        .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+                        .expect("cap · k ≥ n leaves room")
+                }
+            };
+            sizes[primary.0 as usize] += 1;
+            pending.push(Pending {
+                cluster: primary.0,
+                id,
+                row,
+            });
+            let mut copies = 0;
+            for (&j, &dj) in c.iter().zip(d) {
+                if copies >= self.max_copies || dj > self.ratio_sq * d[0] {
+                    break;
+                }
+                if j == primary.0 {
+                    continue;
+                }
+                sizes[j as usize] += 1;
+                pending.push(Pending {
+                    cluster: j,
+                    id,
+                    row,
+                });
+                copies += 1;
+            }
+        }
+        pending
+    }
+}
+
+/// The pending records of a chunk, coded: PQ codes of their residuals to their anchor, the
+/// L2 correction `|r̂|² + 2 c·r̂`, the reconstruction error `|r − r̂|` and the key `|r|`.
+struct Coded {
+    codes: Matrix<u8>,
+    correction: Vec<f32>,
+    error: Vec<f32>,
+    keys: Vec<f32>,
+}
+
+impl Coded {
+    /// Codes `pending` (rows of `chunk`) in parallel: residuals encoded in blocks by matrix
+    /// products.
+    fn of(
+        pq: &ProductQuantizer,
+        centroids: MatrixView<'_, f32>,
+        chunk: &Matrix<f32>,
+        pending: &[Pending],
+        pool: &rayon::ThreadPool,
+    ) -> Self {
+        let dim = pq.dim();
+        let mut correction = vec![0f32; pending.len()];
+        let mut error = vec![0f32; pending.len()];
+        let mut keys = vec![0f32; pending.len()];
+        let codes = pool.install(|| {
+            let mut residuals = vec![0f32; pending.len() * dim];
+            residuals
+                .par_chunks_mut(dim)
+                .zip(pending.par_iter())
+                .for_each(|(r, p)| {
+                    let c = centroids.row(p.cluster as usize);
+                    for ((r, &x), &c) in r.iter_mut().zip(chunk.row(p.row)).zip(c) {
+                        *r = x - c;
+                    }
+                });
+            let residuals = Matrix::from_vec(residuals, dim).expect("dim >= 1");
+            let codes = pq.encode_all(residuals.view());
+            correction
+                .par_iter_mut()
+                .zip(error.par_iter_mut())
+                .zip(keys.par_iter_mut())
+                .zip(pending.par_iter().enumerate())
+                .for_each_init(
+                    || vec![0f32; dim],
+                    |rhat, (((corr, err), key), (i, p))| {
+                        let c = centroids.row(p.cluster as usize);
+                        pq.decode(codes.row(i), rhat);
+                        *corr = distance::dot(rhat, rhat) + 2.0 * distance::dot(c, rhat);
+                        *err = distance::l2_sq(residuals.row(i), rhat).sqrt();
+                        // The key from the residual itself, not from the matrix-product
+                        // distance above: exact search bounds rely on it (DESIGN §4.5).
+                        *key = distance::dot(residuals.row(i), residuals.row(i)).sqrt();
+                    },
+                );
+            codes
+        });
+        Self {
+            codes,
+            correction,
+            error,
+            keys,
+        }
+    }
+}
+
+/// What streaming the sorted records wrote.
+struct Sorted {
+    key_ranges: Vec<[f32; 2]>,
+    ids: RecordIds,
+    pq_entry: FileEntry,
+    keys_entry: FileEntry,
+    sort: SpillReport,
+}
+
+/// The records in their final order, cluster, then key, then id (an external sort when over
+/// the budget), streamed into `pq.m3`, `keys.m3` and the scratch file of record ids.
+fn write_sorted(
+    sorter: RecordSorter,
+    trained: &Trained,
+    out: &AssignOutputs,
+    records: u64,
+) -> Result<Sorted, BuildError> {
     let bounds: Vec<u32> = trained.pq.bounds().iter().map(|&b| b as u32).collect();
     let mut pq = PqFile::writer(&out.pq, &bounds, trained.pq.codebooks(), records, true)?;
     let mut keys = RecordKeys::writer(&out.keys, records)?;
@@ -272,7 +368,7 @@ pub fn assign(
         .open(&out.ids)
         .map_err(ids_io)?;
     let mut ids = BufWriter::with_capacity(1 << 20, ids_file);
-    let mut key_ranges = vec![[0f32; 2]; k];
+    let mut key_ranges = vec![[0f32; 2]; trained.anchors.centroids.rows()];
     let mut last_cluster = None;
     let sort = sorter.finish_into(&mut |r| {
         pq.push(r.code, r.correction, r.error)?;
@@ -287,18 +383,14 @@ pub fn assign(
         Ok(())
     })?;
     let ids = ids.into_inner().map_err(|e| ids_io(e.into_error()))?;
-    Ok(Assignment {
-        cluster_sizes: sizes.iter().map(|&s| s as u32).collect(),
+    Ok(Sorted {
         key_ranges,
         ids: RecordIds {
             path: out.ids.clone(),
             file: ids,
         },
-        records,
         pq_entry: pq.finish()?,
         keys_entry: keys.finish()?,
-        spilled: records - n,
-        max_norm: max_norm_sq.sqrt(),
         sort,
     })
 }

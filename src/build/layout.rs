@@ -160,14 +160,14 @@ pub fn estimate_lid_stats(
     let entries = writer.cluster_entries();
     let step = (entries.len() / clusters.max(1)).max(1);
     let picked: Vec<&ClusterEntry> = entries.iter().step_by(step).take(clusters).collect();
-    let file = File::open(data_path).map_err(|e| FormatError::io(data_path, e))?;
+    let reader = ClusterReader::open(data_path, writer)?;
     let mut gp = params.graph;
     gp.alpha = crate::graph::AlphaMode::Fixed(1.0);
     let lids: Vec<Vec<f32>> = pool.install(|| {
         picked
             .par_iter()
             .map(|e| -> Result<Vec<f32>, BuildError> {
-                let (vectors, ids) = read_cluster(&file, data_path, writer, e)?;
+                let (vectors, ids) = reader.read(e)?;
                 if vectors.rows() < 2 {
                     return Ok(Vec::new());
                 }
@@ -193,50 +193,123 @@ pub fn estimate_lid_stats(
     ))
 }
 
-/// Reads one cluster's records back: vectors (as f32) and original ids.
-fn read_cluster(
-    file: &File,
-    path: &Path,
-    writer: &DataFileWriter,
-    e: &ClusterEntry,
-) -> Result<(Matrix<f32>, Vec<u32>), BuildError> {
-    let layout = writer.layout();
-    let codec = writer.codec();
-    let sectors = layout.sectors_for(e.records as u64);
-    let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
-    let offset = (1 + e.first_sector) * SECTOR_BYTES as u64;
-    file.read_exact_at(&mut buf, offset)
-        .map_err(|err| FormatError::io(path, err))?;
-    let dim = codec.dim() as usize;
-    let mut vectors = Vec::with_capacity(e.records as usize * dim);
-    let mut ids = Vec::with_capacity(e.records as usize);
-    for i in 0..e.records as u64 {
-        let loc = layout.locate(i);
-        let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
-        let rec = codec.decode(
-            &buf[start..start + codec.record_bytes() as usize],
-            path,
-            offset + start as u64,
-        )?;
-        let bad = || FormatError::corrupt(path, offset + start as u64, "record vector");
-        match codec.dtype() {
-            DType::F32 => vectors.extend(rec.vector::<f32>().ok_or_else(bad)?),
-            DType::U8 => vectors.extend(
-                rec.vector::<u8>()
-                    .ok_or_else(bad)?
-                    .iter()
-                    .map(|&v| v as f32),
-            ),
-            DType::I8 => vectors.extend(
-                rec.vector::<i8>()
-                    .ok_or_else(bad)?
-                    .iter()
-                    .map(|&v| v as f32),
-            ),
-        }
-        ids.push(rec.id());
+/// `data.m3` as the layout wrote it, read back a cluster at a time.
+struct ClusterReader<'a> {
+    file: File,
+    path: &'a Path,
+    writer: &'a DataFileWriter,
+}
+
+impl<'a> ClusterReader<'a> {
+    fn open(path: &'a Path, writer: &'a DataFileWriter) -> Result<Self, BuildError> {
+        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        Ok(Self { file, path, writer })
     }
-    Ok((Matrix::from_vec(vectors, dim)?, ids))
+
+    /// One cluster's records: vectors (as f32) and original ids.
+    fn read(&self, e: &ClusterEntry) -> Result<(Matrix<f32>, Vec<u32>), BuildError> {
+        let (path, writer) = (self.path, self.writer);
+        let layout = writer.layout();
+        let codec = writer.codec();
+        let sectors = layout.sectors_for(e.records as u64);
+        let mut buf = vec![0u8; sectors as usize * SECTOR_BYTES];
+        let offset = (1 + e.first_sector) * SECTOR_BYTES as u64;
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|err| FormatError::io(path, err))?;
+        let dim = codec.dim() as usize;
+        let mut vectors = Vec::with_capacity(e.records as usize * dim);
+        let mut ids = Vec::with_capacity(e.records as usize);
+        for i in 0..e.records as u64 {
+            let loc = layout.locate(i);
+            let start = loc.sector as usize * SECTOR_BYTES + loc.offset_bytes as usize;
+            let rec = codec.decode(
+                &buf[start..start + codec.record_bytes() as usize],
+                path,
+                offset + start as u64,
+            )?;
+            let bad = || FormatError::corrupt(path, offset + start as u64, "record vector");
+            match codec.dtype() {
+                DType::F32 => vectors.extend(rec.vector::<f32>().ok_or_else(bad)?),
+                DType::U8 => vectors.extend(
+                    rec.vector::<u8>()
+                        .ok_or_else(bad)?
+                        .iter()
+                        .map(|&v| v as f32),
+                ),
+                DType::I8 => vectors.extend(
+                    rec.vector::<i8>()
+                        .ok_or_else(bad)?
+                        .iter()
+                        .map(|&v| v as f32),
+                ),
+            }
+            ids.push(rec.id());
+        }
+        Ok((Matrix::from_vec(vectors, dim)?, ids))
+    }
+
+    /// Each member's nearest records (global record ids) among the members of the cluster's
+    /// `params.cross.clusters` nearest neighbouring clusters (`near`, by the anchor graph), at
+    /// most `params.cross.links`, never another copy of the member itself.
+    fn cross_links(
+        &self,
+        params: &BuildParams,
+        near: &[u32],
+        own: &Matrix<f32>,
+        own_ids: &[u32],
+    ) -> Result<Vec<Vec<u32>>, BuildError> {
+        let entries = self.writer.cluster_entries();
+        let links = params.cross.links.min(params.graph.max_degree);
+        let mut out = vec![Vec::new(); own.rows()];
+        if links == 0 || params.cross.clusters == 0 {
+            return Ok(out);
+        }
+        let mut vectors: Vec<f32> = Vec::new();
+        let mut records: Vec<u32> = Vec::new();
+        let mut ids: Vec<u32> = Vec::new();
+        for &c in near
+            .iter()
+            .filter(|&&c| (c as usize) < entries.len())
+            .take(params.cross.clusters)
+        {
+            let ce = &entries[c as usize];
+            if ce.records == 0 {
+                continue;
+            }
+            let (v, i) = self.read(ce)?;
+            vectors.extend_from_slice(v.as_slice());
+            records.extend((0..ce.records).map(|r| ce.first_record as u32 + r));
+            ids.extend(i);
+        }
+        if records.is_empty() {
+            return Ok(out);
+        }
+        let extra = Matrix::from_vec(vectors, own.dim())?;
+        // A few more than needed, so that copies of the member itself can be dropped.
+        let k = (links + 2).min(extra.rows());
+        let found =
+            crate::exact::exact_knn(extra.view(), own.view(), k, crate::distance::Metric::L2)?;
+        for (i, list) in found.into_iter().enumerate() {
+            out[i] = list
+                .into_iter()
+                .filter(|n| ids[n.id as usize] != own_ids[i])
+                .take(links)
+                .map(|n| records[n.id as usize])
+                .collect();
+        }
+        Ok(out)
+    }
+}
+
+/// What the neighbour-list stage reads besides `data.m3` and the parameters: the assignment
+/// (record ids, key ranges), the LID population α is mapped from, and the anchor graph the
+/// cross-links follow.
+#[derive(Clone, Copy)]
+pub struct GraphInputs<'a> {
+    pub asg: &'a Assignment,
+    pub lid_stats: &'a LidStats,
+    pub anchor_graph: &'a Matrix<u32>,
 }
 
 /// One cluster's entry (radii filled in), its records' degrees, LIDs and α (held for one
@@ -248,18 +321,20 @@ type ClusterGraphOut = (ClusterEntry, Vec<u32>, Vec<f32>, Vec<f32>);
 /// parallel, reading their own and nearby clusters' records, and only then is the window
 /// written, so no read ever races a rewrite of the sectors it reads. Returns the cluster
 /// entries with r_min/r_max filled in and the graph report.
-#[allow(clippy::too_many_arguments)] // the stage's inputs; each is used once
 pub fn write_graphs(
     data_path: &Path,
     writer: &DataFileWriter,
+    inputs: &GraphInputs<'_>,
     params: &BuildParams,
-    asg: &Assignment,
-    lid_stats: &LidStats,
-    anchor_graph: &Matrix<u32>,
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Vec<ClusterEntry>, GraphReport), BuildError> {
-    let file = File::open(data_path).map_err(|e| FormatError::io(data_path, e))?;
+    let GraphInputs {
+        asg,
+        lid_stats,
+        anchor_graph,
+    } = *inputs;
+    let reader = ClusterReader::open(data_path, writer)?;
     let all_entries = writer.cluster_entries();
     let layout = writer.layout();
     let codec = writer.codec();
@@ -271,19 +346,10 @@ pub fn write_graphs(
         if e.records == 0 {
             return Ok((entry, Vec::new(), Vec::new(), Vec::new()));
         }
-        let (vectors, ids) = read_cluster(&file, data_path, writer, e)?;
+        let (vectors, ids) = reader.read(e)?;
         let graph = build_cluster_graph(vectors.view(), &ids, &params.graph, lid_stats)
             .map_err(|err| BuildError::param("graph", err.to_string()))?;
-        let cross = cross_links(
-            &file,
-            data_path,
-            writer,
-            params,
-            all_entries,
-            anchor_graph.row(ci),
-            &vectors,
-            &ids,
-        )?;
+        let cross = reader.cross_links(params, anchor_graph.row(ci), &vectors, &ids)?;
         let mut global = Vec::with_capacity(params.graph.max_degree);
         for (i, &id) in ids.iter().enumerate() {
             global.clear();
@@ -379,60 +445,6 @@ impl DecileSample {
         }
         d
     }
-}
-
-/// Each member's nearest records (global record ids) among the members of the cluster's
-/// `params.cross.clusters` nearest neighbouring clusters, at most `params.cross.links`, never
-/// another copy of the member itself.
-#[allow(clippy::too_many_arguments)]
-fn cross_links(
-    file: &File,
-    path: &Path,
-    writer: &DataFileWriter,
-    params: &BuildParams,
-    entries: &[ClusterEntry],
-    near: &[u32],
-    own: &Matrix<f32>,
-    own_ids: &[u32],
-) -> Result<Vec<Vec<u32>>, BuildError> {
-    let links = params.cross.links.min(params.graph.max_degree);
-    let mut out = vec![Vec::new(); own.rows()];
-    if links == 0 || params.cross.clusters == 0 {
-        return Ok(out);
-    }
-    let mut vectors: Vec<f32> = Vec::new();
-    let mut records: Vec<u32> = Vec::new();
-    let mut ids: Vec<u32> = Vec::new();
-    for &c in near
-        .iter()
-        .filter(|&&c| (c as usize) < entries.len())
-        .take(params.cross.clusters)
-    {
-        let ce = &entries[c as usize];
-        if ce.records == 0 {
-            continue;
-        }
-        let (v, i) = read_cluster(file, path, writer, ce)?;
-        vectors.extend_from_slice(v.as_slice());
-        records.extend((0..ce.records).map(|r| ce.first_record as u32 + r));
-        ids.extend(i);
-    }
-    if records.is_empty() {
-        return Ok(out);
-    }
-    let extra = Matrix::from_vec(vectors, own.dim())?;
-    // A few more than needed, so that copies of the member itself can be dropped.
-    let k = (links + 2).min(extra.rows());
-    let found = crate::exact::exact_knn(extra.view(), own.view(), k, crate::distance::Metric::L2)?;
-    for (i, list) in found.into_iter().enumerate() {
-        out[i] = list
-            .into_iter()
-            .filter(|n| ids[n.id as usize] != own_ids[i])
-            .take(links)
-            .map(|n| records[n.id as usize])
-            .collect();
-    }
-    Ok(out)
 }
 
 fn deciles(v: &mut [f32]) -> Vec<f32> {

@@ -17,7 +17,7 @@ pub use assign::{AssignOutputs, Assignment, RecordIds, assign};
 pub use error::BuildError;
 pub use extsort::{RecordSorter, SortedRecord, SpillReport};
 pub use hints::{answers_to_records, exact_answers};
-pub use layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
+pub use layout::{GraphInputs, GraphReport, estimate_lid_stats, write_graphs, write_vectors};
 pub use params::{
     BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,
     RoutingParams, SpillParams,

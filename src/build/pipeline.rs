@@ -3,13 +3,16 @@
 
 use std::time::Instant;
 
-use super::assign::AssignOutputs;
-use super::layout::{GraphReport, estimate_lid_stats, write_graphs, write_vectors};
+use super::assign::{AssignOutputs, Assignment};
+use super::layout::{GraphInputs, GraphReport, estimate_lid_stats, write_graphs, write_vectors};
+use super::routing::QueryRouting;
 use super::source::{BaseSource, block_pq_bounds};
+use super::train::Trained;
 use super::{
     BuildError, BuildParams, answers_to_records, assign, exact_answers, scan_base, train,
     train_routing,
 };
+use crate::data::{DType, Matrix};
 use crate::distance::Metric;
 use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
 use crate::format::verify::{
@@ -17,10 +20,10 @@ use crate::format::verify::{
     ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
-    BlockInfo, BlockTable, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter, FileEntry,
-    Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
+    BlockInfo, BlockTable, ClusterEntry, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter,
+    FileEntry, Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
 };
-use crate::graph::AlphaMode;
+use crate::graph::{AlphaMode, LidStats};
 
 /// Name of the JSON build report stored beside the index files (listed in the manifest).
 pub const REPORT_FILE: &str = crate::format::verify::REPORT_FILE;
@@ -111,6 +114,15 @@ struct Clock {
 }
 
 impl Clock {
+    fn start() -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            last: now,
+            stages: Vec::new(),
+        }
+    }
+
     fn lap(&mut self, stage: &'static str) {
         let now = Instant::now();
         self.stages.push(StageTime {
@@ -131,12 +143,55 @@ pub fn build_index(
     pool: &rayon::ThreadPool,
     obs: &dyn BuildObserver,
 ) -> Result<BuildSummary, BuildError> {
-    let now = Instant::now();
-    let mut clock = Clock {
-        start: now,
-        last: now,
-        stages: Vec::new(),
+    let mut run = Run {
+        params,
+        pool,
+        obs,
+        clock: Clock::start(),
     };
+    check_params(params)?;
+    // The output is checked, and its temporary directory made, before any work: a wrong
+    // `out` (a file, a directory that is not an index, one holding an input, an unwritable
+    // parent) fails at once and replaces nothing.
+    crate::format::check_target(&params.out, &params.inputs())?;
+    let dir = IndexDirWriter::create(&params.out)?;
+    let mut base = BaseSource::open(params)?;
+    let (shape, pq_bounds) = Shape::of(&base, params)?;
+
+    let (mut trained, blocks) = run.scan_and_train(&mut base, shape, pq_bounds)?;
+    let mut routing = run.route(&base, &mut trained)?;
+    let model_bytes = trained.model_bytes();
+    let asg = run.assign_records(&base, &trained, shape, model_bytes, &dir)?;
+    let hints = run.hints(&base, routing.as_mut(), &asg, shape)?;
+    let (laid, graph) = run.lay_out(&base, &asg, &trained.anchor_graph, &dir)?;
+
+    run.obs.stage("publish", 0);
+    let outcome = Outcome {
+        shape,
+        model_bytes,
+        routing,
+        blocks,
+        hints,
+        asg,
+        graph,
+    };
+    let (files, facts) = run.write_files(&dir, trained, laid, &outcome)?;
+    run.clock.lap("publish");
+    let mut summary = run.summary(&outcome, &files);
+    let report = write_report(&dir, &summary)?;
+    summary.ssd_bytes += report.bytes;
+    let manifest = Manifest {
+        meta: run.index_meta(&outcome, &summary, &facts),
+        files: files.in_manifest_order(report),
+    };
+    // The layout was the last reader of the scratch record ids; they are not published.
+    outcome.asg.ids.remove()?;
+    dir.publish(&manifest)?;
+    Ok(summary)
+}
+
+/// The parameters that can be refused before any input is opened.
+fn check_params(params: &BuildParams) -> Result<(), BuildError> {
     params
         .graph
         .validate()
@@ -144,153 +199,375 @@ pub fn build_index(
     if params.ram_budget_bytes == 0 {
         return Err(BuildError::param("ram_budget_bytes", "must be positive"));
     }
-    // The output is checked, and its temporary directory made, before any work: a wrong
-    // `out` (a file, a directory that is not an index, one holding an input, an unwritable
-    // parent) fails at once and replaces nothing.
-    crate::format::check_target(&params.out, &params.inputs())?;
-    let dir = IndexDirWriter::create(&params.out)?;
-    let mut base = BaseSource::open(params)?;
-    let n = base.rows();
-    let dim = base.dim();
-    if n > u32::MAX as u64 {
-        return Err(BuildError::param(
-            "base",
-            "more than 2^32 − 1 rows (ids are u32)",
-        ));
-    }
-    let k = params.clusters.resolve(n);
-    // PQ subspaces: even, or aligned to the blocks of a multi-vector base.
-    let pq_bounds = match base.layout() {
-        Some(l) => block_pq_bounds(l, params.pq.resolve(dim)),
-        None => crate::pq::even_bounds(dim, params.pq.resolve(dim))?,
-    };
-    let m = pq_bounds.len() - 1;
+    Ok(())
+}
 
-    // 1. Train: the sample is bounded by a quarter of the RAM budget.
-    let budget_rows = (params.ram_budget_bytes / 4 / (dim as u64 * 4)).max(k as u64) as usize;
-    let sample_rows = (k * params.clusters.train_rows_per_cluster)
-        .max(params.pq.train_rows)
-        .min(budget_rows);
-    obs.stage("scan", n);
-    let (mut stats, mut sample, sample_ids) =
-        scan_base(&base, params.metric, sample_rows, params.seed, &|d| {
-            obs.progress(d)
-        })?;
-    let blocks = block_table(&mut base, params, &mut stats, &mut sample);
-    clock.lap("scan");
-    obs.stage("train", 0);
-    let mut trained = train(params, k, pq_bounds, stats, sample, sample_ids, pool)?;
-    clock.lap("train");
+/// What the base and the parameters fix before the first pass.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Base rows.
+    n: u64,
+    dim: usize,
+    /// Clusters (anchors).
+    k: usize,
+    /// PQ subspaces (bytes per code).
+    m: usize,
+}
 
-    // 2. Query routing.
-    obs.stage("routing", 0);
-    let mut routing = train_routing(params, &base, &trained, pool)?;
-    if routing.is_none() {
-        obs.note("no --train-queries: routing uses base anchors only (no cross-modal edges)");
+impl Shape {
+    /// The shape of a build of `base`, and its PQ subspace bounds: even, or aligned to the
+    /// blocks of a multi-vector base.
+    fn of(base: &BaseSource, params: &BuildParams) -> Result<(Self, Vec<usize>), BuildError> {
+        let n = base.rows();
+        let dim = base.dim();
+        if n > u32::MAX as u64 {
+            return Err(BuildError::param(
+                "base",
+                "more than 2^32 − 1 rows (ids are u32)",
+            ));
+        }
+        let k = params.clusters.resolve(n);
+        let pq_bounds = match base.layout() {
+            Some(l) => block_pq_bounds(l, params.pq.resolve(dim)),
+            None => crate::pq::even_bounds(dim, params.pq.resolve(dim))?,
+        };
+        let m = pq_bounds.len() - 1;
+        Ok((Self { n, dim, k, m }, pq_bounds))
     }
-    trained.release_sample();
-    clock.lap("routing");
+}
 
-    // 3. Assign. Its records take (M + 20) bytes each; over half of what the trained model
-    // leaves of the budget they are sorted externally, in zstd-compressed runs on disk
-    // (`extsort`).
-    let model_bytes = trained.model_bytes();
-    if model_bytes > params.ram_budget_bytes / 2 {
-        obs.note(&format!(
-            "the trained model holds {:.1} MiB, over half the RAM budget; later stages get less",
-            model_bytes as f64 / (1u64 << 20) as f64
-        ));
-    }
-    let run_records = params.sort_run_records(n, m, model_bytes);
-    if run_records != usize::MAX {
-        obs.note(&format!(
-            "assign: the records exceed half of the RAM budget the model leaves; sorting them \
-             in runs of {run_records} on disk"
-        ));
-    }
-    obs.stage("assign", n);
-    let outputs = AssignOutputs {
-        pq: dir.path(PQ_FILE),
-        keys: dir.path(KEYS_FILE),
-        ids: dir.path(RECORD_IDS_SCRATCH),
-    };
-    let asg = assign(&base, params, &trained, &outputs, pool, &|d| {
-        obs.progress(d)
-    })?;
-    clock.lap("assign");
+/// One build under way: its parameters, pool, observer and stage clock. Each step below runs
+/// one stage of DESIGN §2, reports it to the observer and laps the clock.
+struct Run<'a> {
+    params: &'a BuildParams,
+    pool: &'a rayon::ThreadPool,
+    obs: &'a dyn BuildObserver,
+    clock: Clock,
+}
 
-    // 3b. Hints: every training query's exact answers over the whole base, as records.
-    let hint_depth = (params.routing.hint_depth as u64).min(n) as usize;
-    let hints = match routing.as_mut() {
-        Some(r) if hint_depth > 0 => {
-            obs.stage("hints", n);
-            let queries = std::mem::replace(
-                &mut r.queries,
-                crate::data::Matrix::from_vec(Vec::new(), dim)?,
-            );
-            let answers = exact_answers(params, &base, &queries, hint_depth, pool, &|d| {
+/// What the layout stages leave for the files: `data.m3` (records and neighbour lists
+/// written, its header not yet), the cluster entries with their radii and the LID population.
+struct LaidOut {
+    writer: DataFileWriter,
+    dtype: DType,
+    entries: Vec<ClusterEntry>,
+    lid_stats: LidStats,
+}
+
+/// What the stages produced that the summary and the manifest report.
+struct Outcome {
+    shape: Shape,
+    /// RAM of the trained model from the assign stage on (`Trained::model_bytes`).
+    model_bytes: u64,
+    routing: Option<QueryRouting>,
+    blocks: Option<BlockTable>,
+    hints: Option<Hints>,
+    asg: Assignment,
+    graph: GraphReport,
+}
+
+/// What the manifest needs of `data.m3` and the anchor graph once they are written.
+struct DataFacts {
+    dtype: DType,
+    data_sectors: u64,
+    record_bytes: u32,
+    anchor_degree: u32,
+}
+
+/// The entries of the index files but the build report.
+struct IndexFiles {
+    clusters: FileEntry,
+    routing: FileEntry,
+    stats: FileEntry,
+    pq: FileEntry,
+    data: FileEntry,
+    sectors: FileEntry,
+    keys: FileEntry,
+    blocks: Option<FileEntry>,
+    coarse: Option<FileEntry>,
+    hints: Option<FileEntry>,
+}
+
+impl IndexFiles {
+    /// Bytes of these files on SSD.
+    fn ssd_bytes(&self) -> u64 {
+        [
+            &self.data,
+            &self.sectors,
+            &self.clusters,
+            &self.routing,
+            &self.stats,
+            &self.pq,
+            &self.keys,
+        ]
+        .iter()
+        .map(|e| e.bytes)
+        .sum::<u64>()
+            + self.blocks.as_ref().map_or(0, |e| e.bytes)
+            + self.coarse.as_ref().map_or(0, |e| e.bytes)
+            + self.hints.as_ref().map_or(0, |e| e.bytes)
+    }
+
+    /// Bytes the query engine holds in RAM: the small files whole, and per record its PQ
+    /// code and, for L2, its correction term.
+    fn ram_bytes(&self, records: u64, m: usize, metric: Metric) -> f64 {
+        self.clusters.bytes as f64
+            + self.hints.as_ref().map_or(0, |e| e.bytes) as f64
+            + self.coarse.as_ref().map_or(0, |e| e.bytes) as f64
+            + self.routing.bytes as f64
+            + self.stats.bytes as f64
+            + (records * m as u64 + if metric == Metric::L2 { 4 * records } else { 0 }) as f64
+    }
+
+    /// Every entry in the manifest's order, the report's included.
+    fn in_manifest_order(self, report: FileEntry) -> Vec<FileEntry> {
+        let mut files = vec![
+            self.clusters,
+            self.routing,
+            self.stats,
+            self.pq,
+            self.data,
+            self.sectors,
+            self.keys,
+            report,
+        ];
+        files.extend(self.blocks);
+        files.extend(self.coarse);
+        files.extend(self.hints);
+        files
+    }
+}
+
+impl Run<'_> {
+    /// Stage 1, scan and train: one pass over the base for its statistics and a seeded
+    /// sample (bounded by a quarter of the RAM budget), the block scales of a multi-vector
+    /// base, then the model (anchors, anchor graph, PQ) trained on the sample.
+    fn scan_and_train(
+        &mut self,
+        base: &mut BaseSource,
+        shape: Shape,
+        pq_bounds: Vec<usize>,
+    ) -> Result<(Trained, Option<BlockTable>), BuildError> {
+        let (params, obs) = (self.params, self.obs);
+        let Shape { n, dim, k, .. } = shape;
+        let budget_rows = (params.ram_budget_bytes / 4 / (dim as u64 * 4)).max(k as u64) as usize;
+        let sample_rows = (k * params.clusters.train_rows_per_cluster)
+            .max(params.pq.train_rows)
+            .min(budget_rows);
+        obs.stage("scan", n);
+        let (mut stats, mut sample, sample_ids) =
+            scan_base(base, params.metric, sample_rows, params.seed, &|d| {
                 obs.progress(d)
             })?;
-            let answers = answers_to_records(&answers, hint_depth, &asg.ids, asg.records)?;
-            clock.lap("hints");
-            Some(Hints { queries, answers })
+        let blocks = block_table(base, params, &mut stats, &mut sample);
+        self.clock.lap("scan");
+        obs.stage("train", 0);
+        let trained = train(params, k, pq_bounds, stats, sample, sample_ids, self.pool)?;
+        self.clock.lap("train");
+        Ok((trained, blocks))
+    }
+
+    /// Stage 2, query routing from the training queries (none without them); the training
+    /// sample is released after it.
+    fn route(
+        &mut self,
+        base: &BaseSource,
+        trained: &mut Trained,
+    ) -> Result<Option<QueryRouting>, BuildError> {
+        self.obs.stage("routing", 0);
+        let routing = train_routing(self.params, base, trained, self.pool)?;
+        if routing.is_none() {
+            self.obs
+                .note("no --train-queries: routing uses base anchors only (no cross-modal edges)");
         }
-        _ => None,
-    };
+        trained.release_sample();
+        self.clock.lap("routing");
+        Ok(routing)
+    }
 
-    // 4–5. Lay out vectors, then neighbour lists.
-    let data_path = dir.path(DATA_FILE);
-    let dtype = base.stored_dtype(params.metric);
-    let writer = DataFileWriter::create(
-        &data_path,
-        &DataFileParams {
-            dim: dim as u32,
+    /// Stage 3, assign, into `pq.m3`, `keys.m3` and the scratch file of record ids. Its
+    /// records take (M + 20) bytes each; over half of what the trained model leaves of the
+    /// budget they are sorted externally, in zstd-compressed runs on disk (`extsort`).
+    fn assign_records(
+        &mut self,
+        base: &BaseSource,
+        trained: &Trained,
+        shape: Shape,
+        model_bytes: u64,
+        dir: &IndexDirWriter,
+    ) -> Result<Assignment, BuildError> {
+        let (params, obs) = (self.params, self.obs);
+        if model_bytes > params.ram_budget_bytes / 2 {
+            obs.note(&format!(
+                "the trained model holds {:.1} MiB, over half the RAM budget; later stages get less",
+                model_bytes as f64 / (1u64 << 20) as f64
+            ));
+        }
+        let run_records = params.sort_run_records(shape.n, shape.m, model_bytes);
+        if run_records != usize::MAX {
+            obs.note(&format!(
+                "assign: the records exceed half of the RAM budget the model leaves; sorting them \
+                 in runs of {run_records} on disk"
+            ));
+        }
+        obs.stage("assign", shape.n);
+        let outputs = AssignOutputs {
+            pq: dir.path(PQ_FILE),
+            keys: dir.path(KEYS_FILE),
+            ids: dir.path(RECORD_IDS_SCRATCH),
+        };
+        let asg = assign(base, params, trained, &outputs, self.pool, &|d| {
+            obs.progress(d)
+        })?;
+        self.clock.lap("assign");
+        Ok(asg)
+    }
+
+    /// Stage 3b, hints: every training query's exact answers over the whole base, as
+    /// records (none without training queries or at hint depth 0). The training queries move
+    /// into them.
+    fn hints(
+        &mut self,
+        base: &BaseSource,
+        routing: Option<&mut QueryRouting>,
+        asg: &Assignment,
+        shape: Shape,
+    ) -> Result<Option<Hints>, BuildError> {
+        let (params, obs) = (self.params, self.obs);
+        let hint_depth = (params.routing.hint_depth as u64).min(shape.n) as usize;
+        let r = match routing {
+            Some(r) if hint_depth > 0 => r,
+            _ => return Ok(None),
+        };
+        obs.stage("hints", shape.n);
+        let queries = std::mem::replace(&mut r.queries, Matrix::from_vec(Vec::new(), shape.dim)?);
+        let answers = exact_answers(params, base, &queries, hint_depth, self.pool, &|d| {
+            obs.progress(d)
+        })?;
+        let answers = answers_to_records(&answers, hint_depth, &asg.ids, asg.records)?;
+        self.clock.lap("hints");
+        Ok(Some(Hints { queries, answers }))
+    }
+
+    /// Stages 4–5, lay out the vectors, then the neighbour lists, in `data.m3`.
+    fn lay_out(
+        &mut self,
+        base: &BaseSource,
+        asg: &Assignment,
+        anchor_graph: &Matrix<u32>,
+        dir: &IndexDirWriter,
+    ) -> Result<(LaidOut, GraphReport), BuildError> {
+        let (params, obs, pool) = (self.params, self.obs, self.pool);
+        let data_path = dir.path(DATA_FILE);
+        let dtype = base.stored_dtype(params.metric);
+        let writer = DataFileWriter::create(
+            &data_path,
+            &DataFileParams {
+                dim: base.dim() as u32,
+                dtype,
+                max_degree: params.graph.max_degree as u32,
+                cluster_sizes: &asg.cluster_sizes,
+            },
+        )?;
+        obs.stage("layout", base.rows());
+        write_vectors(base, params, asg, &writer, pool, &|d| obs.progress(d))?;
+        self.clock.lap("layout");
+        obs.stage("graph", asg.records);
+        let lid_stats = estimate_lid_stats(&data_path, &writer, params, 32, pool)?;
+        let inputs = GraphInputs {
+            asg,
+            lid_stats: &lid_stats,
+            anchor_graph,
+        };
+        let (entries, graph) = write_graphs(&data_path, &writer, &inputs, params, pool, &|d| {
+            obs.progress(d)
+        })?;
+        self.clock.lap("graph");
+        let laid = LaidOut {
+            writer,
             dtype,
-            max_degree: params.graph.max_degree as u32,
-            cluster_sizes: &asg.cluster_sizes,
-        },
-    )?;
-    obs.stage("layout", n);
-    write_vectors(&base, params, &asg, &writer, pool, &|d| obs.progress(d))?;
-    clock.lap("layout");
-    obs.stage("graph", asg.records);
-    let lid_stats = estimate_lid_stats(&data_path, &writer, params, 32, pool)?;
-    let (entries, graph_report) = write_graphs(
-        &data_path,
-        &writer,
-        params,
-        &asg,
-        &lid_stats,
-        &trained.anchor_graph,
-        pool,
-        &|d| obs.progress(d),
-    )?;
-    asg.ids.remove()?;
-    clock.lap("graph");
+            entries,
+            lid_stats,
+        };
+        Ok((laid, graph))
+    }
 
-    // 6. Files and publish.
-    obs.stage("publish", 0);
-    let data_sectors = writer.data_sectors();
-    let record_bytes = writer.codec().record_bytes();
-    let (data_entry, sectors_entry) = writer.finish(&dir.path(SECTORS_FILE))?;
-    // The model moves into the cluster table (no copy of the anchors); assignment's two-level
-    // search is released first, as routing's coarse level below is built for query order.
-    trained.two_level = None;
-    let anchor_degree = trained.anchor_graph.dim() as u32;
-    let clusters = ClusterTable {
-        centroids: trained.anchors.centroids,
-        entries,
-        anchor_graph: trained.anchor_graph,
-    };
-    let clusters_entry = clusters.write(&dir.path(CLUSTERS_FILE))?;
-    // Two-level routing's coarse level, stored so that opening the index does not rerun the
-    // coarse k-means (the same level `Router::new` would build at open).
-    let coarse_entry = if k >= params.clusters.nearest.two_level_min_k.max(2) {
+    /// Stage 6, the index files beside the records: `data.m3`'s header and `sectors.m3`, the
+    /// cluster table (the model moves into it), routing's coarse level, query routing,
+    /// statistics, blocks and hints.
+    fn write_files(
+        &self,
+        dir: &IndexDirWriter,
+        mut trained: Trained,
+        laid: LaidOut,
+        outcome: &Outcome,
+    ) -> Result<(IndexFiles, DataFacts), BuildError> {
+        let facts = DataFacts {
+            dtype: laid.dtype,
+            data_sectors: laid.writer.data_sectors(),
+            record_bytes: laid.writer.codec().record_bytes(),
+            anchor_degree: trained.anchor_graph.dim() as u32,
+        };
+        let (data, sectors) = laid.writer.finish(&dir.path(SECTORS_FILE))?;
+        // The model moves into the cluster table (no copy of the anchors); assignment's two-level
+        // search is released first, as routing's coarse level below is built for query order.
+        trained.two_level = None;
+        let clusters = ClusterTable {
+            centroids: trained.anchors.centroids,
+            entries: laid.entries,
+            anchor_graph: trained.anchor_graph,
+        };
+        let clusters_entry = clusters.write(&dir.path(CLUSTERS_FILE))?;
+        let coarse = self.write_coarse_level(dir, &clusters, outcome.shape.k)?;
+        let routing = match &outcome.routing {
+            Some(r) => Routing {
+                anchors: r.anchors.clone(),
+                edges: r.edges.clone(),
+            },
+            None => Routing::empty(outcome.shape.dim, self.edges_per_anchor())?,
+        }
+        .write(&dir.path(ROUTING_FILE))?;
+        let stats = stats_file(&trained.stats, &laid.lid_stats, outcome);
+        let asg = &outcome.asg;
+        let files = IndexFiles {
+            clusters: clusters_entry,
+            routing,
+            stats: stats.write(&dir.path(STATS_FILE))?,
+            pq: asg.pq_entry,
+            data,
+            sectors,
+            keys: asg.keys_entry,
+            blocks: match &outcome.blocks {
+                Some(t) => Some(t.write(&dir.path(BLOCKS_FILE))?),
+                None => None,
+            },
+            coarse,
+            hints: match &outcome.hints {
+                Some(h) => Some(h.write(&dir.path(HINTS_FILE))?),
+                None => None,
+            },
+        };
+        Ok((files, facts))
+    }
+
+    /// Two-level routing's coarse level (`coarse.m3`, from the two-level threshold on),
+    /// stored so that opening the index does not rerun the coarse k-means (the same level
+    /// `Router::new` would build at open).
+    fn write_coarse_level(
+        &self,
+        dir: &IndexDirWriter,
+        clusters: &ClusterTable,
+        k: usize,
+    ) -> Result<Option<FileEntry>, BuildError> {
+        let params = self.params;
+        if k < params.clusters.nearest.two_level_min_k.max(2) {
+            return Ok(None);
+        }
         let router = crate::search::Router::new_in(
             clusters.centroids.view(),
             crate::search::base_order(params.metric),
             2,
-            pool,
+            self.pool,
         );
         let (coarse, labels, probe) = router.coarse_level().expect("two levels");
         let level = CoarseLevel {
@@ -299,166 +576,129 @@ pub fn build_index(
             probe: probe as u32,
             augmented: params.metric != Metric::L2,
         };
-        Some(level.write(&dir.path(COARSE_FILE))?)
-    } else {
-        None
-    };
-    let edges_per_anchor = params.routing.edges_per_anchor.max(1);
-    let routing_file = match &routing {
-        Some(r) => Routing {
-            anchors: r.anchors.clone(),
-            edges: r.edges.clone(),
-        },
-        None => Routing::empty(dim, edges_per_anchor)?,
-    };
-    let routing_entry = routing_file.write(&dir.path(ROUTING_FILE))?;
-    let stats = Stats {
-        base_count: trained.stats.count(),
-        query_count: routing.as_ref().map_or(0, |r| r.stats.count()),
+        Ok(Some(level.write(&dir.path(COARSE_FILE))?))
+    }
+
+    fn edges_per_anchor(&self) -> usize {
+        self.params.routing.edges_per_anchor.max(1)
+    }
+
+    /// What the build did and cost (the report's contents but for its own size).
+    fn summary(&self, outcome: &Outcome, files: &IndexFiles) -> BuildSummary {
+        let Shape { n, dim, k, m } = outcome.shape;
+        let (params, asg, routing, hints) =
+            (self.params, &outcome.asg, &outcome.routing, &outcome.hints);
+        let mut sizes = asg.cluster_sizes.clone();
+        sizes.sort_unstable();
+        BuildSummary {
+            n_vectors: n,
+            n_records: asg.records,
+            dim,
+            metric: params.metric.to_string(),
+            clusters: k,
+            query_anchors: routing.as_ref().map_or(0, |r| r.anchors.rows()),
+            pq_subspaces: m,
+            spill_factor: asg.records as f64 / n as f64,
+            stages: self.clock.stages.clone(),
+            total_seconds: self.clock.start.elapsed().as_secs_f64(),
+            peak_rss_bytes: peak_rss_bytes(),
+            ssd_bytes: files.ssd_bytes(),
+            ram_bytes_per_vector: files.ram_bytes(asg.records, m, params.metric) / n as f64,
+            cluster_size_min_median_max: [sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1]],
+            routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),
+            hint_queries: hints.as_ref().map_or(0, Hints::len),
+            hint_depth: hints.as_ref().map_or(0, Hints::depth),
+            graph: outcome.graph.clone(),
+            blocks: outcome.blocks.clone(),
+            model_bytes: outcome.model_bytes,
+            sort_spill: asg.sort.clone(),
+            threads: self.pool.current_num_threads(),
+            seed: params.seed,
+        }
+    }
+
+    /// The manifest's parameters: what the build was asked for and what it made.
+    fn index_meta(
+        &self,
+        outcome: &Outcome,
+        summary: &BuildSummary,
+        facts: &DataFacts,
+    ) -> IndexMeta {
+        let params = self.params;
+        let mut meta: IndexMeta = bytemuck::Zeroable::zeroed();
+        meta.dim = outcome.shape.dim as u32;
+        meta.set_dtype(facts.dtype);
+        meta.set_metric(params.metric);
+        meta.set_native_distance();
+        meta.flags = if outcome.routing.is_some() {
+            META_FLAG_QUERY_ANCHORS
+        } else {
+            0
+        } | if matches!(params.graph.alpha, AlphaMode::Lid(_)) {
+            META_FLAG_LID_ADAPTIVE
+        } else {
+            0
+        } | if outcome.blocks.is_some() {
+            META_FLAG_BLOCKS
+        } else {
+            0
+        };
+        meta.n_vectors = outcome.shape.n;
+        meta.n_records = summary.n_records;
+        meta.data_sectors = facts.data_sectors;
+        meta.seed = params.seed;
+        meta.n_clusters = outcome.shape.k as u32;
+        meta.n_query_anchors = summary.query_anchors as u32;
+        meta.pq_subspaces = outcome.shape.m as u32;
+        meta.max_degree = params.graph.max_degree as u32;
+        meta.record_bytes = facts.record_bytes;
+        meta.spill_epsilon = params.spill.epsilon;
+        meta.spill_max = params.spill.max_copies as u32;
+        let (amin, amax) = match params.graph.alpha {
+            AlphaMode::Fixed(a) => (a, a),
+            AlphaMode::Lid(map) => (map.alpha_min, map.alpha_max),
+        };
+        meta.alpha_min = amin;
+        meta.alpha_max = amax;
+        meta.lid_k = params.graph.lid_k as u32;
+        meta.anchor_degree = facts.anchor_degree;
+        meta.edges_per_query_anchor = self.edges_per_anchor() as u32;
+        meta.build_threads = self.pool.current_num_threads() as u32;
+        meta
+    }
+}
+
+/// `stats.m3`: the base's (and the training queries') per-dimension statistics and the LID
+/// population the neighbour lists were pruned with.
+fn stats_file(base_stats: &super::Welford, lid_stats: &LidStats, outcome: &Outcome) -> Stats {
+    let dim = outcome.shape.dim;
+    let routing = outcome.routing.as_ref();
+    Stats {
+        base_count: base_stats.count(),
+        query_count: routing.map_or(0, |r| r.stats.count()),
         has_query_stats: routing.is_some(),
         lid_mean: lid_stats.mean as f32,
         lid_std: lid_stats.std as f32,
         // Welford saw the rows before the block scales; the assignment pass saw them after.
-        max_base_norm: if blocks.is_some() {
-            asg.max_norm
+        max_base_norm: if outcome.blocks.is_some() {
+            outcome.asg.max_norm
         } else {
-            trained.stats.max_norm()
+            base_stats.max_norm()
         },
-        base_mean: trained.stats.mean(),
-        base_var: trained.stats.variance(),
-        query_mean: routing
-            .as_ref()
-            .map_or_else(|| vec![0.0; dim], |r| r.stats.mean()),
-        query_var: routing
-            .as_ref()
-            .map_or_else(|| vec![0.0; dim], |r| r.stats.variance()),
-    };
-    let stats_entry = stats.write(&dir.path(STATS_FILE))?;
-    let (pq_entry, keys_entry) = (asg.pq_entry, asg.keys_entry);
-    let blocks_entry = match &blocks {
-        Some(t) => Some(t.write(&dir.path(BLOCKS_FILE))?),
-        None => None,
-    };
-    let hints_entry = match &hints {
-        Some(h) => Some(h.write(&dir.path(HINTS_FILE))?),
-        None => None,
-    };
+        base_mean: base_stats.mean(),
+        base_var: base_stats.variance(),
+        query_mean: routing.map_or_else(|| vec![0.0; dim], |r| r.stats.mean()),
+        query_var: routing.map_or_else(|| vec![0.0; dim], |r| r.stats.variance()),
+    }
+}
 
-    let mut sizes = asg.cluster_sizes.clone();
-    sizes.sort_unstable();
-    let index_file_bytes = [
-        &data_entry,
-        &sectors_entry,
-        &clusters_entry,
-        &routing_entry,
-        &stats_entry,
-        &pq_entry,
-        &keys_entry,
-    ]
-    .iter()
-    .map(|e| e.bytes)
-    .sum::<u64>()
-        + blocks_entry.as_ref().map_or(0, |e| e.bytes)
-        + coarse_entry.as_ref().map_or(0, |e| e.bytes)
-        + hints_entry.as_ref().map_or(0, |e| e.bytes);
-    let ram = clusters_entry.bytes as f64
-        + hints_entry.as_ref().map_or(0, |e| e.bytes) as f64
-        + coarse_entry.as_ref().map_or(0, |e| e.bytes) as f64
-        + routing_entry.bytes as f64
-        + stats_entry.bytes as f64
-        + (asg.records * m as u64
-            + if params.metric == Metric::L2 {
-                4 * asg.records
-            } else {
-                0
-            }) as f64;
-    clock.lap("publish");
-    let mut summary = BuildSummary {
-        n_vectors: n,
-        n_records: asg.records,
-        dim,
-        metric: params.metric.to_string(),
-        clusters: k,
-        query_anchors: routing.as_ref().map_or(0, |r| r.anchors.rows()),
-        pq_subspaces: m,
-        spill_factor: asg.records as f64 / n as f64,
-        stages: clock.stages.clone(),
-        total_seconds: clock.start.elapsed().as_secs_f64(),
-        peak_rss_bytes: peak_rss_bytes(),
-        ssd_bytes: index_file_bytes,
-        ram_bytes_per_vector: ram / n as f64,
-        cluster_size_min_median_max: [sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1]],
-        routing_vote_coverage: routing.as_ref().map(|r| r.vote_coverage),
-        hint_queries: hints.as_ref().map_or(0, Hints::len),
-        hint_depth: hints.as_ref().map_or(0, Hints::depth),
-        graph: graph_report,
-        blocks: blocks.clone(),
-        model_bytes,
-        sort_spill: asg.sort.clone(),
-        threads: pool.current_num_threads(),
-        seed: params.seed,
-    };
-    let report_path = dir.path(REPORT_FILE);
-    let json = serde_json::to_vec_pretty(&summary).expect("summary serialises");
-    write_synced(&report_path, &json)?;
-    let report_entry = FileEntry::new(REPORT_FILE, json.len() as u64, crc32c::crc32c(&json))?;
-    summary.ssd_bytes += report_entry.bytes;
-
-    let mut meta: IndexMeta = bytemuck::Zeroable::zeroed();
-    meta.dim = dim as u32;
-    meta.set_dtype(dtype);
-    meta.set_metric(params.metric);
-    meta.distance_mode = 0;
-    meta.flags = if routing.is_some() {
-        META_FLAG_QUERY_ANCHORS
-    } else {
-        0
-    } | if matches!(params.graph.alpha, AlphaMode::Lid(_)) {
-        META_FLAG_LID_ADAPTIVE
-    } else {
-        0
-    } | if blocks.is_some() {
-        META_FLAG_BLOCKS
-    } else {
-        0
-    };
-    meta.n_vectors = n;
-    meta.n_records = summary.n_records;
-    meta.data_sectors = data_sectors;
-    meta.seed = params.seed;
-    meta.n_clusters = k as u32;
-    meta.n_query_anchors = summary.query_anchors as u32;
-    meta.pq_subspaces = m as u32;
-    meta.max_degree = params.graph.max_degree as u32;
-    meta.record_bytes = record_bytes;
-    meta.spill_epsilon = params.spill.epsilon;
-    meta.spill_max = params.spill.max_copies as u32;
-    let (amin, amax) = match params.graph.alpha {
-        AlphaMode::Fixed(a) => (a, a),
-        AlphaMode::Lid(map) => (map.alpha_min, map.alpha_max),
-    };
-    meta.alpha_min = amin;
-    meta.alpha_max = amax;
-    meta.lid_k = params.graph.lid_k as u32;
-    meta.anchor_degree = anchor_degree;
-    meta.edges_per_query_anchor = edges_per_anchor as u32;
-    meta.build_threads = pool.current_num_threads() as u32;
-    let mut files = vec![
-        clusters_entry,
-        routing_entry,
-        stats_entry,
-        pq_entry,
-        data_entry,
-        sectors_entry,
-        keys_entry,
-        report_entry,
-    ];
-    files.extend(blocks_entry);
-    files.extend(coarse_entry);
-    files.extend(hints_entry);
-    let manifest = Manifest { meta, files };
-    dir.publish(&manifest)?;
-    Ok(summary)
+/// `build_report.json`: the summary, pretty-printed (informational; listed in the manifest).
+fn write_report(dir: &IndexDirWriter, summary: &BuildSummary) -> Result<FileEntry, BuildError> {
+    let json = serde_json::to_vec_pretty(summary).expect("summary serialises");
+    Ok(crate::format::write_whole_file(
+        &dir.path(REPORT_FILE),
+        &json,
+    )?)
 }
 
 /// For a multi-vector base: the block spreads from the statistics pass, the block scales
@@ -468,7 +708,7 @@ fn block_table(
     base: &mut BaseSource,
     params: &BuildParams,
     stats: &mut super::Welford,
-    sample: &mut crate::data::Matrix<f32>,
+    sample: &mut Matrix<f32>,
 ) -> Option<BlockTable> {
     let bp = params.blocks.as_ref()?;
     let layout = base.layout()?.clone();
@@ -497,15 +737,4 @@ fn block_table(
             })
             .collect(),
     })
-}
-
-fn write_synced(path: &std::path::Path, bytes: &[u8]) -> Result<(), BuildError> {
-    use std::io::Write;
-    let io = |e| BuildError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let mut f = std::fs::File::create(path).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
 }

@@ -296,10 +296,9 @@ fn params_of(meta: &IndexMeta, data: &DataFileHeader) -> IndexParams {
         metric: meta
             .metric()
             .map_or_else(|| format!("code {}", meta.metric), |m| m.to_string()),
-        distance_mode: match meta.distance_mode {
-            0 => "native".to_string(),
-            1 => "lc-cmd".to_string(),
-            c => format!("code {c}"),
+        distance_mode: match meta.distance_mode() {
+            Ok(mode) => mode.name().to_string(),
+            Err(super::UnknownDistanceMode(c)) => format!("code {c}"),
         },
         flags: meta.flags,
         query_anchors_flag: meta.flags & META_FLAG_QUERY_ANCHORS != 0,

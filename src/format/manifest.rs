@@ -43,7 +43,7 @@ pub struct IndexMeta {
     pub dtype: u8,
     /// 0 l2, 1 ip, 2 cosine ([`IndexMeta::metric`]).
     pub metric: u8,
-    /// 0 native metric, 1 LC-CMD.
+    /// 0 native metric, 1 LC-CMD ([`IndexMeta::distance_mode`], [`DistanceMode`]).
     pub distance_mode: u8,
     /// [`META_FLAG_QUERY_ANCHORS`] | [`META_FLAG_LID_ADAPTIVE`] | [`META_FLAG_BLOCKS`].
     pub flags: u8,
@@ -74,6 +74,49 @@ pub struct IndexMeta {
 
 const _: () = assert!(std::mem::size_of::<IndexMeta>() == 104);
 const _: () = assert!(std::mem::size_of::<IndexMeta>().is_multiple_of(8));
+
+/// The rerank distance stored by calibration: the `distance_mode` byte of [`IndexMeta`]
+/// (`docs/FORMAT.md`, "manifest.m3"). LC-CMD's α and β are `lccmd_alpha` and `lccmd_beta`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DistanceMode {
+    /// The index's metric (byte 0).
+    Native = 0,
+    /// LC-CMD, DESIGN §4.3 (byte 1).
+    LcCmd = 1,
+}
+
+/// A `distance_mode` byte that names no [`DistanceMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown distance mode {0} (0 native metric, 1 LC-CMD)")]
+pub struct UnknownDistanceMode(pub u8);
+
+impl DistanceMode {
+    /// The byte stored in the manifest.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The name `m3 inspect` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            DistanceMode::Native => "native",
+            DistanceMode::LcCmd => "lc-cmd",
+        }
+    }
+}
+
+impl TryFrom<u8> for DistanceMode {
+    type Error = UnknownDistanceMode;
+
+    fn try_from(code: u8) -> Result<Self, UnknownDistanceMode> {
+        match code {
+            0 => Ok(DistanceMode::Native),
+            1 => Ok(DistanceMode::LcCmd),
+            c => Err(UnknownDistanceMode(c)),
+        }
+    }
+}
 
 pub(crate) fn dtype_code(d: DType) -> u8 {
     match d {
@@ -116,6 +159,26 @@ impl IndexMeta {
             Metric::InnerProduct => 1,
             Metric::Cosine => 2,
         };
+    }
+
+    /// The rerank distance calibration stored (a manifest that [`Manifest::read`] accepted
+    /// always has one).
+    pub fn distance_mode(&self) -> Result<DistanceMode, UnknownDistanceMode> {
+        DistanceMode::try_from(self.distance_mode)
+    }
+
+    /// Stores the native metric as the rerank distance (LC-CMD's α and β zero).
+    pub fn set_native_distance(&mut self) {
+        self.distance_mode = DistanceMode::Native.code();
+        self.lccmd_alpha = 0.0;
+        self.lccmd_beta = 0.0;
+    }
+
+    /// Stores LC-CMD with `alpha` and `beta` as the rerank distance.
+    pub fn set_lccmd_distance(&mut self, alpha: f32, beta: f32) {
+        self.distance_mode = DistanceMode::LcCmd.code();
+        self.lccmd_alpha = alpha;
+        self.lccmd_beta = beta;
     }
 
     /// `(field, offset from file start, size)`, checked against `docs/FORMAT.md`.
@@ -170,9 +233,10 @@ impl IndexMeta {
         if self.metric().is_none() {
             return at(5, format!("unknown metric code {}", self.metric));
         }
-        if self.distance_mode > 1 {
-            return at(6, format!("unknown distance mode {}", self.distance_mode));
-        }
+        let mode = match self.distance_mode() {
+            Ok(mode) => mode,
+            Err(e) => return at(6, e.to_string()),
+        };
         if self.flags & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE | META_FLAG_BLOCKS) != 0
         {
             return at(7, format!("unknown flags {:#04x}", self.flags));
@@ -205,7 +269,7 @@ impl IndexMeta {
             (64, "lccmd_alpha", self.lccmd_alpha),
             (68, "lccmd_beta", self.lccmd_beta),
         ] {
-            let ok = if self.distance_mode == 1 {
+            let ok = if mode == DistanceMode::LcCmd {
                 (0.0..=1.0).contains(&v)
             } else {
                 v.is_finite()

@@ -19,7 +19,7 @@ mod train;
 
 use crate::data::{Matrix, MatrixView};
 
-pub use scan::{adc_scan, adc_scan_span, adc_score};
+pub use scan::{adc_scan, adc_scan_span, adc_score, adc_score_spans};
 pub use train::PqParams;
 
 /// Codewords per subspace (codes are bytes).

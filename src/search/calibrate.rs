@@ -225,37 +225,7 @@ pub fn calibrate(
     params: &CalibrationParams,
     pool: &rayon::ThreadPool,
 ) -> Result<Calibration, SearchError> {
-    let param = |what: String| SearchError::Param {
-        name: "calibration",
-        what,
-    };
-    if partners.len() != queries.rows() {
-        return Err(param(format!(
-            "{} queries but {} partners",
-            queries.rows(),
-            partners.len()
-        )));
-    }
-    if queries.rows() < 4 {
-        return Err(param("need at least 4 calibration pairs".into()));
-    }
-    base.check(index)?;
-    if let Some((i, &p)) = partners
-        .iter()
-        .enumerate()
-        .find(|&(_, &p)| p as u64 >= index.n_vectors())
-    {
-        return Err(param(format!(
-            "pair {i}: partner {p} is not a base row (< {})",
-            index.n_vectors()
-        )));
-    }
-    if !(0.0..1.0).contains(&params.holdout) {
-        return Err(param(format!("holdout {} not in [0, 1)", params.holdout)));
-    }
-    for (i, q) in queries.iter_rows().enumerate() {
-        index.check_query(i, q)?;
-    }
+    check_pairs(index, base, queries, partners, params)?;
     // The LC-CMD settings (errors early when the index has no query statistics).
     let mut settings = vec![(RerankDistance::Native, None)];
     for &beta in &params.betas {
@@ -306,6 +276,62 @@ pub fn calibrate(
             held_hit10: rate(r, held_set, 10),
         })
         .collect();
+    Ok(choose(grid, &ranks, fit_set.len(), held_set))
+}
+
+/// Refuses calibration pairs that cannot calibrate `index`: counts that disagree, fewer
+/// than 4 pairs, a base that is not the index's, a partner that is not a base row, a holdout
+/// outside `[0, 1)`, a query the index cannot score.
+fn check_pairs(
+    index: &Index,
+    base: CalibrationBase<'_>,
+    queries: MatrixView<'_, f32>,
+    partners: &[u32],
+    params: &CalibrationParams,
+) -> Result<(), SearchError> {
+    let param = |what: String| SearchError::Param {
+        name: "calibration",
+        what,
+    };
+    if partners.len() != queries.rows() {
+        return Err(param(format!(
+            "{} queries but {} partners",
+            queries.rows(),
+            partners.len()
+        )));
+    }
+    if queries.rows() < 4 {
+        return Err(param("need at least 4 calibration pairs".into()));
+    }
+    base.check(index)?;
+    if let Some((i, &p)) = partners
+        .iter()
+        .enumerate()
+        .find(|&(_, &p)| p as u64 >= index.n_vectors())
+    {
+        return Err(param(format!(
+            "pair {i}: partner {p} is not a base row (< {})",
+            index.n_vectors()
+        )));
+    }
+    if !(0.0..1.0).contains(&params.holdout) {
+        return Err(param(format!("holdout {} not in [0, 1)", params.holdout)));
+    }
+    for (i, q) in queries.iter_rows().enumerate() {
+        index.check_query(i, q)?;
+    }
+    Ok(())
+}
+
+/// The choice from the scored `grid` (`ranks[setting][pair]`: the partner's rank): the
+/// setting with the best fitting score (the native metric, first, wins ties), kept only when
+/// the held-out pairs confirm it.
+fn choose(
+    grid: Vec<CalibrationPoint>,
+    ranks: &[Vec<usize>],
+    fit_pairs: usize,
+    held_set: &[usize],
+) -> Calibration {
     // Best fitting score; the native metric (first) wins ties.
     let best = grid.iter().enumerate().fold(0, |b, (i, p)| {
         let bp = &grid[b];
@@ -331,19 +357,19 @@ pub fn calibrate(
         && grid[best].held_hit10 >= native.held_hit10
         && margin >= 1.0
         && margin >= 1.645 * ((gained + lost) as f64).sqrt();
-    Ok(Calibration {
+    Calibration {
         choice: if confirmed {
             grid[best].distance
         } else {
             RerankDistance::Native
         },
         best_fit: grid[best].distance,
-        fit_pairs: fit_set.len(),
+        fit_pairs,
         held_pairs: held_set.len(),
         held_gained: gained,
         held_lost: lost,
         grid,
-    })
+    }
 }
 
 fn candidates(

@@ -311,13 +311,13 @@ impl Index {
     /// The rerank distance stored in the manifest by calibration (`m3 calibrate`, `m3 build
     /// --distance auto`): LC-CMD with its (α, β), or the native metric.
     pub fn calibrated_distance(&self) -> super::RerankDistance {
-        if self.meta.distance_mode == 1 {
-            super::RerankDistance::LcCmd {
+        match self.meta.distance_mode() {
+            Ok(crate::format::DistanceMode::LcCmd) => super::RerankDistance::LcCmd {
                 alpha: self.meta.lccmd_alpha,
                 beta: self.meta.lccmd_beta,
-            }
-        } else {
-            super::RerankDistance::Native
+            },
+            // An unknown mode never gets here: opening the index refused it.
+            Ok(crate::format::DistanceMode::Native) | Err(_) => super::RerankDistance::Native,
         }
     }
 

@@ -1,4 +1,9 @@
-//! Search parameters (the knobs `m3 search`, `bench` and `tune` turn).
+//! Search parameters (the knobs `m3 search`, `bench` and `tune` turn, and the server's
+//! `knobs`): their defaults, defined once here, and the one check of a setting against an
+//! index ([`SearchParams::validate`]).
+
+use super::SearchError;
+use super::index::Index;
 
 /// Per-query knobs. The defaults favour recall@10 ≈ 0.95 on the data sets in
 /// docs/BENCHMARKS.md; `m3 tune` finds the cheapest setting for a recall target.
@@ -55,27 +60,138 @@ pub enum RerankDistance {
 }
 
 impl SearchParams {
+    /// Neighbours per query when the caller does not say (`m3 search --k`, the server's `k`).
+    pub const DEFAULT_K: usize = 10;
+    pub const DEFAULT_NPROBE: usize = 16;
+    pub const DEFAULT_QPROBE: usize = 4;
+    pub const DEFAULT_EDGES: usize = 8;
+    pub const DEFAULT_HINTS: usize = 16;
+    /// 0: every answer the index stores.
+    pub const DEFAULT_HINT_DEPTH: usize = 0;
+    /// Rounds along neighbour lists are opt-in.
+    pub const DEFAULT_EXPAND_ROUNDS: usize = 0;
+    /// 0: automatic.
+    pub const DEFAULT_ROUTE_GROUPS: usize = 0;
+    /// LC-CMD α when a caller asks for LC-CMD without one.
+    pub const DEFAULT_LCCMD_ALPHA: f32 = 0.5;
+    /// LC-CMD β when a caller asks for LC-CMD without one.
+    pub const DEFAULT_LCCMD_BETA: f32 = 1.0;
+
+    /// Candidates reranked by default for `k`: 4·max(k, 10).
+    pub fn default_rerank(k: usize) -> usize {
+        4 * k.max(10)
+    }
+
+    /// Best results whose neighbour lists feed a round, by default: k.
+    pub fn default_expand_from(k: usize) -> usize {
+        k
+    }
+
+    /// Records read per round by default: 2·max(k, 10).
+    pub fn default_expand_read(k: usize) -> usize {
+        2 * k.max(10)
+    }
+
+    /// Every knob at its default for `k` (the constants above), the native rerank distance
+    /// and the build's block weights.
     pub fn new(k: usize) -> Self {
         Self {
             k,
-            nprobe: 16,
-            qprobe: 4,
-            edges: 8,
-            hints: 16,
-            hint_depth: 0,
-            rerank: 4 * k.max(10),
-            expand_rounds: 0,
-            expand_from: k,
-            expand_read: 2 * k.max(10),
+            nprobe: Self::DEFAULT_NPROBE,
+            qprobe: Self::DEFAULT_QPROBE,
+            edges: Self::DEFAULT_EDGES,
+            hints: Self::DEFAULT_HINTS,
+            hint_depth: Self::DEFAULT_HINT_DEPTH,
+            rerank: Self::default_rerank(k),
+            expand_rounds: Self::DEFAULT_EXPAND_ROUNDS,
+            expand_from: Self::default_expand_from(k),
+            expand_read: Self::default_expand_read(k),
             early_stop: true,
             distance: RerankDistance::Native,
             block_weights: None,
-            route_groups: 0,
+            route_groups: Self::DEFAULT_ROUTE_GROUPS,
         }
     }
 
+    /// Checks these parameters against `index`: the one contract of every search (the
+    /// searcher checks it before each query, the server before it queues a request).
+    ///
+    /// - `k` is in `1..=n_vectors`;
+    /// - block weights are given only to a multi-vector index, one per block, finite, ≥ 0,
+    ///   one at least positive;
+    /// - some cluster is probed: `nprobe > 0`, or query anchors that lead somewhere (the
+    ///   index has some, `qprobe > 0`, `edges > 0`), or hints (the index has some,
+    ///   `hints > 0`, and the query is not a weighted multi-vector one);
+    /// - LC-CMD only on an index built with training queries, with α and β in `[0, 1]`.
+    ///
+    /// Errors name the knob at fault (`SearchError::Param { name, .. }`, or `KZero` /
+    /// `KTooLarge` for `k`).
+    pub fn validate(&self, index: &Index) -> Result<(), SearchError> {
+        if self.k == 0 {
+            return Err(SearchError::KZero);
+        }
+        if self.k as u64 > index.n_vectors() {
+            return Err(SearchError::KTooLarge {
+                k: self.k,
+                n: index.n_vectors(),
+            });
+        }
+        match (&index.blocks, &self.block_weights) {
+            (None, Some(_)) => {
+                return Err(SearchError::Param {
+                    name: "block_weights",
+                    what: "the index has no blocks (built from a single --base)".into(),
+                });
+            }
+            (Some(b), Some(w)) => b.check_weights(w)?,
+            _ => {}
+        }
+        self.check_route(index)?;
+        if let RerankDistance::LcCmd { alpha, beta } = self.distance {
+            if !index.stats().has_query_stats {
+                return Err(SearchError::Param {
+                    name: "distance",
+                    what: "LC-CMD needs query-modality statistics; this index was built \
+                           without training queries"
+                        .into(),
+                });
+            }
+            for (name, v) in [("alpha", alpha), ("beta", beta)] {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(SearchError::Param {
+                        name,
+                        what: format!("LC-CMD {name} must be in [0, 1], got {v}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The nprobe rule: `nprobe = 0` needs another route to some cluster.
+    fn check_route(&self, index: &Index) -> Result<(), SearchError> {
+        // Hints alone are a route too (for queries they serve: not weighted multi-vector ones).
+        let hinted = self.hints > 0 && index.n_hint_queries() > 0 && self.block_weights.is_none();
+        if self.nprobe > 0 || hinted {
+            return Ok(());
+        }
+        let why = if index.n_query_anchors() == 0 {
+            "the index has no query anchors (built without training queries)"
+        } else if self.qprobe == 0 {
+            "qprobe is 0 too"
+        } else if self.edges == 0 {
+            "edges is 0, so the query anchors lead nowhere"
+        } else {
+            return Ok(());
+        };
+        Err(SearchError::Param {
+            name: "nprobe",
+            what: format!("nprobe = 0 probes no cluster: {why}"),
+        })
+    }
+
     /// Sets one knob by name (for `--sweep knob=v1,v2` and `m3 tune`).
-    pub fn set(&mut self, name: &str, value: usize) -> Result<(), super::SearchError> {
+    pub fn set(&mut self, name: &str, value: usize) -> Result<(), SearchError> {
         match name {
             "k" => self.k = value,
             "nprobe" => self.nprobe = value,
@@ -90,7 +206,7 @@ impl SearchParams {
             "early_stop" => self.early_stop = value != 0,
             "route_groups" => self.route_groups = value,
             _ => {
-                return Err(super::SearchError::Param {
+                return Err(SearchError::Param {
                     name: "knob",
                     what: format!(
                         "unknown knob '{name}' (nprobe, qprobe, edges, hints, hint_depth, rerank, \
@@ -164,13 +280,13 @@ pub fn lccmd_weights(
     beta: f32,
 ) -> Result<Vec<f32>, super::SearchError> {
     if !stats.has_query_stats {
-        return Err(super::SearchError::Param {
+        return Err(SearchError::Param {
             name: "distance",
             what: "LC-CMD needs query-modality statistics: build with --train-queries".into(),
         });
     }
     if !(0.0..=1.0).contains(&alpha) || !(0.0..=1.0).contains(&beta) {
-        return Err(super::SearchError::Param {
+        return Err(SearchError::Param {
             name: "distance",
             what: format!("LC-CMD needs α, β in [0, 1], got {alpha}, {beta}"),
         });

@@ -173,16 +173,7 @@ impl<'a> Searcher<'a> {
                 found: q.len(),
             });
         }
-        match (&idx.blocks, &params.block_weights) {
-            (None, Some(_)) => {
-                return Err(SearchError::Param {
-                    name: "block_weights",
-                    what: "the index has no blocks (built from a single --base)".into(),
-                });
-            }
-            (Some(b), Some(w)) => b.check_weights(w)?,
-            _ => {}
-        }
+        params.validate(idx)?;
         let lccmd = match params.distance {
             super::RerankDistance::LcCmd { alpha, beta } => Some((alpha, beta)),
             super::RerankDistance::Native => None,
@@ -192,36 +183,7 @@ impl<'a> Searcher<'a> {
             lccmd,
             any_lccmd: false,
         };
-        idx.check_query_as(qi, q, scoring)?;
-        if params.k == 0 {
-            return Err(SearchError::KZero);
-        }
-        if params.k as u64 > idx.n_vectors() {
-            return Err(SearchError::KTooLarge {
-                k: params.k,
-                n: idx.n_vectors(),
-            });
-        }
-        // Hints alone are a route too (for queries they serve: not weighted multi-vector ones).
-        let hinted = params.hints > 0 && idx.n_hint_queries() > 0 && params.block_weights.is_none();
-        if params.nprobe == 0 && !hinted {
-            let why = if idx.n_query_anchors() == 0 {
-                Some("the index has no query anchors (built without training queries)")
-            } else if params.qprobe == 0 {
-                Some("qprobe is 0 too")
-            } else if params.edges == 0 {
-                Some("edges is 0, so the query anchors lead nowhere")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                return Err(SearchError::Param {
-                    name: "nprobe",
-                    what: format!("nprobe = 0 probes no cluster: {why}"),
-                });
-            }
-        }
-        Ok(())
+        idx.check_query_as(qi, q, scoring)
     }
 
     /// The `k` nearest vectors of `q` (ids and internal distances, best first) and the cost.

@@ -32,7 +32,7 @@ pub struct SearchRequest {
 }
 
 fn default_k() -> usize {
-    10
+    SearchParams::DEFAULT_K
 }
 
 /// The knobs of [`SearchParams`], each optional.
@@ -426,15 +426,6 @@ impl Knobs {
         }
         p.block_weights =
             resolve_block_weights(self.block_weights.as_ref(), index, "knobs.block_weights")?;
-        let anchored = index.n_query_anchors() > 0 && p.qprobe > 0 && p.edges > 0;
-        let hinted = index.n_hint_queries() > 0 && p.hints > 0 && p.block_weights.is_none();
-        if p.nprobe == 0 && !anchored && !hinted {
-            return Err(ApiError::field(
-                "knobs.nprobe",
-                "nprobe = 0 probes no cluster unless query anchors (qprobe > 0, edges > 0) or \
-                 hints (hints > 0) of an index built with training queries lead to some",
-            ));
-        }
         match self.distance.unwrap_or(DistanceMode::Auto) {
             mode @ (DistanceMode::Auto | DistanceMode::Native) => {
                 for (name, v) in [("alpha", self.alpha), ("beta", self.beta)] {
@@ -450,26 +441,15 @@ impl Knobs {
                 }
             }
             DistanceMode::Lccmd => {
-                if !index.stats().has_query_stats {
-                    return Err(ApiError::field(
-                        "knobs.distance",
-                        "LC-CMD needs query-modality statistics; this index was built \
-                         without training queries",
-                    ));
-                }
-                let alpha = self.alpha.unwrap_or(0.5);
-                let beta = self.beta.unwrap_or(1.0);
-                for (name, v) in [("alpha", alpha), ("beta", beta)] {
-                    if !(0.0..=1.0).contains(&v) {
-                        return Err(ApiError::field(
-                            format!("knobs.{name}"),
-                            format!("{name} must be in [0, 1], got {v}"),
-                        ));
-                    }
-                }
-                p.distance = RerankDistance::LcCmd { alpha, beta };
+                p.distance = RerankDistance::LcCmd {
+                    alpha: self.alpha.unwrap_or(SearchParams::DEFAULT_LCCMD_ALPHA),
+                    beta: self.beta.unwrap_or(SearchParams::DEFAULT_LCCMD_BETA),
+                };
             }
         }
+        // The engine's contract (k, block weights, the nprobe rule, LC-CMD), each error
+        // naming its knob (`knobs.nprobe`, `knobs.beta`, …).
+        p.validate(index).map_err(|e| ApiError::from_search(0, e))?;
         Ok(p)
     }
 }

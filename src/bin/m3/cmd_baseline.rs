@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use m3::exact::recall_at_k;
 use m3::io::ReaderOptions;
-use m3::multivec::baseline::{BlockVectors, run_baseline};
+use m3::multivec::baseline::{Baseline, BlockVectors};
 use m3::multivec::{BlockFiles, BlockQueries, base_spreads};
 use m3::search::{BatchOptions, Index, SearchParams};
 
@@ -36,13 +36,13 @@ pub struct BaselineArgs {
     /// Weighted ground truth (`m3 gt --block …`).
     #[arg(long)]
     gt: PathBuf,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_K)]
     k: usize,
     /// Candidates per block as multiples of k (k′ = c·k), comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     factors: Vec<usize>,
     /// Clusters probed per block search.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_NPROBE)]
     nprobe: usize,
     /// Records reranked per block search (default 4·max(k′, 10)).
     #[arg(long)]
@@ -101,6 +101,13 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
         indexes[b] = Some(index);
     }
     let refs: Vec<Option<&Index>> = indexes.iter().map(Option::as_ref).collect();
+    let system = Baseline {
+        indexes: &refs,
+        vectors: &vectors,
+        weights: &weights,
+        spreads: &spreads,
+        metric: args.metric,
+    };
     let options = BatchOptions {
         inflight_per_thread: args.inflight.max(1),
     };
@@ -118,18 +125,7 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
         if let Some(r) = args.rerank {
             p.rerank = r.max(kp);
         }
-        let run = run_baseline(
-            &refs,
-            &vectors,
-            &queries,
-            &weights,
-            &spreads,
-            args.metric,
-            &p,
-            args.k,
-            &pool,
-            &options,
-        )?;
+        let run = system.run(&queries, &p, args.k, &pool, &options)?;
         let mut sp = SearchParams::new(args.k);
         sp.distance = m3::search::RerankDistance::Native;
         let table = m3::search::results_table(&run.results, &sp, args.metric)?;

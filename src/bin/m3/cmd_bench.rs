@@ -19,7 +19,7 @@ pub struct BenchArgs {
     /// Separate ground-truth distances (.fbin), to credit ties.
     #[arg(long)]
     pub gt_dists: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_K)]
     pub k: usize,
     /// `knob=v1,v2,…` (repeatable; the points are the cartesian product), e.g.
     /// `--sweep nprobe=8,16,32 --sweep rerank=40,80`.

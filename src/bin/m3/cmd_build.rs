@@ -151,8 +151,45 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         !auto || (args.calib.calib_queries.is_some() && args.calib.calib_partners.is_some()),
         "--distance auto needs --calib-queries and --calib-partners"
     );
-    // Before any work: repair what a killed build left at --out, then refuse an --out that
-    // is not replaceable or holds an input (build_index checks again with its own inputs).
+    check_output(&args)?;
+    let pool = thread_pool(args.threads)?;
+    let p = args.params()?;
+    let bars = Bars {
+        current: Mutex::new(None),
+    };
+    let summary = build_index(&p, &pool, &bars)?;
+    if let Some(pb) = bars.current.lock().expect("progress lock").take() {
+        pb.finish_and_clear();
+    }
+    print_summary(&summary);
+    eprintln!("m3 build: wrote {}", args.out.display());
+    if auto {
+        eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
+        let base = match &args.base {
+            Some(b) => crate::cmd_calibrate::BaseInput::File(b.clone()),
+            None => {
+                crate::cmd_calibrate::BaseInput::Blocks(parse_block_files("--block", &args.block)?)
+            }
+        };
+        crate::cmd_calibrate::calibrate_index(
+            &args.out,
+            &base,
+            &args.calib,
+            args.seed,
+            args.threads,
+            false,
+        )?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
+
+/// Before any work: repairs what a killed build left at `--out`, then refuses an `--out`
+/// that is not replaceable or holds an input (`build_index` checks again with its own
+/// inputs).
+fn check_output(args: &BuildArgs) -> anyhow::Result<()> {
     crate::common::recover_index("build", &args.out);
     let block_files = parse_block_files("--block", &args.block)?;
     let mut inputs: Vec<&std::path::Path> = block_files.iter().map(|(_, p)| p.as_path()).collect();
@@ -166,62 +203,68 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .filter(|p| *p != "identity");
     inputs.extend(partners.map(std::path::Path::new));
     m3::format::check_target(&args.out, &inputs)?;
-    let pool = thread_pool(args.threads)?;
-    let base = args.base.clone();
-    let mut p = match &args.base {
-        Some(base) => {
-            anyhow::ensure!(
-                args.block_weight.is_empty() && !args.no_standardize,
-                "--block-weight and --no-standardize need --block"
-            );
-            BuildParams::new(base.clone(), args.metric, args.out.clone())
-        }
-        None => {
-            let files = parse_block_files("--block", &args.block)?;
-            let layout_names: Vec<(String, usize)> =
-                files.iter().map(|(n, _)| (n.clone(), 1)).collect();
-            let layout = m3::multivec::BlockLayout::new(&layout_names)?;
-            let weights = layout.weights(
-                &parse_block_weights("--block-weight", &args.block_weight)?,
-                |_| 1.0,
-            )?;
-            let blocks = files
-                .into_iter()
-                .zip(weights)
-                .map(|((name, path), weight)| m3::build::BlockInput { name, path, weight })
-                .collect();
-            let mut p = BuildParams::with_blocks(blocks, args.metric, args.out.clone());
-            if let Some(b) = p.blocks.as_mut() {
-                b.standardize = !args.no_standardize;
+    Ok(())
+}
+
+impl BuildArgs {
+    /// The library's parameters for these flags.
+    fn params(&self) -> anyhow::Result<BuildParams> {
+        let mut p = match &self.base {
+            Some(base) => {
+                anyhow::ensure!(
+                    self.block_weight.is_empty() && !self.no_standardize,
+                    "--block-weight and --no-standardize need --block"
+                );
+                BuildParams::new(base.clone(), self.metric, self.out.clone())
             }
-            p
-        }
-    };
-    p.train_queries = args.train_queries;
-    p.seed = args.seed;
-    p.ram_budget_bytes = (args.ram_budget_gb * (1u64 << 30) as f64) as u64;
-    p.clusters.target_size = args.cluster_size.max(1);
-    p.clusters.max_size_factor = args.max_cluster_factor;
-    p.pq.subspaces = args.pq_bytes;
-    p.spill.max_copies = args.spill;
-    p.spill.epsilon = args.spill_epsilon;
-    p.routing.query_anchors = args.query_anchors;
-    p.routing.edges_per_anchor = args.edges_per_anchor;
-    p.routing.hint_depth = args.hint_depth;
-    p.graph.max_degree = args.degree;
-    p.graph.candidates = args.candidates;
-    p.graph.alpha = args.alpha;
-    p.cross.links = args.cross_links;
-    p.cross.clusters = args.cross_clusters;
-    p.clusters.nearest.two_level_min_k = args.two_level_min_k;
-    p.clusters.nearest.probe = args.two_level_probe.max(1);
-    let bars = Bars {
-        current: Mutex::new(None),
-    };
-    let summary = build_index(&p, &pool, &bars)?;
-    if let Some(pb) = bars.current.lock().expect("progress lock").take() {
-        pb.finish_and_clear();
+            None => self.block_params()?,
+        };
+        p.train_queries = self.train_queries.clone();
+        p.seed = self.seed;
+        p.ram_budget_bytes = (self.ram_budget_gb * (1u64 << 30) as f64) as u64;
+        p.clusters.target_size = self.cluster_size.max(1);
+        p.clusters.max_size_factor = self.max_cluster_factor;
+        p.pq.subspaces = self.pq_bytes;
+        p.spill.max_copies = self.spill;
+        p.spill.epsilon = self.spill_epsilon;
+        p.routing.query_anchors = self.query_anchors;
+        p.routing.edges_per_anchor = self.edges_per_anchor;
+        p.routing.hint_depth = self.hint_depth;
+        p.graph.max_degree = self.degree;
+        p.graph.candidates = self.candidates;
+        p.graph.alpha = self.alpha;
+        p.cross.links = self.cross_links;
+        p.cross.clusters = self.cross_clusters;
+        p.clusters.nearest.two_level_min_k = self.two_level_min_k;
+        p.clusters.nearest.probe = self.two_level_probe.max(1);
+        Ok(p)
     }
+
+    /// The parameters of a multi-vector build (`--block`, `--block-weight`).
+    fn block_params(&self) -> anyhow::Result<BuildParams> {
+        let files = parse_block_files("--block", &self.block)?;
+        let layout_names: Vec<(String, usize)> =
+            files.iter().map(|(n, _)| (n.clone(), 1)).collect();
+        let layout = m3::multivec::BlockLayout::new(&layout_names)?;
+        let weights = layout.weights(
+            &parse_block_weights("--block-weight", &self.block_weight)?,
+            |_| 1.0,
+        )?;
+        let blocks = files
+            .into_iter()
+            .zip(weights)
+            .map(|((name, path), weight)| m3::build::BlockInput { name, path, weight })
+            .collect();
+        let mut p = BuildParams::with_blocks(blocks, self.metric, self.out.clone());
+        if let Some(b) = p.blocks.as_mut() {
+            b.standardize = !self.no_standardize;
+        }
+        Ok(p)
+    }
+}
+
+/// The summary on stderr: what was built, the blocks, each stage's time, the costs.
+fn print_summary(summary: &m3::build::BuildSummary) {
     eprintln!(
         "m3 build: {} vectors × {} ({}) → {} records in {} clusters, {} query anchors, PQ {} B",
         summary.n_vectors,
@@ -259,26 +302,4 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         mib(summary.sort_spill.raw_bytes),
         mib(summary.sort_spill.compressed_bytes)
     );
-    eprintln!("m3 build: wrote {}", args.out.display());
-    if auto {
-        eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
-        let base = match base {
-            Some(b) => crate::cmd_calibrate::BaseInput::File(b),
-            None => {
-                crate::cmd_calibrate::BaseInput::Blocks(parse_block_files("--block", &args.block)?)
-            }
-        };
-        crate::cmd_calibrate::calibrate_index(
-            &args.out,
-            &base,
-            &args.calib,
-            args.seed,
-            args.threads,
-            false,
-        )?;
-    }
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    }
-    Ok(())
 }

@@ -141,16 +141,8 @@ pub fn calibrate_index(
             dir,
             &[(m3::format::index_dir::CALIBRATION_FILE, &json)],
             |meta| match choice {
-                RerankDistance::LcCmd { alpha, beta } => {
-                    meta.distance_mode = 1;
-                    meta.lccmd_alpha = alpha;
-                    meta.lccmd_beta = beta;
-                }
-                RerankDistance::Native => {
-                    meta.distance_mode = 0;
-                    meta.lccmd_alpha = 0.0;
-                    meta.lccmd_beta = 0.0;
-                }
+                RerankDistance::LcCmd { alpha, beta } => meta.set_lccmd_distance(alpha, beta),
+                RerankDistance::Native => meta.set_native_distance(),
             },
         )?;
         eprintln!(

@@ -1,5 +1,6 @@
 //! `m3 inspect`: what an index holds, from its small files and build report.
 
+use std::fmt::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -47,11 +48,25 @@ fn list(v: &[f64], prec: usize) -> String {
 
 /// The text report, section by section.
 fn render(i: &IndexInfo) -> String {
-    use std::fmt::Write;
     let mut s = String::new();
-    let p = &i.params;
     let _ = writeln!(s, "index {}", i.dir.display());
+    for section in [
+        files,
+        parameters,
+        clusters,
+        routing,
+        pq,
+        modality,
+        blocks,
+        build_report,
+    ] {
+        section(&mut s, i);
+    }
+    s
+}
 
+/// Every file: bytes, CRC32C and format version, and the total.
+fn files(s: &mut String, i: &IndexInfo) {
     let _ = writeln!(s, "\nfiles");
     let total: u64 = i.files.iter().map(|f| f.bytes).sum();
     for f in &i.files {
@@ -71,7 +86,11 @@ fn render(i: &IndexInfo) -> String {
         total,
         mib(total as f64)
     );
+}
 
+/// The manifest's parameters.
+fn parameters(s: &mut String, i: &IndexInfo) {
+    let p = &i.params;
     let _ = writeln!(s, "\nparameters");
     let _ = writeln!(
         s,
@@ -115,7 +134,10 @@ fn render(i: &IndexInfo) -> String {
         "  flags {:#04x} (query anchors {}), seed {}, build threads {}",
         p.flags, p.query_anchors_flag, p.seed, p.build_threads
     );
+}
 
+/// Cluster sizes and radii, the spill factor and the anchor graph.
+fn clusters(s: &mut String, i: &IndexInfo) {
     let c = &i.clusters;
     let _ = writeln!(s, "\nclusters");
     let _ = writeln!(
@@ -134,7 +156,10 @@ fn render(i: &IndexInfo) -> String {
         "  anchor graph: {} slots, {:.2} filled on average",
         i.anchor_graph.degree, i.anchor_graph.mean_degree
     );
+}
 
+/// Query anchors and their edges.
+fn routing(s: &mut String, i: &IndexInfo) {
     let r = &i.routing;
     let _ = writeln!(s, "\nquery routing");
     if r.query_anchors == 0 {
@@ -150,7 +175,10 @@ fn render(i: &IndexInfo) -> String {
             r.clusters_reached
         );
     }
+}
 
+/// Product quantization.
+fn pq(s: &mut String, i: &IndexInfo) {
     let q = &i.pq;
     let _ = writeln!(s, "\nproduct quantization");
     let _ = writeln!(
@@ -164,7 +192,10 @@ fn render(i: &IndexInfo) -> String {
         q.error_mean,
         q.error_max
     );
+}
 
+/// The base's and the training queries' statistics.
+fn modality(s: &mut String, i: &IndexInfo) {
     let m = &i.modality;
     let _ = writeln!(s, "\nmodality statistics");
     let _ = writeln!(
@@ -201,7 +232,10 @@ fn render(i: &IndexInfo) -> String {
     } else {
         let _ = writeln!(s, "  no query statistics (built without training queries)");
     }
+}
 
+/// The blocks of a multi-vector index (nothing for a single-vector one).
+fn blocks(s: &mut String, i: &IndexInfo) {
     if let Some(t) = &i.blocks {
         let _ = writeln!(
             s,
@@ -227,7 +261,11 @@ fn render(i: &IndexInfo) -> String {
             first += b.dim;
         }
     }
+}
 
+/// What `build_report.json` says: degrees, LID and α deciles, stage times, costs.
+fn build_report(s: &mut String, i: &IndexInfo) {
+    let p = &i.params;
     let _ = writeln!(s, "\nbuild report");
     match (&i.report, &i.report_problem) {
         (Some(b), _) => {
@@ -284,5 +322,4 @@ fn render(i: &IndexInfo) -> String {
             let _ = writeln!(s, "  none");
         }
     }
-    s
 }

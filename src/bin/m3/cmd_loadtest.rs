@@ -8,10 +8,11 @@
 //! `--max-error-rate` ends the run with an error, after its line is printed: numbers measured
 //! on refusals are not a measurement of the server.
 
+use std::collections::BTreeMap;
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -35,7 +36,7 @@ pub struct LoadtestArgs {
     /// Use only the first N queries.
     #[arg(long)]
     pub max_queries: Option<usize>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = m3::search::SearchParams::DEFAULT_K)]
     pub k: usize,
     /// Query vectors per request.
     #[arg(long, default_value_t = 1)]
@@ -267,26 +268,70 @@ fn server_metric(base: &str, key: Option<&str>) -> anyhow::Result<Metric> {
     m.parse().map_err(|e: String| anyhow::anyhow!(e))
 }
 
+/// Runs one level: `concurrency` clients, each on its own connection, send the workload's
+/// requests one at a time after their warm-up, until `--requests` or `--duration-secs`.
 fn run_level(
     args: &LoadtestArgs,
     work: &Workload<'_>,
     concurrency: usize,
 ) -> anyhow::Result<Level> {
-    let (base, key, bodies, nq) = (&work.base, work.key.as_deref(), &work.bodies, work.nq);
     let load1_before = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into());
-    let url = format!("{base}/v1/search");
-    let next = AtomicUsize::new(0);
-    let latencies = Mutex::new(Vec::with_capacity(args.requests));
-    let errors = Mutex::new(std::collections::BTreeMap::<String, usize>::new());
-    // First answer (ids, natural distances) of each query.
-    let answers: Mutex<Vec<Option<Answer>>> = Mutex::new(vec![None; nq]);
-    let limit = Duration::from_secs(args.duration_secs);
-    let send = |agent: &ureq::Agent, body: &[u8]| -> Result<(u16, Vec<u8>), String> {
-        let mut req = agent.post(&url).header("content-type", "application/json");
-        if let Some(k) = key {
+    let run = LevelRun {
+        args,
+        work,
+        concurrency,
+        url: format!("{}/v1/search", work.base),
+        next: AtomicUsize::new(0),
+        barrier: Barrier::new(concurrency + 1),
+        latencies: Mutex::new(Vec::with_capacity(args.requests)),
+        errors: Mutex::new(BTreeMap::new()),
+        answers: Mutex::new(vec![None; work.nq]),
+    };
+    let mut start = Instant::now();
+    std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..concurrency)
+            .map(|c| {
+                let run = &run;
+                scope.spawn(move || run.client(c))
+            })
+            .collect();
+        run.barrier.wait();
+        start = Instant::now();
+        for c in clients {
+            let _ = c.join();
+        }
+    });
+    run.finish(start.elapsed().as_secs_f64(), load1_before)
+}
+
+/// A level under way: what its clients share.
+struct LevelRun<'a> {
+    args: &'a LoadtestArgs,
+    work: &'a Workload<'a>,
+    concurrency: usize,
+    url: String,
+    /// The next request (cycling over the bodies).
+    next: AtomicUsize,
+    /// Where the clients wait for each other after their warm-up.
+    barrier: Barrier,
+    /// Latency of every answered request, µs.
+    latencies: Mutex<Vec<f64>>,
+    /// Failed requests by kind: a status, "unparsable 200" or a transport error.
+    errors: Mutex<BTreeMap<String, usize>>,
+    /// First answer (ids, natural distances) of each query.
+    answers: Mutex<Vec<Option<Answer>>>,
+}
+
+impl LevelRun<'_> {
+    /// One request: the status and the body, or the transport error.
+    fn send(&self, agent: &ureq::Agent, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let mut req = agent
+            .post(&self.url)
+            .header("content-type", "application/json");
+        if let Some(k) = self.work.key.as_deref() {
             req = req.header("authorization", format!("Bearer {k}"));
         }
         let mut resp = req.send(body).map_err(|e| format!("transport: {e}"))?;
@@ -298,108 +343,102 @@ fn run_level(
             .read_to_vec()
             .map_err(|e| format!("transport: {e}"))?;
         Ok((status, bytes))
-    };
-    let mut start = Instant::now();
-    let barrier = std::sync::Barrier::new(concurrency + 1);
-    std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..concurrency)
-            .map(|c| {
-                let (barrier, next, latencies, errors, answers) =
-                    (&barrier, &next, &latencies, &errors, &answers);
-                let send = &send;
-                scope.spawn(move || {
-                    let agent = agent();
-                    for w in 0..args.warmup {
-                        let _ = send(&agent, &bodies[(c + w * concurrency) % bodies.len()].1);
-                    }
-                    barrier.wait();
-                    let t0 = Instant::now();
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= args.requests || t0.elapsed() >= limit {
-                            break;
-                        }
-                        let (first, body) = &bodies[i % bodies.len()];
-                        let t = Instant::now();
-                        let r = send(&agent, body);
-                        let us = t.elapsed().as_secs_f64() * 1e6;
-                        match r {
-                            Ok((200, bytes)) => {
-                                mine.push(us);
-                                if let Ok(resp) = serde_json::from_slice::<SearchResponse>(&bytes) {
-                                    let mut a = answers.lock().expect("no panics hold it");
-                                    for (j, r) in resp.results.into_iter().enumerate() {
-                                        let slot = &mut a[first + j];
-                                        if slot.is_none() {
-                                            *slot = Some((r.ids, r.distances));
-                                        }
-                                    }
-                                } else {
-                                    *errors
-                                        .lock()
-                                        .expect("no panics hold it")
-                                        .entry("unparsable 200".into())
-                                        .or_default() += 1;
-                                }
-                            }
-                            Ok((status, _)) => {
-                                *errors
-                                    .lock()
-                                    .expect("no panics hold it")
-                                    .entry(status.to_string())
-                                    .or_default() += 1;
-                            }
-                            Err(e) => {
-                                *errors
-                                    .lock()
-                                    .expect("no panics hold it")
-                                    .entry(e)
-                                    .or_default() += 1;
-                            }
-                        }
-                    }
-                    latencies.lock().expect("no panics hold it").extend(mine);
-                })
-            })
-            .collect();
-        barrier.wait();
-        start = Instant::now();
-        for c in clients {
-            let _ = c.join();
+    }
+
+    /// Client `c`: its warm-up requests, then measured requests until the level's count or
+    /// time is used up.
+    fn client(&self, c: usize) {
+        let (args, bodies) = (self.args, &self.work.bodies);
+        let agent = agent();
+        for w in 0..args.warmup {
+            let _ = self.send(&agent, &bodies[(c + w * self.concurrency) % bodies.len()].1);
         }
-    });
-    let seconds = start.elapsed().as_secs_f64();
-    let lat = latencies.into_inner().expect("no panics hold it");
-    let errors = errors.into_inner().expect("no panics hold it");
-    let n_err: usize = errors.values().sum();
-    let ok = lat.len();
-    let recall = match work.gt {
-        Some(gt) => recall_of_answers(
-            &answers.into_inner().expect("no panics hold it"),
-            gt,
-            args.k,
-            work.metric,
-        )?,
-        None => None,
-    };
-    let queries_ok: usize = ok * args.batch; // approximate when nq is not a multiple of batch
-    Ok(Level {
-        concurrency,
-        batch: args.batch,
-        requests: ok + n_err,
-        ok,
-        errors: n_err,
-        error_kinds: errors.into_iter().collect(),
-        seconds,
-        requests_per_s: ok as f64 / seconds,
-        queries_per_s: queries_ok as f64 / seconds,
-        lat_p50_us: percentile(&lat, 50.0),
-        lat_p99_us: percentile(&lat, 99.0),
-        lat_p999_us: percentile(&lat, 99.9),
-        recall_at_k: recall,
-        load1_before,
-    })
+        self.barrier.wait();
+        let limit = Duration::from_secs(args.duration_secs);
+        let t0 = Instant::now();
+        let mut mine = Vec::new();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= args.requests || t0.elapsed() >= limit {
+                break;
+            }
+            let (first, body) = &bodies[i % bodies.len()];
+            let t = Instant::now();
+            let r = self.send(&agent, body);
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            match r {
+                Ok((200, bytes)) => {
+                    mine.push(us);
+                    self.keep_answers(*first, &bytes);
+                }
+                Ok((status, _)) => self.count_error(status.to_string()),
+                Err(e) => self.count_error(e),
+            }
+        }
+        self.latencies
+            .lock()
+            .expect("no panics hold it")
+            .extend(mine);
+    }
+
+    /// Keeps the first answer of each query of a 200 response (its queries from `first` on).
+    fn keep_answers(&self, first: usize, bytes: &[u8]) {
+        let Ok(resp) = serde_json::from_slice::<SearchResponse>(bytes) else {
+            self.count_error("unparsable 200".into());
+            return;
+        };
+        let mut a = self.answers.lock().expect("no panics hold it");
+        for (j, r) in resp.results.into_iter().enumerate() {
+            let slot = &mut a[first + j];
+            if slot.is_none() {
+                *slot = Some((r.ids, r.distances));
+            }
+        }
+    }
+
+    fn count_error(&self, kind: String) {
+        *self
+            .errors
+            .lock()
+            .expect("no panics hold it")
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// The level's line, from what its clients measured in `seconds`.
+    fn finish(self, seconds: f64, load1_before: String) -> anyhow::Result<Level> {
+        let (args, work) = (self.args, self.work);
+        let lat = self.latencies.into_inner().expect("no panics hold it");
+        let errors = self.errors.into_inner().expect("no panics hold it");
+        let n_err: usize = errors.values().sum();
+        let ok = lat.len();
+        let recall = match work.gt {
+            Some(gt) => recall_of_answers(
+                &self.answers.into_inner().expect("no panics hold it"),
+                gt,
+                args.k,
+                work.metric,
+            )?,
+            None => None,
+        };
+        let queries_ok: usize = ok * args.batch; // approximate when nq is not a multiple of batch
+        Ok(Level {
+            concurrency: self.concurrency,
+            batch: args.batch,
+            requests: ok + n_err,
+            ok,
+            errors: n_err,
+            error_kinds: errors.into_iter().collect(),
+            seconds,
+            requests_per_s: ok as f64 / seconds,
+            queries_per_s: queries_ok as f64 / seconds,
+            lat_p50_us: percentile(&lat, 50.0),
+            lat_p99_us: percentile(&lat, 99.0),
+            lat_p999_us: percentile(&lat, 99.9),
+            recall_at_k: recall,
+            load1_before,
+        })
+    }
 }
 
 /// recall@k over the queries that got an answer (the rule of `m3 search`: ties with the k-th

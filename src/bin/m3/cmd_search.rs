@@ -13,7 +13,7 @@ use crate::knobs::{IndexArgs, KnobArgs, open_index, percentile, read_gt, read_qu
 pub struct SearchArgs {
     #[command(flatten)]
     pub index: IndexArgs,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = m3::search::SearchParams::DEFAULT_K)]
     pub k: usize,
     /// Ground truth (.ibin/.ivecs) to print recall@k.
     #[arg(long)]

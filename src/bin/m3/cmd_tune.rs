@@ -22,7 +22,7 @@ pub struct TuneArgs {
     pub gt: PathBuf,
     #[arg(long)]
     pub gt_dists: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_K)]
     pub k: usize,
     /// recall@k to reach.
     #[arg(long, default_value_t = 0.95)]

@@ -59,26 +59,26 @@ impl IndexArgs {
 #[derive(Args, Debug, Clone)]
 pub struct KnobArgs {
     /// Base clusters probed.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_NPROBE)]
     pub nprobe: usize,
     /// Query-modality anchors consulted (0 = base anchors only).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_QPROBE)]
     pub qprobe: usize,
     /// Cross-modal edges followed per query anchor.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_EDGES)]
     pub edges: usize,
     /// Nearest training queries whose exact answers (`hints.m3`) are scored as candidates
     /// (0 = none; ignored by an index without hints).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_HINTS)]
     pub hints: usize,
     /// Answers taken from each of those training queries (0 = all the index stores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_HINT_DEPTH)]
     pub hint_depth: usize,
     /// Candidates read from SSD and reranked exactly (default 4·max(k, 10)).
     #[arg(long)]
     pub rerank: Option<usize>,
     /// Rounds along neighbour lists (each one more I/O round).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_EXPAND_ROUNDS)]
     pub expand_rounds: usize,
     /// Best results whose neighbour lists feed a round (default k).
     #[arg(long)]
@@ -96,14 +96,14 @@ pub struct KnobArgs {
     #[arg(long, default_value = "auto", value_parser = ["auto", "native", "lccmd"])]
     pub distance: String,
     /// LC-CMD α: weight of the query modality's variance.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_LCCMD_ALPHA)]
     pub alpha: f32,
     /// LC-CMD β: shrinkage toward isotropic weights (0 = plain L2).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_LCCMD_BETA)]
     pub beta: f32,
     /// Coarse groups searched by two-level routing (indexes with ≥ --route-min-k anchors);
     /// 0 = automatic.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SearchParams::DEFAULT_ROUTE_GROUPS)]
     pub route_groups: usize,
 }
 

@@ -119,42 +119,8 @@ impl CrossModalStats {
         params: &StatsParams,
         pool: &rayon::ThreadPool,
     ) -> Result<Self, StatsError> {
-        if base.dim() != queries.dim() {
-            return Err(StatsError::DimMismatch {
-                base: base.dim(),
-                queries: queries.dim(),
-            });
-        }
-        if base.is_empty() || queries.is_empty() {
-            return Err(StatsError::Empty);
-        }
+        check_inputs(base, queries, partners, params.top_k)?;
         let top_k = params.top_k;
-        if top_k == 0 || top_k > base.rows() {
-            return Err(StatsError::TopK {
-                top_k,
-                rows: base.rows(),
-            });
-        }
-        if let Some(p) = partners {
-            if p.len() != queries.rows() {
-                return Err(StatsError::PartnerCount {
-                    queries: queries.rows(),
-                    found: p.len(),
-                });
-            }
-            if let Some((query, &id)) = p
-                .iter()
-                .enumerate()
-                .find(|(_, id)| **id as usize >= base.rows())
-            {
-                return Err(StatsError::PartnerRange {
-                    query,
-                    id,
-                    rows: base.rows(),
-                });
-            }
-        }
-
         let (mean_b, var_b) = mean_var(base);
         let (mean_q, var_q) = mean_var(queries);
         let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
@@ -178,49 +144,16 @@ impl CrossModalStats {
             }
             None => (None, None),
         };
-
-        let km = KMeansParams {
-            seed: params.kmeans_seed,
-            iters: params.kmeans_iters,
-            ..KMeansParams::new(params.kmeans_k)
-        }
-        .train(base, pool)?;
-        let labels = km.assign(base, pool);
-        let mut hist = vec![0usize; top_k + 1];
-        let mut in_nearest = 0.0f64;
-        for (qi, ids) in top.chunks_exact(top_k).enumerate() {
-            let mut clusters: Vec<u32> = ids.iter().map(|&i| labels[i as usize]).collect();
-            let home = km.nearest_n(queries.row(qi), 1)[0];
-            in_nearest += clusters.iter().filter(|&&c| c == home).count() as f64 / top_k as f64;
-            clusters.sort_unstable();
-            clusters.dedup();
-            hist[clusters.len()] += 1;
-        }
+        let spread = ClusterSpread::measure(base, queries, &top, params, pool)?;
         let nq = queries.rows() as f64;
-        let probe_coverage = probe_coverage(
-            km.centroids.view(),
-            queries,
-            &top,
-            &labels,
-            top_k,
-            &params.nprobe,
-        );
-        let mut norms: Vec<f64> = km
-            .centroids
-            .view()
-            .iter_rows()
-            .map(|c| (c.iter().map(|&x| x as f64 * x as f64).sum::<f64>()).sqrt())
-            .collect();
-        norms.sort_unstable_by(f64::total_cmp);
-        let at = |q: f64| norms[((norms.len() - 1) as f64 * q).round() as usize];
-        let centroid_norm = [at(0.05), at(0.5), at(0.95)];
         let top1_ip_mean = top_scores
             .chunks_exact(top_k)
             .map(|s| s[0] as f64)
             .sum::<f64>()
             / nq;
         let top_k_ip_mean = top_scores.iter().map(|&s| s as f64).sum::<f64>() / (nq * top_k as f64);
-        let clusters_mean = hist
+        let clusters_mean = spread
+            .hist
             .iter()
             .enumerate()
             .map(|(c, &n)| (c * n) as f64)
@@ -246,18 +179,127 @@ impl CrossModalStats {
             kmeans_k: params.kmeans_k,
             top_k,
             clusters_per_query_mean: clusters_mean,
-            clusters_per_query_hist: hist,
-            top_k_in_nearest_cluster: in_nearest / nq,
-            centroid_norm,
+            clusters_per_query_hist: spread.hist,
+            top_k_in_nearest_cluster: spread.in_nearest / nq,
+            centroid_norm: spread.centroid_norm,
             top1_ip_mean,
             top_k_ip_mean,
-            probe_coverage,
+            probe_coverage: spread.probe_coverage,
         })
     }
 
     /// `log10(max / min)` of the per-dimension variance ratio.
     pub fn var_ratio_orders(&self) -> f64 {
         (self.var_ratio[4] / self.var_ratio[0]).log10()
+    }
+}
+
+/// Refuses inputs the statistics cannot be measured on.
+fn check_inputs(
+    base: MatrixView<'_, f32>,
+    queries: MatrixView<'_, f32>,
+    partners: Option<&[u32]>,
+    top_k: usize,
+) -> Result<(), StatsError> {
+    if base.dim() != queries.dim() {
+        return Err(StatsError::DimMismatch {
+            base: base.dim(),
+            queries: queries.dim(),
+        });
+    }
+    if base.is_empty() || queries.is_empty() {
+        return Err(StatsError::Empty);
+    }
+    if top_k == 0 || top_k > base.rows() {
+        return Err(StatsError::TopK {
+            top_k,
+            rows: base.rows(),
+        });
+    }
+    if let Some(p) = partners {
+        if p.len() != queries.rows() {
+            return Err(StatsError::PartnerCount {
+                queries: queries.rows(),
+                found: p.len(),
+            });
+        }
+        if let Some((query, &id)) = p
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id as usize >= base.rows())
+        {
+            return Err(StatsError::PartnerRange {
+                query,
+                id,
+                rows: base.rows(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where the queries' exact answers fall among k-means clusters of the base.
+struct ClusterSpread {
+    /// `hist[c]` = queries whose top-k lies in exactly `c` clusters.
+    hist: Vec<usize>,
+    /// Sum over the queries of the share of the top-k inside the nearest centroid's cluster.
+    in_nearest: f64,
+    probe_coverage: Vec<ProbeCoverage>,
+    /// Norm of the centroids, 5% / median / 95%.
+    centroid_norm: [f64; 3],
+}
+
+impl ClusterSpread {
+    /// Clusters the base (`params.kmeans_k`) and places every query's exact top-k (`top`,
+    /// `queries × top_k` base rows) in them.
+    fn measure(
+        base: MatrixView<'_, f32>,
+        queries: MatrixView<'_, f32>,
+        top: &[u32],
+        params: &StatsParams,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Self, StatsError> {
+        let top_k = params.top_k;
+        let km = KMeansParams {
+            seed: params.kmeans_seed,
+            iters: params.kmeans_iters,
+            ..KMeansParams::new(params.kmeans_k)
+        }
+        .train(base, pool)?;
+        let labels = km.assign(base, pool);
+        let mut hist = vec![0usize; top_k + 1];
+        let mut in_nearest = 0.0f64;
+        for (qi, ids) in top.chunks_exact(top_k).enumerate() {
+            let mut clusters: Vec<u32> = ids.iter().map(|&i| labels[i as usize]).collect();
+            let home = km.nearest_n(queries.row(qi), 1)[0];
+            in_nearest += clusters.iter().filter(|&&c| c == home).count() as f64 / top_k as f64;
+            clusters.sort_unstable();
+            clusters.dedup();
+            hist[clusters.len()] += 1;
+        }
+        let probe_coverage = probe_coverage(
+            km.centroids.view(),
+            queries,
+            top,
+            &labels,
+            top_k,
+            &params.nprobe,
+        );
+        let mut norms: Vec<f64> = km
+            .centroids
+            .view()
+            .iter_rows()
+            .map(|c| (c.iter().map(|&x| x as f64 * x as f64).sum::<f64>()).sqrt())
+            .collect();
+        norms.sort_unstable_by(f64::total_cmp);
+        let at = |q: f64| norms[((norms.len() - 1) as f64 * q).round() as usize];
+        let centroid_norm = [at(0.05), at(0.5), at(0.95)];
+        Ok(Self {
+            hist,
+            in_nearest,
+            probe_coverage,
+            centroid_norm,
+        })
     }
 }
 

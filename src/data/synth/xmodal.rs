@@ -43,6 +43,7 @@ use std::ops::Range;
 
 use rand::seq::index;
 use rand::{Rng, RngCore};
+use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::perm::{Permutation, splitmix64};
@@ -198,213 +199,22 @@ pub struct XmodalModel {
 
 impl XmodalModel {
     pub fn new(params: XmodalParams, sizes: SplitSizes) -> Result<Self, SynthError> {
+        check_params(&params, &sizes)?;
         let p = &params;
-        if p.dim < 2 {
-            return Err(param_error("dim", "must be at least 2"));
-        }
-        if p.clusters == 0 {
-            return Err(param_error("clusters", "must be at least 1"));
-        }
-        if sizes.base == 0 || sizes.base > u64::from(u32::MAX) {
-            return Err(param_error("base rows", "must be in 1..=u32::MAX"));
-        }
-        if sizes.queries + sizes.training > sizes.base {
-            return Err(param_error(
-                "queries + training",
-                format!(
-                    "{} + {} queries need as many distinct partner rows, the base has {}",
-                    sizes.queries, sizes.training, sizes.base
-                ),
-            ));
-        }
-        let unit = |name, v: f32, max_inclusive: bool| {
-            let ok = v.is_finite() && v >= 0.0 && (v < 1.0 || (max_inclusive && v == 1.0));
-            if ok {
-                Ok(())
-            } else {
-                Err(param_error(name, format!("{v} is outside [0, 1)")))
-            }
-        };
-        unit("image_mean_norm", p.image_mean_norm, false)?;
-        unit("cluster_share", p.cluster_share, true)?;
-        unit("latent_share", p.latent_share, true)?;
-        if p.latent_dim == 0 {
-            return Err(param_error("latent_dim", "must be at least 1"));
-        }
-        unit("query_noise", p.query_noise, false)?;
-        if !(p.query_noise_range.is_finite() && p.query_noise_range >= 0.0) {
-            return Err(param_error(
-                "query_noise_range",
-                format!("{} must be finite and ≥ 0", p.query_noise_range),
-            ));
-        }
-        if p.query_mix == 0 {
-            return Err(param_error("query_mix", "must be at least 1"));
-        }
-        if !(p.query_partner_share > 0.0 && p.query_partner_share <= 1.0) {
-            return Err(param_error(
-                "query_partner_share",
-                format!("{} is outside (0, 1]", p.query_partner_share),
-            ));
-        }
-        unit("ratio_outlier_fraction", p.ratio_outlier_fraction, true)?;
-        for (name, v) in [
-            ("spread_skew", p.spread_skew),
-            ("image_dim_spread", p.image_dim_spread),
-            ("anisotropy", p.anisotropy),
-            ("weight_skew", p.weight_skew),
-            ("variance_ratio_spread", p.variance_ratio_spread),
-            ("modality_gap", p.modality_gap),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(param_error(name, format!("{v} must be finite and ≥ 0")));
-            }
-        }
-        let (lo, hi) = p.variance_ratio_range;
-        if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi) {
-            return Err(param_error(
-                "variance_ratio_range",
-                format!("({lo}, {hi}) must satisfy 0 < min ≤ max"),
-            ));
-        }
-        if !(lo <= p.variance_ratio_median && p.variance_ratio_median <= hi) {
-            return Err(param_error(
-                "variance_ratio_median",
-                format!("{} is outside the range", p.variance_ratio_median),
-            ));
-        }
-
-        let (dim, k) = (p.dim, p.clusters);
+        // One stream for the whole model, drawn in this order (a change of order changes
+        // every generated set); the spread skew has a stream of its own.
         let mut rng = row_rng(p.seed, TAG_MODEL, 0, KIND_XMODAL);
-        let normal = |rng: &mut rand_chacha::ChaCha8Rng| -> f64 {
-            let z: f64 = StandardNormal.sample(rng);
-            z
-        };
-
-        // Variance ratios image/text.
-        let (llo, lhi) = ((lo as f64).log10(), (hi as f64).log10());
-        let lmed = (p.variance_ratio_median as f64).log10();
-        let mut log_ratio: Vec<f64> = (0..dim)
-            .map(|_| (lmed + p.variance_ratio_spread as f64 * normal(&mut rng)).clamp(llo, lhi))
-            .collect();
-        // round(fraction · dim) outlier dimensions (none for small dim, where a single extreme
-        // dimension would dominate the text variance); the first two take the range's ends.
-        let outliers = (p.ratio_outlier_fraction as f64 * dim as f64).round() as usize;
-        let outlier_dims = index::sample(&mut rng, dim, outliers).into_vec();
-        for (i, &d) in outlier_dims.iter().enumerate() {
-            log_ratio[d] = match i {
-                0 => llo,
-                1 => lhi,
-                _ => llo + (lhi - llo) * rng.random::<f64>(),
-            };
-        }
-        let ratio: Vec<f64> = log_ratio.iter().map(|l| 10f64.powf(*l)).collect();
-
-        // Image per-dimension variances: a log-normal profile, tilted by sqrt(ρ_d) so that a
-        // dimension's ratio is split evenly between the two modalities (as measured on the
-        // fixture: where the ratio is extreme, the image variance is as far below the median
-        // as the text variance is above it), then scaled to the budget V_I.
-        let a = p.image_mean_norm as f64;
-        let v_image = 1.0 - a * a;
-        let g: Vec<f64> = ratio
-            .iter()
-            .map(|r| 10f64.powf(p.image_dim_spread as f64 * normal(&mut rng)) * r.sqrt())
-            .collect();
-        let g_sum: f64 = g.iter().sum();
-        let var: Vec<f64> = g.iter().map(|gd| v_image * gd / g_sum).collect();
-
-        // Image mixture in an r-dimensional latent space (unit variance per latent axis),
-        // mapped to the D dimensions by loadings whose rows carry latent_share · v_d, plus a
-        // diagonal residual carrying the rest.
-        let r = p.latent_dim;
-        let share = p.cluster_share as f64;
-        let aniso_ln = p.anisotropy as f64 * std::f64::consts::LN_10;
-        // E[10^(2·anisotropy·z)] = exp(2·(anisotropy·ln 10)²): divide it out of the variance.
-        let aniso_norm = (2.0 * aniso_ln * aniso_ln).exp().sqrt();
-        let mut centres = Vec::with_capacity(k * r);
-        let mut scales = Vec::with_capacity(k * r);
-        for _ in 0..k {
-            for _ in 0..r {
-                centres.push((share.sqrt() * normal(&mut rng)) as f32);
-            }
-            for _ in 0..r {
-                let s = (1.0 - share).sqrt() * (aniso_ln * normal(&mut rng)).exp();
-                scales.push((s / aniso_norm) as f32);
-            }
-        }
-        if p.spread_skew > 0.0 {
-            // s_k ← s_k · 10^(σ·z_k) / m_σ, m_σ = E[10^(2σz)]^½ keeping the mean variance;
-            // a stream of its own, as below.
-            let mut srng = row_rng(p.seed, TAG_MODEL, 2, KIND_XMODAL);
-            let ln = p.spread_skew as f64 * std::f64::consts::LN_10;
-            let m = (2.0 * ln * ln).exp().sqrt();
-            for sk in scales.chunks_exact_mut(r) {
-                let f = (ln * normal(&mut srng)).exp() / m;
-                sk.iter_mut().for_each(|x| *x = (*x as f64 * f) as f32);
-            }
-        }
-        let lambda = p.latent_share as f64;
-        let mut loadings = Vec::with_capacity(dim * r);
-        for vd in &var {
-            let row: Vec<f64> = (0..r).map(|_| normal(&mut rng)).collect();
-            let norm = row
-                .iter()
-                .map(|x| x * x)
-                .sum::<f64>()
-                .sqrt()
-                .max(f64::MIN_POSITIVE);
-            let target = (lambda * vd).sqrt();
-            loadings.extend(row.iter().map(|x| (x / norm * target) as f32));
-        }
-        let residual: Vec<f32> = var
-            .iter()
-            .map(|vd| ((1.0 - lambda) * vd).sqrt() as f32)
-            .collect();
-        let weights: Vec<f64> = (0..k)
+        let ratio = variance_ratios(p, &mut rng);
+        let var = image_variances(p, &mut rng, &ratio);
+        let (centres, scales) = latent_mixture(p, &mut rng);
+        let (loadings, residual) = loadings(p, &mut rng, &var);
+        let weights: Vec<f64> = (0..p.clusters)
             .map(|_| 10f64.powf(p.weight_skew as f64 * normal(&mut rng)))
             .collect();
-
-        // Text variance budget and the two means.
-        let v_text: f64 = var.iter().zip(&ratio).map(|(v, r)| v / r).sum();
-        if v_text >= 1.0 {
-            return Err(param_error(
-                "variance_ratio_median",
-                format!(
-                    "the ratios give the text a total variance of {v_text:.3} ≥ 1, which unit \
-                     vectors cannot hold; raise the ratios or image_mean_norm"
-                ),
-            ));
-        }
-        let b = (1.0 - v_text).sqrt();
-        let gap = p.modality_gap as f64;
-        let cos = (a * a + b * b - gap * gap) / (2.0 * a * b);
-        if !(-1.0..=1.0).contains(&cos) {
-            return Err(param_error(
-                "modality_gap",
-                format!(
-                    "{gap} is not reachable with |mean(image)| = {a:.3} and |mean(text)| = \
-                     {b:.3} (possible: {:.3}..={:.3})",
-                    (a - b).abs(),
-                    a + b
-                ),
-            ));
-        }
-        let u = random_unit(&mut rng, dim);
-        let mut w = random_unit(&mut rng, dim);
-        let uw: f32 = u.iter().zip(&w).map(|(x, y)| x * y).sum();
-        w.iter_mut().zip(&u).for_each(|(wi, ui)| *wi -= uw * ui);
-        normalize(&mut w);
-        let sin = (1.0 - cos * cos).max(0.0).sqrt();
-        let image_mean: Vec<f32> = u.iter().map(|&ui| (a * ui as f64) as f32).collect();
-        let text_mean: Vec<f32> = u
-            .iter()
-            .zip(&w)
-            .map(|(&ui, &wi)| (b * (cos * ui as f64 + sin * wi as f64)) as f32)
-            .collect();
-
+        let (image_mean, text_mean) = means(p, &mut rng, &var, &ratio)?;
         let text_gain = ratio.iter().map(|r| (1.0 / r).sqrt() as f32).collect();
         let perm_key = splitmix64(rng.next_u64());
-
+        let r = p.latent_dim;
         Ok(Self {
             centres: Matrix::from_vec(centres, r).expect("k·r values"),
             scales: Matrix::from_vec(scales, r).expect("k·r values"),
@@ -575,6 +385,236 @@ impl XmodalModel {
             .map(|r| self.image_centred(r, &mut buf) as u32)
             .collect()
     }
+}
+
+/// A standard normal draw.
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    StandardNormal.sample(rng)
+}
+
+/// Refuses parameters and sizes the model cannot be built from (the text variance and the
+/// modality gap are checked by [`means`], where they are known).
+fn check_params(p: &XmodalParams, sizes: &SplitSizes) -> Result<(), SynthError> {
+    if p.dim < 2 {
+        return Err(param_error("dim", "must be at least 2"));
+    }
+    if p.clusters == 0 {
+        return Err(param_error("clusters", "must be at least 1"));
+    }
+    if sizes.base == 0 || sizes.base > u64::from(u32::MAX) {
+        return Err(param_error("base rows", "must be in 1..=u32::MAX"));
+    }
+    if sizes.queries + sizes.training > sizes.base {
+        return Err(param_error(
+            "queries + training",
+            format!(
+                "{} + {} queries need as many distinct partner rows, the base has {}",
+                sizes.queries, sizes.training, sizes.base
+            ),
+        ));
+    }
+    let unit = |name, v: f32, max_inclusive: bool| {
+        let ok = v.is_finite() && v >= 0.0 && (v < 1.0 || (max_inclusive && v == 1.0));
+        if ok {
+            Ok(())
+        } else {
+            Err(param_error(name, format!("{v} is outside [0, 1)")))
+        }
+    };
+    unit("image_mean_norm", p.image_mean_norm, false)?;
+    unit("cluster_share", p.cluster_share, true)?;
+    unit("latent_share", p.latent_share, true)?;
+    if p.latent_dim == 0 {
+        return Err(param_error("latent_dim", "must be at least 1"));
+    }
+    unit("query_noise", p.query_noise, false)?;
+    if !(p.query_noise_range.is_finite() && p.query_noise_range >= 0.0) {
+        return Err(param_error(
+            "query_noise_range",
+            format!("{} must be finite and ≥ 0", p.query_noise_range),
+        ));
+    }
+    if p.query_mix == 0 {
+        return Err(param_error("query_mix", "must be at least 1"));
+    }
+    if !(p.query_partner_share > 0.0 && p.query_partner_share <= 1.0) {
+        return Err(param_error(
+            "query_partner_share",
+            format!("{} is outside (0, 1]", p.query_partner_share),
+        ));
+    }
+    unit("ratio_outlier_fraction", p.ratio_outlier_fraction, true)?;
+    for (name, v) in [
+        ("spread_skew", p.spread_skew),
+        ("image_dim_spread", p.image_dim_spread),
+        ("anisotropy", p.anisotropy),
+        ("weight_skew", p.weight_skew),
+        ("variance_ratio_spread", p.variance_ratio_spread),
+        ("modality_gap", p.modality_gap),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(param_error(name, format!("{v} must be finite and ≥ 0")));
+        }
+    }
+    let (lo, hi) = p.variance_ratio_range;
+    if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi) {
+        return Err(param_error(
+            "variance_ratio_range",
+            format!("({lo}, {hi}) must satisfy 0 < min ≤ max"),
+        ));
+    }
+    if !(lo <= p.variance_ratio_median && p.variance_ratio_median <= hi) {
+        return Err(param_error(
+            "variance_ratio_median",
+            format!("{} is outside the range", p.variance_ratio_median),
+        ));
+    }
+    Ok(())
+}
+
+/// Per-dimension variance ratios image/text ρ_d (module doc): a log-normal bulk clamped to
+/// the range, and `round(ratio_outlier_fraction · dim)` outlier dimensions.
+fn variance_ratios(p: &XmodalParams, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let dim = p.dim;
+    let (lo, hi) = p.variance_ratio_range;
+    let (llo, lhi) = ((lo as f64).log10(), (hi as f64).log10());
+    let lmed = (p.variance_ratio_median as f64).log10();
+    let mut log_ratio: Vec<f64> = (0..dim)
+        .map(|_| (lmed + p.variance_ratio_spread as f64 * normal(rng)).clamp(llo, lhi))
+        .collect();
+    // round(fraction · dim) outlier dimensions (none for small dim, where a single extreme
+    // dimension would dominate the text variance); the first two take the range's ends.
+    let outliers = (p.ratio_outlier_fraction as f64 * dim as f64).round() as usize;
+    let outlier_dims = index::sample(rng, dim, outliers).into_vec();
+    for (i, &d) in outlier_dims.iter().enumerate() {
+        log_ratio[d] = match i {
+            0 => llo,
+            1 => lhi,
+            _ => llo + (lhi - llo) * rng.random::<f64>(),
+        };
+    }
+    log_ratio.iter().map(|l| 10f64.powf(*l)).collect()
+}
+
+/// Image per-dimension variances: a log-normal profile, tilted by sqrt(ρ_d) so that a
+/// dimension's ratio is split evenly between the two modalities (as measured on the
+/// fixture: where the ratio is extreme, the image variance is as far below the median as
+/// the text variance is above it), then scaled to the budget V_I.
+fn image_variances(p: &XmodalParams, rng: &mut ChaCha8Rng, ratio: &[f64]) -> Vec<f64> {
+    let a = p.image_mean_norm as f64;
+    let v_image = 1.0 - a * a;
+    let g: Vec<f64> = ratio
+        .iter()
+        .map(|r| 10f64.powf(p.image_dim_spread as f64 * normal(rng)) * r.sqrt())
+        .collect();
+    let g_sum: f64 = g.iter().sum();
+    g.iter().map(|gd| v_image * gd / g_sum).collect()
+}
+
+/// The image mixture in an r-dimensional latent space (unit variance per latent axis):
+/// centres and within-cluster scales, `clusters × latent_dim` each.
+fn latent_mixture(p: &XmodalParams, rng: &mut ChaCha8Rng) -> (Vec<f32>, Vec<f32>) {
+    let (k, r) = (p.clusters, p.latent_dim);
+    let share = p.cluster_share as f64;
+    let aniso_ln = p.anisotropy as f64 * std::f64::consts::LN_10;
+    // E[10^(2·anisotropy·z)] = exp(2·(anisotropy·ln 10)²): divide it out of the variance.
+    let aniso_norm = (2.0 * aniso_ln * aniso_ln).exp().sqrt();
+    let mut centres = Vec::with_capacity(k * r);
+    let mut scales = Vec::with_capacity(k * r);
+    for _ in 0..k {
+        for _ in 0..r {
+            centres.push((share.sqrt() * normal(rng)) as f32);
+        }
+        for _ in 0..r {
+            let s = (1.0 - share).sqrt() * (aniso_ln * normal(rng)).exp();
+            scales.push((s / aniso_norm) as f32);
+        }
+    }
+    if p.spread_skew > 0.0 {
+        // s_k ← s_k · 10^(σ·z_k) / m_σ, m_σ = E[10^(2σz)]^½ keeping the mean variance;
+        // a stream of its own.
+        let mut srng = row_rng(p.seed, TAG_MODEL, 2, KIND_XMODAL);
+        let ln = p.spread_skew as f64 * std::f64::consts::LN_10;
+        let m = (2.0 * ln * ln).exp().sqrt();
+        for sk in scales.chunks_exact_mut(r) {
+            let f = (ln * normal(&mut srng)).exp() / m;
+            sk.iter_mut().for_each(|x| *x = (*x as f64 * f) as f32);
+        }
+    }
+    (centres, scales)
+}
+
+/// The loadings mapping the latent space to the D dimensions (`dim × latent_dim`, rows
+/// carrying latent_share · v_d) and the diagonal residual's sd per dimension (the rest).
+fn loadings(p: &XmodalParams, rng: &mut ChaCha8Rng, var: &[f64]) -> (Vec<f32>, Vec<f32>) {
+    let r = p.latent_dim;
+    let lambda = p.latent_share as f64;
+    let mut loadings = Vec::with_capacity(p.dim * r);
+    for vd in var {
+        let row: Vec<f64> = (0..r).map(|_| normal(rng)).collect();
+        let norm = row
+            .iter()
+            .map(|x| x * x)
+            .sum::<f64>()
+            .sqrt()
+            .max(f64::MIN_POSITIVE);
+        let target = (lambda * vd).sqrt();
+        loadings.extend(row.iter().map(|x| (x / norm * target) as f32));
+    }
+    let residual = var
+        .iter()
+        .map(|vd| ((1.0 - lambda) * vd).sqrt() as f32)
+        .collect();
+    (loadings, residual)
+}
+
+/// The image and text means: `|μ_I| = image_mean_norm`, `|μ_T|` what the text variance
+/// budget leaves of a unit norm, at the angle that puts them `modality_gap` apart.
+fn means(
+    p: &XmodalParams,
+    rng: &mut ChaCha8Rng,
+    var: &[f64],
+    ratio: &[f64],
+) -> Result<(Vec<f32>, Vec<f32>), SynthError> {
+    let a = p.image_mean_norm as f64;
+    // Text variance budget and the two means.
+    let v_text: f64 = var.iter().zip(ratio).map(|(v, r)| v / r).sum();
+    if v_text >= 1.0 {
+        return Err(param_error(
+            "variance_ratio_median",
+            format!(
+                "the ratios give the text a total variance of {v_text:.3} ≥ 1, which unit \
+                 vectors cannot hold; raise the ratios or image_mean_norm"
+            ),
+        ));
+    }
+    let b = (1.0 - v_text).sqrt();
+    let gap = p.modality_gap as f64;
+    let cos = (a * a + b * b - gap * gap) / (2.0 * a * b);
+    if !(-1.0..=1.0).contains(&cos) {
+        return Err(param_error(
+            "modality_gap",
+            format!(
+                "{gap} is not reachable with |mean(image)| = {a:.3} and |mean(text)| = \
+                 {b:.3} (possible: {:.3}..={:.3})",
+                (a - b).abs(),
+                a + b
+            ),
+        ));
+    }
+    let u = random_unit(rng, p.dim);
+    let mut w = random_unit(rng, p.dim);
+    let uw: f32 = u.iter().zip(&w).map(|(x, y)| x * y).sum();
+    w.iter_mut().zip(&u).for_each(|(wi, ui)| *wi -= uw * ui);
+    normalize(&mut w);
+    let sin = (1.0 - cos * cos).max(0.0).sqrt();
+    let image_mean: Vec<f32> = u.iter().map(|&ui| (a * ui as f64) as f32).collect();
+    let text_mean: Vec<f32> = u
+        .iter()
+        .zip(&w)
+        .map(|(&ui, &wi)| (b * (cos * ui as f64 + sin * wi as f64)) as f32)
+        .collect();
+    Ok((image_mean, text_mean))
 }
 
 impl SynthModel for XmodalModel {
