@@ -12,22 +12,18 @@ use super::{
 };
 use crate::distance::Metric;
 use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
-use crate::format::verify::{
+// RECORD_IDS_SCRATCH: the assign stage's scratch file of record ids (in the temporary
+// directory, removed once the records are laid out; never published).
+use crate::format::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
-    ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    RECORD_IDS_SCRATCH, REPORT_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
     BlockInfo, BlockTable, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter, FileEntry,
     Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
 };
 use crate::graph::AlphaMode;
-
-/// Name of the JSON build report stored beside the index files (listed in the manifest).
-pub const REPORT_FILE: &str = crate::format::verify::REPORT_FILE;
-
-// The assign stage's scratch file of record ids (in the temporary directory, removed once
-// the records are laid out; never published).
-use crate::format::index_dir::RECORD_IDS_SCRATCH;
+use crate::kmeans::GroupIndex;
 
 /// Receives progress: a stage starts with a total of work units, then reports units done.
 pub trait BuildObserver: Sync {
@@ -284,20 +280,16 @@ pub fn build_index(
     };
     let clusters_entry = clusters.write(&dir.path(CLUSTERS_FILE))?;
     // Two-level routing's coarse level, stored so that opening the index does not rerun the
-    // coarse k-means (the same level `Router::new` would build at open).
+    // coarse k-means (the same level the query side would build at open).
     let coarse_entry = if k >= params.clusters.nearest.two_level_min_k.max(2) {
-        let router = crate::search::Router::new_in(
-            clusters.centroids.view(),
-            crate::search::base_order(params.metric),
-            2,
-            pool,
-        );
-        let (coarse, labels, probe) = router.coarse_level().expect("two levels");
+        let inner_product = params.metric != Metric::L2;
+        let (coarse, labels, probe) =
+            GroupIndex::for_routing(clusters.centroids.view(), inner_product, pool).into_parts();
         let level = CoarseLevel {
             coarse,
             labels,
             probe: probe as u32,
-            augmented: params.metric != Metric::L2,
+            augmented: inner_product,
         };
         Some(level.write(&dir.path(COARSE_FILE))?)
     } else {
@@ -467,7 +459,7 @@ pub fn build_index(
 fn block_table(
     base: &mut BaseSource,
     params: &BuildParams,
-    stats: &mut super::Welford,
+    stats: &mut crate::stats::Welford,
     sample: &mut crate::data::Matrix<f32>,
 ) -> Option<BlockTable> {
     let bp = params.blocks.as_ref()?;

@@ -139,7 +139,7 @@ pub fn calibrate_index(
         let choice = cal.choice;
         m3::format::update_published(
             dir,
-            &[(m3::format::index_dir::CALIBRATION_FILE, &json)],
+            &[(m3::format::files::CALIBRATION_FILE, &json)],
             |meta| match choice {
                 RerankDistance::LcCmd { alpha, beta } => {
                     meta.distance_mode = 1;

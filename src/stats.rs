@@ -1,5 +1,6 @@
-//! Per-modality statistics: streaming per-dimension mean and variance (Welford), and the
-//! largest norm (for the inner-product-to-L2 augmentation of DESIGN §4.1).
+//! How are a set of vectors spread? Streaming per-dimension mean and variance ([`Welford`]),
+//! and the largest norm (for the inner-product-to-L2 augmentation of DESIGN §4.1): what the
+//! build stores per modality (`stats.m3`) and what multi-vector block spreads are made of.
 
 use crate::data::MatrixView;
 
