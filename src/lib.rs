@@ -20,6 +20,7 @@
 pub mod build;
 pub mod data;
 pub mod distance;
+pub mod eval;
 pub mod exact;
 pub mod format;
 pub mod graph;

@@ -16,14 +16,14 @@ use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
 use m3::data::{DType, GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
+use m3::eval::evaluate;
 use m3::exact::{Neighbor, exact_knn, recall_at_k, to_ground_truth};
 use m3::format::files::DATA_FILE;
 use m3::io::{
     BlockReader, Fault, FaultKind, FaultyReader, IoBackend, IoError, ReaderOptions, open_reader,
 };
 use m3::search::{
-    BatchOptions, BatchResult, Index, QueryStats, SearchError, SearchParams, Searcher, evaluate,
-    search_batch,
+    BatchOptions, BatchResult, Index, QueryStats, SearchError, SearchParams, Searcher, search_batch,
 };
 use m3::synth::gauss::{GaussModel, GaussParams};
 use m3::synth::xmodal::{XmodalModel, XmodalParams};

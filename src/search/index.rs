@@ -239,6 +239,12 @@ impl Index {
         self.blocks.as_ref().map(|b| &b.table)
     }
 
+    /// The multi-vector side of the index as the query engine holds it: spreads, scales,
+    /// PQ subspaces per block (`None` for a single-vector index).
+    pub(crate) fn index_blocks(&self) -> Option<&IndexBlocks> {
+        self.blocks.as_ref()
+    }
+
     /// Block weights for [`super::SearchParams::block_weights`] from `(name, weight)` pairs
     /// and the blocks a query gives (`present[b]`): a named weight must belong to a present
     /// block; a present block without one gets its build weight; an absent block gets 0.
