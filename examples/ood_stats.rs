@@ -1,6 +1,6 @@
 //! Out-of-distribution statistics of data sets on disk and of generated `xmodal` sets, side by
 //! side (`docs/GENERATOR.md`, "Measured: real OOD set vs generated"). Prints a Markdown table,
-//! one column per set; the statistics are `m3::data::synth::stats::CrossModalStats` with
+//! one column per set; the statistics are `m3::synth::stats::CrossModalStats` with
 //! K = base rows / `--rows-per-cluster` (the index's default cluster size, 256).
 //!
 //! ```text
@@ -21,10 +21,10 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use m3::data::synth::stats::{CrossModalStats, StatsParams, comparison_table};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{Split, SplitSizes, SynthModel};
 use m3::data::{Matrix, VectorFile};
+use m3::synth::stats::{CrossModalStats, StatsParams, comparison_table};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{Split, SplitSizes, SynthModel};
 use rayon::prelude::*;
 
 fn generate(model: &XmodalModel, split: Split, pool: &rayon::ThreadPool) -> Matrix<f32> {

@@ -6,10 +6,10 @@
 //! cargo run --release --example synth_stats [-- --base 20000 --queries 1000 --seed 0]
 //! ```
 
-use m3::data::synth::stats::{CrossModalStats, StatsParams, comparison_table};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{Split, SplitSizes, SynthModel};
 use m3::data::{Matrix, VectorFile};
+use m3::synth::stats::{CrossModalStats, StatsParams, comparison_table};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{Split, SplitSizes, SynthModel};
 use rayon::prelude::*;
 
 /// Real fixture: 1,126 rows and K = 32, i.e. ~35 base rows per cluster; generated sets use the

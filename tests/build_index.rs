@@ -12,20 +12,20 @@ use std::time::{Duration, Instant};
 
 use m3::build::{BuildError, BuildParams, Silent, build_index, normalize_rows};
 use m3::data::format::write_matrix;
-use m3::data::synth::gauss::{GaussModel, GaussParams};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{SplitSizes, WriteSpec, WrittenFiles, write_dataset};
 use m3::data::{DType, DataError, Matrix, VectorFile};
 use m3::distance::{self, Metric};
-use m3::format::manifest::META_FLAG_QUERY_ANCHORS;
-use m3::format::verify::{
+use m3::format::files::{
     CLUSTERS_FILE, COARSE_FILE, DATA_FILE, MANIFEST_FILE, PQ_FILE, REPORT_FILE, ROUTING_FILE,
     STATS_FILE,
 };
+use m3::format::manifest::META_FLAG_QUERY_ANCHORS;
 use m3::format::{
     ClusterTable, DataFileHeader, FormatError, IndexInfo, Manifest, NO_ID, PqFile, Routing,
     SECTOR_BYTES, Stats, locate_record, open_check, verify,
 };
+use m3::synth::gauss::{GaussModel, GaussParams};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{SplitSizes, WriteSpec, WrittenFiles, write_dataset};
 
 const DIM: usize = 32;
 

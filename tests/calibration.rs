@@ -12,11 +12,10 @@ use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
 use m3::data::{GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
+use m3::eval::{CalibrationBase, CalibrationParams, calibrate, partner_hits};
 use m3::io::{IoBackend, ReaderOptions};
 use m3::multivec::BlockFiles;
-use m3::search::{
-    CalibrationBase, CalibrationParams, Index, RerankDistance, SearchError, calibrate, partner_hits,
-};
+use m3::search::{Index, RerankDistance, SearchError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use m3::build::{BuildParams, Silent, build_index};
-use m3::data::synth::gauss::{GaussModel, GaussParams};
-use m3::data::synth::{SplitSizes, WriteSpec, WrittenFiles, write_dataset};
 use m3::data::{DType, GroundTruth, Matrix};
 use m3::distance::Metric;
+use m3::synth::gauss::{GaussModel, GaussParams};
+use m3::synth::{SplitSizes, WriteSpec, WrittenFiles, write_dataset};
 
 fn pool() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()

@@ -11,7 +11,7 @@ use m3::data::format::write_matrix;
 use m3::data::{Matrix, RangeResults, VectorFile};
 use m3::distance::{self, Metric};
 use m3::exact::{Neighbor, exact_knn};
-use m3::format::verify::{KEYS_FILE, MANIFEST_FILE};
+use m3::format::files::{KEYS_FILE, MANIFEST_FILE};
 use m3::format::{FormatError, Manifest};
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::{ExactParams, ExactQuery, ExactSearcher, Index, SearchError, exact_batch};

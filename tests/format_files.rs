@@ -6,8 +6,8 @@ use std::path::Path;
 
 use format_support::*;
 use m3::data::DType;
+use m3::format::files::*;
 use m3::format::header::COMMON_HEADER_BYTES;
-use m3::format::verify::*;
 use m3::format::*;
 use proptest::prelude::*;
 

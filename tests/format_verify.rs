@@ -5,6 +5,7 @@ mod format_support;
 use std::path::Path;
 
 use format_support::*;
+use m3::format::files::*;
 use m3::format::header::COMMON_HEADER_BYTES;
 use m3::format::verify::*;
 use m3::format::*;

@@ -25,8 +25,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use index_support::*;
+use m3::format::files::*;
 use m3::format::header::COMMON_HEADER_BYTES;
-use m3::format::verify::*;
 use m3::format::{
     BlockEntry, BlocksHeader, ClusterEntry, ClusterTable, ClustersHeader, CoarseHeader,
     DataFileHeader, FormatError, HintsHeader, IndexInfo, IndexMeta, KeysHeader, LayoutTable,

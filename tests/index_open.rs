@@ -14,8 +14,8 @@ use std::sync::Arc;
 use index_support::*;
 use m3::data::Matrix;
 use m3::data::format::write_matrix;
+use m3::format::files::*;
 use m3::format::header::COMMON_HEADER_BYTES;
-use m3::format::verify::*;
 use m3::format::{
     ClustersHeader, FormatError, IndexInfo, Manifest, PqHeader, RoutingHeader, StatsHeader, verify,
 };

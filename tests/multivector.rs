@@ -6,8 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use m3::build::{BlockInput, BuildError, BuildParams, Silent, build_index};
-use m3::data::synth::multiblock::{MultiblockModel, MultiblockParams};
-use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
 use m3::data::{DType, DataError, GroundTruth};
 use m3::distance::Metric;
 use m3::exact::{Neighbor, recall_at_k, to_ground_truth};
@@ -21,6 +19,8 @@ use m3::search::{
     BatchOptions, ExactParams, ExactQuery, ExactSearcher, Index, RerankDistance, SearchError,
     SearchParams, exact_batch, lccmd_weights, search_batch,
 };
+use m3::synth::multiblock::{MultiblockModel, MultiblockParams};
+use m3::synth::{SplitSizes, WriteSpec, write_dataset};
 
 const NAMES: [&str; 3] = ["img", "txt", "tag"];
 

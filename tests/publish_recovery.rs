@@ -12,18 +12,18 @@ use std::process::Command;
 
 use m3::build::{BuildError, BuildParams, Silent, build_index};
 use m3::data::DType;
-use m3::data::synth::gauss::{GaussModel, GaussParams};
-use m3::data::synth::{SplitSizes, WriteSpec, WrittenFiles, write_dataset};
 use m3::distance::Metric;
+use m3::format::files::MANIFEST_FILE;
 use m3::format::publish::PublishStep;
 use m3::format::recover::{TempKind, process_alive, temporaries};
-use m3::format::verify::MANIFEST_FILE;
 use m3::format::{
     FormatError, IndexDirWriter, Restored, TargetState, check_target, open_check,
     recover_index_dir, verify,
 };
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::Index;
+use m3::synth::gauss::{GaussModel, GaussParams};
+use m3::synth::{SplitSizes, WriteSpec, WrittenFiles, write_dataset};
 
 fn pool() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()

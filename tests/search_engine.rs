@@ -14,20 +14,21 @@ use std::sync::{Arc, OnceLock};
 
 use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
-use m3::data::synth::gauss::{GaussModel, GaussParams};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
 use m3::data::{DType, GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
+use m3::eval::evaluate;
 use m3::exact::{Neighbor, exact_knn, recall_at_k, to_ground_truth};
-use m3::format::verify::DATA_FILE;
+use m3::format::files::DATA_FILE;
 use m3::io::{
     BlockReader, Fault, FaultKind, FaultyReader, IoBackend, IoError, ReaderOptions, open_reader,
 };
 use m3::search::{
     BatchOptions, BatchResult, Index, QueryStats, RerankDistance, SearchError, SearchParams,
-    Searcher, evaluate, search_batch,
+    Searcher, search_batch,
 };
+use m3::synth::gauss::{GaussModel, GaussParams};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{SplitSizes, WriteSpec, write_dataset};
 
 const K: usize = 10;
 const QUERIES: u64 = 200;
@@ -171,10 +172,7 @@ fn gauss() -> &'static Fixture {
 
 /// Writes a generated set as `data/base.fbin`, `data/query.fbin` and (when the model has
 /// training queries) `data/train.fbin`.
-fn write_set(
-    model: &dyn m3::data::synth::SynthModel,
-    dir: &Path,
-) -> (PathBuf, PathBuf, Option<PathBuf>) {
+fn write_set(model: &dyn m3::synth::SynthModel, dir: &Path) -> (PathBuf, PathBuf, Option<PathBuf>) {
     let data = dir.join("data");
     let spec = WriteSpec {
         out_dir: data.clone(),

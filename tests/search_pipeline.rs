@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use m3::build::{BuildParams, Silent, build_index};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
 use m3::data::{DType, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::{BatchOptions, Index, QueryStep, SearchParams, Searcher, search_batch};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{SplitSizes, WriteSpec, write_dataset};
 
 const DIM: usize = 32;
 

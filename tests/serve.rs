@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use m3::build::{BuildParams, Silent, build_index};
-use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
 use m3::data::{DType, GroundTruth, Matrix, VectorFile};
 use m3::distance::Metric;
-use m3::format::verify::DATA_FILE;
+use m3::format::files::DATA_FILE;
 use m3::io::{BlockReader, Fault, FaultKind, FaultyReader, IoBackend, ReaderOptions, open_reader};
 use m3::search::{BatchOptions, ExactSearcher, Index, RerankDistance, SearchParams, search_batch};
 use m3::serve::{ApiKey, Knobs, Limits, SearchRequest, SearchResponse, ServeConfig};
+use m3::synth::{SplitSizes, WriteSpec, write_dataset};
 use serve_support::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -851,7 +851,7 @@ fn serve_loadtest_reports_each_level_and_targets_only_loopback() {
 #[test]
 fn serve_exact_and_range_take_block_weights_on_a_multi_vector_index() {
     use m3::build::BlockInput;
-    use m3::data::synth::multiblock::{MultiblockModel, MultiblockParams};
+    use m3::synth::multiblock::{MultiblockModel, MultiblockParams};
 
     let tmp = tempfile::tempdir().unwrap();
     let names = ["img", "txt"];

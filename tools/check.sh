@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one check script, the same locally and in CI: format, lints, tests, docs.
+# The one check script, the same locally and in CI: module layers, format, lints, tests, docs.
 # Usage: tools/check.sh            (from anywhere inside the repository)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,9 @@ export RUSTFLAGS="${RUSTFLAGS:-} -D warnings"
 export RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings"
 
 step() { printf '\n==> %s\n' "$*"; }
+
+step "module graph follows the layer order (tools/module_dag.py)"
+python3 tools/module_dag.py
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

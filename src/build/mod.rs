@@ -10,7 +10,6 @@ mod params;
 mod pipeline;
 mod routing;
 mod source;
-mod stats;
 mod train;
 
 pub use assign::{AssignOutputs, Assignment, RecordIds, assign};
@@ -22,10 +21,7 @@ pub use params::{
     BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,
     RoutingParams, SpillParams,
 };
-pub use pipeline::{
-    BuildObserver, BuildSummary, REPORT_FILE, Silent, StageTime, build_index, peak_rss_bytes,
-};
+pub use pipeline::{BuildObserver, BuildSummary, Silent, StageTime, build_index, peak_rss_bytes};
 pub use routing::{QueryRouting, train_routing};
 pub use source::{BaseSource, block_pq_bounds};
-pub use stats::Welford;
 pub use train::{Trained, normalize_rows, scan_base, train};

@@ -15,22 +15,18 @@ use super::{
 use crate::data::{DType, Matrix};
 use crate::distance::Metric;
 use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
-use crate::format::verify::{
+// RECORD_IDS_SCRATCH: the assign stage's scratch file of record ids (in the temporary
+// directory, removed once the records are laid out; never published).
+use crate::format::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
-    ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    RECORD_IDS_SCRATCH, REPORT_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
     BlockInfo, BlockTable, ClusterEntry, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter,
     FileEntry, Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
 };
 use crate::graph::{AlphaMode, LidStats};
-
-/// Name of the JSON build report stored beside the index files (listed in the manifest).
-pub const REPORT_FILE: &str = crate::format::verify::REPORT_FILE;
-
-// The assign stage's scratch file of record ids (in the temporary directory, removed once
-// the records are laid out; never published).
-use crate::format::index_dir::RECORD_IDS_SCRATCH;
+use crate::kmeans::GroupIndex;
 
 /// Receives progress: a stage starts with a total of work units, then reports units done.
 pub trait BuildObserver: Sync {
@@ -563,18 +559,16 @@ impl Run<'_> {
         if k < params.clusters.nearest.two_level_min_k.max(2) {
             return Ok(None);
         }
-        let router = crate::search::Router::new_in(
-            clusters.centroids.view(),
-            crate::search::base_order(params.metric),
-            2,
-            self.pool,
-        );
-        let (coarse, labels, probe) = router.coarse_level().expect("two levels");
+        // The same level the query side would build at open.
+        let inner_product = params.metric != Metric::L2;
+        let (coarse, labels, probe) =
+            GroupIndex::for_routing(clusters.centroids.view(), inner_product, self.pool)
+                .into_parts();
         let level = CoarseLevel {
             coarse,
             labels,
             probe: probe as u32,
-            augmented: params.metric != Metric::L2,
+            augmented: inner_product,
         };
         Ok(Some(level.write(&dir.path(COARSE_FILE))?))
     }
@@ -670,7 +664,11 @@ impl Run<'_> {
 
 /// `stats.m3`: the base's (and the training queries') per-dimension statistics and the LID
 /// population the neighbour lists were pruned with.
-fn stats_file(base_stats: &super::Welford, lid_stats: &LidStats, outcome: &Outcome) -> Stats {
+fn stats_file(
+    base_stats: &crate::stats::Welford,
+    lid_stats: &LidStats,
+    outcome: &Outcome,
+) -> Stats {
     let dim = outcome.shape.dim;
     let routing = outcome.routing.as_ref();
     Stats {
@@ -707,7 +705,7 @@ fn write_report(dir: &IndexDirWriter, summary: &BuildSummary) -> Result<FileEntr
 fn block_table(
     base: &mut BaseSource,
     params: &BuildParams,
-    stats: &mut super::Welford,
+    stats: &mut crate::stats::Welford,
     sample: &mut Matrix<f32>,
 ) -> Option<BlockTable> {
     let bp = params.blocks.as_ref()?;

@@ -14,13 +14,13 @@ use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 
 use super::source::BaseSource;
-use super::stats::Welford;
 use super::train::Trained;
 use super::{BuildError, BuildParams};
 use crate::data::{DataError, Matrix, VectorFile};
 use crate::distance::Metric;
 use crate::exact::exact_knn;
 use crate::kmeans::{BalancedKMeansParams, assign_capped};
+use crate::stats::Welford;
 
 /// Query anchors with their edges to base clusters.
 #[derive(Debug)]

@@ -7,12 +7,12 @@ use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 
 use super::source::BaseSource;
-use super::stats::Welford;
 use super::{BuildError, BuildParams};
 use crate::data::Matrix;
 use crate::distance::{self, Metric};
 use crate::kmeans::{BalancedKMeansParams, CentroidSearch, KMeans, TwoLevel, assign_capped_with};
 use crate::pq::{PqParams, ProductQuantizer};
+use crate::stats::Welford;
 
 /// What training produced.
 #[derive(Debug)]

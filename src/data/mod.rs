@@ -1,4 +1,4 @@
-//! Vector data: element types, checked matrix views, file formats, ground truth, generators.
+//! Vector data: element types, checked matrix views, file formats, ground truth.
 //!
 //! Everything that reads a file returns a [`DataError`] naming the file and, where it applies,
 //! the row. Readers stream: [`VectorFile`] reads row ranges with positioned reads, so a base
@@ -11,7 +11,6 @@ mod matrix;
 pub mod format;
 pub mod groundtruth;
 pub mod range_results;
-pub mod synth;
 pub mod validate;
 
 pub use element::{DType, Element};

@@ -1,18 +1,18 @@
 //! Distances between vectors: which metric, and how fast.
 //!
-//! [`reference`](mod@reference) holds the scalar definitions, which are the specification; the functions at
-//! this level dispatch once per process to the fastest kernel in [`crate::simd`] that the CPU
-//! supports and are tested against the reference on random lengths.
+//! [`reference`](mod@reference) (defined in [`crate::simd`], whose scalar table it is) holds the
+//! scalar definitions, which are the specification; the functions at this level dispatch once
+//! per process to the fastest kernel in [`crate::simd`] that the CPU supports and are tested
+//! against the reference on random lengths.
 //!
 //! Conventions: `l2_sq` is the squared Euclidean distance; `dot` the inner product;
 //! `weighted_l2_sq(a, b, w) = Σ w_k (a_k − b_k)²` (the LC-CMD form, DESIGN §4.3).
-
-pub mod reference;
 
 mod metric;
 pub use metric::Metric;
 
 use crate::simd;
+pub use crate::simd::reference;
 
 /// Squared Euclidean distance. Panics when the lengths differ.
 #[inline]

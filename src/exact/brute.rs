@@ -12,9 +12,9 @@ use std::sync::mpsc;
 
 use rayon::prelude::*;
 
-use super::topk::{Neighbor, TopK};
 use crate::data::{DataError, GroundTruth, Matrix, MatrixView, VectorFile, validate};
 use crate::distance::{self, Metric};
+use crate::neighbor::{Neighbor, TopK};
 
 /// Base rows per matrix-product tile: 4096 × 4 B = 16 KiB of distances per query row.
 const TILE_ROWS: usize = 4096;

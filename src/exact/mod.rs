@@ -5,8 +5,7 @@
 
 mod brute;
 mod recall;
-mod topk;
 
+pub use crate::neighbor::{Neighbor, TopK};
 pub use brute::{ExactParams, ExactSearch, check_k, exact_knn, exact_knn_file, to_ground_truth};
 pub use recall::{Recall, TIE_REL_TOL, recall_at_k};
-pub use topk::{Neighbor, TopK};

@@ -1,5 +1,6 @@
 //! `coarse.m3`: the coarse level of two-level routing over the base anchors (DESIGN §3 step 2,
-//! [`crate::search::Router`]): G coarse centres and the group of every anchor. Written by the
+//! made by [`crate::kmeans::GroupIndex::for_routing`], used by the query engine's router): G
+//! coarse centres and the group of every anchor. Written by the
 //! build when K is at least its two-level threshold, so opening an index does not rerun the
 //! coarse k-means (seconds at K = 39,000, minutes at the K of a billion vectors). Optional,
 //! an additive manifest entry like `keys.m3`: an index without it builds the level at open.

@@ -11,38 +11,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::FormatError;
+use super::files::{INDEX_DIR_FILES, MANIFEST_FILE};
 use super::manifest::{MANIFEST_KIND, Manifest};
-use super::verify::{
-    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, MANIFEST_FILE,
-    PQ_FILE, REPORT_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
-};
-
-/// The rerank distance chosen by `m3 calibrate` (JSON), written by
-/// [`super::update_published`].
-pub const CALIBRATION_FILE: &str = "calibration.json";
-/// The manifest being replaced by [`super::update_published`] (renamed over `manifest.m3`).
-pub const MANIFEST_UPDATE_FILE: &str = "manifest.m3.new";
-/// The build's scratch file of record ids, in the temporary directory only.
-pub const RECORD_IDS_SCRATCH: &str = "record_ids.scratch";
-
-/// Every file name an index directory (published or being built) may hold.
-pub const INDEX_DIR_FILES: [&str; 15] = [
-    MANIFEST_FILE,
-    CLUSTERS_FILE,
-    ROUTING_FILE,
-    STATS_FILE,
-    PQ_FILE,
-    DATA_FILE,
-    SECTORS_FILE,
-    KEYS_FILE,
-    COARSE_FILE,
-    HINTS_FILE,
-    BLOCKS_FILE,
-    REPORT_FILE,
-    CALIBRATION_FILE,
-    MANIFEST_UPDATE_FILE,
-    RECORD_IDS_SCRATCH,
-];
 
 /// What is at a path, as far as publishing and recovery care.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,12 +11,12 @@ use serde::Serialize;
 
 use super::clusters::{ClusterTable, NO_ID};
 use super::data::DataFileHeader;
+use super::files::{MANIFEST_FILE, REPORT_FILE};
 use super::header::{COMMON_HEADER_BYTES, CommonHeader};
 use super::manifest::{IndexMeta, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
 use super::pq::PqFile;
 use super::routing::Routing;
 use super::stats::Stats;
-use super::verify::{MANIFEST_FILE, REPORT_FILE};
 use super::{FormatError, IndexParts, RecordLayout};
 
 /// Everything `m3 inspect` prints.

@@ -12,8 +12,8 @@
 //! at byte 6 · 336 = 2,016. A 960-d f32 record with 64 neighbours is `3,840 + 8 + 256 = 4,104`
 //! bytes: 2 sectors per record, record 5 at sectors 10–11.
 
-/// The unit of I/O and alignment: one 4 KiB sector.
-pub const SECTOR_BYTES: usize = 4096;
+/// The unit of I/O and alignment: one 4 KiB sector (defined by the block readers, [`crate::io`]).
+pub use crate::io::SECTOR_BYTES;
 
 /// How records of one size pack into sectors. Built only through [`RecordLayout::new`], which
 /// guarantees `record_bytes >= 1` and exactly one of `records_per_sector >= 1` (small

@@ -33,6 +33,7 @@ pub mod coarse;
 pub mod data;
 mod error;
 mod file;
+pub mod files;
 pub mod header;
 pub mod hints;
 pub mod index_dir;

@@ -24,10 +24,11 @@
 use std::path::{Path, PathBuf};
 
 use super::file::ListedFile;
-use super::verify::{
-    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
-    ROUTING_FILE, STATS_FILE, open_check,
+use super::files::{
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, MANIFEST_FILE,
+    PQ_FILE, ROUTING_FILE, STATS_FILE,
 };
+use super::verify::open_check;
 use super::{
     BlockTable, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, Manifest, PqFile,
     RecordKeys, Routing, Stats,
@@ -70,7 +71,7 @@ impl IndexParts {
         let required = |name: &'static str| -> Result<ListedFile, FormatError> {
             listed(name)?.ok_or_else(|| {
                 FormatError::corrupt(
-                    dir.join(super::verify::MANIFEST_FILE),
+                    dir.join(MANIFEST_FILE),
                     12,
                     format!("manifest does not list {name}"),
                 )

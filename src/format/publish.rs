@@ -22,9 +22,10 @@ use std::path::{Path, PathBuf};
 
 use super::FormatError;
 use super::file::FileEntry;
+use super::files::{MANIFEST_FILE, MANIFEST_UPDATE_FILE};
 use super::index_dir::{DirContents, dir_contents, normalize_target, parent_of};
 use super::manifest::Manifest;
-use super::verify::{MANIFEST_FILE, open_check};
+use super::verify::open_check;
 
 /// A temporary index directory that becomes `<out>` on [`IndexDirWriter::publish`].
 #[derive(Debug)]
@@ -306,7 +307,7 @@ pub fn update_published(
         manifest.files.push(entry);
     }
     edit(&mut manifest.meta);
-    let new = dir.join(super::index_dir::MANIFEST_UPDATE_FILE);
+    let new = dir.join(MANIFEST_UPDATE_FILE);
     manifest.write(&new)?;
     std::fs::rename(&new, dir.join(MANIFEST_FILE)).map_err(|e| FormatError::io(&new, e))?;
     sync_dir(dir)?;

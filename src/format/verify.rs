@@ -13,6 +13,10 @@ use super::clusters::{CLUSTERS_KIND, ClusterEntry, ClustersHeader};
 use super::coarse::{COARSE_KIND, CoarseHeader};
 use super::data::DataFileHeader;
 use super::file::{FileEntry, ListedFile, SectionReader, check_listed_length, file_crc32c};
+use super::files::{
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, INFORMATIONAL_FILES, KEYS_FILE,
+    MANIFEST_FILE, PQ_FILE, REQUIRED_FILES, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+};
 use super::header::FileKind;
 use super::hints::{HINTS_KIND, HintsHeader};
 use super::keys::{KEYS_KIND, KeysHeader};
@@ -23,43 +27,6 @@ use super::routing::{ROUTING_KIND, RoutingHeader};
 use super::sectors::{SECTORS_KIND, SectorCrcs, SectorsHeader};
 use super::stats::{STATS_KIND, StatsHeader};
 use super::{RecordCodec, RecordLayout, SECTOR_BYTES};
-
-pub const MANIFEST_FILE: &str = "manifest.m3";
-pub const CLUSTERS_FILE: &str = "clusters.m3";
-pub const ROUTING_FILE: &str = "routing.m3";
-pub const STATS_FILE: &str = "stats.m3";
-pub const PQ_FILE: &str = "pq.m3";
-pub const DATA_FILE: &str = "data.m3";
-pub const SECTORS_FILE: &str = "sectors.m3";
-/// Every record's key (distance to its centroid), for exact and range search. Optional: added
-/// in format 1.1.
-pub const KEYS_FILE: &str = "keys.m3";
-/// The coarse level of two-level routing over the base anchors. Optional (an additive entry,
-/// like `keys.m3`): written when K reaches the build's two-level threshold.
-pub const COARSE_FILE: &str = "coarse.m3";
-/// Training queries and the records of their exact answers (record-level routing). Optional
-/// (an additive entry): written when the build is given training queries.
-pub const HINTS_FILE: &str = "hints.m3";
-/// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
-pub const BLOCKS_FILE: &str = "blocks.m3";
-/// The JSON build report: informational, listed in the manifest, not needed to open the index.
-pub const REPORT_FILE: &str = "build_report.json";
-/// The JSON report of `m3 calibrate` (its choice is in the manifest): informational.
-pub const CALIBRATION_FILE: &str = "calibration.json";
-
-/// Files listed in the manifest for people, not for queries: a missing or damaged one never
-/// keeps an index from opening ([`verify`] reports it in [`VerifyReport::informational`]).
-pub const INFORMATIONAL_FILES: [&str; 2] = [REPORT_FILE, CALIBRATION_FILE];
-
-/// The files every index lists in its manifest (besides the manifest itself).
-pub const REQUIRED_FILES: [&str; 6] = [
-    CLUSTERS_FILE,
-    ROUTING_FILE,
-    STATS_FILE,
-    PQ_FILE,
-    DATA_FILE,
-    SECTORS_FILE,
-];
 
 /// What [`verify`] checked.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@ use super::lid::{AlphaMode, LidStats, lid_mle_sq};
 use super::prune::{PruneParams, robust_prune};
 use crate::data::MatrixView;
 use crate::distance;
-use crate::exact::Neighbor;
+use crate::neighbor::Neighbor;
 
 /// Parameters of the per-cluster build.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -10,8 +10,8 @@ use rayon::prelude::*;
 
 use crate::data::MatrixView;
 use crate::distance;
-use crate::exact::{Neighbor, TopK};
 use crate::linalg;
+use crate::neighbor::{Neighbor, TopK};
 
 /// Rows per matrix-product block: 128 × 5,000 rows × 4 B = 2.5 MB of scratch for a large cluster.
 const BLOCK_ROWS: usize = 128;

@@ -29,7 +29,7 @@
 //! redundant, so they cost PQ scoring per round and make the graph less sparse to walk. Off by
 //! default (plain Vamana); measure.
 
-use crate::exact::Neighbor;
+use crate::neighbor::Neighbor;
 
 /// Parameters of one prune.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,7 +6,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
-use crate::format::SECTOR_BYTES;
+use super::SECTOR_BYTES;
 
 /// A zero-initialised heap buffer of whole sectors, aligned to [`SECTOR_BYTES`].
 ///

@@ -6,9 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{
     AlignedBuf, BlockReader, InFlight, IoError, PendingRead, ReadRequest, ReadStats, ReaderInfo,
-    batch_slices,
+    SECTOR_BYTES, batch_slices,
 };
-use crate::format::SECTOR_BYTES;
 
 /// What an injected fault does to its request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

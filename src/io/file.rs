@@ -44,7 +44,7 @@ fn open_data_file_with(
                 if direct_read_works(&file, len_bytes).map_err(|source| IoError::Read {
                     path: path.to_path_buf(),
                     offset: 0,
-                    len: crate::format::SECTOR_BYTES as u64,
+                    len: super::SECTOR_BYTES as u64,
                     source,
                 })? {
                     return Ok(DataFile {

@@ -49,7 +49,10 @@ pub use faulty::{Fault, FaultKind, FaultyReader};
 pub use pread::PreadReader;
 pub use uring::UringReader;
 
-use crate::format::SECTOR_BYTES;
+/// The unit of I/O and alignment: one 4 KiB sector. Every read is whole sectors at sector
+/// offsets into a buffer aligned to it ([`AlignedBuf`]); the index format lays `data.m3` out
+/// in these sectors (`crate::format::layout`).
+pub const SECTOR_BYTES: usize = 4096;
 
 /// Environment variable that, set to `1`, makes the io_uring probe fail on purpose so that
 /// tests and CI exercise the pread fallback.

@@ -24,7 +24,9 @@ mod two_level;
 
 pub use balanced::{BalancedKMeansParams, assign_capped, assign_capped_with};
 pub use nearest::nearest_centroids;
-pub use two_level::{CentroidSearch, GroupIndex, NearestParams, TwoLevel};
+pub use two_level::{
+    CentroidSearch, GroupIndex, NearestParams, TwoLevel, augment_for_inner_product,
+};
 
 use rand::seq::index;
 use rand::{Rng, SeedableRng};

@@ -101,6 +101,33 @@ impl GroupIndex {
         }
     }
 
+    /// The coarse level of anchor routing (what `coarse.m3` stores, and what the query side
+    /// rebuilds at open for an index without it): [`TwoLevel::build`] with the default
+    /// [`NearestParams`] over `anchors`, or, when `inner_product` (anchors ranked by `−q·c`),
+    /// over [`augment_for_inner_product`] of them, where the L2 order of `[q, 0]` is the order
+    /// of `−q·c`: groups are then chosen by a distance that agrees with the inner product,
+    /// not by `−q·g` of a group mean. Needs at least 2 anchors. Deterministic for any thread
+    /// count.
+    pub fn for_routing(
+        anchors: MatrixView<'_, f32>,
+        inner_product: bool,
+        pool: &rayon::ThreadPool,
+    ) -> Self {
+        if inner_product {
+            let aug = augment_for_inner_product(anchors, &linalg::row_norms_sq(anchors));
+            TwoLevel::build(aug.view(), &NearestParams::default(), pool)
+        } else {
+            TwoLevel::build(anchors, &NearestParams::default(), pool)
+        }
+        .into_index()
+    }
+
+    /// The parts `coarse.m3` stores: coarse centres, each centroid's group, the probe.
+    pub fn into_parts(self) -> (Matrix<f32>, Vec<u32>, usize) {
+        let labels = labels_of(&self.ids, &self.start);
+        (self.coarse, labels, self.probe)
+    }
+
     pub fn groups(&self) -> usize {
         self.coarse.rows()
     }
@@ -134,6 +161,19 @@ impl GroupIndex {
     pub fn heap_bytes(&self) -> usize {
         self.coarse.as_slice().len() * 4 + self.ids.len() * 4 + self.start.len() * 8
     }
+}
+
+/// `[c, √(M² − |c|²)]` for every row `c` (`norms[i] = |c_i|²`, M² the largest), DESIGN §4.1:
+/// rows of equal norm M, on which the L2 order of a query `[q, 0]` is the order of `−q·c`.
+pub fn augment_for_inner_product(rows: MatrixView<'_, f32>, norms: &[f32]) -> Matrix<f32> {
+    let max = norms.iter().copied().fold(0.0f32, f32::max);
+    let dim = rows.dim() + 1;
+    let mut v = Vec::with_capacity(rows.rows() * dim);
+    for (c, &n) in rows.iter_rows().zip(norms) {
+        v.extend_from_slice(c);
+        v.push((max - n).max(0.0).sqrt());
+    }
+    Matrix::from_vec(v, dim).expect("dim ≥ 1")
 }
 
 fn labels_of(ids: &[u32], start: &[usize]) -> Vec<u32> {

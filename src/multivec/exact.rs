@@ -7,10 +7,10 @@
 
 use super::scale::{block_spreads, normalize_blocks, scale_blocks, scale_row};
 use super::{BlockError, BlockFiles, BlockQueries};
-use crate::build::Welford;
 use crate::data::Matrix;
 use crate::distance::Metric;
 use crate::exact::{ExactSearch, Neighbor};
+use crate::stats::Welford;
 
 /// Rows per streamed chunk of the statistics pass (the build's scan uses the same).
 const STATS_CHUNK_ROWS: usize = 1 << 14;

@@ -8,12 +8,10 @@
 //! - [`BlockQueries`]: query files for a subset of the blocks;
 //! - [`scale`]: spreads, block scales, query factors and the per-block transforms;
 //! - [`weighted_exact_knn`]: the weighted ground truth by brute force (`m3 gt --block`);
-//! - [`baseline`]: the comparison system, one single-vector index per block, merged.
 //!
 //! The index side lives in `build` (block-aligned PQ, stored scales), `format::blocks`
 //! (`blocks.m3`) and `search` (weighted routing, PQ scan of the present subspaces, rerank).
 
-pub mod baseline;
 mod error;
 mod exact;
 mod files;

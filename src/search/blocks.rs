@@ -122,7 +122,7 @@ impl IndexBlocks {
     }
 
     /// The weighting of a query with block `weights` (`None`: the build weights).
-    pub(super) fn weighting(&self, weights: Option<&[f32]>) -> Weighting {
+    pub(crate) fn weighting(&self, weights: Option<&[f32]>) -> Weighting {
         // Standardised: ω_b = w_b / W_b exactly (1 for the build weights, the plain path);
         // otherwise the general w_b / (σ_b² c_b²).
         let build = self.table.weights();

@@ -8,7 +8,7 @@ use super::SearchError;
 use super::blocks::IndexBlocks;
 use crate::data::Matrix;
 use crate::distance::Metric;
-use crate::format::verify::DATA_FILE;
+use crate::format::files::DATA_FILE;
 use crate::format::{
     ClusterEntry, CoarseLevel, FormatError, Hints, IndexMeta, IndexParts, ListedFile, PqFile,
     RecordCodec, RecordKeys, RecordLayout, Routing, SECTOR_BYTES, Stats,
@@ -252,6 +252,12 @@ impl Index {
         self.blocks.as_ref().map(|b| &b.table)
     }
 
+    /// The multi-vector side of the index as the query engine holds it: spreads, scales,
+    /// PQ subspaces per block (`None` for a single-vector index).
+    pub(crate) fn index_blocks(&self) -> Option<&IndexBlocks> {
+        self.blocks.as_ref()
+    }
+
     /// Block weights for [`super::SearchParams::block_weights`] from `(name, weight)` pairs
     /// and the blocks a query gives (`present[b]`): a named weight must belong to a present
     /// block; a present block without one gets its build weight; an absent block gets 0.
@@ -405,5 +411,42 @@ pub fn base_order(metric: Metric) -> AnchorOrder {
     match metric {
         Metric::L2 => AnchorOrder::L2Expanded,
         _ => AnchorOrder::InnerProduct,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::{Distribution, StandardNormal};
+
+    use super::*;
+    use crate::kmeans::GroupIndex;
+
+    /// The build stores the coarse level of `GroupIndex::for_routing` (`coarse.m3`); an index
+    /// without it gets `Router::new`'s at open. Both must be the same level, or an index would
+    /// route differently depending on whether it stored the level.
+    #[test]
+    fn stored_coarse_level_is_the_one_the_router_builds() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (rows, dim) = (300, 12);
+        let v: Vec<f32> = (0..rows * dim)
+            .map(|i| {
+                // Norms that vary by row, as inner-product anchors' do.
+                let x: f32 = StandardNormal.sample(&mut rng);
+                x * (0.5 + (i / dim % 5) as f32 * 0.3)
+            })
+            .collect();
+        let anchors = Matrix::from_vec(v, dim).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+            let router = Router::new_in(anchors.view(), base_order(metric), 2, &pool);
+            let stored =
+                GroupIndex::for_routing(anchors.view(), metric != Metric::L2, &pool).into_parts();
+            assert_eq!(router.coarse_level(), Some(stored), "{metric:?}");
+        }
     }
 }

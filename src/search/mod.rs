@@ -3,29 +3,25 @@
 
 mod batch;
 mod blocks;
-mod calibrate;
 mod candidates;
 mod check;
 mod error;
-mod evaluate;
 mod exact;
 mod hints;
 mod index;
 mod params;
 mod query;
 mod read;
+mod results;
 mod route;
 
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use blocks::{IndexBlocks, Weighting};
-pub use calibrate::{
-    Calibration, CalibrationBase, CalibrationParams, CalibrationPoint, calibrate, partner_hits,
-};
 pub use check::QueryScoring;
 pub use error::SearchError;
-pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
 pub use index::{Index, base_order};
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
+pub use results::results_table;
 pub use route::{AnchorOrder, AnchorScores, DEFAULT_ROUTE_MIN_K, Router};

@@ -21,10 +21,9 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod gemm;
+pub mod reference;
 
 use std::sync::OnceLock;
-
-use crate::distance::reference;
 
 /// A table of distance kernels for one instruction set.
 #[derive(Debug, Clone, Copy)]

@@ -6,8 +6,8 @@ use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::reference as r;
 use super::{Kernels, available_tables, select};
-use crate::distance::reference as r;
 
 /// Lengths around every vector step (8, 16, 32, 64) plus typical dimensions.
 const LENGTHS: &[usize] = &[

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use m3::data::{DType, Matrix};
+use m3::format::files::*;
 use m3::format::header::{COMMON_HEADER_BYTES, HEADER_CRC_OFFSET};
-use m3::format::verify::*;
 use m3::format::{
     ClusterTable, DataFileParams, DataFileWriter, IndexDirWriter, IndexMeta, Manifest, NO_ID,
     PqFile, Routing, Stats,

@@ -10,18 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use m3::build::{BlockInput, BuildParams, Silent, build_index};
-use m3::data::synth::multiblock::{MultiblockModel, MultiblockParams};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
 use m3::data::{DType, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::exact::Neighbor;
 use m3::format::Manifest;
 use m3::format::SECTOR_BYTES;
+use m3::format::files::*;
 use m3::format::header::HEADER_CRC_OFFSET;
-use m3::format::verify::*;
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::{ExactSearcher, Index, SearchError, SearchParams, Searcher};
+use m3::synth::multiblock::{MultiblockModel, MultiblockParams};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{SplitSizes, WriteSpec, write_dataset};
 
 pub const K: usize = 10;
 

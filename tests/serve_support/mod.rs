@@ -12,13 +12,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use m3::build::{BuildParams, Silent, build_index};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{SplitSizes, WriteSpec, write_dataset};
 use m3::data::{DType, Matrix, VectorFile};
 use m3::distance::Metric;
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::{BatchOptions, Index, RerankDistance, SearchParams, search_batch};
 use m3::serve::{ErrorBody, Knobs, SearchRequest, SearchResponse, ServeConfig, ServerHandle};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{SplitSizes, WriteSpec, write_dataset};
 
 pub const K: usize = 10;
 pub const QUERIES: u64 = 200;

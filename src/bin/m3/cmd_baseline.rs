@@ -1,14 +1,13 @@
 //! `m3 baseline`: the per-block comparison system for multi-vector queries
-//! ([`m3::multivec::baseline`]): one single-vector index per block, top k′ = c·k from each,
+//! ([`m3::eval::Baseline`]): one single-vector index per block, top k′ = c·k from each,
 //! union, exact weighted rerank from the block vectors in RAM.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use m3::exact::recall_at_k;
+use m3::eval::{Baseline, BaselineKnobs, BlockVectors};
 use m3::io::ReaderOptions;
-use m3::multivec::baseline::{Baseline, BlockVectors};
 use m3::multivec::{BlockFiles, BlockQueries, base_spreads};
 use m3::search::{BatchOptions, Index, SearchParams};
 
@@ -56,21 +55,6 @@ pub struct BaselineArgs {
     json: bool,
 }
 
-#[derive(serde::Serialize)]
-struct Point {
-    system: &'static str,
-    factor: usize,
-    k_prime: usize,
-    recall_at_k: f64,
-    qps: f64,
-    threads: usize,
-    mean_ios: f64,
-    mean_read_bytes: f64,
-    mean_candidates: f64,
-    mean_dist_comps: f64,
-    queries: usize,
-}
-
 pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
     let pool = thread_pool(args.threads)?;
     let base = BlockFiles::open(&parse_block_files("--block", &args.block)?)?;
@@ -101,13 +85,6 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
         indexes[b] = Some(index);
     }
     let refs: Vec<Option<&Index>> = indexes.iter().map(Option::as_ref).collect();
-    let system = Baseline {
-        indexes: &refs,
-        vectors: &vectors,
-        weights: &weights,
-        spreads: &spreads,
-        metric: args.metric,
-    };
     let options = BatchOptions {
         inflight_per_thread: args.inflight.max(1),
     };
@@ -117,49 +94,27 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
             "c", "k'", "recall", "QPS", "reads", "KiB", "cands", "dists"
         );
     }
+    let baseline = Baseline {
+        indexes: &refs,
+        vectors: &vectors,
+        queries: &queries,
+        weights: &weights,
+        spreads: &spreads,
+        metric: args.metric,
+    };
+    let knobs = BaselineKnobs {
+        nprobe: args.nprobe,
+        rerank: args.rerank,
+    };
     for &c in &args.factors {
-        let kp = (c * args.k).max(1);
-        let mut p = SearchParams::new(kp);
-        p.nprobe = args.nprobe;
-        p.qprobe = 0;
-        if let Some(r) = args.rerank {
-            p.rerank = r.max(kp);
-        }
-        let run = system.run(&queries, &p, args.k, &pool, &options)?;
-        let mut sp = SearchParams::new(args.k);
-        sp.distance = m3::search::RerankDistance::Native;
-        let table = m3::search::results_table(&run.results, &sp, args.metric)?;
-        let recall = recall_at_k(
-            table.ids.view(),
-            table.dists.as_ref().map(|d| d.view()),
-            &gt,
-            args.k,
-            m3::multivec::internal_metric(args.metric),
-        )?;
-        let nq = run.results.len() as f64;
-        let mean = |f: &dyn Fn(&m3::search::QueryStats) -> u64| {
-            run.stats.iter().map(f).sum::<u64>() as f64 / nq
-        };
-        let point = Point {
-            system: "per-block-baseline",
-            factor: c,
-            k_prime: kp,
-            recall_at_k: recall.mean,
-            qps: nq / run.seconds,
-            threads: pool.current_num_threads(),
-            mean_ios: mean(&|s| s.reads),
-            mean_read_bytes: mean(&|s| s.bytes),
-            mean_candidates: run.mean_candidates,
-            mean_dist_comps: mean(&|s| s.dist_comps) + run.mean_candidates,
-            queries: run.results.len(),
-        };
+        let point = baseline.measure(c, knobs, args.k, &gt, &pool, &options)?;
         if args.json {
             println!("{}", serde_json::to_string(&point)?);
         } else {
             println!(
                 "{:>6} {:>6} | {:>8.4} {:>8.0} {:>7.1} {:>8.1} {:>7.1} {:>7.0}",
                 c,
-                kp,
+                point.k_prime,
                 point.recall_at_k,
                 point.qps,
                 point.mean_ios,

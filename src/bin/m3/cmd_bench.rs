@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
-use m3::search::{BenchPoint, SearchParams, evaluate};
+use m3::eval::{BenchPoint, Sweep, SweepError, evaluate};
+use m3::search::SearchParams;
 
 use crate::common::thread_pool;
 use crate::knobs::{IndexArgs, KnobArgs, open_index, read_gt, read_queries};
@@ -35,27 +35,17 @@ pub struct BenchArgs {
     pub knobs: KnobArgs,
 }
 
-/// Parses `name=v1,v2` sweeps into the list of parameter points.
-pub fn sweep_points(base: &SearchParams, sweeps: &[String]) -> anyhow::Result<Vec<SearchParams>> {
+/// Parses the `--sweep`s and expands them into the list of parameter points
+/// ([`m3::eval::Sweep`]), one sweep at a time.
+fn sweep_points(base: &SearchParams, sweeps: &[String]) -> anyhow::Result<Vec<SearchParams>> {
     let mut points = vec![base.clone()];
     for s in sweeps {
-        let (name, values) = s
-            .split_once('=')
-            .with_context(|| format!("--sweep '{s}': expected knob=v1,v2,…"))?;
-        let values: Vec<usize> = values
-            .split(',')
-            .map(|v| v.trim().parse::<usize>())
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("--sweep '{s}': values must be integers"))?;
-        let mut next = Vec::with_capacity(points.len() * values.len());
-        for p in &points {
-            for &v in &values {
-                let mut q = p.clone();
-                q.set(name.trim(), v)?;
-                next.push(q);
-            }
-        }
-        points = next;
+        let sweep: Sweep = s.parse().map_err(|e| match e {
+            SweepError::Syntax => anyhow::anyhow!("--sweep '{s}': expected knob=v1,v2,…"),
+            SweepError::Values(source) => anyhow::Error::new(source)
+                .context(format!("--sweep '{s}': values must be integers")),
+        })?;
+        points = sweep.expand(&points)?;
     }
     Ok(points)
 }

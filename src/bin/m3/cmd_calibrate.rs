@@ -5,12 +5,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use m3::data::{GroundTruth, Matrix, VectorFile};
+use m3::data::{Matrix, VectorFile};
+use m3::eval::{Calibration, CalibrationBase, CalibrationParams, calibrate, read_partners};
 use m3::io::{IoBackend, ReaderOptions};
 use m3::multivec::BlockFiles;
-use m3::search::{
-    Calibration, CalibrationBase, CalibrationParams, Index, RerankDistance, calibrate,
-};
+use m3::search::{Index, RerankDistance};
 
 use crate::common::thread_pool;
 
@@ -96,23 +95,7 @@ pub fn calibrate_index(
         .with_context(|| format!("opening index {}", dir.display()))?;
     let qfile = VectorFile::open(qpath)?;
     let queries = qfile.read_all_f32()?;
-    let partners: Vec<u32> = if partners == "identity" {
-        (0..queries.rows() as u32).collect()
-    } else {
-        let gt = GroundTruth::read(Path::new(partners))?;
-        anyhow::ensure!(
-            gt.queries() >= queries.rows(),
-            "{partners}: {} partner rows for {} calibration queries",
-            gt.queries(),
-            queries.rows()
-        );
-        gt.ids
-            .view()
-            .iter_rows()
-            .take(queries.rows())
-            .map(|r| r[0])
-            .collect()
-    };
+    let partners = read_partners(partners, queries.rows())?;
     let queries = Matrix::from_vec(queries.as_slice().to_vec(), queries.dim())?;
     let params = CalibrationParams {
         pool: args.calib_pool,
@@ -135,19 +118,10 @@ pub fn calibrate_index(
     print_calibration(&cal);
     drop(index);
     if !dry_run {
-        let json = serde_json::to_vec_pretty(&cal)?;
-        let choice = cal.choice;
-        m3::format::update_published(
-            dir,
-            &[(m3::format::index_dir::CALIBRATION_FILE, &json)],
-            |meta| match choice {
-                RerankDistance::LcCmd { alpha, beta } => meta.set_lccmd_distance(alpha, beta),
-                RerankDistance::Native => meta.set_native_distance(),
-            },
-        )?;
+        cal.store(dir)?;
         eprintln!(
             "m3 calibrate: stored {} in {}",
-            describe(choice),
+            describe(cal.choice),
             dir.display()
         );
     }

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use m3::data::DType;
-use m3::data::synth::gauss::{GaussModel, GaussParams};
-use m3::data::synth::multiblock::{MultiblockModel, MultiblockParams};
-use m3::data::synth::xmodal::{XmodalModel, XmodalParams};
-use m3::data::synth::{SplitSizes, SynthModel, WriteSpec, write_dataset};
+use m3::synth::gauss::{GaussModel, GaussParams};
+use m3::synth::multiblock::{MultiblockModel, MultiblockParams};
+use m3::synth::xmodal::{XmodalModel, XmodalParams};
+use m3::synth::{SplitSizes, SynthModel, WriteSpec, write_dataset};
 
 use crate::common::thread_pool;
 

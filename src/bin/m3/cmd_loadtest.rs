@@ -20,8 +20,8 @@ use clap::Args;
 use m3::data::{GroundTruth, Matrix};
 use m3::distance::Metric;
 use m3::exact::recall_at_k;
-use m3::search::percentile;
 use m3::serve::{SearchRequest, SearchResponse};
+use m3::stats::percentile;
 
 use crate::knobs::{KnobArgs, read_gt};
 
@@ -119,7 +119,7 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
         "--concurrency levels must be in 1..=1024"
     );
     let key = args.api_key_file.as_deref().map(read_key).transpose()?;
-    let queries = crate::knobs::read_queries_file(&args.queries, args.max_queries)?;
+    let queries = m3::eval::read_query_rows(&args.queries, args.max_queries)?;
     let nq = queries.rows();
     anyhow::ensure!(nq > 0, "no queries in {}", args.queries.display());
     let metric = server_metric(&base, key.as_deref())?;

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use m3::data::{GroundTruth, Matrix, VectorFile};
+use m3::data::{GroundTruth, Matrix};
+use m3::eval::{QuerySet, QuerySource};
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::{BatchOptions, Index, RerankDistance, SearchParams};
 
@@ -176,62 +177,26 @@ pub fn open_index(cmd: &str, args: &IndexArgs) -> anyhow::Result<Index> {
     Ok(index)
 }
 
-/// Query rows and, for a multi-vector index, the block weights to search them with.
-pub struct QuerySet {
-    pub rows: Matrix<f32>,
-    pub block_weights: Option<Vec<f32>>,
-}
-
-impl QuerySet {
-    pub fn view(&self) -> m3::data::MatrixView<'_, f32> {
-        self.rows.view()
-    }
-    pub fn rows(&self) -> usize {
-        self.rows.rows()
-    }
-}
-
+/// The queries of `--queries` or `--query-block`, with the `--weight`s resolved against the
+/// index ([`m3::eval::QuerySet::read`]).
 pub fn read_queries(args: &IndexArgs, index: &Index) -> anyhow::Result<QuerySet> {
     let weights = crate::common::parse_block_weights("--weight", &args.weight)?;
-    let Some(path) = &args.queries else {
-        let table = index.blocks().with_context(|| {
-            format!(
+    let source = match &args.queries {
+        Some(path) => QuerySource::File(path.clone()),
+        None => {
+            // Said in the flags' words, before the block files are parsed.
+            anyhow::ensure!(
+                index.blocks().is_some(),
                 "--query-block needs a multi-vector index; {} was built from a single --base",
                 args.index.display()
-            )
-        })?;
-        let files = crate::common::parse_block_files("--query-block", &args.query_block)?;
-        let q = m3::multivec::BlockQueries::read(
-            &table.layout(),
-            &files,
-            args.max_queries.map(|m| m as u64),
-        )?;
-        let w = index.block_weights(&weights, &q.present)?;
-        return Ok(QuerySet {
-            rows: q.rows,
-            block_weights: Some(w),
-        });
+            );
+            QuerySource::Blocks(crate::common::parse_block_files(
+                "--query-block",
+                &args.query_block,
+            )?)
+        }
     };
-    let rows = read_queries_file(path, args.max_queries)?;
-    let block_weights = if weights.is_empty() {
-        None
-    } else {
-        let blocks = index.blocks().map_or(0, |t| t.blocks.len());
-        Some(index.block_weights(&weights, &vec![true; blocks])?)
-    };
-    Ok(QuerySet {
-        rows,
-        block_weights,
-    })
-}
-
-/// The first `max_queries` (default: all) rows of a vector file, as f32.
-pub fn read_queries_file(path: &Path, max_queries: Option<usize>) -> anyhow::Result<Matrix<f32>> {
-    let file = VectorFile::open(path)?;
-    let n = max_queries.map_or(file.rows(), |m| (m as u64).min(file.rows()));
-    let mut v = Vec::new();
-    file.read_rows_f32(0, n as usize, &mut v)?;
-    Ok(Matrix::from_vec(v, file.dim())?)
+    Ok(QuerySet::read(index, &source, &weights, args.max_queries)?)
 }
 
 /// Reads ground truth and keeps its first `queries` rows. It must have at least that many
@@ -271,4 +236,4 @@ pub fn read_gt(
     })
 }
 
-pub use m3::search::percentile;
+pub use m3::stats::percentile;

@@ -5,16 +5,21 @@
 //!
 //! The final distances are computed from the raw block vectors held in RAM
 //! ([`BlockVectors`]), which spares the baseline the I/O of fetching its candidates' vectors:
-//! a favourable assumption for it.
+//! a favourable assumption for it. [`Baseline::measure`] runs it at one candidate factor
+//! `c` (k′ = c·k) and measures recall against the weighted ground truth (`m3 baseline`).
 
 use std::collections::HashSet;
 use std::time::Instant;
 
-use super::{BlockError, BlockFiles, BlockQueries};
-use crate::data::Matrix;
+use crate::data::{GroundTruth, Matrix};
 use crate::distance::{self, Metric};
-use crate::exact::{Neighbor, TopK};
-use crate::search::{BatchOptions, Index, QueryStats, SearchError, SearchParams, search_batch};
+use crate::exact::recall_at_k;
+use crate::multivec::{BlockError, BlockFiles, BlockQueries, internal_metric};
+use crate::neighbor::{Neighbor, TopK};
+use crate::search::{
+    BatchOptions, Index, QueryStats, RerankDistance, SearchError, SearchParams, results_table,
+    search_batch,
+};
 
 /// Every block of a base in RAM, raw (normalised per block under cosine).
 #[derive(Debug)]
@@ -55,76 +60,133 @@ pub struct BaselineRun {
     pub mean_candidates: f64,
 }
 
-/// The comparison system: `indexes[b]` is block b's single-vector index (`None`: block b has
-/// no index, which is only allowed when its weight is 0); `vectors` the raw blocks the merge
-/// ranks candidates with; `weights` the query weight and `spreads` the spread σ_b of each
-/// block (the distance is `Σ_b w_b / σ_b² · D_b`); `metric` the blocks' metric.
+/// One point of `m3 baseline`: serialises to the JSON of `m3 baseline --json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BaselinePoint {
+    pub system: &'static str,
+    /// Candidates per block as a multiple of k.
+    pub factor: usize,
+    /// Candidates per block, k′ = factor · k.
+    pub k_prime: usize,
+    pub recall_at_k: f64,
+    pub qps: f64,
+    pub threads: usize,
+    pub mean_ios: f64,
+    pub mean_read_bytes: f64,
+    /// Union of the per-block candidates, per query.
+    pub mean_candidates: f64,
+    /// The per-block searches' distance computations plus one exact weighted distance per
+    /// candidate.
+    pub mean_dist_comps: f64,
+    pub queries: usize,
+}
+
+/// The knobs of each per-block search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaselineKnobs {
+    /// Clusters probed per block search.
+    pub nprobe: usize,
+    /// Records reranked per block search (`None`: the search default for k′, 4·max(k′, 10));
+    /// never below k′.
+    pub rerank: Option<usize>,
+}
+
+/// The baseline over one multi-vector query set: `indexes[b]` is block b's single-vector
+/// index (`None`: block b has no index, which is only allowed when its weight is 0),
+/// `weights[b]` and `spreads[b]` block b's query weight and spread ([`crate::multivec::scale`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Baseline<'a> {
     pub indexes: &'a [Option<&'a Index>],
     pub vectors: &'a BlockVectors,
+    pub queries: &'a BlockQueries,
     pub weights: &'a [f32],
     pub spreads: &'a [f32],
     pub metric: Metric,
 }
 
-/// Each present block's answers: the block and its top `k′` per query.
-type BlockAnswers = Vec<(usize, Vec<Vec<Neighbor>>)>;
-
 impl Baseline<'_> {
-    /// Runs the baseline on `queries`: `params` are the knobs of each per-block search with
+    /// Runs the baseline at candidate factor `factor` (k′ = factor · k per block) and measures
+    /// the answers' recall@k against `gt` (the weighted ground truth).
+    pub fn measure(
+        &self,
+        factor: usize,
+        knobs: BaselineKnobs,
+        k: usize,
+        gt: &GroundTruth,
+        pool: &rayon::ThreadPool,
+        options: &BatchOptions,
+    ) -> Result<BaselinePoint, SearchError> {
+        let kp = (factor * k).max(1);
+        let mut p = SearchParams::new(kp);
+        p.nprobe = knobs.nprobe;
+        p.qprobe = 0;
+        if let Some(r) = knobs.rerank {
+            p.rerank = r.max(kp);
+        }
+        let run = self.run(&p, k, pool, options)?;
+        let mut sp = SearchParams::new(k);
+        sp.distance = RerankDistance::Native;
+        let table = results_table(&run.results, &sp, self.metric)?;
+        let recall = recall_at_k(
+            table.ids.view(),
+            table.dists.as_ref().map(|d| d.view()),
+            gt,
+            k,
+            internal_metric(self.metric),
+        )?;
+        let nq = run.results.len() as f64;
+        let mean =
+            |f: &dyn Fn(&QueryStats) -> u64| run.stats.iter().map(f).sum::<u64>() as f64 / nq;
+        Ok(BaselinePoint {
+            system: "per-block-baseline",
+            factor,
+            k_prime: kp,
+            recall_at_k: recall.mean,
+            qps: nq / run.seconds,
+            threads: pool.current_num_threads(),
+            mean_ios: mean(&|s| s.reads),
+            mean_read_bytes: mean(&|s| s.bytes),
+            mean_candidates: run.mean_candidates,
+            mean_dist_comps: mean(&|s| s.dist_comps) + run.mean_candidates,
+            queries: run.results.len(),
+        })
+    }
+
+    /// Runs the baseline: `params` are the knobs of each per-block search with
     /// `params.k = k′`, `k` the answer size.
     pub fn run(
         &self,
-        queries: &BlockQueries,
         params: &SearchParams,
         k: usize,
         pool: &rayon::ThreadPool,
         options: &BatchOptions,
     ) -> Result<BaselineRun, SearchError> {
+        let Self {
+            indexes,
+            vectors,
+            queries,
+            weights,
+            spreads,
+            metric,
+        } = *self;
+        let nb = vectors.blocks.len();
         let nq = queries.rows.rows();
-        let present: Vec<usize> = (0..self.vectors.blocks.len())
-            .filter(|&b| queries.present[b] && self.weights[b] > 0.0)
+        let dim_total = queries.rows.dim();
+        let present: Vec<usize> = (0..nb)
+            .filter(|&b| queries.present[b] && weights[b] > 0.0)
             .collect();
         if present.is_empty() {
             return Err(BlockError::NoBlocks("no block with a query and a positive weight").into());
         }
-        let start = Instant::now();
-        let (per_block, stats) = self.search_blocks(queries, &present, params, pool, options)?;
-        let (results, candidates) = self.merge(queries, &present, &per_block, k);
-        Ok(BaselineRun {
-            results,
-            seconds: start.elapsed().as_secs_f64(),
-            stats,
-            mean_candidates: candidates as f64 / nq.max(1) as f64,
-        })
-    }
-
-    /// First dimension of every block in a full row, and the total at the end.
-    fn offsets(&self) -> Vec<usize> {
         let mut offsets = vec![0usize];
-        for m in &self.vectors.blocks {
+        for m in &vectors.blocks {
             offsets.push(offsets.last().expect("non-empty") + m.dim());
         }
-        offsets
-    }
-
-    /// Each present block's index searched with that block's part of the queries, and the
-    /// cost per query summed over the blocks.
-    fn search_blocks(
-        &self,
-        queries: &BlockQueries,
-        present: &[usize],
-        params: &SearchParams,
-        pool: &rayon::ThreadPool,
-        options: &BatchOptions,
-    ) -> Result<(BlockAnswers, Vec<QueryStats>), SearchError> {
-        let nq = queries.rows.rows();
-        let offsets = self.offsets();
-        let mut per_block: BlockAnswers = Vec::new();
+        let start = Instant::now();
+        let mut per_block: Vec<(usize, Vec<Vec<Neighbor>>)> = Vec::new();
         let mut stats = vec![QueryStats::default(); nq];
-        for &b in present {
-            let index = self.indexes[b].ok_or_else(|| SearchError::Param {
+        for &b in &present {
+            let index = indexes[b].ok_or_else(|| SearchError::Param {
                 name: "indexes",
                 what: format!("block {b} has a query but no index"),
             })?;
@@ -140,22 +202,8 @@ impl Baseline<'_> {
             }
             per_block.push((b, res.results));
         }
-        Ok((per_block, stats))
-    }
-
-    /// The best `k` of each query's candidates (the union over the blocks) by the exact
-    /// weighted distance, computed from RAM; and the number of candidates.
-    fn merge(
-        &self,
-        queries: &BlockQueries,
-        present: &[usize],
-        per_block: &BlockAnswers,
-        k: usize,
-    ) -> (Vec<Vec<Neighbor>>, usize) {
-        let (metric, weights, spreads) = (self.metric, self.weights, self.spreads);
-        let nq = queries.rows.rows();
-        let offsets = self.offsets();
-        let factors: Vec<f32> = (0..self.vectors.blocks.len())
+        // Merge: exact weighted distance of every candidate, from RAM.
+        let factors: Vec<f32> = (0..nb)
             .map(|b| {
                 if present.contains(&b) {
                     weights[b] / (spreads[b] * spreads[b])
@@ -166,12 +214,12 @@ impl Baseline<'_> {
             .collect();
         let mut results = Vec::with_capacity(nq);
         let mut candidates = 0usize;
-        let mut qbuf = vec![0f32; queries.rows.dim()];
+        let mut qbuf = vec![0f32; dim_total];
         let mut seen: HashSet<u32> = HashSet::new();
         for qi in 0..nq {
             qbuf.copy_from_slice(queries.rows.row(qi));
             if metric == Metric::Cosine {
-                for &b in present {
+                for &b in &present {
                     let part = &mut qbuf[offsets[b]..offsets[b + 1]];
                     let n = distance::dot(part, part).sqrt();
                     if n > 0.0 {
@@ -181,15 +229,15 @@ impl Baseline<'_> {
             }
             seen.clear();
             let mut top = TopK::new(k);
-            for (_, res) in per_block {
+            for (_, res) in &per_block {
                 for n in &res[qi] {
                     if !seen.insert(n.id) {
                         continue;
                     }
                     let mut d = 0.0f32;
-                    for &b in present {
+                    for &b in &present {
                         let q = &qbuf[offsets[b]..offsets[b + 1]];
-                        let x = self.vectors.blocks[b].row(n.id as usize);
+                        let x = vectors.blocks[b].row(n.id as usize);
                         d += factors[b]
                             * match metric {
                                 Metric::L2 => distance::l2_sq(q, x),
@@ -202,6 +250,11 @@ impl Baseline<'_> {
             candidates += seen.len();
             results.push(top.into_sorted());
         }
-        (results, candidates)
+        Ok(BaselineRun {
+            results,
+            seconds: start.elapsed().as_secs_f64(),
+            stats,
+            mean_candidates: candidates as f64 / nq.max(1) as f64,
+        })
     }
 }

@@ -32,7 +32,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{DType, DataError, GroundTruth, Matrix, MatrixView, VectorWriter};
+use crate::data::{DType, DataError, GroundTruth, Matrix, MatrixView, VectorWriter};
 
 /// Rows per chunk: the unit of parallel generation and of writing.
 pub const CHUNK_ROWS: usize = 4096;

@@ -1,4 +1,5 @@
-//! Bounded best-k selection with a deterministic total order.
+//! The result type of every search, exact or approximate: a [`Neighbor`] (id and internal
+//! distance), and [`TopK`], bounded best-k selection with a deterministic total order.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

@@ -15,14 +15,15 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
-use super::SearchError;
-use super::exact::ExactSearcher;
-use super::index::Index;
-use super::params::{RerankDistance, lccmd_weights};
-use crate::data::{MatrixView, VectorFile};
+use std::path::Path;
+
+use super::EvalError;
+use crate::data::{GroundTruth, MatrixView, VectorFile};
 use crate::distance::{self, Metric};
 use crate::exact::Neighbor;
+use crate::format::files::CALIBRATION_FILE;
 use crate::multivec::BlockFiles;
+use crate::search::{ExactSearcher, Index, RerankDistance, SearchError, lccmd_weights};
 
 /// Where calibration reads the candidates' full vectors: the base file a single-vector index
 /// was built from, or the block files of a multi-vector index (DESIGN §4.6; its calibration
@@ -116,10 +117,10 @@ impl CalibrationBase<'_> {
 /// A full row (base or query) in the coordinates where the index's native distance is the
 /// plain metric: normalised under cosine (each block for a multi-vector index); for blocks,
 /// block b multiplied by `c_b √ω_b` with the build weights' factors ω_b (module
-/// [`super::blocks`]), so `Σ_b ω_b D_b(c_b q_b, c_b x_b)` is a plain distance and LC-CMD's
+/// [`crate::search::IndexBlocks`]), so `Σ_b ω_b D_b(c_b q_b, c_b x_b)` is a plain distance and LC-CMD's
 /// per-dimension weights act as in the rerank, `Σ_b ω_b Σ_k u_k (c_b q_k − c_b x_k)²`.
 fn to_stored(index: &Index, row: &mut [f32]) {
-    match &index.blocks {
+    match index.index_blocks() {
         Some(b) => {
             if index.metric() == Metric::Cosine {
                 for blk in b.layout.blocks() {
@@ -138,6 +139,30 @@ fn to_stored(index: &Index, row: &mut [f32]) {
         None if index.metric() == Metric::Cosine => normalize(row),
         None => {}
     }
+}
+
+/// The partner (base row) of each of `queries` calibration queries: `identity` (query i's
+/// partner is base row i), or an id file (.ibin/.ivecs) whose first column gives each
+/// query's partner and which has at least `queries` rows.
+pub fn read_partners(spec: &str, queries: usize) -> Result<Vec<u32>, EvalError> {
+    if spec == "identity" {
+        return Ok((0..queries as u32).collect());
+    }
+    let gt = GroundTruth::read(Path::new(spec))?;
+    if gt.queries() < queries {
+        return Err(EvalError::PartnerRows {
+            path: spec.into(),
+            found: gt.queries(),
+            queries,
+        });
+    }
+    Ok(gt
+        .ids
+        .view()
+        .iter_rows()
+        .take(queries)
+        .map(|r| r[0])
+        .collect())
 }
 
 /// How calibration runs.
@@ -193,6 +218,21 @@ pub struct Calibration {
 }
 
 impl Calibration {
+    /// Stores the choice in the index at `dir`: the manifest's rerank distance (read by
+    /// `--distance auto`, [`Index::calibrated_distance`]) and this report as
+    /// `calibration.json` (informational), by one crash-safe manifest update
+    /// ([`crate::format::update_published`]). The index must not be open for writing
+    /// elsewhere; an [`Index`] opened before keeps the distance it read.
+    pub fn store(&self, dir: &Path) -> Result<(), EvalError> {
+        let json = serde_json::to_vec_pretty(self)?;
+        let choice = self.choice;
+        crate::format::update_published(dir, &[(CALIBRATION_FILE, &json)], |meta| match choice {
+            RerankDistance::LcCmd { alpha, beta } => meta.set_lccmd_distance(alpha, beta),
+            RerankDistance::Native => meta.set_native_distance(),
+        })?;
+        Ok(())
+    }
+
     /// The grid point of the chosen distance.
     pub fn chosen(&self) -> &CalibrationPoint {
         self.grid

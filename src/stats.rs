@@ -1,5 +1,7 @@
-//! Per-modality statistics: streaming per-dimension mean and variance (Welford), and the
-//! largest norm (for the inner-product-to-L2 augmentation of DESIGN §4.1).
+//! How are numbers spread? Streaming per-dimension mean and variance of vectors ([`Welford`]),
+//! and their largest norm (for the inner-product-to-L2 augmentation of DESIGN §4.1): what the
+//! build stores per modality (`stats.m3`) and what multi-vector block spreads are made of;
+//! and percentiles of measurements ([`percentile`]: latencies).
 
 use crate::data::MatrixView;
 
@@ -79,6 +81,17 @@ impl Welford {
     }
 }
 
+/// Percentile (0..=100) by nearest rank of unsorted values.
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +118,18 @@ mod tests {
             .map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt())
             .fold(0.0f32, f32::max);
         assert!((w.max_norm() - max).abs() < 1e-3);
+    }
+
+    #[test]
+    fn percentile_by_nearest_rank() {
+        assert_eq!(percentile(&[], 50.0), 0.0);
+        assert_eq!(percentile(&[7.0], 99.0), 7.0);
+        let v: Vec<f64> = (1..=101).rev().map(f64::from).collect(); // unsorted
+        assert_eq!(percentile(&v, 0.0), 1.0);
+        assert_eq!(percentile(&v, 50.0), 51.0);
+        assert_eq!(percentile(&v, 99.0), 100.0);
+        assert_eq!(percentile(&v, 100.0), 101.0);
+        // Out-of-range p is clamped to the largest value, not a panic.
+        assert_eq!(percentile(&v, 150.0), 101.0);
     }
 }

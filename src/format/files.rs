@@ -1,0 +1,71 @@
+//! The names of the files in an index directory, and which of them an index must, may or
+//! may only transiently hold (`docs/FORMAT.md`, "Files" and "Publishing").
+
+/// The manifest: index metadata and one entry (length, CRC32C) per other file.
+pub const MANIFEST_FILE: &str = "manifest.m3";
+/// Centroids, cluster entries and the anchor graph.
+pub const CLUSTERS_FILE: &str = "clusters.m3";
+/// Query anchors and their cross-modal edges.
+pub const ROUTING_FILE: &str = "routing.m3";
+/// Per-modality mean and variance, LID statistics.
+pub const STATS_FILE: &str = "stats.m3";
+/// PQ codebooks, codes, per-record correction and error.
+pub const PQ_FILE: &str = "pq.m3";
+/// The records (vector, id, neighbour list), cluster by cluster, in 4 KiB sectors.
+pub const DATA_FILE: &str = "data.m3";
+/// CRC32C of each data sector.
+pub const SECTORS_FILE: &str = "sectors.m3";
+/// Every record's key (distance to its centroid), for exact and range search. Optional: added
+/// in format 1.1.
+pub const KEYS_FILE: &str = "keys.m3";
+/// The coarse level of two-level routing over the base anchors. Optional (an additive entry,
+/// like `keys.m3`): written when K reaches the build's two-level threshold.
+pub const COARSE_FILE: &str = "coarse.m3";
+/// Training queries and the records of their exact answers (record-level routing). Optional
+/// (an additive entry): written when the build is given training queries.
+pub const HINTS_FILE: &str = "hints.m3";
+/// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
+pub const BLOCKS_FILE: &str = "blocks.m3";
+/// The JSON build report: informational, listed in the manifest, not needed to open the index.
+pub const REPORT_FILE: &str = "build_report.json";
+/// The JSON report of `m3 calibrate` (its choice is in the manifest): informational, written
+/// by [`super::update_published`].
+pub const CALIBRATION_FILE: &str = "calibration.json";
+/// The manifest being replaced by [`super::update_published`] (renamed over `manifest.m3`).
+pub const MANIFEST_UPDATE_FILE: &str = "manifest.m3.new";
+/// The build's scratch file of record ids, in the temporary directory only.
+pub const RECORD_IDS_SCRATCH: &str = "record_ids.scratch";
+
+/// Files listed in the manifest for people, not for queries: a missing or damaged one never
+/// keeps an index from opening ([`super::verify()`] reports it in
+/// [`super::VerifyReport::informational`]).
+pub const INFORMATIONAL_FILES: [&str; 2] = [REPORT_FILE, CALIBRATION_FILE];
+
+/// The files every index lists in its manifest (besides the manifest itself).
+pub const REQUIRED_FILES: [&str; 6] = [
+    CLUSTERS_FILE,
+    ROUTING_FILE,
+    STATS_FILE,
+    PQ_FILE,
+    DATA_FILE,
+    SECTORS_FILE,
+];
+
+/// Every file name an index directory (published or being built) may hold.
+pub const INDEX_DIR_FILES: [&str; 15] = [
+    MANIFEST_FILE,
+    CLUSTERS_FILE,
+    ROUTING_FILE,
+    STATS_FILE,
+    PQ_FILE,
+    DATA_FILE,
+    SECTORS_FILE,
+    KEYS_FILE,
+    COARSE_FILE,
+    HINTS_FILE,
+    BLOCKS_FILE,
+    REPORT_FILE,
+    CALIBRATION_FILE,
+    MANIFEST_UPDATE_FILE,
+    RECORD_IDS_SCRATCH,
+];
