@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<()> {
             ..StatsParams::new(k)
         };
         let t = std::time::Instant::now();
-        let s = CrossModalStats::measure(base.view(), q.view(), None, &&stats_params, &pool)?;
+        let s = CrossModalStats::measure(base.view(), q.view(), None, &stats_params, &pool)?;
         eprintln!("{name}: measured in {:.1} s", t.elapsed().as_secs_f64());
         columns.push((name, s));
         Ok(())
