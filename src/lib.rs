@@ -29,6 +29,7 @@ pub mod linalg;
 pub mod multivec;
 pub mod pq;
 pub mod search;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod simd;
 pub mod testing;
