@@ -10,9 +10,9 @@ mod matrix;
 
 pub mod format;
 pub mod groundtruth;
-pub mod range_results;
+mod range_results;
 pub mod synth;
-pub mod validate;
+pub(crate) mod validate;
 
 pub use element::{DType, Element};
 pub use error::DataError;

@@ -42,7 +42,7 @@ impl ExactParams {
     }
 }
 
-/// Running state of an exact search: prepared queries and one [`TopK`] per query. Feed it base
+/// Running state of an exact search: prepared queries and one top-k heap per query. Feed it base
 /// chunks in any order with [`ExactSearch::add_chunk`]; results do not depend on the order or
 /// the thread count (ties resolve by id).
 #[derive(Debug)]

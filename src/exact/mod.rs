@@ -7,6 +7,8 @@ mod brute;
 mod recall;
 mod topk;
 
-pub use brute::{ExactParams, ExactSearch, check_k, exact_knn, exact_knn_file, to_ground_truth};
+pub(crate) use brute::check_k;
+pub use brute::{ExactParams, ExactSearch, exact_knn, exact_knn_file, to_ground_truth};
 pub use recall::{Recall, TIE_REL_TOL, recall_at_k};
-pub use topk::{Neighbor, TopK};
+pub use topk::Neighbor;
+pub(crate) use topk::TopK;

@@ -67,10 +67,6 @@ impl TopK {
         self.heap.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Distance a new candidate must beat (or tie with a smaller id) to enter; `+∞` while
     /// fewer than `k` are kept.
     #[inline]

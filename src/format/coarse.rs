@@ -1,5 +1,5 @@
 //! `coarse.m3`: the coarse level of two-level routing over the base anchors (DESIGN §3 step 2,
-//! [`crate::search::Router`]): G coarse centres and the group of every anchor. Written by the
+//! `search::Router`): G coarse centres and the group of every anchor. Written by the
 //! build when K is at least its two-level threshold, so opening an index does not rerun the
 //! coarse k-means (seconds at K = 39,000, minutes at the K of a billion vectors). Optional,
 //! an additive manifest entry like `keys.m3`: an index without it builds the level at open.

@@ -15,7 +15,6 @@ mod read;
 mod route;
 
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
-pub use blocks::{IndexBlocks, Weighting};
 pub use calibrate::{
     Calibration, CalibrationBase, CalibrationParams, CalibrationPoint, calibrate, partner_hits,
 };
@@ -23,7 +22,9 @@ pub use check::QueryScoring;
 pub use error::SearchError;
 pub use evaluate::{BenchPoint, evaluate, percentile, results_table};
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
-pub use index::{Index, base_order};
+pub use index::Index;
+pub(crate) use index::base_order;
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
-pub use route::{AnchorOrder, AnchorScores, DEFAULT_ROUTE_MIN_K, Router};
+pub use route::DEFAULT_ROUTE_MIN_K;
+pub(crate) use route::Router;

@@ -22,6 +22,9 @@
 pub mod gauss;
 pub mod multiblock;
 mod perm;
+// The statistics GENERATOR.md compares (examples/synth_stats.rs, examples/ood_stats.rs): not
+// part of the API.
+#[doc(hidden)]
 pub mod stats;
 pub mod xmodal;
 
