@@ -49,7 +49,7 @@
 //!
 //! A program that links only the engine depends on `m3` with `default-features = false`.
 
-// MISSING_DOCS_PLACEHOLDER
+#![warn(missing_docs)]
 
 pub mod build;
 pub mod data;

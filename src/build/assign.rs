@@ -25,6 +25,7 @@ use crate::format::{FileEntry, PqFile, RecordKeys};
 
 /// Where the assign stage writes its sorted records: the index's `pq.m3` and `keys.m3`
 /// (final files, inside the index's temporary directory) and a scratch file of record ids.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct AssignOutputs {
     pub pq: PathBuf,
@@ -35,6 +36,7 @@ pub struct AssignOutputs {
 /// What the assign stage produced. The records themselves (final (cluster, key, id) order)
 /// are on disk: PQ codes, corrections and errors in `pq.m3`, keys in `keys.m3`, the base row
 /// of each record in the scratch file [`RecordIds`].
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct Assignment {
     pub cluster_sizes: Vec<u32>,
@@ -119,6 +121,7 @@ struct Pending {
     row: usize,
 }
 
+#[doc(hidden)]
 pub fn assign(
     base: &BaseSource,
     params: &BuildParams,

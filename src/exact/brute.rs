@@ -26,13 +26,16 @@ const SCREEN_SLACK: f32 = 3e-5;
 /// Parameters of an exact k-NN run.
 #[derive(Debug, Clone)]
 pub struct ExactParams {
+    /// Neighbours per query.
     pub k: usize,
+    /// The metric.
     pub metric: Metric,
     /// Base rows read per streamed chunk.
     pub chunk_rows: usize,
 }
 
 impl ExactParams {
+    /// `k` neighbours under `metric`, with the default chunk size.
     pub fn new(k: usize, metric: Metric) -> Self {
         Self {
             k,

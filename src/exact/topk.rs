@@ -7,7 +7,9 @@ use std::collections::BinaryHeap;
 /// [`crate::distance::Metric`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neighbor {
+    /// Base row.
     pub id: u32,
+    /// Internal distance (smaller is better).
     pub dist: f32,
 }
 

@@ -64,6 +64,7 @@ pub const REQUIRED_FILES: [&str; 6] = [
 /// What [`verify`] checked.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
+    /// The index's manifest.
     pub manifest: Manifest,
     /// Files checked, the manifest excluded.
     pub files: usize,

@@ -19,10 +19,12 @@ use crate::search::{BatchOptions, Index, QueryStats, SearchError, SearchParams, 
 /// Every block of a base in RAM, raw (normalised per block under cosine).
 #[derive(Debug)]
 pub struct BlockVectors {
+    /// One matrix per block, in the layout's order.
     pub blocks: Vec<Matrix<f32>>,
 }
 
 impl BlockVectors {
+    /// Reads every block file of `files` into RAM (normalised per block under cosine).
     pub fn load(files: &BlockFiles, metric: Metric) -> Result<Self, BlockError> {
         let mut blocks = Vec::with_capacity(files.layout().len());
         for b in 0..files.layout().len() {

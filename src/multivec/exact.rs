@@ -38,7 +38,9 @@ pub struct WeightedKnnParams<'a> {
     pub weights: &'a [f32],
     /// σ_b per block ([`base_spreads`]).
     pub spreads: &'a [f32],
+    /// The metric of every block.
     pub metric: Metric,
+    /// Neighbours per query.
     pub k: usize,
     /// Base rows per streamed chunk.
     pub chunk_rows: usize,
