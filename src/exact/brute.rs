@@ -35,7 +35,7 @@ pub struct ExactParams {
 }
 
 impl ExactParams {
-    /// `k` neighbours under `metric`, with the default chunk size.
+    /// `k` neighbours under `metric`, reading 65,536 base rows per chunk.
     pub fn new(k: usize, metric: Metric) -> Self {
         Self {
             k,
