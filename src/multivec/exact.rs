@@ -15,7 +15,7 @@ use crate::exact::{ExactSearch, Neighbor};
 /// Rows per streamed chunk of the statistics pass (the build's scan uses the same).
 const STATS_CHUNK_ROWS: usize = 1 << 14;
 
-/// `σ_b` of every block of `base` ([`super::scale::block_spreads`]), by one streaming pass
+/// `σ_b` of every block of `base` (definition in [`super::scale`]), by one streaming pass
 /// (none under cosine, where σ_b = 1). Equal, bit for bit, to the spreads a build of the same
 /// files stores in `blocks.m3`.
 pub fn base_spreads(base: &BlockFiles, metric: Metric) -> Result<Vec<f32>, BlockError> {

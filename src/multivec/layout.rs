@@ -159,7 +159,7 @@ impl BlockLayout {
 
 /// A weight must be finite and ≥ 0 (a query weight; 0 leaves the block out) or > 0 (a build
 /// weight, which divides query weights).
-pub fn check_weight(block: &str, w: f32, positive: bool) -> Result<(), BlockError> {
+pub(crate) fn check_weight(block: &str, w: f32, positive: bool) -> Result<(), BlockError> {
     let bad = |rule| {
         Err(BlockError::BadWeight {
             block: block.into(),
