@@ -8,7 +8,9 @@ use std::collections::BinaryHeap;
 /// [`crate::distance::Metric`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neighbor {
+    /// Base row.
     pub id: u32,
+    /// Internal distance (smaller is better).
     pub dist: f32,
 }
 
@@ -60,16 +62,14 @@ impl TopK {
         }
     }
 
+    /// The capacity k.
     pub fn k(&self) -> usize {
         self.k
     }
 
+    /// Entries held (at most k).
     pub fn len(&self) -> usize {
         self.heap.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 
     /// Distance a new candidate must beat (or tie with a smaller id) to enter; `+∞` while

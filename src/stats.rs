@@ -15,6 +15,7 @@ pub struct Welford {
 }
 
 impl Welford {
+    /// Empty accumulators for `dim` dimensions.
     pub fn new(dim: usize) -> Self {
         Self {
             count: 0,
@@ -24,6 +25,7 @@ impl Welford {
         }
     }
 
+    /// Rows added so far.
     pub fn count(&self) -> u64 {
         self.count
     }
@@ -46,6 +48,7 @@ impl Welford {
         }
     }
 
+    /// Per-dimension mean of the rows added.
     pub fn mean(&self) -> Vec<f32> {
         self.mean.iter().map(|&m| m as f32).collect()
     }

@@ -22,6 +22,10 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "the library alone: cargo build/clippy --lib --no-default-features (no CLI, no server)"
+cargo build --lib --no-default-features --locked
+cargo clippy --lib --no-default-features --locked -- -D warnings
+
 step "cargo nextest run (release-like test profile)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --no-fail-fast

@@ -26,6 +26,7 @@ use crate::pq::ProductQuantizer;
 
 /// Where the assign stage writes its sorted records: the index's `pq.m3` and `keys.m3`
 /// (final files, inside the index's temporary directory) and a scratch file of record ids.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct AssignOutputs {
     pub pq: PathBuf,
@@ -36,6 +37,7 @@ pub struct AssignOutputs {
 /// What the assign stage produced. The records themselves (final (cluster, key, id) order)
 /// are on disk: PQ codes, corrections and errors in `pq.m3`, keys in `keys.m3`, the base row
 /// of each record in the scratch file [`RecordIds`].
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct Assignment {
     pub cluster_sizes: Vec<u32>,
@@ -123,6 +125,7 @@ struct Pending {
 
 /// The assign stage (module doc): places every base row, codes its records and streams them,
 /// sorted, into `out`.
+#[doc(hidden)]
 pub fn assign(
     base: &BaseSource,
     params: &BuildParams,

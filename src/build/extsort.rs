@@ -43,11 +43,15 @@ pub struct SortedRecords {
 /// What spilling did (all zero when everything fit).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SpillReport {
+    /// Sorted runs spilled to disk (0 when the records fit in RAM).
     pub runs: u64,
-    /// Record bytes written to runs before and after compression.
+    /// Record bytes written to runs, before compression.
     pub raw_bytes: u64,
+    /// The same bytes after zstd compression (what the runs take on disk).
     pub compressed_bytes: u64,
+    /// Seconds spent sorting, compressing and writing runs.
     pub write_seconds: f64,
+    /// Seconds spent merging the runs.
     pub merge_seconds: f64,
 }
 

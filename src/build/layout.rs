@@ -24,10 +24,13 @@ use crate::graph::{LidStats, build_cluster_graph};
 pub struct GraphReport {
     /// `degree_histogram[d]` = records with d neighbours.
     pub degree_histogram: Vec<u64>,
+    /// Mean of the per-record local intrinsic dimension (LID) estimates.
     pub lid_mean: f64,
+    /// Their standard deviation.
     pub lid_std: f64,
-    /// Deciles (0, 10, …, 100th percentile) of the per-record LID and α.
+    /// Deciles (0, 10, …, 100th percentile) of the per-record LID.
     pub lid_deciles: Vec<f32>,
+    /// Deciles of the per-record pruning α.
     pub alpha_deciles: Vec<f32>,
 }
 

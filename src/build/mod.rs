@@ -12,16 +12,25 @@ mod routing;
 mod source;
 mod train;
 
-pub use assign::{AssignOutputs, Assignment, RecordIds, assign};
+pub use crate::graph::AlphaMode;
 pub use error::BuildError;
-pub use extsort::{RecordSorter, SortedRecord, SpillReport};
-pub use hints::{answers_to_records, exact_answers};
-pub use layout::{GraphInputs, GraphReport, estimate_lid_stats, write_graphs, write_vectors};
+pub use extsort::SpillReport;
+pub use layout::GraphReport;
 pub use params::{
     BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,
     RoutingParams, SpillParams,
 };
 pub use pipeline::{BuildObserver, BuildSummary, Silent, StageTime, build_index, peak_rss_bytes};
+
+// The build's stages, run one by one: not part of the API (`build_index` is), public only for
+// examples/route_coverage.rs and tests/build_index.rs.
+#[doc(hidden)]
+pub use assign::{AssignOutputs, Assignment, RecordIds, assign};
+#[doc(hidden)]
 pub use routing::{QueryRouting, train_routing};
-pub use source::{BaseSource, block_pq_bounds};
+#[doc(hidden)]
+pub use source::BaseSource;
+#[doc(hidden)]
 pub use train::{Trained, normalize_rows, scan_base, train};
+
+pub(crate) use hints::{answers_to_records, exact_answers};

@@ -14,16 +14,24 @@ pub struct BuildParams {
     pub base: PathBuf,
     /// A multi-vector base: one file per block (DESIGN §4.6), instead of `base`.
     pub blocks: Option<BlockParams>,
+    /// Distance the index answers in.
     pub metric: Metric,
+    /// The index directory to create (or replace, when it holds an index).
     pub out: PathBuf,
     /// Training queries of the query modality (enables query anchors and cross-modal edges).
     pub train_queries: Option<PathBuf>,
+    /// Seed of every random choice: the same seed, inputs and thread count give the same index
+    /// files (the build report, with its timings, and the manifest entry that lists it aside).
     pub seed: u64,
     /// Peak-memory target in bytes; sample sizes and buffers adapt to it.
     pub ram_budget_bytes: u64,
+    /// Base anchors (the clusters).
     pub clusters: ClusterParams,
+    /// Product quantization.
     pub pq: PqBuildParams,
+    /// Spill copies.
     pub spill: SpillParams,
+    /// Query anchors and cross-modal edges (with training queries).
     pub routing: RoutingParams,
     /// Neighbour lists (R, candidates, LID k, α mode).
     pub graph: ClusterGraphParams,
@@ -46,7 +54,9 @@ pub struct BlockParams {
 /// One block of a multi-vector base.
 #[derive(Debug, Clone)]
 pub struct BlockInput {
+    /// The block's name (queries refer to blocks by name).
     pub name: String,
+    /// Its base file.
     pub path: PathBuf,
     /// Build weight W_b > 0: the default query weight, and the weighting the stored geometry
     /// (anchors, PQ, neighbour lists) is made for.
@@ -58,7 +68,9 @@ pub struct BlockInput {
 /// entries of its cluster-local list.
 #[derive(Debug, Clone, Copy)]
 pub struct CrossLinkParams {
+    /// Neighbouring clusters the links are drawn from.
     pub clusters: usize,
+    /// Links per record (replacing the last entries of its local list).
     pub links: usize,
 }
 
@@ -71,6 +83,7 @@ pub struct ClusterParams {
     pub count: Option<usize>,
     /// Cap on a cluster's primary members, as a multiple of the mean.
     pub max_size_factor: f32,
+    /// Lloyd iterations of the balanced k-means.
     pub kmeans_iters: usize,
     /// Training rows per cluster (sample = min(N, rows_per_cluster · K), within the budget).
     pub train_rows_per_cluster: usize,
@@ -86,7 +99,9 @@ pub struct ClusterParams {
 pub struct PqBuildParams {
     /// Bytes per code (subspaces); default from [`PqBuildParams::resolve`].
     pub subspaces: Option<usize>,
+    /// Lloyd iterations of each subspace's k-means.
     pub iters: usize,
+    /// Rows the codebooks are trained on.
     pub train_rows: usize,
 }
 
@@ -223,6 +238,8 @@ impl PqBuildParams {
 }
 
 impl RoutingParams {
+    /// Query anchors for `training_queries` training queries: `query_anchors`, by default
+    /// ⌈training queries / 40⌉ capped at 4096, never more than the training queries.
     pub fn resolve_anchors(&self, training_queries: usize) -> usize {
         self.query_anchors
             .unwrap_or_else(|| training_queries.div_ceil(40).clamp(1, 4096))

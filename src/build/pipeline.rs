@@ -30,7 +30,9 @@ use crate::kmeans::GroupIndex;
 
 /// Receives progress: a stage starts with a total of work units, then reports units done.
 pub trait BuildObserver: Sync {
+    /// Stage `name` starts, with `total` units of work.
     fn stage(&self, name: &'static str, total: u64);
+    /// `done` units of the current stage are finished (cumulative).
     fn progress(&self, done: u64);
     /// A one-line note for the user (e.g. "no training queries: base anchors only").
     fn note(&self, text: &str);
@@ -48,22 +50,34 @@ impl BuildObserver for Silent {
 /// Wall time of one stage.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StageTime {
+    /// The stage's name (`scan`, `train`, `routing`, `assign`, …).
     pub stage: &'static str,
+    /// Its wall time.
     pub seconds: f64,
 }
 
 /// What a build did and what it costs.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BuildSummary {
+    /// Base vectors.
     pub n_vectors: u64,
+    /// Stored records (base vectors plus spill copies).
     pub n_records: u64,
+    /// Dimension.
     pub dim: usize,
+    /// The metric's name.
     pub metric: String,
+    /// Clusters (base anchors).
     pub clusters: usize,
+    /// Query anchors (0 without training queries).
     pub query_anchors: usize,
+    /// PQ subspaces (bytes per code).
     pub pq_subspaces: usize,
+    /// Records per base vector.
     pub spill_factor: f64,
+    /// Wall time of each stage, in order.
     pub stages: Vec<StageTime>,
+    /// Wall time of the whole build.
     pub total_seconds: f64,
     /// Peak resident memory of the process (VmHWM), bytes; 0 where /proc is unavailable.
     pub peak_rss_bytes: u64,
@@ -74,10 +88,14 @@ pub struct BuildSummary {
     pub ram_bytes_per_vector: f64,
     /// Cluster sizes: min, median, max.
     pub cluster_size_min_median_max: [u32; 3],
+    /// Share of the training queries' votes that the kept cross-modal edges cover (`None`
+    /// without training queries).
     pub routing_vote_coverage: Option<f64>,
-    /// Training queries in `hints.m3` and the answers kept for each (0, 0 without hints).
+    /// Training queries in `hints.m3` (0 without hints).
     pub hint_queries: usize,
+    /// Answers kept for each training query (0 without hints).
     pub hint_depth: usize,
+    /// What the neighbour-list stage measured.
     pub graph: GraphReport,
     /// The blocks of a multi-vector base (spreads, weights, scales), as in `blocks.m3`.
     pub blocks: Option<BlockTable>,
@@ -86,7 +104,9 @@ pub struct BuildSummary {
     pub model_bytes: u64,
     /// The assign stage's external sort (runs, bytes before/after zstd, seconds).
     pub sort_spill: crate::build::SpillReport,
+    /// Worker threads of the build's pool.
     pub threads: usize,
+    /// The seed.
     pub seed: u64,
 }
 

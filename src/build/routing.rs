@@ -23,6 +23,7 @@ use crate::kmeans::{BalancedKMeansParams, assign_capped};
 use crate::stats::Welford;
 
 /// Query anchors with their edges to base clusters.
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct QueryRouting {
     /// `K_q × dim`.
@@ -37,6 +38,7 @@ pub struct QueryRouting {
     pub queries: Matrix<f32>,
 }
 
+#[doc(hidden)]
 pub fn train_routing(
     params: &BuildParams,
     base: &BaseSource,

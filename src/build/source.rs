@@ -13,6 +13,7 @@ use crate::multivec::scale::{normalize_blocks, scale_blocks};
 use crate::multivec::{BlockFiles, BlockLayout};
 
 /// The base of a build.
+#[doc(hidden)]
 #[derive(Debug)]
 pub enum BaseSource {
     Single(VectorFile),
@@ -51,6 +52,7 @@ impl BaseSource {
         }
     }
 
+    /// Rows of the base.
     pub fn rows(&self) -> u64 {
         match self {
             Self::Single(f) => f.rows(),
@@ -58,6 +60,7 @@ impl BaseSource {
         }
     }
 
+    /// Dimension of a row (all blocks together for a multi-vector base).
     pub fn dim(&self) -> usize {
         match self {
             Self::Single(f) => f.dim(),

@@ -15,6 +15,7 @@ use crate::pq::{PqParams, ProductQuantizer};
 use crate::stats::Welford;
 
 /// What training produced.
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct Trained {
     pub stats: Welford,
@@ -32,6 +33,7 @@ pub struct Trained {
 }
 
 /// Normalises every row in place (cosine); zero rows were rejected before.
+#[doc(hidden)]
 pub fn normalize_rows(m: &mut Matrix<f32>) {
     for i in 0..m.rows() {
         let row = m.row_mut(i);
@@ -44,6 +46,7 @@ pub fn normalize_rows(m: &mut Matrix<f32>) {
 
 /// Reads the base once: statistics over every row, and the rows of a seeded sample of
 /// `sample_rows` (sorted ids). Under cosine rows are normalised first and zero rows rejected.
+#[doc(hidden)]
 pub fn scan_base(
     base: &BaseSource,
     metric: Metric,
@@ -82,6 +85,7 @@ pub fn scan_base(
 }
 
 /// Trains anchors, anchor graph and PQ (subspaces `pq_bounds`) from the sample.
+#[doc(hidden)]
 pub fn train(
     params: &BuildParams,
     clusters: usize,

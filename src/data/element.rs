@@ -5,8 +5,11 @@ use std::fmt;
 /// The element type of a vector file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit float.
     F32,
+    /// Unsigned byte.
     U8,
+    /// Signed byte.
     I8,
 }
 
@@ -35,7 +38,9 @@ impl fmt::Display for DType {
 pub trait Element:
     bytemuck::Pod + Default + Send + Sync + PartialEq + fmt::Debug + 'static
 {
+    /// The [`DType`] of this element type.
     const DTYPE: DType;
+    /// The value as f32 (exact for u8 and i8).
     fn to_f32(self) -> f32;
 }
 

@@ -62,14 +62,18 @@ pub fn check_output_dir(path: &Path) -> Result<(), DataError> {
 /// better) for `ip`, cosine similarity for `cosine`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroundTruth {
+    /// Ids, one row of k per query, best first.
     pub ids: Matrix<u32>,
+    /// Their distances, when known (same shape as `ids`).
     pub dists: Option<Matrix<f32>>,
 }
 
 impl GroundTruth {
+    /// Number of queries (rows).
     pub fn queries(&self) -> usize {
         self.ids.rows()
     }
+    /// Neighbours per query (columns).
     pub fn k(&self) -> usize {
         self.ids.dim()
     }

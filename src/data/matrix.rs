@@ -26,16 +26,19 @@ impl<'a, T> MatrixView<'a, T> {
         Ok(Self { data, dim })
     }
 
+    /// Number of rows.
     #[inline]
     pub fn rows(&self) -> usize {
         self.data.len() / self.dim
     }
 
+    /// Elements per row (at least 1).
     #[inline]
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Whether the view has no rows.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
@@ -47,6 +50,7 @@ impl<'a, T> MatrixView<'a, T> {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// All elements, row after row.
     #[inline]
     pub fn as_slice(&self) -> &'a [T] {
         self.data
@@ -60,6 +64,7 @@ impl<'a, T> MatrixView<'a, T> {
         }
     }
 
+    /// The rows, in order.
     pub fn iter_rows(&self) -> std::slice::ChunksExact<'a, T> {
         self.data.chunks_exact(self.dim)
     }
@@ -89,11 +94,14 @@ impl<T: Copy + Default> Matrix<T> {
 }
 
 impl<T> Matrix<T> {
+    /// A matrix of rows of `dim` elements from `data`, row after row. Fails when `dim` is 0
+    /// or `data.len()` is not a multiple of it.
     pub fn from_vec(data: Vec<T>, dim: usize) -> Result<Self, DataError> {
         MatrixView::new(&data, dim)?;
         Ok(Self { data, dim })
     }
 
+    /// A borrowed view of the whole matrix.
     pub fn view(&self) -> MatrixView<'_, T> {
         MatrixView {
             data: &self.data,
@@ -101,34 +109,41 @@ impl<T> Matrix<T> {
         }
     }
 
+    /// Number of rows.
     #[inline]
     pub fn rows(&self) -> usize {
         self.data.len() / self.dim
     }
 
+    /// Elements per row (at least 1).
     #[inline]
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Row `i`. Panics when `i >= rows()`, like slice indexing.
     #[inline]
     pub fn row(&self, i: usize) -> &[T] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// Row `i`, mutable. Panics when `i >= rows()`.
     #[inline]
     pub fn row_mut(&mut self, i: usize) -> &mut [T] {
         &mut self.data[i * self.dim..(i + 1) * self.dim]
     }
 
+    /// All elements, row after row.
     pub fn as_slice(&self) -> &[T] {
         &self.data
     }
 
+    /// All elements, row after row, mutable.
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         &mut self.data
     }
 
+    /// The elements, row after row, without copying.
     pub fn into_vec(self) -> Vec<T> {
         self.data
     }

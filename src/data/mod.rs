@@ -10,8 +10,8 @@ mod matrix;
 
 pub mod format;
 pub mod groundtruth;
-pub mod range_results;
-pub mod validate;
+mod range_results;
+pub(crate) mod validate;
 
 pub use element::{DType, Element};
 pub use error::DataError;

@@ -12,6 +12,7 @@ use super::format::atomic::PartialFile;
 pub struct RangeResults {
     /// Results per query.
     pub counts: Vec<u32>,
+    /// The ids of every query's results, query after query (`counts` says how many each).
     pub ids: Vec<u32>,
     /// Distances in the metric's natural unit.
     pub dists: Vec<f32>,
@@ -25,6 +26,8 @@ impl RangeResults {
         (&self.ids[start..end], &self.dists[start..end])
     }
 
+    /// Writes the big-ann range layout to `path` (through `<path>.partial`, renamed when
+    /// complete). Fails when `counts` do not add up to the lengths of `ids` and `dists`.
     pub fn write(&self, path: &Path) -> Result<(), DataError> {
         let total: u64 = self.counts.iter().map(|&c| c as u64).sum();
         if total != self.ids.len() as u64 || total != self.dists.len() as u64 {
@@ -57,6 +60,7 @@ impl RangeResults {
         out.commit()
     }
 
+    /// Reads a file in the big-ann range layout, checking its counts against its length.
     pub fn read(path: &Path) -> Result<Self, DataError> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
         let truncated = |expected: u64| DataError::Truncated {

@@ -9,12 +9,16 @@ use std::str::FromStr;
 /// ([`Metric::to_natural`]): squared L2, inner product, cosine similarity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
+    /// Euclidean: the distance is the squared L2 distance.
     L2,
+    /// Maximum inner product: larger `⟨q, x⟩` is nearer.
     InnerProduct,
+    /// Cosine similarity: larger `cos(q, x)` is nearer (indexes store normalised vectors).
     Cosine,
 }
 
 impl Metric {
+    /// The name used on the command line and in files: `l2`, `ip` or `cosine`.
     pub const fn name(self) -> &'static str {
         match self {
             Metric::L2 => "l2",

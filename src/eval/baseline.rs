@@ -24,10 +24,12 @@ use crate::search::{
 /// Every block of a base in RAM, raw (normalised per block under cosine).
 #[derive(Debug)]
 pub struct BlockVectors {
+    /// One matrix per block, in block order.
     pub blocks: Vec<Matrix<f32>>,
 }
 
 impl BlockVectors {
+    /// Reads every block file whole (normalising rows per block under cosine).
     pub fn load(files: &BlockFiles, metric: Metric) -> Result<Self, BlockError> {
         let mut blocks = Vec::with_capacity(files.layout().len());
         for b in 0..files.layout().len() {
@@ -63,21 +65,28 @@ pub struct BaselineRun {
 /// One point of `m3 baseline`: serialises to the JSON of `m3 baseline --json`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BaselinePoint {
+    /// Name of the system measured (`per-block-baseline`).
     pub system: &'static str,
     /// Candidates per block as a multiple of k.
     pub factor: usize,
     /// Candidates per block, k′ = factor · k.
     pub k_prime: usize,
+    /// Mean recall@k against the weighted ground truth.
     pub recall_at_k: f64,
+    /// Queries per second over the whole batch.
     pub qps: f64,
+    /// Threads of the pool that ran it.
     pub threads: usize,
+    /// Read requests per query, all block searches together.
     pub mean_ios: f64,
+    /// Bytes read per query, all block searches together.
     pub mean_read_bytes: f64,
     /// Union of the per-block candidates, per query.
     pub mean_candidates: f64,
     /// The per-block searches' distance computations plus one exact weighted distance per
     /// candidate.
     pub mean_dist_comps: f64,
+    /// Queries measured.
     pub queries: usize,
 }
 
@@ -96,11 +105,17 @@ pub struct BaselineKnobs {
 /// `weights[b]` and `spreads[b]` block b's query weight and spread ([`crate::multivec::scale`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Baseline<'a> {
+    /// Block b's single-vector index, `None` when its weight is 0.
     pub indexes: &'a [Option<&'a Index>],
+    /// The base's blocks in RAM, for the exact weighted rerank.
     pub vectors: &'a BlockVectors,
+    /// The multi-vector queries.
     pub queries: &'a BlockQueries,
+    /// Query weight of each block.
     pub weights: &'a [f32],
+    /// Spread of each block (its standardisation).
     pub spreads: &'a [f32],
+    /// The metric of every block.
     pub metric: Metric,
 }
 

@@ -31,7 +31,9 @@ use crate::search::{ExactSearcher, Index, RerankDistance, SearchError, lccmd_wei
 /// build's block weights on stored coordinates).
 #[derive(Debug, Clone, Copy)]
 pub enum CalibrationBase<'a> {
+    /// The base file of a single-vector index.
     Single(&'a VectorFile),
+    /// The block files of a multi-vector index.
     Blocks(&'a BlockFiles),
 }
 
@@ -172,7 +174,9 @@ pub struct CalibrationParams {
     pub pool: usize,
     /// Share of the pairs held out to confirm the choice.
     pub holdout: f32,
+    /// Seed of the split into fitting and held-out pairs.
     pub seed: u64,
+    /// LC-CMD α values tried.
     pub alphas: Vec<f32>,
     /// Shrinkages tried (β = 0 would be plain L2; the native metric is always a candidate).
     pub betas: Vec<f32>,
@@ -193,10 +197,15 @@ impl Default for CalibrationParams {
 /// Partner hit rates of one setting on the fitting and the held-out pairs.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct CalibrationPoint {
+    /// The setting.
     pub distance: RerankDistance,
+    /// Share of the fitting pairs whose partner it ranks first.
     pub fit_hit1: f64,
+    /// Share of the fitting pairs whose partner it ranks in the first 10.
     pub fit_hit10: f64,
+    /// Share of the held-out pairs whose partner it ranks first.
     pub held_hit1: f64,
+    /// Share of the held-out pairs whose partner it ranks in the first 10.
     pub held_hit10: f64,
 }
 
@@ -207,11 +216,15 @@ pub struct Calibration {
     pub choice: RerankDistance,
     /// The setting with the best fitting score (the choice unless the held-out pairs refused it).
     pub best_fit: RerankDistance,
+    /// Pairs the settings were fitted on.
     pub fit_pairs: usize,
+    /// Pairs held out to confirm the choice.
     pub held_pairs: usize,
     /// Held-out pairs whose partner the best fitting setting ranks first and the native
-    /// metric does not, and the reverse.
+    /// metric does not.
     pub held_gained: usize,
+    /// Held-out pairs whose partner the native metric ranks first and the best fitting
+    /// setting does not.
     pub held_lost: usize,
     /// The native metric first, then every LC-CMD setting.
     pub grid: Vec<CalibrationPoint>,
@@ -241,6 +254,7 @@ impl Calibration {
             .expect("the choice is on the grid")
     }
 
+    /// The grid point of the native metric.
     pub fn native(&self) -> &CalibrationPoint {
         &self.grid[0]
     }

@@ -38,21 +38,31 @@ pub use tune::{TuneParams, tune};
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
     #[error(transparent)]
+    /// The engine refused a query or parameter.
     Search(#[from] crate::search::SearchError),
     #[error(transparent)]
+    /// An input file could not be read.
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
+    /// Multi-vector block files or weights do not fit together.
     Block(#[from] crate::multivec::BlockError),
     #[error(transparent)]
+    /// An index file could not be read or written.
     Format(#[from] crate::format::FormatError),
     /// Block queries for an index built from a single base file.
     #[error("block queries need a multi-vector index; {} was built from a single base", index.display())]
-    NotMultiVector { index: PathBuf },
+    NotMultiVector {
+        /// The index directory.
+        index: PathBuf,
+    },
     /// A partner file with fewer rows than there are calibration queries.
     #[error("{}: {found} partner rows for {queries} calibration queries", path.display())]
     PartnerRows {
+        /// The partner file.
         path: PathBuf,
+        /// Rows it has.
         found: usize,
+        /// Calibration queries.
         queries: usize,
     },
     /// The calibration report could not be serialised.

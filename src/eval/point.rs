@@ -12,25 +12,41 @@ use crate::stats::percentile;
 /// A measured point; serialises to the JSON of `m3 bench --json`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchPoint {
+    /// The system measured (`m3`).
     pub system: String,
+    /// The knobs.
     pub params: SearchParams,
+    /// Mean recall@k (ties with the k-th true distance count).
     pub recall_at_k: f64,
+    /// The k of recall@k.
     pub k: usize,
+    /// Queries per second over the whole batch.
     pub qps: f64,
+    /// Worker threads.
     pub threads: usize,
     /// Queries in flight per worker thread (`--inflight`).
     pub inflight: usize,
+    /// Median latency, microseconds.
     pub lat_p50_us: f64,
+    /// 99th-percentile latency, microseconds.
     pub lat_p99_us: f64,
+    /// Read requests per query.
     pub mean_ios: f64,
+    /// Bytes read per query.
     pub mean_read_bytes: f64,
+    /// I/O rounds per query.
     pub mean_io_rounds: f64,
+    /// Exact distance computations per query.
     pub mean_dist_comps: f64,
+    /// PQ codes scored per query.
     pub mean_pq_scored: f64,
+    /// Clusters probed per query.
     pub mean_clusters: f64,
     /// Anchors scored per query while routing (coarse centres included).
     pub mean_anchors_scored: f64,
+    /// The block reader (`io_uring` or `pread`).
     pub io_backend: String,
+    /// Queries measured.
     pub queries: usize,
 }
 

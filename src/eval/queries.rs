@@ -24,7 +24,9 @@ pub enum QuerySource {
 /// ([`crate::search::SearchParams::block_weights`]).
 #[derive(Debug, Clone)]
 pub struct QuerySet {
+    /// The query rows (every present block, concatenated in block order).
     pub rows: Matrix<f32>,
+    /// Per-block weights of a multi-vector query set, `None` otherwise.
     pub block_weights: Option<Vec<f32>>,
 }
 
@@ -67,10 +69,12 @@ impl QuerySet {
         }
     }
 
+    /// The query rows as a view.
     pub fn view(&self) -> MatrixView<'_, f32> {
         self.rows.view()
     }
 
+    /// Number of queries.
     pub fn rows(&self) -> usize {
         self.rows.rows()
     }

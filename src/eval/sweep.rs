@@ -11,14 +11,17 @@ use crate::search::{SearchError, SearchParams};
 pub struct Sweep {
     /// A knob name that [`SearchParams::set`] accepts.
     pub knob: String,
+    /// The values it takes, in order.
     pub values: Vec<usize>,
 }
 
 /// Why a sweep does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
+    /// Not of the form `knob=v1,v2,…`.
     #[error("expected knob=v1,v2,…")]
     Syntax,
+    /// A value that is not a non-negative integer.
     #[error("values must be integers")]
     Values(#[source] ParseIntError),
 }

@@ -26,13 +26,16 @@ const SCREEN_SLACK: f32 = 3e-5;
 /// Parameters of an exact k-NN run.
 #[derive(Debug, Clone)]
 pub struct ExactParams {
+    /// Neighbours per query.
     pub k: usize,
+    /// The metric.
     pub metric: Metric,
     /// Base rows read per streamed chunk.
     pub chunk_rows: usize,
 }
 
 impl ExactParams {
+    /// `k` neighbours under `metric`, reading 65,536 base rows per chunk.
     pub fn new(k: usize, metric: Metric) -> Self {
         Self {
             k,
@@ -42,7 +45,7 @@ impl ExactParams {
     }
 }
 
-/// Running state of an exact search: prepared queries and one [`TopK`] per query. Feed it base
+/// Running state of an exact search: prepared queries and one top-k heap per query. Feed it base
 /// chunks in any order with [`ExactSearch::add_chunk`]; results do not depend on the order or
 /// the thread count (ties resolve by id).
 #[derive(Debug)]

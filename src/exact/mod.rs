@@ -6,6 +6,8 @@
 mod brute;
 mod recall;
 
-pub use crate::neighbor::{Neighbor, TopK};
-pub use brute::{ExactParams, ExactSearch, check_k, exact_knn, exact_knn_file, to_ground_truth};
+pub use crate::neighbor::Neighbor;
+pub(crate) use crate::neighbor::TopK;
+pub(crate) use brute::check_k;
+pub use brute::{ExactParams, ExactSearch, exact_knn, exact_knn_file, to_ground_truth};
 pub use recall::{Recall, TIE_REL_TOL, recall_at_k};

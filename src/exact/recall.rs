@@ -18,6 +18,7 @@ pub const TIE_REL_TOL: f32 = 1e-5;
 /// Recall of a result table against ground truth.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recall {
+    /// The k of recall@k.
     pub k: usize,
     /// Mean over queries, in `[0, 1]`.
     pub mean: f64,

@@ -41,8 +41,11 @@ impl TempKind {
 /// One temporary beside `<out>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Temporary {
+    /// Its path.
     pub path: PathBuf,
+    /// Which kind of temporary.
     pub kind: TempKind,
+    /// The process that made it (from its name).
     pub pid: u32,
 }
 
@@ -51,10 +54,16 @@ pub struct Temporary {
 pub enum Restored {
     /// A killed publication had moved the old index aside and finished the new one: the new
     /// one (`from`, a `.tmp-`) was moved into place.
-    RolledForward { from: PathBuf },
+    RolledForward {
+        /// The temporary directory moved into place.
+        from: PathBuf,
+    },
     /// A killed publication had moved the old index aside without a complete new one: the old
     /// one (`from`, an `.old-`) was moved back.
-    RolledBack { from: PathBuf },
+    RolledBack {
+        /// The old index moved back.
+        from: PathBuf,
+    },
 }
 
 /// What [`recover_index_dir`] found and did.

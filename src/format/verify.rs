@@ -31,6 +31,7 @@ use super::{RecordCodec, RecordLayout, SECTOR_BYTES};
 /// What [`verify`] checked.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
+    /// The index's manifest.
     pub manifest: Manifest,
     /// Files checked, the manifest excluded.
     pub files: usize,

@@ -9,7 +9,9 @@ pub enum IoError {
     /// The file could not be opened (or its length could not be read).
     #[error("{path}: cannot open for reading: {source}", path = path.display())]
     Open {
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -20,9 +22,13 @@ pub enum IoError {
         path = path.display()
     )]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Byte offset of the failed request.
         offset: u64,
+        /// Its length in bytes.
         len: u64,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -34,16 +40,22 @@ pub enum IoError {
         path = path.display()
     )]
     UnexpectedEof {
+        /// The file.
         path: PathBuf,
+        /// Byte offset of the request's first byte.
         offset: u64,
+        /// Bytes requested.
         expected: u64,
+        /// Bytes read before the file ended.
         got: u64,
     },
 
     /// Setting up the reader failed (ring creation, file registration, thread spawn).
     #[error("cannot set up {what}: {source}")]
     Setup {
+        /// What could not be set up.
         what: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -51,5 +63,8 @@ pub enum IoError {
     /// The requested backend or mode is not available here (io_uring refused by the kernel or
     /// a sandbox, or forced off by `M3_IO_FORCE_FALLBACK`).
     #[error("unsupported: {what}")]
-    Unsupported { what: String },
+    Unsupported {
+        /// What is unavailable, and why.
+        what: String,
+    },
 }

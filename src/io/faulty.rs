@@ -24,7 +24,9 @@ pub enum FaultKind {
 /// threads (in the order the batches were submitted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
+    /// Index of the faulty request, counted from 0.
     pub at_read: u64,
+    /// What goes wrong with it.
     pub kind: FaultKind,
 }
 
@@ -37,6 +39,7 @@ pub struct FaultyReader<R> {
 }
 
 impl<R: BlockReader> FaultyReader<R> {
+    /// Wraps `inner`, injecting `faults`.
     pub fn new(inner: R, faults: impl IntoIterator<Item = Fault>) -> Self {
         Self {
             inner,
@@ -50,6 +53,7 @@ impl<R: BlockReader> FaultyReader<R> {
         self.reads_seen.load(Ordering::Relaxed)
     }
 
+    /// The wrapped reader.
     pub fn inner(&self) -> &R {
         &self.inner
     }

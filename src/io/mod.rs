@@ -397,7 +397,9 @@ impl std::str::FromStr for IoBackend {
 /// The backend a reader actually uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
+    /// io_uring ([`UringReader`]).
     Uring,
+    /// `pread(2)` on I/O threads ([`PreadReader`]).
     Pread,
 }
 
@@ -413,6 +415,7 @@ impl std::fmt::Display for BackendKind {
 /// How an opened reader works.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderInfo {
+    /// The backend in use.
     pub backend: BackendKind,
     /// The file is read with O_DIRECT (bypassing the page cache). `false` when it was not asked
     /// for or the file system refused it (tmpfs).

@@ -15,7 +15,7 @@ use crate::stats::Welford;
 /// Rows per streamed chunk of the statistics pass (the build's scan uses the same).
 const STATS_CHUNK_ROWS: usize = 1 << 14;
 
-/// `σ_b` of every block of `base` ([`super::scale::block_spreads`]), by one streaming pass
+/// `σ_b` of every block of `base` (definition in [`super::scale`]), by one streaming pass
 /// (none under cosine, where σ_b = 1). Equal, bit for bit, to the spreads a build of the same
 /// files stores in `blocks.m3`.
 pub fn base_spreads(base: &BlockFiles, metric: Metric) -> Result<Vec<f32>, BlockError> {
@@ -38,7 +38,9 @@ pub struct WeightedKnnParams<'a> {
     pub weights: &'a [f32],
     /// σ_b per block ([`base_spreads`]).
     pub spreads: &'a [f32],
+    /// The metric of every block.
     pub metric: Metric,
+    /// Neighbours per query.
     pub k: usize,
     /// Base rows per streamed chunk.
     pub chunk_rows: usize,

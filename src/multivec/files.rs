@@ -49,12 +49,15 @@ impl BlockFiles {
         })
     }
 
+    /// Names and dimension ranges of the blocks.
     pub fn layout(&self) -> &BlockLayout {
         &self.layout
     }
+    /// Rows (the same in every file).
     pub fn rows(&self) -> u64 {
         self.rows
     }
+    /// Dimension of a concatenated row.
     pub fn dim(&self) -> usize {
         self.layout.dim()
     }
@@ -62,6 +65,7 @@ impl BlockFiles {
     pub fn file(&self, b: usize) -> &VectorFile {
         &self.files[b]
     }
+    /// The path of block `b`'s file.
     pub fn path(&self, b: usize) -> &Path {
         self.files[b].path()
     }
@@ -107,6 +111,7 @@ impl BlockFiles {
 /// index's block order (absent blocks are zeros) and which blocks are present.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BlockQueries {
+    /// One row per query: the given blocks' values, zeros for the others.
     pub rows: Matrix<f32>,
     /// `present[b]`: block b was given.
     pub present: Vec<bool>,

@@ -10,12 +10,16 @@ pub const BLOCK_NAME_BYTES: usize = 32;
 /// One block: its name and its dimensions `first_dim .. first_dim + dim` of the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
+    /// The block's name.
     pub name: String,
+    /// Its dimension.
     pub dim: usize,
+    /// Its first dimension in the concatenated row.
     pub first_dim: usize,
 }
 
 impl Block {
+    /// Its dimensions in the concatenated row.
     pub fn range(&self) -> Range<usize> {
         self.first_dim..self.first_dim + self.dim
     }
@@ -92,12 +96,15 @@ impl BlockLayout {
         })
     }
 
+    /// The blocks, in order.
     pub fn blocks(&self) -> &[Block] {
         &self.blocks
     }
+    /// Number of blocks.
     pub fn len(&self) -> usize {
         self.blocks.len()
     }
+    /// Whether there are no blocks.
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
@@ -105,6 +112,7 @@ impl BlockLayout {
     pub fn dim(&self) -> usize {
         self.dim
     }
+    /// The dimensions of block `b` in the concatenated row.
     pub fn range(&self, b: usize) -> Range<usize> {
         self.blocks[b].range()
     }
@@ -151,7 +159,7 @@ impl BlockLayout {
 
 /// A weight must be finite and ≥ 0 (a query weight; 0 leaves the block out) or > 0 (a build
 /// weight, which divides query weights).
-pub fn check_weight(block: &str, w: f32, positive: bool) -> Result<(), BlockError> {
+pub(crate) fn check_weight(block: &str, w: f32, positive: bool) -> Result<(), BlockError> {
     let bad = |rule| {
         Err(BlockError::BadWeight {
             block: block.into(),

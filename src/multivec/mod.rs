@@ -21,6 +21,5 @@ pub mod scale;
 pub use error::BlockError;
 pub use exact::{WeightedKnnParams, base_spreads, internal_metric, weighted_exact_knn};
 pub use files::{BlockFiles, BlockQueries};
-pub use layout::{
-    BLOCK_NAME_BYTES, Block, BlockLayout, check_block_name, check_weight, split_assignment,
-};
+pub(crate) use layout::check_weight;
+pub use layout::{BLOCK_NAME_BYTES, Block, BlockLayout, check_block_name, split_assignment};

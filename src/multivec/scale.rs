@@ -24,7 +24,7 @@ use crate::distance::{self, Metric};
 
 /// `σ_b` of every block from per-dimension variances (see the module docs). A block without
 /// spread (constant) gets 1, so it neither divides by zero nor gets inflated.
-pub fn block_spreads(layout: &BlockLayout, metric: Metric, variance: &[f32]) -> Vec<f32> {
+pub(crate) fn block_spreads(layout: &BlockLayout, metric: Metric, variance: &[f32]) -> Vec<f32> {
     assert_eq!(variance.len(), layout.dim(), "block_spreads: dimension");
     layout
         .blocks()
@@ -70,7 +70,7 @@ pub fn query_factors(spreads: &[f32], scales: &[f32], weights: &[f32]) -> Vec<f3
 
 /// Normalises every block of every row to unit norm (cosine). A zero block is an error naming
 /// `path_of(block)` and the row (`first_row` is the id of row 0).
-pub fn normalize_blocks(
+pub(crate) fn normalize_blocks(
     layout: &BlockLayout,
     rows: &mut Matrix<f32>,
     first_row: u64,
@@ -94,14 +94,14 @@ pub fn normalize_blocks(
 }
 
 /// Multiplies block b of every row by `factors[b]`.
-pub fn scale_blocks(layout: &BlockLayout, rows: &mut Matrix<f32>, factors: &[f32]) {
+pub(crate) fn scale_blocks(layout: &BlockLayout, rows: &mut Matrix<f32>, factors: &[f32]) {
     for i in 0..rows.rows() {
         scale_row(layout, rows.row_mut(i), factors);
     }
 }
 
 /// Multiplies block b of `row` by `factors[b]`.
-pub fn scale_row(layout: &BlockLayout, row: &mut [f32], factors: &[f32]) {
+pub(crate) fn scale_row(layout: &BlockLayout, row: &mut [f32], factors: &[f32]) {
     for (blk, &f) in layout.blocks().iter().zip(factors) {
         row[blk.range()].iter_mut().for_each(|v| *v *= f);
     }

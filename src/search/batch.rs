@@ -49,8 +49,11 @@ impl Default for BatchOptions {
 /// Results, per-query cost and per-query latency of a batch.
 #[derive(Debug)]
 pub struct BatchResult {
+    /// The answers of every query, in query order (ids and internal distances, best first).
     pub results: Vec<Vec<Neighbor>>,
+    /// What each query cost.
     pub stats: Vec<QueryStats>,
+    /// Each query's latency, microseconds.
     pub latencies_us: Vec<f64>,
     /// Wall time of the whole batch.
     pub seconds: f64,

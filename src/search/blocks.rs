@@ -27,9 +27,13 @@ use crate::pq::ProductQuantizer;
 /// What an open multi-vector index keeps about its blocks.
 #[derive(Debug)]
 pub struct IndexBlocks {
+    /// The index's block table (`blocks.m3`).
     pub table: BlockTable,
+    /// Names, dimensions and offsets of the blocks.
     pub layout: BlockLayout,
+    /// Spread of each block, measured at build.
     pub spreads: Vec<f32>,
+    /// Factor each block is multiplied by when standardised.
     pub scales: Vec<f32>,
     /// PQ subspaces of each block.
     pub subspaces: Vec<Range<usize>>,
@@ -181,6 +185,7 @@ impl IndexBlocks {
 pub struct Weighting {
     /// ω_b per block (0 = absent).
     pub omega: Vec<f32>,
+    /// The largest ω_b.
     pub omega_max: f32,
     /// Blocks with ω_b > 0.
     pub present: Vec<usize>,

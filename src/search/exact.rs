@@ -105,10 +105,12 @@ pub struct ExactSearcher<'a> {
 }
 
 impl<'a> ExactSearcher<'a> {
+    /// An exact searcher over `index` with the default [`ExactParams`].
     pub fn new(index: &'a Index) -> Self {
         Self::with_params(index, ExactParams::default())
     }
 
+    /// An exact searcher over `index` with `params`.
     pub fn with_params(index: &'a Index, params: ExactParams) -> Self {
         Self {
             index,

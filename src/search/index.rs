@@ -215,24 +215,31 @@ impl Index {
         self.router.is_two_level()
     }
 
+    /// The index directory it was opened from.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The manifest's description of the index (counts, metric, build parameters).
     pub fn meta(&self) -> &IndexMeta {
         &self.meta
     }
+    /// The metric.
     pub fn metric(&self) -> Metric {
         self.metric
     }
+    /// Dimension of the vectors (all blocks together for a multi-vector index).
     pub fn dim(&self) -> usize {
         self.dim
     }
+    /// Base vectors indexed (ids are `0..n_vectors`).
     pub fn n_vectors(&self) -> u64 {
         self.meta.n_vectors
     }
+    /// Clusters (base anchors).
     pub fn n_clusters(&self) -> usize {
         self.entries.len()
     }
+    /// Query-modality anchors (0 for an index built without training queries).
     pub fn n_query_anchors(&self) -> usize {
         self.routing.anchors.rows()
     }
@@ -240,9 +247,12 @@ impl Index {
     pub fn n_hint_queries(&self) -> usize {
         self.hints.as_ref().map_or(0, Hints::len)
     }
+    /// The contents of `stats.m3`: per-dimension mean and variance of the base and the query
+    /// modality, LID statistics.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+    /// Which block reader serves `data.m3`, and why it fell back to pread if it did.
     pub fn reader_info(&self) -> &crate::io::ReaderInfo {
         self.reader.info()
     }

@@ -9,6 +9,7 @@ use super::index::Index;
 /// docs/BENCHMARKS.md; `m3 tune` finds the cheapest setting for a recall target.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SearchParams {
+    /// Neighbours returned.
     pub k: usize,
     /// Base clusters probed, nearest anchors first.
     pub nprobe: usize,
@@ -56,15 +57,24 @@ pub enum RerankDistance {
     /// LC-CMD: `Σ_k w_k (q_k − x_k)²` with `w_k = 1 / (α σ²_query,k + (1 − α) σ²_base,k + ε)`,
     /// normalised to mean 1 and blended toward isotropic: `(1 − β) + β·w_k` (β = 0 is plain
     /// L2, which ranks unit vectors like the inner product).
-    LcCmd { alpha: f32, beta: f32 },
+    LcCmd {
+        /// α in `[0, 1]`: weight of the query modality's variance.
+        alpha: f32,
+        /// β in `[0, 1]`: blend toward the LC-CMD weights (0 = isotropic).
+        beta: f32,
+    },
 }
 
 impl SearchParams {
     /// Neighbours per query when the caller does not say (`m3 search --k`, the server's `k`).
     pub const DEFAULT_K: usize = 10;
+    /// Base clusters probed by default.
     pub const DEFAULT_NPROBE: usize = 16;
+    /// Query-modality anchors consulted by default.
     pub const DEFAULT_QPROBE: usize = 4;
+    /// Cross-modal edges followed per query anchor by default.
     pub const DEFAULT_EDGES: usize = 8;
+    /// Nearest training queries whose answers are scored, by default.
     pub const DEFAULT_HINTS: usize = 16;
     /// 0: every answer the index stores.
     pub const DEFAULT_HINT_DEPTH: usize = 0;
@@ -243,6 +253,7 @@ pub struct QueryStats {
     pub reads: u64,
     /// 4 KiB sectors read.
     pub sectors: u64,
+    /// Bytes read.
     pub bytes: u64,
     /// Batches waited on (I/O round trips).
     pub io_rounds: u64,
@@ -250,6 +261,7 @@ pub struct QueryStats {
     pub dist_comps: u64,
     /// PQ codes scored.
     pub pq_scored: u64,
+    /// Distinct clusters chosen to probe (those skipped by the early stop included).
     pub clusters_probed: u64,
     /// Probed clusters skipped by the early stop.
     pub clusters_skipped: u64,

@@ -21,7 +21,7 @@ use super::params::{QueryStats, SearchParams};
 use crate::distance::Metric;
 use crate::exact::{Neighbor, TopK};
 use crate::io::{AlignedBuf, PendingRead};
-use crate::pq::adc_score;
+use crate::pq::{adc_score, adc_score_spans};
 
 use super::blocks::Weighting;
 
@@ -330,11 +330,7 @@ impl<'a> Searcher<'a> {
                     let weighted = t.weighting.as_ref().filter(|w| !w.unit);
                     let (s, corr) = match (weighted, idx.blocks.as_ref()) {
                         (Some(w), Some(b)) => (
-                            w.spans
-                                .iter()
-                                .flat_map(|r| r.clone())
-                                .map(|s| t.table[s * crate::pq::CODEWORDS + code[s] as usize])
-                                .sum(),
+                            adc_score_spans(&t.table, code, &w.spans),
                             b.corrections
                                 .as_ref()
                                 .map_or(0.0, |bc| w.correction(bc, nb as usize)),

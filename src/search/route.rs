@@ -128,6 +128,7 @@ impl Router {
 
     /// The coarse level to store: (coarse centres, each anchor's group, probe), `None` for
     /// an exact router. Centres are over augmented anchors under inner product.
+    #[cfg(test)]
     pub fn coarse_level(&self) -> Option<(Matrix<f32>, Vec<u32>, usize)> {
         self.two_level.as_ref().map(|tl| {
             let c = tl.coarse();
@@ -320,11 +321,6 @@ impl AnchorScores {
     /// Sets anchor `c`'s score for the current query (e.g. a weighted multi-vector score).
     pub fn insert(&mut self, c: usize, score: f32) {
         self.set(c, score);
-    }
-
-    /// `|q|²` of the current query.
-    pub fn q_norm(&self) -> f32 {
-        self.q_norm
     }
 
     fn set(&mut self, c: usize, score: f32) {

@@ -39,10 +39,13 @@ fn default_k() -> usize {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Knobs {
+    /// Base clusters probed ([`SearchParams::nprobe`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nprobe: Option<usize>,
+    /// Query-modality anchors consulted ([`SearchParams::qprobe`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qprobe: Option<usize>,
+    /// Cross-modal edges followed per query anchor ([`SearchParams::edges`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edges: Option<usize>,
     /// Nearest training queries whose answers (`hints.m3`) are scored; 0 = none.
@@ -51,23 +54,29 @@ pub struct Knobs {
     /// Answers taken from each (0 = all the index stores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint_depth: Option<usize>,
+    /// Candidates read and reranked exactly ([`SearchParams::rerank`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank: Option<usize>,
+    /// Rounds along neighbour lists ([`SearchParams::expand_rounds`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expand_rounds: Option<usize>,
+    /// Best results whose neighbour lists feed a round ([`SearchParams::expand_from`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expand_from: Option<usize>,
+    /// Records read per round ([`SearchParams::expand_read`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expand_read: Option<usize>,
+    /// Triangle-inequality early stop ([`SearchParams::early_stop`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_stop: Option<bool>,
     /// `auto` (default: what calibration stored in the index, as `m3 search` does), `native`
     /// or `lccmd`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance: Option<DistanceMode>,
-    /// LC-CMD α and β (only with `distance: lccmd`; defaults 0.5 and 1).
+    /// LC-CMD α (only with `distance: lccmd`; default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f32>,
+    /// LC-CMD β (only with `distance: lccmd`; default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<f32>,
     /// Multi-vector indexes: weight per block name (blocks not named keep their build
@@ -76,11 +85,15 @@ pub struct Knobs {
     pub block_weights: Option<std::collections::BTreeMap<String, f32>>,
 }
 
+/// The `distance` knob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DistanceMode {
+    /// What calibration stored in the index (native when it was not calibrated).
     Auto,
+    /// The index's metric.
     Native,
+    /// LC-CMD with `alpha` and `beta`.
     Lccmd,
 }
 
@@ -116,6 +129,7 @@ impl Knobs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RangeRequest {
+    /// One or more query vectors, each of the index's dimension.
     pub vectors: Vec<Vec<f32>>,
     /// In the metric's natural unit: squared L2 ≤ radius; inner product or cosine similarity
     /// ≥ radius.
@@ -133,14 +147,19 @@ pub struct RangeRequest {
 /// The answer to a search or range request: one result per query vector, in request order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchResponse {
+    /// One result per query vector, in request order.
     pub results: Vec<QueryResult>,
+    /// What the request cost.
     pub stats: ResponseStats,
 }
 
 /// One query's neighbours, best first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryResult {
+    /// Base row ids, best first.
     pub ids: Vec<u32>,
+    /// Their distances, in the metric's natural unit (squared L2, inner product, cosine
+    /// similarity; LC-CMD's D² under `distance: lccmd`).
     pub distances: Vec<f32>,
     /// Range queries only: more vectors were within the radius than `max_results`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -150,10 +169,13 @@ pub struct QueryResult {
 /// What a request cost, summed over its queries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResponseStats {
+    /// Query vectors answered.
     pub queries: u64,
-    /// Read requests (coalesced sector ranges) and 4 KiB sectors read from the data file.
+    /// Read requests (coalesced sector ranges) to the data file.
     pub reads: u64,
+    /// 4 KiB sectors read from the data file.
     pub sectors: u64,
+    /// Bytes read from the data file.
     pub bytes: u64,
     /// Batches of reads waited on.
     pub io_rounds: u64,
@@ -164,7 +186,7 @@ pub struct ResponseStats {
 }
 
 impl ResponseStats {
-    pub fn add(&mut self, s: &QueryStats) {
+    pub(crate) fn add(&mut self, s: &QueryStats) {
         self.queries += 1;
         self.reads += s.reads;
         self.sectors += s.sectors;
@@ -226,7 +248,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 
 impl SearchRequest {
     /// Checks the request against the index and the limits.
-    pub fn check(self, index: &Index, limits: &Limits) -> Result<CheckedRequest, ApiError> {
+    pub(crate) fn check(self, index: &Index, limits: &Limits) -> Result<CheckedRequest, ApiError> {
         check_vectors(&self.vectors, index, limits)?;
         let k = self.k;
         if k == 0 {
@@ -280,7 +302,7 @@ impl SearchRequest {
 }
 
 impl RangeRequest {
-    pub fn check(self, index: &Index, limits: &Limits) -> Result<CheckedRequest, ApiError> {
+    pub(crate) fn check(self, index: &Index, limits: &Limits) -> Result<CheckedRequest, ApiError> {
         check_vectors(&self.vectors, index, limits)?;
         if !self.radius.is_finite() {
             return Err(ApiError::field(

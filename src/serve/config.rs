@@ -18,14 +18,21 @@ pub struct Limits {
     pub max_vectors: usize,
     /// Largest `k`.
     pub max_k: usize,
-    /// Largest value of each search knob.
+    /// Largest `nprobe`.
     pub max_nprobe: usize,
+    /// Largest `qprobe`.
     pub max_qprobe: usize,
+    /// Largest `edges`.
     pub max_edges: usize,
+    /// Largest `hints`.
     pub max_hints: usize,
+    /// Largest `rerank`.
     pub max_rerank: usize,
+    /// Largest `expand_rounds`.
     pub max_expand_rounds: usize,
+    /// Largest `expand_from`.
     pub max_expand_from: usize,
+    /// Largest `expand_read`.
     pub max_expand_read: usize,
     /// Results one range query may return (`max_results` of a range request defaults to it).
     pub max_range_results: usize,
@@ -71,6 +78,7 @@ pub struct ServeConfig {
     /// Queries waiting for a worker; a full queue makes handlers wait (without blocking a
     /// thread) until the deadline.
     pub queue_capacity: usize,
+    /// Limits on what one request may ask for.
     pub limits: Limits,
     /// When set, every endpoint but `/healthz` needs `Authorization: Bearer <key>`.
     pub api_key: Option<ApiKey>,
@@ -102,6 +110,7 @@ pub struct QueryHook(Arc<HookFn>);
 type HookFn = dyn Fn(&[f32]) + Send + Sync;
 
 impl QueryHook {
+    /// A hook that calls `f`.
     pub fn new(f: impl Fn(&[f32]) + Send + Sync + 'static) -> Self {
         Self(Arc::new(f))
     }

@@ -11,29 +11,54 @@ use crate::search::SearchError;
 /// Why a server could not start or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The API key file cannot be read or holds no usable key.
     #[error("API key file {path}: {what}")]
-    KeyFile { path: PathBuf, what: String },
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A server setting is out of range.
     #[error("invalid server setting {name}: {what}")]
-    Config { name: &'static str, what: String },
+    Config {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: String,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// The async runtime or a server thread failed (could not start, or panicked).
     #[error("server runtime: {0}")]
     Runtime(std::io::Error),
+    /// Requests were still unanswered when the drain timeout ran out.
     #[error(
         "{requests} request(s) still in flight {seconds:.1} s after the shutdown signal; closed their connections without an answer"
     )]
-    DrainTimeout { requests: i64, seconds: f64 },
+    DrainTimeout {
+        /// Requests still in flight.
+        requests: i64,
+        /// Seconds since the shutdown signal.
+        seconds: f64,
+    },
 }
 
 /// A request that cannot be answered: the status, the request field at fault (a JSON path
 /// such as `vectors[3][17]` or `knobs.nprobe`, when one is), and a message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The request field at fault, as a JSON path.
     pub field: Option<String>,
+    /// What is wrong.
     pub message: String,
     /// Seconds, sent as `Retry-After` (429, 503).
     pub retry_after: Option<u64>,
@@ -42,14 +67,20 @@ pub struct ApiError {
 /// The JSON body of an error response: `{"error": {"status", "field", "message"}}`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ErrorBody {
+    /// The error.
     pub error: ErrorDetail,
 }
 
+/// The `error` object of an error response.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ErrorDetail {
+    /// The HTTP status code.
     pub status: u16,
+    /// The request field at fault, as a JSON path (`vectors[3][17]`, `knobs.nprobe`); absent
+    /// when no single field is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// What is wrong.
     pub message: String,
 }
 

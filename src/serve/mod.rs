@@ -10,7 +10,7 @@
 //! the index's block reader (io_uring or pread). Between them, a bounded queue of single
 //! query vectors. Every request is bounded ([`Limits`]: body size, vectors, `k`, each knob,
 //! a deadline, concurrent requests) and every refusal is a status with a JSON body naming the
-//! field at fault ([`ApiError`]). Connections have a header timeout and bodies a pause timeout
+//! field at fault ([`ErrorBody`]). Connections have a header timeout and bodies a pause timeout
 //! ([`ServeConfig`]); a request takes its admission permit only once its whole body has
 //! arrived. Shutdown stops accepting, drains what is in flight within the drain timeout,
 //! closes what is left, then stops the workers ([`serve`]). A panic on a worker fails one
@@ -28,6 +28,7 @@ pub use api::{
     DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest, SearchResponse,
 };
 pub use config::{ApiKey, Limits, QueryHook, ServeConfig};
-pub use error::{ApiError, ErrorBody, ErrorDetail, ServeError};
-pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
+pub(crate) use error::ApiError;
+pub use error::{ErrorBody, ErrorDetail, ServeError};
+pub(crate) use metrics::Metrics;
 pub use server::{ServerHandle, serve, terminate_signal};

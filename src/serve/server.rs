@@ -217,6 +217,7 @@ impl ServerHandle {
         })
     }
 
+    /// The address the server listens on (with the port the system chose for port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -24,9 +24,11 @@ use crate::data::Matrix;
 /// Parameters of the Gaussian-mixture generator.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GaussParams {
+    /// Dimension.
     pub dim: usize,
     /// Mixture components.
     pub clusters: usize,
+    /// Seed of every random draw.
     pub seed: u64,
     /// Standard deviation of the centre coordinates.
     pub centre_spread: f32,
@@ -65,6 +67,7 @@ pub struct GaussModel {
 }
 
 impl GaussModel {
+    /// The model for `params` and split sizes `sizes`; fails on parameters out of range.
     pub fn new(params: GaussParams, sizes: SplitSizes) -> Result<Self, SynthError> {
         if params.dim == 0 {
             return Err(param_error("dim", "must be at least 1"));
@@ -103,6 +106,7 @@ impl GaussModel {
         })
     }
 
+    /// The parameters it was made with.
     pub fn params(&self) -> &GaussParams {
         &self.params
     }

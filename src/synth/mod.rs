@@ -22,6 +22,9 @@
 pub mod gauss;
 pub mod multiblock;
 mod perm;
+// The statistics GENERATOR.md compares (examples/synth_stats.rs, examples/ood_stats.rs): not
+// part of the API.
+#[doc(hidden)]
 pub mod stats;
 pub mod xmodal;
 
@@ -41,7 +44,9 @@ pub const CHUNK_ROWS: usize = 4096;
 /// the queries and the training queries never share a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Split {
+    /// The base (the indexed vectors).
     Base,
+    /// The queries (cross-modal generators: from the query modality).
     Queries,
     /// The training-query sample (query modality, for learning query anchors).
     Training,
@@ -60,12 +65,16 @@ impl Split {
 /// How many rows each split has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitSizes {
+    /// Base rows.
     pub base: u64,
+    /// Query rows.
     pub queries: u64,
+    /// Training-query rows (0 for none).
     pub training: u64,
 }
 
 impl SplitSizes {
+    /// Rows of `split`.
     pub fn rows(&self, split: Split) -> u64 {
         match split {
             Split::Base => self.base,
@@ -80,6 +89,7 @@ impl SplitSizes {
 pub struct Chunk {
     /// First row (within its split) of `vectors`.
     pub first_row: u64,
+    /// The rows, `rows × dim`.
     pub vectors: Matrix<f32>,
     /// For cross-modal query rows: the base row each query was generated from.
     pub partners: Option<Vec<u32>>,
@@ -87,7 +97,9 @@ pub struct Chunk {
 
 /// A synthetic data set: rows of every split on demand.
 pub trait SynthModel: Sync {
+    /// Dimension of every row.
     fn dim(&self) -> usize;
+    /// Rows of each split.
     fn sizes(&self) -> SplitSizes;
     /// Whether query rows carry partner ids ([`Chunk::partners`]).
     fn has_partners(&self) -> bool;
@@ -115,8 +127,15 @@ pub trait SynthModel: Sync {
 /// Errors of the generators: bad parameters, or the files they write.
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
+    /// A parameter is out of range.
     #[error("invalid generator parameter {name}: {what}")]
-    Param { name: &'static str, what: String },
+    Param {
+        /// The parameter's name.
+        name: &'static str,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// Writing the data set's files failed.
     #[error(transparent)]
     Data(#[from] DataError),
 }
@@ -147,7 +166,9 @@ pub(crate) fn row_rng(seed: u64, tag: u64, row: u64, kind: u64) -> ChaCha8Rng {
 /// Maps generated f32 values to u8 the SIFT way: `round(clamp((x − offset) · scale, 0, 255))`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct U8Quantizer {
+    /// Value mapped to 0.
     pub offset: f32,
+    /// Steps per unit: `x` maps to `(x − offset) · scale`.
     pub scale: f32,
 }
 
@@ -167,11 +188,13 @@ impl U8Quantizer {
         }
     }
 
+    /// One value, quantized.
     #[inline]
     pub fn quantize_value(&self, x: f32) -> u8 {
         ((x - self.offset) * self.scale).clamp(0.0, 255.0).round() as u8
     }
 
+    /// Every value of `m`, quantized (same shape).
     pub fn quantize(&self, m: MatrixView<'_, f32>) -> Matrix<u8> {
         let data = m
             .as_slice()
@@ -191,6 +214,7 @@ pub fn u8_quantizer(model: &dyn SynthModel) -> U8Quantizer {
 /// Where and how [`write_dataset`] writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteSpec {
+    /// Directory the files are written into (created when missing).
     pub out_dir: PathBuf,
     /// f32 (`.fbin`) or u8 (`.u8bin`, quantized with [`u8_quantizer`]).
     pub dtype: DType,
@@ -202,12 +226,17 @@ pub struct WriteSpec {
 /// The files [`write_dataset`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WrittenFiles {
+    /// The base file.
     pub base: PathBuf,
+    /// The query file.
     pub queries: PathBuf,
+    /// The training-query file, when there are training queries.
     pub training: Option<PathBuf>,
     /// `.ibin` with one partner id per query (cross-modal sets only).
     pub query_partners: Option<PathBuf>,
+    /// `.ibin` with one partner id per training query (cross-modal sets only).
     pub training_partners: Option<PathBuf>,
+    /// The u8 quantizer applied to every split, when written as u8.
     pub quantizer: Option<U8Quantizer>,
 }
 

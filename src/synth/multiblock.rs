@@ -33,11 +33,13 @@ pub struct MultiblockParams {
     /// Scale factor of each block (the ratio of the largest to the smallest is the "scale
     /// ratio" of docs/BENCHMARKS.md).
     pub scales: Vec<f32>,
+    /// Concepts (mixture components) objects are drawn from.
     pub concepts: usize,
     /// Probability that a block follows the object's concept.
     pub shared: f32,
     /// Within-concept spread relative to the spread of the centres.
     pub noise: f32,
+    /// Seed of every random draw.
     pub seed: u64,
 }
 
@@ -68,6 +70,7 @@ pub struct MultiblockModel {
 }
 
 impl MultiblockModel {
+    /// The model for `params` and split sizes `sizes`; fails on parameters out of range.
     pub fn new(params: MultiblockParams, sizes: SplitSizes) -> Result<Self, SynthError> {
         if params.dims.is_empty() || params.dims.contains(&0) {
             return Err(param_error(
@@ -122,10 +125,12 @@ impl MultiblockModel {
         })
     }
 
+    /// The parameters it was made with.
     pub fn params(&self) -> &MultiblockParams {
         &self.params
     }
 
+    /// Number of blocks.
     pub fn blocks(&self) -> usize {
         self.params.dims.len()
     }

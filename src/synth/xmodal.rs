@@ -58,9 +58,11 @@ use crate::distance;
 /// `passages-ood`; [`XmodalParams::fashion_clip`] the FashionCLIP fixture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XmodalParams {
+    /// Dimension.
     pub dim: usize,
     /// Mixture components of the image modality.
     pub clusters: usize,
+    /// Seed of every random draw.
     pub seed: u64,
     /// Target `|mean(image) − mean(text)|` of the unit-normalised clouds (FashionCLIP: 0.877;
     /// passages-ood: 0.289, reached with 0.27 since normalisation moves the means).
@@ -198,6 +200,7 @@ pub struct XmodalModel {
 }
 
 impl XmodalModel {
+    /// The model for `params` and split sizes `sizes`; fails on parameters out of range.
     pub fn new(params: XmodalParams, sizes: SplitSizes) -> Result<Self, SynthError> {
         check_params(&params, &sizes)?;
         let p = &params;
@@ -231,6 +234,7 @@ impl XmodalModel {
         })
     }
 
+    /// The parameters it was made with.
     pub fn params(&self) -> &XmodalParams {
         &self.params
     }

@@ -122,6 +122,7 @@ impl KnobArgs {
         p
     }
 
+    #[cfg(feature = "serve")]
     /// The knobs as `m3 serve` takes them (`auto` is left to the server, which has the index).
     pub fn serve_knobs(&self, k: usize) -> m3::serve::Knobs {
         let mut p = self.params_but_distance(k);

@@ -1,6 +1,8 @@
 //! `m3`: the command-line interface of the M³ engine. Each subcommand parses its flags into
 //! the library's parameter structs and calls one library function; progress bars and printing
 //! live here, never in the library.
+//!
+//! Built with the `cli` feature; `serve` and `loadtest` need the `serve` feature too.
 
 mod cmd_baseline;
 mod cmd_bench;
@@ -9,10 +11,12 @@ mod cmd_calibrate;
 mod cmd_gen;
 mod cmd_gt;
 mod cmd_inspect;
+#[cfg(feature = "serve")]
 mod cmd_loadtest;
 mod cmd_range;
 mod cmd_recall;
 mod cmd_search;
+#[cfg(feature = "serve")]
 mod cmd_serve;
 mod cmd_tune;
 mod cmd_verify;
@@ -61,9 +65,11 @@ enum Command {
     /// Check every checksum of an index (every file, every data sector); exits non-zero on the
     /// first problem, naming the file and sector.
     Verify(cmd_verify::VerifyArgs),
+    #[cfg(feature = "serve")]
     /// Serve an index over HTTP/JSON (search, range, index info, health, metrics) until
     /// SIGTERM, then finish the requests in flight and exit 0.
     Serve(cmd_serve::ServeArgs),
+    #[cfg(feature = "serve")]
     /// Load-test a running `m3 serve` on this machine: throughput, latency percentiles,
     /// errors and recall at several concurrency levels (bounded in requests and time).
     Loadtest(cmd_loadtest::LoadtestArgs),
@@ -84,7 +90,9 @@ fn main() -> anyhow::Result<()> {
         Command::Recall(args) => cmd_recall::run(args),
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Verify(args) => cmd_verify::run(args),
+        #[cfg(feature = "serve")]
         Command::Serve(args) => cmd_serve::run(args),
+        #[cfg(feature = "serve")]
         Command::Loadtest(args) => cmd_loadtest::run(args),
     }
 }

@@ -116,18 +116,23 @@ impl VectorFile {
         })
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The file's format.
     pub fn format(&self) -> FileFormat {
         self.format
     }
+    /// The element type of its rows.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// Number of rows (vectors).
     pub fn rows(&self) -> u64 {
         self.rows
     }
+    /// Dimension (elements per row).
     pub fn dim(&self) -> usize {
         self.dim
     }

@@ -85,10 +85,12 @@ impl VectorWriter {
         self.rows
     }
 
+    /// Dimension of every row.
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Element type written.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
