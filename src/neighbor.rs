@@ -72,6 +72,11 @@ impl TopK {
         self.heap.len()
     }
 
+    /// Whether nothing has been pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// Distance a new candidate must beat (or tie with a smaller id) to enter; `+∞` while
     /// fewer than `k` are kept.
     #[inline]
