@@ -42,8 +42,8 @@
 //! 4. [`graph`]: cluster-local neighbour lists (robust prune, LID-adaptive α). [`pq`]:
 //!    product quantization. [`multivec`]: multi-vector objects: block files, per-block
 //!    standardisation, weighted ground truth.
-//! 5. [`format`]: the index files, their checks and crash-safe publication. [`synth`]:
-//!    seeded synthetic data sets and their cross-modal statistics.
+//! 5. [`format`](mod@format): the index files, their checks and crash-safe publication.
+//!    [`synth`]: seeded synthetic data sets and their cross-modal statistics.
 //! 6. [`build`]: a base file into an index. [`search`]: approximate, exact and range queries
 //!    from SSD.
 //! 7. [`eval`]: recall, sweeps, tuning, calibration and the multi-vector baseline.
