@@ -46,10 +46,20 @@ impl Ord for HeapEntry {
 }
 
 /// Keeps the `k` smallest neighbours seen so far (a max-heap whose top is the worst kept).
+/// `Default` is an empty `TopK` of capacity 1 that allocates nothing, to be [`TopK::reset`].
 #[derive(Debug, Clone)]
 pub struct TopK {
     k: usize,
     heap: BinaryHeap<HeapEntry>,
+}
+
+impl Default for TopK {
+    fn default() -> Self {
+        Self {
+            k: 1,
+            heap: BinaryHeap::new(),
+        }
+    }
 }
 
 impl TopK {
@@ -105,6 +115,22 @@ impl TopK {
         }
     }
 
+    /// Empties it for reuse with capacity `k`, keeping its allocation (per-query scratch).
+    /// Panics when `k == 0`, as [`TopK::new`].
+    pub fn reset(&mut self, k: usize) {
+        assert!(k > 0, "TopK needs k >= 1");
+        self.k = k;
+        self.heap.clear();
+    }
+
+    /// The kept neighbours, best first, into `out` (cleared first); leaves this empty with
+    /// its allocation. Same order as [`TopK::into_sorted`].
+    pub fn drain_sorted_into(&mut self, out: &mut Vec<Neighbor>) {
+        out.clear();
+        out.extend(self.heap.drain().map(|e| e.0));
+        out.sort_by(Neighbor::cmp_total);
+    }
+
     /// The kept neighbours, best first.
     pub fn into_sorted(self) -> Vec<Neighbor> {
         let mut v: Vec<Neighbor> = self.heap.into_iter().map(|e| e.0).collect();
@@ -134,6 +160,31 @@ mod tests {
             all.sort_by(Neighbor::cmp_total);
             all.truncate(k);
             prop_assert_eq!(got, all);
+        }
+
+        /// A reused TopK (reset, then drained into a buffer) keeps what a fresh one keeps,
+        /// whatever the previous query left in it.
+        #[test]
+        fn reset_and_drain_equal_a_fresh_topk(
+            before in proptest::collection::vec(-100i32..100, 0..100),
+            dists in proptest::collection::vec(-100i32..100, 0..300),
+            k0 in 1usize..40,
+            k in 1usize..40,
+        ) {
+            let mut reused = TopK::new(k0);
+            for (i, &d) in before.iter().enumerate() {
+                reused.push(Neighbor { id: i as u32, dist: d as f32 });
+            }
+            reused.reset(k);
+            let mut fresh = TopK::new(k);
+            for (i, &d) in dists.iter().enumerate() {
+                let n = Neighbor { id: i as u32, dist: d as f32 };
+                prop_assert_eq!(reused.push(n), fresh.push(n));
+            }
+            let mut out = vec![Neighbor { id: 7, dist: 0.0 }];
+            reused.drain_sorted_into(&mut out);
+            prop_assert!(reused.is_empty());
+            prop_assert_eq!(out, fresh.into_sorted());
         }
     }
 

@@ -248,16 +248,14 @@ pub(super) fn scan_clusters(
 ) {
     let weighted = weighted(idx, &t.weighting);
     let m = idx.pq.subspaces();
-    let mut scan_order: Vec<(f32, u32)> = t
-        .clusters
-        .iter()
-        .map(|&c| {
-            let s = t
-                .centroid_scores
-                .get(&idx.router, &idx.centroids, &t.query, c as usize);
-            (s, c)
-        })
-        .collect();
+    let mut scan_order = std::mem::take(&mut t.scan_order);
+    scan_order.clear();
+    scan_order.extend(t.clusters.iter().map(|&c| {
+        let s = t
+            .centroid_scores
+            .get(&idx.router, &idx.centroids, &t.query, c as usize);
+        (s, c)
+    }));
     scan_order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     // Triangle-inequality bounds under block factors ω: |x − c|_ω ≤ √max ω · |x − c|,
     // and |⟨ω⊙q, x − c⟩| ≤ |ω⊙q| · |x − c|.
@@ -326,4 +324,5 @@ pub(super) fn scan_clusters(
             }
         }
     }
+    t.scan_order = scan_order;
 }

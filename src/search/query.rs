@@ -55,6 +55,13 @@ pub(super) struct Task<'a> {
     /// Records named by the nearest training queries' answers, sorted, distinct.
     pub(super) hint_records: Vec<u32>,
     pub(super) ranked: Vec<(f32, u32)>,
+    /// Scratch of the first pass: the PQ candidates, their sorted copy, the records to read
+    /// and the probed clusters in scan order (kept across queries, never reallocated per
+    /// query once grown).
+    pub(super) cands: TopK,
+    pub(super) sorted: Vec<Neighbor>,
+    pub(super) to_read: Vec<u32>,
+    pub(super) scan_order: Vec<(f32, u32)>,
     /// Clusters probed by the current query (reset when it ends).
     pub(super) probed: Vec<bool>,
     pub(super) table: Vec<f32>,
@@ -86,6 +93,10 @@ impl Task<'_> {
             hint_scratch: HintScratch::default(),
             hint_records: Vec::new(),
             ranked: Vec::new(),
+            cands: TopK::default(),
+            sorted: Vec::new(),
+            to_read: Vec::new(),
+            scan_order: Vec::new(),
             probed: vec![false; index.n_clusters()],
             table: Vec::new(),
             clusters: Vec::new(),
@@ -266,14 +277,22 @@ impl<'a> Searcher<'a> {
         t.best.clear();
         let qn = candidates::prepare(idx, t, qi, q, params)?;
         candidates::route(idx, t, params);
-        let mut cands = TopK::new(params.rerank.max(params.k));
+        // The candidate list and the read list are the slot's scratch, kept across queries.
+        let mut cands = std::mem::take(&mut t.cands);
+        cands.reset(params.rerank.max(params.k));
         candidates::score_hints(idx, t, params, qn, &mut cands);
         candidates::scan_clusters(idx, t, params, qn, scores, &mut cands);
 
         // 4. Read the best candidates (rerank when they are in).
-        let to_read: Vec<u32> = cands.into_sorted().into_iter().map(|n| n.id).collect();
+        cands.drain_sorted_into(&mut t.sorted);
+        t.cands = cands;
+        let mut to_read = std::mem::take(&mut t.to_read);
+        to_read.clear();
+        to_read.extend(t.sorted.iter().map(|n| n.id));
         t.seen.extend(&to_read);
-        if submit_records(idx, t, &to_read)? {
+        let parked = submit_records(idx, t, &to_read);
+        t.to_read = to_read;
+        if parked? {
             return Ok(QueryStep::Parked);
         }
         self.next_round(slot, params)
