@@ -17,7 +17,7 @@
 
 use crate::data::{Matrix, MatrixView};
 use crate::distance;
-use crate::kmeans::{GroupIndex, NearestParams, TwoLevel};
+use crate::kmeans::GroupIndex;
 
 /// How a router orders anchors for a query `q` (smaller first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,16 +78,8 @@ impl Router {
         pool: &rayon::ThreadPool,
     ) -> Self {
         let norms = crate::linalg::row_norms_sq(anchors);
-        let two_level = (anchors.rows() >= min_k.max(2)).then(|| {
-            match order {
-                AnchorOrder::InnerProduct => {
-                    let aug = augment(anchors, &norms);
-                    TwoLevel::build(aug.view(), &NearestParams::default(), pool)
-                }
-                _ => TwoLevel::build(anchors, &NearestParams::default(), pool),
-            }
-            .into_index()
-        });
+        let two_level = (anchors.rows() >= min_k.max(2))
+            .then(|| GroupIndex::for_routing(anchors, order == AnchorOrder::InnerProduct, pool));
         let coarse_norms = two_level
             .as_ref()
             .map(|tl| crate::linalg::row_norms_sq(tl.coarse()))
@@ -336,18 +328,6 @@ impl AnchorScores {
         }
         self.values[c]
     }
-}
-
-/// `[c, √(M² − |c|²)]` for every row (M² the largest `|c|²`).
-fn augment(anchors: MatrixView<'_, f32>, norms: &[f32]) -> Matrix<f32> {
-    let max = norms.iter().copied().fold(0.0f32, f32::max);
-    let dim = anchors.dim() + 1;
-    let mut v = Vec::with_capacity(anchors.rows() * dim);
-    for (c, &n) in anchors.iter_rows().zip(norms) {
-        v.extend_from_slice(c);
-        v.push((max - n).max(0.0).sqrt());
-    }
-    Matrix::from_vec(v, dim).expect("dim ≥ 1")
 }
 
 #[cfg(test)]
