@@ -348,15 +348,15 @@ fn stats_mutations(dir: &Path) -> Vec<Mutation> {
     out
 }
 
-fn pq_mutations(dir: &Path) -> Vec<Mutation> {
-    const F: &str = PQ_FILE;
-    let b = file_bytes(dir, F);
+/// Mutations of `pq.m3` or of `refine.m3` (the same layout, decision 0008).
+fn pq_mutations(dir: &Path, file: &'static str) -> Vec<Mutation> {
+    let b = file_bytes(dir, file);
     let h: PqHeader = header(&b);
     let n = h.n_records as usize;
-    let mut out = field_mutations(F, &b, PqHeader::layout_table(), 0);
+    let mut out = field_mutations(file, &b, PqHeader::layout_table(), 0);
     for (i, v) in [(1, 0u32), (1, h.dim + 1), (h.subspaces as usize, h.dim + 1)] {
         out.push(Mutation::one(
-            F,
+            file,
             format!("bounds[{i}] = {v}"),
             h.bounds_offset as usize + 4 * i,
             v.to_le_bytes().to_vec(),
@@ -364,21 +364,21 @@ fn pq_mutations(dir: &Path) -> Vec<Mutation> {
         ));
     }
     out.extend(section_floats(
-        F,
+        file,
         "codebook",
         h.codebooks_offset as usize,
         256 * h.dim as usize,
         &[],
     ));
     out.extend(section_floats(
-        F,
+        file,
         "correction",
         h.correction_offset as usize,
         n,
         &[],
     ));
     out.extend(section_floats(
-        F,
+        file,
         "error",
         h.error_offset as usize,
         n,
@@ -389,7 +389,7 @@ fn pq_mutations(dir: &Path) -> Vec<Mutation> {
     for i in [0, n * h.subspaces as usize - 1] {
         let at = h.codes_offset as usize + i;
         out.push(Mutation {
-            file: F,
+            file: file,
             what: format!("code byte {i} ^ 0x5a"),
             patches: vec![(at, vec![b[at] ^ 0x5a])],
             never_valid: false,
@@ -746,8 +746,18 @@ fn mutation_stats() {
 
 #[test]
 fn mutation_pq() {
-    run(single(), pq_mutations(&single().index));
-    run(multi(), pq_mutations(&multi().index));
+    run(single(), pq_mutations(&single().index, PQ_FILE));
+    run(multi(), pq_mutations(&multi().index, PQ_FILE));
+}
+
+#[test]
+fn mutation_refine() {
+    assert!(
+        single().index.join(REFINE_FILE).exists(),
+        "the build writes refine.m3"
+    );
+    run(single(), pq_mutations(&single().index, REFINE_FILE));
+    run(multi(), pq_mutations(&multi().index, REFINE_FILE));
 }
 
 #[test]

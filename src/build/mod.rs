@@ -8,6 +8,7 @@ mod hints;
 mod layout;
 mod params;
 mod pipeline;
+mod refine;
 mod routing;
 mod source;
 mod train;
@@ -21,6 +22,7 @@ pub use params::{
     RoutingParams, SpillParams,
 };
 pub use pipeline::{BuildObserver, BuildSummary, Silent, StageTime, build_index, peak_rss_bytes};
+pub use refine::{RefineInputs, RefineParams, write_refinement};
 
 // The build's stages, run one by one: not part of the API (`build_index` is), public only for
 // examples/route_coverage.rs and tests/build_index.rs.

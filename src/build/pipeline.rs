@@ -19,7 +19,7 @@ use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLA
 // directory, removed once the records are laid out; never published).
 use crate::format::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
-    RECORD_IDS_SCRATCH, REPORT_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    RECORD_IDS_SCRATCH, REFINE_FILE, REPORT_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
     BlockInfo, BlockTable, ClusterEntry, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter,
@@ -191,8 +191,11 @@ pub fn build_index(
         asg,
         graph,
     };
-    let (files, facts) = run.write_files(&dir, trained, laid, &outcome)?;
+    let (mut files, facts) = run.write_files(&dir, trained, laid, &outcome)?;
     run.clock.lap("publish");
+    if params.pq.refine {
+        files.refine = Some(run.refine(&dir)?);
+    }
     let mut summary = run.summary(&outcome, &files);
     let report = write_report(&dir, &summary)?;
     summary.ssd_bytes += report.bytes;
@@ -302,6 +305,7 @@ struct IndexFiles {
     blocks: Option<FileEntry>,
     coarse: Option<FileEntry>,
     hints: Option<FileEntry>,
+    refine: Option<FileEntry>,
 }
 
 impl IndexFiles {
@@ -322,17 +326,20 @@ impl IndexFiles {
             + self.blocks.as_ref().map_or(0, |e| e.bytes)
             + self.coarse.as_ref().map_or(0, |e| e.bytes)
             + self.hints.as_ref().map_or(0, |e| e.bytes)
+            + self.refine.as_ref().map_or(0, |e| e.bytes)
     }
 
     /// Bytes the query engine holds in RAM: the small files whole, and per record its PQ
-    /// code and, for L2, its correction term.
+    /// code and, for L2, its correction term (twice with refinement codes).
     fn ram_bytes(&self, records: u64, m: usize, metric: Metric) -> f64 {
+        let per_record = m as u64 + if metric == Metric::L2 { 4 } else { 0 };
+        let codes = if self.refine.is_some() { 2 } else { 1 };
         self.clusters.bytes as f64
             + self.hints.as_ref().map_or(0, |e| e.bytes) as f64
             + self.coarse.as_ref().map_or(0, |e| e.bytes) as f64
             + self.routing.bytes as f64
             + self.stats.bytes as f64
-            + (records * m as u64 + if metric == Metric::L2 { 4 * records } else { 0 }) as f64
+            + (codes * records * per_record) as f64
     }
 
     /// Every entry in the manifest's order, the report's included.
@@ -350,6 +357,7 @@ impl IndexFiles {
         files.extend(self.blocks);
         files.extend(self.coarse);
         files.extend(self.hints);
+        files.extend(self.refine);
         files
     }
 }
@@ -562,8 +570,33 @@ impl Run<'_> {
                 Some(h) => Some(h.write(&dir.path(HINTS_FILE))?),
                 None => None,
             },
+            refine: None,
         };
         Ok((files, facts))
+    }
+
+    /// Stage 7, the refinement codes (`refine.m3`, decision 0008), from the files just
+    /// written: `data.m3`'s records, the cluster table and `pq.m3`.
+    fn refine(&mut self, dir: &IndexDirWriter) -> Result<FileEntry, BuildError> {
+        self.obs.stage("refine", 0);
+        let clusters = ClusterTable::read(&dir.path(CLUSTERS_FILE))?;
+        let pq = crate::format::PqFile::read(&dir.path(PQ_FILE))?;
+        let data_path = dir.path(DATA_FILE);
+        let data_header = crate::format::DataFileHeader::read(&data_path)?;
+        let inputs = super::RefineInputs {
+            data_path: &data_path,
+            data_header: &data_header,
+            entries: &clusters.entries,
+            centroids: clusters.centroids.view(),
+            pq: &pq,
+        };
+        let params = super::RefineParams {
+            seed: self.params.seed,
+            ..super::RefineParams::default()
+        };
+        let entry = super::write_refinement(&inputs, &params, &dir.path(REFINE_FILE), self.pool)?;
+        self.clock.lap("refine");
+        Ok(entry)
     }
 
     /// Two-level routing's coarse level (`coarse.m3`, from the two-level threshold on),

@@ -24,6 +24,9 @@ pub const COARSE_FILE: &str = "coarse.m3";
 /// Training queries and the records of their exact answers (record-level routing). Optional
 /// (an additive entry): written when the build is given training queries.
 pub const HINTS_FILE: &str = "hints.m3";
+/// Refinement codes: a second PQ of what `pq.m3`'s codes leave (decision 0008). Optional (an
+/// additive entry): the build writes it unless told not to.
+pub const REFINE_FILE: &str = "refine.m3";
 /// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
 pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
@@ -52,7 +55,7 @@ pub const REQUIRED_FILES: [&str; 6] = [
 ];
 
 /// Every file name an index directory (published or being built) may hold.
-pub const INDEX_DIR_FILES: [&str; 15] = [
+pub const INDEX_DIR_FILES: [&str; 16] = [
     MANIFEST_FILE,
     CLUSTERS_FILE,
     ROUTING_FILE,
@@ -63,6 +66,7 @@ pub const INDEX_DIR_FILES: [&str; 15] = [
     KEYS_FILE,
     COARSE_FILE,
     HINTS_FILE,
+    REFINE_FILE,
     BLOCKS_FILE,
     REPORT_FILE,
     CALIBRATION_FILE,

@@ -7,8 +7,8 @@
 //! - the manifest parses ([`super::open_check`]: header CRC, enumerations, counts, entries) and
 //!   every listed file but the informational ones exists with its listed length and a valid
 //!   header, `data.m3`'s agreeing with the manifest;
-//! - every file held in RAM (`clusters.m3`, `routing.m3`, `stats.m3`, `pq.m3`, `keys.m3`,
-//!   `coarse.m3`, `blocks.m3`, `hints.m3`) has the CRC32C the manifest lists, computed over the very bytes
+//! - every file held in RAM (`clusters.m3`, `routing.m3`, `stats.m3`, `pq.m3`, `refine.m3`,
+//!   `keys.m3`, `coarse.m3`, `blocks.m3`, `hints.m3`) has the CRC32C the manifest lists, computed over the very bytes
 //!   that are parsed (each file is read once);
 //! - every float a query uses is finite (centroids, radii, query anchors, statistics, PQ
 //!   codewords, corrections and errors, keys, coarse centres, block scales), distances and
@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use super::file::ListedFile;
 use super::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, MANIFEST_FILE,
-    PQ_FILE, ROUTING_FILE, STATS_FILE,
+    PQ_FILE, REFINE_FILE, ROUTING_FILE, STATS_FILE,
 };
+use super::pq::REFINE_KIND;
 use super::verify::open_check;
 use super::{
     BlockTable, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, Manifest, PqFile,
@@ -50,6 +51,8 @@ pub struct IndexParts {
     pub coarse: Option<CoarseLevel>,
     /// Training queries and their answers' records (`hints.m3`), if the index has them.
     pub hints: Option<Hints>,
+    /// The refinement codes (`refine.m3`, without per-record errors), if the index has them.
+    pub refine: Option<PqFile>,
     /// `pq.m3`, held open (checked whole at open) for exact search's later read of the errors.
     pub pq_file: ListedFile,
     /// `keys.m3` (checked whole at open, then dropped), held open for exact search; `None` for
@@ -100,6 +103,15 @@ impl IndexParts {
                 "codes are not residuals to the centroids, the only kind this reader searches",
             ));
         }
+        let refine = match listed(REFINE_FILE)? {
+            Some(f) => {
+                let mut r = PqFile::read_listed_as(&f, &REFINE_KIND)?;
+                r.check_refines(&pq, &f.path)?;
+                r.error = Vec::new();
+                Some(r)
+            }
+            None => None,
+        };
         pq.error = Vec::new();
 
         let data_path = dir.join(DATA_FILE);
@@ -145,6 +157,7 @@ impl IndexParts {
             blocks,
             coarse,
             hints,
+            refine,
             pq_file,
             keys_file,
         })

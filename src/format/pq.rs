@@ -1,6 +1,10 @@
 //! `pq.m3`: product-quantisation codebooks over variable-width subspaces, one code per stored
 //! record (record order), and per-record correction and error terms. Byte layout:
 //! `docs/FORMAT.md`, "pq.m3".
+//!
+//! `refine.m3` (the refinement codes, decision 0008) has the same layout under its own kind:
+//! a second quantizer over the same subspaces, whose codes encode what the first one left,
+//! `x − c − r̂₁`. Every function here takes the kind it reads or writes.
 
 use std::path::Path;
 
@@ -16,6 +20,14 @@ use crate::data::Matrix;
 pub const PQ_KIND: FileKind = FileKind {
     magic: *b"M3PQ\0\0\0\0",
     name: "pq",
+    version_major: 1,
+    version_minor: 0,
+};
+
+/// `refine.m3`: the same layout as `pq.m3` (docs/FORMAT.md, "refine.m3").
+pub const REFINE_KIND: FileKind = FileKind {
+    magic: *b"M3REFINE",
+    name: "refine",
     version_major: 1,
     version_minor: 0,
 };
@@ -65,6 +77,7 @@ impl PqHeader {
 pub struct PqFileWriter {
     w: StreamedSections,
     header: PqHeader,
+    kind: &'static FileKind,
 }
 
 impl PqFileWriter {
@@ -84,7 +97,7 @@ impl PqFileWriter {
 
     /// Fails unless exactly `n_records` records were pushed.
     pub fn finish(self) -> Result<FileEntry, FormatError> {
-        self.w.finish(&PQ_KIND, &self.header, &[])
+        self.w.finish(self.kind, &self.header, &[])
     }
 }
 
@@ -147,6 +160,11 @@ impl PqFile {
     }
 
     pub fn write(&self, path: &Path) -> Result<FileEntry, FormatError> {
+        self.write_as(path, &PQ_KIND)
+    }
+
+    /// [`Self::write`] under `kind` (`pq.m3` or `refine.m3`).
+    pub fn write_as(&self, path: &Path, kind: &FileKind) -> Result<FileEntry, FormatError> {
         let dim = check_bounds(&self.bounds).map_err(FormatError::invalid)?;
         let n = self.codes.rows();
         if self.codes.dim() != self.subspaces()
@@ -176,7 +194,7 @@ impl PqFile {
             correction_offset,
             error_offset,
         };
-        w.finish(path, &PQ_KIND, &header, &[])
+        w.finish(path, kind, &header, &[])
     }
 
     /// A writer that takes the `n_records` codes, corrections and errors record by record and
@@ -184,6 +202,18 @@ impl PqFile {
     /// out of its sort).
     pub fn writer(
         path: &Path,
+        bounds: &[u32],
+        codebooks: &[f32],
+        n_records: u64,
+        residual: bool,
+    ) -> Result<PqFileWriter, FormatError> {
+        Self::writer_as(path, &PQ_KIND, bounds, codebooks, n_records, residual)
+    }
+
+    /// [`Self::writer`] under `kind` (`pq.m3` or `refine.m3`).
+    pub fn writer_as(
+        path: &Path,
+        kind: &'static FileKind,
         bounds: &[u32],
         codebooks: &[f32],
         n_records: u64,
@@ -209,6 +239,7 @@ impl PqFile {
         w.append(1, codebooks)?;
         Ok(PqFileWriter {
             w,
+            kind,
             header: PqHeader {
                 dim,
                 subspaces: subspaces as u32,
@@ -234,8 +265,19 @@ impl PqFile {
     /// [`Self::read`] of a listed file, with its length and CRC32C checked against the
     /// manifest.
     pub fn read_listed(f: &ListedFile) -> Result<Self, FormatError> {
-        let (r, h) = f.reader::<PqHeader>(&PQ_KIND)?;
+        Self::read_listed_as(f, &PQ_KIND)
+    }
+
+    /// [`Self::read_listed`] of a file of `kind` (`pq.m3` or `refine.m3`).
+    pub fn read_listed_as(f: &ListedFile, kind: &FileKind) -> Result<Self, FormatError> {
+        let (r, h) = f.reader::<PqHeader>(kind)?;
         f.checked(&r, Self::parse(&r, h))
+    }
+
+    /// [`Self::read`] of a file of `kind`.
+    pub fn read_as(path: &Path, kind: &FileKind) -> Result<Self, FormatError> {
+        let (r, h) = SectionReader::open::<PqHeader>(path, kind)?;
+        Self::parse(&r, h)
     }
 
     fn parse(r: &SectionReader, h: PqHeader) -> Result<Self, FormatError> {
@@ -301,6 +343,27 @@ impl PqFile {
     pub fn read_error_listed(f: &ListedFile) -> Result<Vec<f32>, FormatError> {
         let (r, h) = f.reader::<PqHeader>(&PQ_KIND)?;
         read_error_section(&r, &h)
+    }
+
+    /// A `refine.m3` against the index's `pq.m3`: same records, dimension and subspace
+    /// bounds (a query's block spans and tables line up), residual codes.
+    pub fn check_refines(&self, pq: &PqFile, path: &Path) -> Result<(), FormatError> {
+        if self.bounds != pq.bounds || self.n_records() != pq.n_records() || !self.residual {
+            return Err(FormatError::corrupt(
+                path,
+                32,
+                format!(
+                    "refinement codes for {} records over bounds of {} subspaces (residual {}); \
+                     pq.m3 has {} records over {} subspaces",
+                    self.n_records(),
+                    self.subspaces(),
+                    self.residual,
+                    pq.n_records(),
+                    pq.subspaces()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn check_against(&self, meta: &IndexMeta, path: &Path) -> Result<(), FormatError> {

@@ -196,6 +196,11 @@ impl<'a> RecordView<'a> {
         &self.bytes[..self.codec.vector_bytes()]
     }
 
+    /// The element type of the vector.
+    pub fn dtype(&self) -> DType {
+        self.codec.dtype
+    }
+
     /// The vector as `T`, or `None` when `T` is not the index's dtype.
     pub fn vector<T: Element>(&self) -> Option<Vec<T>> {
         (T::DTYPE == self.codec.dtype).then(|| super::file::pod_vec(self.vector_bytes()))

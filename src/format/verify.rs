@@ -15,14 +15,14 @@ use super::data::DataFileHeader;
 use super::file::{FileEntry, ListedFile, SectionReader, check_listed_length, file_crc32c};
 use super::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, INFORMATIONAL_FILES, KEYS_FILE,
-    MANIFEST_FILE, PQ_FILE, REQUIRED_FILES, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    MANIFEST_FILE, PQ_FILE, REFINE_FILE, REQUIRED_FILES, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use super::header::FileKind;
 use super::hints::{HINTS_KIND, HintsHeader};
 use super::keys::{KEYS_KIND, KeysHeader};
 use super::manifest::Manifest;
 use super::open::IndexParts;
-use super::pq::{PQ_KIND, PqHeader};
+use super::pq::{PQ_KIND, PqHeader, REFINE_KIND};
 use super::routing::{ROUTING_KIND, RoutingHeader};
 use super::sectors::{SECTORS_KIND, SectorCrcs, SectorsHeader};
 use super::stats::{STATS_KIND, StatsHeader};
@@ -122,6 +122,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             ROUTING_FILE => header_only::<RoutingHeader>(&path, &ROUTING_KIND)?,
             STATS_FILE => header_only::<StatsHeader>(&path, &STATS_KIND)?,
             PQ_FILE => header_only::<PqHeader>(&path, &PQ_KIND)?,
+            REFINE_FILE => header_only::<PqHeader>(&path, &REFINE_KIND)?,
             SECTORS_FILE => header_only::<SectorsHeader>(&path, &SECTORS_KIND)?,
             KEYS_FILE => header_only::<KeysHeader>(&path, &KEYS_KIND)?,
             BLOCKS_FILE => header_only::<BlocksHeader>(&path, &BLOCKS_KIND)?,
@@ -188,8 +189,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
                 sector_crcs = Some(s.crcs);
             }
             // Checked whole by IndexParts::open.
-            CLUSTERS_FILE | ROUTING_FILE | STATS_FILE | PQ_FILE | KEYS_FILE | BLOCKS_FILE
-            | COARSE_FILE | HINTS_FILE => {}
+            CLUSTERS_FILE | ROUTING_FILE | STATS_FILE | PQ_FILE | REFINE_FILE | KEYS_FILE
+            | BLOCKS_FILE | COARSE_FILE | HINTS_FILE => {}
             _ => whole_file_crc(&path, e)?,
         }
     }

@@ -326,3 +326,40 @@ pub(super) fn scan_clusters(
     }
     t.scan_order = scan_order;
 }
+
+/// Whether this query re-ranks its candidates with the refinement codes: the index has them,
+/// `refine` asks for more candidates than are read, and the query is not a weighted
+/// multi-vector one (its tables and corrections are per block; decision 0008).
+pub(super) fn refines(idx: &Index, t: &Task<'_>, params: &SearchParams) -> bool {
+    idx.refine.is_some()
+        && params.refine > params.rerank.max(params.k)
+        && weighted(idx, &t.weighting).is_none()
+}
+
+/// Step 3b: re-ranks the candidates with both codes (`r̂₁ + r̂₂`, decision 0008) and keeps the
+/// best `read` of them in `cands`. Under inner product (and cosine) the refined estimate is the
+/// first one minus `q·r̂₂`; under L2 it is `|q − c|² + corr₁₂ − 2 q·(r̂₁ + r̂₂)`, the first one
+/// plus `corr₁₂ − corr₁ − 2 q·r̂₂`.
+pub(super) fn refine(idx: &Index, t: &mut Task<'_>, read: usize, cands: &mut TopK) {
+    let Some(r) = &idx.refine else {
+        return;
+    };
+    r.pq.ip_table(&t.query, &mut t.refine_table);
+    cands.drain_sorted_into(&mut t.sorted);
+    cands.reset(read);
+    let m = r.pq.subspaces();
+    let codes = r.codes.as_slice();
+    for (j, nb) in t.sorted.iter().enumerate() {
+        if let Some(next) = t.sorted.get(j + 8) {
+            crate::simd::prefetch(codes, next.id as usize * m);
+        }
+        let i = nb.id as usize;
+        let second = adc_score(&t.refine_table, &codes[i * m..(i + 1) * m]);
+        let dist = match idx.metric {
+            Metric::L2 => nb.dist + (r.correction[i] - idx.correction[i]) - 2.0 * second,
+            _ => nb.dist - second,
+        };
+        cands.push(Neighbor { id: nb.id, dist });
+    }
+    t.stats.refined += t.sorted.len() as u64;
+}

@@ -164,7 +164,8 @@ impl QueryScoring<'_> {
 
 /// The bound on stored norms of [`Index::norm_bound`]: the largest of `max_base_norm`, every
 /// query anchor and coarse centre, and every PQ reconstruction (a centroid plus one codeword
-/// per subspace: at most the largest centroid plus the largest codeword of each subspace).
+/// per subspace of each quantizer — the first and, if any, the refinement codes: at most the
+/// largest centroid plus the largest codeword of each subspace of each).
 /// Computed in f64, so huge stored values give a huge bound rather than an overflow.
 pub(super) fn norm_bound(
     stats: &Stats,
@@ -172,7 +173,7 @@ pub(super) fn norm_bound(
     routing: &Routing,
     coarse: Option<&CoarseLevel>,
     hints: Option<&Hints>,
-    pq: &ProductQuantizer,
+    pqs: &[&ProductQuantizer],
 ) -> f64 {
     let row_norm = |r: &[f32]| {
         r.iter()
@@ -185,17 +186,21 @@ pub(super) fn norm_bound(
             .map(|i| row_norm(m.row(i)))
             .fold(0.0, f64::max)
     };
-    let bounds = pq.bounds();
-    let codebooks = pq.codebooks();
     let cw = crate::format::pq::PQ_CODEWORDS as usize;
-    let codewords: f64 = bounds
-        .windows(2)
-        .map(|b| {
-            let width = b[1] - b[0];
-            codebooks[b[0] * cw..b[1] * cw]
-                .chunks_exact(width)
-                .map(row_norm)
-                .fold(0.0, f64::max)
+    let codewords: f64 = pqs
+        .iter()
+        .map(|pq| {
+            let codebooks = pq.codebooks();
+            pq.bounds()
+                .windows(2)
+                .map(|b| {
+                    let width = b[1] - b[0];
+                    codebooks[b[0] * cw..b[1] * cw]
+                        .chunks_exact(width)
+                        .map(row_norm)
+                        .fold(0.0, f64::max)
+                })
+                .sum::<f64>()
         })
         .sum();
     [

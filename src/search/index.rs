@@ -34,6 +34,8 @@ pub struct Index {
     pub(super) pq: ProductQuantizer,
     pub(super) codes: Matrix<u8>,
     pub(super) correction: Vec<f32>,
+    /// The refinement codes (`refine.m3`), if the index has them.
+    pub(super) refine: Option<Refinement>,
     pub(super) codec: RecordCodec,
     pub(super) layout: RecordLayout,
     pub(super) reader: Arc<dyn BlockReader>,
@@ -106,6 +108,10 @@ impl Index {
         let bounds: Vec<usize> = parts.pq.bounds.iter().map(|&b| b as usize).collect();
         let pq = ProductQuantizer::from_parts(dim, bounds, parts.pq.codebooks.clone())
             .map_err(|e| FormatError::corrupt(pq_path, 0, e.to_string()))?;
+        let refine = match parts.refine {
+            Some(r) => Some(Refinement::new(dim, r, dir)?),
+            None => None,
+        };
         let data_path = dir.join(DATA_FILE);
         let reader = open_data(&data_path)?;
         let data_bytes = (meta.data_sectors + 1) * SECTOR_BYTES as u64;
@@ -140,7 +146,10 @@ impl Index {
             &parts.routing,
             parts.coarse.as_ref(),
             parts.hints.as_ref(),
-            &pq,
+            &[Some(&pq), refine.as_ref().map(|r| &r.pq)]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
         );
         // Two-level routing from the stored coarse level; an index without one (older, or
         // K below the build's threshold) builds it here when K is large.
@@ -182,6 +191,7 @@ impl Index {
             pq,
             codes: parts.pq.codes,
             correction: parts.pq.correction,
+            refine,
             // Every record read is checked: id below n_vectors, neighbours below n_records.
             codec: header.codec()?.with_n_vectors(meta.n_vectors),
             layout: header.layout(),
@@ -303,7 +313,7 @@ impl Index {
     }
 
     /// Bytes held in RAM for searching (anchors, routers, routing, PQ codebooks, codes,
-    /// corrections).
+    /// corrections, refinement codes).
     pub fn ram_bytes(&self) -> u64 {
         (self.centroids.as_slice().len() * 4
             + self.router.heap_bytes()
@@ -314,9 +324,11 @@ impl Index {
             + self.entries.len() * 32
             + self.routing.anchors.as_slice().len() * 4
             + self.routing.edges.as_slice().len() * 4
-            + self.pq.codebooks().len() * 4
+            // The codebooks are held twice (by codeword and by dimension).
+            + self.pq.codebooks().len() * 8
             + self.codes.as_slice().len()
             + self.correction.len() * 4
+            + self.refine.as_ref().map_or(0, Refinement::heap_bytes)
             + self
                 .blocks
                 .as_ref()
@@ -458,5 +470,38 @@ mod tests {
                 GroupIndex::for_routing(anchors.view(), metric != Metric::L2, &pool).into_parts();
             assert_eq!(router.coarse_level(), Some(stored), "{metric:?}");
         }
+    }
+}
+
+/// The refinement codes of an index (`refine.m3`, decision 0008): a second quantizer over the
+/// subspaces of the first, one code per record of what the first code leaves, and each
+/// record's L2 correction for the sum of both reconstructions.
+#[derive(Debug)]
+pub(super) struct Refinement {
+    pub(super) pq: ProductQuantizer,
+    pub(super) codes: Matrix<u8>,
+    pub(super) correction: Vec<f32>,
+}
+
+impl Refinement {
+    fn new(dim: usize, file: crate::format::PqFile, dir: &Path) -> Result<Self, SearchError> {
+        let bounds: Vec<usize> = file.bounds.iter().map(|&b| b as usize).collect();
+        let pq = ProductQuantizer::from_parts(dim, bounds, file.codebooks).map_err(|e| {
+            FormatError::corrupt(
+                dir.join(crate::format::files::REFINE_FILE),
+                0,
+                e.to_string(),
+            )
+        })?;
+        Ok(Self {
+            pq,
+            codes: file.codes,
+            correction: file.correction,
+        })
+    }
+
+    /// Bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.pq.codebooks().len() * 8 + self.codes.as_slice().len() + self.correction.len() * 4
     }
 }

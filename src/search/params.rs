@@ -25,6 +25,11 @@ pub struct SearchParams {
     pub hint_depth: usize,
     /// Candidates (best by PQ) whose records are read and reranked exactly.
     pub rerank: usize,
+    /// Candidates (best by PQ) re-ranked in RAM with the refinement codes (`refine.m3`,
+    /// decision 0008) before the best `rerank` of them are read; 0 = no refinement. Ignored
+    /// when it is not above `rerank`, by an index without refinement codes and by weighted
+    /// multi-vector queries.
+    pub refine: usize,
     /// Rounds along the neighbour lists of the best results (each one I/O round).
     pub expand_rounds: usize,
     /// Best results whose neighbour lists feed a round.
@@ -78,6 +83,8 @@ impl SearchParams {
     pub const DEFAULT_HINTS: usize = 16;
     /// 0: every answer the index stores.
     pub const DEFAULT_HINT_DEPTH: usize = 0;
+    /// Candidates re-ranked by the refinement codes, by default.
+    pub const DEFAULT_REFINE: usize = 100;
     /// Rounds along neighbour lists are opt-in.
     pub const DEFAULT_EXPAND_ROUNDS: usize = 0;
     /// 0: automatic.
@@ -113,6 +120,7 @@ impl SearchParams {
             hints: Self::DEFAULT_HINTS,
             hint_depth: Self::DEFAULT_HINT_DEPTH,
             rerank: Self::default_rerank(k),
+            refine: Self::DEFAULT_REFINE,
             expand_rounds: Self::DEFAULT_EXPAND_ROUNDS,
             expand_from: Self::default_expand_from(k),
             expand_read: Self::default_expand_read(k),
@@ -210,6 +218,7 @@ impl SearchParams {
             "hints" => self.hints = value,
             "hint_depth" => self.hint_depth = value,
             "rerank" => self.rerank = value,
+            "refine" => self.refine = value,
             "expand_rounds" | "rounds" => self.expand_rounds = value,
             "expand_from" => self.expand_from = value,
             "expand_read" => self.expand_read = value,
@@ -220,7 +229,7 @@ impl SearchParams {
                     name: "knob",
                     what: format!(
                         "unknown knob '{name}' (nprobe, qprobe, edges, hints, hint_depth, rerank, \
-                         expand_rounds, expand_from, expand_read, route_groups)"
+                         refine, expand_rounds, expand_from, expand_read, route_groups)"
                     ),
                 });
             }
@@ -231,13 +240,14 @@ impl SearchParams {
     /// The knobs as `--name value` flags, for printing a command line.
     pub fn as_flags(&self) -> String {
         format!(
-            "--nprobe {} --qprobe {} --edges {} --hints {} --hint-depth {} --rerank {} --expand-rounds {} --expand-from {} --expand-read {} --route-groups {}",
+            "--nprobe {} --qprobe {} --edges {} --hints {} --hint-depth {} --rerank {} --refine {} --expand-rounds {} --expand-from {} --expand-read {} --route-groups {}",
             self.nprobe,
             self.qprobe,
             self.edges,
             self.hints,
             self.hint_depth,
             self.rerank,
+            self.refine,
             self.expand_rounds,
             self.expand_from,
             self.expand_read,
@@ -261,6 +271,8 @@ pub struct QueryStats {
     pub dist_comps: u64,
     /// PQ codes scored.
     pub pq_scored: u64,
+    /// Candidates re-ranked by the refinement codes.
+    pub refined: u64,
     /// Distinct clusters chosen to probe (those skipped by the early stop included).
     pub clusters_probed: u64,
     /// Probed clusters skipped by the early stop.
@@ -277,6 +289,7 @@ impl std::ops::AddAssign for QueryStats {
         self.io_rounds += o.io_rounds;
         self.dist_comps += o.dist_comps;
         self.pq_scored += o.pq_scored;
+        self.refined += o.refined;
         self.clusters_probed += o.clusters_probed;
         self.clusters_skipped += o.clusters_skipped;
         self.anchors_scored += o.anchors_scored;
@@ -405,6 +418,7 @@ mod tests {
             io_rounds: 1,
             dist_comps: 40,
             pq_scored: 500,
+            refined: 100,
             clusters_probed: 4,
             clusters_skipped: 1,
             anchors_scored: 300,
@@ -421,6 +435,7 @@ mod tests {
                 io_rounds: 2,
                 dist_comps: 80,
                 pq_scored: 1000,
+                refined: 200,
                 clusters_probed: 8,
                 clusters_skipped: 2,
                 anchors_scored: 600,

@@ -65,6 +65,8 @@ pub(super) struct Task<'a> {
     /// Clusters probed by the current query (reset when it ends).
     pub(super) probed: Vec<bool>,
     pub(super) table: Vec<f32>,
+    /// The query's inner-product table of the refinement codes (built only when used).
+    pub(super) refine_table: Vec<f32>,
     pub(super) clusters: Vec<u32>,
     /// `None` when no query runs in the slot.
     pub(super) results: Option<TopK>,
@@ -99,6 +101,7 @@ impl Task<'_> {
             scan_order: Vec::new(),
             probed: vec![false; index.n_clusters()],
             table: Vec::new(),
+            refine_table: Vec::new(),
             clusters: Vec::new(),
             results: None,
             result_ids: HashSet::new(),
@@ -279,9 +282,14 @@ impl<'a> Searcher<'a> {
         candidates::route(idx, t, params);
         // The candidate list and the read list are the slot's scratch, kept across queries.
         let mut cands = std::mem::take(&mut t.cands);
-        cands.reset(params.rerank.max(params.k));
+        let read = params.rerank.max(params.k);
+        let refine = candidates::refines(idx, t, params);
+        cands.reset(if refine { params.refine } else { read });
         candidates::score_hints(idx, t, params, qn, &mut cands);
         candidates::scan_clusters(idx, t, params, qn, scores, &mut cands);
+        if refine {
+            candidates::refine(idx, t, read, &mut cands);
+        }
 
         // 4. Read the best candidates (rerank when they are in).
         cands.drain_sorted_into(&mut t.sorted);

@@ -57,6 +57,9 @@ pub struct Knobs {
     /// Candidates read and reranked exactly ([`SearchParams::rerank`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerank: Option<usize>,
+    /// Candidates re-ranked by the refinement codes ([`SearchParams::refine`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<usize>,
     /// Rounds along neighbour lists ([`SearchParams::expand_rounds`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expand_rounds: Option<usize>,
@@ -113,6 +116,7 @@ impl Knobs {
             hints: Some(p.hints),
             hint_depth: Some(p.hint_depth),
             rerank: Some(p.rerank),
+            refine: Some(p.refine),
             expand_rounds: Some(p.expand_rounds),
             expand_from: Some(p.expand_from),
             expand_read: Some(p.expand_read),
@@ -425,6 +429,8 @@ impl Knobs {
         // The depth is capped by what the index stores; any value is safe.
         knob("hint_depth", self.hint_depth, usize::MAX, &mut p.hint_depth)?;
         knob("rerank", self.rerank, limits.max_rerank, &mut p.rerank)?;
+        // Refinement costs RAM lookups only; it is bounded like the rerank.
+        knob("refine", self.refine, limits.max_rerank, &mut p.refine)?;
         knob(
             "expand_rounds",
             self.expand_rounds,

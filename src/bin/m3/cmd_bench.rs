@@ -52,12 +52,13 @@ fn sweep_points(base: &SearchParams, sweeps: &[String]) -> anyhow::Result<Vec<Se
 
 pub fn print_header() {
     println!(
-        "{:>6} {:>6} {:>5} {:>5} {:>6} {:>6} {:>7} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>7}",
+        "{:>6} {:>6} {:>5} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8} | {:>8} {:>8} {:>8} {:>8} {:>7} {:>8} {:>6} {:>7}",
         "nprobe",
         "qprobe",
         "edges",
         "hints",
         "rerank",
+        "refine",
         "rounds",
         "threads",
         "inflight",
@@ -74,12 +75,13 @@ pub fn print_header() {
 
 pub fn print_row(p: &BenchPoint) {
     println!(
-        "{:>6} {:>6} {:>5} {:>5} {:>6} {:>6} {:>7} {:>8} | {:>8.4} {:>8.0} {:>8.0} {:>8.0} {:>7.1} {:>8.1} {:>6.2} {:>7.0}",
+        "{:>6} {:>6} {:>5} {:>5} {:>6} {:>6} {:>6} {:>7} {:>8} | {:>8.4} {:>8.0} {:>8.0} {:>8.0} {:>7.1} {:>8.1} {:>6.2} {:>7.0}",
         p.params.nprobe,
         p.params.qprobe,
         p.params.edges,
         p.params.hints,
         p.params.rerank,
+        p.params.refine,
         p.params.expand_rounds,
         p.threads,
         p.inflight,

@@ -62,6 +62,10 @@ pub struct BuildArgs {
     /// PQ bytes per vector (subspaces); default ⌈dim/2⌉ capped at 64.
     #[arg(long)]
     pq_bytes: Option<usize>,
+    /// Do not write refinement codes (`refine.m3`: a second PQ code per record, re-ranking
+    /// the best candidates in RAM so fewer are read; it doubles the codes' RAM).
+    #[arg(long)]
+    no_refine: bool,
     /// Extra cluster copies per vector (spilling); 0 disables. Off by default: on GloVe it
     /// cost 1.7× the RAM per vector for QPS within noise at recall 0.90–0.95, and it is the
     /// way to reach 0.99 there (docs/decisions/0004-spill-default.md).
@@ -225,6 +229,7 @@ impl BuildArgs {
         p.clusters.target_size = self.cluster_size.max(1);
         p.clusters.max_size_factor = self.max_cluster_factor;
         p.pq.subspaces = self.pq_bytes;
+        p.pq.refine = !self.no_refine;
         p.spill.max_copies = self.spill;
         p.spill.epsilon = self.spill_epsilon;
         p.routing.query_anchors = self.query_anchors;

@@ -78,6 +78,10 @@ pub struct KnobArgs {
     /// Candidates read from SSD and reranked exactly (default 4·max(k, 10)).
     #[arg(long)]
     pub rerank: Option<usize>,
+    /// Candidates re-ranked in RAM by the index's refinement codes (`refine.m3`) before the
+    /// best --rerank of them are read (0 = off; ignored without refinement codes).
+    #[arg(long, default_value_t = SearchParams::DEFAULT_REFINE)]
+    pub refine: usize,
     /// Rounds along neighbour lists (each one more I/O round).
     #[arg(long, default_value_t = SearchParams::DEFAULT_EXPAND_ROUNDS)]
     pub expand_rounds: usize,
@@ -149,6 +153,7 @@ impl KnobArgs {
         if let Some(r) = self.rerank {
             p.rerank = r;
         }
+        p.refine = self.refine;
         p.expand_rounds = self.expand_rounds;
         if let Some(v) = self.expand_from {
             p.expand_from = v;
