@@ -1045,6 +1045,7 @@ fn inspect_cli_reports_the_index_and_fails_cleanly_on_truncation() {
         "data.m3",
         "build_report.json",
         "keys.m3",
+        "refine.m3",
     ] {
         assert!(text.contains(want), "no {want:?} in\n{text}");
     }
@@ -1056,8 +1057,9 @@ fn inspect_cli_reports_the_index_and_fails_cleanly_on_truncation() {
     assert_eq!(v["params"]["n_clusters"], m.n_clusters);
     assert_eq!(v["clusters"]["count"], m.n_clusters);
     assert_eq!(v["routing"]["query_anchors"], m.n_query_anchors);
-    // manifest + 7 index files + hints.m3 (built with training queries) + build report
-    assert_eq!(v["files"].as_array().unwrap().len(), 10);
+    // manifest + 7 index files + hints.m3 (built with training queries) + refine.m3 + build
+    // report
+    assert_eq!(v["files"].as_array().unwrap().len(), 11);
     assert!(v["report"]["degree_histogram"].is_array());
 
     // A truncated pq.m3: a typed error naming the file, no panic.

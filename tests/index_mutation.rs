@@ -389,7 +389,7 @@ fn pq_mutations(dir: &Path, file: &'static str) -> Vec<Mutation> {
     for i in [0, n * h.subspaces as usize - 1] {
         let at = h.codes_offset as usize + i;
         out.push(Mutation {
-            file: file,
+            file,
             what: format!("code byte {i} ^ 0x5a"),
             patches: vec![(at, vec![b[at] ^ 0x5a])],
             never_valid: false,

@@ -32,6 +32,8 @@ pub struct IndexInfo {
     pub routing: RoutingInfo,
     pub anchor_graph: AnchorGraphInfo,
     pub pq: PqInfo,
+    /// The refinement codes (`refine.m3`); their errors are those of both codes together.
+    pub refine: Option<PqInfo>,
     pub modality: ModalityInfo,
     /// The blocks of a multi-vector index (`None` for a single-vector index).
     pub blocks: Option<super::BlockTable>,
@@ -232,6 +234,13 @@ impl IndexInfo {
         // Summaries of the per-record errors, which an open index does not hold.
         let mut pq = parts.pq;
         pq.error = PqFile::read_error_listed(&parts.pq_file)?;
+        let refine = match manifest.file(super::files::REFINE_FILE) {
+            Some(e) => Some(pq_info(&PqFile::read_listed_as(
+                &super::file::ListedFile::open(dir, e)?,
+                &super::pq::REFINE_KIND,
+            )?)),
+            None => None,
+        };
         let data_header = parts.data_header;
         let (clusters, routing, stats, blocks) =
             (parts.clusters, parts.routing, parts.stats, parts.blocks);
@@ -256,6 +265,7 @@ impl IndexInfo {
             routing: routing_info(&routing),
             anchor_graph: anchor_graph_info(&clusters),
             pq: pq_info(&pq),
+            refine,
             modality: modality_info(&stats),
             blocks,
             report,

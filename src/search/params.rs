@@ -394,13 +394,14 @@ mod tests {
         p.hints = 24;
         p.hint_depth = 50;
         p.rerank = 33;
+        p.refine = 150;
         p.expand_rounds = 1;
         p.expand_from = 4;
         p.expand_read = 9;
         p.route_groups = 12;
         let flags = p.as_flags();
         let tokens: Vec<&str> = flags.split_whitespace().collect();
-        assert_eq!(tokens.len(), 20, "{flags}");
+        assert_eq!(tokens.len(), 22, "{flags}");
         let mut q = SearchParams::new(10);
         for pair in tokens.chunks(2) {
             let name = pair[0].strip_prefix("--").unwrap().replace('-', "_");

@@ -192,6 +192,13 @@ fn pq(s: &mut String, i: &IndexInfo) {
         q.error_mean,
         q.error_max
     );
+    if let Some(r) = &i.refine {
+        let _ = writeln!(
+            s,
+            "  refinement codes (refine.m3): {} subspaces, {} codes; error of both codes mean {:.4} max {:.4}",
+            r.subspaces, r.codes, r.error_mean, r.error_max
+        );
+    }
 }
 
 /// The base's and the training queries' statistics.
