@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::distance::Metric;
 use crate::graph::ClusterGraphParams;
 use crate::kmeans::NearestParams;
+use crate::route::RoutingParams;
 
 /// Everything `build_index` needs.
 #[derive(Debug, Clone)]
@@ -114,24 +115,6 @@ pub struct SpillParams {
     pub max_copies: usize,
 }
 
-/// Query-modality anchors and cross-modal edges (DESIGN §4.2).
-#[derive(Debug, Clone)]
-pub struct RoutingParams {
-    /// Query anchors; default ⌈training queries / 40⌉ capped at 4096.
-    pub query_anchors: Option<usize>,
-    /// Base clusters kept per query anchor.
-    pub edges_per_anchor: usize,
-    /// Neighbours per training query whose clusters vote for the edges.
-    pub votes_per_query: usize,
-    /// At most this many base-sample rows are searched for the voters (the exact search costs
-    /// training queries × rows × dim).
-    pub vote_sample_rows: usize,
-    /// Exact answers kept per training query in `hints.m3` (record-level routing, decision
-    /// 0007); 0 = no hints. Costs training queries × N × dim at build time and
-    /// training queries × (dim + depth) × 4 bytes of RAM at search time.
-    pub hint_depth: usize,
-}
-
 impl BuildParams {
     /// Every file the build reads: the base (or its block files) and the training queries.
     pub fn inputs(&self) -> Vec<&std::path::Path> {
@@ -234,16 +217,6 @@ impl PqBuildParams {
         self.subspaces
             .unwrap_or_else(|| dim.div_ceil(2).min(64))
             .clamp(1, dim)
-    }
-}
-
-impl RoutingParams {
-    /// Query anchors for `training_queries` training queries: `query_anchors`, by default
-    /// ⌈training queries / 40⌉ capped at 4096, never more than the training queries.
-    pub fn resolve_anchors(&self, training_queries: usize) -> usize {
-        self.query_anchors
-            .unwrap_or_else(|| training_queries.div_ceil(40).clamp(1, 4096))
-            .clamp(1, training_queries.max(1))
     }
 }
 

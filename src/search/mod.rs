@@ -13,8 +13,8 @@ mod params;
 mod query;
 mod read;
 mod results;
-mod route;
 
+pub use crate::route::DEFAULT_ROUTE_MIN_K;
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use blocks::{IndexBlocks, Weighting};
 pub use check::QueryScoring;
@@ -24,4 +24,3 @@ pub use index::Index;
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
 pub use results::results_table;
-pub use route::DEFAULT_ROUTE_MIN_K;

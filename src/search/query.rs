@@ -27,7 +27,7 @@ use super::blocks::Weighting;
 
 use super::hints::HintScratch;
 use super::read::{ReadPlan, rerank, submit_records};
-use super::route::AnchorScores;
+use crate::route::AnchorScores;
 
 /// What a query did when started or resumed.
 #[derive(Debug)]
