@@ -9,6 +9,7 @@ mod error;
 mod exact;
 mod hints;
 mod index;
+mod inflight;
 mod params;
 mod query;
 mod read;
@@ -21,6 +22,9 @@ pub use check::QueryScoring;
 pub use error::SearchError;
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
 pub use index::Index;
+// The server's workers run the batch's loop.
+#[cfg(feature = "serve")]
+pub(crate) use inflight::{Inflight, Jobs, Next, Step};
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
 pub use results::results_table;
