@@ -14,6 +14,7 @@ mod params;
 mod query;
 mod read;
 mod results;
+mod task;
 
 pub use crate::route::DEFAULT_ROUTE_MIN_K;
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
