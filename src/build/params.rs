@@ -116,6 +116,11 @@ pub struct SpillParams {
 }
 
 impl BuildParams {
+    /// Default seed (`m3 build --seed`).
+    pub const DEFAULT_SEED: u64 = 42;
+    /// Default peak-memory target, 8 GiB (`m3 build --ram-budget-gb`).
+    pub const DEFAULT_RAM_BUDGET_BYTES: u64 = 8 << 30;
+
     /// Every file the build reads: the base (or its block files) and the training queries.
     pub fn inputs(&self) -> Vec<&std::path::Path> {
         let mut v: Vec<&std::path::Path> = match &self.blocks {
@@ -134,12 +139,12 @@ impl BuildParams {
             metric,
             out,
             train_queries: None,
-            seed: 42,
-            ram_budget_bytes: 8 << 30,
+            seed: Self::DEFAULT_SEED,
+            ram_budget_bytes: Self::DEFAULT_RAM_BUDGET_BYTES,
             clusters: ClusterParams {
-                target_size: 256,
+                target_size: ClusterParams::DEFAULT_TARGET_SIZE,
                 count: None,
-                max_size_factor: 2.0,
+                max_size_factor: ClusterParams::DEFAULT_MAX_SIZE_FACTOR,
                 kmeans_iters: 12,
                 train_rows_per_cluster: 64,
                 anchor_degree: 16,
@@ -151,20 +156,20 @@ impl BuildParams {
                 train_rows: 32_768,
             },
             spill: SpillParams {
-                epsilon: 0.1,
-                max_copies: 0,
+                epsilon: SpillParams::DEFAULT_EPSILON,
+                max_copies: SpillParams::DEFAULT_MAX_COPIES,
             },
             routing: RoutingParams {
                 query_anchors: None,
-                edges_per_anchor: 32,
-                votes_per_query: 10,
-                vote_sample_rows: 65_536,
-                hint_depth: 100,
+                edges_per_anchor: RoutingParams::DEFAULT_EDGES_PER_ANCHOR,
+                votes_per_query: RoutingParams::DEFAULT_VOTES_PER_QUERY,
+                vote_sample_rows: RoutingParams::DEFAULT_VOTE_SAMPLE_ROWS,
+                hint_depth: RoutingParams::DEFAULT_HINT_DEPTH,
             },
             graph: ClusterGraphParams::default(),
             cross: CrossLinkParams {
-                clusters: 2,
-                links: 4,
+                clusters: CrossLinkParams::DEFAULT_CLUSTERS,
+                links: CrossLinkParams::DEFAULT_LINKS,
             },
         }
     }
@@ -201,6 +206,11 @@ impl BuildParams {
 }
 
 impl ClusterParams {
+    /// Default mean cluster size (`m3 build --cluster-size`).
+    pub const DEFAULT_TARGET_SIZE: usize = 256;
+    /// Default cap on a cluster's size (`m3 build --max-cluster-factor`).
+    pub const DEFAULT_MAX_SIZE_FACTOR: f32 = 2.0;
+
     /// Number of clusters for `n` vectors.
     pub fn resolve(&self, n: u64) -> usize {
         let k = self
@@ -208,6 +218,20 @@ impl ClusterParams {
             .unwrap_or_else(|| n.div_ceil(self.target_size.max(1) as u64) as usize);
         k.clamp(1, n.max(1) as usize)
     }
+}
+
+impl SpillParams {
+    /// Default ε (`m3 build --spill-epsilon`).
+    pub const DEFAULT_EPSILON: f32 = 0.1;
+    /// Default extra copies: none (`m3 build --spill`; docs/decisions/0004-spill-default.md).
+    pub const DEFAULT_MAX_COPIES: usize = 0;
+}
+
+impl CrossLinkParams {
+    /// Default neighbouring clusters (`m3 build --cross-clusters`).
+    pub const DEFAULT_CLUSTERS: usize = 2;
+    /// Default links per record (`m3 build --cross-links`).
+    pub const DEFAULT_LINKS: usize = 4;
 }
 
 impl PqBuildParams {

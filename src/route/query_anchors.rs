@@ -39,6 +39,15 @@ pub struct RoutingParams {
 }
 
 impl RoutingParams {
+    /// Default `edges_per_anchor` (`m3 build --edges-per-anchor`).
+    pub const DEFAULT_EDGES_PER_ANCHOR: usize = 32;
+    /// Default `votes_per_query`.
+    pub const DEFAULT_VOTES_PER_QUERY: usize = 10;
+    /// Default `vote_sample_rows`.
+    pub const DEFAULT_VOTE_SAMPLE_ROWS: usize = 65_536;
+    /// Default `hint_depth` (`m3 build --hint-depth`).
+    pub const DEFAULT_HINT_DEPTH: usize = 100;
+
     /// Query anchors for `training_queries` training queries: `query_anchors`, by default
     /// ⌈training queries / 40⌉ capped at 4096, never more than the training queries.
     pub fn resolve_anchors(&self, training_queries: usize) -> usize {
