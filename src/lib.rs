@@ -44,14 +44,16 @@
 //!    standardisation, weighted ground truth.
 //! 5. [`format`](mod@format): the index files, their checks and crash-safe publication.
 //!    [`synth`]: seeded synthetic data sets and their cross-modal statistics.
-//! 6. [`build`]: a base file into an index. [`search`]: approximate, exact and range queries
+//! 6. [`route`]: which clusters a query goes to: query anchors and cross-modal edges (the
+//!    build side), anchor ranking in one or two levels (the query side).
+//! 7. [`build`]: a base file into an index. [`search`]: approximate, exact and range queries
 //!    from SSD.
-//! 7. [`eval`]: recall, sweeps, tuning, calibration and the multi-vector baseline.
+//! 8. [`eval`]: recall, sweeps, tuning, calibration and the multi-vector baseline.
 //!    [`serve`]: the HTTP/JSON server.
 //!
-//! Internal modules (`simd`, `linalg`, `kmeans`, `pq`, `graph`, `format`, `testing`) are not
-//! part of the API; some are public but hidden from the documentation because the crate's own
-//! benchmarks, examples and integration tests link the library as any user would.
+//! Internal modules (`simd`, `linalg`, `kmeans`, `pq`, `graph`, `format`, `route`, `testing`)
+//! are not part of the API; some are public but hidden from the documentation because the
+//! crate's own benchmarks, examples and integration tests link the library as any user would.
 //!
 //! # Features
 //!
@@ -87,6 +89,8 @@ pub mod kmeans;
 mod linalg;
 #[doc(hidden)]
 pub mod pq;
+#[doc(hidden)]
+pub mod route;
 #[doc(hidden)]
 pub mod simd;
 pub mod stats;

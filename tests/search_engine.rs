@@ -1361,7 +1361,7 @@ fn search_cli_forced_fallback_uses_pread_and_says_so_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Two-level routing (search::route)
+// Two-level routing (route::Router)
 // ---------------------------------------------------------------------------------------------
 
 /// Routing in two levels (forced on for these small indexes) gives the exact scan's results

@@ -24,7 +24,8 @@ from pathlib import Path
 # The layer order, lowest first: a module may use only modules of lower layers (so two modules
 # of one layer never use each other). It follows the data path: vectors and the result type,
 # then distances and statistics, matrix products and block reads, exact answers and clusters,
-# the per-vector structures, the on-disk format and generated data, building and searching,
+# the per-vector structures, the on-disk format and generated data, routing (which clusters a
+# query goes to: the build trains it, the query engine follows it), building and searching,
 # and on top what measures or serves an index. This list and docs/ARCHITECTURE.md ("Layers")
 # are the one place it is written down.
 LAYERS = [
@@ -34,6 +35,7 @@ LAYERS = [
     ["exact", "kmeans"],
     ["graph", "pq", "multivec"],
     ["format", "synth"],
+    ["route"],
     ["build", "search"],
     ["eval", "serve"],
 ]

@@ -46,6 +46,18 @@ pub enum BuildError {
     },
 }
 
+impl From<crate::route::RouteError> for BuildError {
+    fn from(e: crate::route::RouteError) -> Self {
+        match e {
+            crate::route::RouteError::KMeans(source) => BuildError::KMeans {
+                what: "training queries",
+                source,
+            },
+            crate::route::RouteError::Data(e) => BuildError::Data(e),
+        }
+    }
+}
+
 impl BuildError {
     /// A [`BuildError::Param`] for parameter `name`.
     pub fn param(name: &'static str, what: impl Into<String>) -> Self {

@@ -14,12 +14,13 @@ mod source;
 mod train;
 
 pub use crate::graph::AlphaMode;
+pub use crate::route::RoutingParams;
 pub use error::BuildError;
 pub use extsort::SpillReport;
 pub use layout::GraphReport;
 pub use params::{
     BlockInput, BlockParams, BuildParams, ClusterParams, CrossLinkParams, PqBuildParams,
-    RoutingParams, SpillParams,
+    SpillParams,
 };
 pub use pipeline::{BuildObserver, BuildSummary, Silent, StageTime, build_index, peak_rss_bytes};
 pub use refine::{RefineInputs, RefineParams, write_refinement};
@@ -27,9 +28,11 @@ pub use refine::{RefineInputs, RefineParams, write_refinement};
 // The build's stages, run one by one: not part of the API (`build_index` is), public only for
 // examples/route_coverage.rs and tests/build_index.rs.
 #[doc(hidden)]
+pub use crate::route::QueryRouting;
+#[doc(hidden)]
 pub use assign::{AssignOutputs, Assignment, RecordIds, assign};
 #[doc(hidden)]
-pub use routing::{QueryRouting, train_routing};
+pub use routing::train_routing;
 #[doc(hidden)]
 pub use source::BaseSource;
 #[doc(hidden)]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::distance::Metric;
 use crate::graph::ClusterGraphParams;
 use crate::kmeans::NearestParams;
+use crate::route::RoutingParams;
 
 /// Everything `build_index` needs.
 #[derive(Debug, Clone)]
@@ -118,25 +119,12 @@ pub struct SpillParams {
     pub max_copies: usize,
 }
 
-/// Query-modality anchors and cross-modal edges (DESIGN §4.2).
-#[derive(Debug, Clone)]
-pub struct RoutingParams {
-    /// Query anchors; default ⌈training queries / 40⌉ capped at 4096.
-    pub query_anchors: Option<usize>,
-    /// Base clusters kept per query anchor.
-    pub edges_per_anchor: usize,
-    /// Neighbours per training query whose clusters vote for the edges.
-    pub votes_per_query: usize,
-    /// At most this many base-sample rows are searched for the voters (the exact search costs
-    /// training queries × rows × dim).
-    pub vote_sample_rows: usize,
-    /// Exact answers kept per training query in `hints.m3` (record-level routing, decision
-    /// 0007); 0 = no hints. Costs training queries × N × dim at build time and
-    /// training queries × (dim + depth) × 4 bytes of RAM at search time.
-    pub hint_depth: usize,
-}
-
 impl BuildParams {
+    /// Default seed (`m3 build --seed`).
+    pub const DEFAULT_SEED: u64 = 42;
+    /// Default peak-memory target, 8 GiB (`m3 build --ram-budget-gb`).
+    pub const DEFAULT_RAM_BUDGET_BYTES: u64 = 8 << 30;
+
     /// Every file the build reads: the base (or its block files) and the training queries.
     pub fn inputs(&self) -> Vec<&std::path::Path> {
         let mut v: Vec<&std::path::Path> = match &self.blocks {
@@ -155,12 +143,12 @@ impl BuildParams {
             metric,
             out,
             train_queries: None,
-            seed: 42,
-            ram_budget_bytes: 8 << 30,
+            seed: Self::DEFAULT_SEED,
+            ram_budget_bytes: Self::DEFAULT_RAM_BUDGET_BYTES,
             clusters: ClusterParams {
-                target_size: 256,
+                target_size: ClusterParams::DEFAULT_TARGET_SIZE,
                 count: None,
-                max_size_factor: 2.0,
+                max_size_factor: ClusterParams::DEFAULT_MAX_SIZE_FACTOR,
                 kmeans_iters: 12,
                 train_rows_per_cluster: 64,
                 anchor_degree: 16,
@@ -173,20 +161,20 @@ impl BuildParams {
                 train_rows: 32_768,
             },
             spill: SpillParams {
-                epsilon: 0.1,
-                max_copies: 0,
+                epsilon: SpillParams::DEFAULT_EPSILON,
+                max_copies: SpillParams::DEFAULT_MAX_COPIES,
             },
             routing: RoutingParams {
                 query_anchors: None,
-                edges_per_anchor: 32,
-                votes_per_query: 10,
-                vote_sample_rows: 65_536,
-                hint_depth: 100,
+                edges_per_anchor: RoutingParams::DEFAULT_EDGES_PER_ANCHOR,
+                votes_per_query: RoutingParams::DEFAULT_VOTES_PER_QUERY,
+                vote_sample_rows: RoutingParams::DEFAULT_VOTE_SAMPLE_ROWS,
+                hint_depth: RoutingParams::DEFAULT_HINT_DEPTH,
             },
             graph: ClusterGraphParams::default(),
             cross: CrossLinkParams {
-                clusters: 2,
-                links: 4,
+                clusters: CrossLinkParams::DEFAULT_CLUSTERS,
+                links: CrossLinkParams::DEFAULT_LINKS,
             },
         }
     }
@@ -223,6 +211,11 @@ impl BuildParams {
 }
 
 impl ClusterParams {
+    /// Default mean cluster size (`m3 build --cluster-size`).
+    pub const DEFAULT_TARGET_SIZE: usize = 256;
+    /// Default cap on a cluster's size (`m3 build --max-cluster-factor`).
+    pub const DEFAULT_MAX_SIZE_FACTOR: f32 = 2.0;
+
     /// Number of clusters for `n` vectors.
     pub fn resolve(&self, n: u64) -> usize {
         let k = self
@@ -232,6 +225,20 @@ impl ClusterParams {
     }
 }
 
+impl SpillParams {
+    /// Default ε (`m3 build --spill-epsilon`).
+    pub const DEFAULT_EPSILON: f32 = 0.1;
+    /// Default extra copies: none (`m3 build --spill`; docs/decisions/0004-spill-default.md).
+    pub const DEFAULT_MAX_COPIES: usize = 0;
+}
+
+impl CrossLinkParams {
+    /// Default neighbouring clusters (`m3 build --cross-clusters`).
+    pub const DEFAULT_CLUSTERS: usize = 2;
+    /// Default links per record (`m3 build --cross-links`).
+    pub const DEFAULT_LINKS: usize = 4;
+}
+
 impl PqBuildParams {
     /// Subspaces for dimension `dim`: the explicit value, else ⌈dim / 2⌉ capped at 64 (2
     /// dimensions per byte: 25 bytes for 50-d, 64 for 128-d and more).
@@ -239,16 +246,6 @@ impl PqBuildParams {
         self.subspaces
             .unwrap_or_else(|| dim.div_ceil(2).min(64))
             .clamp(1, dim)
-    }
-}
-
-impl RoutingParams {
-    /// Query anchors for `training_queries` training queries: `query_anchors`, by default
-    /// ⌈training queries / 40⌉ capped at 4096, never more than the training queries.
-    pub fn resolve_anchors(&self, training_queries: usize) -> usize {
-        self.query_anchors
-            .unwrap_or_else(|| training_queries.div_ceil(40).clamp(1, 4096))
-            .clamp(1, training_queries.max(1))
     }
 }
 

@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use super::assign::{AssignOutputs, Assignment};
 use super::layout::{GraphInputs, GraphReport, estimate_lid_stats, write_graphs, write_vectors};
-use super::routing::QueryRouting;
 use super::source::{BaseSource, block_pq_bounds};
 use super::train::Trained;
 use super::{
@@ -15,6 +14,7 @@ use super::{
 use crate::data::{DType, Matrix};
 use crate::distance::Metric;
 use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
+use crate::route::QueryRouting;
 // RECORD_IDS_SCRATCH: the assign stage's scratch file of record ids (in the temporary
 // directory, removed once the records are laid out; never published).
 use crate::format::files::{

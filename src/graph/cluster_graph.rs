@@ -50,11 +50,18 @@ pub struct ClusterGraphParams {
     pub repair_in_degree: bool,
 }
 
+impl ClusterGraphParams {
+    /// Default R (`m3 build --degree`).
+    pub const DEFAULT_MAX_DEGREE: usize = 32;
+    /// Default L (`m3 build --candidates`).
+    pub const DEFAULT_CANDIDATES: usize = 96;
+}
+
 impl Default for ClusterGraphParams {
     fn default() -> Self {
         Self {
-            max_degree: 32,
-            candidates: 96,
+            max_degree: Self::DEFAULT_MAX_DEGREE,
+            candidates: Self::DEFAULT_CANDIDATES,
             lid_k: 20,
             alpha: AlphaMode::default(),
             fill_to_degree: false,

@@ -40,12 +40,19 @@ pub struct NearestParams {
     pub seed: u64,
 }
 
+impl NearestParams {
+    /// Default `two_level_min_k` (`m3 build --two-level-min-k`).
+    pub const DEFAULT_TWO_LEVEL_MIN_K: usize = 4096;
+    /// Default `probe` (`m3 build --two-level-probe`).
+    pub const DEFAULT_PROBE: usize = 8;
+}
+
 impl Default for NearestParams {
     fn default() -> Self {
         Self {
-            two_level_min_k: 4096,
+            two_level_min_k: Self::DEFAULT_TWO_LEVEL_MIN_K,
             groups: None,
-            probe: 8,
+            probe: Self::DEFAULT_PROBE,
             seed: 0x2_1E7E1,
         }
     }

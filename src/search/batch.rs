@@ -1,26 +1,17 @@
 //! Many queries on a thread pool, several in flight per thread: results come back in query
 //! order.
 //!
-//! Every worker of the pool keeps one [`Searcher`] with `inflight_per_thread` slots and runs
-//! this loop until the queries are used up (workers take the next query index from a shared
-//! counter, so a slow query does not hold up a fixed share of the batch):
-//!
-//! 1. resume every parked query whose read has completed ([`Searcher::is_ready`], which does
-//!    not block), oldest first: it reranks and either finishes or parks on its next round;
-//! 2. start new queries in the free slots: each runs its CPU phases (prepare, route, PQ scan)
-//!    and parks on its first batch of reads;
-//! 3. when neither step did anything, every slot waits for the device: block on the oldest
-//!    parked query's read ([`Searcher::resume`]) — a thread sleeps only when none of its
-//!    queries can progress.
-//!
-//! With one slot this is the plain one-query-at-a-time loop. A query's latency is measured
-//! from its start (step 2) to its completion, so it includes the time it spent parked behind
-//! other queries' CPU work on the same thread.
+//! Every worker of the pool runs the loop of `search::inflight` on one [`Searcher`] with
+//! `inflight_per_thread` slots until the queries are used up: workers take the next query
+//! index from a shared counter, so a slow query does not hold up a fixed share of the batch.
+//! A query's latency is measured from its start to its completion, so it includes the time it
+//! spent parked behind other queries' CPU work on the same thread.
 
-use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use super::inflight::{Inflight, Jobs, Next, Step};
 use super::query::QueryStep;
 use super::{Index, QueryStats, SearchError, SearchParams, Searcher};
 use crate::data::MatrixView;
@@ -118,67 +109,71 @@ fn run_worker(
     window: usize,
     next: &AtomicUsize,
 ) -> Vec<(usize, Outcome)> {
-    let n = queries.rows();
-    let mut searcher = Searcher::with_slots(index, window);
-    let mut out = Vec::new();
-    let mut free: Vec<usize> = (0..window).rev().collect();
-    // (slot, query, start) of the parked queries, oldest park first.
-    let mut parked: VecDeque<(usize, usize, Instant)> = VecDeque::with_capacity(window);
-    let mut exhausted = false;
-    let done = |out: &mut Vec<(usize, Outcome)>, qi: usize, t0: Instant, r: Result<_, _>| {
-        let us = t0.elapsed().as_secs_f64() * 1e6;
-        out.push((qi, r.map(|(res, st)| (res, st, us))));
+    let mut jobs = BatchJobs {
+        queries,
+        params,
+        next,
+        exhausted: false,
+        out: Vec::new(),
     };
-    loop {
-        let mut progressed = false;
-        // 1. Resume the queries whose reads have completed.
-        let mut k = 0;
-        while k < parked.len() {
-            let (slot, qi, t0) = parked[k];
-            if !searcher.is_ready(slot) {
-                k += 1;
-                continue;
-            }
-            progressed = true;
-            let _ = parked.remove(k);
-            match searcher.resume(slot, params) {
-                QueryStep::Parked => parked.push_back((slot, qi, t0)),
-                QueryStep::Done(r) => {
-                    done(&mut out, qi, t0, r);
-                    free.push(slot);
-                }
-            }
+    Inflight::new(index, window).run(&mut jobs);
+    jobs.out
+}
+
+/// One worker's share of a batch: query indexes from the shared counter, outcomes kept with
+/// their latency.
+struct BatchJobs<'q> {
+    queries: MatrixView<'q, f32>,
+    params: &'q SearchParams,
+    next: &'q AtomicUsize,
+    exhausted: bool,
+    out: Vec<(usize, Outcome)>,
+}
+
+impl Jobs for BatchJobs<'_> {
+    /// The query's index and start.
+    type Job = (usize, Instant);
+    type Failure = Infallible;
+
+    fn next(&mut self, _idle: bool) -> Next<Self::Job> {
+        if self.exhausted {
+            return Next::End;
         }
-        // 2. Start new queries in the free slots.
-        while !exhausted && let Some(slot) = free.pop() {
-            let qi = next.fetch_add(1, Ordering::Relaxed);
-            if qi >= n {
-                exhausted = true;
-                free.push(slot);
-                break;
-            }
-            progressed = true;
-            let t0 = Instant::now();
-            match searcher.start(slot, qi, queries.row(qi), params) {
-                QueryStep::Parked => parked.push_back((slot, qi, t0)),
-                QueryStep::Done(r) => {
-                    done(&mut out, qi, t0, r);
-                    free.push(slot);
-                }
-            }
+        let qi = self.next.fetch_add(1, Ordering::Relaxed);
+        if qi >= self.queries.rows() {
+            self.exhausted = true;
+            return Next::End;
         }
-        if parked.is_empty() && exhausted {
-            return out;
-        }
-        // 3. Nothing can progress without the device: wait on the oldest read.
-        if !progressed && let Some((slot, qi, t0)) = parked.pop_front() {
-            match searcher.resume(slot, params) {
-                QueryStep::Parked => parked.push_back((slot, qi, t0)),
-                QueryStep::Done(r) => {
-                    done(&mut out, qi, t0, r);
-                    free.push(slot);
-                }
-            }
-        }
+        Next::Start((qi, Instant::now()))
+    }
+
+    fn step(
+        &mut self,
+        searcher: &mut Searcher<'_>,
+        slot: usize,
+        &(qi, _): &Self::Job,
+        step: Step,
+    ) -> Result<QueryStep, Infallible> {
+        Ok(match step {
+            Step::Start => searcher.start(slot, qi, self.queries.row(qi), self.params),
+            Step::Resume => searcher.resume(slot, self.params),
+        })
+    }
+
+    fn finish(
+        &mut self,
+        (qi, t0): Self::Job,
+        result: Result<(Vec<Neighbor>, QueryStats), SearchError>,
+    ) {
+        let us = t0.elapsed().as_secs_f64() * 1e6;
+        self.out.push((qi, result.map(|(res, st)| (res, st, us))));
+    }
+
+    fn fail(&mut self, _: Self::Job, failure: Infallible) {
+        match failure {}
+    }
+
+    fn restart(&mut self, _: Self::Job) {
+        unreachable!("a batch's steps cannot fail, so its searcher is never replaced")
     }
 }

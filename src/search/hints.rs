@@ -12,11 +12,11 @@
 //! with the query's PQ table already computed), and rescores only the best
 //! [`HINT_REFINE`]` × hints` of them exactly.
 
-use super::route::{AnchorScores, Router, best_first};
 use crate::data::Matrix;
 use crate::distance::{self, Metric};
 use crate::exact::{Neighbor, TopK};
 use crate::pq::{ProductQuantizer, adc_score};
+use crate::route::{AnchorScores, Router, best_first};
 
 /// Candidates kept by the PQ ranking of training queries, per training query asked for: the
 /// best `HINT_REFINE · hints` are rescored with their full vectors.
@@ -177,8 +177,7 @@ mod tests {
 
     use super::*;
     use crate::pq::PqParams;
-    use crate::search::index::base_order;
-    use crate::search::route::AnchorOrder;
+    use crate::route::AnchorOrder;
 
     /// Clustered rows (so that k-means routing has structure), `dim` wide.
     fn clustered(rows: usize, dim: usize, seed: u64) -> Matrix<f32> {
@@ -248,15 +247,16 @@ mod tests {
         let pq = PqParams::new(16).train(residuals.view(), &pool).unwrap();
         let n = 16;
         for metric in [Metric::L2, Metric::InnerProduct] {
-            let order = match metric {
-                Metric::L2 => AnchorOrder::L2Expanded,
-                _ => AnchorOrder::InnerProduct,
-            };
+            let order = AnchorOrder::training_queries(metric);
             for min_k in [usize::MAX, 2] {
                 let router = Router::new_in(tq.view(), order, min_k, &pool);
                 let codes = pool.install(|| HintCodes::encode(&tq, &router, &centroids, &pq));
-                let base_router =
-                    Router::new_in(centroids.view(), base_order(metric), usize::MAX, &pool);
+                let base_router = Router::new_in(
+                    centroids.view(),
+                    AnchorOrder::base_anchors(metric),
+                    usize::MAX,
+                    &pool,
+                );
                 let mut found = 0usize;
                 let mut scratch = HintScratch::default();
                 let mut out = Vec::new();

@@ -17,7 +17,7 @@ use crate::io::{BlockReader, IoBackend, ReaderOptions, open_reader};
 use crate::pq::ProductQuantizer;
 
 use super::hints::HintCodes;
-use super::route::{AnchorOrder, DEFAULT_ROUTE_MIN_K, Router};
+use crate::route::{AnchorOrder, DEFAULT_ROUTE_MIN_K, Router};
 
 /// A searchable index. Cheap to share across threads (`&Index` is all a query needs).
 #[derive(Debug)]
@@ -154,7 +154,7 @@ impl Index {
         // Two-level routing from the stored coarse level; an index without one (older, or
         // K below the build's threshold) builds it here when K is large.
         let coarse = parts.coarse;
-        let router = base_router(
+        let router = Router::for_base_anchors(
             &clusters.centroids,
             metric,
             coarse.as_ref(),
@@ -165,9 +165,13 @@ impl Index {
             Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
         let header = parts.data_header;
         let hints = parts.hints;
-        let hint_router = hints
-            .as_ref()
-            .map(|h| Router::new(h.queries.view(), hint_order(metric), DEFAULT_ROUTE_MIN_K));
+        let hint_router = hints.as_ref().map(|h| {
+            Router::new(
+                h.queries.view(),
+                AnchorOrder::training_queries(metric),
+                DEFAULT_ROUTE_MIN_K,
+            )
+        });
         let hint_codes = hints
             .as_ref()
             .zip(hint_router.as_ref())
@@ -207,12 +211,16 @@ impl Index {
     /// Routes in two levels from `min_k` anchors on (base and query-modality anchors alike;
     /// `usize::MAX`: always score every anchor). Rebuilds the routers.
     pub fn set_route_min_k(&mut self, min_k: usize) {
-        self.router = base_router(&self.centroids, self.metric, self.coarse.as_ref(), min_k);
+        self.router =
+            Router::for_base_anchors(&self.centroids, self.metric, self.coarse.as_ref(), min_k);
         self.query_router = Router::new(self.routing.anchors.view(), AnchorOrder::L2, min_k);
-        self.hint_router = self
-            .hints
-            .as_ref()
-            .map(|h| Router::new(h.queries.view(), hint_order(self.metric), min_k));
+        self.hint_router = self.hints.as_ref().map(|h| {
+            Router::new(
+                h.queries.view(),
+                AnchorOrder::training_queries(self.metric),
+                min_k,
+            )
+        });
         self.hint_codes = self
             .hints
             .as_ref()
@@ -396,80 +404,6 @@ impl Index {
         self.entries
             .partition_point(|e| e.first_record <= record as u64)
             .saturating_sub(1)
-    }
-}
-
-/// How training queries are ranked for a query: by inner product under ip and cosine (both
-/// sides normalised under cosine), by L2 under L2.
-fn hint_order(metric: Metric) -> AnchorOrder {
-    match metric {
-        Metric::L2 => AnchorOrder::L2Expanded,
-        _ => AnchorOrder::InnerProduct,
-    }
-}
-
-/// The router over the base anchors: the stored coarse level when there is one and K reaches
-/// `min_k`, else [`Router::new`] (exact below `min_k`, a coarse level built now above).
-fn base_router(
-    centroids: &Matrix<f32>,
-    metric: Metric,
-    coarse: Option<&CoarseLevel>,
-    min_k: usize,
-) -> Router {
-    match coarse {
-        Some(c) if centroids.rows() >= min_k.max(2) => Router::from_stored(
-            centroids.view(),
-            base_order(metric),
-            c.coarse.clone(),
-            &c.labels,
-            c.probe as usize,
-        ),
-        _ => Router::new(centroids.view(), base_order(metric), min_k),
-    }
-}
-
-/// The anchor order of the base anchors: squared L2 distance under L2, `−q·c` otherwise.
-pub fn base_order(metric: Metric) -> AnchorOrder {
-    match metric {
-        Metric::L2 => AnchorOrder::L2Expanded,
-        _ => AnchorOrder::InnerProduct,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rand::SeedableRng;
-    use rand_chacha::ChaCha8Rng;
-    use rand_distr::{Distribution, StandardNormal};
-
-    use super::*;
-    use crate::kmeans::GroupIndex;
-
-    /// The build stores the coarse level of `GroupIndex::for_routing` (`coarse.m3`); an index
-    /// without it gets `Router::new`'s at open. Both must be the same level, or an index would
-    /// route differently depending on whether it stored the level.
-    #[test]
-    fn stored_coarse_level_is_the_one_the_router_builds() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let (rows, dim) = (300, 12);
-        let v: Vec<f32> = (0..rows * dim)
-            .map(|i| {
-                // Norms that vary by row, as inner-product anchors' do.
-                let x: f32 = StandardNormal.sample(&mut rng);
-                x * (0.5 + (i / dim % 5) as f32 * 0.3)
-            })
-            .collect();
-        let anchors = Matrix::from_vec(v, dim).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
-            let router = Router::new_in(anchors.view(), base_order(metric), 2, &pool);
-            let stored =
-                GroupIndex::for_routing(anchors.view(), metric != Metric::L2, &pool).into_parts();
-            assert_eq!(router.coarse_level(), Some(stored), "{metric:?}");
-        }
     }
 }
 

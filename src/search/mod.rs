@@ -9,19 +9,23 @@ mod error;
 mod exact;
 mod hints;
 mod index;
+mod inflight;
 mod params;
 mod query;
 mod read;
 mod results;
-mod route;
+mod task;
 
+pub use crate::route::DEFAULT_ROUTE_MIN_K;
 pub use batch::{BatchOptions, BatchResult, DEFAULT_INFLIGHT, search_batch};
 pub use blocks::{IndexBlocks, Weighting};
 pub use check::QueryScoring;
 pub use error::SearchError;
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
 pub use index::Index;
+// The server's workers run the batch's loop.
+#[cfg(feature = "serve")]
+pub(crate) use inflight::{Inflight, Jobs, Next, Step};
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
 pub use query::{QueryStep, Searcher};
 pub use results::results_table;
-pub use route::DEFAULT_ROUTE_MIN_K;

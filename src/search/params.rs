@@ -49,7 +49,7 @@ pub struct SearchParams {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_weights: Option<Vec<f32>>,
     /// Coarse groups searched by two-level routing (indexes with many anchors, see
-    /// `search::route`); 0 = automatic (max(8, n/16) for n anchors wanted). Ignored when the
+    /// `route::Router`); 0 = automatic (max(16, n/4) for n anchors wanted). Ignored when the
     /// anchors are few enough to be scanned.
     pub route_groups: usize,
 }

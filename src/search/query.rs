@@ -12,22 +12,17 @@
 //! query's own state, so results and stats do not depend on how queries are interleaved.
 //! [`Searcher::search`] drives one query through the same steps, blocking on each read.
 
-use std::collections::{HashMap, HashSet};
-
 use super::SearchError;
 use super::candidates;
 use super::index::Index;
 use super::params::{QueryStats, SearchParams};
 use crate::distance::Metric;
 use crate::exact::{Neighbor, TopK};
-use crate::io::{AlignedBuf, PendingRead};
+use crate::io::PendingRead;
 use crate::pq::{adc_score, adc_score_spans};
 
-use super::blocks::Weighting;
-
-use super::hints::HintScratch;
-use super::read::{ReadPlan, rerank, submit_records};
-use super::route::AnchorScores;
+use super::read::{rerank, submit_records};
+use super::task::Task;
 
 /// What a query did when started or resumed.
 #[derive(Debug)]
@@ -38,97 +33,6 @@ pub enum QueryStep {
     /// The query is over: its `k` nearest (best first) and its cost, or its error. The slot is
     /// free for the next query.
     Done(Result<(Vec<Neighbor>, QueryStats), SearchError>),
-}
-
-/// One query in progress, and its scratch space (kept across queries for reuse).
-pub(super) struct Task<'a> {
-    pub(super) query: Vec<f32>,
-    /// Multi-vector indexes: the query's block factors.
-    pub(super) weighting: Option<Weighting>,
-    /// `ω ⊙ query` of a weighted multi-vector query (its PQ table is built from it).
-    pub(super) weighted_query: Vec<f32>,
-    /// Scores of the base anchors the query has needed so far.
-    pub(super) centroid_scores: AnchorScores,
-    pub(super) anchor_scores: AnchorScores,
-    /// Scratch of the search for the nearest training queries (`hints.m3`).
-    pub(super) hint_scratch: HintScratch,
-    /// Records named by the nearest training queries' answers, sorted, distinct.
-    pub(super) hint_records: Vec<u32>,
-    pub(super) ranked: Vec<(f32, u32)>,
-    /// Scratch of the first pass: the PQ candidates, their sorted copy, the records to read
-    /// and the probed clusters in scan order (kept across queries, never reallocated per
-    /// query once grown).
-    pub(super) cands: TopK,
-    pub(super) sorted: Vec<Neighbor>,
-    pub(super) to_read: Vec<u32>,
-    pub(super) scan_order: Vec<(f32, u32)>,
-    /// Clusters probed by the current query (reset when it ends).
-    pub(super) probed: Vec<bool>,
-    pub(super) table: Vec<f32>,
-    /// The query's inner-product table of the refinement codes (built only when used).
-    pub(super) refine_table: Vec<f32>,
-    pub(super) clusters: Vec<u32>,
-    /// `None` when no query runs in the slot.
-    pub(super) results: Option<TopK>,
-    pub(super) result_ids: HashSet<u32>,
-    pub(super) seen: HashSet<u32>,
-    pub(super) lists: HashMap<u32, Vec<u32>>,
-    /// (result, record) of everything reranked.
-    pub(super) best: Vec<(Neighbor, u32)>,
-    pub(super) stats: QueryStats,
-    pub(super) rounds_done: usize,
-    /// The batch being read.
-    pub(super) plan: ReadPlan,
-    /// The read buffer; moved into `pending` while a read is in flight.
-    pub(super) buf: AlignedBuf,
-    pub(super) pending: Option<PendingRead<'a>>,
-}
-
-impl Task<'_> {
-    fn new(index: &Index) -> Self {
-        Self {
-            query: Vec::with_capacity(index.dim),
-            weighting: None,
-            weighted_query: Vec::new(),
-            centroid_scores: AnchorScores::new(index.n_clusters()),
-            anchor_scores: AnchorScores::new(index.n_query_anchors()),
-            hint_scratch: HintScratch::default(),
-            hint_records: Vec::new(),
-            ranked: Vec::new(),
-            cands: TopK::default(),
-            sorted: Vec::new(),
-            to_read: Vec::new(),
-            scan_order: Vec::new(),
-            probed: vec![false; index.n_clusters()],
-            table: Vec::new(),
-            refine_table: Vec::new(),
-            clusters: Vec::new(),
-            results: None,
-            result_ids: HashSet::new(),
-            seen: HashSet::new(),
-            lists: HashMap::new(),
-            best: Vec::new(),
-            stats: QueryStats::default(),
-            rounds_done: 0,
-            plan: ReadPlan::default(),
-            buf: AlignedBuf::new(),
-            pending: None,
-        }
-    }
-
-    /// Ends the query in this slot: clears the probed marks and returns the results.
-    fn end(&mut self) -> (Vec<Neighbor>, QueryStats) {
-        for &c in &self.clusters {
-            self.probed[c as usize] = false;
-        }
-        self.clusters.clear();
-        let results = self
-            .results
-            .take()
-            .map(TopK::into_sorted)
-            .unwrap_or_default();
-        (results, std::mem::take(&mut self.stats))
-    }
 }
 
 /// Per-thread scratch for searching one index; reuse it across queries. Holds `slots`
@@ -271,13 +175,7 @@ impl<'a> Searcher<'a> {
         let idx = self.index;
         let scores = &mut self.scores;
         let t = &mut self.slots[slot];
-        t.stats = QueryStats::default();
-        t.rounds_done = 0;
-        t.results = Some(TopK::new(params.k));
-        t.result_ids.clear();
-        t.seen.clear();
-        t.lists.clear();
-        t.best.clear();
+        t.begin(params);
         let qn = candidates::prepare(idx, t, qi, q, params)?;
         candidates::route(idx, t, params);
         // The candidate list and the read list are the slot's scratch, kept across queries.
@@ -331,61 +229,73 @@ impl<'a> Searcher<'a> {
     }
 
     /// Step 5, rounds along the neighbour lists of the best results: parks on the next
-    /// round's read, or ends the query.
+    /// round's read, or ends the query. A round's candidates and read list are the slot's
+    /// scratch (the first pass's, free by then).
     fn next_round(&mut self, slot: usize, params: &SearchParams) -> Result<QueryStep, SearchError> {
         let idx = self.index;
-        let m = idx.pq.subspaces();
         let t = &mut self.slots[slot];
         while t.rounds_done < params.expand_rounds {
             t.rounds_done += 1;
-            t.best.sort_by(|a, b| a.0.cmp_total(&b.0));
-            let mut fresh = TopK::new(params.expand_read.max(1));
-            let mut any = false;
-            for (_, rec) in t.best.iter().take(params.expand_from) {
-                let Some(list) = t.lists.get(rec) else {
-                    continue;
-                };
-                for &nb in list {
-                    if nb as u64 >= idx.meta.n_records || !t.seen.insert(nb) {
-                        continue;
-                    }
-                    let c = idx.cluster_of(nb);
-                    if t.probed[c] {
-                        continue; // scored by PQ already and not among the best
-                    }
-                    let code = &idx.codes.as_slice()[nb as usize * m..(nb as usize + 1) * m];
-                    let weighted = t.weighting.as_ref().filter(|w| !w.unit);
-                    let (s, corr) = match (weighted, idx.blocks.as_ref()) {
-                        (Some(w), Some(b)) => (
-                            adc_score_spans(&t.table, code, &w.spans),
-                            b.corrections
-                                .as_ref()
-                                .map_or(0.0, |bc| w.correction(bc, nb as usize)),
-                        ),
-                        _ => (adc_score(&t.table, code), idx.correction[nb as usize]),
-                    };
-                    t.stats.pq_scored += 1;
-                    let cs = t
-                        .centroid_scores
-                        .get(&idx.router, &idx.centroids, &t.query, c);
-                    let approx = approx_dist(idx.metric, cs, s, corr);
-                    fresh.push(Neighbor {
-                        id: nb,
-                        dist: approx,
-                    });
-                    any = true;
-                }
-            }
+            t.best.sort_by(|a, b| a.result.cmp_total(&b.result));
+            let mut fresh = std::mem::take(&mut t.cands);
+            fresh.reset(params.expand_read.max(1));
+            let any = round_candidates(idx, t, params.expand_from, &mut fresh);
+            fresh.drain_sorted_into(&mut t.sorted);
+            t.cands = fresh;
             if !any {
                 break;
             }
-            let next: Vec<u32> = fresh.into_sorted().into_iter().map(|n| n.id).collect();
-            if submit_records(idx, t, &next)? {
+            let mut next = std::mem::take(&mut t.to_read);
+            next.clear();
+            next.extend(t.sorted.iter().map(|n| n.id));
+            let parked = submit_records(idx, t, &next);
+            t.to_read = next;
+            if parked? {
                 return Ok(QueryStep::Parked);
             }
         }
         Ok(QueryStep::Done(Ok(t.end())))
     }
+}
+
+/// One round's candidates into `fresh`: the records on the neighbour lists of the
+/// `expand_from` best results that were neither read nor in a probed cluster (scored by PQ
+/// already and not among the best), scored by PQ. Whether there was any.
+fn round_candidates(idx: &Index, t: &mut Task<'_>, expand_from: usize, fresh: &mut TopK) -> bool {
+    let m = idx.pq.subspaces();
+    let mut any = false;
+    for r in t.best.iter().take(expand_from) {
+        for &nb in &t.list_ids[r.list.clone()] {
+            if nb as u64 >= idx.meta.n_records || !t.seen.insert(nb) {
+                continue;
+            }
+            let c = idx.cluster_of(nb);
+            if t.probed[c] {
+                continue;
+            }
+            let code = &idx.codes.as_slice()[nb as usize * m..(nb as usize + 1) * m];
+            let weighted = t.weighting.as_ref().filter(|w| !w.unit);
+            let (s, corr) = match (weighted, idx.blocks.as_ref()) {
+                (Some(w), Some(b)) => (
+                    adc_score_spans(&t.table, code, &w.spans),
+                    b.corrections
+                        .as_ref()
+                        .map_or(0.0, |bc| w.correction(bc, nb as usize)),
+                ),
+                _ => (adc_score(&t.table, code), idx.correction[nb as usize]),
+            };
+            t.stats.pq_scored += 1;
+            let cs = t
+                .centroid_scores
+                .get(&idx.router, &idx.centroids, &t.query, c);
+            fresh.push(Neighbor {
+                id: nb,
+                dist: approx_dist(idx.metric, cs, s, corr),
+            });
+            any = true;
+        }
+    }
+    any
 }
 
 #[inline]

@@ -4,7 +4,7 @@
 use super::SearchError;
 use super::index::Index;
 use super::params::SearchParams;
-use super::query::Task;
+use super::task::{Reranked, Task};
 use crate::data::DType;
 use crate::distance::{self, Metric};
 use crate::exact::Neighbor;
@@ -186,7 +186,7 @@ pub(super) fn rerank(
     };
     let q = &t.query;
     for i in 0..t.plan.locs.len() {
-        let (rec, r) = t.plan.record(idx, &t.buf, i)?;
+        let (rec, _) = t.plan.record(idx, &t.buf, i)?;
         let v = record_vector(idx, &rec, vec_scratch)?;
         let blocks = t
             .weighting
@@ -209,11 +209,15 @@ pub(super) fn rerank(
         t.stats.dist_comps += 1;
         let dist = checked_distance(idx, &t.plan, i, dist)?;
         let id = rec.id();
+        let list_start = t.list_ids.len();
         if params.expand_rounds > 0 {
-            t.lists.insert(r, rec.neighbours().collect());
+            t.list_ids.extend(rec.neighbours());
         }
         let n = Neighbor { id, dist };
-        t.best.push((n, r));
+        t.best.push(Reranked {
+            result: n,
+            list: list_start..t.list_ids.len(),
+        });
         if t.result_ids.insert(id) {
             results.push(n);
         }

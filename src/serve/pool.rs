@@ -4,12 +4,12 @@
 //!
 //! The handlers never block: they `await` a place in the queue and then the answers. The
 //! workers never wait on a client: a query's answer is handed to its channel and the worker
-//! moves on, whatever the client's connection does. Each worker runs the loop of
-//! `search::batch` (resume queries whose reads completed, start new ones in free slots, block
-//! on the oldest read only when nothing else can progress), except that new queries come from
-//! the queue and a worker with nothing in flight sleeps on it. Queries of many requests and
-//! connections so share the block reader and keep `workers × inflight` reads batches in
-//! flight.
+//! moves on, whatever the client's connection does. Each worker runs the loop that
+//! `search_batch` runs (`search::Inflight`: resume queries whose reads completed, start new
+//! ones in free slots, block on the oldest read only when nothing else can progress), with
+//! jobs from the queue ([`WorkerJobs`]): a worker with nothing in flight sleeps on it.
+//! Queries of many requests and connections so share the block reader and keep
+//! `workers × inflight` reads batches in flight.
 //!
 //! A query whose request has ended (its receiver dropped: the handler answered with an error,
 //! hit its deadline, or the client went away) is dropped unstarted.
@@ -33,7 +33,9 @@ use tokio::sync::oneshot;
 use super::api::QueryKind;
 use super::{Metrics, QueryHook, ServeError};
 use crate::exact::Neighbor;
-use crate::search::{ExactSearcher, Index, QueryStats, QueryStep, SearchError, Searcher};
+use crate::search::{
+    ExactSearcher, Index, Inflight, Jobs, Next, QueryStats, QueryStep, SearchError, Searcher, Step,
+};
 
 /// A query's answer: its neighbours (best first, internal distances) and cost.
 pub(super) type JobResult = Result<(Vec<Neighbor>, QueryStats), JobError>;
@@ -92,8 +94,9 @@ impl WorkerPool {
                     // Query steps catch their own panics; this restarts the loop after one
                     // anywhere else, so the thread lives as long as the queue.
                     loop {
-                        let mut worker = Worker::new(&index, inflight, &metrics, hook.as_ref());
-                        match catch_unwind(AssertUnwindSafe(|| worker.run(&rx))) {
+                        let mut searcher = Inflight::new(&index, inflight);
+                        let mut jobs = WorkerJobs::new(&index, &rx, &metrics, hook.as_ref());
+                        match catch_unwind(AssertUnwindSafe(|| searcher.run(&mut jobs))) {
                             Ok(()) => return,
                             Err(_) => metrics.worker_panicked(),
                         }
@@ -132,150 +135,122 @@ impl WorkerPool {
     }
 }
 
-/// A query in progress in one of the worker's slots.
-struct Parked {
-    slot: usize,
-    job: Job,
-}
-
-use Action::{Resume, Start};
-enum Action {
-    Start,
-    Resume,
-}
-
-/// One worker's state: a `Searcher` with `slots` queries in flight (approximate), an
-/// `ExactSearcher` made at the first exact or range job, and the queries in progress.
-struct Worker<'a> {
+/// One worker's jobs: approximate queries from the queue go to its [`Inflight`] searcher,
+/// each step under `catch_unwind`; exact and range queries run on the spot on an
+/// `ExactSearcher` made at the first of them.
+struct WorkerJobs<'a> {
     index: &'a Index,
-    slots: usize,
+    queue: &'a async_channel::Receiver<Job>,
+    /// Whether the queue may still give jobs.
+    open: bool,
     metrics: &'a Metrics,
     hook: Option<&'a QueryHook>,
-    searcher: Searcher<'a>,
     exact: Option<ExactSearcher<'a>>,
-    free: Vec<usize>,
-    parked: VecDeque<Parked>,
     /// Queries to start before taking new ones from the queue: those that were in flight in
     /// a searcher replaced after a panic.
     restart: VecDeque<Job>,
 }
 
-impl<'a> Worker<'a> {
+impl<'a> WorkerJobs<'a> {
     fn new(
         index: &'a Index,
-        slots: usize,
+        queue: &'a async_channel::Receiver<Job>,
         metrics: &'a Metrics,
         hook: Option<&'a QueryHook>,
     ) -> Self {
         Self {
             index,
-            slots,
+            queue,
+            open: true,
             metrics,
             hook,
-            searcher: Searcher::with_slots(index, slots),
             exact: None,
-            free: (0..slots).rev().collect(),
-            parked: VecDeque::with_capacity(slots),
             restart: VecDeque::new(),
         }
     }
+}
 
-    /// Runs jobs until the queue is closed and empty and nothing is in flight.
-    fn run(&mut self, queue: &async_channel::Receiver<Job>) {
-        let mut open = true;
-        loop {
-            let mut progressed = false;
-            // 1. Resume the queries whose reads have completed.
-            let mut i = 0;
-            while i < self.parked.len() {
-                if !self.searcher.is_ready(self.parked[i].slot) {
-                    i += 1;
-                    continue;
-                }
-                progressed = true;
-                if let Some(p) = self.parked.remove(i) {
-                    self.step(p, Resume);
-                }
-            }
-            // 2. Start new queries in the free slots; with nothing in flight, sleep on the
-            //    queue.
-            while let Some(&slot) = self.free.last() {
-                let next = if let Some(job) = self.restart.pop_front() {
-                    Some(job)
-                } else if !open {
-                    break;
-                } else if self.parked.is_empty() {
-                    queue.recv_blocking().ok()
-                } else {
-                    match queue.try_recv() {
-                        Ok(job) => Some(job),
-                        Err(async_channel::TryRecvError::Empty) => break,
-                        Err(async_channel::TryRecvError::Closed) => None,
-                    }
-                };
-                let Some(job) = next else {
-                    open = false;
-                    break;
-                };
-                progressed = true;
-                if job.reply.is_closed() || Instant::now() >= job.deadline {
-                    self.metrics.query_abandoned();
-                    continue;
-                }
-                match job.kind.as_ref() {
-                    QueryKind::Approx(_) => {
-                        self.free.pop();
-                        self.step(Parked { slot, job }, Start);
-                    }
-                    QueryKind::Exact { .. } | QueryKind::Range { .. } => self.run_exact(job),
-                }
-            }
-            if self.parked.is_empty() && self.restart.is_empty() && !open {
-                return;
-            }
-            // 3. Nothing can progress without the device: wait on the oldest read.
-            if !progressed && let Some(p) = self.parked.pop_front() {
-                self.step(p, Resume);
-            }
-        }
-    }
+impl Jobs for WorkerJobs<'_> {
+    type Job = Job;
+    /// The payload of a panic caught in a step.
+    type Failure = Box<dyn Any + Send>;
 
-    /// Starts or resumes the approximate query in `p.slot`; parks it again or sends its
-    /// answer.
-    fn step(&mut self, p: Parked, action: Action) {
-        let QueryKind::Approx(params) = p.job.kind.as_ref() else {
-            return;
+    /// A restarted query first, else the queue's next job (sleeping on the queue when nothing
+    /// is in flight). A job whose request has ended is dropped unstarted; an exact or range
+    /// job runs now.
+    fn next(&mut self, idle: bool) -> Next<Job> {
+        let next = if let Some(job) = self.restart.pop_front() {
+            Some(job)
+        } else if !self.open {
+            return Next::End;
+        } else if idle {
+            self.queue.recv_blocking().ok()
+        } else {
+            match self.queue.try_recv() {
+                Ok(job) => Some(job),
+                Err(async_channel::TryRecvError::Empty) => return Next::Later,
+                Err(async_channel::TryRecvError::Closed) => None,
+            }
         };
-        let (searcher, hook) = (&mut self.searcher, self.hook);
-        let r = catch_unwind(AssertUnwindSafe(|| match action {
-            Start => {
-                if let Some(h) = hook {
-                    h.call(&p.job.vector);
-                }
-                searcher.start(p.slot, p.job.qi, &p.job.vector, params)
-            }
-            Resume => searcher.resume(p.slot, params),
-        }));
-        match r {
-            Ok(QueryStep::Parked) => self.parked.push_back(p),
-            Ok(QueryStep::Done(r)) => {
-                self.free.push(p.slot);
-                // The receiver may be gone (request ended); the answer is then dropped.
-                let _ = p.job.reply.send(r.map_err(JobError::Search));
-            }
-            Err(panic) => {
-                self.answer_panic(p.job, panic.as_ref());
-                // The searcher may have stopped half-way through a query's bookkeeping:
-                // replace it (dropping it waits for its reads in flight) and start its other
-                // queries again from the beginning.
-                self.searcher = Searcher::with_slots(self.index, self.slots);
-                self.free = (0..self.slots).rev().collect();
-                let parked = std::mem::take(&mut self.parked);
-                self.restart.extend(parked.into_iter().map(|p| p.job));
+        let Some(job) = next else {
+            self.open = false;
+            return Next::End;
+        };
+        if job.reply.is_closed() || Instant::now() >= job.deadline {
+            self.metrics.query_abandoned();
+            return Next::Handled;
+        }
+        match job.kind.as_ref() {
+            QueryKind::Approx(_) => Next::Start(job),
+            QueryKind::Exact { .. } | QueryKind::Range { .. } => {
+                self.run_exact(job);
+                Next::Handled
             }
         }
     }
 
+    /// Starts or resumes the approximate query of `job` in `slot` under `catch_unwind`.
+    fn step(
+        &mut self,
+        searcher: &mut Searcher<'_>,
+        slot: usize,
+        job: &Job,
+        step: Step,
+    ) -> Result<QueryStep, Self::Failure> {
+        let QueryKind::Approx(params) = job.kind.as_ref() else {
+            // Never started ([`Jobs::next`] runs exact jobs itself).
+            return Ok(QueryStep::Done(Err(SearchError::Param {
+                name: "kind",
+                what: "an exact query reached the approximate searcher".into(),
+            })));
+        };
+        let hook = self.hook;
+        catch_unwind(AssertUnwindSafe(|| match step {
+            Step::Start => {
+                if let Some(h) = hook {
+                    h.call(&job.vector);
+                }
+                searcher.start(slot, job.qi, &job.vector, params)
+            }
+            Step::Resume => searcher.resume(slot, params),
+        }))
+    }
+
+    fn finish(&mut self, job: Job, result: Result<(Vec<Neighbor>, QueryStats), SearchError>) {
+        // The receiver may be gone (request ended); the answer is then dropped.
+        let _ = job.reply.send(result.map_err(JobError::Search));
+    }
+
+    fn fail(&mut self, job: Job, panic: Self::Failure) {
+        self.answer_panic(job, panic.as_ref());
+    }
+
+    fn restart(&mut self, job: Job) {
+        self.restart.push_back(job);
+    }
+}
+
+impl WorkerJobs<'_> {
     /// Exact k-NN or range search of one vector, blocking this worker until it is done (its
     /// reads are waited for one batch at a time; the worker's parked approximate queries
     /// resume after it).

@@ -5,9 +5,13 @@ use std::sync::Mutex;
 
 use clap::Args;
 use indicatif::ProgressBar;
-use m3::build::{BuildObserver, BuildParams, build_index};
+use m3::build::{
+    BuildObserver, BuildParams, ClusterParams, CrossLinkParams, RoutingParams, SpillParams,
+    build_index,
+};
 use m3::distance::Metric;
-use m3::graph::AlphaMode;
+use m3::graph::{AlphaMode, ClusterGraphParams};
+use m3::kmeans::NearestParams;
 
 use crate::common::{
     parse_block_files, parse_block_weights, parse_metric, progress_bar, thread_pool,
@@ -46,18 +50,19 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Seed of every random choice.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = BuildParams::DEFAULT_SEED)]
     seed: u64,
     /// Peak-memory target in GiB (positive): bounds the training sample; the summary reports
     /// the measured peak.
-    #[arg(long, default_value_t = 8.0, allow_negative_numbers = true,
+    #[arg(long, default_value_t = (BuildParams::DEFAULT_RAM_BUDGET_BYTES >> 30) as f64,
+          allow_negative_numbers = true,
           value_parser = crate::common::parse_ram_budget_gb)]
     ram_budget_gb: f64,
     /// Mean cluster size (K = N / cluster_size). Smaller clusters: finer routing, more anchors.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = ClusterParams::DEFAULT_TARGET_SIZE)]
     cluster_size: usize,
     /// Cap on a cluster's size as a multiple of the mean (balanced k-means).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = ClusterParams::DEFAULT_MAX_SIZE_FACTOR)]
     max_cluster_factor: f32,
     /// PQ bytes per vector (subspaces); default ⌈dim/2⌉ capped at 64.
     #[arg(long)]
@@ -69,39 +74,39 @@ pub struct BuildArgs {
     /// Extra cluster copies per vector (spilling); 0 disables. Off by default: on GloVe it
     /// cost 1.7× the RAM per vector for QPS within noise at recall 0.90–0.95, and it is the
     /// way to reach 0.99 there (docs/decisions/0004-spill-default.md).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SpillParams::DEFAULT_MAX_COPIES)]
     spill: usize,
     /// Spill into cluster j only when d(x, c_j) ≤ (1 + ε)·d(x, c_1).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = SpillParams::DEFAULT_EPSILON)]
     spill_epsilon: f32,
     /// Query anchors (default ⌈training queries / 40⌉, at most 4096).
     #[arg(long)]
     query_anchors: Option<usize>,
     /// Base clusters linked from each query anchor.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = RoutingParams::DEFAULT_EDGES_PER_ANCHOR)]
     edges_per_anchor: usize,
     /// Exact answers over the whole base kept per training query (`hints.m3`): the search
     /// scores the answers of a query's nearest training queries, which is what finds the
     /// neighbours of out-of-distribution queries (docs/decisions/0007). 0 = none. Costs
     /// training queries × N × dim at build time.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = RoutingParams::DEFAULT_HINT_DEPTH)]
     hint_depth: usize,
     /// Neighbours per stored vector (R).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = ClusterGraphParams::DEFAULT_MAX_DEGREE)]
     degree: usize,
     /// Candidates per vector before pruning (L).
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = ClusterGraphParams::DEFAULT_CANDIDATES)]
     candidates: usize,
     /// Pruning α: `fixed:A`, or LID-adaptive `falls:MIN:MAX` (α falls as LID rises, MCGI) or
     /// `rises:MIN:MAX`.
-    #[arg(long, default_value = "falls:1.0:1.5")]
+    #[arg(long, default_value_t = AlphaMode::default())]
     alpha: AlphaMode,
     /// Links per vector into neighbouring clusters (followed by the search's neighbour-list
     /// rounds into clusters it did not probe); they replace the last local neighbours.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = CrossLinkParams::DEFAULT_LINKS)]
     cross_links: usize,
     /// Neighbouring clusters (by the anchor graph) the cross links are drawn from.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = CrossLinkParams::DEFAULT_CLUSTERS)]
     cross_clusters: usize,
     /// Rerank distance stored in the index: `native`, or `auto` to choose between the native
     /// metric and LC-CMD (α, β) on calibration pairs (--calib-queries, --calib-partners).
@@ -114,10 +119,10 @@ pub struct BuildArgs {
     /// with probe 8 found the true nearest anchor for 99.98% of rows, 12× faster
     /// (docs/BENCHMARKS.md, "Two-level assignment"). From this many anchors on, the index also
     /// stores routing's coarse level (`coarse.m3`), so that opening it does not recompute it.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = NearestParams::DEFAULT_TWO_LEVEL_MIN_K)]
     two_level_min_k: usize,
     /// Coarse groups searched per row by the two-level anchor search.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = NearestParams::DEFAULT_PROBE)]
     two_level_probe: usize,
     /// Also print the build summary as JSON on stdout.
     #[arg(long)]
@@ -307,4 +312,29 @@ fn print_summary(summary: &m3::build::BuildSummary) {
         mib(summary.sort_spill.raw_bytes),
         mib(summary.sort_spill.compressed_bytes)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        build: BuildArgs,
+    }
+
+    /// The flags' defaults are the library's: `m3 build` without knobs asks for what
+    /// `BuildParams::new` describes.
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let flags =
+            Flags::try_parse_from(["m3", "--base", "b.fbin", "--metric", "l2", "--out", "o"])
+                .expect("flags parse");
+        let from_flags = flags.build.params().expect("parameters");
+        let library = BuildParams::new("b.fbin".into(), Metric::L2, "o".into());
+        assert_eq!(format!("{from_flags:?}"), format!("{library:?}"));
+    }
 }

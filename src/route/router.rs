@@ -1,5 +1,5 @@
-//! Routing, DESIGN §3 step 2: which anchors are nearest to a query, without scoring all of
-//! them when there are many.
+//! The query side of routing, DESIGN §3 step 2: which anchors are nearest to a query, without
+//! scoring all of them when there are many.
 //!
 //! A [`Router`] ranks the rows of an anchor matrix (base centroids, or query-modality anchors)
 //! by a query score: `|c|² − 2 q·c` (L2 order) or `−q·c` (inner-product order). With fewer
@@ -16,7 +16,8 @@
 //! through query anchors or neighbour lists get their score when first needed.
 
 use crate::data::{Matrix, MatrixView};
-use crate::distance;
+use crate::distance::{self, Metric};
+use crate::format::CoarseLevel;
 use crate::kmeans::GroupIndex;
 
 /// How a router orders anchors for a query `q` (smaller first).
@@ -28,6 +29,25 @@ pub enum AnchorOrder {
     L2,
     /// `−q·c`.
     InnerProduct,
+}
+
+impl AnchorOrder {
+    /// The order of the base anchors: squared L2 distance under L2, `−q·c` otherwise.
+    pub fn base_anchors(metric: Metric) -> Self {
+        match metric {
+            Metric::L2 => AnchorOrder::L2Expanded,
+            _ => AnchorOrder::InnerProduct,
+        }
+    }
+
+    /// How training queries are ranked for a query (`hints.m3`): by inner product under ip
+    /// and cosine (both sides normalised under cosine), by L2 under L2.
+    pub fn training_queries(metric: Metric) -> Self {
+        match metric {
+            Metric::L2 => AnchorOrder::L2Expanded,
+            _ => AnchorOrder::InnerProduct,
+        }
+    }
 }
 
 /// Default anchor count from which routing uses two levels. Below it the exact scan is as
@@ -115,6 +135,29 @@ impl Router {
             norms,
             coarse_norms: crate::linalg::row_norms_sq(tl.coarse()),
             two_level: Some(tl),
+        }
+    }
+
+    /// The router over an index's base anchors (`centroids`, ranked in
+    /// [`AnchorOrder::base_anchors`] of `metric`): the stored coarse level (`coarse.m3`) when
+    /// there is one and K reaches `min_k`, else [`Router::new`] (exact below `min_k`, a coarse
+    /// level built now above).
+    pub fn for_base_anchors(
+        centroids: &Matrix<f32>,
+        metric: Metric,
+        coarse: Option<&CoarseLevel>,
+        min_k: usize,
+    ) -> Self {
+        let order = AnchorOrder::base_anchors(metric);
+        match coarse {
+            Some(c) if centroids.rows() >= min_k.max(2) => Router::from_stored(
+                centroids.view(),
+                order,
+                c.coarse.clone(),
+                &c.labels,
+                c.probe as usize,
+            ),
+            _ => Router::new(centroids.view(), order, min_k),
         }
     }
 
@@ -266,7 +309,7 @@ impl Router {
 }
 
 /// Keeps the `n` best of `out` (smaller score first, ties by lower id), sorted.
-pub(super) fn best_first(out: &mut Vec<(f32, u32)>, n: usize) {
+pub fn best_first(out: &mut Vec<(f32, u32)>, n: usize) {
     let by = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
     let n = n.min(out.len());
     if n > 0 && n < out.len() {
@@ -483,6 +526,34 @@ mod tests {
                 more >= few && more >= 0.8,
                 "{order:?}: 6 groups {few}, 18 groups {more}"
             );
+        }
+    }
+
+    /// The build stores the coarse level of `GroupIndex::for_routing` (`coarse.m3`); an index
+    /// without it gets `Router::new`'s at open. Both must be the same level, or an index would
+    /// route differently depending on whether it stored the level.
+    #[test]
+    fn stored_coarse_level_is_the_one_the_router_builds() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (rows, dim) = (300, 12);
+        let v: Vec<f32> = (0..rows * dim)
+            .map(|i| {
+                // Norms that vary by row, as inner-product anchors' do.
+                let x: f32 = StandardNormal.sample(&mut rng);
+                x * (0.5 + (i / dim % 5) as f32 * 0.3)
+            })
+            .collect();
+        let anchors = Matrix::from_vec(v, dim).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for metric in [Metric::L2, Metric::InnerProduct, Metric::Cosine] {
+            let router =
+                Router::new_in(anchors.view(), AnchorOrder::base_anchors(metric), 2, &pool);
+            let stored =
+                GroupIndex::for_routing(anchors.view(), metric != Metric::L2, &pool).into_parts();
+            assert_eq!(router.coarse_level(), Some(stored), "{metric:?}");
         }
     }
 }
