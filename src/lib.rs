@@ -46,7 +46,9 @@
 //!    [`synth`]: seeded synthetic data sets and their cross-modal statistics.
 //! 6. [`build`]: a base file into an index. [`search`]: approximate, exact and range queries
 //!    from SSD.
-//! 7. [`eval`]: recall, sweeps, tuning, calibration and the multi-vector baseline.
+//! 7. [`update`]: live inserts, upserts and deletes ([`IndexWriter`]: a write-ahead log and a
+//!    delta file beside the published index).
+//! 8. [`eval`]: recall, sweeps, tuning, calibration and the multi-vector baseline.
 //!    [`serve`]: the HTTP/JSON server.
 //!
 //! Internal modules (`simd`, `linalg`, `kmeans`, `pq`, `graph`, `format`, `testing`) are not
@@ -74,6 +76,7 @@ pub mod neighbor;
 pub mod search;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod update;
 
 // Not part of the API. Public only because the crate's benches/ (criterion kernels), examples/
 // (experiments on the build's stages) and tests/ (the on-disk structures, written, corrupted
@@ -107,6 +110,7 @@ pub use format::verify::{VerifyReport, verify};
 pub use format::{FormatError, RecoveryReport, Restored, recover_index_dir};
 pub use io::{IoBackend, ReaderOptions};
 pub use search::{
-    BatchOptions, BatchResult, ExactParams, ExactQuery, ExactSearcher, Index, QueryStats,
+    BatchOptions, BatchResult, ExactParams, ExactQuery, ExactSearcher, Index, LiveInfo, QueryStats,
     RerankDistance, SearchError, SearchParams, Searcher, exact_batch, search_batch,
 };
+pub use update::{IndexWriter, UpdateError};

@@ -35,6 +35,7 @@ LAYERS = [
     ["graph", "pq", "multivec"],
     ["format", "synth"],
     ["build", "search"],
+    ["update"],
     ["eval", "serve"],
 ]
 

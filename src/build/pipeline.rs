@@ -14,16 +14,18 @@ use super::{
 };
 use crate::data::{DType, Matrix};
 use crate::distance::Metric;
-use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
+use crate::format::manifest::{
+    META_FLAG_BLOCKS, META_FLAG_IDS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS,
+};
 // RECORD_IDS_SCRATCH: the assign stage's scratch file of record ids (in the temporary
 // directory, removed once the records are laid out; never published).
 use crate::format::files::{
-    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE, PQ_FILE,
     RECORD_IDS_SCRATCH, REPORT_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
     BlockInfo, BlockTable, ClusterEntry, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter,
-    FileEntry, Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
+    FileEntry, Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats, UserIds,
 };
 use crate::graph::{AlphaMode, LidStats};
 use crate::kmeans::GroupIndex;
@@ -173,6 +175,7 @@ pub fn build_index(
     let dir = IndexDirWriter::create(&params.out)?;
     let mut base = BaseSource::open(params)?;
     let (shape, pq_bounds) = Shape::of(&base, params)?;
+    let ids = write_user_ids(params, shape, &dir)?;
 
     let (mut trained, blocks) = run.scan_and_train(&mut base, shape, pq_bounds)?;
     let mut routing = run.route(&base, &mut trained)?;
@@ -191,7 +194,8 @@ pub fn build_index(
         asg,
         graph,
     };
-    let (files, facts) = run.write_files(&dir, trained, laid, &outcome)?;
+    let (mut files, facts) = run.write_files(&dir, trained, laid, &outcome)?;
+    files.ids = ids;
     run.clock.lap("publish");
     let mut summary = run.summary(&outcome, &files);
     let report = write_report(&dir, &summary)?;
@@ -204,6 +208,40 @@ pub fn build_index(
     outcome.asg.ids.remove()?;
     dir.publish(&manifest)?;
     Ok(summary)
+}
+
+/// `ids.m3` from `params.ids` (none without): one id per base row, all distinct, checked
+/// before any other work.
+fn write_user_ids(
+    params: &BuildParams,
+    shape: Shape,
+    dir: &IndexDirWriter,
+) -> Result<Option<FileEntry>, BuildError> {
+    let Some(path) = &params.ids else {
+        return Ok(None);
+    };
+    let ids = crate::data::read_user_ids(path)?;
+    if ids.len() as u64 != shape.n {
+        return Err(BuildError::param(
+            "ids",
+            format!(
+                "{} holds {} ids for {} base rows",
+                path.display(),
+                ids.len(),
+                shape.n
+            ),
+        ));
+    }
+    if let Some((row, id)) = UserIds::first_duplicate(&ids) {
+        return Err(BuildError::param(
+            "ids",
+            format!(
+                "{}: row {row} repeats the id {id} of an earlier row (ids must be distinct)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(UserIds { ids }.write(&dir.path(IDS_FILE))?))
 }
 
 /// The parameters that can be refused before any input is opened.
@@ -302,6 +340,7 @@ struct IndexFiles {
     blocks: Option<FileEntry>,
     coarse: Option<FileEntry>,
     hints: Option<FileEntry>,
+    ids: Option<FileEntry>,
 }
 
 impl IndexFiles {
@@ -322,6 +361,7 @@ impl IndexFiles {
             + self.blocks.as_ref().map_or(0, |e| e.bytes)
             + self.coarse.as_ref().map_or(0, |e| e.bytes)
             + self.hints.as_ref().map_or(0, |e| e.bytes)
+            + self.ids.as_ref().map_or(0, |e| e.bytes)
     }
 
     /// Bytes the query engine holds in RAM: the small files whole, and per record its PQ
@@ -350,6 +390,7 @@ impl IndexFiles {
         files.extend(self.blocks);
         files.extend(self.coarse);
         files.extend(self.hints);
+        files.extend(self.ids);
         files
     }
 }
@@ -562,6 +603,7 @@ impl Run<'_> {
                 Some(h) => Some(h.write(&dir.path(HINTS_FILE))?),
                 None => None,
             },
+            ids: None,
         };
         Ok((files, facts))
     }
@@ -654,6 +696,10 @@ impl Run<'_> {
             0
         } | if outcome.blocks.is_some() {
             META_FLAG_BLOCKS
+        } else {
+            0
+        } | if params.ids.is_some() {
+            META_FLAG_IDS
         } else {
             0
         };

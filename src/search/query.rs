@@ -338,7 +338,10 @@ impl<'a> Searcher<'a> {
                     continue;
                 };
                 for &nb in list {
-                    if nb as u64 >= idx.meta.n_records || !t.seen.insert(nb) {
+                    if nb as u64 >= idx.meta.n_records
+                        || idx.live.base_record_dead(nb)
+                        || !t.seen.insert(nb)
+                    {
                         continue;
                     }
                     let c = idx.cluster_of(nb);
