@@ -141,14 +141,20 @@ impl Model {
     }
 }
 
-/// Exact search equals the model (same ids, distances within float error); approximate
-/// search returns only live ids, each at its live vector's distance.
+/// Exact search equals the model (same ids, distances within float error), range search
+/// returns the model's vectors within the radius; approximate search returns only live ids,
+/// each at its live vector's distance.
 fn check_against_model(dir: &Path, metric: Metric, model: &Model, queries: &[Vec<f32>]) {
-    let index = open(dir);
+    check_index(&open(dir), metric, model, queries);
+}
+
+/// [`check_against_model`] of an open index; range search too: a radius just beyond the k-th
+/// distance returns exactly the live vectors within it (up to float error at the boundary).
+fn check_index(index: &Index, metric: Metric, model: &Model, queries: &[Vec<f32>]) {
     assert_eq!(index.live_vectors(), model.live.len() as u64);
     let k = 5.min(model.live.len());
-    let mut exact = ExactSearcher::new(&index);
-    let mut approx = Searcher::new(&index);
+    let mut exact = ExactSearcher::new(index);
+    let mut approx = Searcher::new(index);
     let mut params = SearchParams::new(k.max(1));
     params.nprobe = 4;
     for (qi, q) in queries.iter().enumerate() {
@@ -171,6 +177,30 @@ fn check_against_model(dir: &Path, metric: Metric, model: &Model, queries: &[Vec
         if want.windows(2).all(|w| (w[1].1 - w[0].1).abs() > 1e-4) {
             assert_eq!(gi, wi, "query {qi}");
         }
+        let d_k = want[k - 1].1;
+        let eps = 1e-4 * d_k.abs().max(1.0);
+        let (got, _) = exact.range(q, metric.to_natural(d_k + eps)).unwrap();
+        let got: std::collections::BTreeSet<u64> =
+            got.iter().map(|n| index.user_id(n.id)).collect();
+        for (id, v) in &model.live {
+            let d = Model::dist(metric, q, v);
+            if d <= d_k - eps {
+                assert!(
+                    got.contains(id),
+                    "query {qi}: range search misses {id} at {d}"
+                );
+            }
+            if got.contains(id) {
+                assert!(
+                    d <= d_k + 2.0 * eps,
+                    "query {qi}: range returns {id} at {d}"
+                );
+            }
+        }
+        assert!(
+            got.iter().all(|id| model.live.contains_key(id)),
+            "query {qi}: a dead id"
+        );
         let (got, _) = approx.search(qi, q, &params).unwrap();
         for n in &got {
             let id = index.user_id(n.id);
@@ -541,6 +571,20 @@ fn cli_insert_delete_inspect_and_search() {
     assert_eq!(first[2..], [13, 14, base_ids()[0] as u32]);
     let o = m3_cmd(&["verify", d]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("generation 2 (5 inserted records checked)"),
+        "{text}"
+    );
+    // A flipped byte in an inserted record: verify names delta.m3 and the slot.
+    let delta = dir.join(m3::format::files::DELTA_FILE);
+    let mut b = std::fs::read(&delta).unwrap();
+    b[4096 + 5] ^= 0x20;
+    std::fs::write(&delta, &b).unwrap();
+    let o = m3_cmd(&["verify", d]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("delta.m3") && err.contains("slot 0"), "{err}");
 }
 
 /// `m3 insert` killed (SIGKILL) at random points: every batch whose command exited 0 is
@@ -580,9 +624,11 @@ fn sigkill_during_inserts_keeps_every_acknowledged_batch() {
             full_ms = full_ms.max(started.elapsed().as_millis() as u64);
             acked.push(round);
         } else {
-            // A kill at a random point of the command's run (the delay only picks the point).
-            std::thread::sleep(std::time::Duration::from_millis(
-                rng.random_range(0..full_ms.max(2)),
+            // A kill at a random point of the second half of the command's run, where it
+            // writes (the delay only picks the point; some kills land after the exit).
+            let full = full_ms.max(2);
+            std::thread::sleep(std::time::Duration::from_micros(
+                rng.random_range(full * 500..full * 1300),
             ));
             child.kill().unwrap();
             let status = child.wait().unwrap();
@@ -632,4 +678,45 @@ fn sigkill_during_inserts_keeps_every_acknowledged_batch() {
     }
     let o = m3_cmd(&["verify", d]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// An index keeps answering from the generation it opened while a writer commits more (reopen
+/// to see them); one opened afterwards sees them.
+#[test]
+fn an_open_index_keeps_the_generation_it_opened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(51);
+    let queries: Vec<Vec<f32>> = (0..6).map(|_| vector(&mut rng)).collect();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let mut m1 = Model::base();
+    let first: Vec<u64> = (0..30).map(|i| 1 << 50 | i).collect();
+    let vs: Vec<f32> = (0..30).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&first, v.view()).unwrap();
+    w.delete(&base_ids()[..30]);
+    w.commit().unwrap();
+    for (id, x) in first.iter().zip(v.view().iter_rows()) {
+        m1.live.insert(*id, x.to_vec());
+    }
+    for id in &base_ids()[..30] {
+        m1.live.remove(id);
+    }
+    let old = open(&dir);
+    let mut m2 = m1.clone();
+    let second: Vec<u64> = (0..30).map(|i| 1 << 51 | i).collect();
+    let vs: Vec<f32> = (0..30).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&second, v.view()).unwrap();
+    w.delete(&first);
+    assert_eq!(w.commit().unwrap(), 2);
+    for (id, x) in second.iter().zip(v.view().iter_rows()) {
+        m2.live.insert(*id, x.to_vec());
+    }
+    for id in &first {
+        m2.live.remove(id);
+    }
+    assert_eq!(old.live_info().generation, 1);
+    check_index(&old, Metric::L2, &m1, &queries);
+    check_against_model(&dir, Metric::L2, &m2, &queries);
 }
