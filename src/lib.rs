@@ -48,7 +48,9 @@
 //!    build side), anchor ranking in one or two levels (the query side).
 //! 7. [`build`]: a base file into an index. [`search`]: approximate, exact and range queries
 //!    from SSD.
-//! 8. [`eval`]: recall, sweeps, tuning, calibration and the multi-vector baseline.
+//! 8. [`update`]: live inserts, upserts and deletes ([`IndexWriter`]: a write-ahead log and a
+//!    delta file beside the published index).
+//! 9. [`eval`]: recall, sweeps, tuning, calibration and the multi-vector baseline.
 //!    [`serve`]: the HTTP/JSON server.
 //!
 //! Internal modules (`simd`, `linalg`, `kmeans`, `pq`, `graph`, `format`, `route`, `testing`)
@@ -76,6 +78,7 @@ pub mod neighbor;
 pub mod search;
 #[cfg(feature = "serve")]
 pub mod serve;
+pub mod update;
 
 // Not part of the API. Public only because the crate's benches/ (criterion kernels), examples/
 // (experiments on the build's stages) and tests/ (the on-disk structures, written, corrupted
@@ -111,6 +114,7 @@ pub use format::verify::{VerifyReport, verify};
 pub use format::{FormatError, RecoveryReport, Restored, recover_index_dir};
 pub use io::{IoBackend, ReaderOptions};
 pub use search::{
-    BatchOptions, BatchResult, ExactParams, ExactQuery, ExactSearcher, Index, QueryStats,
+    BatchOptions, BatchResult, ExactParams, ExactQuery, ExactSearcher, Index, LiveInfo, QueryStats,
     RerankDistance, SearchError, SearchParams, Searcher, exact_batch, search_batch,
 };
+pub use update::{IndexWriter, UpdateError};

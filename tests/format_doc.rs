@@ -79,6 +79,13 @@ fn format_doc_offset_tables_match_the_code() {
             (COMMON_HEADER_BYTES, size_of::<CoarseHeader>()),
         ),
         ("hints.m3", (COMMON_HEADER_BYTES, size_of::<HintsHeader>())),
+        ("ids.m3", (COMMON_HEADER_BYTES, size_of::<IdsHeader>())),
+        ("wal.m3", (COMMON_HEADER_BYTES, size_of::<WalHeader>())),
+        ("WAL record frame", (0, size_of::<WalFrame>())),
+        (
+            "delta.m3",
+            (COMMON_HEADER_BYTES, size_of::<delta::DeltaHeader>()),
+        ),
     ]
     .into();
     for (heading, rows) in &code {

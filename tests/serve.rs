@@ -74,8 +74,13 @@ fn serve_answers_equal_the_library_and_m3_search() {
         .dists
         .as_ref()
         .expect("m3 search --out writes distances");
-    let cli: Vec<(Vec<u32>, Vec<f32>)> = (0..table.queries())
-        .map(|q| (table.ids.row(q).to_vec(), dists.row(q).to_vec()))
+    let cli: Vec<(Vec<u64>, Vec<f32>)> = (0..table.queries())
+        .map(|q| {
+            (
+                table.ids.row(q).iter().map(|&i| u64::from(i)).collect(),
+                dists.row(q).to_vec(),
+            )
+        })
         .collect();
     assert_same_answers(&got, &cli, "server vs m3 search");
     // Cosine similarities, best first.
@@ -156,6 +161,7 @@ fn serve_index_endpoint_equals_m3_inspect_json() {
     let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(served, printed);
     assert_eq!(served["params"]["n_vectors"], 8000);
+    assert_eq!(served["live"]["generation"], 0);
     let h = get(server.addr(), "/healthz", &[]);
     assert_eq!((h.status, h.text().as_str()), (200, "ok\n"));
     server.shutdown().unwrap();
@@ -558,9 +564,9 @@ fn serve_exact_and_range_equal_the_exact_searcher() {
     let q = &fixture().queries;
     let metric = index.metric();
     let mut ex = ExactSearcher::new(&index);
-    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u32>, Vec<f32>) {
+    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u64>, Vec<f32>) {
         (
-            r.iter().map(|n| n.id).collect(),
+            r.iter().map(|n| u64::from(n.id)).collect(),
             r.iter().map(|n| metric.to_natural(n.dist)).collect(),
         )
     };
@@ -912,9 +918,9 @@ fn serve_exact_and_range_take_block_weights_on_a_multi_vector_index() {
         .map(|i| [parts[0].row(i), parts[1].row(i)].concat())
         .collect();
     let mut ex = ExactSearcher::new(&index);
-    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u32>, Vec<f32>) {
+    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u64>, Vec<f32>) {
         (
-            r.iter().map(|n| n.id).collect(),
+            r.iter().map(|n| u64::from(n.id)).collect(),
             r.iter().map(|n| Metric::L2.to_natural(n.dist)).collect(),
         )
     };

@@ -20,7 +20,7 @@ use m3::serve::{Knobs, Limits, SearchRequest, SearchResponse, ServeConfig};
 use serve_support::*;
 
 /// `(ids, natural distances)` of every result of a 200 answer.
-fn answers_of(r: &Reply) -> Vec<(Vec<u32>, Vec<f32>)> {
+fn answers_of(r: &Reply) -> Vec<(Vec<u64>, Vec<f32>)> {
     assert_eq!(r.status, 200, "{}", r.text());
     r.json::<SearchResponse>()
         .results
@@ -61,9 +61,9 @@ fn serve_keeps_answering_from_the_opened_index_after_a_rebuild_in_place() {
     // The old generation's answers, from the untouched original (same bytes as the copy).
     let old = Index::open(&f.index, IoBackend::Pread, &ReaderOptions::default()).unwrap();
     let rows: Vec<Vec<f32>> = (0..8).map(|i| f.queries.row(i).to_vec()).collect();
-    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u32>, Vec<f32>) {
+    let natural = |r: &[m3::exact::Neighbor]| -> (Vec<u64>, Vec<f32>) {
         (
-            r.iter().map(|n| n.id).collect(),
+            r.iter().map(|n| u64::from(n.id)).collect(),
             r.iter().map(|n| old.metric().to_natural(n.dist)).collect(),
         )
     };
@@ -95,7 +95,7 @@ fn serve_keeps_answering_from_the_opened_index_after_a_rebuild_in_place() {
     let mut s = m3::search::Searcher::new(&new);
     let differs = rows.iter().enumerate().any(|(qi, q)| {
         let (r, _) = s.search(qi, q, &params).unwrap();
-        r.iter().map(|n| n.id).collect::<Vec<_>>() != want_approx[qi].0
+        r.iter().map(|n| u64::from(n.id)).collect::<Vec<_>>() != want_approx[qi].0
     });
     assert!(differs, "the rebuilt index answers like the old one");
 

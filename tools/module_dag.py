@@ -37,6 +37,7 @@ LAYERS = [
     ["format", "synth"],
     ["route"],
     ["build", "search"],
+    ["update"],
     ["eval", "serve"],
 ]
 

@@ -21,6 +21,9 @@ pub struct BuildParams {
     pub out: PathBuf,
     /// Training queries of the query modality (enables query anchors and cross-modal edges).
     pub train_queries: Option<PathBuf>,
+    /// The user id of every base row ([`crate::data::read_user_ids`]: `.u64bin`, `.ibin`,
+    /// `.npy`), stored in `ids.m3`; `None`: ids are the row numbers.
+    pub ids: Option<PathBuf>,
     /// Seed of every random choice: the same seed, inputs and thread count give the same index
     /// files (the build report, with its timings, and the manifest entry that lists it aside).
     pub seed: u64,
@@ -132,6 +135,7 @@ impl BuildParams {
             None => vec![self.base.as_path()],
         };
         v.extend(self.train_queries.as_deref());
+        v.extend(self.ids.as_deref());
         v
     }
 
@@ -143,6 +147,7 @@ impl BuildParams {
             metric,
             out,
             train_queries: None,
+            ids: None,
             seed: Self::DEFAULT_SEED,
             ram_budget_bytes: Self::DEFAULT_RAM_BUDGET_BYTES,
             clusters: ClusterParams {

@@ -13,17 +13,19 @@ use super::{
 };
 use crate::data::{DType, Matrix};
 use crate::distance::Metric;
-use crate::format::manifest::{META_FLAG_BLOCKS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS};
+use crate::format::manifest::{
+    META_FLAG_BLOCKS, META_FLAG_IDS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS,
+};
 use crate::route::QueryRouting;
 // RECORD_IDS_SCRATCH: the assign stage's scratch file of record ids (in the temporary
 // directory, removed once the records are laid out; never published).
 use crate::format::files::{
-    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, PQ_FILE,
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE, PQ_FILE,
     RECORD_IDS_SCRATCH, REFINE_FILE, REPORT_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use crate::format::{
     BlockInfo, BlockTable, ClusterEntry, ClusterTable, CoarseLevel, DataFileParams, DataFileWriter,
-    FileEntry, Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats,
+    FileEntry, Hints, IndexDirWriter, IndexMeta, Manifest, Routing, Stats, UserIds,
 };
 use crate::graph::{AlphaMode, LidStats};
 use crate::kmeans::GroupIndex;
@@ -173,6 +175,7 @@ pub fn build_index(
     let dir = IndexDirWriter::create(&params.out)?;
     let mut base = BaseSource::open(params)?;
     let (shape, pq_bounds) = Shape::of(&base, params)?;
+    let ids = write_user_ids(params, shape, &dir)?;
 
     let (mut trained, blocks) = run.scan_and_train(&mut base, shape, pq_bounds)?;
     let mut routing = run.route(&base, &mut trained)?;
@@ -192,6 +195,7 @@ pub fn build_index(
         graph,
     };
     let (mut files, facts) = run.write_files(&dir, trained, laid, &outcome)?;
+    files.ids = ids;
     run.clock.lap("publish");
     if params.pq.refine {
         files.refine = Some(run.refine(&dir)?);
@@ -207,6 +211,40 @@ pub fn build_index(
     outcome.asg.ids.remove()?;
     dir.publish(&manifest)?;
     Ok(summary)
+}
+
+/// `ids.m3` from `params.ids` (none without): one id per base row, all distinct, checked
+/// before any other work.
+fn write_user_ids(
+    params: &BuildParams,
+    shape: Shape,
+    dir: &IndexDirWriter,
+) -> Result<Option<FileEntry>, BuildError> {
+    let Some(path) = &params.ids else {
+        return Ok(None);
+    };
+    let ids = crate::data::read_user_ids(path)?;
+    if ids.len() as u64 != shape.n {
+        return Err(BuildError::param(
+            "ids",
+            format!(
+                "{} holds {} ids for {} base rows",
+                path.display(),
+                ids.len(),
+                shape.n
+            ),
+        ));
+    }
+    if let Some((row, id)) = UserIds::first_duplicate(&ids) {
+        return Err(BuildError::param(
+            "ids",
+            format!(
+                "{}: row {row} repeats the id {id} of an earlier row (ids must be distinct)",
+                path.display()
+            ),
+        ));
+    }
+    Ok(Some(UserIds { ids }.write(&dir.path(IDS_FILE))?))
 }
 
 /// The parameters that can be refused before any input is opened.
@@ -306,6 +344,7 @@ struct IndexFiles {
     coarse: Option<FileEntry>,
     hints: Option<FileEntry>,
     refine: Option<FileEntry>,
+    ids: Option<FileEntry>,
 }
 
 impl IndexFiles {
@@ -327,6 +366,7 @@ impl IndexFiles {
             + self.coarse.as_ref().map_or(0, |e| e.bytes)
             + self.hints.as_ref().map_or(0, |e| e.bytes)
             + self.refine.as_ref().map_or(0, |e| e.bytes)
+            + self.ids.as_ref().map_or(0, |e| e.bytes)
     }
 
     /// Bytes the query engine holds in RAM: the small files whole, and per record its PQ
@@ -358,6 +398,7 @@ impl IndexFiles {
         files.extend(self.coarse);
         files.extend(self.hints);
         files.extend(self.refine);
+        files.extend(self.ids);
         files
     }
 }
@@ -571,6 +612,7 @@ impl Run<'_> {
                 None => None,
             },
             refine: None,
+            ids: None,
         };
         Ok((files, facts))
     }
@@ -687,6 +729,10 @@ impl Run<'_> {
             0
         } | if outcome.blocks.is_some() {
             META_FLAG_BLOCKS
+        } else {
+            0
+        } | if params.ids.is_some() {
+            META_FLAG_IDS
         } else {
             0
         };

@@ -10,6 +10,7 @@ mod matrix;
 
 pub mod format;
 pub mod groundtruth;
+mod ids;
 mod range_results;
 pub(crate) mod validate;
 
@@ -17,6 +18,7 @@ pub use element::{DType, Element};
 pub use error::DataError;
 pub use format::{FileFormat, VectorFile, VectorWriter};
 pub use groundtruth::GroundTruth;
+pub use ids::{USER_ID_EXTENSIONS, read_user_ids, write_user_ids};
 pub use matrix::{Matrix, MatrixView};
 pub use range_results::RangeResults;
 

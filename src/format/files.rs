@@ -27,6 +27,18 @@ pub const HINTS_FILE: &str = "hints.m3";
 /// Refinement codes: a second PQ of what `pq.m3`'s codes leave (decision 0008). Optional (an
 /// additive entry): the build writes it unless told not to.
 pub const REFINE_FILE: &str = "refine.m3";
+/// The user id of every base vector (listed only when manifest flag bit 3 is set).
+pub const IDS_FILE: &str = "ids.m3";
+/// The write-ahead log of live updates (not listed in the manifest; `docs/FORMAT.md`,
+/// "wal.m3").
+pub const WAL_FILE: &str = "wal.m3";
+/// A new write-ahead log's header before it is renamed to [`WAL_FILE`].
+pub const WAL_NEW_FILE: &str = "wal.m3.new";
+/// The records of vectors inserted after publication (not listed in the manifest;
+/// `docs/FORMAT.md`, "delta.m3").
+pub const DELTA_FILE: &str = "delta.m3";
+/// A new `delta.m3`'s header sector before it is renamed to [`DELTA_FILE`].
+pub const DELTA_NEW_FILE: &str = "delta.m3.new";
 /// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
 pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
@@ -55,7 +67,7 @@ pub const REQUIRED_FILES: [&str; 6] = [
 ];
 
 /// Every file name an index directory (published or being built) may hold.
-pub const INDEX_DIR_FILES: [&str; 16] = [
+pub const INDEX_DIR_FILES: [&str; 21] = [
     MANIFEST_FILE,
     CLUSTERS_FILE,
     ROUTING_FILE,
@@ -68,6 +80,11 @@ pub const INDEX_DIR_FILES: [&str; 16] = [
     HINTS_FILE,
     REFINE_FILE,
     BLOCKS_FILE,
+    IDS_FILE,
+    WAL_FILE,
+    WAL_NEW_FILE,
+    DELTA_FILE,
+    DELTA_NEW_FILE,
     REPORT_FILE,
     CALIBRATION_FILE,
     MANIFEST_UPDATE_FILE,

@@ -33,6 +33,11 @@ pub const META_FLAG_LID_ADAPTIVE: u8 = 2;
 /// of the stored vectors, which every query must apply (readers that do not know the bit
 /// refuse the index rather than search it wrongly).
 pub const META_FLAG_BLOCKS: u8 = 4;
+/// `flags` bit 3: vectors carry user ids; `ids.m3` holds them (readers that do not know the
+/// bit refuse the index rather than answer with row numbers).
+pub const META_FLAG_IDS: u8 = 8;
+/// Minor version written for indexes with user ids ([`META_FLAG_IDS`], `ids.m3`): 1.2.
+pub const MANIFEST_MINOR_IDS: u16 = 2;
 
 /// Index parameters: the kind-specific header of `manifest.m3`.
 #[repr(C)]
@@ -237,7 +242,9 @@ impl IndexMeta {
             Ok(mode) => mode,
             Err(e) => return at(6, e.to_string()),
         };
-        if self.flags & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE | META_FLAG_BLOCKS) != 0
+        if self.flags
+            & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE | META_FLAG_BLOCKS | META_FLAG_IDS)
+            != 0
         {
             return at(7, format!("unknown flags {:#04x}", self.flags));
         }
@@ -304,7 +311,12 @@ impl Manifest {
             u32::try_from(self.files.len()).map_err(|_| FormatError::invalid("too many files"))?;
         let trailer: &[u8] = bytemuck::cast_slice(&self.files);
         let header_bytes = COMMON_HEADER_BYTES + size_of::<IndexMeta>() + trailer.len();
-        let kind = if meta.flags & META_FLAG_BLOCKS != 0 {
+        let kind = if meta.flags & META_FLAG_IDS != 0 {
+            FileKind {
+                version_minor: MANIFEST_MINOR_IDS,
+                ..MANIFEST_KIND
+            }
+        } else if meta.flags & META_FLAG_BLOCKS != 0 {
             FileKind {
                 version_minor: MANIFEST_MINOR_BLOCKS,
                 ..MANIFEST_KIND

@@ -18,6 +18,7 @@
 //! | `blocks.m3` | [`blocks`] | [`BlockTable`]: blocks of a multi-vector index (optional) |
 //! | `coarse.m3` | [`coarse`] | [`CoarseLevel`]: two-level routing's coarse groups (optional) |
 //! | `hints.m3` | [`hints`] | [`Hints`]: training queries and their answers' records (optional) |
+//! | `ids.m3` | [`ids`] | [`UserIds`]: the user id of every base vector (optional, 1.2) |
 //!
 //! [`IndexParts::open`] is the one way to open an index: it loads and checks every file held in
 //! RAM (CRC32C, finite values, ids and counts in range), and every caller (search, serving,
@@ -31,11 +32,13 @@ pub mod blocks;
 pub mod clusters;
 pub mod coarse;
 pub mod data;
+pub mod delta;
 mod error;
 mod file;
 pub mod files;
 pub mod header;
 pub mod hints;
+pub mod ids;
 pub mod index_dir;
 pub mod inspect;
 pub mod keys;
@@ -51,6 +54,7 @@ pub mod sectors;
 pub mod stats;
 mod streamed;
 pub mod verify;
+pub mod wal;
 
 pub use blocks::{BlockEntry, BlockInfo, BlockTable, BlocksHeader};
 pub use clusters::{ClusterEntry, ClusterTable, ClustersHeader, NO_ID};
@@ -60,6 +64,7 @@ pub use error::FormatError;
 pub(crate) use file::write_whole_file;
 pub use file::{FILE_NAME_BYTES, FileEntry, LayoutTable, ListedFile, file_crc32c};
 pub use hints::{Hints, HintsHeader};
+pub use ids::{IdsHeader, UserIds};
 pub use index_dir::{DirContents, dir_contents};
 pub use inspect::IndexInfo;
 pub use keys::{KeysHeader, RecordKeys, RecordKeysWriter};
@@ -74,6 +79,7 @@ pub use routing::{Routing, RoutingHeader};
 pub use sectors::{SectorCrcs, SectorsHeader};
 pub use stats::{Stats, StatsHeader};
 pub use verify::{VerifyReport, open_check, verify};
+pub use wal::{WalFrame, WalHeader, WalOp, WalReplay, WalTail, WalWriter, read_wal};
 
 /// Every offset table of `docs/FORMAT.md`, keyed by the heading above it: `(field, offset,
 /// size)` rows, offsets from the file start for file headers and from the entry start for
@@ -107,6 +113,10 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
         ("blocks.m3", BlocksHeader::layout_table()),
         ("coarse.m3", CoarseHeader::layout_table()),
         ("hints.m3", HintsHeader::layout_table()),
+        ("ids.m3", IdsHeader::layout_table()),
+        ("wal.m3", WalHeader::layout_table()),
+        ("delta.m3", delta::DeltaHeader::layout_table()),
+        ("WAL record frame", WalFrame::layout_table()),
         ("Block entry", BlockEntry::layout_table()),
     ]
 }

@@ -8,7 +8,7 @@
 //!   every listed file but the informational ones exists with its listed length and a valid
 //!   header, `data.m3`'s agreeing with the manifest;
 //! - every file held in RAM (`clusters.m3`, `routing.m3`, `stats.m3`, `pq.m3`, `refine.m3`,
-//!   `keys.m3`, `coarse.m3`, `blocks.m3`, `hints.m3`) has the CRC32C the manifest lists, computed over the very bytes
+//!   `keys.m3`, `coarse.m3`, `blocks.m3`, `hints.m3`, `ids.m3`) has the CRC32C the manifest lists, computed over the very bytes
 //!   that are parsed (each file is read once);
 //! - every float a query uses is finite (centroids, radii, query anchors, statistics, PQ
 //!   codewords, corrections and errors, keys, coarse centres, block scales), distances and
@@ -25,14 +25,14 @@ use std::path::{Path, PathBuf};
 
 use super::file::ListedFile;
 use super::files::{
-    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, KEYS_FILE, MANIFEST_FILE,
-    PQ_FILE, REFINE_FILE, ROUTING_FILE, STATS_FILE,
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE,
+    MANIFEST_FILE, PQ_FILE, REFINE_FILE, ROUTING_FILE, STATS_FILE,
 };
 use super::pq::REFINE_KIND;
 use super::verify::open_check;
 use super::{
     BlockTable, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, Manifest, PqFile,
-    RecordKeys, Routing, Stats,
+    RecordKeys, Routing, Stats, UserIds,
 };
 
 /// The checked RAM-resident parts of an index (see the module doc).
@@ -53,6 +53,8 @@ pub struct IndexParts {
     pub hints: Option<Hints>,
     /// The refinement codes (`refine.m3`, without per-record errors), if the index has them.
     pub refine: Option<PqFile>,
+    /// The user id of every base vector (`ids.m3`); `None`: ids are row numbers.
+    pub ids: Option<UserIds>,
     /// `pq.m3`, held open (checked whole at open) for exact search's later read of the errors.
     pub pq_file: ListedFile,
     /// `keys.m3` (checked whole at open, then dropped), held open for exact search; `None` for
@@ -142,6 +144,14 @@ impl IndexParts {
             }
             None => None,
         };
+        let ids = match listed(IDS_FILE)? {
+            Some(f) => {
+                let ids = UserIds::read_listed(&f)?;
+                ids.check_against(meta, &f.path)?;
+                Some(ids)
+            }
+            None => None,
+        };
         let keys_file = listed(KEYS_FILE)?;
         if let Some(f) = &keys_file {
             RecordKeys::read_listed(f)?.check_against(meta, &clusters.entries, &f.path)?;
@@ -158,6 +168,7 @@ impl IndexParts {
             coarse,
             hints,
             refine,
+            ids,
             pq_file,
             keys_file,
         })

@@ -14,11 +14,13 @@ use super::coarse::{COARSE_KIND, CoarseHeader};
 use super::data::DataFileHeader;
 use super::file::{FileEntry, ListedFile, SectionReader, check_listed_length, file_crc32c};
 use super::files::{
-    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, INFORMATIONAL_FILES, KEYS_FILE,
-    MANIFEST_FILE, PQ_FILE, REFINE_FILE, REQUIRED_FILES, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, INFORMATIONAL_FILES,
+    KEYS_FILE, MANIFEST_FILE, PQ_FILE, REFINE_FILE, REQUIRED_FILES, ROUTING_FILE, SECTORS_FILE,
+    STATS_FILE,
 };
 use super::header::FileKind;
 use super::hints::{HINTS_KIND, HintsHeader};
+use super::ids::{IDS_KIND, IdsHeader};
 use super::keys::{KEYS_KIND, KeysHeader};
 use super::manifest::Manifest;
 use super::open::IndexParts;
@@ -76,6 +78,18 @@ fn read_manifest(dir: &Path) -> Result<Manifest, FormatError> {
             },
         ));
     }
+    let ids = m.meta.flags & super::manifest::META_FLAG_IDS != 0;
+    if ids != m.file(IDS_FILE).is_some() {
+        return Err(FormatError::corrupt(
+            &path,
+            39,
+            if ids {
+                "flag bit 3 (user ids) is set but the manifest does not list ids.m3"
+            } else {
+                "the manifest lists ids.m3 but flag bit 3 (user ids) is clear"
+            },
+        ));
+    }
     for name in REQUIRED_FILES {
         if m.file(name).is_none() {
             return Err(FormatError::corrupt(
@@ -128,6 +142,7 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             BLOCKS_FILE => header_only::<BlocksHeader>(&path, &BLOCKS_KIND)?,
             COARSE_FILE => header_only::<CoarseHeader>(&path, &COARSE_KIND)?,
             HINTS_FILE => header_only::<HintsHeader>(&path, &HINTS_KIND)?,
+            IDS_FILE => header_only::<IdsHeader>(&path, &IDS_KIND)?,
             DATA_FILE => DataFileHeader::read(&path)?.check_against(&m.meta, &path)?,
             _ => {} // a file of a newer minor version: length checked only
         }
@@ -190,7 +205,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             }
             // Checked whole by IndexParts::open.
             CLUSTERS_FILE | ROUTING_FILE | STATS_FILE | PQ_FILE | REFINE_FILE | KEYS_FILE
-            | BLOCKS_FILE | COARSE_FILE | HINTS_FILE => {}
+            | BLOCKS_FILE | COARSE_FILE | HINTS_FILE | IDS_FILE => {}
             _ => whole_file_crc(&path, e)?,
         }
     }

@@ -30,6 +30,7 @@
 //! [`FaultyReader`] wraps any reader and injects failures for tests.
 
 mod aligned;
+mod concat;
 mod error;
 mod faulty;
 mod file;
@@ -44,6 +45,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use aligned::AlignedBuf;
+pub use concat::ConcatReader;
 pub use error::IoError;
 pub use faulty::{Fault, FaultKind, FaultyReader};
 pub use pread::PreadReader;

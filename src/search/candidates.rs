@@ -216,6 +216,9 @@ pub(super) fn score_hints(
             {
                 cluster += 1;
             }
+            if idx.live.base_record_dead(r) {
+                continue; // deleted: never a candidate, never read
+            }
             let c = cluster;
             let cs = t
                 .centroid_scores
@@ -271,18 +274,21 @@ pub(super) fn scan_clusters(
     for &(s, c) in &scan_order {
         let e = &idx.entries[c as usize];
         let (first, n) = (e.first_record as usize, e.records as usize);
-        if n == 0 {
+        let delta = idx.live.in_cluster(c as usize);
+        if n == 0 && delta.is_empty() {
             continue;
         }
+        // The radius over base and live inserted records alike.
+        let r_max = idx.live.radii.get(c as usize).map_or(e.r_max, |r| r[1]);
         if params.early_stop && cands.len() == cands.k() {
             let lower = match idx.metric {
                 // |q − x| ≥ |q − c| − r_max
                 Metric::L2 => {
-                    let gap = (s.max(0.0).sqrt() - radius_factor * e.r_max).max(0.0);
+                    let gap = (s.max(0.0).sqrt() - radius_factor * r_max).max(0.0);
                     gap * gap
                 }
                 // −q·x ≥ −q·c − |q|·|x − c| ≥ −q·c − |q|·r_max
-                _ => s - q_norm * e.r_max,
+                _ => s - q_norm * r_max,
             };
             if lower > cands.threshold() {
                 t.stats.clusters_skipped += 1;
@@ -310,6 +316,9 @@ pub(super) fn scan_clusters(
                 hint += 1;
                 continue;
             }
+            if idx.live.base_record_dead((first + i) as u32) {
+                continue; // deleted: never a candidate, never read
+            }
             let cr = match block_corr {
                 Some((w, bc)) => w.correction(bc, first + i),
                 None => cr,
@@ -318,6 +327,26 @@ pub(super) fn scan_clusters(
             if approx <= threshold
                 && cands.push(Neighbor {
                     id: (first + i) as u32,
+                    dist: approx,
+                })
+            {
+                threshold = cands.threshold();
+            }
+        }
+        // Live inserts of the cluster (a multi-vector index takes none: no weighting here).
+        for &r in delta {
+            let d = (r as u64 - idx.meta.n_records) as usize;
+            let code = &idx.live.codes[d * m..(d + 1) * m];
+            let approx = approx_dist(
+                idx.metric,
+                base,
+                adc_score(&t.table, code),
+                idx.live.correction[d],
+            );
+            t.stats.pq_scored += 1;
+            if approx <= threshold
+                && cands.push(Neighbor {
+                    id: r,
                     dist: approx,
                 })
             {
@@ -340,7 +369,7 @@ pub(super) fn refines(idx: &Index, t: &Task<'_>, params: &SearchParams) -> bool 
 /// Step 3b: re-ranks the candidates with both codes (`r̂₁ + r̂₂`, decision 0008) and keeps the
 /// best `read` of them in `cands`. Under inner product (and cosine) the refined estimate is the
 /// first one minus `q·r̂₂`; under L2 it is `|q − c|² + corr₁₂ − 2 q·(r̂₁ + r̂₂)`, the first one
-/// plus `corr₁₂ − corr₁ − 2 q·r̂₂`.
+/// plus `corr₁₂ − corr₁ − 2 q·r̂₂`. A live insert keeps its first estimate.
 pub(super) fn refine(idx: &Index, t: &mut Task<'_>, read: usize, cands: &mut TopK) {
     let Some(r) = &idx.refine else {
         return;
@@ -355,6 +384,11 @@ pub(super) fn refine(idx: &Index, t: &mut Task<'_>, read: usize, cands: &mut Top
             crate::simd::prefetch(codes, next.id as usize * m);
         }
         let i = nb.id as usize;
+        if i >= r.correction.len() {
+            // A live insert (`delta.m3`) has no refinement code: its first estimate stays.
+            cands.push(*nb);
+            continue;
+        }
         let second = adc_score(&t.refine_table, &codes[i * m..(i + 1) * m]);
         let dist = match idx.metric {
             Metric::L2 => nb.dist + (r.correction[i] - idx.correction[i]) - 2.0 * second,

@@ -41,7 +41,7 @@ use super::read::{ReadPlan, record_vector};
 use crate::distance::{self, Metric};
 use crate::exact::{Neighbor, TopK};
 use crate::io::AlignedBuf;
-use crate::pq::adc_scan;
+use crate::pq::{adc_scan, adc_score};
 
 /// Relative slack on every bound (see the module docs).
 const SLACK: f32 = 1e-4;
@@ -158,10 +158,10 @@ impl<'a> ExactSearcher<'a> {
         if k == 0 {
             return Err(SearchError::KZero);
         }
-        if k as u64 > idx.n_vectors() {
+        if k as u64 > idx.live_vectors() {
             return Err(SearchError::KTooLarge {
                 k,
-                n: idx.n_vectors(),
+                n: idx.live_vectors(),
             });
         }
         let mut stats = QueryStats::default();
@@ -354,9 +354,11 @@ impl<'a> ExactSearcher<'a> {
         let bound = self.bounds();
         self.order.clear();
         for (c, e) in idx.entries.iter().enumerate() {
-            if e.records > 0 {
+            if e.records > 0 || !idx.live.in_cluster(c).is_empty() {
                 let cd = self.centroid_dist[c];
-                let lower = bound.cluster(cd, idx.centroid_norms[c], e.r_min, e.r_max);
+                // Radii over base and live inserted records alike.
+                let [r_min, r_max] = idx.live.radii.get(c).copied().unwrap_or([e.r_min, e.r_max]);
+                let lower = bound.cluster(cd, idx.centroid_norms[c], r_min, r_max);
                 self.order.push((lower, c as u32));
             }
         }
@@ -417,6 +419,7 @@ impl<'a> ExactSearcher<'a> {
                 }
                 None => (0, n),
             };
+            self.collect_inserted(c as usize, cd, upper, radius_now(upper), fixed);
             if lo >= hi {
                 continue;
             }
@@ -437,6 +440,9 @@ impl<'a> ExactSearcher<'a> {
                     (Some(w), Some(corr)) => w.correction(corr, r),
                     _ => idx.correction[r],
                 };
+                if idx.live.base_record_dead(r as u32) {
+                    continue; // deleted: no bound, no read
+                }
                 let (lower, approx, up) = bound.record(cd, table_sum, correction, aux.error[r]);
                 if lower > radius {
                     continue;
@@ -459,6 +465,44 @@ impl<'a> ExactSearcher<'a> {
         let radius = radius_now(upper);
         self.candidates.retain(|c| c.lower <= radius);
         pos
+    }
+
+    /// [`Self::collect`] for the live inserts of cluster `c` (centroid distance `cd`): every
+    /// one whose PQ bound is within `radius` becomes a candidate (and an upper bound).
+    fn collect_inserted(
+        &mut self,
+        c: usize,
+        cd: f32,
+        upper: &mut TopK,
+        radius: f32,
+        fixed: Option<f32>,
+    ) {
+        let idx = self.index;
+        let live = &idx.live;
+        let delta = live.in_cluster(c);
+        if delta.is_empty() {
+            return;
+        }
+        let bound = self.bounds();
+        let m = idx.pq.subspaces();
+        let mut radius = radius;
+        for &r in delta {
+            let d = (u64::from(r) - idx.meta.n_records) as usize;
+            let table_sum = adc_score(&self.table, &live.codes[d * m..(d + 1) * m]);
+            let (lower, approx, up) =
+                bound.record(cd, table_sum, live.correction[d], live.error[d]);
+            if lower > radius {
+                continue;
+            }
+            self.candidates.push(Candidate {
+                lower,
+                approx,
+                record: r,
+            });
+            if fixed.is_none() && upper.push(Neighbor { id: r, dist: up }) {
+                radius = upper.threshold().min(radius);
+            }
+        }
     }
 
     /// Reads the records of `self.batch` in one batch and offers each one's exact distance.

@@ -52,6 +52,10 @@ pub struct Index {
     pub(super) hint_router: Option<Router>,
     /// The training queries in PQ form, for the first pass of the hint search (`hints`).
     pub(super) hint_codes: Option<HintCodes>,
+    /// The user id of every base vector (`ids.m3`); `None`: the ids are the row numbers.
+    pub(super) user_ids: Option<Vec<u64>>,
+    /// The committed live updates (`wal.m3`, `delta.m3`) as of opening.
+    pub(super) live: super::live::Live,
     /// `keys.m3` (format 1.1), checked at open and held open for exact search.
     pub(super) keys_file: Option<ListedFile>,
     /// `pq.m3`, checked at open and held open for exact search's per-record errors.
@@ -63,6 +67,39 @@ pub struct Index {
     /// coarse centres. [`Index::check_query`] uses it to refuse queries whose distances
     /// could overflow.
     pub(super) norm_bound: f64,
+}
+
+/// The live updates of an open index (`wal.m3`, `delta.m3`; `docs/UPDATES.md`), as of when it
+/// was opened: an index sees the commits made before it was opened (reopen to see later ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveInfo {
+    /// Commits replayed (0: no live updates).
+    pub generation: u64,
+    /// Inserts committed (upserts included; some may be deleted or replaced since).
+    pub inserted: u64,
+    /// Tombstones: vectors deleted or replaced (base and inserted).
+    pub tombstones: u64,
+    /// Vectors a search can return.
+    pub live_vectors: u64,
+    /// Bytes of `delta.m3`.
+    pub delta_bytes: u64,
+    /// What replay cut from the end of the log (a batch never committed, a torn or corrupt
+    /// tail), if anything; never replayed.
+    pub wal_cut: Option<crate::format::WalTail>,
+}
+
+impl LiveInfo {
+    /// The `live` object of `m3 inspect --json` and of the server's `GET /v1/index`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "generation": self.generation,
+            "inserted": self.inserted,
+            "tombstones": self.tombstones,
+            "live_vectors": self.live_vectors,
+            "delta_bytes": self.delta_bytes,
+            "wal_cut_bytes": self.wal_cut.as_ref().map_or(0, |t| t.bytes),
+        })
+    }
 }
 
 /// Per-record data only exact and range search use (DESIGN §4.5); not in RAM until then.
@@ -82,16 +119,21 @@ impl Index {
         backend: IoBackend,
         options: &ReaderOptions,
     ) -> Result<Self, SearchError> {
-        Self::load(dir, |data_path| {
+        let mut idx = Self::load(dir, |data_path| {
             Ok(open_reader(data_path, backend, options)?)
-        })
+        })?;
+        super::live::load(&mut idx, backend, options)?;
+        Ok(idx)
     }
 
     /// Opens `dir` like [`Index::open`] but reads `data.m3` through `reader` (e.g. a
     /// [`crate::io::FaultyReader`] in tests, or a reader opened with custom options). The reader
     /// must read this index's `data.m3`: its length is checked against the manifest.
+    /// Live updates (`delta.m3`) are read with pread.
     pub fn open_with_reader(dir: &Path, reader: Arc<dyn BlockReader>) -> Result<Self, SearchError> {
-        Self::load(dir, |_| Ok(reader))
+        let mut idx = Self::load(dir, |_| Ok(reader))?;
+        super::live::load(&mut idx, IoBackend::Pread, &ReaderOptions::default())?;
+        Ok(idx)
     }
 
     fn load(
@@ -200,6 +242,8 @@ impl Index {
             codec: header.codec()?.with_n_vectors(meta.n_vectors),
             layout: header.layout(),
             reader,
+            user_ids: parts.ids.map(|ids| ids.ids),
+            live: super::live::Live::default(),
             keys_file: parts.keys_file,
             pq_file: parts.pq_file,
             exact: OnceLock::new(),
@@ -253,6 +297,81 @@ impl Index {
     pub fn n_vectors(&self) -> u64 {
         self.meta.n_vectors
     }
+    /// The user id of the vector a result's [`crate::Neighbor::id`] names: from `ids.m3`
+    /// when the index was built with ids (`m3 build --ids`), else the base row number itself.
+    /// `id` must come from a search of this index (below [`Index::n_vectors`]).
+    pub fn user_id(&self, id: u32) -> u64 {
+        match &self.live.ids {
+            Some(live) => live.user_id(self.user_ids.as_deref(), id),
+            None => match &self.user_ids {
+                Some(ids) => ids[id as usize],
+                None => u64::from(id),
+            },
+        }
+    }
+
+    /// Vectors a search can return: the base and the committed inserts, minus deleted and
+    /// replaced ones (as of opening).
+    pub fn live_vectors(&self) -> u64 {
+        self.live
+            .ids
+            .as_ref()
+            .map_or(self.meta.n_vectors, |l| l.live_count())
+    }
+
+    /// The live updates as of opening: see [`LiveInfo`].
+    pub fn live_info(&self) -> LiveInfo {
+        let l = &self.live;
+        LiveInfo {
+            generation: l.generation,
+            inserted: l.vids.len() as u64,
+            tombstones: l.ids.as_ref().map_or(0, |i| i.dead_count()),
+            live_vectors: self.live_vectors(),
+            delta_bytes: l.delta_bytes,
+            wal_cut: l.tail.clone(),
+        }
+    }
+
+    /// Whether the index stores user ids (`ids.m3`) rather than answering with row numbers.
+    pub fn has_user_ids(&self) -> bool {
+        self.user_ids.is_some()
+    }
+
+    /// [`Index::user_id`] for a 32-bit result file (`.ibin`, `.ivecs`, range results): a user
+    /// id of 2³² − 1 or more is refused ([`SearchError::Param`] naming `out`).
+    pub fn user_id_u32(&self, id: u32) -> Result<u32, SearchError> {
+        let user = self.user_id(id);
+        u32::try_from(user)
+            .ok()
+            .filter(|&u| u != u32::MAX)
+            .ok_or_else(|| SearchError::Param {
+                name: "out",
+                what: format!("user id {user} does not fit a 32-bit result file"),
+            })
+    }
+
+    /// A results table (from [`super::results_table`]) with every id replaced by its user id
+    /// ([`Index::user_id_u32`]), as `m3 search --out` writes it; missing results (`u32::MAX`)
+    /// stay missing.
+    pub fn user_id_table(
+        &self,
+        table: &crate::data::GroundTruth,
+    ) -> Result<crate::data::GroundTruth, SearchError> {
+        let ids = table
+            .ids
+            .as_slice()
+            .iter()
+            .map(|&id| match id {
+                u32::MAX => Ok(id),
+                _ => self.user_id_u32(id),
+            })
+            .collect::<Result<Vec<u32>, SearchError>>()?;
+        Ok(crate::data::GroundTruth {
+            ids: crate::data::Matrix::from_vec(ids, table.k())?,
+            dists: table.dists.clone(),
+        })
+    }
+
     /// Clusters (base anchors).
     pub fn n_clusters(&self) -> usize {
         self.entries.len()

@@ -10,6 +10,7 @@ mod exact;
 mod hints;
 mod index;
 mod inflight;
+pub(crate) mod live;
 mod params;
 mod query;
 mod read;
@@ -22,7 +23,7 @@ pub use blocks::{IndexBlocks, Weighting};
 pub use check::QueryScoring;
 pub use error::SearchError;
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
-pub use index::Index;
+pub use index::{Index, LiveInfo};
 // The server's workers run the batch's loop.
 #[cfg(feature = "serve")]
 pub(crate) use inflight::{Inflight, Jobs, Next, Step};

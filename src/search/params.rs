@@ -148,10 +148,10 @@ impl SearchParams {
         if self.k == 0 {
             return Err(SearchError::KZero);
         }
-        if self.k as u64 > index.n_vectors() {
+        if self.k as u64 > index.live_vectors() {
             return Err(SearchError::KTooLarge {
                 k: self.k,
-                n: index.n_vectors(),
+                n: index.live_vectors(),
             });
         }
         match (&index.blocks, &self.block_weights) {

@@ -266,7 +266,10 @@ fn round_candidates(idx: &Index, t: &mut Task<'_>, expand_from: usize, fresh: &m
     let mut any = false;
     for r in t.best.iter().take(expand_from) {
         for &nb in &t.list_ids[r.list.clone()] {
-            if nb as u64 >= idx.meta.n_records || !t.seen.insert(nb) {
+            if nb as u64 >= idx.meta.n_records
+                || idx.live.base_record_dead(nb)
+                || !t.seen.insert(nb)
+            {
                 continue;
             }
             let c = idx.cluster_of(nb);

@@ -30,7 +30,20 @@ impl ReadPlan {
     /// Plans the reads of `records`, coalescing neighbouring sectors into one request.
     pub(super) fn plan(&mut self, idx: &Index, records: &[u32]) {
         self.locs.clear();
+        let n_records = idx.meta.n_records;
         self.locs.extend(records.iter().map(|&r| {
+            if u64::from(r) >= n_records {
+                // A live insert: its slot of delta.m3, after data.m3 in the reader's sectors.
+                let slot = idx.live.slots[(u64::from(r) - n_records) as usize];
+                let (offset, file_sector, sectors) =
+                    crate::format::delta::slot_location(idx.layout, slot);
+                return (
+                    idx.live.delta_start + file_sector,
+                    (offset % SECTOR_BYTES as u64) as u32,
+                    sectors,
+                    r,
+                );
+            }
             let c = idx.cluster_of(r);
             let e = &idx.entries[c];
             let loc = idx.layout.locate(r as u64 - e.first_record);

@@ -3,8 +3,9 @@
 //!
 //! Requests reject unknown fields, so a misspelt knob is an error rather than a silently
 //! ignored setting. Distances in responses are in the metric's natural units (squared L2,
-//! inner product, cosine similarity), or LC-CMD's D² when the rerank used it; ids are row
-//! numbers of the base file the index was built from.
+//! inner product, cosine similarity), or LC-CMD's D² when the rerank used it; ids are the
+//! user ids the index was built with (`m3 build --ids`), or row numbers of the base file the
+//! index was built from when it was built without.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -160,8 +161,8 @@ pub struct SearchResponse {
 /// One query's neighbours, best first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueryResult {
-    /// Base row ids, best first.
-    pub ids: Vec<u32>,
+    /// User ids (`m3 build --ids`; base row numbers for an index built without), best first.
+    pub ids: Vec<u64>,
     /// Their distances, in the metric's natural unit (squared L2, inner product, cosine
     /// similarity; LC-CMD's D² under `distance: lccmd`).
     pub distances: Vec<f32>,

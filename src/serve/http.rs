@@ -334,7 +334,7 @@ async fn answer(
             truncated = true;
         }
         results.push(QueryResult {
-            ids: neighbours.iter().map(|nb| nb.id).collect(),
+            ids: neighbours.iter().map(|nb| s.index.user_id(nb.id)).collect(),
             distances: neighbours
                 .iter()
                 .map(|nb| {

@@ -50,10 +50,16 @@ pub async fn serve(
         name: "index",
         what: e.to_string(),
     })?;
-    let info_json = serde_json::to_vec(&info).map_err(|e| ServeError::Config {
-        name: "index",
-        what: e.to_string(),
-    })?;
+    // The live updates the served generation holds, as `m3 inspect --json` shows them.
+    let info_json = serde_json::to_value(&info)
+        .and_then(|mut v| {
+            v["live"] = index.live_info().to_json();
+            serde_json::to_vec(&v)
+        })
+        .map_err(|e| ServeError::Config {
+            name: "index",
+            what: e.to_string(),
+        })?;
     let metrics = Arc::new(Metrics::new(index.n_vectors(), config.workers));
     let pool = WorkerPool::start(
         index.clone(),

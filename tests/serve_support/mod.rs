@@ -357,7 +357,7 @@ impl SlowRequest {
 }
 
 /// The library's answers for the fixture queries with `params` (natural distances).
-pub fn library_answers(index: &Index, params: &SearchParams) -> Vec<(Vec<u32>, Vec<f32>)> {
+pub fn library_answers(index: &Index, params: &SearchParams) -> Vec<(Vec<u64>, Vec<f32>)> {
     let q = &fixture().queries;
     let res = search_batch(index, q.view(), params, pool(), &BatchOptions::default()).unwrap();
     let lccmd = matches!(params.distance, RerankDistance::LcCmd { .. });
@@ -365,7 +365,7 @@ pub fn library_answers(index: &Index, params: &SearchParams) -> Vec<(Vec<u32>, V
         .iter()
         .map(|r| {
             (
-                r.iter().map(|n| n.id).collect(),
+                r.iter().map(|n| u64::from(n.id)).collect(),
                 r.iter()
                     .map(|n| {
                         if lccmd {
@@ -387,10 +387,10 @@ pub fn server_answers(
     knobs: &Knobs,
     batch: usize,
     clients: usize,
-) -> Vec<(Vec<u32>, Vec<f32>)> {
+) -> Vec<(Vec<u64>, Vec<f32>)> {
     let nq = fixture().queries.rows();
     let groups: Vec<usize> = (0..nq).step_by(batch).collect();
-    let mut out: Vec<Option<(Vec<u32>, Vec<f32>)>> = vec![None; nq];
+    let mut out: Vec<Option<(Vec<u64>, Vec<f32>)>> = vec![None; nq];
     let chunks: Vec<Vec<(usize, SearchResponse)>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..clients)
             .map(|c| {
@@ -425,8 +425,8 @@ pub fn server_answers(
 }
 
 pub fn assert_same_answers(
-    got: &[(Vec<u32>, Vec<f32>)],
-    want: &[(Vec<u32>, Vec<f32>)],
+    got: &[(Vec<u64>, Vec<f32>)],
+    want: &[(Vec<u64>, Vec<f32>)],
     what: &str,
 ) {
     assert_eq!(got.len(), want.len());

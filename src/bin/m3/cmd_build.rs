@@ -46,6 +46,10 @@ pub struct BuildArgs {
     /// Training queries of the query modality: enables query anchors and cross-modal edges.
     #[arg(long)]
     train_queries: Option<PathBuf>,
+    /// User ids, one per base row, all distinct (.u64bin: u32 n, u32 1, n × u64; .ibin; .npy
+    /// of u64/i64/u32/i32): results report them. Default: the row numbers.
+    #[arg(long)]
+    ids: Option<PathBuf>,
     /// Worker threads (0 = one per core). Output is byte-identical for the same seed and threads.
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -204,6 +208,7 @@ fn check_output(args: &BuildArgs) -> anyhow::Result<()> {
     let mut inputs: Vec<&std::path::Path> = block_files.iter().map(|(_, p)| p.as_path()).collect();
     inputs.extend(args.base.as_deref());
     inputs.extend(args.train_queries.as_deref());
+    inputs.extend(args.ids.as_deref());
     inputs.extend(args.calib.calib_queries.as_deref());
     let partners = args
         .calib
@@ -229,6 +234,7 @@ impl BuildArgs {
             None => self.block_params()?,
         };
         p.train_queries = self.train_queries.clone();
+        p.ids = self.ids.clone();
         p.seed = self.seed;
         p.ram_budget_bytes = (self.ram_budget_gb * (1u64 << 30) as f64) as u64;
         p.clusters.target_size = self.cluster_size.max(1);

@@ -391,7 +391,10 @@ impl LevelRun<'_> {
         for (j, r) in resp.results.into_iter().enumerate() {
             let slot = &mut a[first + j];
             if slot.is_none() {
-                *slot = Some((r.ids, r.distances));
+                // The server answers with user ids; ground truth holds 32-bit ids (an id
+                // beyond them cannot match).
+                let ids = r.ids.iter().map(|&i| u32::try_from(i).unwrap_or(u32::MAX));
+                *slot = Some((ids.collect(), r.distances));
             }
         }
     }

@@ -63,7 +63,12 @@ pub fn run(args: RangeArgs) -> anyhow::Result<()> {
     print_scan_share(&index, &res.stats);
     if let Some(out) = &args.out {
         let results = RangeResults {
-            ids: res.results.iter().flatten().map(|n| n.id).collect(),
+            ids: res
+                .results
+                .iter()
+                .flatten()
+                .map(|n| index.user_id_u32(n.id))
+                .collect::<Result<_, _>>()?,
             dists: res
                 .results
                 .iter()

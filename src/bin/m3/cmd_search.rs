@@ -21,7 +21,8 @@ pub struct SearchArgs {
     /// Separate ground-truth distances (.fbin), to credit ties.
     #[arg(long)]
     pub gt_dists: Option<PathBuf>,
-    /// Write results here: .ibin with ids then distances (big-ann layout).
+    /// Write results here: .ibin with ids then distances (big-ann layout). The ids are user
+    /// ids (`m3 build --ids`; row numbers without) and must fit in 32 bits.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Exact search: the true top-k (recall 1.0 by construction), reading only the records
@@ -85,7 +86,8 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
     let nq = res.results.len();
     let table = results_table(&res.results, &params, metric)?;
     if let Some(out) = &args.out {
-        table.write(out)?;
+        // The file holds user ids; recall below compares row numbers with the ground truth.
+        index.user_id_table(&table)?.write(out)?;
     }
     let mean = |f: &dyn Fn(&m3::search::QueryStats) -> u64| {
         res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64

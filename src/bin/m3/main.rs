@@ -19,6 +19,7 @@ mod cmd_search;
 #[cfg(feature = "serve")]
 mod cmd_serve;
 mod cmd_tune;
+mod cmd_update;
 mod cmd_verify;
 mod common;
 mod knobs;
@@ -62,6 +63,10 @@ enum Command {
     Recall(cmd_recall::RecallArgs),
     /// Show what an index holds: files, parameters, clusters, routing, statistics, build report.
     Inspect(cmd_inspect::InspectArgs),
+    /// Insert (or replace) vectors in an index by user id; durable when it exits 0.
+    Insert(cmd_update::InsertArgs),
+    /// Delete vectors from an index by user id; durable when it exits 0.
+    Delete(cmd_update::DeleteArgs),
     /// Check every checksum of an index (every file, every data sector); exits non-zero on the
     /// first problem, naming the file and sector.
     Verify(cmd_verify::VerifyArgs),
@@ -90,6 +95,8 @@ fn main() -> anyhow::Result<()> {
         Command::Recall(args) => cmd_recall::run(args),
         Command::Inspect(args) => cmd_inspect::run(args),
         Command::Verify(args) => cmd_verify::run(args),
+        Command::Insert(args) => cmd_update::run_insert(args),
+        Command::Delete(args) => cmd_update::run_delete(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => cmd_serve::run(args),
         #[cfg(feature = "serve")]

@@ -10,7 +10,7 @@
 
 pub(crate) mod atomic;
 pub(crate) mod layout;
-mod npy;
+pub(crate) mod npy;
 mod writer;
 
 use std::fs::File;

@@ -255,6 +255,38 @@ pub(crate) fn read_header(
     file: &File,
     len: u64,
 ) -> Result<(DType, Layout), DataError> {
+    let (dict, data_offset) = read_header_dict(path, file, len)?;
+    let (dtype, rows, dim) = interpret(path, &dict)?;
+    if dim == 0 {
+        return Err(DataError::Header {
+            path: path.to_path_buf(),
+            what: format!("npy shape ({rows}, 0) has dimension 0"),
+        });
+    }
+    let row_bytes = layout::mul(path, dim, dtype.size_bytes() as u64, "row bytes")?;
+    let data = layout::mul(path, rows, row_bytes, "the shape's rows × row bytes")?;
+    let expected = layout::add(path, data_offset, data, "file size")?;
+    layout::check_exact_len(path, len, expected, || {
+        format!("the npy shape ({rows}, {dim}) and the {data_offset}-byte header")
+    })?;
+    Ok((
+        dtype,
+        Layout {
+            rows,
+            dim: layout::to_usize(path, dim, "dimension")?,
+            data_offset,
+            row_stride_bytes: row_bytes,
+        },
+    ))
+}
+
+/// The parsed header dict of an `.npy` file of `len` bytes and the offset of its data
+/// (magic, version and header length checked; the dict's meaning is the caller's).
+pub(crate) fn read_header_dict(
+    path: &Path,
+    file: &File,
+    len: u64,
+) -> Result<(Vec<(String, PyVal)>, u64), DataError> {
     let truncated = |expected_bytes| DataError::Truncated {
         path: path.to_path_buf(),
         expected_bytes,
@@ -312,28 +344,7 @@ pub(crate) fn read_header(
         path: path.to_path_buf(),
         what: format!("malformed npy header: {what}"),
     })?;
-    let (dtype, rows, dim) = interpret(path, &dict)?;
-    if dim == 0 {
-        return Err(DataError::Header {
-            path: path.to_path_buf(),
-            what: format!("npy shape ({rows}, 0) has dimension 0"),
-        });
-    }
-    let row_bytes = layout::mul(path, dim, dtype.size_bytes() as u64, "row bytes")?;
-    let data = layout::mul(path, rows, row_bytes, "the shape's rows × row bytes")?;
-    let expected = layout::add(path, data_offset, data, "file size")?;
-    layout::check_exact_len(path, len, expected, || {
-        format!("the npy shape ({rows}, {dim}) and the {data_offset}-byte header")
-    })?;
-    Ok((
-        dtype,
-        Layout {
-            rows,
-            dim: layout::to_usize(path, dim, "dimension")?,
-            data_offset,
-            row_stride_bytes: row_bytes,
-        },
-    ))
+    Ok((dict, data_offset))
 }
 
 /// The complete header (magic, version, length, dict, padding, `\n`) of a C-order 2-D array,

@@ -1,0 +1,96 @@
+//! `m3 insert` and `m3 delete`: live updates of an index (`m3::IndexWriter`), one commit per
+//! command, durable when the command exits 0.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use m3::IndexWriter;
+use m3::data::{VectorFile, read_user_ids};
+
+#[derive(Args, Debug)]
+pub struct InsertArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Vectors to insert (f32: .fbin, .fvecs, .npy).
+    #[arg(long)]
+    base: PathBuf,
+    /// Their user ids, one per row (.u64bin, .ibin, .npy); an id already in the index is
+    /// replaced (upsert). Default: the row numbers continue (the index's next free vid),
+    /// refused on an index built with --ids.
+    #[arg(long)]
+    ids: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// User ids to delete (.u64bin, .ibin, .npy); ids not in the index are ignored.
+    #[arg(long)]
+    ids: PathBuf,
+}
+
+fn open(cmd: &str, dir: &std::path::Path) -> anyhow::Result<IndexWriter> {
+    crate::common::recover_index(cmd, dir);
+    let w =
+        IndexWriter::open(dir).with_context(|| format!("opening {} for updates", dir.display()))?;
+    if let Some(t) = w.recovered() {
+        eprintln!(
+            "m3 {cmd}: {}: cut {} bytes from the end of wal.m3 at byte {} ({} operations of a \
+             batch never committed{})",
+            dir.display(),
+            t.bytes,
+            t.offset,
+            t.uncommitted_ops,
+            t.corrupt
+                .as_ref()
+                .map_or(String::new(), |(at, why)| format!(
+                    "; unreadable from byte {at}: {why}"
+                ))
+        );
+    }
+    Ok(w)
+}
+
+pub fn run_insert(args: InsertArgs) -> anyhow::Result<()> {
+    let mut w = open("insert", &args.index)?;
+    let vectors = VectorFile::open(&args.base)?.read_all_f32()?;
+    let ids = match &args.ids {
+        Some(p) => read_user_ids(p)?,
+        None => {
+            let first = w
+                .next_row_id()
+                .context("this index has user ids: give the new vectors theirs with --ids")?;
+            let ids: Vec<u64> = (first..first + vectors.rows() as u64).collect();
+            if let Some(id) = ids.iter().find(|&&id| w.contains(id)) {
+                anyhow::bail!("the default id {id} is in use; give the new vectors ids with --ids");
+            }
+            ids
+        }
+    };
+    w.insert(&ids, vectors.view())?;
+    let generation = w.commit()?;
+    eprintln!(
+        "m3 insert: {} vectors committed (generation {generation}, {} live)",
+        ids.len(),
+        w.live_vectors()
+    );
+    Ok(())
+}
+
+pub fn run_delete(args: DeleteArgs) -> anyhow::Result<()> {
+    let mut w = open("delete", &args.index)?;
+    let ids = read_user_ids(&args.ids)?;
+    let live = ids.iter().filter(|&&id| w.contains(id)).count();
+    w.delete(&ids);
+    let generation = w.commit()?;
+    eprintln!(
+        "m3 delete: {live} of {} ids deleted (generation {generation}, {} live)",
+        ids.len(),
+        w.live_vectors()
+    );
+    Ok(())
+}

@@ -1,0 +1,573 @@
+//! Live updates as the query engine sees them (`docs/UPDATES.md`): the state that the
+//! committed batches of `wal.m3` make, replayed when the index is opened. Internally a vector
+//! is named by a `u32` *vid*: base row `0..n_vectors`, then one per committed insert in log
+//! order. [`LiveIds`] maps user ids to vids and holds the tombstones; [`Live`] adds the delta
+//! records (`delta.m3`: cluster, PQ code, correction, error, key per insert), grouped by
+//! cluster for the scan, and which base record is which vid once a base vector was deleted.
+//!
+//! A deleted vid is never returned and costs no read: the first pass drops its records
+//! before they become candidates (approximate search: PQ scan, hint records, neighbour-list
+//! rounds; exact and range search: before any bound is used).
+
+use super::SearchError;
+use super::index::Index;
+use crate::data::DType;
+use crate::distance::{self, Metric};
+use crate::format::delta::{DeltaFile, slot_location};
+use crate::format::files::{DATA_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
+use crate::format::{FormatError, SECTOR_BYTES, WalOp, WalTail, read_wal};
+use crate::io::{ConcatReader, IoBackend, ReadRequest, ReaderOptions, open_reader};
+use std::collections::HashMap;
+
+/// A set of vids.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct VidSet {
+    words: Vec<u64>,
+    count: u64,
+}
+
+impl VidSet {
+    pub(crate) fn insert(&mut self, vid: u32) {
+        let (w, b) = (vid as usize / 64, vid % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        if self.words[w] & (1 << b) == 0 {
+            self.words[w] |= 1 << b;
+            self.count += 1;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn contains(&self, vid: u32) -> bool {
+        self.words
+            .get(vid as usize / 64)
+            .is_some_and(|w| w & (1 << (vid % 64)) != 0)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.count
+    }
+}
+
+/// User id ↔ vid, and the tombstones: the replay of the log's operations (and what an
+/// [`crate::update::IndexWriter`] keeps up to date as it commits).
+#[derive(Debug, Clone)]
+pub(crate) struct LiveIds {
+    n_vectors: u32,
+    /// Base rows sorted by user id (`ids.m3`); `None`: user id = row.
+    sorted_rows: Option<Vec<u32>>,
+    /// User ids whose vid is not what the base says: a newer vid, or none (deleted).
+    overrides: HashMap<u64, Option<u32>>,
+    /// The user id of delta vid `n_vectors + i`.
+    delta_users: Vec<u64>,
+    dead: VidSet,
+}
+
+impl LiveIds {
+    pub(crate) fn new(n_vectors: u64, base_ids: Option<&[u64]>) -> Self {
+        let sorted_rows = base_ids.map(|ids| {
+            let mut rows: Vec<u32> = (0..ids.len() as u32).collect();
+            rows.sort_unstable_by_key(|&r| ids[r as usize]);
+            rows
+        });
+        Self {
+            n_vectors: n_vectors as u32,
+            sorted_rows,
+            overrides: HashMap::new(),
+            delta_users: Vec::new(),
+            dead: VidSet::default(),
+        }
+    }
+
+    /// The live vid of `user`, if any.
+    pub(crate) fn lookup(&self, base_ids: Option<&[u64]>, user: u64) -> Option<u32> {
+        if let Some(&v) = self.overrides.get(&user) {
+            return v;
+        }
+        match (&self.sorted_rows, base_ids) {
+            (Some(rows), Some(ids)) => rows
+                .binary_search_by_key(&user, |&r| ids[r as usize])
+                .ok()
+                .map(|i| rows[i]),
+            _ => (user < u64::from(self.n_vectors)).then_some(user as u32),
+        }
+    }
+
+    /// The vid the next insert gets.
+    pub(crate) fn next_vid(&self) -> u64 {
+        u64::from(self.n_vectors) + self.delta_users.len() as u64
+    }
+
+    /// Applies an insert of `user`: a new vid (returned); the vid it replaces, if any, dies.
+    /// The caller checked that [`LiveIds::next_vid`] is below `u32::MAX`.
+    pub(crate) fn insert(&mut self, base_ids: Option<&[u64]>, user: u64) -> u32 {
+        if let Some(old) = self.lookup(base_ids, user) {
+            self.dead.insert(old);
+        }
+        let vid = self.next_vid() as u32;
+        self.delta_users.push(user);
+        self.overrides.insert(user, Some(vid));
+        vid
+    }
+
+    /// Applies a delete of `user`: `true` if it was live.
+    pub(crate) fn delete(&mut self, base_ids: Option<&[u64]>, user: u64) -> bool {
+        match self.lookup(base_ids, user) {
+            Some(old) => {
+                self.dead.insert(old);
+                self.overrides.insert(user, None);
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_dead(&self, vid: u32) -> bool {
+        self.dead.contains(vid)
+    }
+
+    /// The user id of `vid`.
+    pub(crate) fn user_id(&self, base_ids: Option<&[u64]>, vid: u32) -> u64 {
+        if vid >= self.n_vectors {
+            return self.delta_users[(vid - self.n_vectors) as usize];
+        }
+        base_ids.map_or(u64::from(vid), |ids| ids[vid as usize])
+    }
+
+    /// Vectors that are live (base and inserted, minus the dead).
+    pub(crate) fn live_count(&self) -> u64 {
+        self.next_vid() - self.dead.len()
+    }
+
+    /// Tombstones: vids deleted or replaced.
+    pub(crate) fn dead_count(&self) -> u64 {
+        self.dead.len()
+    }
+
+    /// Whether any base vector is dead.
+    pub(crate) fn any_base_dead(&self) -> bool {
+        let n = self.n_vectors as usize;
+        self.dead
+            .words
+            .iter()
+            .take(n.div_ceil(64))
+            .enumerate()
+            .any(|(w, &bits)| {
+                let valid = if (w + 1) * 64 <= n {
+                    u64::MAX
+                } else {
+                    (1u64 << (n % 64)) - 1
+                };
+                bits & valid != 0
+            })
+    }
+}
+
+/// An inserted vector's place in its cluster: what the build computes for a record
+/// (`build::assign`), so the PQ scan and the exact bounds treat it like a base record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CodedVector {
+    pub(crate) cluster: u32,
+    pub(crate) code: Vec<u8>,
+    /// `|r̂|² + 2 c·r̂` (L2's correction).
+    pub(crate) correction: f32,
+    /// `|r − r̂|`.
+    pub(crate) error: f32,
+    /// `|r|`, the distance to the centroid.
+    pub(crate) key: f32,
+}
+
+impl Index {
+    /// The vector as the index stores it: normalised under cosine. Fails on a wrong
+    /// dimension, a non-finite component or (under cosine) a zero vector.
+    pub(crate) fn prepare_stored(&self, v: &[f32], out: &mut Vec<f32>) -> Result<(), String> {
+        if v.len() != self.dim {
+            return Err(format!(
+                "dimension {} (the index has {})",
+                v.len(),
+                self.dim
+            ));
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format!("component {i} is {}", v[i]));
+        }
+        out.clear();
+        out.extend_from_slice(v);
+        if self.metric == Metric::Cosine {
+            let n = distance::dot(v, v).sqrt();
+            if !(n > 0.0 && n.is_finite()) {
+                return Err("a zero vector has no direction under cosine".into());
+            }
+            out.iter_mut().for_each(|x| *x /= n);
+        }
+        Ok(())
+    }
+
+    /// Routes a stored vector to its nearest centroid (L2: the smallest residual) and codes
+    /// its residual with the index's codebooks.
+    pub(crate) fn code_vector(&self, v: &[f32]) -> CodedVector {
+        let mut best = (f32::INFINITY, 0u32);
+        for c in 0..self.centroids.rows() {
+            let d = distance::l2_sq(v, self.centroids.row(c));
+            if d < best.0 {
+                best = (d, c as u32);
+            }
+        }
+        let c = self.centroids.row(best.1 as usize);
+        let r: Vec<f32> = v.iter().zip(c).map(|(x, c)| x - c).collect();
+        let mut code = vec![0u8; self.pq.subspaces()];
+        self.pq.encode(&r, &mut code);
+        let mut rhat = vec![0f32; self.dim];
+        self.pq.decode(&code, &mut rhat);
+        CodedVector {
+            cluster: best.1,
+            correction: distance::dot(&rhat, &rhat) + 2.0 * distance::dot(c, &rhat),
+            error: distance::l2_sq(&r, &rhat).sqrt(),
+            key: distance::dot(&r, &r).sqrt(),
+            code,
+        }
+    }
+
+    /// The replayed id map (`None`: no log).
+    pub(crate) fn live_ids(&self) -> Option<&LiveIds> {
+        self.live.ids.as_ref()
+    }
+
+    /// The base vectors' user ids (`ids.m3`; `None`: row numbers).
+    pub(crate) fn base_user_ids(&self) -> Option<&[u64]> {
+        self.user_ids.as_deref()
+    }
+
+    /// The first slot of `delta.m3` after every committed record.
+    pub(crate) fn live_slot_end(&self) -> u64 {
+        self.live.slots.iter().max().map_or(0, |&s| s + 1)
+    }
+
+    /// Whether `more` inserts after the state `ids` would run out of u32 vids or record numbers.
+    pub(crate) fn live_vids_exhausted(&self, ids: &LiveIds, more: usize) -> bool {
+        let inserted = ids.next_vid() - self.meta.n_vectors;
+        ids.next_vid() + more as u64 >= u64::from(u32::MAX)
+            || self.meta.n_records + inserted + more as u64 >= u64::from(u32::MAX)
+    }
+
+    /// How records are packed into sectors.
+    pub(crate) fn record_layout(&self) -> crate::format::RecordLayout {
+        self.layout
+    }
+
+    /// The record codec of `data.m3` (and `delta.m3`).
+    pub(crate) fn record_codec(&self) -> crate::format::RecordCodec {
+        self.codec
+    }
+
+    /// Whether the index can take live updates: single-vector, f32.
+    pub(crate) fn check_updatable(&self) -> Result<(), String> {
+        if self.blocks.is_some() {
+            return Err("live updates of a multi-vector index are not supported".into());
+        }
+        if self.codec.dtype() != DType::F32 {
+            return Err(format!(
+                "live updates of a {} index are not supported (f32 only)",
+                self.codec.dtype()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The live state of an open index (module doc). Empty for an index without `wal.m3`.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub(crate) ids: Option<LiveIds>,
+    pub(crate) generation: u64,
+    /// What replay cut after the last commit, if anything.
+    pub(crate) tail: Option<WalTail>,
+    /// Delta record `d` is record `n_records + d`: its vid, slot, cluster and coding.
+    pub(crate) vids: Vec<u32>,
+    pub(crate) slots: Vec<u64>,
+    pub(crate) clusters: Vec<u32>,
+    pub(crate) codes: Vec<u8>,
+    pub(crate) correction: Vec<f32>,
+    pub(crate) error: Vec<f32>,
+    pub(crate) keys: Vec<f32>,
+    /// The live delta records (record numbers) of each cluster, in log order.
+    pub(crate) by_cluster: Vec<Vec<u32>>,
+    /// Each cluster's radii over its base and live delta records.
+    pub(crate) radii: Vec<[f32; 2]>,
+    /// The vid of every base record, once some base vector is dead (else not needed).
+    pub(crate) record_vids: Option<Vec<u32>>,
+    /// Sector of the block reader's space where `delta.m3` starts.
+    pub(crate) delta_start: u64,
+    /// Bytes of `delta.m3`.
+    pub(crate) delta_bytes: u64,
+}
+
+impl Live {
+    /// Delta records of cluster `c` (live ones).
+    #[inline]
+    pub(crate) fn in_cluster(&self, c: usize) -> &[u32] {
+        self.by_cluster.get(c).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether base record `r` belongs to a dead vid.
+    #[inline]
+    pub(crate) fn base_record_dead(&self, r: u32) -> bool {
+        match (&self.record_vids, &self.ids) {
+            (Some(rv), Some(ids)) => ids.is_dead(rv[r as usize]),
+            _ => false,
+        }
+    }
+}
+
+/// Replays `wal.m3` of the index being opened and loads its delta records (see the module
+/// doc). The index's reader is replaced by one over `data.m3` and `delta.m3`.
+pub(super) fn load(
+    idx: &mut Index,
+    backend: IoBackend,
+    options: &ReaderOptions,
+) -> Result<(), SearchError> {
+    let dir = idx.dir.clone();
+    let wal_path = dir.join(WAL_FILE);
+    let Some(replay) = read_wal(&wal_path)? else {
+        return Ok(());
+    };
+    let (_, manifest_crc) = crate::format::file_crc32c(&dir.join(MANIFEST_FILE))?;
+    let h = replay.header;
+    if h.manifest_crc32c != manifest_crc
+        || h.n_vectors != idx.meta.n_vectors
+        || h.dim as usize != idx.dim
+        || h.record_bytes != idx.codec.record_bytes()
+    {
+        return Err(FormatError::corrupt(
+            &wal_path,
+            32,
+            "the log belongs to another index (manifest CRC, vectors, dim or record size differ)",
+        )
+        .into());
+    }
+    idx.check_updatable()
+        .map_err(|e| FormatError::corrupt(&wal_path, 0, e))?;
+    let base_ids = idx.user_ids.as_deref();
+    let mut ids = LiveIds::new(idx.meta.n_vectors, base_ids);
+    let mut inserts = Vec::new();
+    for op in replay.batches.iter().flatten() {
+        match *op {
+            WalOp::Insert {
+                user_id,
+                slot,
+                record_crc32c,
+            } => {
+                if ids.next_vid() >= u64::from(u32::MAX) {
+                    return Err(
+                        FormatError::corrupt(&wal_path, 0, "more vectors than u32 vids").into(),
+                    );
+                }
+                let vid = ids.insert(base_ids, user_id);
+                inserts.push((vid, slot, record_crc32c));
+            }
+            WalOp::Delete { user_id } => {
+                ids.delete(base_ids, user_id);
+            }
+            WalOp::Commit { .. } => {}
+        }
+    }
+    let mut live = Live {
+        generation: replay.generation(),
+        tail: replay.tail.clone(),
+        radii: idx.entries.iter().map(|e| [e.r_min, e.r_max]).collect(),
+        by_cluster: vec![Vec::new(); idx.entries.len()],
+        ..Live::default()
+    };
+    let n_records = idx.meta.n_records;
+    if n_records + inserts.len() as u64 >= u64::from(u32::MAX) {
+        return Err(
+            FormatError::corrupt(&wal_path, 0, "more records than u32 record numbers").into(),
+        );
+    }
+    if !inserts.is_empty() {
+        load_delta(
+            idx,
+            &mut live,
+            &ids,
+            &inserts,
+            manifest_crc,
+            backend,
+            options,
+        )?;
+    }
+    if ids.any_base_dead() {
+        live.record_vids = Some(base_record_vids(idx)?);
+    }
+    live.ids = Some(ids);
+    idx.live = live;
+    Ok(())
+}
+
+/// Reads the records of the log's inserts from `delta.m3` (each checked against the CRC32C the
+/// log holds, its vid and finite components), codes them into `live`, widens the norm bound
+/// and puts a reader over `data.m3` and `delta.m3` in place.
+fn load_delta(
+    idx: &mut Index,
+    live: &mut Live,
+    ids: &LiveIds,
+    inserts: &[(u32, u64, u32)],
+    manifest_crc: u32,
+    backend: IoBackend,
+    options: &ReaderOptions,
+) -> Result<(), SearchError> {
+    let n_records = idx.meta.n_records;
+    let mut max_norm = 0f64;
+    let delta_path = idx.dir.join(DELTA_FILE);
+    let file = std::fs::File::open(&delta_path).map_err(|e| FormatError::io(&delta_path, e))?;
+    let header = DeltaFile::read_header(&delta_path, &file)?;
+    if header.record_bytes != idx.codec.record_bytes() || header.manifest_crc32c != manifest_crc {
+        return Err(
+            FormatError::corrupt(&delta_path, 32, "delta.m3 belongs to another index").into(),
+        );
+    }
+    let codec = idx.codec.with_n_vectors(ids.next_vid());
+    let rb = codec.record_bytes() as usize;
+    let mut bytes = vec![0u8; rb];
+    let mut v = vec![0f32; idx.dim];
+    use std::os::unix::fs::FileExt;
+    for (d, &(vid, slot, crc)) in inserts.iter().enumerate() {
+        let (offset, _, _) = slot_location(idx.layout, slot);
+        file.read_exact_at(&mut bytes, offset)
+            .map_err(|e| FormatError::io(&delta_path, e))?;
+        let computed = crc32c::crc32c(&bytes);
+        if computed != crc {
+            return Err(FormatError::Checksum {
+                path: delta_path.clone(),
+                what: format!("slot {slot} (insert {d} of the log)"),
+                stored: crc,
+                computed,
+            }
+            .into());
+        }
+        let rec = codec.decode(&bytes, &delta_path, offset)?;
+        if rec.id() != vid {
+            return Err(FormatError::corrupt(
+                &delta_path,
+                offset,
+                format!("slot {slot} holds vid {}, the log says {vid}", rec.id()),
+            )
+            .into());
+        }
+        for (o, c) in v.iter_mut().zip(rec.vector_bytes().chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(FormatError::corrupt(
+                &delta_path,
+                offset,
+                format!("slot {slot}: component {i} is not finite"),
+            )
+            .into());
+        }
+        max_norm = max_norm.max(f64::from(distance::dot(&v, &v)).sqrt());
+        let coded = idx.code_vector(&v);
+        let r = (n_records + d as u64) as u32;
+        if !ids.is_dead(vid) {
+            let c = coded.cluster as usize;
+            live.by_cluster[c].push(r);
+            let radii = &mut live.radii[c];
+            if idx.entries[c].records == 0 && live.by_cluster[c].len() == 1 {
+                *radii = [coded.key, coded.key];
+            } else {
+                radii[0] = radii[0].min(coded.key);
+                radii[1] = radii[1].max(coded.key);
+            }
+        }
+        live.vids.push(vid);
+        live.slots.push(slot);
+        live.clusters.push(coded.cluster);
+        live.codes.extend_from_slice(&coded.code);
+        live.correction.push(coded.correction);
+        live.error.push(coded.error);
+        live.keys.push(coded.key);
+    }
+    live.delta_bytes = file
+        .metadata()
+        .map_err(|e| FormatError::io(&delta_path, e))?
+        .len();
+    let base_sectors = idx.reader.len_bytes().div_ceil(SECTOR_BYTES as u64);
+    live.delta_start = base_sectors + 1;
+    let delta_reader = open_reader(&delta_path, backend, options)?;
+    idx.reader = std::sync::Arc::new(ConcatReader::new(
+        idx.reader.clone(),
+        delta_reader,
+        live.delta_start,
+    )?);
+    idx.codec = codec;
+    idx.norm_bound = idx.norm_bound.max(max_norm);
+    Ok(())
+}
+
+/// The vid (base row) of every base record, read from `data.m3` cluster by cluster: what a
+/// tombstone on a base vector needs to drop its records (spilled copies included) without
+/// reading them at query time. Costs one sequential read of `data.m3` at open.
+fn base_record_vids(idx: &Index) -> Result<Vec<u32>, SearchError> {
+    let mut out = vec![u32::MAX; idx.meta.n_records as usize];
+    let mut buf = crate::io::AlignedBuf::new();
+    let codec = idx.codec;
+    let rb = codec.record_bytes() as usize;
+    let data_path = idx.dir.join(DATA_FILE);
+    for e in &idx.entries {
+        let sectors = idx.layout.sectors_for(u64::from(e.records));
+        let mut done = 0u64;
+        while done < sectors {
+            let take = (sectors - done).min(256);
+            let req =
+                ReadRequest::new(1 + e.first_sector + done, take as u32).expect("a small range");
+            idx.reader.read_batch(&[req], &mut buf)?;
+            for i in 0..u64::from(e.records) {
+                let loc = idx.layout.locate(i);
+                if loc.sector < done || loc.sector >= done + take {
+                    continue;
+                }
+                let at = (loc.sector - done) as usize * SECTOR_BYTES + loc.offset_bytes as usize;
+                let rec = codec.decode(&buf[at..at + rb], &data_path, 0)?;
+                out[(e.first_record + i) as usize] = rec.id();
+            }
+            done += take;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_maps_ids_and_tombstones() {
+        let base = [100u64, 7, 55];
+        let mut ids = LiveIds::new(3, Some(&base));
+        assert_eq!(ids.lookup(Some(&base), 7), Some(1));
+        assert_eq!(ids.lookup(Some(&base), 8), None);
+        // Upsert of a base id: a new vid, the old one dead.
+        assert_eq!(ids.insert(Some(&base), 7), 3);
+        assert!(ids.is_dead(1) && !ids.is_dead(3));
+        assert_eq!(ids.lookup(Some(&base), 7), Some(3));
+        assert_eq!(ids.user_id(Some(&base), 3), 7);
+        assert!(ids.delete(Some(&base), 100));
+        assert!(!ids.delete(Some(&base), 100), "deleted already");
+        assert_eq!(ids.lookup(Some(&base), 100), None);
+        // A deleted id inserted again.
+        assert_eq!(ids.insert(Some(&base), 100), 4);
+        assert_eq!(ids.live_count(), 3);
+        assert_eq!(ids.dead_count(), 2);
+        assert!(ids.any_base_dead());
+        // Row-number ids.
+        let mut rows = LiveIds::new(70, None);
+        assert_eq!(rows.lookup(None, 69), Some(69));
+        assert_eq!(rows.insert(None, 1000), 70);
+        assert!(!rows.any_base_dead());
+        assert!(rows.delete(None, 1000));
+        assert!(!rows.any_base_dead());
+        assert!(rows.delete(None, 65));
+        assert!(rows.any_base_dead());
+    }
+}

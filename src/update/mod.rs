@@ -1,0 +1,298 @@
+//! Live updates of a published index (`docs/UPDATES.md`): an [`IndexWriter`] takes inserts,
+//! upserts and deletes by user id and makes them durable with [`IndexWriter::commit`]. A
+//! commit writes the inserted vectors' records into `delta.m3` (whole new sectors, never one
+//! that holds committed records) and fsyncs it, then appends the batch and its commit record to
+//! `wal.m3` and fsyncs that: when `commit` returns, the batch survives a crash, and an
+//! [`Index`] opened from then on answers with it (approximate and exact search alike). One
+//! writer per index directory at a time (an exclusive lock on the directory); any number of
+//! readers, each seeing the commits made before it was opened.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::data::MatrixView;
+use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};
+use crate::format::files::{DELTA_FILE, MANIFEST_FILE, WAL_FILE};
+use crate::format::{FormatError, SECTOR_BYTES, WalHeader, WalOp, WalTail, WalWriter, read_wal};
+use crate::io::{IoBackend, ReaderOptions};
+use crate::search::live::LiveIds;
+use crate::search::{Index, SearchError};
+
+/// What can go wrong updating an index.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// Opening or reading the index.
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    /// Writing or reading the log or the delta file.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// Another writer holds the index.
+    #[error("{dir}: another writer is updating this index")]
+    Locked {
+        /// The index directory.
+        dir: PathBuf,
+    },
+    /// The index cannot take updates (multi-vector, not f32).
+    #[error("{dir}: {what}")]
+    Unsupported {
+        /// The index directory.
+        dir: PathBuf,
+        /// Why.
+        what: String,
+    },
+    /// An input is wrong: ids and vectors of different counts, a vector of another dimension,
+    /// a non-finite component.
+    #[error("{what}")]
+    Input {
+        /// What is wrong, naming the row.
+        what: String,
+    },
+    /// A commit failed part way: what reached the disk is decided by replay when the index
+    /// is opened again; this writer takes no more commits.
+    #[error("an earlier commit failed; open the writer again")]
+    Poisoned,
+}
+
+enum Pending {
+    Insert { user_id: u64, vector: Vec<f32> },
+    Delete { user_id: u64 },
+}
+
+/// The one writer of an index directory (module doc).
+pub struct IndexWriter {
+    index: Index,
+    wal: WalWriter,
+    delta: DeltaFile,
+    ids: LiveIds,
+    /// The first slot after every committed record.
+    next_slot: u64,
+    pending: Vec<Pending>,
+    recovered: Option<WalTail>,
+    poisoned: bool,
+    /// Held for the writer's life: the directory's exclusive lock.
+    _lock: File,
+}
+
+impl std::fmt::Debug for IndexWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexWriter")
+            .field("dir", &self.index.dir())
+            .field("generation", &self.wal.generation())
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl IndexWriter {
+    /// Opens the index in `dir` for updates: takes the directory's lock, creates `wal.m3`
+    /// and `delta.m3` if they do not exist yet, replays the log, and cuts what follows its
+    /// last commit ([`IndexWriter::recovered`] says what).
+    pub fn open(dir: &Path) -> Result<Self, UpdateError> {
+        let lock = File::open(dir).map_err(|e| FormatError::io(dir, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(UpdateError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(FormatError::io(dir, e).into()),
+        }
+        // The index as published, checked, to learn its shape before touching anything.
+        let index = Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?;
+        index
+            .check_updatable()
+            .map_err(|what| UpdateError::Unsupported {
+                dir: dir.to_path_buf(),
+                what,
+            })?;
+        let (_, manifest_crc32c) = crate::format::file_crc32c(&dir.join(MANIFEST_FILE))?;
+        let meta = *index.meta();
+        let wal_path = dir.join(WAL_FILE);
+        let replay = match read_wal(&wal_path)? {
+            Some(r) => r,
+            None => {
+                let header = WalHeader {
+                    n_vectors: meta.n_vectors,
+                    manifest_crc32c,
+                    dim: meta.dim,
+                    record_bytes: meta.record_bytes,
+                    reserved: 0,
+                };
+                drop(WalWriter::create(&wal_path, &header)?);
+                read_wal(&wal_path)?.expect("just created")
+            }
+        };
+        let delta = DeltaFile::open_or_create(
+            &dir.join(DELTA_FILE),
+            &DeltaHeader {
+                manifest_crc32c,
+                dim: meta.dim,
+                record_bytes: meta.record_bytes,
+                dtype: u32::from(meta.dtype),
+            },
+        )?;
+        let wal = WalWriter::open(&wal_path, &replay)?;
+        // The index opened above replayed the same committed batches (the lock keeps them).
+        let index = if index.live_info().generation == wal.generation() {
+            index
+        } else {
+            Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?
+        };
+        let ids = index
+            .live_ids()
+            .cloned()
+            .unwrap_or_else(|| LiveIds::new(meta.n_vectors, index.base_user_ids()));
+        let next_slot = index.live_slot_end();
+        Ok(Self {
+            index,
+            wal,
+            delta,
+            ids,
+            next_slot,
+            pending: Vec::new(),
+            recovered: replay.tail,
+            poisoned: false,
+            _lock: lock,
+        })
+    }
+
+    /// What opening cut from the end of the log (a batch never committed, a torn or corrupt
+    /// tail), if anything.
+    pub fn recovered(&self) -> Option<&WalTail> {
+        self.recovered.as_ref()
+    }
+
+    /// The generation of the last commit (0: none).
+    pub fn generation(&self) -> u64 {
+        self.wal.generation()
+    }
+
+    /// Vectors live after the last commit.
+    pub fn live_vectors(&self) -> u64 {
+        self.ids.live_count()
+    }
+
+    /// The id that continues the row numbers (the next vid) on an index without user ids;
+    /// `None` on an index built with ids.
+    pub fn next_row_id(&self) -> Option<u64> {
+        match self.index.base_user_ids() {
+            Some(_) => None,
+            None => Some(self.ids.next_vid()),
+        }
+    }
+
+    /// Whether `user_id` is live after the last commit.
+    pub fn contains(&self, user_id: u64) -> bool {
+        self.ids
+            .lookup(self.index.base_user_ids(), user_id)
+            .is_some()
+    }
+
+    /// Queues the insert of `vectors` (one row per id) under `ids`; an id that is live is
+    /// replaced (upsert), and the last of repeated ids wins. Nothing is visible or durable
+    /// before [`IndexWriter::commit`]. Refuses the whole call, naming the row, on a count,
+    /// dimension or value that is wrong.
+    pub fn insert(&mut self, ids: &[u64], vectors: MatrixView<'_, f32>) -> Result<(), UpdateError> {
+        if ids.len() != vectors.rows() {
+            return Err(UpdateError::Input {
+                what: format!("{} ids for {} vectors", ids.len(), vectors.rows()),
+            });
+        }
+        let mut prepared = Vec::with_capacity(ids.len());
+        for (row, v) in vectors.iter_rows().enumerate() {
+            let mut out = Vec::with_capacity(v.len());
+            self.index
+                .prepare_stored(v, &mut out)
+                .map_err(|what| UpdateError::Input {
+                    what: format!("vector {row}: {what}"),
+                })?;
+            prepared.push(out);
+        }
+        self.pending.extend(
+            ids.iter()
+                .zip(prepared)
+                .map(|(&user_id, vector)| Pending::Insert { user_id, vector }),
+        );
+        Ok(())
+    }
+
+    /// Queues the delete of `ids` (ids that are not live are ignored).
+    pub fn delete(&mut self, ids: &[u64]) {
+        self.pending
+            .extend(ids.iter().map(|&user_id| Pending::Delete { user_id }));
+    }
+
+    /// Operations queued since the last commit.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Makes the queued operations durable and visible to indexes opened from now on, and
+    /// returns the new generation (the current one when nothing was queued). On an error the
+    /// writer takes no more commits ([`UpdateError::Poisoned`]): open it again, and replay
+    /// decides whether the batch is in.
+    pub fn commit(&mut self) -> Result<u64, UpdateError> {
+        if self.poisoned
+            || self
+                .index
+                .live_vids_exhausted(&self.ids, self.pending.len())
+        {
+            return Err(if self.poisoned {
+                UpdateError::Poisoned
+            } else {
+                UpdateError::Input {
+                    what: "the index would hold more than 2^32 − 1 vectors or records".into(),
+                }
+            });
+        }
+        if self.pending.is_empty() {
+            return Ok(self.wal.generation());
+        }
+        self.poisoned = true; // until this commit is through
+        let pending = std::mem::take(&mut self.pending);
+        let layout = self.index.record_layout();
+        let codec = self.index.record_codec();
+        let rb = codec.record_bytes() as usize;
+        let start = batch_start(layout, self.next_slot);
+        let inserts = pending
+            .iter()
+            .filter(|p| matches!(p, Pending::Insert { .. }))
+            .count() as u64;
+        let (_, first_sector, _) = slot_location(layout, start);
+        let sectors = layout.sectors_for(inserts) as usize;
+        let mut bytes = vec![0u8; sectors * SECTOR_BYTES];
+        let base_ids = self.index.base_user_ids();
+        let mut slot = start;
+        for p in &pending {
+            let op = match p {
+                Pending::Insert { user_id, vector } => {
+                    let vid = self.ids.insert(base_ids, *user_id);
+                    let (offset, _, _) = slot_location(layout, slot);
+                    let at = (offset - first_sector * SECTOR_BYTES as u64) as usize;
+                    codec.encode(vector, vid, &[], &mut bytes[at..at + rb])?;
+                    let op = WalOp::Insert {
+                        user_id: *user_id,
+                        slot,
+                        record_crc32c: crc32c::crc32c(&bytes[at..at + rb]),
+                    };
+                    slot += 1;
+                    op
+                }
+                Pending::Delete { user_id } => {
+                    self.ids.delete(base_ids, *user_id);
+                    WalOp::Delete { user_id: *user_id }
+                }
+            };
+            self.wal.push(op);
+        }
+        if !bytes.is_empty() {
+            self.delta.write_sectors(first_sector, &bytes)?;
+        }
+        let generation = self.wal.commit()?;
+        self.next_slot = slot;
+        self.poisoned = false;
+        Ok(generation)
+    }
+}
