@@ -632,9 +632,11 @@ impl Run<'_> {
             centroids: clusters.centroids.view(),
             pq: &pq,
         };
+        // Trained like the first codes (same iterations, rows and seed).
         let params = super::RefineParams {
+            iters: self.params.pq.iters,
+            train_rows: self.params.pq.train_rows,
             seed: self.params.seed,
-            ..super::RefineParams::default()
         };
         let entry = super::write_refinement(&inputs, &params, &dir.path(REFINE_FILE), self.pool)?;
         self.clock.lap("refine");

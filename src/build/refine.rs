@@ -33,11 +33,13 @@ pub struct RefineParams {
     pub seed: u64,
 }
 
+/// The first codes' defaults (`BuildParams::new`): 10 iterations on 32,768 rows. With 15 on
+/// 65,536 the stage took 4× longer for +0.001 recall@10 on passages-ood (decision 0008).
 impl Default for RefineParams {
     fn default() -> Self {
         Self {
-            iters: 15,
-            train_rows: 65_536,
+            iters: 10,
+            train_rows: 32_768,
             seed: 42,
         }
     }
