@@ -105,10 +105,11 @@ impl TopK {
             self.heap.push(HeapEntry(n));
             return true;
         }
-        let worst = self.heap.peek().expect("heap is full, so not empty").0;
-        if n.cmp_total(&worst) == Ordering::Less {
-            self.heap.pop();
-            self.heap.push(HeapEntry(n));
+        // Replace the worst in place: one sift down (on the guard's drop) instead of a pop
+        // and a push.
+        let mut worst = self.heap.peek_mut().expect("heap is full, so not empty");
+        if n.cmp_total(&worst.0) == Ordering::Less {
+            *worst = HeapEntry(n);
             true
         } else {
             false
