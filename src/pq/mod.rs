@@ -202,15 +202,8 @@ impl ProductQuantizer {
         let t: &mut [f32; CODEWORDS] = (&mut table[s * CODEWORDS..(s + 1) * CODEWORDS])
             .try_into()
             .expect("256 entries");
-        t.fill(0.0);
-        for (d, &qd) in q.iter().enumerate().take(hi).skip(lo) {
-            let w: &[f32; CODEWORDS] = self.by_dimension[d * CODEWORDS..(d + 1) * CODEWORDS]
-                .try_into()
-                .expect("256 entries");
-            for (t, &w) in t.iter_mut().zip(w) {
-                *t += qd * w;
-            }
-        }
+        let w = &self.by_dimension[lo * CODEWORDS..hi * CODEWORDS];
+        (crate::simd::kernels().lut_ip_256)(&q[lo..hi], w, t);
     }
 
     /// Like [`Self::ip_table`] for the subspaces in `spans` only (a multi-vector query's

@@ -33,6 +33,7 @@ static TABLE: Kernels = Kernels {
     dot_u8,
     l2_sq_i8,
     dot_i8,
+    lut_ip_256,
 };
 
 /// Whether this CPU can run the AVX2+FMA kernels.
@@ -48,6 +49,14 @@ pub(super) fn table() -> Option<&'static Kernels> {
 // ---------------------------------------------------------------------------------------------
 // Safe wrappers (reachable only through `TABLE`).
 // ---------------------------------------------------------------------------------------------
+
+fn lut_ip_256(q: &[f32], w: &[f32], out: &mut [f32; 256]) {
+    assert_eq!(w.len(), q.len() * 256, "lut_ip_256: w is not q.len() × 256");
+    // SAFETY: reachable only through `TABLE`, handed out after AVX2+FMA detection (see
+    // `l2_sq_f32`); the kernel reads `w` only below `q.len() · 256` (asserted above) and
+    // writes the 256 entries of `out`.
+    unsafe { lut_ip_256_avx2(q, w, out) }
+}
 
 fn l2_sq_f32(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "l2_sq_f32: length mismatch");
@@ -403,4 +412,30 @@ unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
         |x, y| _mm256_madd_epi16(_mm256_cvtepi8_epi16(x), _mm256_cvtepi8_epi16(y)),
         |x, y| (i32::from(x) * i32::from(y)) as u32,
     ) as i32
+}
+
+/// [`super::reference::lut_ip_256`] with the 256 entries as 32 lanes of 8, in four passes of
+/// 64 entries whose partial sums stay in 8 registers over all dimensions. A multiply then an
+/// add per dimension, in dimension order, as the reference: the same bits.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lut_ip_256_avx2(q: &[f32], w: &[f32], out: &mut [f32; 256]) {
+    let dims = q.len().min(w.len() / 256);
+    for chunk in 0..4 {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for (d, &qd) in q.iter().enumerate().take(dims) {
+            let qv = _mm256_set1_ps(qd);
+            let row = &w[d * 256 + chunk * 64..d * 256 + (chunk + 1) * 64];
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: `row` holds 64 floats, so lanes 8k..8k+8 (k < 8) are in bounds;
+                // unaligned loads are allowed.
+                let x = unsafe { _mm256_loadu_ps(row.as_ptr().add(8 * k)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(qv, x));
+            }
+        }
+        let dst = &mut out[chunk * 64..(chunk + 1) * 64];
+        for (k, a) in acc.iter().enumerate() {
+            // SAFETY: `dst` holds 64 floats, so lanes 8k..8k+8 (k < 8) are in bounds.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * k), *a) };
+        }
+    }
 }

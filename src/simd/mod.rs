@@ -37,6 +37,9 @@ pub struct Kernels {
     pub dot_u8: fn(&[u8], &[u8]) -> u32,
     pub l2_sq_i8: fn(&[i8], &[i8]) -> u32,
     pub dot_i8: fn(&[i8], &[i8]) -> i32,
+    /// One PQ subspace's 256 inner-product table entries ([`reference::lut_ip_256`]); the
+    /// same bits in every table.
+    pub lut_ip_256: fn(&[f32], &[f32], &mut [f32; 256]),
 }
 
 /// The scalar table (the specification).
@@ -49,6 +52,7 @@ pub const SCALAR: Kernels = Kernels {
     dot_u8: reference::dot_u8,
     l2_sq_i8: reference::l2_sq_i8,
     dot_i8: reference::dot_i8,
+    lut_ip_256: reference::lut_ip_256,
 };
 
 static SCALAR_TABLE: Kernels = SCALAR;

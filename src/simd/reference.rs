@@ -51,3 +51,18 @@ pub fn l2_sq_i8(a: &[i8], b: &[i8]) -> u32 {
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
+
+/// Lookup-table entries of one PQ subspace: `out[j] = Σ_d q_d · w[d·256 + j]` for the 256
+/// codewords (`w` dimension-major, `q.len() × 256`), each entry summed over `d` in order from
+/// 0.0 with a multiply then an add (no fused multiply-add), so every table computes the same
+/// bits.
+pub fn lut_ip_256(q: &[f32], w: &[f32], out: &mut [f32; 256]) {
+    assert_eq!(w.len(), q.len() * 256, "lut_ip_256: w is not q.len() × 256");
+    out.fill(0.0);
+    for (d, &qd) in q.iter().enumerate() {
+        let row: &[f32; 256] = w[d * 256..(d + 1) * 256].try_into().expect("256 entries");
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o += qd * x;
+        }
+    }
+}
