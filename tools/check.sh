@@ -14,7 +14,7 @@ step "module graph follows the layer order (tools/module_dag.py)"
 python3 tools/module_dag.py
 
 step "no function over 120 lines without a reason (tools/fn_lengths.py)"
-python3 tools/fn_lengths.py --check
+python3 tools/fn_lengths.py --check src python/src
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

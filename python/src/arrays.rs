@@ -245,7 +245,7 @@ pub fn table<'py>(
     dists: Vec<f32>,
     k: usize,
 ) -> PyResult<Pair<'py>> {
-    let nq = if k == 0 { 0 } else { ids.len() / k };
+    let nq = ids.len().checked_div(k).unwrap_or(0);
     let shape_err = |e: numpy::ndarray::ShapeError| Error::invalid(format!("result shape: {e}"));
     let ids = Array2::from_shape_vec((nq, k), ids).map_err(shape_err)?;
     let dists = Array2::from_shape_vec((nq, k), dists).map_err(shape_err)?;

@@ -66,7 +66,7 @@ fn vector_file(
     f32_only: bool,
 ) -> PyResult<PathBuf> {
     if obj.is_instance_of::<PyString>() || obj.hasattr("__fspath__")? {
-        return Ok(obj.extract::<PathBuf>()?);
+        return obj.extract::<PathBuf>();
     }
     if scratch.is_none() {
         *scratch = Some(Scratch::new(out)?);
@@ -208,6 +208,63 @@ fn apply_params(p: &mut BuildParams, params: Option<&Bound<'_, PyDict>>) -> PyRe
     Ok(())
 }
 
+/// The build's inputs as files: paths as they are, arrays written into `scratch`.
+fn inputs(
+    base: &Bound<'_, PyAny>,
+    out: &Path,
+    metric: Metric,
+    train_queries: Option<&Bound<'_, PyAny>>,
+    ids: Option<&Bound<'_, PyAny>>,
+    scratch: &mut Option<Scratch>,
+) -> PyResult<BuildParams> {
+    let mut p = if let Ok(blocks) = base.cast::<PyDict>() {
+        let mut inputs = Vec::new();
+        for (k, v) in blocks.iter() {
+            let name: String = k.extract()?;
+            let arg = format!("base['{name}']");
+            let path = vector_file(&v, &arg, scratch, out, &format!("block-{name}"), false)?;
+            inputs.push(BlockInput {
+                name,
+                path,
+                weight: 1.0,
+            });
+        }
+        BuildParams::with_blocks(inputs, metric, out.to_path_buf())
+    } else {
+        let path = vector_file(base, "base", scratch, out, "base", false)?;
+        BuildParams::new(path, metric, out.to_path_buf())
+    };
+    if let Some(tq) = train_queries {
+        p.train_queries = Some(vector_file(
+            tq,
+            "train_queries",
+            scratch,
+            out,
+            "train",
+            true,
+        )?);
+    }
+    if let Some(ids) = ids {
+        p.ids = Some(
+            if ids.is_instance_of::<PyString>() || ids.hasattr("__fspath__")? {
+                ids.extract::<PathBuf>()?
+            } else {
+                let v = user_ids(ids, "ids")?;
+                if scratch.is_none() {
+                    *scratch = Some(Scratch::new(out)?);
+                }
+                let path = scratch
+                    .as_ref()
+                    .map(|s| s.dir.join("ids.u64bin"))
+                    .unwrap_or_default();
+                write_user_ids(&path, &v).map_err(Error::from)?;
+                path
+            },
+        );
+    }
+    Ok(p)
+}
+
 /// Builds an index (see `m3.build` in `m3/__init__.pyi`); returns the build summary as a dict.
 #[pyfunction]
 #[pyo3(signature = (base, out, metric = "l2", *, train_queries = None, ids = None,
@@ -230,58 +287,7 @@ pub fn build<'py>(
         .parse()
         .map_err(|e: String| Error::invalid(format!("metric: {e}")))?;
     let mut scratch = None;
-    let mut p = if let Ok(blocks) = base.cast::<PyDict>() {
-        let mut inputs = Vec::new();
-        for (k, v) in blocks.iter() {
-            let name: String = k.extract()?;
-            let arg = format!("base['{name}']");
-            let path = vector_file(
-                &v,
-                &arg,
-                &mut scratch,
-                &out,
-                &format!("block-{name}"),
-                false,
-            )?;
-            inputs.push(BlockInput {
-                name,
-                path,
-                weight: 1.0,
-            });
-        }
-        BuildParams::with_blocks(inputs, metric, out.clone())
-    } else {
-        let path = vector_file(base, "base", &mut scratch, &out, "base", false)?;
-        BuildParams::new(path, metric, out.clone())
-    };
-    if let Some(tq) = train_queries {
-        p.train_queries = Some(vector_file(
-            tq,
-            "train_queries",
-            &mut scratch,
-            &out,
-            "train",
-            true,
-        )?);
-    }
-    if let Some(ids) = ids {
-        p.ids = Some(
-            if ids.is_instance_of::<PyString>() || ids.hasattr("__fspath__")? {
-                ids.extract::<PathBuf>()?
-            } else {
-                let v = user_ids(ids, "ids")?;
-                if scratch.is_none() {
-                    scratch = Some(Scratch::new(&out)?);
-                }
-                let path = scratch
-                    .as_ref()
-                    .map(|s| s.dir.join("ids.u64bin"))
-                    .unwrap_or_default();
-                write_user_ids(&path, &v).map_err(Error::from)?;
-                path
-            },
-        );
-    }
+    let mut p = inputs(base, &out, metric, train_queries, ids, &mut scratch)?;
     p.seed = seed;
     if let Some(gb) = ram_budget_gb {
         if !gb.is_finite() || gb <= 0.0 {

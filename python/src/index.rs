@@ -23,6 +23,13 @@ pub struct PyIndex {
     pub path: PathBuf,
 }
 
+/// faiss's range result: `(lims, ids, distances)`.
+type RangeTriple<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f32>>,
+);
+
 /// User id of internal id `id` as int64 (ids above 2^63 − 1 cannot be returned).
 fn user_id(index: &m3::Index, id: u32) -> Result<i64, Error> {
     let u = index.user_id(id);
@@ -163,11 +170,7 @@ impl PyIndex {
         radius: f64,
         weights: Option<&Bound<'py, PyDict>>,
         threads: i64,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<f32>>,
-    )> {
+    ) -> PyResult<RangeTriple<'py>> {
         let index = &*self.inner;
         if !radius.is_finite() {
             return Err(Error::invalid(format!("radius must be finite, got {radius}")).into());
