@@ -222,8 +222,10 @@ fn block_queries<'py>(
 pub fn pool(threads: i64) -> Result<Arc<rayon::ThreadPool>, Error> {
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let n = count("threads", threads, 0)?;
+    // `available_parallelism` reads cgroup files on Linux (tens of µs): once per process.
+    static CORES: OnceLock<usize> = OnceLock::new();
     let n = if n == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     } else {
         n
     };
