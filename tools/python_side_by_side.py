@@ -40,6 +40,7 @@ def report(name, t_build, t_search, ids):
 def run_diskannpy():
     import diskannpy
     t0 = time.perf_counter()
+    os.makedirs(f"{work}/dk")
     diskannpy.build_disk_index(data=base, distance_metric="mips", index_directory=f"{work}/dk",
                                complexity=64, graph_degree=32, search_memory_maximum=0.05,
                                build_memory_maximum=8, num_threads=2, vector_dtype=np.float32)

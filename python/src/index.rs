@@ -22,7 +22,7 @@ pub struct PyIndex {
     pub inner: Arc<m3::Index>,
     pub path: PathBuf,
     /// Searchers of single-query calls, kept between calls: a searcher's buffers grow to a
-    /// query's needs once, not on every call (about 50 µs a call on GloVe-50d).
+    /// query's needs once, not on every call.
     searchers: Mutex<Vec<CachedSearcher>>,
 }
 
