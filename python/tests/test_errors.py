@@ -159,3 +159,15 @@ def test_gt_errors():
         m3.gt(base, base, 11)
     with pytest.raises(m3.InvalidInput, match="queries: have dimension 3, base has 4"):
         m3.gt(base, base[:, :3], 1)
+
+
+def test_a_rust_panic_becomes_runtime_error(built):
+    from m3 import _m3
+
+    for hook, where in ((_m3._panic_inside_fence, "on purpose"), (_m3._panic_on_pool, "worker 1")):
+        with pytest.raises(RuntimeError, match=f"m3 internal error \\(a bug.*{where}"):
+            hook()
+    # the pool and the index still work afterwards
+    path, _, queries, _, _ = built("float32", "l2")
+    ids, _ = m3.Index(path).search(queries, 5, threads=2)
+    assert ids.shape == (queries.shape[0], 5) and (ids >= 0).all()
