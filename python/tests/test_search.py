@@ -93,6 +93,20 @@ def test_fewer_than_k_results_are_padded(built):
         assert not row[: np.argmax(row)].any() and row[np.argmax(row):].all()
 
 
+def test_info_equals_cli_inspect(built, m3_cli):
+    import json
+
+    path, _, _, _, _ = built("uint8", "ip")
+    cli = json.loads(run_cli(m3_cli, "inspect", path, "--json").stdout)
+    assert m3.Index(path).info() == cli
+
+
+def test_empty_query_batch(built):
+    path, _, queries, _, _ = built("float32", "l2")
+    ids, dists = m3.Index(path).search(queries[:0], 10)
+    assert ids.shape == (0, 10) and dists.shape == (0, 10)
+
+
 def test_info_and_repr(built):
     path, base, _, _, _ = built("float32", "cosine")
     index = m3.Index(path)
@@ -101,3 +115,4 @@ def test_info_and_repr(built):
     assert "m3.Index" in repr(index) and "cosine" in repr(index)
     assert index.io in ("io_uring", "pread")
     assert index.blocks == []
+    assert str(index.path) == str(path)

@@ -112,7 +112,8 @@ class Index:
     def metric(self) -> str:
         """``"l2"``, ``"ip"`` or ``"cosine"``."""
     @property
-    def path(self) -> str: ...
+    def path(self) -> "os.PathLike[str]":
+        """The index directory (a ``pathlib.Path``)."""
     @property
     def io(self) -> str:
         """The block reader in use: ``"io_uring"`` or ``"pread"``."""
