@@ -14,7 +14,7 @@ step "module graph follows the layer order (tools/module_dag.py)"
 python3 tools/module_dag.py
 
 step "no function over 120 lines without a reason (tools/fn_lengths.py)"
-python3 tools/fn_lengths.py --check
+python3 tools/fn_lengths.py --check src python/src
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -40,6 +40,15 @@ cargo doc --locked --no-deps
 
 step "criterion benches compile"
 cargo bench --locked --no-run
+
+step "Python package: fmt and clippy of python/ (its own crate, not a workspace member)"
+# Its own target dir: the extension links the engine without default features, in release.
+export PY_TARGET="$PWD/target/python"
+cargo fmt --manifest-path python/Cargo.toml -- --check
+CARGO_TARGET_DIR="$PY_TARGET" cargo clippy --manifest-path python/Cargo.toml --locked -- -D warnings
+
+step "Python package: venv, maturin build + install (pip install ./python), pytest"
+tools/python_check.sh
 
 echo
 echo "check.sh: all checks passed"

@@ -1,0 +1,182 @@
+"""M³: a disk-resident vector index engine, from Python.
+
+Build an index from a NumPy array or a vector file, open it, and search it::
+
+    import numpy as np, m3
+    base = np.random.default_rng(0).standard_normal((10_000, 64), dtype=np.float32)
+    m3.build(base, "idx", metric="l2")
+    index = m3.Index("idx")
+    ids, dists = index.search(base[:5], k=10)
+
+The calls are documented in ``m3/__init__.pyi`` and ``docs/PYTHON.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from ._m3 import CorruptIndex, Index, IndexWriter, InvalidInput, IoError
+from ._m3 import build as _build
+from ._m3 import gt as _gt
+from .ann import M3ANN
+
+__all__ = [
+    "build",
+    "Index",
+    "IndexWriter",
+    "gt",
+    "recall",
+    "InvalidInput",
+    "CorruptIndex",
+    "IoError",
+    "M3ANN",
+]
+
+
+class _StderrBar:
+    """A minimal progress bar on stderr, used when tqdm is not installed."""
+
+    def __init__(self) -> None:
+        self.stage: Optional[str] = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            if self.stage is not None:
+                sys.stderr.write("\n")
+            self.stage = stage
+        share = f"{100.0 * done / total:5.1f}%" if total else ""
+        sys.stderr.write(f"\rm3 build: {stage:<10} {done:>12,}/{total:,} {share}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.stage is not None:
+            sys.stderr.write("\n")
+
+
+class _TqdmBar:
+    """One tqdm bar per build stage."""
+
+    def __init__(self, tqdm: Any) -> None:
+        self.tqdm = tqdm
+        self.bar: Any = None
+        self.stage: Optional[str] = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = self.tqdm(total=total or None, desc=f"m3 build: {stage}", unit="")
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _progress_callback(progress: Any) -> Any:
+    if progress is None or progress is False:
+        return None
+    if progress is True or progress == "tqdm":
+        try:
+            from tqdm.auto import tqdm  # type: ignore[import-not-found]
+
+            return _TqdmBar(tqdm)
+        except ImportError:
+            return _StderrBar()
+    if callable(progress):
+        return progress
+    raise InvalidInput(
+        f"progress: expected None, True, 'tqdm' or a callable(stage, done, total), got {progress!r}"
+    )
+
+
+def build(
+    base: Any,
+    out: Union[str, "os.PathLike[str]"],
+    metric: str = "l2",
+    *,
+    train_queries: Any = None,
+    ids: Any = None,
+    threads: int = 0,
+    seed: int = 42,
+    ram_budget_gb: Optional[float] = None,
+    progress: Union[None, bool, str, Callable[[str, int, int], Any]] = None,
+    **params: Any,
+) -> dict:
+    """Builds an index at ``out`` from ``base`` and returns the build summary (a dict).
+
+    ``base`` is a NumPy array (float32, uint8 or int8, shape ``(n, dim)``; written once to a
+    temporary vector file beside ``out``), a path to any vector file ``m3`` reads (``.fbin``,
+    ``.u8bin``, ``.i8bin``, ``.fvecs``, ``.bvecs``, ``.npy``), or a dict block name → array or
+    path for a multi-vector index. ``metric`` is ``"l2"``, ``"ip"`` or ``"cosine"``.
+    ``train_queries`` (array or path) are sample queries of the query modality; ``ids`` are
+    ``uint64``-compatible user ids (array or ``.u64bin``/``.ibin``/``.npy`` path), one per base
+    row. ``threads=0`` uses one thread per core; the same input, seed and thread count give
+    byte-identical files. ``progress=True`` draws a bar (tqdm when installed), or pass a
+    callable ``progress(stage, done, total)``. ``**params`` are ``m3 build``'s flags of the same
+    names: ``cluster_size``, ``pq_bytes``, ``refine``, ``spill``, ``degree``, …
+    """
+    callback = _progress_callback(progress)
+    if seed < 0:
+        raise InvalidInput(f"seed must be ≥ 0, got {seed}")
+    try:
+        return _build(
+            base,
+            os.fspath(out),
+            metric,
+            train_queries=train_queries,
+            ids=ids,
+            threads=threads,
+            seed=seed,
+            ram_budget_gb=ram_budget_gb,
+            progress=callback,
+            params=params or None,
+        )
+    finally:
+        close = getattr(callback, "close", None)
+        if close is not None:
+            close()
+
+
+def gt(base: Any, queries: Any, k: int, metric: str = "l2") -> "tuple[np.ndarray, np.ndarray]":
+    """Exact k-NN by brute force: ``(ids, distances)``, ``(nq, k)`` each.
+
+    ``ids`` are row numbers of ``base`` (int64); distances are in the metric's natural unit
+    (squared L2, inner product, cosine similarity), best first.
+    """
+    return _gt(base, queries, k, metric)
+
+
+def recall(ids: Any, gt: Any, k: int) -> float:
+    """Mean recall@k: the share of each query's true ``k`` nearest found in its first ``k``
+    results.
+
+    ``ids`` is ``(nq, ≥k)`` (e.g. ``Index.search``'s ids); ``gt`` is ``(nq, ≥k)`` true ids, or
+    the ``(ids, distances)`` pair ``m3.gt`` returns. Ids are compared as sets (a result that
+    ties the k-th true distance with another id is not credited); ``-1`` never matches.
+    """
+    if isinstance(gt, tuple):
+        gt = gt[0]
+    ids = np.asarray(ids)
+    gt = np.asarray(gt)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInput(f"k must be an integer ≥ 1, got {k!r}")
+    if ids.ndim != 2 or gt.ndim != 2:
+        raise InvalidInput(f"ids and gt must be 2-D, got shapes {ids.shape} and {gt.shape}")
+    if ids.shape[0] != gt.shape[0]:
+        raise InvalidInput(f"ids has {ids.shape[0]} rows but gt has {gt.shape[0]}")
+    if ids.shape[1] < k or gt.shape[1] < k:
+        raise InvalidInput(f"k = {k}: ids has {ids.shape[1]} columns and gt {gt.shape[1]}")
+    if ids.shape[0] == 0:
+        raise InvalidInput("ids: no queries")
+    found = 0
+    for row, truth in zip(ids[:, :k], gt[:, :k]):
+        found += len(np.intersect1d(row[row >= 0], truth))
+    return found / (k * ids.shape[0])

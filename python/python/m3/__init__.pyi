@@ -1,0 +1,155 @@
+"""Type stubs of the Python package ``m3`` (M³, a disk-resident vector index engine)."""
+
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from .ann import M3ANN as M3ANN
+
+_Path = Union[str, "os.PathLike[str]"]
+# float32 (searched in place when C-contiguous), float64, uint8 or int8; (n, dim) or (dim,)
+_Queries = Union[npt.ArrayLike, Mapping[str, npt.ArrayLike]]
+
+class InvalidInput(ValueError):
+    """A bad argument, query, search parameter or input file; the message names it."""
+
+class CorruptIndex(Exception):
+    """An index file is corrupt, truncated or of an unsupported version."""
+
+class IoError(OSError):
+    """The operating system refused a read or write, or the path holds no index."""
+
+def build(
+    base: Union[npt.ArrayLike, _Path, Mapping[str, Union[npt.ArrayLike, _Path]]],
+    out: _Path,
+    metric: str = "l2",
+    *,
+    train_queries: Union[npt.ArrayLike, _Path, None] = None,
+    ids: Union[npt.ArrayLike, _Path, None] = None,
+    threads: int = 0,
+    seed: int = 42,
+    ram_budget_gb: Optional[float] = None,
+    progress: Union[None, bool, str, Callable[[str, int, int], Any]] = None,
+    **params: Any,
+) -> Dict[str, Any]:
+    """Builds an index at ``out`` from a NumPy array (float32/uint8/int8), a vector file, or a
+    dict block name → array/path (multi-vector); returns the build summary.
+
+    ``metric``: ``"l2"``, ``"ip"`` or ``"cosine"``. ``train_queries``: sample queries of the
+    query modality. ``ids``: one user id (≥ 0) per base row. ``threads=0``: one per core.
+    ``progress``: ``True`` for a bar (tqdm when installed) or ``progress(stage, done, total)``.
+    ``**params``: ``m3 build`` flags (``cluster_size``, ``max_cluster_factor``, ``pq_bytes``,
+    ``refine``, ``spill``, ``spill_epsilon``, ``query_anchors``, ``edges_per_anchor``,
+    ``hint_depth``, ``degree``, ``candidates``, ``cross_links``, ``cross_clusters``).
+    Raises ``InvalidInput`` for a bad argument or an ``out`` that is not new, empty or an index.
+    """
+
+class Index:
+    """An index opened for search. Thread-safe: any number of Python threads may search it at
+    once (the GIL is released while the engine works)."""
+
+    def __init__(self, path: _Path, io: str = "auto") -> None:
+        """Opens the index directory ``path``; ``io``: ``"auto"`` (io_uring, else pread),
+        ``"uring"`` or ``"pread"``. Raises ``IoError`` when there is no index,
+        ``CorruptIndex`` when a file fails its checks."""
+    def search(
+        self,
+        queries: _Queries,
+        k: int = 10,
+        *,
+        nprobe: Optional[int] = None,
+        qprobe: Optional[int] = None,
+        edges: Optional[int] = None,
+        hints: Optional[int] = None,
+        rerank: Optional[int] = None,
+        refine: Optional[int] = None,
+        expand_rounds: Optional[int] = None,
+        distance: str = "auto",
+        alpha: Optional[float] = None,
+        beta: Optional[float] = None,
+        weights: Optional[Mapping[str, float]] = None,
+        threads: int = 0,
+        inflight: Optional[int] = None,
+        exact: bool = False,
+    ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The ``k`` nearest neighbours of each query: ``(ids, distances)``, ``(nq, k)`` each,
+        best first. Ids are user ids (row numbers without ``ids=``); distances are in the
+        metric's natural unit (squared L2, inner product, cosine similarity; LC-CMD: D²).
+        ``-1`` and NaN fill a row with fewer than ``k`` results.
+
+        Knobs left at ``None`` take the engine's defaults (``m3 search --help``).
+        ``distance``: ``"auto"`` (what calibration stored), ``"native"`` or ``"lccmd"``
+        (with ``alpha``, ``beta``). ``exact=True``: the true top-k (the knobs are ignored).
+        Multi-vector index: ``queries`` may be a dict block name → array (any subset of the
+        blocks) and ``weights`` a dict block name → weight ≥ 0. ``threads=0``: one worker per
+        core; ``inflight``: queries in flight per worker (default 4). One query runs on the
+        calling thread. Raises ``InvalidInput`` naming the argument at fault.
+        """
+    def range(
+        self,
+        queries: _Queries,
+        radius: float,
+        *,
+        weights: Optional[Mapping[str, float]] = None,
+        threads: int = 0,
+    ) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Every vector within ``radius`` of each query (squared L2 ≤ radius; inner product or
+        cosine similarity ≥ radius), exactly: faiss's ``(lims, ids, distances)``; query ``i``'s
+        results are ``ids[lims[i]:lims[i+1]]``, best first."""
+    def info(self) -> Dict[str, Any]:
+        """What ``m3 inspect --json`` says about the index."""
+    def writer(self) -> "IndexWriter":
+        """``IndexWriter(self.path)``."""
+    def _borrows(self, queries: npt.ArrayLike) -> bool:
+        """Whether ``queries`` would be searched in place, without a copy."""
+    def __len__(self) -> int:
+        """Vectors a search can return (as of opening)."""
+    @property
+    def dim(self) -> int: ...
+    @property
+    def metric(self) -> str:
+        """``"l2"``, ``"ip"`` or ``"cosine"``."""
+    @property
+    def path(self) -> "os.PathLike[str]":
+        """The index directory (a ``pathlib.Path``)."""
+    @property
+    def io(self) -> str:
+        """The block reader in use: ``"io_uring"`` or ``"pread"``."""
+    @property
+    def blocks(self) -> List[str]:
+        """Block names of a multi-vector index (empty otherwise)."""
+
+class IndexWriter:
+    """The one writer of an index directory: inserts, upserts and deletes by user id, durable
+    at ``commit()``; indexes opened afterwards see them. As a context manager it commits on
+    a clean exit."""
+
+    def __init__(self, path: _Path) -> None: ...
+    def insert(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
+        """Inserts (or replaces) one float vector per id (ids ≥ 0)."""
+    def delete(self, ids: npt.ArrayLike) -> None:
+        """Deletes these ids."""
+    def commit(self) -> int:
+        """Makes the pending changes durable; returns the new generation."""
+    def close(self) -> None:
+        """Releases the directory's lock; uncommitted changes are dropped."""
+    @property
+    def pending(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __enter__(self) -> "IndexWriter": ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool: ...
+
+def gt(
+    base: npt.ArrayLike, queries: npt.ArrayLike, k: int, metric: str = "l2"
+) -> Tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Exact k-NN by brute force: ``(ids, distances)``, ``(nq, k)`` each (row numbers of
+    ``base``; natural units)."""
+
+def recall(
+    ids: npt.ArrayLike,
+    gt: Union[npt.ArrayLike, Tuple[npt.ArrayLike, npt.ArrayLike]],
+    k: int,
+) -> float:
+    """Mean recall@k of ``ids`` against true ids ``gt`` (or ``m3.gt``'s pair)."""
