@@ -32,6 +32,14 @@ impl LiveIndex {
         }
     }
 
+    /// Shares an index already shared by `Arc` as the current generation.
+    pub fn from_arc(index: Arc<Index>) -> Self {
+        Self {
+            current: RwLock::new(index),
+            refreshing: Mutex::new(()),
+        }
+    }
+
     /// Opens the index in `dir` ([`Index::open`]) at its latest committed generation.
     pub fn open(
         dir: &std::path::Path,
