@@ -544,6 +544,86 @@ fn load_delta(
     Ok(())
 }
 
+impl Index {
+    /// Calls `sink` with every live vector of this generation (stored coordinates: normalised
+    /// under cosine) and its user id, each once: the base vectors in `data.m3` order (a
+    /// spilled copy is skipped), then the live inserts in log order. Returns how many. Reads
+    /// `data.m3` once sequentially and each live insert's record from `delta.m3`.
+    pub(crate) fn for_each_live(
+        &self,
+        sink: &mut dyn FnMut(u64, &[f32]) -> Result<(), SearchError>,
+    ) -> Result<u64, SearchError> {
+        self.check_updatable().map_err(|what| SearchError::Param {
+            name: "index",
+            what,
+        })?;
+        let base_ids = self.user_ids.as_deref();
+        let user = |vid: u32| match &self.live.ids {
+            Some(ids) => ids.user_id(base_ids, vid),
+            None => base_ids.map_or(u64::from(vid), |b| b[vid as usize]),
+        };
+        let dead = |vid: u32| self.live.ids.as_ref().is_some_and(|i| i.is_dead(vid));
+        let mut seen = VidSet::default();
+        let mut v = vec![0f32; self.dim];
+        let decode = |bytes: &[u8], v: &mut [f32]| {
+            for (o, c) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        };
+        let mut buf = crate::io::AlignedBuf::new();
+        let codec = self.codec;
+        let rb = codec.record_bytes() as usize;
+        let data_path = self.dir.join(DATA_FILE);
+        for e in &self.entries {
+            let sectors = self.layout.sectors_for(u64::from(e.records));
+            let mut done = 0u64;
+            while done < sectors {
+                let take = (sectors - done).min(256);
+                let req = ReadRequest::new(1 + e.first_sector + done, take as u32)
+                    .expect("a small range");
+                self.data_reader.read_batch(&[req], &mut buf)?;
+                for i in 0..u64::from(e.records) {
+                    let loc = self.layout.locate(i);
+                    if loc.sector < done || loc.sector >= done + take {
+                        continue;
+                    }
+                    let at =
+                        (loc.sector - done) as usize * SECTOR_BYTES + loc.offset_bytes as usize;
+                    let rec = codec.decode(&buf[at..at + rb], &data_path, 0)?;
+                    let vid = rec.id();
+                    if dead(vid) || seen.contains(vid) {
+                        continue;
+                    }
+                    seen.insert(vid);
+                    decode(rec.vector_bytes(), &mut v);
+                    sink(user(vid), &v)?;
+                }
+                done += take;
+            }
+        }
+        let delta_path = self.dir.join(DELTA_FILE);
+        if !self.live.vids.is_empty() {
+            let file =
+                std::fs::File::open(&delta_path).map_err(|e| FormatError::io(&delta_path, e))?;
+            let mut bytes = vec![0u8; rb];
+            use std::os::unix::fs::FileExt;
+            for (&vid, &slot) in self.live.vids.iter().zip(&self.live.slots) {
+                if dead(vid) {
+                    continue;
+                }
+                let (offset, _, _) = slot_location(self.layout, slot);
+                file.read_exact_at(&mut bytes, offset)
+                    .map_err(|e| FormatError::io(&delta_path, e))?;
+                let rec = codec.decode(&bytes, &delta_path, offset)?;
+                seen.insert(vid);
+                decode(rec.vector_bytes(), &mut v);
+                sink(user(vid), &v)?;
+            }
+        }
+        Ok(seen.len())
+    }
+}
+
 /// The vid (base row) of every base record, read from `data.m3` cluster by cluster: what a
 /// tombstone on a base vector needs to drop its records (spilled copies included) without
 /// reading them at query time. Costs one sequential read of `data.m3` at open.

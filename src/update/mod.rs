@@ -7,8 +7,12 @@
 //! writer per index directory at a time (an exclusive lock on the directory); any number of
 //! readers, each seeing the commits made before it was opened.
 
+mod compact;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+pub use compact::{CompactReport, compact, dir_bytes};
 
 use crate::data::MatrixView;
 use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};
@@ -48,6 +52,12 @@ pub enum UpdateError {
         /// What is wrong, naming the row.
         what: String,
     },
+    /// Building the compacted index failed.
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
+    /// Exporting the live set failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// A commit failed part way: what reached the disk is decided by replay when the index
     /// is opened again; this writer takes no more commits.
     #[error("an earlier commit failed; open the writer again")]
@@ -84,21 +94,24 @@ impl std::fmt::Debug for IndexWriter {
     }
 }
 
+/// Takes the exclusive writer lock of the index directory (held while the file is open).
+fn lock_dir(dir: &Path) -> Result<File, UpdateError> {
+    let lock = File::open(dir).map_err(|e| FormatError::io(dir, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(UpdateError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(FormatError::io(dir, e).into()),
+    }
+}
+
 impl IndexWriter {
     /// Opens the index in `dir` for updates: takes the directory's lock, creates `wal.m3`
     /// and `delta.m3` if they do not exist yet, replays the log, and cuts what follows its
     /// last commit ([`IndexWriter::recovered`] says what).
     pub fn open(dir: &Path) -> Result<Self, UpdateError> {
-        let lock = File::open(dir).map_err(|e| FormatError::io(dir, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(UpdateError::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(FormatError::io(dir, e).into()),
-        }
+        let lock = lock_dir(dir)?;
         // The index as published, checked, to learn its shape before touching anything.
         let index = Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?;
         index
