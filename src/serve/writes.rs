@@ -176,7 +176,8 @@ impl Writer {
                 })
             }
             // Replay decides what of the batch is in: the writer (dropped here) is opened
-            // again at the next write.
+            // again at the next write. (A republished index is refused before any write;
+            // reopening then writes to the new index, which the searchers pick up.)
             Err(e) => Err(update_error(e)),
         };
         let group = applied.len();
@@ -189,12 +190,14 @@ impl Writer {
     }
 }
 
-/// The status of a writer's error: the client's input (400), an index that takes no updates
-/// or is held by another writer (409), anything else (500).
+/// The status of a writer's error: the client's input (400), an index that takes no updates,
+/// is held by another writer or was replaced on disk (409), anything else (500).
 fn update_error(e: UpdateError) -> ApiError {
     match e {
         UpdateError::Input { what } => ApiError::new(StatusCode::BAD_REQUEST, what),
-        UpdateError::Locked { .. } | UpdateError::Unsupported { .. } => {
+        UpdateError::Locked { .. }
+        | UpdateError::Unsupported { .. }
+        | UpdateError::Republished { .. } => {
             ApiError::new(StatusCode::CONFLICT, e.to_string())
         }
         _ => ApiError::new(

@@ -58,6 +58,13 @@ pub enum UpdateError {
     /// Exporting the live set failed.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// Another index was published at the writer's path since it was opened (a rebuild or a
+    /// compaction in place): its commits would go to the replaced files. Nothing was written.
+    #[error("{dir}: another index was published here since the writer was opened; open it again")]
+    Republished {
+        /// The index directory.
+        dir: PathBuf,
+    },
     /// A commit failed part way: what reached the disk is decided by replay when the index
     /// is opened again; this writer takes no more commits.
     #[error("an earlier commit failed; open the writer again")]
@@ -91,6 +98,24 @@ impl std::fmt::Debug for IndexWriter {
             .field("generation", &self.wal.generation())
             .field("pending", &self.pending.len())
             .finish()
+    }
+}
+
+impl IndexWriter {
+    /// Whether the directory at the writer's path is still the one it locked (a publication
+    /// renames directories: the path then names another one). A publication between this check
+    /// and the writes is not caught: publish over an index only while no writer is open.
+    fn check_still_published(&self) -> Result<(), UpdateError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.index.dir();
+        let at_path = std::fs::metadata(dir).map_err(|e| FormatError::io(dir, e))?;
+        let locked = self._lock.metadata().map_err(|e| FormatError::io(dir, e))?;
+        if (at_path.dev(), at_path.ino()) != (locked.dev(), locked.ino()) {
+            return Err(UpdateError::Republished {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -263,6 +288,7 @@ impl IndexWriter {
         if self.pending.is_empty() {
             return Ok(self.wal.generation());
         }
+        self.check_still_published()?;
         self.poisoned = true; // until this commit is through
         let pending = std::mem::take(&mut self.pending);
         let layout = self.index.record_layout();
