@@ -233,6 +233,8 @@ enum Op {
     Commit,
     /// Drop the writer (its uncommitted operations are lost) and open it again.
     Reopen,
+    /// Drop the writer and compact (`m3::update::compact`), then open the writer again.
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -242,6 +244,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1usize..60, any::<u64>()).prop_map(|(count, seed)| Op::Delete { count, seed }),
         3 => Just(Op::Commit),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -304,6 +307,25 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 generation = g;
                 committed = pending.clone();
                 assert_eq!(writer.live_vectors(), committed.live.len() as u64);
+                check_against_model(&dir, metric, &committed, &queries);
+                assert_eq!(shared.refresh().unwrap(), generation);
+                check_index(&shared.current(), metric, &committed, &queries);
+            }
+            Op::Compact => {
+                drop(writer);
+                match m3::update::compact(&dir, pool()) {
+                    Ok(r) => {
+                        assert_eq!(r.live_vectors, committed.live.len() as u64);
+                        generation = 0;
+                    }
+                    Err(e) => assert!(
+                        committed.live.is_empty() && matches!(e, UpdateError::Unsupported { .. }),
+                        "{e}"
+                    ),
+                }
+                writer = IndexWriter::open(&dir).unwrap();
+                assert_eq!(writer.generation(), generation);
+                pending = committed.clone();
                 check_against_model(&dir, metric, &committed, &queries);
                 assert_eq!(shared.refresh().unwrap(), generation);
                 check_index(&shared.current(), metric, &committed, &queries);

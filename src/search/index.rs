@@ -90,6 +90,44 @@ pub struct IndexCore {
     pub(super) exact: OnceLock<ExactAux>,
 }
 
+/// The router over the training queries of `hints.m3` and their PQ form, if the index has them.
+fn hint_routing(
+    hints: Option<&Hints>,
+    metric: Metric,
+    centroids: &Matrix<f32>,
+    pq: &ProductQuantizer,
+) -> (Option<Router>, Option<HintCodes>) {
+    let router = hints.map(|h| {
+        Router::new(
+            h.queries.view(),
+            AnchorOrder::training_queries(metric),
+            DEFAULT_ROUTE_MIN_K,
+        )
+    });
+    let codes = hints
+        .zip(router.as_ref())
+        .map(|(h, r)| HintCodes::encode(&h.queries, r, centroids, pq));
+    (router, codes)
+}
+
+/// The published files of `dir` and the CRC32C of the manifest they were opened by (refused
+/// if another manifest was published meanwhile).
+fn open_parts(dir: &Path) -> Result<(IndexParts, u32), SearchError> {
+    let manifest_path = dir.join(crate::format::files::MANIFEST_FILE);
+    let (_, manifest_crc32c) = crate::format::file_crc32c(&manifest_path)?;
+    let parts = IndexParts::open(dir)?;
+    if crate::format::file_crc32c(&manifest_path)?.1 != manifest_crc32c {
+        return Err(FormatError::corrupt(
+            &manifest_path,
+            0,
+            "the manifest changed while the index was opened (a build or a compaction \
+             published a new one): open it again",
+        )
+        .into());
+    }
+    Ok((parts, manifest_crc32c))
+}
+
 impl std::ops::Deref for Index {
     type Target = IndexCore;
     fn deref(&self) -> &IndexCore {
@@ -176,18 +214,7 @@ impl Index {
         delta_backend: IoBackend,
         delta_options: &ReaderOptions,
     ) -> Result<Self, SearchError> {
-        let manifest_path = dir.join(crate::format::files::MANIFEST_FILE);
-        let (_, manifest_crc32c) = crate::format::file_crc32c(&manifest_path)?;
-        let parts = IndexParts::open(dir)?;
-        if crate::format::file_crc32c(&manifest_path)?.1 != manifest_crc32c {
-            return Err(FormatError::corrupt(
-                &manifest_path,
-                0,
-                "the manifest changed while the index was opened (a build or a compaction \
-                 published a new one): open it again",
-            )
-            .into());
-        }
+        let (parts, manifest_crc32c) = open_parts(dir)?;
         let meta = parts.manifest.meta;
         let metric = meta.metric().ok_or_else(|| {
             FormatError::corrupt(dir.join("manifest.m3"), 0, "unknown metric code")
@@ -254,17 +281,8 @@ impl Index {
             Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
         let header = parts.data_header;
         let hints = parts.hints;
-        let hint_router = hints.as_ref().map(|h| {
-            Router::new(
-                h.queries.view(),
-                AnchorOrder::training_queries(metric),
-                DEFAULT_ROUTE_MIN_K,
-            )
-        });
-        let hint_codes = hints
-            .as_ref()
-            .zip(hint_router.as_ref())
-            .map(|(h, r)| HintCodes::encode(&h.queries, r, &clusters.centroids, &pq));
+        let (hint_router, hint_codes) =
+            hint_routing(hints.as_ref(), metric, &clusters.centroids, &pq);
         let core = IndexCore {
             hints,
             coarse,

@@ -369,7 +369,7 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
         )
         .into());
     }
-    if replay.generation() == from && from > 0 {
+    if replay.generation() == from && (from > 0 || idx.live.ids.is_some()) {
         return Ok(None);
     }
     idx.check_updatable()
@@ -544,6 +544,9 @@ fn load_delta(
     Ok(())
 }
 
+/// What [`Index::for_each_live`] calls with each live vector: its user id and the vector.
+pub(crate) type LiveSink<'a> = dyn FnMut(u64, &[f32]) -> Result<(), SearchError> + 'a;
+
 impl Index {
     /// Calls `sink` with every live vector of this generation (stored coordinates: normalised
     /// under cosine) and its user id, each once: the base vectors in `data.m3` order (a
@@ -551,7 +554,7 @@ impl Index {
     /// `data.m3` once sequentially and each live insert's record from `delta.m3`.
     pub(crate) fn for_each_live(
         &self,
-        sink: &mut dyn FnMut(u64, &[f32]) -> Result<(), SearchError>,
+        sink: &mut LiveSink<'_>,
     ) -> Result<u64, SearchError> {
         self.check_updatable().map_err(|what| SearchError::Param {
             name: "index",

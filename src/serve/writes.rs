@@ -197,9 +197,7 @@ fn update_error(e: UpdateError) -> ApiError {
         UpdateError::Input { what } => ApiError::new(StatusCode::BAD_REQUEST, what),
         UpdateError::Locked { .. }
         | UpdateError::Unsupported { .. }
-        | UpdateError::Republished { .. } => {
-            ApiError::new(StatusCode::CONFLICT, e.to_string())
-        }
+        | UpdateError::Republished { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         _ => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the write failed: {e}"),
