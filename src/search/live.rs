@@ -552,10 +552,7 @@ impl Index {
     /// under cosine) and its user id, each once: the base vectors in `data.m3` order (a
     /// spilled copy is skipped), then the live inserts in log order. Returns how many. Reads
     /// `data.m3` once sequentially and each live insert's record from `delta.m3`.
-    pub(crate) fn for_each_live(
-        &self,
-        sink: &mut LiveSink<'_>,
-    ) -> Result<u64, SearchError> {
+    pub(crate) fn for_each_live(&self, sink: &mut LiveSink<'_>) -> Result<u64, SearchError> {
         self.check_updatable().map_err(|what| SearchError::Param {
             name: "index",
             what,
