@@ -114,8 +114,10 @@ fn hint_routing(
 /// if another manifest was published meanwhile).
 fn open_parts(dir: &Path) -> Result<(IndexParts, u32), SearchError> {
     let manifest_path = dir.join(crate::format::files::MANIFEST_FILE);
-    let (_, manifest_crc32c) = crate::format::file_crc32c(&manifest_path)?;
+    let before = crate::format::file_crc32c(&manifest_path);
+    // A missing or bad index gets its typed error from here, not from the CRC's read.
     let parts = IndexParts::open(dir)?;
+    let (_, manifest_crc32c) = before?;
     if crate::format::file_crc32c(&manifest_path)?.1 != manifest_crc32c {
         return Err(FormatError::corrupt(
             &manifest_path,
