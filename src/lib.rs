@@ -114,7 +114,7 @@ pub use format::verify::{VerifyReport, verify};
 pub use format::{FormatError, RecoveryReport, Restored, recover_index_dir};
 pub use io::{IoBackend, ReaderOptions};
 pub use search::{
-    BatchOptions, BatchResult, ExactParams, ExactQuery, ExactSearcher, Index, LiveInfo, QueryStats,
-    RerankDistance, SearchError, SearchParams, Searcher, exact_batch, search_batch,
+    BatchOptions, BatchResult, ExactParams, ExactQuery, ExactSearcher, Index, LiveIndex, LiveInfo,
+    QueryStats, RerankDistance, SearchError, SearchParams, Searcher, exact_batch, search_batch,
 };
 pub use update::{IndexWriter, UpdateError};

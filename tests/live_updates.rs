@@ -16,7 +16,7 @@ use m3::distance::{self, Metric};
 use m3::format::files::WAL_FILE;
 use m3::io::{IoBackend, ReaderOptions};
 use m3::search::{ExactSearcher, Index, SearchParams, Searcher};
-use m3::{IndexWriter, UpdateError};
+use m3::{IndexWriter, LiveIndex, UpdateError};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -233,6 +233,8 @@ enum Op {
     Commit,
     /// Drop the writer (its uncommitted operations are lost) and open it again.
     Reopen,
+    /// Drop the writer and compact (`m3::update::compact`), then open the writer again.
+    Compact,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -242,6 +244,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1usize..60, any::<u64>()).prop_map(|(count, seed)| Op::Delete { count, seed }),
         3 => Just(Op::Commit),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Compact),
     ]
 }
 
@@ -253,6 +256,9 @@ fn run_ops(metric: Metric, ops: &[Op]) {
     let mut committed = Model::base();
     let mut pending = committed.clone();
     let mut writer = IndexWriter::open(&dir).unwrap();
+    // A searcher's view that follows the commits by refresh (incremental), checked against
+    // the model like a fresh open.
+    let shared = LiveIndex::new(open(&dir));
     let mut next_new = 1u64 << 33;
     let mut generation = 0;
     for op in ops {
@@ -302,6 +308,27 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 committed = pending.clone();
                 assert_eq!(writer.live_vectors(), committed.live.len() as u64);
                 check_against_model(&dir, metric, &committed, &queries);
+                assert_eq!(shared.refresh().unwrap(), generation);
+                check_index(&shared.current(), metric, &committed, &queries);
+            }
+            Op::Compact => {
+                drop(writer);
+                match m3::update::compact(&dir, pool()) {
+                    Ok(r) => {
+                        assert_eq!(r.live_vectors, committed.live.len() as u64);
+                        generation = 0;
+                    }
+                    Err(e) => assert!(
+                        committed.live.is_empty() && matches!(e, UpdateError::Unsupported { .. }),
+                        "{e}"
+                    ),
+                }
+                writer = IndexWriter::open(&dir).unwrap();
+                assert_eq!(writer.generation(), generation);
+                pending = committed.clone();
+                check_against_model(&dir, metric, &committed, &queries);
+                assert_eq!(shared.refresh().unwrap(), generation);
+                check_index(&shared.current(), metric, &committed, &queries);
             }
             Op::Reopen => {
                 drop(writer);
@@ -719,4 +746,307 @@ fn an_open_index_keeps_the_generation_it_opened() {
     assert_eq!(old.live_info().generation, 1);
     check_index(&old, Metric::L2, &m1, &queries);
     check_against_model(&dir, Metric::L2, &m2, &queries);
+}
+
+/// Searcher threads query a [`LiveIndex`] while a writer commits and refreshes: every answer
+/// comes from exactly one generation (the one the query took at its start), checked against a
+/// brute-force model of that generation: exact k-NN equals it, approximate results are live
+/// in it at their live distance. Each generation is searched by every thread before the next
+/// commit (a channel per thread says so), and queries of a generation run while the next one
+/// is being committed.
+#[test]
+fn concurrent_searchers_see_whole_generations() {
+    use std::sync::mpsc;
+    const GENERATIONS: u64 = 6;
+    const THREADS: usize = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let queries: Vec<Vec<f32>> = (0..4).map(|_| vector(&mut rng)).collect();
+    // The batches and each generation's model, fixed before any thread starts.
+    let mut models = vec![Model::base()];
+    let mut batches = Vec::new();
+    let mut next_id = 1u64 << 40;
+    for g in 0..GENERATIONS {
+        let mut m = models.last().unwrap().clone();
+        let ids: Vec<u64> = (0..20)
+            .map(|i| {
+                // Some upserts of live ids, the rest new.
+                if i % 5 == 0 {
+                    *m.live
+                        .keys()
+                        .nth((g as usize * 7 + i) % m.live.len())
+                        .unwrap()
+                } else {
+                    next_id += 1;
+                    next_id
+                }
+            })
+            .collect();
+        let vs: Vec<f32> = (0..20).flat_map(|_| vector(&mut rng)).collect();
+        let vectors = Matrix::from_vec(vs, DIM).unwrap();
+        for (id, v) in ids.iter().zip(vectors.view().iter_rows()) {
+            m.live.insert(*id, v.to_vec());
+        }
+        let dead: Vec<u64> = m
+            .live
+            .keys()
+            .copied()
+            .skip(g as usize * 3)
+            .step_by(25)
+            .collect();
+        for id in &dead {
+            m.live.remove(id);
+        }
+        batches.push((ids, vectors, dead));
+        models.push(m);
+    }
+    let want: Vec<Vec<Vec<(u64, f32)>>> = models
+        .iter()
+        .map(|m| queries.iter().map(|q| m.knn(Metric::L2, q, 5)).collect())
+        .collect();
+    let shared = LiveIndex::new(open(&dir));
+    let (seen_tx, seen_rx) = mpsc::channel::<(usize, u64)>();
+    let start = std::sync::Barrier::new(THREADS + 1);
+    let answers = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (shared, seen_tx, start) = (&shared, seen_tx.clone(), &start);
+                let (models, want, queries) = (&models, &want, &queries);
+                s.spawn(move || {
+                    start.wait();
+                    let mut last = None;
+                    let mut checked = 0u64;
+                    loop {
+                        // One generation for the whole query.
+                        let index = shared.current();
+                        let g = index.live_info().generation;
+                        assert!(last.is_none_or(|l| l <= g), "generation went back");
+                        let qi = (checked as usize + t) % queries.len();
+                        let mut exact = ExactSearcher::new(&index);
+                        let (got, _) = exact.knn(&queries[qi], 5).unwrap();
+                        let got: Vec<(u64, f32)> =
+                            got.iter().map(|n| (index.user_id(n.id), n.dist)).collect();
+                        let w = &want[g as usize][qi];
+                        assert_eq!(got.len(), w.len());
+                        for (a, b) in got.iter().zip(w) {
+                            assert!(
+                                (a.1 - b.1).abs() <= 1e-4 * b.1.abs().max(1.0),
+                                "generation {g} query {qi}: {got:?} vs {w:?}"
+                            );
+                        }
+                        let mut params = SearchParams::new(5);
+                        params.nprobe = 4;
+                        let (approx, _) = Searcher::new(&index)
+                            .search(qi, &queries[qi], &params)
+                            .unwrap();
+                        for n in &approx {
+                            let id = index.user_id(n.id);
+                            let v = models[g as usize].live.get(&id).unwrap_or_else(|| {
+                                panic!("generation {g}: {id} is not live in it")
+                            });
+                            let d = Model::dist(Metric::L2, &queries[qi], v);
+                            assert!((n.dist - d).abs() <= 1e-4 * d.max(1.0));
+                        }
+                        checked += 1;
+                        if last != Some(g) {
+                            seen_tx.send((t, g)).unwrap();
+                            last = Some(g);
+                        }
+                        if g == GENERATIONS {
+                            return checked;
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(seen_tx);
+        let mut writer = IndexWriter::open(&dir).unwrap();
+        start.wait();
+        for (g, (ids, vectors, dead)) in batches.iter().enumerate() {
+            // Every thread has searched generation g before g + 1 is committed.
+            let mut waiting: std::collections::BTreeSet<usize> = (0..THREADS).collect();
+            while !waiting.is_empty() {
+                let (t, seen) = seen_rx.recv().unwrap();
+                if seen == g as u64 {
+                    waiting.remove(&t);
+                }
+            }
+            writer.insert(ids, vectors.view()).unwrap();
+            writer.delete(dead);
+            assert_eq!(writer.commit().unwrap(), g as u64 + 1);
+            assert_eq!(shared.refresh().unwrap(), g as u64 + 1);
+        }
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<u64>>()
+    });
+    assert!(answers.iter().all(|&n| n > GENERATIONS));
+    // A generation held across refreshes keeps answering as itself; the latest is the model's.
+    check_index(
+        &shared.current(),
+        Metric::L2,
+        &models[GENERATIONS as usize],
+        &queries,
+    );
+    check_against_model(&dir, Metric::L2, &models[GENERATIONS as usize], &queries);
+}
+
+/// `m3::update::compact` folds the log and the delta into new published files: exact search
+/// equals the model afterwards, `wal.m3` and `delta.m3` are gone, `m3 verify` passes; a
+/// generation held across the compaction keeps answering as itself (its files stay open); a
+/// `LiveIndex` refresh installs the compacted index, and updates go on on top of it.
+#[test]
+fn compact_folds_the_updates_into_the_published_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(61);
+    let queries: Vec<Vec<f32>> = (0..6).map(|_| vector(&mut rng)).collect();
+    let mut model = Model::base();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let new: Vec<u64> = (0..60)
+        .map(|i| 1 << 45 | i)
+        .chain(base_ids()[..20].iter().copied())
+        .collect();
+    let vs: Vec<f32> = (0..new.len()).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&new, v.view()).unwrap();
+    w.delete(&base_ids()[100..150]);
+    w.delete(&new[..5]);
+    w.commit().unwrap();
+    for (id, x) in new.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    for id in base_ids()[100..150].iter().chain(&new[..5]) {
+        model.live.remove(id);
+    }
+    drop(w);
+    let shared = LiveIndex::new(open(&dir));
+    let held = shared.current();
+    let pool = pool();
+    let r = m3::update::compact(&dir, pool).unwrap();
+    assert_eq!(r.live_vectors, model.live.len() as u64);
+    assert_eq!(r.generation, 1);
+    assert!(!dir.join(WAL_FILE).exists() && !dir.join("delta.m3").exists());
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    assert_eq!(m3::recover_index_dir(&dir).unwrap().removed.len(), 0);
+    // The held generation answers from its open files.
+    check_index(&held, Metric::L2, &model, &queries);
+    assert_eq!(shared.refresh().unwrap(), 0);
+    check_index(&shared.current(), Metric::L2, &model, &queries);
+    // Updates on top of the compacted index.
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let more: Vec<u64> = (0..10).map(|i| 1 << 46 | i).collect();
+    let vs: Vec<f32> = (0..10).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&more, v.view()).unwrap();
+    w.delete(&new[10..12]);
+    assert_eq!(w.commit().unwrap(), 1);
+    for (id, x) in more.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    for id in &new[10..12] {
+        model.live.remove(id);
+    }
+    assert_eq!(shared.refresh().unwrap(), 1);
+    check_index(&shared.current(), Metric::L2, &model, &queries);
+    check_against_model(&dir, Metric::L2, &model, &queries);
+}
+
+/// `m3 delete` and `m3 compact` killed with SIGKILL at random points: after recovery
+/// (`recover_index_dir`, what every `m3` command runs first) the index opens and verifies,
+/// every delete whose command exited 0 is in, a killed delete is wholly in or wholly out, and
+/// exact search equals the model (so no compaction lost or resurrected anything).
+#[test]
+fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let d = dir.to_str().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(43);
+    let queries: Vec<Vec<f32>> = (0..4).map(|_| vector(&mut rng)).collect();
+    let mut model = Model::base();
+    // Some inserts first, so that there is a delta to fold.
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let new: Vec<u64> = (0..100).map(|i| 1 << 47 | i).collect();
+    let vs: Vec<f32> = (0..100).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&new, v.view()).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    for (id, x) in new.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    let mut full_us = [0u64; 2];
+    let (mut killed, mut acked) = (0, 0);
+    for round in 0..8usize {
+        let compact = round % 2 == 1;
+        let ids: Vec<u64> = model
+            .live
+            .keys()
+            .copied()
+            .skip(round * 7)
+            .step_by(13)
+            .take(12)
+            .collect();
+        let ipath = tmp.path().join(format!("d{round}.u64bin"));
+        write_user_ids(&ipath, &ids).unwrap();
+        let args: Vec<&str> = if compact {
+            vec!["compact", "--index", d, "--threads", "1"]
+        } else {
+            vec!["delete", "--index", d, "--ids", ipath.to_str().unwrap()]
+        };
+        let started = std::time::Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_m3"))
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let status = if round < 2 {
+            // The first of each runs to completion: how long it takes here.
+            let s = child.wait().unwrap();
+            full_us[usize::from(compact)] = started.elapsed().as_micros() as u64;
+            s
+        } else {
+            // The delay only picks the point of the kill (some land after the exit).
+            let full = full_us[usize::from(compact)].max(1000);
+            std::thread::sleep(std::time::Duration::from_micros(
+                rng.random_range(full / 5..full),
+            ));
+            child.kill().unwrap();
+            child.wait().unwrap()
+        };
+        if status.success() {
+            acked += 1
+        } else {
+            killed += 1
+        }
+        m3::recover_index_dir(&dir).unwrap();
+        let w = IndexWriter::open(&dir).unwrap();
+        if !compact {
+            let gone = ids.iter().filter(|&&id| !w.contains(id)).count();
+            assert!(
+                gone == ids.len() || (gone == 0 && !status.success()),
+                "round {round}: {gone} of {} deleted (exit {status:?})",
+                ids.len()
+            );
+            if gone == ids.len() {
+                for id in &ids {
+                    model.live.remove(id);
+                }
+            }
+        }
+        assert_eq!(w.live_vectors(), model.live.len() as u64, "round {round}");
+        drop(w);
+        check_against_model(&dir, Metric::L2, &model, &queries);
+        let o = m3_cmd(&["verify", d]);
+        assert!(
+            o.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    eprintln!("{acked} commands ran to the end, {killed} were killed");
+    assert!(killed > 0, "nothing was killed");
 }

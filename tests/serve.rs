@@ -997,3 +997,252 @@ fn serve_exact_and_range_take_block_weights_on_a_multi_vector_index() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.error().error.field.as_deref(), Some("block_weights"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Live updates: POST /v1/upsert, POST /v1/delete
+// ---------------------------------------------------------------------------------------------
+
+/// A copy of the fixture index that a test may update.
+fn writable_copy(to: &std::path::Path) -> std::path::PathBuf {
+    let dst = to.join("idx");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&fixture().index).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+fn open_at(dir: &std::path::Path) -> Arc<Index> {
+    Arc::new(Index::open(dir, IoBackend::Pread, &ReaderOptions::default()).unwrap())
+}
+
+/// Exact top ids of `vector` from the server.
+fn exact_top(addr: std::net::SocketAddr, key: &[(&str, &str)], vector: &[f32]) -> Vec<u64> {
+    let body = serde_json::json!({"vectors": [vector], "k": 3, "exact": true});
+    let r = post(addr, "/v1/search", &serde_json::to_vec(&body).unwrap(), key);
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json::<SearchResponse>().results[0].ids.clone()
+}
+
+/// Upserts and deletes over HTTP need the key (401 without), refuse bad ids, dimensions and
+/// values (400 naming the field), and once answered 200 are seen by the next search (exact
+/// and approximate) and survive a restart.
+#[test]
+fn serve_upsert_and_delete_are_durable_and_searched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = writable_copy(tmp.path());
+    let server = start_with(
+        open_at(&dir),
+        ServeConfig {
+            api_key: Some(ApiKey::new(b"w-key").unwrap()),
+            ..config()
+        },
+    );
+    let addr = server.addr();
+    let key = [("authorization", "Bearer w-key")];
+    let q = &fixture().queries;
+    let v = |i: usize| q.row(i).to_vec();
+    let upsert = |ids: &[u64], rows: &[Vec<f32>]| {
+        let body = serde_json::json!({"ids": ids, "vectors": rows});
+        post(
+            addr,
+            "/v1/upsert",
+            &serde_json::to_vec(&body).unwrap(),
+            &key,
+        )
+    };
+    // No key, a wrong key.
+    for headers in [&[][..], &[("authorization", "Bearer nope")][..]] {
+        let body = br#"{"ids":[1],"vectors":[[0.5]]}"#;
+        assert_eq!(post(addr, "/v1/upsert", body, headers).status, 401);
+        assert_eq!(
+            post(addr, "/v1/delete", br#"{"ids":[1]}"#, headers).status,
+            401
+        );
+    }
+    // Bad requests: each 400, naming the field.
+    let dim = q.dim();
+    let mut long = v(0);
+    long.push(1.0);
+    let bad: Vec<(Vec<u8>, &str, &str)> = vec![
+        (
+            serde_json::to_vec(&serde_json::json!({"ids": [1, 2], "vectors": [v(0)]})).unwrap(),
+            "/v1/upsert",
+            "ids",
+        ),
+        (
+            serde_json::to_vec(&serde_json::json!({"ids": [1], "vectors": [long]})).unwrap(),
+            "/v1/upsert",
+            "vectors[0]",
+        ),
+        (
+            format!(
+                r#"{{"ids":[-1],"vectors":[[{}]]}}"#,
+                vec!["0.5"; dim].join(",")
+            )
+            .into_bytes(),
+            "/v1/upsert",
+            "ids[0]",
+        ),
+        (
+            format!(
+                r#"{{"ids":["a"],"vectors":[[{}]]}}"#,
+                vec!["0.5"; dim].join(",")
+            )
+            .into_bytes(),
+            "/v1/upsert",
+            "ids[0]",
+        ),
+        (
+            // Beyond f32: infinite once parsed.
+            format!(
+                r#"{{"ids":[1],"vectors":[[1e39{}]]}}"#,
+                ",0.5".repeat(dim - 1)
+            )
+            .into_bytes(),
+            "/v1/upsert",
+            "vectors[0][0]",
+        ),
+        (br#"{"ids":[]}"#.to_vec(), "/v1/delete", "ids"),
+        (br#"{"ids":[1.5]}"#.to_vec(), "/v1/delete", "ids[0]"),
+    ];
+    for (body, path, field) in &bad {
+        let r = post(addr, path, body, &key);
+        assert_eq!(
+            r.status,
+            400,
+            "{path} {}: {}",
+            String::from_utf8_lossy(body),
+            r.text()
+        );
+        assert_eq!(
+            r.error().error.field.as_deref(),
+            Some(*field),
+            "{}",
+            r.text()
+        );
+    }
+    // NaN is not JSON: refused as a body that does not parse.
+    let nan = format!(
+        r#"{{"ids":[1],"vectors":[[NaN{}]]}}"#,
+        ",0.5".repeat(dim - 1)
+    );
+    assert_eq!(post(addr, "/v1/upsert", nan.as_bytes(), &key).status, 400);
+    // Nothing of the refused requests was written.
+    let r = get(addr, "/v1/index", &key);
+    assert_eq!(r.json::<serde_json::Value>()["live"]["generation"], 0);
+
+    // Three new vectors: each the nearest of its own query once the 200 is back.
+    let new_ids = [1u64 << 40, (1 << 40) + 1, (1 << 40) + 2];
+    let r = upsert(&new_ids, &[v(0), v(1), v(2)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let w: m3::serve::WriteResponse = r.json();
+    assert_eq!((w.generation, w.requests_in_commit), (1, 1));
+    for (i, id) in new_ids.iter().enumerate() {
+        assert_eq!(exact_top(addr, &key, &v(i))[0], *id);
+    }
+    // Delete one of them and the base vector nearest to query 5.
+    let base_top = exact_top(addr, &key, &v(5))[0];
+    let body = serde_json::json!({"ids": [new_ids[1], base_top]});
+    let r = post(
+        addr,
+        "/v1/delete",
+        &serde_json::to_vec(&body).unwrap(),
+        &key,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json::<m3::serve::WriteResponse>().generation, 2);
+    assert!(!exact_top(addr, &key, &v(1)).contains(&new_ids[1]));
+    assert!(!exact_top(addr, &key, &v(5)).contains(&base_top));
+    // Upsert of a base id: its vector is replaced.
+    let r = upsert(&[7], &[v(9)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(exact_top(addr, &key, &v(9))[0], 7);
+    // Approximate search never returns a deleted id.
+    for i in [1usize, 5] {
+        let r = post(addr, "/v1/search", &search_body(i..i + 1, None), &key);
+        let ids = &r.json::<SearchResponse>().results[0].ids;
+        assert!(
+            !ids.contains(&new_ids[1]) && !ids.contains(&base_top),
+            "{ids:?}"
+        );
+    }
+    assert_eq!(
+        get(addr, "/v1/index", &key).json::<serde_json::Value>()["live"]["generation"],
+        3
+    );
+    server.shutdown().unwrap();
+    // Durable: a fresh open answers the same.
+    let index = open_at(&dir);
+    assert_eq!(index.live_info().generation, 3);
+    let mut ex = ExactSearcher::new(&index);
+    let top =
+        |ex: &mut ExactSearcher<'_>, i: usize| index.user_id(ex.knn(&v(i), 1).unwrap().0[0].id);
+    assert_eq!(top(&mut ex, 0), new_ids[0]);
+    assert_eq!(top(&mut ex, 9), 7);
+    assert_ne!(top(&mut ex, 5), base_top);
+    m3::verify(&dir).unwrap();
+}
+
+/// Concurrent write requests share one commit: the writer thread is held (by the test's write
+/// hook) on the first request until the others are queued, then commits them all with one
+/// fsync: one commit for every request, each answered with the same generation; searches run
+/// meanwhile, and every written vector is found afterwards.
+#[test]
+fn serve_group_commit_batches_concurrent_writes() {
+    const N: usize = 8;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = writable_copy(tmp.path());
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hook = m3::serve::WriteHook::new(move |queued| {
+        if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let t = Instant::now();
+            while queued() < N - 1 {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "requests never queued"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+    let server = start_with(
+        open_at(&dir),
+        ServeConfig {
+            write_hook: Some(hook),
+            ..config()
+        },
+    );
+    let addr = server.addr();
+    let q = &fixture().queries;
+    let replies: Vec<m3::serve::WriteResponse> = std::thread::scope(|s| {
+        let writers: Vec<_> = (0..N)
+            .map(|i| {
+                s.spawn(move || {
+                    let body = serde_json::json!({"ids": [5000 + i as u64 * 1000], "vectors": [q.row(20 + i)]});
+                    let r = post_json(addr, "/v1/upsert", &body);
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    r.json()
+                })
+            })
+            .collect();
+        // Searches are answered while the writer is held.
+        let r = post(addr, "/v1/search", &search_body(0..4, None), &[]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        writers.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for w in &replies {
+        assert_eq!((w.generation, w.requests_in_commit), (1, N), "{w:?}");
+    }
+    let text = get(addr, "/metrics", &[]).text();
+    assert_eq!(metric_in(&text, "m3_commits_total"), Some(1.0), "{text}");
+    assert_eq!(metric_in(&text, "m3_write_requests_total"), Some(N as f64));
+    for i in 0..N {
+        assert_eq!(
+            exact_top(addr, &[], q.row(20 + i))[0],
+            5000 + i as u64 * 1000
+        );
+    }
+    server.shutdown().unwrap();
+}

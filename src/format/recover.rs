@@ -26,6 +26,9 @@ pub enum TempKind {
     Old,
     /// `<out>.sort-<pid>`: the build's external-sort runs.
     Sort,
+    /// `<out>.compact-<pid>`: the live set a compaction exported (`live.fbin`,
+    /// `live.u64bin`).
+    Compact,
 }
 
 impl TempKind {
@@ -34,6 +37,7 @@ impl TempKind {
             TempKind::Tmp => "tmp",
             TempKind::Old => "old",
             TempKind::Sort => "sort",
+            TempKind::Compact => "compact",
         }
     }
 }
@@ -122,6 +126,7 @@ pub fn temporaries(target: &Path) -> Result<Vec<Temporary>, FormatError> {
             "tmp" => TempKind::Tmp,
             "old" => TempKind::Old,
             "sort" => TempKind::Sort,
+            "compact" => TempKind::Compact,
             _ => continue,
         };
         if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
@@ -194,6 +199,7 @@ pub fn recover_index_dir(target: &Path) -> Result<RecoveryReport, FormatError> {
                 Err(e) => Err(e.to_string()),
             },
             TempKind::Sort => sort_dir_only_runs(&t.path),
+            TempKind::Compact => compact_dir_only_exports(&t.path),
         };
         match removable.and_then(|()| remove_dir_if_exists(&t.path).map_err(|e| e.to_string())) {
             Ok(()) => report.removed.push(t.path.clone()),
@@ -253,6 +259,24 @@ fn restore(target: &Path, dead: &[Temporary]) -> Result<Option<Restored>, Format
 }
 
 /// `Ok` when `dir` holds only the build's sort runs (`run-*.zst`).
+/// Whether `dir` holds only what a compaction exports (so removing it loses nothing).
+fn compact_dir_only_exports(dir: &Path) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
+    for e in entries {
+        let e = e.map_err(|e| e.to_string())?;
+        let name = e.file_name();
+        // The writers' partial files end in `.partial-<pid>` or similar: any `live.*`.
+        let ours = name.to_str().is_some_and(|n| n.starts_with("live."));
+        if !ours || !e.file_type().is_ok_and(|t| t.is_file()) {
+            return Err(format!(
+                "it holds {}, not an exported live set",
+                e.path().display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn sort_dir_only_runs(dir: &Path) -> Result<(), String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,

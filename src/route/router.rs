@@ -55,7 +55,7 @@ impl AnchorOrder {
 pub const DEFAULT_ROUTE_MIN_K: usize = 4096;
 
 /// Ranks anchors for queries: exact, or in two levels when there are many.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Router {
     order: AnchorOrder,
     norms: Vec<f32>,

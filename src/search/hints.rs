@@ -26,7 +26,7 @@ pub const HINT_REFINE: usize = 4;
 /// centroid (L2), the PQ code of the residual and the L2 correction `|r̂|² + 2 c·r̂`. Stored in
 /// the hint router's layout order (group after group), so that a query's candidates, which
 /// come group by group, are read in runs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HintCodes {
     /// Position of each training query in the arrays below.
     position: Vec<u32>,

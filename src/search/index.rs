@@ -20,8 +20,37 @@ use super::hints::HintCodes;
 use crate::route::{AnchorOrder, DEFAULT_ROUTE_MIN_K, Router};
 
 /// A searchable index. Cheap to share across threads (`&Index` is all a query needs).
+///
+/// An `Index` is one *generation* of the index: the published files plus the live updates
+/// committed when it was made. It never changes under a query; [`crate::LiveIndex`] holds the
+/// latest generation and swaps in a new one after each commit. The parts that never change
+/// (anchors, PQ codes, the reader of `data.m3`, ...) are shared by every generation
+/// ([`IndexCore`], reached through `Deref`).
 #[derive(Debug)]
 pub struct Index {
+    pub(super) core: Arc<IndexCore>,
+    /// Ranks base anchors (two levels when there are many) and query-modality anchors.
+    pub(super) router: Router,
+    pub(super) query_router: Router,
+    pub(super) hint_router: Option<Router>,
+    /// The training queries in PQ form, for the first pass of the hint search (`hints`).
+    pub(super) hint_codes: Option<HintCodes>,
+    /// The committed live updates (`wal.m3`, `delta.m3`) of this generation.
+    pub(super) live: Arc<super::live::Live>,
+    /// The record codec: ids are checked against the vids of this generation.
+    pub(super) codec: RecordCodec,
+    /// `data.m3`, or `data.m3` and `delta.m3` as one sector space once there are inserts.
+    pub(super) reader: Arc<dyn BlockReader>,
+    /// A bound on the norm of every vector a query is compared with, in stored coordinates:
+    /// records (`stats.m3`'s `max_base_norm`, and the inserts), PQ reconstructions, base and
+    /// query anchors, coarse centres. [`Index::check_query`] uses it to refuse queries whose
+    /// distances could overflow.
+    pub(super) norm_bound: f64,
+}
+
+/// What every generation of an open index shares: the published files as loaded at open.
+#[derive(Debug)]
+pub struct IndexCore {
     pub(super) dir: PathBuf,
     pub(super) meta: IndexMeta,
     pub(super) metric: Metric,
@@ -36,37 +65,76 @@ pub struct Index {
     pub(super) correction: Vec<f32>,
     /// The refinement codes (`refine.m3`), if the index has them.
     pub(super) refine: Option<Refinement>,
-    pub(super) codec: RecordCodec,
     pub(super) layout: RecordLayout,
-    pub(super) reader: Arc<dyn BlockReader>,
-    /// Ranks base anchors (two levels when there are many) and query-modality anchors.
-    pub(super) router: Router,
-    pub(super) query_router: Router,
+    /// The reader of `data.m3` alone.
+    pub(super) data_reader: Arc<dyn BlockReader>,
+    /// How `delta.m3` is read (each generation with inserts opens a reader on it).
+    pub(super) delta_backend: IoBackend,
+    pub(super) delta_options: ReaderOptions,
+    /// CRC32C of `manifest.m3` when the index was opened: a log or a published generation
+    /// naming another manifest needs a full reopen.
+    pub(super) manifest_crc32c: u32,
     /// The base anchors' stored coarse level (`coarse.m3`), if the index has one.
     pub(super) coarse: Option<CoarseLevel>,
     /// The blocks of a multi-vector index.
     pub(super) blocks: Option<IndexBlocks>,
-    /// Training queries and their answers' records (`hints.m3`), if the index has them, with
-    /// the router that finds a query's nearest training queries.
+    /// Training queries and their answers' records (`hints.m3`), if the index has them.
     pub(super) hints: Option<Hints>,
-    pub(super) hint_router: Option<Router>,
-    /// The training queries in PQ form, for the first pass of the hint search (`hints`).
-    pub(super) hint_codes: Option<HintCodes>,
     /// The user id of every base vector (`ids.m3`); `None`: the ids are the row numbers.
     pub(super) user_ids: Option<Vec<u64>>,
-    /// The committed live updates (`wal.m3`, `delta.m3`) as of opening.
-    pub(super) live: super::live::Live,
     /// `keys.m3` (format 1.1), checked at open and held open for exact search.
     pub(super) keys_file: Option<ListedFile>,
     /// `pq.m3`, checked at open and held open for exact search's per-record errors.
     pub(super) pq_file: ListedFile,
     /// What exact and range search need besides the above, loaded at their first use.
     pub(super) exact: OnceLock<ExactAux>,
-    /// A bound on the norm of every vector a query is compared with, in stored coordinates:
-    /// records (`stats.m3`'s `max_base_norm`), PQ reconstructions, base and query anchors,
-    /// coarse centres. [`Index::check_query`] uses it to refuse queries whose distances
-    /// could overflow.
-    pub(super) norm_bound: f64,
+}
+
+/// The router over the training queries of `hints.m3` and their PQ form, if the index has them.
+fn hint_routing(
+    hints: Option<&Hints>,
+    metric: Metric,
+    centroids: &Matrix<f32>,
+    pq: &ProductQuantizer,
+) -> (Option<Router>, Option<HintCodes>) {
+    let router = hints.map(|h| {
+        Router::new(
+            h.queries.view(),
+            AnchorOrder::training_queries(metric),
+            DEFAULT_ROUTE_MIN_K,
+        )
+    });
+    let codes = hints
+        .zip(router.as_ref())
+        .map(|(h, r)| HintCodes::encode(&h.queries, r, centroids, pq));
+    (router, codes)
+}
+
+/// The published files of `dir` and the CRC32C of the manifest they were opened by (refused
+/// if another manifest was published meanwhile).
+fn open_parts(dir: &Path) -> Result<(IndexParts, u32), SearchError> {
+    let manifest_path = dir.join(crate::format::files::MANIFEST_FILE);
+    let before = crate::format::file_crc32c(&manifest_path);
+    // A missing or bad index gets its typed error from here, not from the CRC's read.
+    let parts = IndexParts::open(dir)?;
+    let (_, manifest_crc32c) = before?;
+    if crate::format::file_crc32c(&manifest_path)?.1 != manifest_crc32c {
+        return Err(FormatError::corrupt(
+            &manifest_path,
+            0,
+            "the manifest changed while the index was opened (a build or a compaction \
+             published a new one): open it again",
+        )
+        .into());
+    }
+    Ok((parts, manifest_crc32c))
+}
+
+impl std::ops::Deref for Index {
+    type Target = IndexCore;
+    fn deref(&self) -> &IndexCore {
+        &self.core
+    }
 }
 
 /// The live updates of an open index (`wal.m3`, `delta.m3`; `docs/UPDATES.md`), as of when it
@@ -119,11 +187,13 @@ impl Index {
         backend: IoBackend,
         options: &ReaderOptions,
     ) -> Result<Self, SearchError> {
-        let mut idx = Self::load(dir, |data_path| {
-            Ok(open_reader(data_path, backend, options)?)
-        })?;
-        super::live::load(&mut idx, backend, options)?;
-        Ok(idx)
+        let idx = Self::load(
+            dir,
+            |data_path| Ok(open_reader(data_path, backend, options)?),
+            backend,
+            options,
+        )?;
+        Ok(super::live::advance(&idx)?.unwrap_or(idx))
     }
 
     /// Opens `dir` like [`Index::open`] but reads `data.m3` through `reader` (e.g. a
@@ -131,16 +201,22 @@ impl Index {
     /// must read this index's `data.m3`: its length is checked against the manifest.
     /// Live updates (`delta.m3`) are read with pread.
     pub fn open_with_reader(dir: &Path, reader: Arc<dyn BlockReader>) -> Result<Self, SearchError> {
-        let mut idx = Self::load(dir, |_| Ok(reader))?;
-        super::live::load(&mut idx, IoBackend::Pread, &ReaderOptions::default())?;
-        Ok(idx)
+        let idx = Self::load(
+            dir,
+            |_| Ok(reader),
+            IoBackend::Pread,
+            &ReaderOptions::default(),
+        )?;
+        Ok(super::live::advance(&idx)?.unwrap_or(idx))
     }
 
     fn load(
         dir: &Path,
         open_data: impl FnOnce(&Path) -> Result<Arc<dyn BlockReader>, SearchError>,
+        delta_backend: IoBackend,
+        delta_options: &ReaderOptions,
     ) -> Result<Self, SearchError> {
-        let parts = IndexParts::open(dir)?;
+        let (parts, manifest_crc32c) = open_parts(dir)?;
         let meta = parts.manifest.meta;
         let metric = meta.metric().ok_or_else(|| {
             FormatError::corrupt(dir.join("manifest.m3"), 0, "unknown metric code")
@@ -207,23 +283,10 @@ impl Index {
             Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
         let header = parts.data_header;
         let hints = parts.hints;
-        let hint_router = hints.as_ref().map(|h| {
-            Router::new(
-                h.queries.view(),
-                AnchorOrder::training_queries(metric),
-                DEFAULT_ROUTE_MIN_K,
-            )
-        });
-        let hint_codes = hints
-            .as_ref()
-            .zip(hint_router.as_ref())
-            .map(|(h, r)| HintCodes::encode(&h.queries, r, &clusters.centroids, &pq));
-        Ok(Self {
+        let (hint_router, hint_codes) =
+            hint_routing(hints.as_ref(), metric, &clusters.centroids, &pq);
+        let core = IndexCore {
             hints,
-            hint_router,
-            hint_codes,
-            router,
-            query_router,
             coarse,
             dir: dir.to_path_buf(),
             meta,
@@ -238,16 +301,27 @@ impl Index {
             codes: parts.pq.codes,
             correction: parts.pq.correction,
             refine,
-            // Every record read is checked: id below n_vectors, neighbours below n_records.
-            codec: header.codec()?.with_n_vectors(meta.n_vectors),
             layout: header.layout(),
-            reader,
+            data_reader: reader.clone(),
+            delta_backend,
+            delta_options: delta_options.clone(),
+            manifest_crc32c,
             user_ids: parts.ids.map(|ids| ids.ids),
-            live: super::live::Live::default(),
             keys_file: parts.keys_file,
             pq_file: parts.pq_file,
             exact: OnceLock::new(),
             blocks,
+        };
+        Ok(Self {
+            core: Arc::new(core),
+            hint_router,
+            hint_codes,
+            router,
+            query_router,
+            // Every record read is checked: id below n_vectors, neighbours below n_records.
+            codec: header.codec()?.with_n_vectors(meta.n_vectors),
+            reader,
+            live: Arc::new(super::live::Live::default()),
             norm_bound,
         })
     }

@@ -16,7 +16,7 @@ use crate::distance::{self, Metric};
 use crate::format::delta::{DeltaFile, slot_location};
 use crate::format::files::{DATA_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
 use crate::format::{FormatError, SECTOR_BYTES, WalOp, WalTail, read_wal};
-use crate::io::{ConcatReader, IoBackend, ReadRequest, ReaderOptions, open_reader};
+use crate::io::{ConcatReader, ReadRequest, open_reader};
 use std::collections::HashMap;
 
 /// A set of vids.
@@ -277,8 +277,9 @@ impl Index {
     }
 }
 
-/// The live state of an open index (module doc). Empty for an index without `wal.m3`.
-#[derive(Debug, Default)]
+/// The live state of one generation of an open index (module doc). Empty for an index
+/// without `wal.m3`.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Live {
     pub(crate) ids: Option<LiveIds>,
     pub(crate) generation: u64,
@@ -294,10 +295,12 @@ pub(crate) struct Live {
     pub(crate) keys: Vec<f32>,
     /// The live delta records (record numbers) of each cluster, in log order.
     pub(crate) by_cluster: Vec<Vec<u32>>,
-    /// Each cluster's radii over its base and live delta records.
+    /// Each cluster's radii over its base and live delta records (an interval that covers
+    /// them: a record deleted since may have widened it).
     pub(crate) radii: Vec<[f32; 2]>,
-    /// The vid of every base record, once some base vector is dead (else not needed).
-    pub(crate) record_vids: Option<Vec<u32>>,
+    /// The vid of every base record, once some base vector is dead (else not needed); shared
+    /// by the generations that follow.
+    pub(crate) record_vids: Option<std::sync::Arc<Vec<u32>>>,
     /// Sector of the block reader's space where `delta.m3` starts.
     pub(crate) delta_start: u64,
     /// Bytes of `delta.m3`.
@@ -321,19 +324,26 @@ impl Live {
     }
 }
 
-/// Replays `wal.m3` of the index being opened and loads its delta records (see the module
-/// doc). The index's reader is replaced by one over `data.m3` and `delta.m3`.
-pub(super) fn load(
-    idx: &mut Index,
-    backend: IoBackend,
-    options: &ReaderOptions,
-) -> Result<(), SearchError> {
+/// The generation after `idx`: the batches `wal.m3` committed since `idx` was made, applied to
+/// a copy of its live state (only the new inserts are read from `delta.m3` and coded), or a
+/// fresh open when the published files changed (a compaction or a rebuild). `None`: nothing
+/// new. Opening an index is `advance` from the published files alone.
+pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
     let dir = idx.dir.clone();
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let (_, manifest_crc) = crate::format::file_crc32c(&manifest_path)?;
+    if manifest_crc != idx.manifest_crc32c {
+        // A new generation of the published files: its log starts over.
+        let backend = idx.delta_backend;
+        return Ok(Some(Index::open(&dir, backend, &idx.delta_options)?));
+    }
     let wal_path = dir.join(WAL_FILE);
     let Some(replay) = read_wal(&wal_path)? else {
-        return Ok(());
+        return match idx.live.generation {
+            0 => Ok(None),
+            _ => Err(FormatError::corrupt(&wal_path, 0, "the log of a live index is gone").into()),
+        };
     };
-    let (_, manifest_crc) = crate::format::file_crc32c(&dir.join(MANIFEST_FILE))?;
     let h = replay.header;
     if h.manifest_crc32c != manifest_crc
         || h.n_vectors != idx.meta.n_vectors
@@ -347,12 +357,36 @@ pub(super) fn load(
         )
         .into());
     }
+    let from = idx.live.generation;
+    if replay.generation() < from {
+        return Err(FormatError::corrupt(
+            &wal_path,
+            0,
+            format!(
+                "the log holds {} commits, the open index has seen {from}",
+                replay.generation()
+            ),
+        )
+        .into());
+    }
+    if replay.generation() == from && (from > 0 || idx.live.ids.is_some()) {
+        return Ok(None);
+    }
     idx.check_updatable()
         .map_err(|e| FormatError::corrupt(&wal_path, 0, e))?;
     let base_ids = idx.user_ids.as_deref();
-    let mut ids = LiveIds::new(idx.meta.n_vectors, base_ids);
+    let mut live = Live::clone(&idx.live);
+    let mut ids = live
+        .ids
+        .take()
+        .unwrap_or_else(|| LiveIds::new(idx.meta.n_vectors, base_ids));
+    if live.radii.is_empty() {
+        live.radii = idx.entries.iter().map(|e| [e.r_min, e.r_max]).collect();
+        live.by_cluster = vec![Vec::new(); idx.entries.len()];
+    }
+    let dead_before = ids.dead_count();
     let mut inserts = Vec::new();
-    for op in replay.batches.iter().flatten() {
+    for op in replay.batches[from as usize..].iter().flatten() {
         match *op {
             WalOp::Insert {
                 user_id,
@@ -373,49 +407,52 @@ pub(super) fn load(
             WalOp::Commit { .. } => {}
         }
     }
-    let mut live = Live {
-        generation: replay.generation(),
-        tail: replay.tail.clone(),
-        radii: idx.entries.iter().map(|e| [e.r_min, e.r_max]).collect(),
-        by_cluster: vec![Vec::new(); idx.entries.len()],
-        ..Live::default()
-    };
+    live.generation = replay.generation();
+    live.tail = replay.tail.clone();
     let n_records = idx.meta.n_records;
-    if n_records + inserts.len() as u64 >= u64::from(u32::MAX) {
+    if n_records + (live.vids.len() + inserts.len()) as u64 >= u64::from(u32::MAX) {
         return Err(
             FormatError::corrupt(&wal_path, 0, "more records than u32 record numbers").into(),
         );
     }
-    if !inserts.is_empty() {
-        load_delta(
-            idx,
-            &mut live,
-            &ids,
-            &inserts,
-            manifest_crc,
-            backend,
-            options,
-        )?;
+    if ids.dead_count() > dead_before {
+        // Records inserted by earlier generations and dead now leave their clusters' lists.
+        let n = n_records as u32;
+        for list in &mut live.by_cluster {
+            list.retain(|&r| !ids.is_dead(live.vids[(r - n) as usize]));
+        }
     }
-    if ids.any_base_dead() {
-        live.record_vids = Some(base_record_vids(idx)?);
+    let mut next = Index {
+        core: idx.core.clone(),
+        router: idx.router.clone(),
+        query_router: idx.query_router.clone(),
+        hint_router: idx.hint_router.clone(),
+        hint_codes: idx.hint_codes.clone(),
+        live: idx.live.clone(),
+        codec: idx.codec,
+        reader: idx.reader.clone(),
+        norm_bound: idx.norm_bound,
+    };
+    if !inserts.is_empty() {
+        load_delta(&mut next, &mut live, &ids, &inserts, manifest_crc)?;
+    }
+    if ids.any_base_dead() && live.record_vids.is_none() {
+        live.record_vids = Some(std::sync::Arc::new(base_record_vids(idx)?));
     }
     live.ids = Some(ids);
-    idx.live = live;
-    Ok(())
+    next.live = std::sync::Arc::new(live);
+    Ok(Some(next))
 }
 
-/// Reads the records of the log's inserts from `delta.m3` (each checked against the CRC32C the
-/// log holds, its vid and finite components), codes them into `live`, widens the norm bound
-/// and puts a reader over `data.m3` and `delta.m3` in place.
+/// Reads the records of the log's new inserts from `delta.m3` (each checked against the CRC32C
+/// the log holds, its vid and finite components), codes them into `live`, widens the norm
+/// bound and puts a reader over `data.m3` and `delta.m3` (as it is now) in place.
 fn load_delta(
     idx: &mut Index,
     live: &mut Live,
     ids: &LiveIds,
     inserts: &[(u32, u64, u32)],
     manifest_crc: u32,
-    backend: IoBackend,
-    options: &ReaderOptions,
 ) -> Result<(), SearchError> {
     let n_records = idx.meta.n_records;
     let mut max_norm = 0f64;
@@ -431,8 +468,10 @@ fn load_delta(
     let rb = codec.record_bytes() as usize;
     let mut bytes = vec![0u8; rb];
     let mut v = vec![0f32; idx.dim];
+    let d0 = live.vids.len();
     use std::os::unix::fs::FileExt;
-    for (d, &(vid, slot, crc)) in inserts.iter().enumerate() {
+    for (i, &(vid, slot, crc)) in inserts.iter().enumerate() {
+        let d = d0 + i;
         let (offset, _, _) = slot_location(idx.layout, slot);
         file.read_exact_at(&mut bytes, offset)
             .map_err(|e| FormatError::io(&delta_path, e))?;
@@ -492,17 +531,97 @@ fn load_delta(
         .metadata()
         .map_err(|e| FormatError::io(&delta_path, e))?
         .len();
-    let base_sectors = idx.reader.len_bytes().div_ceil(SECTOR_BYTES as u64);
+    let base_sectors = idx.data_reader.len_bytes().div_ceil(SECTOR_BYTES as u64);
     live.delta_start = base_sectors + 1;
-    let delta_reader = open_reader(&delta_path, backend, options)?;
+    let delta_reader = open_reader(&delta_path, idx.delta_backend, &idx.delta_options)?;
     idx.reader = std::sync::Arc::new(ConcatReader::new(
-        idx.reader.clone(),
+        idx.data_reader.clone(),
         delta_reader,
         live.delta_start,
     )?);
     idx.codec = codec;
     idx.norm_bound = idx.norm_bound.max(max_norm);
     Ok(())
+}
+
+/// What [`Index::for_each_live`] calls with each live vector: its user id and the vector.
+pub(crate) type LiveSink<'a> = dyn FnMut(u64, &[f32]) -> Result<(), SearchError> + 'a;
+
+impl Index {
+    /// Calls `sink` with every live vector of this generation (stored coordinates: normalised
+    /// under cosine) and its user id, each once: the base vectors in `data.m3` order (a
+    /// spilled copy is skipped), then the live inserts in log order. Returns how many. Reads
+    /// `data.m3` once sequentially and each live insert's record from `delta.m3`.
+    pub(crate) fn for_each_live(&self, sink: &mut LiveSink<'_>) -> Result<u64, SearchError> {
+        self.check_updatable().map_err(|what| SearchError::Param {
+            name: "index",
+            what,
+        })?;
+        let base_ids = self.user_ids.as_deref();
+        let user = |vid: u32| match &self.live.ids {
+            Some(ids) => ids.user_id(base_ids, vid),
+            None => base_ids.map_or(u64::from(vid), |b| b[vid as usize]),
+        };
+        let dead = |vid: u32| self.live.ids.as_ref().is_some_and(|i| i.is_dead(vid));
+        let mut seen = VidSet::default();
+        let mut v = vec![0f32; self.dim];
+        let decode = |bytes: &[u8], v: &mut [f32]| {
+            for (o, c) in v.iter_mut().zip(bytes.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        };
+        let mut buf = crate::io::AlignedBuf::new();
+        let codec = self.codec;
+        let rb = codec.record_bytes() as usize;
+        let data_path = self.dir.join(DATA_FILE);
+        for e in &self.entries {
+            let sectors = self.layout.sectors_for(u64::from(e.records));
+            let mut done = 0u64;
+            while done < sectors {
+                let take = (sectors - done).min(256);
+                let req = ReadRequest::new(1 + e.first_sector + done, take as u32)
+                    .expect("a small range");
+                self.data_reader.read_batch(&[req], &mut buf)?;
+                for i in 0..u64::from(e.records) {
+                    let loc = self.layout.locate(i);
+                    if loc.sector < done || loc.sector >= done + take {
+                        continue;
+                    }
+                    let at =
+                        (loc.sector - done) as usize * SECTOR_BYTES + loc.offset_bytes as usize;
+                    let rec = codec.decode(&buf[at..at + rb], &data_path, 0)?;
+                    let vid = rec.id();
+                    if dead(vid) || seen.contains(vid) {
+                        continue;
+                    }
+                    seen.insert(vid);
+                    decode(rec.vector_bytes(), &mut v);
+                    sink(user(vid), &v)?;
+                }
+                done += take;
+            }
+        }
+        let delta_path = self.dir.join(DELTA_FILE);
+        if !self.live.vids.is_empty() {
+            let file =
+                std::fs::File::open(&delta_path).map_err(|e| FormatError::io(&delta_path, e))?;
+            let mut bytes = vec![0u8; rb];
+            use std::os::unix::fs::FileExt;
+            for (&vid, &slot) in self.live.vids.iter().zip(&self.live.slots) {
+                if dead(vid) {
+                    continue;
+                }
+                let (offset, _, _) = slot_location(self.layout, slot);
+                file.read_exact_at(&mut bytes, offset)
+                    .map_err(|e| FormatError::io(&delta_path, e))?;
+                let rec = codec.decode(&bytes, &delta_path, offset)?;
+                seen.insert(vid);
+                decode(rec.vector_bytes(), &mut v);
+                sink(user(vid), &v)?;
+            }
+        }
+        Ok(seen.len())
+    }
 }
 
 /// The vid (base row) of every base record, read from `data.m3` cluster by cluster: what a
@@ -521,7 +640,7 @@ fn base_record_vids(idx: &Index) -> Result<Vec<u32>, SearchError> {
             let take = (sectors - done).min(256);
             let req =
                 ReadRequest::new(1 + e.first_sector + done, take as u32).expect("a small range");
-            idx.reader.read_batch(&[req], &mut buf)?;
+            idx.data_reader.read_batch(&[req], &mut buf)?;
             for i in 0..u64::from(e.records) {
                 let loc = idx.layout.locate(i);
                 if loc.sector < done || loc.sector >= done + take {

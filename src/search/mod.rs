@@ -7,6 +7,7 @@ mod candidates;
 mod check;
 mod error;
 mod exact;
+mod generation;
 mod hints;
 mod index;
 mod inflight;
@@ -23,7 +24,8 @@ pub use blocks::{IndexBlocks, Weighting};
 pub use check::QueryScoring;
 pub use error::SearchError;
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
-pub use index::{Index, LiveInfo};
+pub use generation::LiveIndex;
+pub use index::{Index, IndexCore, LiveInfo};
 // The server's workers run the batch's loop.
 #[cfg(feature = "serve")]
 pub(crate) use inflight::{Inflight, Jobs, Next, Step};

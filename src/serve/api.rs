@@ -364,9 +364,73 @@ fn resolve_block_weights(
         .map_err(|e| ApiError::field(field, e.to_string()))
 }
 
+/// `POST /v1/upsert`: insert the vectors under their ids, replacing the vectors of ids that
+/// are live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsertRequest {
+    /// User ids (unsigned 64-bit integers), one per vector; the last of repeated ids wins.
+    pub ids: Vec<u64>,
+    /// The vectors, each of the index's dimension, finite.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// `POST /v1/delete`: delete the vectors of these ids (ids that are not live are ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// User ids (unsigned 64-bit integers).
+    pub ids: Vec<u64>,
+}
+
+/// The answer to a write: it is durable and every search that starts from now on sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteResponse {
+    /// The generation (commits since the index was published) that holds the write.
+    pub generation: u64,
+    /// Write requests committed together with this one (group commit), itself included.
+    pub requests_in_commit: usize,
+}
+
+impl UpsertRequest {
+    /// Checks the request against the index and the limits: as many ids as vectors, each
+    /// vector of the index's dimension and finite. Returns the ids and the vectors row-major.
+    pub(crate) fn check(
+        self,
+        index: &Index,
+        limits: &Limits,
+    ) -> Result<(Vec<u64>, Vec<f32>), ApiError> {
+        if self.ids.len() != self.vectors.len() {
+            return Err(ApiError::field(
+                "ids",
+                format!("{} ids for {} vectors", self.ids.len(), self.vectors.len()),
+            ));
+        }
+        check_vectors(&self.vectors, index, limits)?;
+        Ok((self.ids, self.vectors.concat()))
+    }
+}
+
+impl DeleteRequest {
+    /// Checks the request against the limits: one id at least, at most `max_vectors`.
+    pub(crate) fn check(self, limits: &Limits) -> Result<Vec<u64>, ApiError> {
+        if self.ids.is_empty() || self.ids.len() > limits.max_vectors {
+            return Err(ApiError::field(
+                "ids",
+                format!(
+                    "{} ids: give between 1 and {} (this server's limit)",
+                    self.ids.len(),
+                    limits.max_vectors
+                ),
+            ));
+        }
+        Ok(self.ids)
+    }
+}
+
 fn check_vectors(vectors: &[Vec<f32>], index: &Index, limits: &Limits) -> Result<(), ApiError> {
     if vectors.is_empty() {
-        return Err(ApiError::field("vectors", "give at least one query vector"));
+        return Err(ApiError::field("vectors", "give at least one vector"));
     }
     if vectors.len() > limits.max_vectors {
         return Err(ApiError::field(

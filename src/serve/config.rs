@@ -100,6 +100,42 @@ pub struct ServeConfig {
     /// Called on a search worker before each query it starts. For fault-injection tests (a
     /// hook that panics exercises the worker's recovery); `None` in `m3 serve`.
     pub query_hook: Option<QueryHook>,
+    /// Whether `POST /v1/upsert` and `POST /v1/delete` take writes (`m3 serve --read-only`:
+    /// they answer 403). The writer is opened at the first write.
+    pub updates: bool,
+    /// Write requests one commit takes at most (group commit: the writer thread commits every
+    /// request waiting when it starts a commit, up to this many, with one fsync).
+    pub max_write_batch: usize,
+    /// Write requests waiting for the writer thread; a full queue makes handlers wait until
+    /// the deadline.
+    pub write_queue_capacity: usize,
+    /// Called on the writer thread when it has taken the first request of a group, before it
+    /// gathers the others, with a function that counts the requests waiting. For tests that
+    /// must know how requests are grouped; `None` in `m3 serve`.
+    pub write_hook: Option<WriteHook>,
+}
+
+/// See [`ServeConfig::write_hook`].
+#[derive(Clone)]
+pub struct WriteHook(Arc<WriteHookFn>);
+
+type WriteHookFn = dyn Fn(&dyn Fn() -> usize) + Send + Sync;
+
+impl WriteHook {
+    /// A hook that calls `f` with a function counting the write requests waiting.
+    pub fn new(f: impl Fn(&dyn Fn() -> usize) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(super) fn call(&self, queued: &dyn Fn() -> usize) {
+        (self.0)(queued)
+    }
+}
+
+impl std::fmt::Debug for WriteHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteHook")
+    }
 }
 
 /// A function a search worker calls with each query vector before starting it (see
@@ -140,6 +176,10 @@ impl Default for ServeConfig {
             body_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
             query_hook: None,
+            updates: true,
+            max_write_batch: 1024,
+            write_queue_capacity: 4096,
+            write_hook: None,
         }
     }
 }

@@ -24,19 +24,24 @@ use tokio::time::timeout_at;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 use super::api::{
-    CheckedRequest, QueryKind, QueryResult, RangeRequest, ResponseStats, SearchRequest,
-    SearchResponse, parse_json,
+    CheckedRequest, DeleteRequest, QueryKind, QueryResult, RangeRequest, ResponseStats,
+    SearchRequest, SearchResponse, UpsertRequest, WriteResponse, parse_json,
 };
 use super::metrics::{METRICS_CONTENT_TYPE, endpoint_label};
 use super::pool::{Job, JobError};
+use super::writes::{WriteJob, WriteOp};
 use super::{ApiError, ApiKey, Limits, Metrics};
-use crate::search::{Index, RerankDistance};
+use crate::search::{LiveIndex, RerankDistance};
 
 /// What every handler shares.
 pub(super) struct Shared {
-    pub index: Arc<Index>,
-    /// `m3 inspect --json` of the index, gathered at start.
-    pub info_json: Bytes,
+    /// The latest generation of the index (each search takes one when it starts).
+    pub live: Arc<LiveIndex>,
+    /// `m3 inspect --json` of the published files, gathered at start (the `live` object is
+    /// the current generation's, filled in per request).
+    pub info: serde_json::Value,
+    /// The writer thread's queue (`None`: the server takes no writes).
+    pub writes: Option<async_channel::Sender<WriteJob>>,
     pub limits: Limits,
     pub api_key: Option<ApiKey>,
     pub admission: Arc<Semaphore>,
@@ -53,6 +58,8 @@ pub(super) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/search", post(search))
         .route("/v1/range", post(range))
+        .route("/v1/upsert", post(upsert))
+        .route("/v1/delete", post(delete))
         .route("/v1/index", get(index_info))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -109,9 +116,11 @@ async fn healthz() -> &'static str {
 }
 
 async fn index_info(State(s): State<AppState>) -> Response {
+    let mut v = s.info.clone();
+    v["live"] = s.live.current().live_info().to_json();
     (
         [(header::CONTENT_TYPE, "application/json")],
-        s.info_json.clone(),
+        Bytes::from(v.to_string()),
     )
         .into_response()
 }
@@ -128,8 +137,8 @@ async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no endpoint {} {} (POST /v1/search, POST /v1/range, GET /v1/index, GET /healthz, \
-             GET /metrics)",
+            "no endpoint {} {} (POST /v1/search, POST /v1/range, POST /v1/upsert, \
+             POST /v1/delete, GET /v1/index, GET /healthz, GET /metrics)",
             req.method(),
             req.uri().path()
         ),
@@ -145,7 +154,7 @@ async fn search(
     let deadline = start + s.limits.deadline;
     let bytes = read_body(&s, &headers, body, deadline).await?;
     let req: SearchRequest = parse_json(&bytes)?;
-    let checked = req.check(&s.index, &s.limits)?;
+    let checked = req.check(&s.live.current(), &s.limits)?;
     let _permit = admit(&s)?;
     answer(&s, checked, start, deadline).await
 }
@@ -159,9 +168,72 @@ async fn range(
     let deadline = start + s.limits.deadline;
     let bytes = read_body(&s, &headers, body, deadline).await?;
     let req: RangeRequest = parse_json(&bytes)?;
-    let checked = req.check(&s.index, &s.limits)?;
+    let checked = req.check(&s.live.current(), &s.limits)?;
     let _permit = admit(&s)?;
     answer(&s, checked, start, deadline).await
+}
+
+async fn upsert(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + s.limits.deadline;
+    let bytes = read_body(&s, &headers, body, deadline).await?;
+    let req: UpsertRequest = parse_json(&bytes)?;
+    let (ids, vectors) = req.check(&s.live.current(), &s.limits)?;
+    write(&s, WriteOp::Upsert { ids, vectors }, deadline).await
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + s.limits.deadline;
+    let bytes = read_body(&s, &headers, body, deadline).await?;
+    let req: DeleteRequest = parse_json(&bytes)?;
+    let ids = req.check(&s.limits)?;
+    write(&s, WriteOp::Delete { ids }, deadline).await
+}
+
+/// Queues a checked write for the writer thread and answers once it is durable and visible
+/// (`writes.rs`). A write still queued or being committed at the deadline is answered 504 and
+/// may still be committed.
+async fn write(s: &Shared, op: WriteOp, deadline: Instant) -> Result<Response, ApiError> {
+    let Some(queue) = &s.writes else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this server takes no writes (m3 serve --read-only)",
+        ));
+    };
+    let (tx, rx) = oneshot::channel();
+    let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the writer has stopped");
+    let late = || {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "the write was not committed within the deadline of {} ms; it may still be",
+                s.limits.deadline.as_millis()
+            ),
+        )
+    };
+    match timeout_at(deadline.into(), queue.send(WriteJob { op, reply: tx })).await {
+        Err(_) => return Err(late()),
+        Ok(Err(_)) => return Err(gone()),
+        Ok(Ok(())) => {}
+    }
+    let ack = match timeout_at(deadline.into(), rx).await {
+        Err(_) => return Err(late()),
+        Ok(Err(_)) => return Err(gone()),
+        Ok(Ok(r)) => r?,
+    };
+    let body = serde_json::to_vec(&WriteResponse {
+        generation: ack.generation,
+        requests_in_commit: ack.group,
+    })
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// The body, at most `max_body_bytes` (413 beyond), received before the deadline and without
@@ -300,11 +372,11 @@ async fn answer(
         QueryKind::Exact { .. } => ("exact", false),
         QueryKind::Range { .. } => ("range", false),
     };
-    let metric = s.index.metric();
+    let metric = s.live.current().metric();
     let mut stats = ResponseStats::default();
     let mut results = Vec::with_capacity(n);
     for (qi, rx) in replies.into_iter().enumerate() {
-        let (mut neighbours, st) = match timeout_at(deadline.into(), rx).await {
+        let (mut neighbours, st, index) = match timeout_at(deadline.into(), rx).await {
             Err(_) => return Err(deadline_error(s)),
             Ok(Err(_)) if Instant::now() >= deadline => return Err(deadline_error(s)),
             Ok(Err(_)) => {
@@ -334,7 +406,8 @@ async fn answer(
             truncated = true;
         }
         results.push(QueryResult {
-            ids: neighbours.iter().map(|nb| s.index.user_id(nb.id)).collect(),
+            // The vids of the generation that answered.
+            ids: neighbours.iter().map(|nb| index.user_id(nb.id)).collect(),
             distances: neighbours
                 .iter()
                 .map(|nb| {

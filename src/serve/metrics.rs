@@ -18,9 +18,11 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// The endpoints, as metric labels (anything else is `other`, so a scan of random paths
 /// cannot grow the label set).
-pub(super) const ENDPOINTS: [&str; 5] = [
+pub(super) const ENDPOINTS: [&str; 7] = [
     "/v1/search",
     "/v1/range",
+    "/v1/upsert",
+    "/v1/delete",
     "/v1/index",
     "/healthz",
     "/metrics",
@@ -66,6 +68,8 @@ pub struct Metrics {
     sectors: Counter,
     bytes: Counter,
     io_rounds: Counter,
+    write_requests: Counter,
+    commits: Counter,
 }
 
 impl Metrics {
@@ -139,6 +143,18 @@ impl Metrics {
             "Batches of reads waited on (I/O round trips)",
             io_rounds.clone(),
         );
+        let write_requests = Counter::default();
+        registry.register(
+            "write_requests",
+            "Upsert and delete requests committed (or whose commit failed)",
+            write_requests.clone(),
+        );
+        let commits = Counter::default();
+        registry.register(
+            "commits",
+            "Commits of the writer (each one fsync of the log for a group of write requests)",
+            commits.clone(),
+        );
         let vectors = Gauge::<i64>::default();
         vectors.set(index_vectors as i64);
         registry.register("index_vectors", "Vectors in the served index", vectors);
@@ -159,6 +175,8 @@ impl Metrics {
             sectors,
             bytes,
             io_rounds,
+            write_requests,
+            commits,
         }
     }
 
@@ -189,6 +207,12 @@ impl Metrics {
         self.latency
             .get_or_create(&EndpointLabels { endpoint })
             .observe(took.as_secs_f64());
+    }
+
+    /// One commit for `requests` write requests.
+    pub(super) fn writes_committed(&self, requests: usize) {
+        self.commits.inc();
+        self.write_requests.inc_by(requests as u64);
     }
 
     pub(super) fn queries_queued(&self, n: usize) {

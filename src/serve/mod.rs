@@ -2,7 +2,9 @@
 //!
 //! Endpoints: `POST /v1/search` (k-NN of one or many vectors, approximate with optional knobs,
 //! or exact), `POST /v1/range` (every vector within a radius), `GET /v1/index` (what
-//! `m3 inspect --json` prints), `GET /healthz`, `GET /metrics` (OpenMetrics text).
+//! `m3 inspect --json` prints), `GET /healthz`, `GET /metrics` (OpenMetrics text), and the
+//! live updates `POST /v1/upsert` (ids and vectors) and `POST /v1/delete` (ids), answered once
+//! durable and visible to searches (`writes.rs`: one writer thread, group commit).
 //!
 //! The shape: an async front (`http.rs`: axum on tokio) parses and checks requests and never
 //! blocks; a fixed pool of search threads (`pool.rs`) runs the engine's own query state
@@ -23,11 +25,13 @@ mod http;
 mod metrics;
 mod pool;
 mod server;
+mod writes;
 
 pub use api::{
-    DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest, SearchResponse,
+    DeleteRequest, DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest,
+    SearchResponse, UpsertRequest, WriteResponse,
 };
-pub use config::{ApiKey, Limits, QueryHook, ServeConfig};
+pub use config::{ApiKey, Limits, QueryHook, ServeConfig, WriteHook};
 pub(crate) use error::ApiError;
 pub use error::{ErrorBody, ErrorDetail, ServeError};
 pub(crate) use metrics::Metrics;

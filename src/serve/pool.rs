@@ -34,11 +34,13 @@ use super::api::QueryKind;
 use super::{Metrics, QueryHook, ServeError};
 use crate::exact::Neighbor;
 use crate::search::{
-    ExactSearcher, Index, Inflight, Jobs, Next, QueryStats, QueryStep, SearchError, Searcher, Step,
+    ExactSearcher, Index, Inflight, Jobs, LiveIndex, Next, QueryStats, QueryStep, SearchError,
+    Searcher, Step,
 };
 
-/// A query's answer: its neighbours (best first, internal distances) and cost.
-pub(super) type JobResult = Result<(Vec<Neighbor>, QueryStats), JobError>;
+/// A query's answer: its neighbours (best first, internal distances), cost, and the generation
+/// of the index that answered (its vids name vectors of that generation).
+pub(super) type JobResult = Result<(Vec<Neighbor>, QueryStats, Arc<Index>), JobError>;
 
 /// Why a query has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +69,7 @@ pub(super) struct WorkerPool {
 
 impl WorkerPool {
     pub fn start(
-        index: Arc<Index>,
+        live: Arc<LiveIndex>,
         workers: usize,
         inflight: usize,
         capacity: usize,
@@ -86,17 +88,25 @@ impl WorkerPool {
         let (tx, rx) = async_channel::bounded(capacity);
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
-            let (index, rx, metrics, hook) =
-                (index.clone(), rx.clone(), metrics.clone(), hook.clone());
+            let (live, rx, metrics, hook) =
+                (live.clone(), rx.clone(), metrics.clone(), hook.clone());
             let t = std::thread::Builder::new()
                 .name(format!("m3-serve-{i}"))
                 .spawn(move || {
                     // Query steps catch their own panics; this restarts the loop after one
-                    // anywhere else, so the thread lives as long as the queue.
+                    // anywhere else, so the thread lives as long as the queue. Each round
+                    // runs on one generation of the index: when a newer one is installed,
+                    // the round starts no more queries, lets those in flight finish on their
+                    // generation, and the next round takes the new one (with the job that
+                    // noticed it).
+                    let mut carried = VecDeque::new();
                     loop {
+                        let index = live.current();
                         let mut searcher = Inflight::new(&index, inflight);
-                        let mut jobs = WorkerJobs::new(&index, &rx, &metrics, hook.as_ref());
+                        let mut jobs = WorkerJobs::new(&index, &live, &rx, &metrics, hook.as_ref());
+                        jobs.restart = std::mem::take(&mut carried);
                         match catch_unwind(AssertUnwindSafe(|| searcher.run(&mut jobs))) {
+                            Ok(()) if jobs.stale => carried = std::mem::take(&mut jobs.restart),
                             Ok(()) => return,
                             Err(_) => metrics.worker_panicked(),
                         }
@@ -139,7 +149,10 @@ impl WorkerPool {
 /// each step under `catch_unwind`; exact and range queries run on the spot on an
 /// `ExactSearcher` made at the first of them.
 struct WorkerJobs<'a> {
-    index: &'a Index,
+    index: &'a Arc<Index>,
+    live: &'a LiveIndex,
+    /// A newer generation than `index` is installed: start no more queries on this one.
+    stale: bool,
     queue: &'a async_channel::Receiver<Job>,
     /// Whether the queue may still give jobs.
     open: bool,
@@ -153,13 +166,16 @@ struct WorkerJobs<'a> {
 
 impl<'a> WorkerJobs<'a> {
     fn new(
-        index: &'a Index,
+        index: &'a Arc<Index>,
+        live: &'a LiveIndex,
         queue: &'a async_channel::Receiver<Job>,
         metrics: &'a Metrics,
         hook: Option<&'a QueryHook>,
     ) -> Self {
         Self {
             index,
+            live,
+            stale: false,
             queue,
             open: true,
             metrics,
@@ -179,6 +195,9 @@ impl Jobs for WorkerJobs<'_> {
     /// is in flight). A job whose request has ended is dropped unstarted; an exact or range
     /// job runs now.
     fn next(&mut self, idle: bool) -> Next<Job> {
+        if self.stale {
+            return Next::End;
+        }
         let next = if let Some(job) = self.restart.pop_front() {
             Some(job)
         } else if !self.open {
@@ -199,6 +218,12 @@ impl Jobs for WorkerJobs<'_> {
         if job.reply.is_closed() || Instant::now() >= job.deadline {
             self.metrics.query_abandoned();
             return Next::Handled;
+        }
+        if !Arc::ptr_eq(self.index, &self.live.current()) {
+            // Started on the newer generation by the next round.
+            self.stale = true;
+            self.restart.push_front(job);
+            return Next::End;
         }
         match job.kind.as_ref() {
             QueryKind::Approx(_) => Next::Start(job),
@@ -238,7 +263,10 @@ impl Jobs for WorkerJobs<'_> {
 
     fn finish(&mut self, job: Job, result: Result<(Vec<Neighbor>, QueryStats), SearchError>) {
         // The receiver may be gone (request ended); the answer is then dropped.
-        let _ = job.reply.send(result.map_err(JobError::Search));
+        let index = self.index.clone();
+        let _ = job
+            .reply
+            .send(result.map(|(n, s)| (n, s, index)).map_err(JobError::Search));
     }
 
     fn fail(&mut self, job: Job, panic: Self::Failure) {
@@ -255,7 +283,7 @@ impl WorkerJobs<'_> {
     /// reads are waited for one batch at a time; the worker's parked approximate queries
     /// resume after it).
     fn run_exact(&mut self, job: Job) {
-        let (index, hook, exact) = (self.index, self.hook, &mut self.exact);
+        let (index, hook, exact) = (&**self.index, self.hook, &mut self.exact);
         let r = catch_unwind(AssertUnwindSafe(|| {
             if let Some(h) = hook {
                 h.call(&job.vector);
@@ -265,7 +293,10 @@ impl WorkerJobs<'_> {
         }));
         match r {
             Ok(r) => {
-                let _ = job.reply.send(r.map_err(JobError::Search));
+                let index = self.index.clone();
+                let _ = job
+                    .reply
+                    .send(r.map(|(n, s)| (n, s, index)).map_err(JobError::Search));
             }
             Err(panic) => {
                 self.answer_panic(job, panic.as_ref());

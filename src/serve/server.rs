@@ -26,9 +26,10 @@ use tokio_io_timeout::TimeoutWriter;
 
 use super::http::{Shared, router};
 use super::pool::WorkerPool;
+use super::writes::WriterThread;
 use super::{Metrics, ServeConfig, ServeError};
 use crate::format::IndexInfo;
-use crate::search::Index;
+use crate::search::{Index, LiveIndex};
 
 /// After the drain, how long the workers get to stop before [`serve`] returns without them
 /// (a worker inside a long exact query finishes it on its own, or with the process).
@@ -50,19 +51,27 @@ pub async fn serve(
         name: "index",
         what: e.to_string(),
     })?;
-    // The live updates the served generation holds, as `m3 inspect --json` shows them.
-    let info_json = serde_json::to_value(&info)
-        .and_then(|mut v| {
-            v["live"] = index.live_info().to_json();
-            serde_json::to_vec(&v)
-        })
-        .map_err(|e| ServeError::Config {
-            name: "index",
-            what: e.to_string(),
-        })?;
+    let info = serde_json::to_value(&info).map_err(|e| ServeError::Config {
+        name: "index",
+        what: e.to_string(),
+    })?;
     let metrics = Arc::new(Metrics::new(index.n_vectors(), config.workers));
+    let live = Arc::new(LiveIndex::from_arc(index));
+    let writer = match config.updates {
+        true => Some(
+            WriterThread::start(
+                live.clone(),
+                config.write_queue_capacity,
+                config.max_write_batch,
+                metrics.clone(),
+                config.write_hook.clone(),
+            )
+            .map_err(ServeError::Runtime)?,
+        ),
+        false => None,
+    };
     let pool = WorkerPool::start(
-        index.clone(),
+        live.clone(),
         config.workers,
         config.inflight_per_worker,
         config.queue_capacity,
@@ -70,8 +79,9 @@ pub async fn serve(
         config.query_hook.clone(),
     )?;
     let shared = Arc::new(Shared {
-        index,
-        info_json: info_json.into(),
+        live,
+        info,
+        writes: writer.as_ref().map(WriterThread::queue),
         admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
         body_timeout: config.body_timeout,
         limits: config.limits,
@@ -121,6 +131,10 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
     drop(app);
     let _ = tokio::time::timeout(WORKER_STOP_GRACE, pool.close_and_join()).await;
+    if let Some(w) = writer {
+        // Commits what was queued (each commit is short) and stops.
+        let _ = tokio::task::spawn_blocking(move || w.close_and_join()).await;
+    }
     if drained {
         Ok(())
     } else {

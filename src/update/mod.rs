@@ -7,8 +7,12 @@
 //! writer per index directory at a time (an exclusive lock on the directory); any number of
 //! readers, each seeing the commits made before it was opened.
 
+mod compact;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+pub use compact::{CompactReport, compact, dir_bytes};
 
 use crate::data::MatrixView;
 use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};
@@ -48,6 +52,19 @@ pub enum UpdateError {
         /// What is wrong, naming the row.
         what: String,
     },
+    /// Building the compacted index failed.
+    #[error(transparent)]
+    Build(#[from] crate::build::BuildError),
+    /// Exporting the live set failed.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// Another index was published at the writer's path since it was opened (a rebuild or a
+    /// compaction in place): its commits would go to the replaced files. Nothing was written.
+    #[error("{dir}: another index was published here since the writer was opened; open it again")]
+    Republished {
+        /// The index directory.
+        dir: PathBuf,
+    },
     /// A commit failed part way: what reached the disk is decided by replay when the index
     /// is opened again; this writer takes no more commits.
     #[error("an earlier commit failed; open the writer again")]
@@ -85,20 +102,41 @@ impl std::fmt::Debug for IndexWriter {
 }
 
 impl IndexWriter {
+    /// Whether the directory at the writer's path is still the one it locked (a publication
+    /// renames directories: the path then names another one). A publication between this check
+    /// and the writes is not caught: publish over an index only while no writer is open.
+    fn check_still_published(&self) -> Result<(), UpdateError> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.index.dir();
+        let at_path = std::fs::metadata(dir).map_err(|e| FormatError::io(dir, e))?;
+        let locked = self._lock.metadata().map_err(|e| FormatError::io(dir, e))?;
+        if (at_path.dev(), at_path.ino()) != (locked.dev(), locked.ino()) {
+            return Err(UpdateError::Republished {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Takes the exclusive writer lock of the index directory (held while the file is open).
+fn lock_dir(dir: &Path) -> Result<File, UpdateError> {
+    let lock = File::open(dir).map_err(|e| FormatError::io(dir, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(UpdateError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(FormatError::io(dir, e).into()),
+    }
+}
+
+impl IndexWriter {
     /// Opens the index in `dir` for updates: takes the directory's lock, creates `wal.m3`
     /// and `delta.m3` if they do not exist yet, replays the log, and cuts what follows its
     /// last commit ([`IndexWriter::recovered`] says what).
     pub fn open(dir: &Path) -> Result<Self, UpdateError> {
-        let lock = File::open(dir).map_err(|e| FormatError::io(dir, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(UpdateError::Locked {
-                    dir: dir.to_path_buf(),
-                });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(FormatError::io(dir, e).into()),
-        }
+        let lock = lock_dir(dir)?;
         // The index as published, checked, to learn its shape before touching anything.
         let index = Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?;
         index
@@ -250,6 +288,7 @@ impl IndexWriter {
         if self.pending.is_empty() {
             return Ok(self.wal.generation());
         }
+        self.check_still_published()?;
         self.poisoned = true; // until this commit is through
         let pending = std::mem::take(&mut self.pending);
         let layout = self.index.record_layout();

@@ -13,9 +13,17 @@ use m3::serve::{ApiKey, Limits, ServeConfig, serve, terminate_signal};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Index directory (built by `m3 build`), opened read-only.
+    /// Index directory (built by `m3 build`). Searched; updated by `POST /v1/upsert` and
+    /// `POST /v1/delete` unless --read-only (the writer is opened at the first write).
     #[arg(long)]
     pub index: PathBuf,
+    /// Refuse writes (`POST /v1/upsert` and `/v1/delete` answer 403).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Write requests one commit takes at most (group commit: one fsync for all of them).
+    #[arg(long, default_value_t = ServeConfig::default().max_write_batch,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_write_batch: usize,
     /// Address to listen on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub addr: SocketAddr,
@@ -179,6 +187,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         body_timeout: Duration::from_millis(args.limits.body_timeout_ms),
         send_timeout: Duration::from_millis(args.limits.send_timeout_ms),
         query_hook: None,
+        updates: !args.read_only,
+        max_write_batch: args.max_write_batch,
+        write_queue_capacity: ServeConfig::default().write_queue_capacity,
+        write_hook: None,
     };
     eprintln!(
         "m3 serve: index {}: {} vectors × {} ({}), {} clusters; {} search workers × {} in flight, {} I/O",

@@ -94,3 +94,31 @@ pub fn run_delete(args: DeleteArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct CompactArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// Build threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+pub fn run_compact(args: CompactArgs) -> anyhow::Result<()> {
+    crate::common::recover_index("compact", &args.index);
+    let pool = crate::common::thread_pool(args.threads)?;
+    let t = std::time::Instant::now();
+    let r = m3::update::compact(&args.index, &pool)
+        .with_context(|| format!("compacting {}", args.index.display()))?;
+    eprintln!(
+        "m3 compact: {} live vectors and {} commits folded into new published files in {:.1} s; \
+         {} → {} bytes",
+        r.live_vectors,
+        r.generation,
+        t.elapsed().as_secs_f64(),
+        r.bytes_before,
+        r.bytes_after
+    );
+    Ok(())
+}

@@ -67,6 +67,8 @@ enum Command {
     Insert(cmd_update::InsertArgs),
     /// Delete vectors from an index by user id; durable when it exits 0.
     Delete(cmd_update::DeleteArgs),
+    /// Fold the live updates into new published files (a rebuild from the live set).
+    Compact(cmd_update::CompactArgs),
     /// Check every checksum of an index (every file, every data sector); exits non-zero on the
     /// first problem, naming the file and sector.
     Verify(cmd_verify::VerifyArgs),
@@ -97,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::Verify(args) => cmd_verify::run(args),
         Command::Insert(args) => cmd_update::run_insert(args),
         Command::Delete(args) => cmd_update::run_delete(args),
+        Command::Compact(args) => cmd_update::run_compact(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => cmd_serve::run(args),
         #[cfg(feature = "serve")]

@@ -1,0 +1,206 @@
+//! `POST /v1/upsert` and `POST /v1/delete`: one writer thread with group commit.
+//!
+//! The handlers check a request (ids, dimensions, finite values: 400 before anything is
+//! queued) and queue it to the writer thread, then await its answer. The thread takes the
+//! first request waiting, then every other one already waiting (at most
+//! [`super::ServeConfig::max_write_batch`]), applies them all to its [`IndexWriter`] and
+//! commits once: one `fsync` of `delta.m3` and one of `wal.m3` for the whole group. Only then
+//! does it install the new generation for the searchers ([`LiveIndex::refresh`]) and answer
+//! every request of the group: a 200 means the write is durable and visible to every search
+//! that starts after it. Searches keep running on the generation they took meanwhile.
+//!
+//! The writer is opened at the first write (so that a server that is only searched never
+//! creates `wal.m3` or takes the directory's writer lock) and reopened after a failed commit
+//! (replay then decides what of that batch is in; its requests were answered 500).
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use axum::http::StatusCode;
+use tokio::sync::oneshot;
+
+use super::{ApiError, Metrics, WriteHook};
+use crate::data::MatrixView;
+use crate::search::LiveIndex;
+use crate::update::{IndexWriter, UpdateError};
+
+/// What one write request asks for (checked by its handler).
+pub(super) enum WriteOp {
+    /// Insert or replace `ids` with the rows of `vectors` (row-major, the index's dimension).
+    Upsert {
+        ids: Vec<u64>,
+        vectors: Vec<f32>,
+    },
+    Delete {
+        ids: Vec<u64>,
+    },
+}
+
+/// A write request's answer: the generation that holds it, and how many requests shared its
+/// commit.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WriteAck {
+    pub generation: u64,
+    pub group: usize,
+}
+
+pub(super) struct WriteJob {
+    pub op: WriteOp,
+    pub reply: oneshot::Sender<Result<WriteAck, ApiError>>,
+}
+
+/// The writer thread and the sending side of its queue.
+pub(super) struct WriterThread {
+    queue: async_channel::Sender<WriteJob>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WriterThread {
+    pub fn start(
+        live: Arc<LiveIndex>,
+        capacity: usize,
+        max_batch: usize,
+        metrics: Arc<Metrics>,
+        hook: Option<WriteHook>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = async_channel::bounded::<WriteJob>(capacity.max(1));
+        let thread = std::thread::Builder::new()
+            .name("m3-serve-writer".into())
+            .spawn(move || {
+                let mut state = Writer {
+                    live,
+                    writer: None,
+                    metrics,
+                };
+                while let Ok(first) = rx.recv_blocking() {
+                    if let Some(h) = &hook {
+                        let queued = || rx.len();
+                        h.call(&queued);
+                    }
+                    let mut group = vec![first];
+                    while group.len() < max_batch.max(1) {
+                        match rx.try_recv() {
+                            Ok(j) => group.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    state.commit_group(group);
+                }
+            })?;
+        Ok(Self {
+            queue: tx,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn queue(&self) -> async_channel::Sender<WriteJob> {
+        self.queue.clone()
+    }
+
+    /// Closes the queue; the thread answers what was queued and ends. Waits for it.
+    pub fn close_and_join(mut self) {
+        self.queue.close();
+        if let Some(t) = self.thread.take() {
+            // The thread catches nothing: a panic there already failed its requests (their
+            // senders dropped: 500).
+            let _ = t.join();
+        }
+    }
+}
+
+struct Writer {
+    live: Arc<LiveIndex>,
+    writer: Option<IndexWriter>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    /// The writer, opened if it is not yet (taken out: put back after a good commit).
+    fn take(&mut self) -> Result<IndexWriter, ApiError> {
+        match self.writer.take() {
+            Some(w) => Ok(w),
+            None => IndexWriter::open(self.live.current().dir()).map_err(update_error),
+        }
+    }
+
+    /// Applies every request of `group` (a request refused by the writer is answered at once
+    /// and left out), commits once, installs the new generation and answers the rest.
+    fn commit_group(&mut self, group: Vec<WriteJob>) {
+        let mut writer = match self.take() {
+            Ok(w) => w,
+            Err(e) => {
+                for j in group {
+                    let _ = j.reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let dim = self.live.current().dim();
+        let mut applied = Vec::with_capacity(group.len());
+        for j in group {
+            let r = match &j.op {
+                WriteOp::Upsert { ids, vectors } => MatrixView::new(vectors, dim)
+                    .map_err(|e| UpdateError::Input {
+                        what: e.to_string(),
+                    })
+                    .and_then(|v| writer.insert(ids, v)),
+                WriteOp::Delete { ids } => {
+                    writer.delete(ids);
+                    Ok(())
+                }
+            };
+            match r {
+                Ok(()) => applied.push(j),
+                Err(e) => {
+                    let _ = j.reply.send(Err(update_error(e)));
+                }
+            }
+        }
+        if applied.is_empty() {
+            self.writer = Some(writer);
+            return;
+        }
+        let committed = writer.commit();
+        self.metrics.writes_committed(applied.len());
+        let result = match committed {
+            Ok(_) => {
+                self.writer = Some(writer);
+                self.live.refresh().map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!(
+                            "the write is durable but the searchers could not load it: {e}; \
+                             it is visible after a restart"
+                        ),
+                    )
+                })
+            }
+            // Replay decides what of the batch is in: the writer (dropped here) is opened
+            // again at the next write. (A republished index is refused before any write;
+            // reopening then writes to the new index, which the searchers pick up.)
+            Err(e) => Err(update_error(e)),
+        };
+        let group = applied.len();
+        for j in applied {
+            let r = result
+                .clone()
+                .map(|generation| WriteAck { generation, group });
+            let _ = j.reply.send(r);
+        }
+    }
+}
+
+/// The status of a writer's error: the client's input (400), an index that takes no updates,
+/// is held by another writer or was replaced on disk (409), anything else (500).
+fn update_error(e: UpdateError) -> ApiError {
+    match e {
+        UpdateError::Input { what } => ApiError::new(StatusCode::BAD_REQUEST, what),
+        UpdateError::Locked { .. }
+        | UpdateError::Unsupported { .. }
+        | UpdateError::Republished { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        _ => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the write failed: {e}"),
+        ),
+    }
+}
