@@ -424,6 +424,37 @@ fn bad_inputs_and_a_second_writer_are_refused() {
     IndexWriter::open(&dir).unwrap();
 }
 
+/// A writer whose path was taken by another published index (a rebuild renames the old
+/// directory away and the new one in) refuses to commit, writes nothing into the new index, and
+/// a writer opened on the new index commits normally.
+#[test]
+fn a_writer_refuses_to_commit_after_another_index_is_published_at_its_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let fresh = copy_of(Metric::L2, other.path());
+    std::fs::rename(&dir, tmp.path().join("old")).unwrap();
+    std::fs::rename(&fresh, &dir).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(71);
+    let v = Matrix::from_vec(vector(&mut rng), DIM).unwrap();
+    w.insert(&[1 << 47], v.view()).unwrap();
+    let e = w.commit().unwrap_err();
+    assert!(matches!(e, UpdateError::Republished { .. }), "{e}");
+    assert!(e.to_string().contains("open it again"), "{e}");
+    assert!(
+        !dir.join(WAL_FILE).exists(),
+        "nothing written into the new index"
+    );
+    let old = open(&tmp.path().join("old"));
+    assert_eq!(old.live_info().generation, 0, "nor into the old one");
+    assert_eq!(old.live_vectors(), open(&dir).live_vectors());
+    drop(w);
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&[1 << 47], v.view()).unwrap();
+    assert_eq!(w.commit().unwrap(), 1);
+}
+
 /// Where each commit record of the log ends (replayed with cuts of the file).
 fn commit_ends(wal: &Path) -> Vec<u64> {
     let full = std::fs::read(wal).unwrap();
