@@ -986,6 +986,74 @@ fn compact_folds_the_updates_into_the_published_files() {
     check_against_model(&dir, Metric::L2, &model, &queries);
 }
 
+/// An index built with training queries compacts too: its query anchors, edges and hints are
+/// trained again from the training queries `hints.m3` stores (same counts), and exact search
+/// equals the model afterwards. Without hints (`--hint-depth 0`) it is refused, naming why.
+#[test]
+fn compact_rebuilds_the_query_routing_from_the_stored_training_queries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base_path = tmp.path().join("base.fbin");
+    write_matrix(&base_path, base().view()).unwrap();
+    let ids = tmp.path().join("ids.u64bin");
+    write_user_ids(&ids, &base_ids()).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(83);
+    let train: Vec<f32> = (0..200).flat_map(|_| vector(&mut rng)).collect();
+    let train_path = tmp.path().join("train.fbin");
+    write_matrix(&train_path, Matrix::from_vec(train, DIM).unwrap().view()).unwrap();
+    let build = |out: &Path, hint_depth: usize| {
+        let mut p = BuildParams::new(base_path.clone(), Metric::InnerProduct, out.to_path_buf());
+        p.clusters.target_size = 40;
+        p.pq.subspaces = Some(4);
+        p.pq.iters = 3;
+        p.graph.max_degree = 8;
+        p.graph.candidates = 16;
+        p.seed = 9;
+        p.ids = Some(ids.clone());
+        p.train_queries = Some(train_path.clone());
+        p.routing.hint_depth = hint_depth;
+        build_index(&p, pool(), &Silent).unwrap();
+    };
+    let dir = tmp.path().join("with-hints");
+    build(&dir, 20);
+    let before = open(&dir);
+    let (anchors, hints) = (before.n_query_anchors(), before.n_hint_queries());
+    assert!(
+        anchors > 0 && hints == 200,
+        "{anchors} anchors, {hints} hints"
+    );
+    drop(before);
+    let mut model = Model::base();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let new: Vec<u64> = (0..30).map(|i| 1 << 44 | i).collect();
+    let v = Matrix::from_vec((0..30).flat_map(|_| vector(&mut rng)).collect(), DIM).unwrap();
+    w.insert(&new, v.view()).unwrap();
+    w.delete(&base_ids()[..40]);
+    w.commit().unwrap();
+    drop(w);
+    for (id, x) in new.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    for id in &base_ids()[..40] {
+        model.live.remove(id);
+    }
+    let r = m3::update::compact(&dir, pool()).unwrap();
+    assert_eq!(r.live_vectors, model.live.len() as u64);
+    let after = open(&dir);
+    assert_eq!(after.n_query_anchors(), anchors);
+    assert_eq!(after.n_hint_queries(), hints);
+    assert_eq!(after.live_vectors(), model.live.len() as u64);
+    drop(after);
+    let queries: Vec<Vec<f32>> = (0..6).map(|_| vector(&mut rng)).collect();
+    check_against_model(&dir, Metric::InnerProduct, &model, &queries);
+    m3::verify(&dir).unwrap();
+
+    let bare = tmp.path().join("without-hints");
+    build(&bare, 0);
+    let e = m3::update::compact(&bare, pool()).unwrap_err();
+    assert!(matches!(e, UpdateError::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("--hint-depth 0"), "{e}");
+}
+
 /// `m3 delete` and `m3 compact` killed with SIGKILL at random points: after recovery
 /// (`recover_index_dir`, what every `m3` command runs first) the index opens and verifies,
 /// every delete whose command exited 0 is in, a killed delete is wholly in or wholly out, and

@@ -458,6 +458,16 @@ impl Index {
     pub fn n_hint_queries(&self) -> usize {
         self.hints.as_ref().map_or(0, Hints::len)
     }
+    /// The training queries stored in `hints.m3` (in the build's coordinates: normalised
+    /// under cosine) and the answers kept per query; `None` without hints. Compaction builds
+    /// the query routing and the hints again from them.
+    pub fn hint_queries(&self) -> Option<(crate::data::MatrixView<'_, f32>, usize)> {
+        self.hints.as_ref().map(|h| (h.queries.view(), h.depth()))
+    }
+    /// Whether the index has refinement codes (`refine.m3`, decision 0008).
+    pub fn has_refinement(&self) -> bool {
+        self.refine.is_some()
+    }
     /// The contents of `stats.m3`: per-dimension mean and variance of the base and the query
     /// modality, LID statistics.
     pub fn stats(&self) -> &Stats {

@@ -14,7 +14,9 @@
 //! ([`crate::LiveIndex::refresh`] then installs the new one).
 //!
 //! It trains again (anchors, codebooks) rather than reusing the index's: a whole build's
-//! cost, proportional to the live set, not to the updates.
+//! cost, proportional to the live set, not to the updates. An index built with training
+//! queries gets them from `hints.m3`, which stores every one of them, so its query anchors,
+//! cross-modal edges and hints are trained again too (their answers over the new live set).
 
 use std::path::{Path, PathBuf};
 
@@ -57,8 +59,10 @@ pub fn dir_bytes(dir: &Path) -> Result<u64, FormatError> {
 }
 
 /// Compacts the index in `dir` (module doc), building on `pool`. Takes the writer lock
-/// ([`UpdateError::Locked`] while a writer is open). Refuses an index built with training
-/// queries (its query anchors and hints would need them again) and one with nothing live.
+/// ([`UpdateError::Locked`] while a writer is open). An index built with training queries is
+/// built again with the ones `hints.m3` stores (query anchors, edges and hints as before);
+/// refused: one whose training queries are not stored (built with `--hint-depth 0`) and one
+/// with nothing live.
 pub fn compact(dir: &Path, pool: &rayon::ThreadPool) -> Result<CompactReport, UpdateError> {
     let dir = crate::format::index_dir::normalize_target(dir)?;
     let _lock = lock_dir(&dir)?;
@@ -69,10 +73,11 @@ pub fn compact(dir: &Path, pool: &rayon::ThreadPool) -> Result<CompactReport, Up
         what: what.into(),
     };
     index.check_updatable().map_err(|w| unsupported(&w))?;
-    if index.n_query_anchors() > 0 || index.n_hint_queries() > 0 {
+    if index.n_query_anchors() > 0 && index.n_hint_queries() == 0 {
         return Err(unsupported(
-            "compaction of an index built with training queries is not supported (rebuild \
-             it with m3 build)",
+            "the index was built with training queries but does not store them (no hints.m3: \
+             --hint-depth 0), so its query routing cannot be built again; rebuild it with \
+             m3 build",
         ));
     }
     if index.live_vectors() == 0 {
@@ -148,6 +153,24 @@ fn export_and_build(
     p.graph.candidates = p.graph.candidates.max(p.graph.max_degree);
     p.spill.max_copies = meta.spill_max as usize;
     p.spill.epsilon = meta.spill_epsilon;
+    p.pq.refine = index.has_refinement();
+    if let Some((queries, depth)) = index.hint_queries() {
+        // The training queries as hints.m3 keeps them (normalised under cosine, where the
+        // build's normalisation leaves them as they are): query anchors, edges and hints are
+        // trained again from them with the manifest's counts.
+        let path = stage.join("train_query.fbin");
+        let mut w = VectorWriter::create(&path, DType::F32, dim)?;
+        w.write_rows(queries)?;
+        w.finish()?;
+        p.train_queries = Some(path);
+        p.routing.hint_depth = depth;
+        if meta.n_query_anchors > 0 {
+            p.routing.query_anchors = Some(meta.n_query_anchors as usize);
+        }
+        if meta.edges_per_query_anchor > 0 {
+            p.routing.edges_per_anchor = meta.edges_per_query_anchor as usize;
+        }
+    }
     build_index(&p, pool, &Silent)?;
     Ok(ids.len() as u64)
 }
