@@ -72,3 +72,27 @@ def test_recall_helper():
         m3.recall(gt, gt, 0)
     with pytest.raises(m3.InvalidInput, match="rows"):
         m3.recall(gt[:1], gt, 1)
+
+
+def test_recall_credits_ties_with_the_kth_distance_as_the_cli():
+    gt = (np.array([[1, 2, 3]]), np.array([[0.1, 0.2, 0.3]], dtype=np.float32))
+    res, d = np.array([[1, 2, 7]]), np.array([[0.1, 0.2, 0.3]], dtype=np.float32)
+    assert m3.recall(res, gt, 3) == pytest.approx(2 / 3)
+    assert m3.recall(res, gt, 3, distances=d, metric="l2") == 1.0
+    # Beyond the tolerance, or on the wrong side of the k-th distance: not a tie.
+    far = np.array([[0.1, 0.2, 0.31]], dtype=np.float32)
+    assert m3.recall(res, gt, 3, distances=far, metric="l2") == pytest.approx(2 / 3)
+    # Inner product: higher is better; a repeated id counts once; -1 never.
+    ip = (np.array([[1, 2, 3]]), np.array([[0.9, 0.8, 0.7]], dtype=np.float32))
+    res = np.array([[1, 7, 7]])
+    d = np.array([[0.9, 0.7, 0.7]], dtype=np.float32)
+    assert m3.recall(res, ip, 3, distances=d, metric="ip") == pytest.approx(2 / 3)
+    pad = np.array([[1, -1, -1]])
+    dpad = np.array([[0.9, np.nan, np.nan]], dtype=np.float32)
+    assert m3.recall(pad, ip, 3, distances=dpad, metric="ip") == pytest.approx(1 / 3)
+    with pytest.raises(m3.InvalidInput, match="metric"):
+        m3.recall(res, ip, 3, distances=d)
+    with pytest.raises(m3.InvalidInput, match="no distances"):
+        m3.recall(res, ip[0], 3, distances=d, metric="ip")
+    with pytest.raises(m3.InvalidInput, match="shape"):
+        m3.recall(res, ip, 3, distances=d[:, :2], metric="ip")

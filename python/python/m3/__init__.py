@@ -154,16 +154,26 @@ def gt(base: Any, queries: Any, k: int, metric: str = "l2") -> "tuple[np.ndarray
     return _gt(base, queries, k, metric)
 
 
-def recall(ids: Any, gt: Any, k: int) -> float:
+#: Relative tolerance of a tie with the k-th true distance (the engine's ``TIE_REL_TOL``).
+TIE_REL_TOL = 1e-5
+
+
+def recall(
+    ids: Any, gt: Any, k: int, *, distances: Any = None, metric: Optional[str] = None
+) -> float:
     """Mean recall@k: the share of each query's true ``k`` nearest found in its first ``k``
     results.
 
     ``ids`` is ``(nq, ≥k)`` (e.g. ``Index.search``'s ids); ``gt`` is ``(nq, ≥k)`` true ids, or
-    the ``(ids, distances)`` pair ``m3.gt`` returns. Ids are compared as sets (a result that
-    ties the k-th true distance with another id is not credited); ``-1`` never matches.
+    the ``(ids, distances)`` pair ``m3.gt`` returns. A repeated id counts once; ``-1`` never
+    matches. With the results' ``distances`` (``(nq, ≥k)``, natural units, as ``search``
+    returns them), ``gt``'s distances and the ``metric``, a result that ties the k-th true
+    distance (within a relative ``TIE_REL_TOL``) is credited too, as ``m3 search --gt
+    --gt-dists`` does: among equally distant vectors any is a true neighbour.
     """
+    gt_dists = None
     if isinstance(gt, tuple):
-        gt = gt[0]
+        gt, gt_dists = gt[0], gt[1]
     ids = np.asarray(ids)
     gt = np.asarray(gt)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -176,7 +186,35 @@ def recall(ids: Any, gt: Any, k: int) -> float:
         raise InvalidInput(f"k = {k}: ids has {ids.shape[1]} columns and gt {gt.shape[1]}")
     if ids.shape[0] == 0:
         raise InvalidInput("ids: no queries")
+    kth = _kth_for_ties(ids, gt_dists, k, distances, metric)
     found = 0
-    for row, truth in zip(ids[:, :k], gt[:, :k]):
-        found += len(np.intersect1d(row[row >= 0], truth))
+    for q, (row, truth) in enumerate(zip(ids[:, :k], gt[:, :k])):
+        hit = np.isin(row, truth) & (row >= 0)
+        if kth is not None:
+            d = kth[1][q, :k]
+            tol = TIE_REL_TOL * np.maximum(np.maximum(np.abs(d), abs(kth[0][q])), 1e-38)
+            hit |= (d >= kth[0][q] - tol) if kth[2] else (d <= kth[0][q] + tol)
+            hit &= row >= 0
+        _, first = np.unique(row, return_index=True)
+        found += min(int(hit[first].sum()), k)
     return found / (k * ids.shape[0])
+
+
+def _kth_for_ties(
+    ids: Any, gt_dists: Any, k: int, distances: Any, metric: Optional[str]
+) -> "Optional[tuple[Any, Any, bool]]":
+    """(k-th true distance per query, result distances, higher is better), or None when ties
+    are not to be credited (no result distances given)."""
+    if distances is None:
+        return None
+    if gt_dists is None:
+        raise InvalidInput("distances given, but gt has no distances: pass m3.gt's pair")
+    if metric not in ("l2", "ip", "cosine"):
+        raise InvalidInput(f"metric must be 'l2', 'ip' or 'cosine' to credit ties, got {metric!r}")
+    d = np.asarray(distances, dtype=np.float64)
+    g = np.asarray(gt_dists, dtype=np.float64)
+    if d.shape != ids.shape:
+        raise InvalidInput(f"distances has shape {d.shape}, ids {ids.shape}")
+    if g.ndim != 2 or g.shape[0] != ids.shape[0] or g.shape[1] < k:
+        raise InvalidInput(f"gt distances have shape {g.shape}, need ({ids.shape[0]}, ≥{k})")
+    return g[:, k - 1], d, metric != "l2"

@@ -147,9 +147,15 @@ def gt(
     """Exact k-NN by brute force: ``(ids, distances)``, ``(nq, k)`` each (row numbers of
     ``base``; natural units)."""
 
+TIE_REL_TOL: float
+
 def recall(
     ids: npt.ArrayLike,
     gt: Union[npt.ArrayLike, Tuple[npt.ArrayLike, npt.ArrayLike]],
     k: int,
+    *,
+    distances: Optional[npt.ArrayLike] = ...,
+    metric: Optional[str] = ...,
 ) -> float:
-    """Mean recall@k of ``ids`` against true ids ``gt`` (or ``m3.gt``'s pair)."""
+    """Mean recall@k of ``ids`` against true ids ``gt`` (or ``m3.gt``'s pair); with the
+    results' ``distances`` and the ``metric``, ties with the k-th true distance count."""
