@@ -522,3 +522,52 @@ fn serve_loadtest_fails_when_requests_fail() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// At `max_connections` open connections the server accepts no more until one closes: a third
+/// client's request waits (unanswered) while two idle connections hold the slots, and is
+/// answered once one of them is closed.
+#[test]
+fn serve_accepts_at_most_max_connections_at_once() {
+    let server = start(ServeConfig {
+        max_connections: 2,
+        header_timeout: Duration::from_secs(60),
+        ..config()
+    });
+    let addr = server.addr();
+    let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // Prove both idle connections were accepted (and hold their slots): a request on each
+    // is answered; they stay open afterwards (keep-alive).
+    for s in &mut idle {
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let mut third = TcpStream::connect(addr).unwrap(); // the kernel's backlog takes it
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    match third.read(&mut buf) {
+        Err(e) => assert!(
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+        Ok(n) => panic!(
+            "answered beyond the limit: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+    }
+    drop(idle.pop());
+    let got = read_until_closed(&mut third);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    server.shutdown().unwrap();
+}

@@ -97,6 +97,10 @@ pub struct ServeConfig {
     /// Longest a response write may make no progress (the client does not read what it is
     /// sent); then the connection is closed.
     pub send_timeout: Duration,
+    /// Connections open at once. At the limit the server stops accepting until one closes:
+    /// further clients wait in the kernel's listen backlog (each open connection costs a task
+    /// and buffers; idle ones are closed after `header_timeout`).
+    pub max_connections: usize,
     /// Called on a search worker before each query it starts. For fault-injection tests (a
     /// hook that panics exercises the worker's recovery); `None` in `m3 serve`.
     pub query_hook: Option<QueryHook>,
@@ -175,6 +179,7 @@ impl Default for ServeConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             query_hook: None,
             updates: true,
             max_write_batch: 1024,

@@ -99,7 +99,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            // At the connection limit, accept nothing until a connection ends (below).
+            accepted = listener.accept(), if connections.len() < config.max_connections => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
                     let mut stream = TimeoutWriter::new(stream);
@@ -149,6 +150,12 @@ fn check(config: &ServeConfig) -> Result<(), ServeError> {
     if config.limits.max_concurrent_requests == 0 {
         return Err(ServeError::Config {
             name: "max_concurrent_requests",
+            what: "must be at least 1".into(),
+        });
+    }
+    if config.max_connections == 0 {
+        return Err(ServeError::Config {
+            name: "max_connections",
             what: "must be at least 1".into(),
         });
     }

@@ -124,6 +124,11 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = ServeConfig::default().send_timeout.as_millis() as u64,
           value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..))]
     pub send_timeout_ms: u64,
+    /// Connections open at once; at the limit new clients wait in the listen backlog until
+    /// one closes.
+    #[arg(long, default_value_t = ServeConfig::default().max_connections,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_connections: usize,
 }
 
 impl LimitArgs {
@@ -186,6 +191,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: Duration::from_millis(args.limits.header_timeout_ms),
         body_timeout: Duration::from_millis(args.limits.body_timeout_ms),
         send_timeout: Duration::from_millis(args.limits.send_timeout_ms),
+        max_connections: args.limits.max_connections,
         query_hook: None,
         updates: !args.read_only,
         max_write_batch: args.max_write_batch,
