@@ -25,7 +25,7 @@ for _ in $(seq 300); do grep -q listening "$err" && break; sleep 0.1; done
 url="$(grep -o 'http://[0-9.:]*' "$err")"
 load() {
   "$m3" loadtest --url "$url" --queries "$work/q2k.fbin" --gt "$work/gt.half1.ibin" --k 10 \
-    --nprobe 64 --rerank 30 --batch 1 --concurrency 4 --requests 6000 --duration-secs 20 \
+    --nprobe 64 --rerank 30 --batch 1 --concurrency 4 --requests 30000 --duration-secs 15 \
     --api-key-file "$key" --json 2>/dev/null | python3 -c "
 import json, sys
 p = json.loads(sys.stdin.readline())
