@@ -86,6 +86,17 @@ fn format_doc_offset_tables_match_the_code() {
             "delta.m3",
             (COMMON_HEADER_BYTES, size_of::<delta::DeltaHeader>()),
         ),
+        (
+            "delta_codes.m3",
+            (
+                COMMON_HEADER_BYTES,
+                size_of::<delta_codes::DeltaCodesHeader>(),
+            ),
+        ),
+        (
+            "Delta code entry",
+            (0, size_of::<delta_codes::DeltaCodeEntry>()),
+        ),
     ]
     .into();
     for (heading, rows) in &code {

@@ -399,6 +399,102 @@ fn churn_through_the_whole_base() {
     assert!(ExactSearcher::new(&index).knn(base().row(0), 1).is_err());
 }
 
+/// Approximate answers (user ids and distances) of `queries`, for comparing two opens.
+fn approx_answers(index: &Index, queries: &[Vec<f32>]) -> Vec<Vec<(u64, f32)>> {
+    let mut s = Searcher::new(index);
+    let mut params = SearchParams::new(5);
+    params.nprobe = 4;
+    queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let (got, _) = s.search(i, q, &params).unwrap();
+            got.iter().map(|n| (index.user_id(n.id), n.dist)).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_coded_delta_is_derived_and_coded_again_when_missing_or_damaged() {
+    use m3::format::delta_codes::DELTA_CODES_HEADER_BYTES;
+    use m3::format::files::DELTA_CODES_FILE;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(41);
+    let mut model = Model::base();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    for batch in 0..2u64 {
+        let ids: Vec<u64> = (0..45).map(|i| 1 << 33 | (batch * 100 + i)).collect();
+        let rows: Vec<f32> = (0..45).flat_map(|_| vector(&mut rng)).collect();
+        let m = Matrix::from_vec(rows, DIM).unwrap();
+        w.insert(&ids, m.view()).unwrap();
+        for (id, v) in ids.iter().zip(m.view().iter_rows()) {
+            model.live.insert(*id, v.to_vec());
+        }
+        let gone = base_ids()[batch as usize * 7];
+        w.delete(&[gone]);
+        model.live.remove(&gone);
+        w.commit().unwrap();
+    }
+    drop(w);
+    let codes = dir.join(DELTA_CODES_FILE);
+    let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+    let index = open(&dir);
+    assert_eq!(
+        index.live_info().coded_again,
+        0,
+        "every insert's coding read"
+    );
+    let want = approx_answers(&index, &queries);
+    drop(index);
+    let intact = std::fs::read(&codes).unwrap();
+    let eb = (intact.len() - DELTA_CODES_HEADER_BYTES as usize) / 90;
+    assert_eq!(intact.len(), DELTA_CODES_HEADER_BYTES as usize + 90 * eb);
+    let at = |i: usize| DELTA_CODES_HEADER_BYTES as usize + i * eb;
+    // Each damage: (file bytes, inserts coded again). Answers never change.
+    let mut flipped = intact.clone();
+    flipped[at(10) + 9] ^= 0x40; // entry 10's slot
+    let mut stale = intact.clone(); // entry 6's bytes (a valid CRC) where entry 5 belongs
+    stale.copy_within(at(6)..at(7), at(5));
+    let mut torn = intact.clone();
+    torn.truncate(at(45) - 3);
+    let mut other_index = intact.clone();
+    other_index[32] ^= 1; // the manifest CRC the header names (header CRC now wrong too)
+    for (bytes, again) in [(flipped, 1), (stale, 1), (torn, 46), (other_index, 90)] {
+        std::fs::write(&codes, &bytes).unwrap();
+        let index = open(&dir);
+        assert_eq!(index.live_info().coded_again, again);
+        assert_eq!(approx_answers(&index, &queries), want);
+        check_index(&index, Metric::L2, &model, &queries);
+    }
+    std::fs::remove_file(&codes).unwrap();
+    let index = open(&dir);
+    assert_eq!(index.live_info().coded_again, 90);
+    assert_eq!(approx_answers(&index, &queries), want);
+    drop(index);
+    // A writer writes the file back; the next open reads every coding again.
+    let w = IndexWriter::open(&dir).unwrap();
+    assert_eq!(w.coded_again(), 90);
+    drop(w);
+    assert_eq!(
+        std::fs::read(&codes).unwrap(),
+        intact,
+        "written back byte for byte"
+    );
+    std::fs::write(&codes, &intact[..at(45) - 3]).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    assert_eq!(w.coded_again(), 46);
+    w.delete(&[1 << 33]);
+    model.live.remove(&(1 << 33));
+    w.commit().unwrap();
+    drop(w);
+    assert_eq!(std::fs::read(&codes).unwrap(), intact, "cut and appended");
+    let index = open(&dir);
+    assert_eq!(index.live_info().coded_again, 0);
+    check_index(&index, Metric::L2, &model, &queries);
+    m3::format::verify(&dir).unwrap();
+}
+
 #[test]
 fn bad_inputs_and_a_second_writer_are_refused() {
     let tmp = tempfile::tempdir().unwrap();

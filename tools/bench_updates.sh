@@ -4,6 +4,8 @@
 # rerank 30) after every step beside a fresh build of the same live set; insert throughput;
 # bytes on disk; QPS and p99 of `m3 bench` idle and while `m3 insert` runs in a loop.
 # Usage: tools/bench_updates.sh [WORKDIR]     (default work/bench-updates)
+# Another data set: M3_BASE=… M3_QUERIES=… M3_METRIC=… (default GloVe-50d, ip); M3_RECALL_ONLY=1
+# stops after step 3 (no bench, no compact).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-work/bench-updates}"
@@ -16,19 +18,22 @@ knobs=(--nprobe 64 --rerank 30 --k 10)
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 secs() { python3 -c "import time; print(f'{time.time():.3f}')"; }
 
-[ -f "$work/q2k.fbin" ] || $split "$D/base.390K.fbin" "$D/query.10K.fbin" "$work"
+base="${M3_BASE:-$D/base.390K.fbin}"
+queries="${M3_QUERIES:-$D/query.10K.fbin}"
+metric="${M3_METRIC:-ip}"
+[ -f "$work/q2k.fbin" ] || $split "$base" "$queries" "$work"
 gt() { # gt BASE OUT [IDS]: exact top-10 of the 2,000 queries, in user ids
-  "$m3" gt --base "$1" --queries "$work/q2k.fbin" --k 10 --metric ip --out "$2" --threads 2 2>/dev/null
+  "$m3" gt --base "$1" --queries "$work/q2k.fbin" --k 10 --metric "$metric" --out "$2" --threads 2 2>/dev/null
   if [ $# -eq 3 ]; then $split remap "$2" "$3" "$2"; fi
 }
 [ -f "$work/gt.half1.ibin" ] || gt "$work/half1.fbin" "$work/gt.half1.ibin"
-[ -f "$work/gt.full.ibin" ] || gt "$D/base.390K.fbin" "$work/gt.full.ibin"
+[ -f "$work/gt.full.ibin" ] || gt "$base" "$work/gt.full.ibin"
 [ -f "$work/gt.live80.ibin" ] || gt "$work/live80.fbin" "$work/gt.live80.ibin" "$work/live80.u64bin"
 
 recall() { # recall INDEX GT: recall@10 at the fixed knobs
   "$m3" search --index "$1" --queries "$work/q2k.fbin" "${knobs[@]}" --out "$work/r.ibin" \
     --threads 2 >/dev/null 2>&1
-  "$m3" recall --results "$work/r.ibin" --gt "$2" --k 10 --metric ip 2>&1 | grep -o 'recall@10 = [0-9.]*'
+  "$m3" recall --results "$work/r.ibin" --gt "$2" --k 10 --metric "$metric" 2>&1 | grep -o 'recall@10 = [0-9.]*'
 }
 bytes() { du -sb "$1" | cut -f1; }
 
@@ -36,11 +41,11 @@ bytes() { du -sb "$1" | cut -f1; }
 fresh() { # fresh NAME BASE [IDS]
   [ -f "$work/fresh.$1/manifest.m3" ] && return
   local t0; t0=$(secs)
-  "$m3" build --base "$2" ${3:+--ids "$3"} --metric ip --out "$work/fresh.$1" --threads 2 >/dev/null 2>&1
+  "$m3" build --base "$2" ${3:+--ids "$3"} --metric "$metric" --out "$work/fresh.$1" --threads 2 >/dev/null 2>&1
   echo "fresh build $1: $(python3 -c "print(f'{$(secs) - $t0:.1f}')") s (load $(load))"
 }
 fresh half1 "$work/half1.fbin"
-fresh full "$D/base.390K.fbin"
+fresh full "$base"
 fresh live80 "$work/live80.fbin" "$work/live80.u64bin"
 
 idx="$work/live.m3"
@@ -51,19 +56,22 @@ t0=$(secs)
 for b in 0 1 2 3 4 5 6 7 8 9; do
   tb=$(secs)
   "$m3" insert --index "$idx" --base "$work/half2_$b.fbin" --ids "$work/half2_$b.u64bin" 2>/dev/null
-  echo "  insert batch $b (19,500): $(python3 -c "print(f'{$(secs) - $tb:.2f}')") s (load $(load))"
+  echo "  insert batch $b: $(python3 -c "print(f'{$(secs) - $tb:.2f}')") s (load $(load))"
 done
 ins=$(python3 -c "print(f'{$(secs) - $t0:.1f}')")
-echo "inserted 195,000 in 10 batches: $ins s = $(python3 -c "print(round(195000 / $ins))") vectors/s (load $(load))"
+n2=$(python3 -c "import struct; print(sum(struct.unpack('<I', open(f'$work/half2_{b}.fbin','rb').read(4))[0] for b in range(10)))")
+echo "inserted $n2 in 10 batches: $ins s = $(python3 -c "print(round($n2 / $ins))") vectors/s (load $(load))"
 echo "step 1 (+50% inserted): $(recall "$idx" "$work/gt.full.ibin"); fresh: $(recall "$work/fresh.full" "$work/gt.full.ibin"); bytes $(bytes "$idx") vs fresh $(bytes "$work/fresh.full")"
 t0=$(secs)
 "$m3" delete --index "$idx" --ids "$work/del.u64bin" 2>/dev/null
-echo "deleted 78,000: $(python3 -c "print(f'{$(secs) - $t0:.2f}')") s"
+echo "deleted 20%: $(python3 -c "print(f'{$(secs) - $t0:.2f}')") s"
 echo "step 2 (20% deleted): $(recall "$idx" "$work/gt.live80.ibin"); fresh: $(recall "$work/fresh.live80" "$work/gt.live80.ibin"); bytes $(bytes "$idx") vs fresh $(bytes "$work/fresh.live80")"
 t0=$(secs)
 "$m3" insert --index "$idx" --base "$work/reins.fbin" --ids "$work/reins.u64bin" 2>/dev/null
-echo "re-inserted 78,000: $(python3 -c "print(f'{$(secs) - $t0:.2f}')") s"
+echo "re-inserted the 20%: $(python3 -c "print(f'{$(secs) - $t0:.2f}')") s"
 echo "step 3 (re-inserted): $(recall "$idx" "$work/gt.full.ibin"); fresh: $(recall "$work/fresh.full" "$work/gt.full.ibin"); bytes $(bytes "$idx") vs fresh $(bytes "$work/fresh.full")"
+
+[ "${M3_RECALL_ONLY:-0}" = 1 ] && exit 0
 
 # QPS and p99 of m3 bench (2 threads, same knobs), idle and during a stream of inserts
 # (m3 insert of 19,500 vectors in a loop into a copy; the bench reads its own generation).

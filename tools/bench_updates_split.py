@@ -7,6 +7,9 @@ seed 7), live80.fbin + live80.u64bin (the rows not deleted), reins.fbin + reins.
 deleted rows again, under their ids), q2k.fbin (the first 2,000 queries), (row r of live80.fbin is user id live80.u64bin[r]).
 Usage: bench_updates_split.py BASE.fbin QUERIES.fbin OUT
        bench_updates_split.py remap IN.ibin IDS.u64bin OUT.ibin
+       bench_updates_split.py churn BASE.fbin OUT ROUNDS
+The churn form writes churn_R.fbin + churn_R.u64bin for R in 0..ROUNDS: a random 10% of the
+rows (seed 100 + R) under their row numbers, to upsert (delete and insert again).
 """
 import random
 import struct
@@ -54,9 +57,20 @@ def remap(ibin, ids_path, out):
         f.write(rest)
 
 
+def churn(base, out, rounds):
+    n, d, data = read_fbin(base)
+    for r in range(int(rounds)):
+        rows = sorted(random.Random(100 + r).sample(range(n), n // 10))
+        write_fbin(f"{out}/churn_{r}.fbin", rows, d, data)
+        write_u64bin(f"{out}/churn_{r}.u64bin", rows)
+
+
 def main():
     if sys.argv[1] == "remap":
         remap(*sys.argv[2:5])
+        return
+    if sys.argv[1] == "churn":
+        churn(*sys.argv[2:5])
         return
     base, queries, out = sys.argv[1:4]
     n, d, data = read_fbin(base)

@@ -39,6 +39,12 @@ pub const WAL_NEW_FILE: &str = "wal.m3.new";
 pub const DELTA_FILE: &str = "delta.m3";
 /// A new `delta.m3`'s header sector before it is renamed to [`DELTA_FILE`].
 pub const DELTA_NEW_FILE: &str = "delta.m3.new";
+/// Derived data of the committed inserts (cluster, PQ code, correction, error, key), so that
+/// opening does not code them again (not listed in the manifest; `docs/FORMAT.md`,
+/// "delta_codes.m3").
+pub const DELTA_CODES_FILE: &str = "delta_codes.m3";
+/// A new `delta_codes.m3`'s header before it is renamed to [`DELTA_CODES_FILE`].
+pub const DELTA_CODES_NEW_FILE: &str = "delta_codes.m3.new";
 /// The blocks of a multi-vector index (listed only when manifest flag bit 2 is set).
 pub const BLOCKS_FILE: &str = "blocks.m3";
 /// The JSON build report: informational, listed in the manifest, not needed to open the index.
@@ -67,7 +73,7 @@ pub const REQUIRED_FILES: [&str; 6] = [
 ];
 
 /// Every file name an index directory (published or being built) may hold.
-pub const INDEX_DIR_FILES: [&str; 21] = [
+pub const INDEX_DIR_FILES: [&str; 23] = [
     MANIFEST_FILE,
     CLUSTERS_FILE,
     ROUTING_FILE,
@@ -85,6 +91,8 @@ pub const INDEX_DIR_FILES: [&str; 21] = [
     WAL_NEW_FILE,
     DELTA_FILE,
     DELTA_NEW_FILE,
+    DELTA_CODES_FILE,
+    DELTA_CODES_NEW_FILE,
     REPORT_FILE,
     CALIBRATION_FILE,
     MANIFEST_UPDATE_FILE,

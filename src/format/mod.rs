@@ -33,6 +33,7 @@ pub mod clusters;
 pub mod coarse;
 pub mod data;
 pub mod delta;
+pub mod delta_codes;
 mod error;
 mod file;
 pub mod files;
@@ -116,6 +117,14 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
         ("ids.m3", IdsHeader::layout_table()),
         ("wal.m3", WalHeader::layout_table()),
         ("delta.m3", delta::DeltaHeader::layout_table()),
+        (
+            "delta_codes.m3",
+            delta_codes::DeltaCodesHeader::layout_table(),
+        ),
+        (
+            "Delta code entry",
+            delta_codes::DeltaCodeEntry::layout_table(),
+        ),
         ("WAL record frame", WalFrame::layout_table()),
         ("Block entry", BlockEntry::layout_table()),
     ]

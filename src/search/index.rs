@@ -151,6 +151,9 @@ pub struct LiveInfo {
     pub live_vectors: u64,
     /// Bytes of `delta.m3`.
     pub delta_bytes: u64,
+    /// Committed inserts whose coding `delta_codes.m3` did not hold (missing, damaged or
+    /// behind the log), coded again from `delta.m3` when the index was opened or refreshed.
+    pub coded_again: u64,
     /// What replay cut from the end of the log (a batch never committed, a torn or corrupt
     /// tail), if anything; never replayed.
     pub wal_cut: Option<crate::format::WalTail>,
@@ -165,6 +168,7 @@ impl LiveInfo {
             "tombstones": self.tombstones,
             "live_vectors": self.live_vectors,
             "delta_bytes": self.delta_bytes,
+            "coded_again": self.coded_again,
             "wal_cut_bytes": self.wal_cut.as_ref().map_or(0, |t| t.bytes),
         })
     }
@@ -402,6 +406,7 @@ impl Index {
             tombstones: l.ids.as_ref().map_or(0, |i| i.dead_count()),
             live_vectors: self.live_vectors(),
             delta_bytes: l.delta_bytes,
+            coded_again: l.coded_again,
             wal_cut: l.tail.clone(),
         }
     }

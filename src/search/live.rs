@@ -14,7 +14,8 @@ use super::index::Index;
 use crate::data::DType;
 use crate::distance::{self, Metric};
 use crate::format::delta::{DeltaFile, slot_location};
-use crate::format::files::{DATA_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
+use crate::format::delta_codes::DeltaCodes;
+use crate::format::files::{DATA_FILE, DELTA_CODES_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
 use crate::format::{FormatError, SECTOR_BYTES, WalOp, WalTail, read_wal};
 use crate::io::{ConcatReader, ReadRequest, open_reader};
 use std::collections::HashMap;
@@ -179,6 +180,23 @@ pub(crate) struct CodedVector {
     pub(crate) key: f32,
 }
 
+impl CodedVector {
+    /// Appends its `delta_codes.m3` entry (for the record in `slot` whose bytes have CRC32C
+    /// `record_crc32c`) to `out`.
+    pub(crate) fn encode_entry(&self, slot: u64, record_crc32c: u32, out: &mut Vec<u8>) {
+        let entry = crate::format::delta_codes::DeltaCodeEntry {
+            crc32c: 0,
+            cluster: self.cluster,
+            slot,
+            record_crc32c,
+            correction: self.correction,
+            error: self.error,
+            key: self.key,
+        };
+        crate::format::delta_codes::encode_entry(&entry, &self.code, out);
+    }
+}
+
 impl Index {
     /// The vector as the index stores it: normalised under cosine. Fails on a wrong
     /// dimension, a non-finite component or (under cosine) a zero vector.
@@ -228,6 +246,32 @@ impl Index {
             key: distance::dot(&r, &r).sqrt(),
             code,
         }
+    }
+
+    /// Bytes of a PQ code (what `delta_codes.m3` entries hold).
+    pub(crate) fn code_bytes(&self) -> usize {
+        self.pq.subspaces()
+    }
+
+    /// Delta records whose coding this generation took from `delta_codes.m3`, from the first
+    /// on without a gap: a writer keeps that many entries and appends the others.
+    pub(crate) fn codes_stored(&self) -> u64 {
+        self.live.codes_stored
+    }
+
+    /// Appends the `delta_codes.m3` entry of delta record `d` (whose record has CRC32C
+    /// `record_crc32c`) from this generation's live state.
+    pub(crate) fn encode_delta_code(&self, d: usize, record_crc32c: u32, out: &mut Vec<u8>) {
+        let l = &self.live;
+        let m = self.pq.subspaces();
+        let coded = CodedVector {
+            cluster: l.clusters[d],
+            code: l.codes[d * m..(d + 1) * m].to_vec(),
+            correction: l.correction[d],
+            error: l.error[d],
+            key: l.keys[d],
+        };
+        coded.encode_entry(l.slots[d], record_crc32c, out);
     }
 
     /// The replayed id map (`None`: no log).
@@ -305,6 +349,11 @@ pub(crate) struct Live {
     pub(crate) delta_start: u64,
     /// Bytes of `delta.m3`.
     pub(crate) delta_bytes: u64,
+    /// Delta records `0..codes_stored` took their coding from `delta_codes.m3` (the prefix a
+    /// writer keeps; it appends after it).
+    pub(crate) codes_stored: u64,
+    /// Delta records coded again from `delta.m3` (no usable `delta_codes.m3` entry).
+    pub(crate) coded_again: u64,
 }
 
 impl Live {
@@ -445,8 +494,10 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
 }
 
 /// Reads the records of the log's new inserts from `delta.m3` (each checked against the CRC32C
-/// the log holds, its vid and finite components), codes them into `live`, widens the norm
-/// bound and puts a reader over `data.m3` and `delta.m3` (as it is now) in place.
+/// the log holds, its vid and finite components), codes them into `live` (taking what
+/// `delta_codes.m3` holds for an insert when its entry is whole and names the same slot and
+/// record CRC32C; coding the others again), widens the norm bound and puts a reader over
+/// `data.m3` and `delta.m3` (as it is now) in place.
 fn load_delta(
     idx: &mut Index,
     live: &mut Live,
@@ -465,48 +516,44 @@ fn load_delta(
         );
     }
     let codec = idx.codec.with_n_vectors(ids.next_vid());
-    let rb = codec.record_bytes() as usize;
-    let mut bytes = vec![0u8; rb];
+    let mut bytes = vec![0u8; codec.record_bytes() as usize];
     let mut v = vec![0f32; idx.dim];
     let d0 = live.vids.len();
-    use std::os::unix::fs::FileExt;
+    let stored = DeltaCodes::read(
+        &idx.dir.join(DELTA_CODES_FILE),
+        manifest_crc,
+        idx.pq.subspaces(),
+        d0 as u64,
+    )?;
     for (i, &(vid, slot, crc)) in inserts.iter().enumerate() {
         let d = d0 + i;
-        let (offset, _, _) = slot_location(idx.layout, slot);
-        file.read_exact_at(&mut bytes, offset)
-            .map_err(|e| FormatError::io(&delta_path, e))?;
-        let computed = crc32c::crc32c(&bytes);
-        if computed != crc {
-            return Err(FormatError::Checksum {
-                path: delta_path.clone(),
-                what: format!("slot {slot} (insert {d} of the log)"),
-                stored: crc,
-                computed,
-            }
-            .into());
-        }
-        let rec = codec.decode(&bytes, &delta_path, offset)?;
-        if rec.id() != vid {
-            return Err(FormatError::corrupt(
-                &delta_path,
-                offset,
-                format!("slot {slot} holds vid {}, the log says {vid}", rec.id()),
-            )
-            .into());
-        }
-        for (o, c) in v.iter_mut().zip(rec.vector_bytes().chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(FormatError::corrupt(
-                &delta_path,
-                offset,
-                format!("slot {slot}: component {i} is not finite"),
-            )
-            .into());
-        }
+        let at = DeltaInsert {
+            path: &delta_path,
+            file: &file,
+            codec,
+            layout: idx.layout,
+            d,
+            vid,
+            slot,
+            crc,
+        };
+        at.read_vector(&mut bytes, &mut v)?;
         max_norm = max_norm.max(f64::from(distance::dot(&v, &v)).sqrt());
-        let coded = idx.code_vector(&v);
+        let coded = match stored
+            .as_ref()
+            .and_then(|s| stored_coding(idx, s, d, slot, crc))
+        {
+            Some(c) => {
+                if live.codes_stored == d as u64 {
+                    live.codes_stored += 1;
+                }
+                c
+            }
+            None => {
+                live.coded_again += 1;
+                idx.code_vector(&v)
+            }
+        };
         let r = (n_records + d as u64) as u32;
         if !ids.is_dead(vid) {
             let c = coded.cluster as usize;
@@ -542,6 +589,95 @@ fn load_delta(
     idx.codec = codec;
     idx.norm_bound = idx.norm_bound.max(max_norm);
     Ok(())
+}
+
+/// The coding `delta_codes.m3` holds for delta record `d`, if its entry is whole, names the
+/// slot and record CRC32C the log gives (so it was coded from these very record bytes, for
+/// this index: the file's header names the manifest) and its values are sane.
+fn stored_coding(
+    idx: &Index,
+    stored: &DeltaCodes,
+    d: usize,
+    slot: u64,
+    crc: u32,
+) -> Option<CodedVector> {
+    let (e, code) = stored.entry(d as u64)?;
+    let sane = e.slot == slot
+        && e.record_crc32c == crc
+        && (e.cluster as usize) < idx.entries.len()
+        && e.correction.is_finite()
+        && e.error.is_finite()
+        && e.error >= 0.0
+        && e.key.is_finite()
+        && e.key >= 0.0;
+    sane.then(|| CodedVector {
+        cluster: e.cluster,
+        code: code.to_vec(),
+        correction: e.correction,
+        error: e.error,
+        key: e.key,
+    })
+}
+
+/// One committed insert as the log names it, to be read from `delta.m3`.
+struct DeltaInsert<'a> {
+    path: &'a std::path::Path,
+    file: &'a std::fs::File,
+    codec: crate::format::RecordCodec,
+    layout: crate::format::RecordLayout,
+    /// Its number among the log's inserts.
+    d: usize,
+    vid: u32,
+    slot: u64,
+    crc: u32,
+}
+
+impl DeltaInsert<'_> {
+    /// Reads the record into `bytes` and its vector into `v`, checking it against the log's
+    /// CRC32C, its vid and finite components.
+    fn read_vector(&self, bytes: &mut [u8], v: &mut [f32]) -> Result<(), SearchError> {
+        use std::os::unix::fs::FileExt;
+        let (slot, path) = (self.slot, self.path);
+        let (offset, _, _) = slot_location(self.layout, slot);
+        self.file
+            .read_exact_at(bytes, offset)
+            .map_err(|e| FormatError::io(path, e))?;
+        let computed = crc32c::crc32c(bytes);
+        if computed != self.crc {
+            return Err(FormatError::Checksum {
+                path: path.to_path_buf(),
+                what: format!("slot {slot} (insert {} of the log)", self.d),
+                stored: self.crc,
+                computed,
+            }
+            .into());
+        }
+        let rec = self.codec.decode(bytes, path, offset)?;
+        if rec.id() != self.vid {
+            return Err(FormatError::corrupt(
+                path,
+                offset,
+                format!(
+                    "slot {slot} holds vid {}, the log says {}",
+                    rec.id(),
+                    self.vid
+                ),
+            )
+            .into());
+        }
+        for (o, c) in v.iter_mut().zip(rec.vector_bytes().chunks_exact(4)) {
+            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(FormatError::corrupt(
+                path,
+                offset,
+                format!("slot {slot}: component {i} is not finite"),
+            )
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// What [`Index::for_each_live`] calls with each live vector: its user id and the vector.

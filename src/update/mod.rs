@@ -16,7 +16,8 @@ pub use compact::{CompactReport, compact, dir_bytes};
 
 use crate::data::MatrixView;
 use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};
-use crate::format::files::{DELTA_FILE, MANIFEST_FILE, WAL_FILE};
+use crate::format::delta_codes::{DeltaCodesHeader, DeltaCodesWriter};
+use crate::format::files::{DELTA_CODES_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
 use crate::format::{FormatError, SECTOR_BYTES, WalHeader, WalOp, WalTail, WalWriter, read_wal};
 use crate::io::{IoBackend, ReaderOptions};
 use crate::search::live::LiveIds;
@@ -82,6 +83,11 @@ pub struct IndexWriter {
     wal: WalWriter,
     delta: DeltaFile,
     ids: LiveIds,
+    /// `delta_codes.m3`, holding one entry per committed insert; `None` after a failed
+    /// append (the file is derived: opens code the missing inserts again).
+    codes: Option<DeltaCodesWriter>,
+    /// Committed inserts (= entries of `delta_codes.m3` while `codes` is there).
+    inserted: u64,
     /// The first slot after every committed record.
     next_slot: u64,
     pending: Vec<Pending>,
@@ -117,6 +123,26 @@ impl IndexWriter {
         }
         Ok(())
     }
+}
+
+/// Opens `delta_codes.m3` for appending with one entry per committed insert of `index`
+/// (whose record CRC32Cs, in log order, are `record_crcs`): the entries the index took from
+/// the file are kept, the rest written from the index's live state.
+fn open_codes(
+    dir: &Path,
+    index: &Index,
+    manifest_crc32c: u32,
+    record_crcs: &[u32],
+) -> Result<DeltaCodesWriter, UpdateError> {
+    let header = DeltaCodesHeader::new(manifest_crc32c, index.code_bytes());
+    let keep = index.codes_stored().min(record_crcs.len() as u64);
+    let (codes, kept) = DeltaCodesWriter::open(&dir.join(DELTA_CODES_FILE), &header, keep)?;
+    let mut bytes = Vec::new();
+    for (d, &crc) in record_crcs.iter().enumerate().skip(kept as usize) {
+        index.encode_delta_code(d, crc, &mut bytes);
+    }
+    codes.write_entries(kept, &bytes)?;
+    Ok(codes)
 }
 
 /// Takes the exclusive writer lock of the index directory (held while the file is open).
@@ -183,11 +209,23 @@ impl IndexWriter {
             .cloned()
             .unwrap_or_else(|| LiveIds::new(meta.n_vectors, index.base_user_ids()));
         let next_slot = index.live_slot_end();
+        let record_crcs: Vec<u32> = replay
+            .batches
+            .iter()
+            .flatten()
+            .filter_map(|op| match *op {
+                WalOp::Insert { record_crc32c, .. } => Some(record_crc32c),
+                _ => None,
+            })
+            .collect();
+        let codes = open_codes(dir, &index, manifest_crc32c, &record_crcs)?;
         Ok(Self {
             index,
             wal,
             delta,
             ids,
+            codes: Some(codes),
+            inserted: record_crcs.len() as u64,
             next_slot,
             pending: Vec::new(),
             recovered: replay.tail,
@@ -200,6 +238,12 @@ impl IndexWriter {
     /// tail), if anything.
     pub fn recovered(&self) -> Option<&WalTail> {
         self.recovered.as_ref()
+    }
+
+    /// Committed inserts that opening coded again from `delta.m3` because `delta_codes.m3`
+    /// did not hold them (missing, damaged or behind the log); the writer wrote them back.
+    pub fn coded_again(&self) -> u64 {
+        self.index.live_info().coded_again
     }
 
     /// The generation of the last commit (0: none).
@@ -304,6 +348,7 @@ impl IndexWriter {
         let mut bytes = vec![0u8; sectors * SECTOR_BYTES];
         let base_ids = self.index.base_user_ids();
         let mut slot = start;
+        let mut coded = Vec::with_capacity(inserts as usize);
         for p in &pending {
             let op = match p {
                 Pending::Insert { user_id, vector } => {
@@ -311,10 +356,12 @@ impl IndexWriter {
                     let (offset, _, _) = slot_location(layout, slot);
                     let at = (offset - first_sector * SECTOR_BYTES as u64) as usize;
                     codec.encode(vector, vid, &[], &mut bytes[at..at + rb])?;
+                    let record_crc32c = crc32c::crc32c(&bytes[at..at + rb]);
+                    coded.push((slot, record_crc32c, vector.as_slice()));
                     let op = WalOp::Insert {
                         user_id: *user_id,
                         slot,
-                        record_crc32c: crc32c::crc32c(&bytes[at..at + rb]),
+                        record_crc32c,
                     };
                     slot += 1;
                     op
@@ -332,6 +379,34 @@ impl IndexWriter {
         let generation = self.wal.commit()?;
         self.next_slot = slot;
         self.poisoned = false;
+        self.append_codes(&coded);
         Ok(generation)
+    }
+
+    /// Codes a committed batch's inserts (`(slot, record CRC32C, stored vector)`, in log
+    /// order; on the current rayon pool) and appends their `delta_codes.m3` entries. The
+    /// batch is durable already: a failed append only stops the file here (opens code the
+    /// missing inserts again), it does not fail the commit.
+    fn append_codes(&mut self, batch: &[(u64, u32, &[f32])]) {
+        use rayon::prelude::*;
+        let first = self.inserted;
+        self.inserted += batch.len() as u64;
+        let Some(codes) = &self.codes else {
+            return;
+        };
+        let index = &self.index;
+        let parts: Vec<Vec<u8>> = batch
+            .par_chunks(256)
+            .map(|chunk| {
+                let mut out = Vec::new();
+                for &(slot, crc, v) in chunk {
+                    index.code_vector(v).encode_entry(slot, crc, &mut out);
+                }
+                out
+            })
+            .collect();
+        if codes.write_entries(first, &parts.concat()).is_err() {
+            self.codes = None;
+        }
     }
 }

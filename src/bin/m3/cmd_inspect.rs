@@ -60,6 +60,13 @@ live updates"
         mib(l.delta_bytes as f64),
         l.tombstones
     );
+    if l.coded_again > 0 {
+        let _ = writeln!(
+            s,
+            "  delta_codes.m3 missing, damaged or behind the log: {} inserted records coded again at open",
+            l.coded_again
+        );
+    }
     if let Some(t) = &l.wal_cut {
         let _ = writeln!(
             s,

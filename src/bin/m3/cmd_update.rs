@@ -21,6 +21,9 @@ pub struct InsertArgs {
     /// refused on an index built with --ids.
     #[arg(long)]
     ids: Option<PathBuf>,
+    /// Threads that route and PQ-code the inserted vectors (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Args, Debug)]
@@ -37,6 +40,14 @@ fn open(cmd: &str, dir: &std::path::Path) -> anyhow::Result<IndexWriter> {
     crate::common::recover_index(cmd, dir);
     let w =
         IndexWriter::open(dir).with_context(|| format!("opening {} for updates", dir.display()))?;
+    if w.coded_again() > 0 {
+        eprintln!(
+            "m3 {cmd}: {}: delta_codes.m3 was missing, damaged or behind the log: {} inserted \
+             vectors coded again from delta.m3 (and written back)",
+            dir.display(),
+            w.coded_again()
+        );
+    }
     if let Some(t) = w.recovered() {
         eprintln!(
             "m3 {cmd}: {}: cut {} bytes from the end of wal.m3 at byte {} ({} operations of a \
@@ -56,6 +67,7 @@ fn open(cmd: &str, dir: &std::path::Path) -> anyhow::Result<IndexWriter> {
 }
 
 pub fn run_insert(args: InsertArgs) -> anyhow::Result<()> {
+    let pool = crate::common::thread_pool(args.threads)?;
     let mut w = open("insert", &args.index)?;
     let vectors = VectorFile::open(&args.base)?.read_all_f32()?;
     let ids = match &args.ids {
@@ -72,7 +84,7 @@ pub fn run_insert(args: InsertArgs) -> anyhow::Result<()> {
         }
     };
     w.insert(&ids, vectors.view())?;
-    let generation = w.commit()?;
+    let generation = pool.install(|| w.commit())?;
     eprintln!(
         "m3 insert: {} vectors committed (generation {generation}, {} live)",
         ids.len(),

@@ -32,6 +32,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("{}: live updates failed verification", args.dir.display()))?;
     let live = index.live_info();
+    if live.coded_again > 0 {
+        eprintln!(
+            "warning: delta_codes.m3 is missing, damaged or behind the log: {} inserted records \
+             were coded again from delta.m3 (the next writer writes them back)",
+            live.coded_again
+        );
+    }
     if let Some(t) = &live.wal_cut {
         eprintln!(
             "warning: wal.m3 has {} bytes after its last commit (never replayed; the next writer \
