@@ -222,3 +222,75 @@ fn a_shard_replaced_after_publication_is_refused() {
     let e = plan_shards(&set.index, 0, 7).unwrap_err();
     assert!(e.to_string().contains("shards"), "{e}");
 }
+
+fn m3(args: &[&std::ffi::OsStr]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_m3"))
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "m3 {args:?} failed: {err}");
+    String::from_utf8_lossy(&o.stdout).to_string() + &err
+}
+
+#[test]
+fn the_cli_steps_in_separate_processes_write_the_bytes_of_one_run_and_search_verify_inspect_open_it()
+ {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path());
+    let together = tmp.path().join("together");
+    let apart = tmp.path().join("apart");
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let idx = os(&set.index);
+    m3(&[
+        "shard".as_ref(),
+        "--index".as_ref(),
+        &idx,
+        "--out".as_ref(),
+        &os(&together),
+        "--shards".as_ref(),
+        "4".as_ref(),
+    ]);
+    for s in ["3", "0", "2", "1"] {
+        m3(&[
+            "shard".as_ref(),
+            "--index".as_ref(),
+            &idx,
+            "--out".as_ref(),
+            &os(&apart),
+            "--shards".as_ref(),
+            "4".as_ref(),
+            "--stage".as_ref(),
+            "shard".as_ref(),
+            "--shard".as_ref(),
+            s.as_ref(),
+        ]);
+    }
+    m3(&[
+        "shard".as_ref(),
+        "--index".as_ref(),
+        &idx,
+        "--out".as_ref(),
+        &os(&apart),
+        "--shards".as_ref(),
+        "4".as_ref(),
+        "--stage".as_ref(),
+        "publish".as_ref(),
+    ]);
+    assert_eq!(tree_bytes(&apart), tree_bytes(&together));
+    let out = m3(&["verify".as_ref(), &os(&apart)]);
+    assert!(out.contains("ok: shards.m3 and 4 shards"), "{out}");
+    let out = m3(&["inspect".as_ref(), &os(&apart)]);
+    assert!(out.contains("4 shards, 6000 vectors"), "{out}");
+    let queries = tmp.path().join("query.fbin");
+    let out = m3(&[
+        "search".as_ref(),
+        "--index".as_ref(),
+        &os(&apart),
+        "--queries".as_ref(),
+        &os(&queries),
+        "--nprobe".as_ref(),
+        "4".as_ref(),
+    ]);
+    assert!(out.contains("shards_touched = "), "{out}");
+}

@@ -423,7 +423,7 @@ fn run_sharded(args: &InspectArgs) -> anyhow::Result<()> {
         println!(
             "  shard {s}: {} clusters, {} records ({})",
             clusters,
-            info.manifest.n_records,
+            info.params.n_records,
             dir.display()
         );
     }
