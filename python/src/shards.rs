@@ -135,14 +135,14 @@ impl PyShardRouter {
         let q = crate::query::queries(index, queries, None)?;
         let view = q.view()?;
         let router = &self.inner;
-        Ok(py.detach(|| {
+        py.detach(|| {
             fenced(|| {
                 let mut searcher = Searcher::new(index);
                 (0..view.rows())
                     .map(|qi| Ok(router.shards_for(&mut searcher, qi, view.row(qi), &params)?))
                     .collect::<Result<Vec<_>, Error>>()
             })
-        })?)
+        })
     }
 
     /// Shards S.

@@ -294,6 +294,9 @@ pub struct ShardedBatch {
     pub seconds: f64,
 }
 
+/// One query's answer, cost and latency (µs).
+type Outcome = Result<(Vec<Neighbor>, ShardedStats, f64), SearchError>;
+
 /// Searches every row of `queries` on `pool` (each worker thread routes and asks the shards
 /// one query at a time), or exactly with `exact_k`. Fails with the first query's error.
 pub fn search_sharded_batch(
@@ -305,24 +308,23 @@ pub fn search_sharded_batch(
 ) -> Result<ShardedBatch, SearchError> {
     use rayon::prelude::*;
     let start = std::time::Instant::now();
-    let outcomes: Vec<Result<(Vec<Neighbor>, ShardedStats, f64), SearchError>> =
-        pool.install(|| {
-            (0..queries.rows())
-                .into_par_iter()
-                .map_init(
-                    || index.searchers(),
-                    |searchers, qi| {
-                        let t = std::time::Instant::now();
-                        let q = queries.row(qi);
-                        let (r, st) = match exact_k {
-                            Some(k) => index.exact(q, k)?,
-                            None => index.search(searchers, qi, q, params)?,
-                        };
-                        Ok((r, st, t.elapsed().as_secs_f64() * 1e6))
-                    },
-                )
-                .collect()
-        });
+    let outcomes: Vec<Outcome> = pool.install(|| {
+        (0..queries.rows())
+            .into_par_iter()
+            .map_init(
+                || index.searchers(),
+                |searchers, qi| {
+                    let t = std::time::Instant::now();
+                    let q = queries.row(qi);
+                    let (r, st) = match exact_k {
+                        Some(k) => index.exact(q, k)?,
+                        None => index.search(searchers, qi, q, params)?,
+                    };
+                    Ok((r, st, t.elapsed().as_secs_f64() * 1e6))
+                },
+            )
+            .collect()
+    });
     let seconds = start.elapsed().as_secs_f64();
     let mut batch = ShardedBatch {
         results: Vec::with_capacity(outcomes.len()),
