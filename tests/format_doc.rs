@@ -80,6 +80,10 @@ fn format_doc_offset_tables_match_the_code() {
         ),
         ("hints.m3", (COMMON_HEADER_BYTES, size_of::<HintsHeader>())),
         ("ids.m3", (COMMON_HEADER_BYTES, size_of::<IdsHeader>())),
+        (
+            "shards.m3",
+            (COMMON_HEADER_BYTES, size_of::<ShardsHeader>()),
+        ),
         ("wal.m3", (COMMON_HEADER_BYTES, size_of::<WalHeader>())),
         ("WAL record frame", (0, size_of::<WalFrame>())),
         (

@@ -13,7 +13,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 # Already-installed packages make this a quick no-op on later runs.
-"$VENV/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.7,<2" numpy pytest
+# Ray (pinned) for m3.distributed's tests (python/tests/test_distributed.py: a local
+# cluster on loopback).
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.7,<2" numpy pytest \
+  "ray==2.60.0"
 
 # Exactly what the README says (`pip install ./python`), with the venv's maturin so that the
 # build needs no second download, and the lock file enforced.

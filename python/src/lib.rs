@@ -9,6 +9,7 @@ mod errors;
 mod gt;
 mod index;
 mod query;
+mod shards;
 mod writer;
 
 use pyo3::prelude::*;
@@ -44,6 +45,9 @@ fn _m3(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IoError", py.get_type::<errors::IoError>())?;
     m.add_class::<index::PyIndex>()?;
     m.add_class::<writer::PyIndexWriter>()?;
+    m.add_class::<shards::PyShardRouter>()?;
+    m.add_function(wrap_pyfunction!(shards::write_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(shards::publish_shards, m)?)?;
     m.add_function(wrap_pyfunction!(build::build, m)?)?;
     m.add_function(wrap_pyfunction!(gt::gt, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_inside_fence, m)?)?;

@@ -10,6 +10,7 @@ mod params;
 mod pipeline;
 mod refine;
 mod routing;
+mod shard;
 mod source;
 mod train;
 
@@ -24,6 +25,9 @@ pub use params::{
 };
 pub use pipeline::{BuildObserver, BuildSummary, Silent, StageTime, build_index, peak_rss_bytes};
 pub use refine::{RefineInputs, RefineParams, write_refinement};
+pub use shard::{
+    ShardPlan, ShardSummary, build_shards, plan_shards, publish_shards, shard_dir, write_shard,
+};
 
 // The build's stages, run one by one: not part of the API (`build_index` is), public only for
 // examples/route_coverage.rs and tests/build_index.rs.

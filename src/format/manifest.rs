@@ -38,6 +38,12 @@ pub const META_FLAG_BLOCKS: u8 = 4;
 pub const META_FLAG_IDS: u8 = 8;
 /// Minor version written for indexes with user ids ([`META_FLAG_IDS`], `ids.m3`): 1.2.
 pub const MANIFEST_MINOR_IDS: u16 = 2;
+/// `flags` bit 4: one shard of a sharded index (docs/DISTRIBUTED.md): it stores the records of
+/// the clusters it owns only, so `n_records` may be below `n_vectors` (readers that do not know
+/// the bit refuse it rather than answer from part of the data as if it were all of it).
+pub const META_FLAG_SHARD: u8 = 16;
+/// Minor version written for shards ([`META_FLAG_SHARD`]): 1.3.
+pub const MANIFEST_MINOR_SHARD: u16 = 3;
 
 /// Index parameters: the kind-specific header of `manifest.m3`.
 #[repr(C)]
@@ -243,12 +249,17 @@ impl IndexMeta {
             Err(e) => return at(6, e.to_string()),
         };
         if self.flags
-            & !(META_FLAG_QUERY_ANCHORS | META_FLAG_LID_ADAPTIVE | META_FLAG_BLOCKS | META_FLAG_IDS)
+            & !(META_FLAG_QUERY_ANCHORS
+                | META_FLAG_LID_ADAPTIVE
+                | META_FLAG_BLOCKS
+                | META_FLAG_IDS
+                | META_FLAG_SHARD)
             != 0
         {
             return at(7, format!("unknown flags {:#04x}", self.flags));
         }
-        if self.n_records < self.n_vectors {
+        // A shard holds the records of its clusters only (flag bit 4).
+        if self.n_records < self.n_vectors && self.flags & META_FLAG_SHARD == 0 {
             return at(
                 16,
                 format!(
@@ -311,7 +322,12 @@ impl Manifest {
             u32::try_from(self.files.len()).map_err(|_| FormatError::invalid("too many files"))?;
         let trailer: &[u8] = bytemuck::cast_slice(&self.files);
         let header_bytes = COMMON_HEADER_BYTES + size_of::<IndexMeta>() + trailer.len();
-        let kind = if meta.flags & META_FLAG_IDS != 0 {
+        let kind = if meta.flags & META_FLAG_SHARD != 0 {
+            FileKind {
+                version_minor: MANIFEST_MINOR_SHARD,
+                ..MANIFEST_KIND
+            }
+        } else if meta.flags & META_FLAG_IDS != 0 {
             FileKind {
                 version_minor: MANIFEST_MINOR_IDS,
                 ..MANIFEST_KIND

@@ -52,6 +52,7 @@ pub mod record;
 pub mod recover;
 pub mod routing;
 pub mod sectors;
+pub mod shards;
 pub mod stats;
 mod streamed;
 pub mod verify;
@@ -78,6 +79,7 @@ pub use record::{RecordCodec, RecordView};
 pub use recover::{RecoveryReport, Restored, recover_index_dir};
 pub use routing::{Routing, RoutingHeader};
 pub use sectors::{SectorCrcs, SectorsHeader};
+pub use shards::{MAX_SHARDS, SHARDS_FILE, ShardTable, ShardsHeader};
 pub use stats::{Stats, StatsHeader};
 pub use verify::{VerifyReport, open_check, verify};
 pub use wal::{WalFrame, WalHeader, WalOp, WalReplay, WalTail, WalWriter, read_wal};
@@ -127,5 +129,6 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
         ),
         ("WAL record frame", WalFrame::layout_table()),
         ("Block entry", BlockEntry::layout_table()),
+        ("shards.m3", ShardsHeader::layout_table()),
     ]
 }

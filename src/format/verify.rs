@@ -224,8 +224,13 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
     let (computed, max_norm) = data_check.run()?;
     // Queries are checked against this norm (no distance may overflow), so it must be the
     // records' own (the build computes it in f32: a relative tolerance of 1e-4).
+    // A shard (flag bit 4) keeps the whole index's statistics: its records' norm may be
+    // smaller, never larger (a bound is all the query check needs).
     let stated = f64::from(parts.stats.max_base_norm);
-    if (max_norm - stated).abs() > 1e-4 * stated.max(max_norm) + 1e-6 {
+    let shard = meta.flags & super::manifest::META_FLAG_SHARD != 0;
+    let tolerance = 1e-4 * stated.max(max_norm) + 1e-6;
+    if (shard && max_norm > stated + tolerance) || (!shard && (max_norm - stated).abs() > tolerance)
+    {
         return Err(FormatError::corrupt(
             dir.join(STATS_FILE),
             64,

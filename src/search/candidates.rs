@@ -150,6 +150,47 @@ pub(super) fn route(idx: &Index, t: &mut Task<'_>, params: &SearchParams) {
     t.clusters = clusters;
 }
 
+/// The query's nearest training queries (`hints.m3`), into `t.ranked`, for an index with
+/// hints and a query that uses them (`params.hints > 0`, no block weights); `None` otherwise.
+pub(super) fn hint_training_queries<'i>(
+    idx: &'i Index,
+    t: &mut Task<'_>,
+    params: &SearchParams,
+    qn: f32,
+) -> Option<&'i crate::format::Hints> {
+    let weighted = weighted(idx, &t.weighting);
+    let (Some(h), Some(router), Some(codes), None) =
+        (&idx.hints, &idx.hint_router, &idx.hint_codes, weighted)
+    else {
+        return None;
+    };
+    if params.hints == 0 {
+        return None;
+    }
+    let hq = HintQuery {
+        metric: idx.metric,
+        queries: &h.queries,
+        router,
+        codes,
+        centroids: &idx.centroids,
+        base_router: &idx.router,
+        q: &t.query,
+        table: &t.table,
+        qn,
+    };
+    let (by_pq, exact, coarse) = nearest_training_queries(
+        &hq,
+        params.hints,
+        params.route_groups,
+        &mut t.centroid_scores,
+        &mut t.hint_scratch,
+        &mut t.ranked,
+    );
+    t.stats.pq_scored += by_pq;
+    t.stats.anchors_scored += exact + coarse;
+    Some(h)
+}
+
 /// Step 2b: the records that answer the query's nearest training queries (`hints.m3`),
 /// scored by PQ into `cands` first, wherever their clusters are, so that the early stop of
 /// the scan starts from a tight threshold. Their ids stay in `t.hint_records` (sorted) so the
@@ -161,34 +202,9 @@ pub(super) fn score_hints(
     qn: f32,
     cands: &mut TopK,
 ) {
-    let weighted = weighted(idx, &t.weighting);
     let m = idx.pq.subspaces();
     t.hint_records.clear();
-    if let (Some(h), Some(router), Some(codes), None) =
-        (&idx.hints, &idx.hint_router, &idx.hint_codes, weighted)
-        && params.hints > 0
-    {
-        let hq = HintQuery {
-            metric: idx.metric,
-            queries: &h.queries,
-            router,
-            codes,
-            centroids: &idx.centroids,
-            base_router: &idx.router,
-            q: &t.query,
-            table: &t.table,
-            qn,
-        };
-        let (by_pq, exact, coarse) = nearest_training_queries(
-            &hq,
-            params.hints,
-            params.route_groups,
-            &mut t.centroid_scores,
-            &mut t.hint_scratch,
-            &mut t.ranked,
-        );
-        t.stats.pq_scored += by_pq;
-        t.stats.anchors_scored += exact + coarse;
+    if let Some(h) = hint_training_queries(idx, t, params, qn) {
         let depth = match params.hint_depth {
             0 => h.depth(),
             d => d.min(h.depth()),

@@ -16,6 +16,7 @@ mod params;
 mod query;
 mod read;
 mod results;
+mod sharded;
 mod task;
 
 pub use crate::route::DEFAULT_ROUTE_MIN_K;
@@ -30,5 +31,9 @@ pub use index::{Index, IndexCore, LiveInfo};
 #[cfg(feature = "serve")]
 pub(crate) use inflight::{Inflight, Jobs, Next, Step};
 pub use params::{QueryStats, RerankDistance, SearchParams, lccmd_weights};
-pub use query::{QueryStep, Searcher};
+pub use query::{QueryStep, RoutePlan, Searcher};
 pub use results::results_table;
+pub use sharded::{
+    REQUEST_KNOB_BYTES, RESULT_BYTES, ShardRouter, ShardedBatch, ShardedIndex, ShardedStats,
+    is_sharded, merge_answers, open_shard, search_sharded_batch,
+};

@@ -35,6 +35,16 @@ pub enum QueryStep {
     Done(Result<(Vec<Neighbor>, QueryStats), SearchError>),
 }
 
+/// Where a query goes ([`Searcher::route_plan`]): the clusters it probes, in routing order,
+/// and the training queries whose answers it scores (empty without hints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePlan {
+    /// Probed clusters, distinct.
+    pub clusters: Vec<u32>,
+    /// Nearest training queries (rows of `hints.m3`).
+    pub hint_queries: Vec<u32>,
+}
+
 /// Per-thread scratch for searching one index; reuse it across queries. Holds `slots`
 /// queries in progress at once (see the module docs).
 pub struct Searcher<'a> {
@@ -121,6 +131,37 @@ impl<'a> Searcher<'a> {
                 QueryStep::Parked => step = self.resume(0, params),
             }
         }
+    }
+
+    /// The router's part of a query on a sharded index (docs/DISTRIBUTED.md): the clusters
+    /// query `qi` probes and the training queries whose answers it scores, exactly as
+    /// [`Searcher::search`] chooses them (steps 1–2), without scanning or reading anything.
+    /// Uses slot 0.
+    pub fn route_plan(
+        &mut self,
+        qi: usize,
+        q: &[f32],
+        params: &SearchParams,
+    ) -> Result<RoutePlan, SearchError> {
+        self.check(qi, q, params)?;
+        let idx = self.index;
+        let t = &mut self.slots[0];
+        t.pending = None;
+        t.end();
+        t.begin(params);
+        let plan = candidates::prepare(idx, t, qi, q, params).map(|qn| {
+            candidates::route(idx, t, params);
+            let clusters = t.clusters.clone();
+            let hint_queries = candidates::hint_training_queries(idx, t, params, qn)
+                .map(|_| t.ranked.iter().map(|&(_, tq)| tq).collect())
+                .unwrap_or_default();
+            RoutePlan {
+                clusters,
+                hint_queries,
+            }
+        });
+        t.end();
+        plan
     }
 
     /// Starts query `qi` (`q`) in `slot` (< [`Searcher::slots`]): checks it, runs prepare,

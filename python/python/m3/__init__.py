@@ -19,7 +19,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from ._m3 import CorruptIndex, Index, IndexWriter, InvalidInput, IoError
+from ._m3 import CorruptIndex, Index, IndexWriter, InvalidInput, IoError, ShardRouter
+from ._m3 import publish_shards, write_shard
 from ._m3 import build as _build
 from ._m3 import gt as _gt
 from .ann import M3ANN
@@ -34,6 +35,9 @@ __all__ = [
     "CorruptIndex",
     "IoError",
     "M3ANN",
+    "ShardRouter",
+    "write_shard",
+    "publish_shards",
 ]
 
 

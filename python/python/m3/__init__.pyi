@@ -159,3 +159,43 @@ def recall(
 ) -> float:
     """Mean recall@k of ``ids`` against true ids ``gt`` (or ``m3.gt``'s pair); with the
     results' ``distances`` and the ``metric``, ties with the k-th true distance count."""
+
+def write_shard(
+    index: _Path, out: _Path, shards: int, shard: int, *, seed: int = 42
+) -> Dict[str, Any]:
+    """Writes shard ``shard`` of ``shards`` of the built index ``index`` into
+    ``out/shard-NNN`` (crash-safely; a retry writes the same bytes); its summary.
+    docs/DISTRIBUTED.md."""
+
+def publish_shards(index: _Path, out: _Path, shards: int, *, seed: int = 42) -> None:
+    """Checks the shards written in ``out`` and writes ``out/shards.m3`` last."""
+
+class ShardRouter:
+    """The router of a sharded index (``shards.m3`` and shard 0's global parts): which
+    shards each query must go to. ``m3.distributed.Index`` uses it."""
+
+    def __init__(self, path: _Path, io: str = "auto") -> None: ...
+    def route(
+        self,
+        queries: npt.ArrayLike,
+        k: int = 10,
+        *,
+        nprobe: Optional[int] = None,
+        qprobe: Optional[int] = None,
+        edges: Optional[int] = None,
+        hints: Optional[int] = None,
+        rerank: Optional[int] = None,
+        refine: Optional[int] = None,
+        expand_rounds: Optional[int] = None,
+    ) -> List[List[int]]:
+        """For every query, the shards (ascending) that own a cluster it probes or store an
+        answer of one of its nearest training queries."""
+    def shard_dir(self, s: int) -> "os.PathLike[str]":
+        """The directory of shard ``s``."""
+    def __len__(self) -> int: ...
+    @property
+    def n_shards(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def dim(self) -> int: ...

@@ -131,6 +131,10 @@ pub struct BuildArgs {
     /// Also print the build summary as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Build a sharded index of S shards at `--out` (docs/DISTRIBUTED.md): the index is built
+    /// at `<out>.unsharded`, cut into shards (`m3 shard`), then removed.
+    #[arg(long)]
+    shards: Option<usize>,
 }
 
 struct Bars {
@@ -158,7 +162,36 @@ impl BuildObserver for Bars {
     }
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+pub fn run(mut args: BuildArgs) -> anyhow::Result<()> {
+    if let Some(shards) = args.shards.take() {
+        let sharded = args.out.clone();
+        let empty = std::fs::read_dir(&sharded).map_or(true, |mut d| d.next().is_none());
+        anyhow::ensure!(
+            empty,
+            "--shards: {} exists and is not empty (a sharded index is written into a new or \
+             empty directory)",
+            sharded.display()
+        );
+        let mut name = sharded
+            .file_name()
+            .ok_or_else(|| anyhow::anyhow!("--out {} has no name", sharded.display()))?
+            .to_os_string();
+        name.push(".unsharded");
+        let unsharded = sharded.with_file_name(name);
+        args.out = unsharded.clone();
+        let seed = args.seed;
+        run(args)?;
+        let (_, summaries) = m3::build::build_shards(&unsharded, shards, seed, &sharded)?;
+        for s in &summaries {
+            eprintln!(
+                "m3 build: shard {} of {}: {} clusters, {} records",
+                s.shard, s.shards, s.clusters, s.records
+            );
+        }
+        std::fs::remove_dir_all(&unsharded)?;
+        eprintln!("m3 build: wrote the sharded index {}", sharded.display());
+        return Ok(());
+    }
     let auto = args.distance == "auto";
     anyhow::ensure!(
         !auto || (args.calib.calib_queries.is_some() && args.calib.calib_partners.is_some()),

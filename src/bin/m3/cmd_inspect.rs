@@ -17,6 +17,9 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
+    if m3::search::is_sharded(&args.dir) {
+        return run_sharded(&args);
+    }
     crate::common::recover_index("inspect", &args.dir);
     let info = IndexInfo::gather(&args.dir)
         .with_context(|| format!("cannot inspect {}", args.dir.display()))?;
@@ -384,4 +387,54 @@ fn build_report(s: &mut String, i: &IndexInfo) {
             let _ = writeln!(s, "  none");
         }
     }
+}
+
+/// A sharded index: the shard table (clusters and records per shard), then shard 0 (whose
+/// global parts route) as `m3 inspect` shows an index.
+fn run_sharded(args: &InspectArgs) -> anyhow::Result<()> {
+    let table = m3::format::ShardTable::read(&args.dir.join(m3::format::SHARDS_FILE))
+        .with_context(|| format!("cannot inspect {}", args.dir.display()))?;
+    let mut shards = Vec::new();
+    for (s, e) in table.shards.iter().enumerate() {
+        let dir = args.dir.join(e.name_str().unwrap_or_default());
+        let info =
+            IndexInfo::gather(&dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+        let clusters = table.owners.iter().filter(|&&o| o as usize == s).count();
+        shards.push((s, dir, clusters, info));
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "sharded": true,
+            "n_vectors": table.n_vectors,
+            "n_clusters": table.owners.len(),
+            "hint_queries": table.hint_masks.len(),
+            "shards": shards.iter().map(|(s, dir, clusters, info)| serde_json::json!({
+                "shard": s,
+                "dir": dir,
+                "clusters": clusters,
+                "index": info,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "sharded index {}: {} shards, {} vectors, {} clusters, {} training queries",
+        args.dir.display(),
+        table.n_shards(),
+        table.n_vectors,
+        table.owners.len(),
+        table.hint_masks.len()
+    );
+    for (s, dir, clusters, info) in &shards {
+        println!(
+            "  shard {s}: {} clusters, {} records ({})",
+            clusters,
+            info.params.n_records,
+            dir.display()
+        );
+    }
+    println!("\nshard 0:");
+    print!("{}", render(&shards[0].3));
+    Ok(())
 }

@@ -47,6 +47,9 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
         )?;
     }
     let pool = thread_pool(args.index.threads)?;
+    if m3::search::is_sharded(&args.index.index) {
+        return run_sharded(&args, &pool);
+    }
     let index = open_index("search", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
     // Before the search: a wrong --gt fails now, not after the work.
@@ -126,6 +129,76 @@ pub fn run(args: SearchArgs) -> anyhow::Result<()> {
             gt,
             args.k,
             metric,
+        )?;
+        println!("recall@{} = {:.4}", args.k, r.mean);
+    }
+    Ok(())
+}
+
+/// `m3 search` on a sharded index (docs/DISTRIBUTED.md): every shard opened here, each query
+/// routed and sent to the shards it needs.
+fn run_sharded(args: &SearchArgs, pool: &rayon::ThreadPool) -> anyhow::Result<()> {
+    let sharded = m3::search::ShardedIndex::open(
+        &args.index.index,
+        args.index.io,
+        &m3::io::ReaderOptions::default(),
+    )?;
+    let router = sharded.shard(0);
+    let queries = read_queries(&args.index, router)?;
+    anyhow::ensure!(
+        queries.block_weights.is_none(),
+        "a sharded multi-vector index is not searched with block weights yet"
+    );
+    let gt = match &args.gt {
+        Some(gt) => Some(read_gt(
+            gt,
+            args.gt_dists.as_deref(),
+            queries.rows(),
+            args.k,
+        )?),
+        None => None,
+    };
+    let params = args.knobs.params(args.k, router);
+    let exact = args.exact.then_some(args.k);
+    let res = m3::search::search_sharded_batch(&sharded, queries.view(), &params, exact, pool)?;
+    let nq = res.results.len();
+    let table = results_table(&res.results, &params, router.metric())?;
+    if let Some(out) = &args.out {
+        router.user_id_table(&table)?.write(out)?;
+    }
+    let mean = |f: &dyn Fn(&m3::search::ShardedStats) -> u64| {
+        res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64
+    };
+    eprintln!(
+        "m3 search{} (sharded, {} shards): {nq} queries, {} threads: {:.0} QPS, latency p50 {:.0} µs p99 {:.0} µs",
+        if args.exact { " --exact" } else { "" },
+        sharded.n_shards(),
+        pool.current_num_threads(),
+        nq as f64 / res.seconds,
+        percentile(&res.latencies_us, 50.0),
+        percentile(&res.latencies_us, 99.0)
+    );
+    eprintln!(
+        "  per query: {:.2} shards touched, {:.0} bytes router↔shards, {:.1} reads, {:.1} KiB, {:.0} PQ scores, {:.1} clusters",
+        mean(&|s| s.shards_touched),
+        mean(&|s| s.bytes_moved),
+        mean(&|s| s.query.reads),
+        mean(&|s| s.query.bytes) / 1024.0,
+        mean(&|s| s.query.pq_scored),
+        mean(&|s| s.query.clusters_probed)
+    );
+    println!(
+        "shards_touched = {:.3}\nbytes_moved = {:.0}",
+        mean(&|s| s.shards_touched),
+        mean(&|s| s.bytes_moved)
+    );
+    if let Some(gt) = &gt {
+        let r = recall_at_k(
+            table.ids.view(),
+            table.dists.as_ref().map(|d| d.view()),
+            gt,
+            args.k,
+            router.metric(),
         )?;
         println!("recall@{} = {:.4}", args.k, r.mean);
     }

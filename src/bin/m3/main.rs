@@ -18,6 +18,7 @@ mod cmd_recall;
 mod cmd_search;
 #[cfg(feature = "serve")]
 mod cmd_serve;
+mod cmd_shard;
 mod cmd_tune;
 mod cmd_update;
 mod cmd_verify;
@@ -47,6 +48,8 @@ enum Command {
     Gt(cmd_gt::GtArgs),
     /// Search an index with a query file; prints recall@k with --gt.
     Search(cmd_search::SearchArgs),
+    /// Cut a built index into a sharded index (all steps, or one step as a separate task).
+    Shard(cmd_shard::ShardArgs),
     /// Choose the rerank distance (native or LC-CMD α, β) from calibration pairs and store it
     /// in the index (what `--distance auto` uses).
     Calibrate(cmd_calibrate::CalibrateArgs),
@@ -91,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gen(args) => cmd_gen::run(args),
         Command::Gt(args) => cmd_gt::run(args),
         Command::Search(args) => cmd_search::run(args),
+        Command::Shard(args) => cmd_shard::run(args),
         Command::Bench(args) => cmd_bench::run(args),
         Command::Tune(args) => cmd_tune::run(args),
         Command::Baseline(args) => cmd_baseline::run(args),

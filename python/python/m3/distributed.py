@@ -1,0 +1,391 @@
+"""Sharded indexes on Ray (docs/DISTRIBUTED.md).
+
+``build`` runs the build's steps as Ray tasks: the index is built by one task, then each
+shard is written by its own task (retried from its inputs when it fails: every step is
+idempotent and publishes crash-safely), then ``shards.m3`` is published last.
+``Index`` opens a sharded index on a running Ray cluster: one actor per shard (each opening
+its directory from local disk) and a router in the caller's process that sends each query
+only to the shards that own one of its probed clusters, then merges the top k::
+
+    import ray, m3.distributed as md
+    ray.init()
+    md.build("base.fbin", "sharded", shards=4, metric="l2")
+    index = md.Index("sharded")
+    ids, dists = index.search(queries, k=10)
+
+Paths are local paths that every Ray node sees (one machine, or a shared file system).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _m3
+
+__all__ = ["build", "Index", "ShardError"]
+
+_Path = Union[str, "os.PathLike[str]"]
+
+# The knobs of m3.Index.search that also decide where a query goes.
+_ROUTING_KNOBS = ("nprobe", "qprobe", "edges", "hints", "rerank", "refine", "expand_rounds")
+
+
+class ShardError(RuntimeError):
+    """A shard did not answer (its actor died, or it did not answer in time)."""
+
+    def __init__(self, shard: int, cause: BaseException) -> None:
+        super().__init__(f"shard {shard} did not answer: {type(cause).__name__}: {cause}")
+        self.shard = shard
+        self.cause = cause
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("m3.distributed needs Ray: pip install 'ray[default]'") from e
+    if not ray.is_initialized():
+        ray.init()
+    return ray
+
+
+def _stderr_progress(stage: str, done: int, total: int) -> None:
+    sys.stderr.write(f"m3.distributed.build: {stage} {done}/{total}\n")
+    sys.stderr.flush()
+
+
+def _build_task(base: str, out: str, metric: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    from m3 import _m3 as native
+
+    return dict(native.build(base, out, metric, **options))
+
+
+def _shard_task(
+    index: str, out: str, shards: int, shard: int, seed: int, kill_once: Optional[str]
+) -> Dict[str, Any]:
+    from m3 import _m3 as native
+
+    if kill_once is not None and not os.path.exists(kill_once):
+        # Test hook: the first attempt dies mid-way, leaving the temporary directory a kill
+        # during the publication leaves; the retry must clean it up and finish.
+        open(kill_once, "w").close()
+        stray = os.path.join(out, f"shard-{shard:03d}.tmp-{2**22 + 7}")
+        os.makedirs(stray, exist_ok=True)
+        with open(os.path.join(stray, "data.m3"), "wb") as f:
+            f.write(b"half written")
+        os._exit(1)
+    return dict(native.write_shard(index, out, shards, shard, seed=seed))
+
+
+def _publish_task(index: str, out: str, shards: int, seed: int) -> None:
+    from m3 import _m3 as native
+
+    native.publish_shards(index, out, shards, seed=seed)
+
+
+def _wait(ray: Any, refs: List[Any], stage: str, progress: Optional[Callable]) -> List[Any]:
+    """Results of `refs` in order, reporting each completion."""
+    pending = list(refs)
+    done = 0
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        done += len(ready)
+        if progress is not None:
+            progress(stage, done, len(refs))
+    return ray.get(refs)
+
+
+def build(
+    base_paths: Union[_Path, Sequence[_Path]],
+    out: _Path,
+    shards: int,
+    *,
+    metric: str = "l2",
+    train_queries: Optional[_Path] = None,
+    seed: int = 42,
+    threads: int = 0,
+    ram_budget_gb: float = 4.0,
+    params: Optional[Dict[str, Any]] = None,
+    max_retries: int = 3,
+    keep_unsharded: bool = False,
+    progress: Union[bool, Callable[[str, int, int], None]] = True,
+    _kill_shard_once: Optional[Tuple[int, str]] = None,
+) -> Dict[str, Any]:
+    """Builds a sharded index of ``shards`` shards at ``out`` with Ray tasks; returns a dict
+    with each stage's wall time and each shard's summary.
+
+    Stages: ``build`` (one task: the index at ``<out>.unsharded``, declaring ``threads`` CPUs
+    and ``ram_budget_gb`` of memory), ``shard`` (one task per shard, one CPU each), ``publish``
+    (one task: ``shards.m3``, last). Every task is retried ``max_retries`` times from its
+    inputs. ``base_paths``: one base file (several files are not supported yet)."""
+    ray = _ray()
+    if isinstance(base_paths, (str, os.PathLike)):
+        base_paths = [base_paths]
+    if len(base_paths) != 1:
+        raise _m3.InvalidInput(
+            f"base_paths: {len(base_paths)} files given; a sharded build reads one base file"
+        )
+    base = os.fspath(base_paths[0])
+    out = os.path.abspath(os.fspath(out))
+    unsharded = out + ".unsharded"
+    report = progress if callable(progress) else (_stderr_progress if progress else None)
+    cpus = threads if threads > 0 else 1
+    options: Dict[str, Any] = dict(
+        train_queries=None if train_queries is None else os.fspath(train_queries),
+        threads=threads,
+        seed=seed,
+        ram_budget_gb=ram_budget_gb,
+        params=params,
+    )
+    memory = int(ram_budget_gb * (1 << 30))
+    times: Dict[str, float] = {}
+
+    t = time.perf_counter()
+    task = ray.remote(num_cpus=cpus, memory=memory, max_retries=max_retries)(_build_task)
+    summary = _wait(ray, [task.remote(base, unsharded, metric, options)], "build", report)[0]
+    times["build"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    os.makedirs(out, exist_ok=True)
+    # A shard task holds the index's codes and one shard's: declare a bound from the files.
+    codes = sum(
+        os.path.getsize(os.path.join(unsharded, f))
+        for f in ("pq.m3", "refine.m3", "hints.m3", "ids.m3")
+        if os.path.exists(os.path.join(unsharded, f))
+    )
+    shard_task = ray.remote(num_cpus=1, memory=3 * codes + (256 << 20), max_retries=max_retries)(
+        _shard_task
+    )
+    refs = []
+    for s in range(shards):
+        kill = None
+        if _kill_shard_once is not None and _kill_shard_once[0] == s:
+            kill = os.fspath(_kill_shard_once[1])
+        refs.append(shard_task.remote(unsharded, out, shards, s, seed, kill))
+    shard_summaries = _wait(ray, refs, "shard", report)
+    times["shard"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    publish = ray.remote(num_cpus=1, max_retries=max_retries)(_publish_task)
+    _wait(ray, [publish.remote(unsharded, out, shards, seed)], "publish", report)
+    times["publish"] = time.perf_counter() - t
+    if not keep_unsharded:
+        shutil.rmtree(unsharded)
+    return {"build": summary, "shards": shard_summaries, "seconds": times}
+
+
+class _ShardActor:
+    """One shard, opened from its directory on this node's disk."""
+
+    def __init__(self, path: str, io: str) -> None:
+        from m3 import _m3 as native
+
+        self.index = native.Index(path, io)
+
+    def search(self, queries: np.ndarray, k: int, knobs: Dict[str, Any]) -> Tuple[Any, Any]:
+        return self.index.search(queries, k, **knobs)
+
+    def range(self, queries: np.ndarray, radius: float) -> Tuple[Any, Any, Any]:
+        return self.index.range(queries, radius)
+
+    def info(self) -> Dict[str, Any]:
+        return self.index.info()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class Index:
+    """A sharded index on Ray: the same ``search`` / ``range`` / ``info`` as ``m3.Index``.
+
+    ``num_cpus``: what each shard actor reserves (default: 1, or an equal share of the
+    cluster's CPUs when it has fewer than one per shard). ``on_shard_error``: ``"raise"`` (a shard that does not answer within ``timeout_s`` raises
+    ``ShardError``) or ``"partial"`` (``search`` and ``range`` return one more array, a bool
+    per query, True where a shard the query needed did not answer). Never silent."""
+
+    def __init__(
+        self,
+        path: _Path,
+        *,
+        io: str = "auto",
+        num_cpus: Optional[float] = None,
+        on_shard_error: str = "raise",
+        timeout_s: float = 60.0,
+    ) -> None:
+        if on_shard_error not in ("raise", "partial"):
+            raise _m3.InvalidInput(
+                f"on_shard_error must be 'raise' or 'partial', got {on_shard_error!r}"
+            )
+        ray = _ray()
+        self._ray = ray
+        self._path = os.path.abspath(os.fspath(path))
+        self._router = _m3.ShardRouter(self._path, io)
+        self.on_shard_error = on_shard_error
+        self.timeout_s = timeout_s
+        if num_cpus is None:
+            # One CPU per shard where the cluster has them, else an equal share (the actors
+            # must all fit, or the index never opens).
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            num_cpus = min(1.0, cpus / (self._router.n_shards + 1))
+        actor = ray.remote(num_cpus=num_cpus, max_restarts=0, max_task_retries=0)(_ShardActor)
+        self.actors = [
+            actor.remote(os.fspath(self._router.shard_dir(s)), io)
+            for s in range(self._router.n_shards)
+        ]
+        ray.get([a.pid.remote() for a in self.actors], timeout=timeout_s)
+        #: Per query of the last ``search``: shards asked and payload bytes moved.
+        self.last_stats: Dict[str, np.ndarray] = {}
+
+    def _gather(self, calls: List[Tuple[int, np.ndarray, Any]], mode: str) -> Tuple[dict, set]:
+        """Each call's answer by shard; failed shards (mode partial) in the set."""
+        ray = self._ray
+        answers, failed = {}, set()
+        deadline = time.monotonic() + self.timeout_s
+        for s, rows, ref in calls:
+            try:
+                answers[s] = ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except Exception as e:  # actor death, task error or timeout: never silent
+                if isinstance(e, _m3.InvalidInput):
+                    raise
+                if mode == "raise":
+                    raise ShardError(s, e) from e
+                failed.add(s)
+        return answers, failed
+
+    def _merge(self, lists: List[List[Tuple[np.ndarray, np.ndarray]]], k: int) -> Tuple[Any, Any]:
+        larger_is_better = self._router.metric != "l2"
+        nq = len(lists)
+        ids = np.full((nq, k), -1, dtype=np.int64)
+        dists = np.full((nq, k), np.nan, dtype=np.float32)
+        for i, parts in enumerate(lists):
+            if not parts:
+                continue
+            pid = np.concatenate([p[0] for p in parts])
+            pd = np.concatenate([p[1] for p in parts])
+            keep = pid >= 0
+            pid, pd = pid[keep], pd[keep]
+            order = np.lexsort((pid, -pd if larger_is_better else pd))
+            pid, pd = pid[order], pd[order]
+            _, first = np.unique(pid, return_index=True)
+            first.sort()
+            pid, pd = pid[first][:k], pd[first][:k]
+            ids[i, : len(pid)] = pid
+            dists[i, : len(pd)] = pd
+        return ids, dists
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        exact: bool = False,
+        on_shard_error: Optional[str] = None,
+        **knobs: Any,
+    ) -> Tuple[np.ndarray, ...]:
+        """k nearest neighbours of every row of ``queries``: ``(ids, distances)``, both
+        ``(nq, k)`` (``(ids, distances, partial)`` with ``on_shard_error="partial"``)."""
+        mode = on_shard_error or self.on_shard_error
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        nq, shards = q.shape[0], len(self.actors)
+        if exact:
+            routes = [list(range(shards))] * nq
+        else:
+            routing = {n: knobs[n] for n in _ROUTING_KNOBS if n in knobs}
+            routes = self._router.route(q, k, **routing)
+        calls = []
+        for s in range(shards):
+            rows = np.array([i for i in range(nq) if s in routes[i]], dtype=np.int64)
+            if len(rows):
+                sub = dict(knobs, exact=exact)
+                calls.append((s, rows, self.actors[s].search.remote(q[rows], k, sub)))
+        answers, failed = self._gather(calls, mode)
+        lists: List[list] = [[] for _ in range(nq)]
+        partial = np.zeros(nq, dtype=bool)
+        moved = np.zeros(nq, dtype=np.int64)
+        for s, rows, _ in calls:
+            if s in failed:
+                partial[rows] = True
+                continue
+            sid, sd = answers[s]
+            for j, i in enumerate(rows):
+                lists[i].append((sid[j], sd[j]))
+                moved[i] += 4 * q.shape[1] + 64 + 8 * int((sid[j] >= 0).sum())
+        self.last_stats = {
+            "shards_touched": np.array([len(r) for r in routes], dtype=np.int64),
+            "bytes_moved": moved,
+        }
+        ids, dists = self._merge(lists, k)
+        return (ids, dists, partial) if mode == "partial" else (ids, dists)
+
+    def range(
+        self, queries: Any, radius: float, *, on_shard_error: Optional[str] = None
+    ) -> Tuple[np.ndarray, ...]:
+        """Every vector within ``radius`` of each query, from every shard: faiss's
+        ``(lims, ids, distances)`` (and ``partial`` with ``on_shard_error="partial"``)."""
+        mode = on_shard_error or self.on_shard_error
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        nq = q.shape[0]
+        all_rows = np.arange(nq)
+        calls = [(s, all_rows, a.range.remote(q, radius)) for s, a in enumerate(self.actors)]
+        answers, failed = self._gather(calls, mode)
+        lists: List[list] = [[] for _ in range(nq)]
+        for s, ans in answers.items():
+            lims, sid, sd = ans
+            for i in range(nq):
+                lists[i].append((sid[lims[i] : lims[i + 1]], sd[lims[i] : lims[i + 1]]))
+        sizes = [sum(len(p[0]) for p in parts) for parts in lists]
+        ids, dists = self._merge(lists, max(sizes + [1]))
+        lims = np.zeros(nq + 1, dtype=np.int64)
+        out_ids, out_d = [], []
+        for i in range(nq):
+            keep = ids[i] >= 0
+            out_ids.append(ids[i][keep])
+            out_d.append(dists[i][keep])
+            lims[i + 1] = lims[i] + int(keep.sum())
+        triple = (lims, np.concatenate(out_ids), np.concatenate(out_d).astype(np.float32))
+        partial = np.full(nq, bool(failed))
+        return triple + (partial,) if mode == "partial" else triple
+
+    def info(self) -> Dict[str, Any]:
+        """The shard table and every shard's ``m3 inspect --json``."""
+        infos = self._ray.get([a.info.remote() for a in self.actors], timeout=self.timeout_s)
+        return {
+            "sharded": True,
+            "path": self._path,
+            "n_shards": len(self.actors),
+            "n_vectors": len(self._router),
+            "dim": self._router.dim,
+            "metric": self._router.metric,
+            "shards": infos,
+        }
+
+    def __len__(self) -> int:
+        return len(self._router)
+
+    @property
+    def dim(self) -> int:
+        return self._router.dim
+
+    @property
+    def metric(self) -> str:
+        return self._router.metric
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def close(self) -> None:
+        """Stops the shard actors."""
+        for a in self.actors:
+            self._ray.kill(a)
+        self.actors = []

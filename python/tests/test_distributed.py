@@ -1,0 +1,128 @@
+"""m3.distributed on a local Ray cluster (loopback only, bounded in time): a sharded build as
+Ray tasks gives the same files as the same steps run in this process, answers as the
+unsharded index does, survives a shard task killed on its first attempt, and a shard actor
+stopped during search gives an error or a partial flag, never a silent answer."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import m3
+from conftest import make_data, run_cli
+
+ray = pytest.importorskip("ray")
+import m3.distributed as md  # noqa: E402
+
+SHARDS = 3
+BUILD = dict(cluster_size=100)
+SEED = 5
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        object_store_memory=80 * 1024 * 1024,
+        log_to_driver=False,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base, queries = make_data("float32", seed=3, n=4000)
+    d = tmp_path_factory.mktemp("dist")
+    np.save(d / "base.npy", base)
+    return d, base, queries
+
+
+def tree(root: Path):
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = p.read_bytes()
+    return out
+
+
+def recall(ids, truth):
+    return np.mean([len(set(a) & set(t)) / len(t) for a, t in zip(ids, truth)])
+
+
+def sharded_build(local_ray, data, name, **kw):
+    d, _, _ = data
+    out = d / name
+    md.build(d / "base.npy", out, SHARDS, metric="l2", seed=SEED, threads=1,
+             params=BUILD, progress=False, **kw)
+    return out
+
+
+def test_ray_build_equals_steps_in_one_process_and_answers_like_the_index(local_ray, data):
+    d, base, queries = data
+    out = sharded_build(local_ray, data, "ray", keep_unsharded=True)
+    # The same steps in this process, into another directory: the same bytes.
+    here = d / "here"
+    m3.build(d / "base.npy", d / "here.unsharded", "l2", threads=1, seed=SEED,
+             ram_budget_gb=4.0, progress=False, **BUILD)
+    for s in range(SHARDS):
+        m3.write_shard(d / "here.unsharded", here, SHARDS, s, seed=SEED)
+    m3.publish_shards(d / "here.unsharded", here, SHARDS, seed=SEED)
+    assert tree(out) == tree(here)
+
+    truth, _ = m3.gt(base, queries, k=10, metric="l2")
+    single = m3.Index(str(out) + ".unsharded")
+    ids1, d1 = single.search(queries, k=10, nprobe=4)
+    index = md.Index(out, timeout_s=60)
+    try:
+        ids, dists = index.search(queries, k=10, nprobe=4)
+        assert ids.shape == (len(queries), 10)
+        assert recall(ids, truth) >= recall(ids1, truth) - 0.01
+        touched = index.last_stats["shards_touched"]
+        assert touched.min() >= 1 and touched.max() <= SHARDS
+        exact_ids, _ = index.search(queries[:10], k=10, exact=True)
+        assert (exact_ids == truth[:10]).all()
+        radius = float(np.median(d1[:5, -1]))
+        lims, rids, _ = index.range(queries[:5], radius=radius)
+        lims1, rids1, _ = single.range(queries[:5], radius=radius)
+        for i in range(5):
+            assert set(rids[lims[i]:lims[i + 1]]) == set(rids1[lims1[i]:lims1[i + 1]])
+        assert index.info()["n_shards"] == SHARDS and len(index) == len(base)
+    finally:
+        index.close()
+
+
+def test_a_shard_task_killed_on_its_first_attempt_is_retried(local_ray, data, m3_cli):
+    d, _, _ = data
+    marker = d / "killed-once"
+    out = sharded_build(local_ray, data, "retried", _kill_shard_once=(1, str(marker)))
+    assert marker.exists(), "the first attempt ran and died"
+    assert not list(out.glob("shard-001.tmp-*")), "the retry removed what the kill left"
+    run_cli(m3_cli, "verify", out)
+
+
+def test_a_stopped_shard_gives_an_error_or_a_partial_flag(local_ray, data):
+    d, _, queries = data
+    out = d / "ray"
+    if not (out / "shards.m3").exists():
+        sharded_build(local_ray, data, "ray")
+    index = md.Index(out, timeout_s=30)
+    try:
+        routes = index._router.route(queries, 10, nprobe=4)
+        victim = max(range(SHARDS), key=lambda s: sum(s in r for r in routes))
+        ray.kill(index.actors[victim])
+        with pytest.raises(md.ShardError) as e:
+            index.search(queries, k=10, nprobe=4)
+        assert e.value.shard == victim
+        ids, _, partial = index.search(queries, k=10, nprobe=4, on_shard_error="partial")
+        needed = np.array([victim in r for r in routes])
+        assert (partial == needed).all() and needed.any()
+        assert (ids[~needed] >= 0).all()
+    finally:
+        index.close()
