@@ -376,22 +376,32 @@ pub(super) fn scan_clusters(
 
 /// Whether this query re-ranks its candidates with the refinement codes: the index has them,
 /// `refine` asks for more candidates than are read, and the query is not a weighted
-/// multi-vector one (its tables and corrections are per block; decision 0008).
+/// multi-vector one under L2 (its first estimate uses per-block corrections, which the
+/// refinement codes do not have; decision 0008). A weighted query under inner product or
+/// cosine refines over its present blocks' subspaces.
 pub(super) fn refines(idx: &Index, t: &Task<'_>, params: &SearchParams) -> bool {
     idx.refine.is_some()
         && params.refine > params.rerank.max(params.k)
-        && weighted(idx, &t.weighting).is_none()
+        && (weighted(idx, &t.weighting).is_none() || idx.metric != Metric::L2)
 }
 
 /// Step 3b: re-ranks the candidates with both codes (`r̂₁ + r̂₂`, decision 0008) and keeps the
 /// best `read` of them in `cands`. Under inner product (and cosine) the refined estimate is the
 /// first one minus `q·r̂₂`; under L2 it is `|q − c|² + corr₁₂ − 2 q·(r̂₁ + r̂₂)`, the first one
-/// plus `corr₁₂ − corr₁ − 2 q·r̂₂`. A live insert keeps its first estimate.
+/// plus `corr₁₂ − corr₁ − 2 q·r̂₂`. A weighted multi-vector query (inner product or cosine
+/// only, see [`refines`]) subtracts `(ω⊙q)·r̂₂` over its present blocks' subspaces, as its first
+/// estimate scored `r̂₁` (the refinement codes split the dimensions as the first ones). A live
+/// insert keeps its first estimate.
 pub(super) fn refine(idx: &Index, t: &mut Task<'_>, read: usize, cands: &mut TopK) {
     let Some(r) = &idx.refine else {
         return;
     };
-    r.pq.ip_table(&t.query, &mut t.refine_table);
+    match weighted(idx, &t.weighting) {
+        Some((w, _)) => {
+            r.pq.ip_table_spans(&t.weighted_query, &w.spans, &mut t.refine_table)
+        }
+        None => r.pq.ip_table(&t.query, &mut t.refine_table),
+    }
     cands.drain_sorted_into(&mut t.sorted);
     cands.reset(read);
     let m = r.pq.subspaces();
