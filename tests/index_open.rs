@@ -516,3 +516,66 @@ fn results_are_never_padded_with_placeholders() {
     }
     assert!(short > 0, "one cluster of ~50 records cannot fill k = 200");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Data sectors
+// ---------------------------------------------------------------------------------------------
+
+/// One flipped low mantissa bit in a stored vector component: the value stays finite and near
+/// its old one, so nothing about the record looks wrong, and a query that read the sector used
+/// to rank with a slightly wrong distance. Every sector a query reads is now checked against
+/// `sectors.m3`: searches that read the damaged sector fail with a checksum error naming
+/// `data.m3` and the sector, the others answer as before, and exact search (which reads it
+/// for some query) fails the same way.
+#[test]
+fn a_damaged_data_sector_is_a_checksum_error_when_read() {
+    let f = single();
+    let (_tmp, dir) = copy();
+    let m = Manifest::read(&dir.join(MANIFEST_FILE)).unwrap();
+    // Data sector 0 holds record 0 at its start: its vector is the record's first bytes
+    // (docs/FORMAT.md, data.m3).
+    let damaged = 0u64;
+    let at = 4096 * (1 + damaged as usize);
+    let path = dir.join(DATA_FILE);
+    let mut b = std::fs::read(&path).unwrap();
+    // Record 0's own vector: its exact search has to read record 0.
+    let dim = m.meta.dim as usize;
+    let record0: Vec<f32> = b[at..at + 4 * dim]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let old = f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    b[at] ^= 1;
+    let new = f32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    assert!(new.is_finite() && new != old, "{old} → {new}");
+    std::fs::write(&path, b).unwrap();
+    assert!(m.meta.data_sectors > 1);
+
+    let idx = open(&dir).unwrap();
+    let mut s = Searcher::new(&idx);
+    let mut p = SearchParams::new(K);
+    p.nprobe = idx.n_clusters();
+    p.rerank = 200;
+    let (mut refused, mut answered) = (0, 0);
+    for (i, q) in f.queries.view().iter_rows().enumerate() {
+        match s.search(i, q, &p) {
+            Ok(_) => answered += 1,
+            Err(SearchError::Format(FormatError::Checksum { path, what, .. })) => {
+                assert_eq!(path, dir.join(DATA_FILE));
+                assert!(what.contains(&format!("data sector {damaged}")), "{what}");
+                refused += 1;
+            }
+            Err(other) => panic!("query {i}: {other:?}"),
+        }
+    }
+    assert!(refused > 0, "no query read the damaged sector");
+    assert!(answered > 0, "every query read the damaged sector");
+    let mut e = ExactSearcher::new(&idx);
+    match e.knn(&record0, K) {
+        Err(SearchError::Format(FormatError::Checksum { path, what, .. })) => {
+            assert_eq!(path, dir.join(DATA_FILE));
+            assert!(what.contains(&format!("data sector {damaged}")), "{what}");
+        }
+        other => panic!("exact search of record 0's vector: {other:?}"),
+    }
+}

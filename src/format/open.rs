@@ -16,9 +16,10 @@
 //!   exactly `n_records` records and `data_sectors` sectors, anchor-graph and routing edges
 //!   below `n_clusters`, coarse groups below G, keys ascending inside `[r_min, r_max]`).
 //!
-//! What it does not read: `data.m3` past its header and `sectors.m3` past its header (the
-//! large file; [`super::verify()`] checks both, and search checks every record it reads),
-//! and the informational files (`build_report.json`, `calibration.json`), which never gate
+//! It also loads `sectors.m3` (its listed length and CRC32C, one CRC per data sector): search
+//! checks every data sector it reads against it. What it does not read: `data.m3` past its
+//! header (the large file; [`super::verify()`] checks every sector, search the sectors it
+//! reads, and every record it reads), and the informational files (`build_report.json`, `calibration.json`), which never gate
 //! opening. `docs/FORMAT.md`, "Checks", is the normative list.
 
 use std::path::{Path, PathBuf};
@@ -26,13 +27,13 @@ use std::path::{Path, PathBuf};
 use super::file::ListedFile;
 use super::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE,
-    MANIFEST_FILE, PQ_FILE, REFINE_FILE, ROUTING_FILE, STATS_FILE,
+    MANIFEST_FILE, PQ_FILE, REFINE_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
 };
 use super::pq::REFINE_KIND;
 use super::verify::open_check;
 use super::{
     BlockTable, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, Manifest, PqFile,
-    RecordKeys, Routing, Stats, UserIds,
+    RecordKeys, Routing, SectorCrcs, Stats, UserIds,
 };
 
 /// The checked RAM-resident parts of an index (see the module doc).
@@ -60,6 +61,9 @@ pub struct IndexParts {
     /// `keys.m3` (checked whole at open, then dropped), held open for exact search; `None` for
     /// an index without it.
     pub keys_file: Option<ListedFile>,
+    /// `sectors.m3`: the CRC32C of every data sector (`data_sectors` of them), which search
+    /// checks every sector it reads against.
+    pub sector_crcs: Vec<u32>,
 }
 
 impl IndexParts {
@@ -119,6 +123,19 @@ impl IndexParts {
         let data_path = dir.join(DATA_FILE);
         let data_header = DataFileHeader::read(&data_path)?;
         data_header.check_against(meta, &data_path)?;
+        let f = required(SECTORS_FILE)?;
+        let sector_crcs = SectorCrcs::read_listed(&f)?.crcs;
+        if sector_crcs.len() as u64 != meta.data_sectors {
+            return Err(FormatError::corrupt(
+                &f.path,
+                32,
+                format!(
+                    "{} sector CRCs for {} data sectors",
+                    sector_crcs.len(),
+                    meta.data_sectors
+                ),
+            ));
+        }
 
         let blocks = match listed(BLOCKS_FILE)? {
             Some(f) => {
@@ -171,6 +188,7 @@ impl IndexParts {
             ids,
             pq_file,
             keys_file,
+            sector_crcs,
         })
     }
 }

@@ -518,6 +518,7 @@ impl<'a> ExactSearcher<'a> {
         stats.sectors += rs.sectors;
         stats.bytes += rs.bytes;
         stats.io_rounds += rs.rounds;
+        self.plan.verify_sectors(idx, &self.buf)?;
         for i in 0..self.plan.locs.len() {
             let (rec, _) = self.plan.record(idx, &self.buf, i)?;
             let v = record_vector(idx, &rec, &mut self.scratch)?;

@@ -88,6 +88,9 @@ pub struct IndexCore {
     pub(super) pq_file: ListedFile,
     /// What exact and range search need besides the above, loaded at their first use.
     pub(super) exact: OnceLock<ExactAux>,
+    /// The CRC32C of every data sector (`sectors.m3`): every sector a query reads is checked
+    /// against it ([`super::read::ReadPlan::verify_sectors`]).
+    pub(super) sector_crcs: Vec<u32>,
 }
 
 /// The router over the training queries of `hints.m3` and their PQ form, if the index has them.
@@ -315,6 +318,7 @@ impl Index {
             pq_file: parts.pq_file,
             exact: OnceLock::new(),
             blocks,
+            sector_crcs: parts.sector_crcs,
         };
         Ok(Self {
             core: Arc::new(core),

@@ -81,6 +81,37 @@ impl ReadPlan {
         }
     }
 
+    /// Checks every data sector just read into `buf` (by `reqs`) against its CRC32C in
+    /// `sectors.m3` (kept in RAM, 4 bytes per sector), so that a sector damaged on the device
+    /// or in the file is a typed error naming the file and the sector, never a wrong answer.
+    /// Sectors past the data sectors (inserts in `delta.m3`) are not covered by `sectors.m3`.
+    pub(super) fn verify_sectors(&self, idx: &Index, buf: &[u8]) -> Result<(), SearchError> {
+        let crcs = &idx.sector_crcs;
+        for (req, &pos) in self.reqs.iter().zip(&self.pos) {
+            for k in 0..req.sectors() as usize {
+                // File sector 0 is the header; data sector d is file sector d + 1.
+                let Some(d) = (req.first_sector() + k as u64).checked_sub(1) else {
+                    continue;
+                };
+                let Some(&stored) = crcs.get(d as usize) else {
+                    continue;
+                };
+                let at = pos + k * SECTOR_BYTES;
+                let computed = crc32c::crc32c(&buf[at..at + SECTOR_BYTES]);
+                if computed != stored {
+                    return Err(FormatError::Checksum {
+                        path: idx.reader.path().to_path_buf(),
+                        what: format!("data sector {d} (checked against sectors.m3 when read)"),
+                        stored,
+                        computed,
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The decoded record `i` of [`ReadPlan::locs`] in `buf` (filled by reading `reqs`), and
     /// its global record index.
     pub(super) fn record<'b>(
@@ -198,6 +229,7 @@ pub(super) fn rerank(
         return Ok(());
     };
     let q = &t.query;
+    t.plan.verify_sectors(idx, &t.buf)?;
     for i in 0..t.plan.locs.len() {
         let (rec, _) = t.plan.record(idx, &t.buf, i)?;
         let v = record_vector(idx, &rec, vec_scratch)?;
