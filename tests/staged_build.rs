@@ -22,6 +22,9 @@ use m3::synth::{SplitSizes, WriteSpec, write_dataset};
 const DIM: usize = 32;
 const K: usize = 10;
 const N: u64 = 6000;
+/// The whole base as one row range (a one-element list of ranges, on purpose).
+#[allow(clippy::single_range_in_vec_init)]
+const ALL: [Range<u64>; 1] = [0..N];
 
 fn pool() -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
@@ -161,7 +164,7 @@ fn the_shards_do_not_depend_on_how_the_rows_were_split_or_on_a_stage_run_twice()
     let tmp = tempfile::tempdir().unwrap();
     let set = small_set(tmp.path());
     let one = tmp.path().join("one");
-    staged(&set, 3, &[0..N], &tmp.path().join("work-1"), &one);
+    staged(&set, 3, &ALL, &tmp.path().join("work-1"), &one);
     // Four ranges whose borders fall inside the assign stage's chunks and the sort's order.
     let four = tmp.path().join("four");
     let work = tmp.path().join("work-4");
@@ -241,7 +244,7 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
     let mut set = small_set(tmp.path());
     set.params.pq.iters = 10; // the CLI's
     let lib = tmp.path().join("lib");
-    staged(&set, 4, &[0..N], &tmp.path().join("work-lib"), &lib);
+    staged(&set, 4, &ALL, &tmp.path().join("work-lib"), &lib);
     let os = |p: &Path| p.as_os_str().to_owned();
     let work = tmp.path().join("work-cli");
     let cli = tmp.path().join("cli");

@@ -234,6 +234,9 @@ fn merge_runs(
     Ok((asg, rows))
 }
 
+/// A shard's `hints.m3` and the same answers as base rows with their distances.
+type ShardHints = (Hints, Vec<Vec<Neighbor>>);
+
 /// The shard's hints: every training query's exact top-`depth` over the shard's base rows
 /// `rows`, as the shard's records, and the same answers as base rows with their distances
 /// (for the publish stage's shard masks). `None` at depth 0.
@@ -247,7 +250,7 @@ fn shard_hints(
     depth: usize,
     pool: &rayon::ThreadPool,
     obs: &dyn BuildObserver,
-) -> Result<Option<(Hints, Vec<Vec<Neighbor>>)>, BuildError> {
+) -> Result<Option<ShardHints>, BuildError> {
     if depth == 0 {
         return Ok(None);
     }
