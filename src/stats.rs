@@ -6,7 +6,7 @@
 use crate::data::MatrixView;
 
 /// Running per-dimension mean and variance in f64 (Welford's update; Chan et al.'s merge).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Welford {
     count: u64,
     mean: Vec<f64>,

@@ -327,3 +327,139 @@ pub fn build<'py>(
     drop(scratch);
     py.import("json")?.call_method1("loads", (text,))
 }
+
+/// A progress observer calling `progress(stage, done, total)` (none without a callback).
+fn observer(progress: Option<Py<PyAny>>) -> PyObserver {
+    PyObserver {
+        callback: progress,
+        state: Mutex::new(ObserverState {
+            stage: "",
+            total: 0,
+            last: None,
+            notes: Vec::new(),
+        }),
+    }
+}
+
+/// A stage's summary as JSON (a macro: the summaries' `Serialize` is not named here).
+macro_rules! json {
+    ($v:expr) => {
+        serde_json::to_value($v).map_err(|e| Error::invalid(format!("summary: {e}")))
+    };
+}
+
+/// Runs a stage of the staged build off the GIL and returns its JSON summary as a dict.
+fn stage_call<'py>(
+    py: Python<'py>,
+    f: impl FnOnce() -> Result<serde_json::Value, Error> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    let text = py.detach(|| fenced(|| Ok(f()?.to_string())))?;
+    py.import("json")?.call_method1("loads", (text,))
+}
+
+/// Stage 1 of the staged build (docs/DISTRIBUTED.md, "Stages"): trains the model of `base`
+/// and plans `shards` shards into the work directory `work`.
+#[pyfunction]
+#[pyo3(signature = (base, work, shards, metric = "l2", *, train_queries = None, threads = 0,
+    seed = 42, ram_budget_gb = None, progress = None, params = None))]
+#[allow(clippy::too_many_arguments)]
+pub fn stage_train<'py>(
+    py: Python<'py>,
+    base: PathBuf,
+    work: PathBuf,
+    shards: usize,
+    metric: &str,
+    train_queries: Option<PathBuf>,
+    threads: i64,
+    seed: u64,
+    ram_budget_gb: Option<f64>,
+    progress: Option<Py<PyAny>>,
+    params: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let metric: Metric = metric
+        .parse()
+        .map_err(|e: String| Error::invalid(format!("metric: {e}")))?;
+    let mut p = BuildParams::new(base, metric, work.clone());
+    p.train_queries = train_queries;
+    p.seed = seed;
+    if let Some(gb) = ram_budget_gb {
+        if !gb.is_finite() || gb <= 0.0 {
+            return Err(Error::invalid(format!(
+                "ram_budget_gb must be a positive number, got {gb}"
+            ))
+            .into());
+        }
+        p.ram_budget_bytes = ((gb * (1u64 << 30) as f64) as u64).max(1);
+    }
+    apply_params(&mut p, params)?;
+    let pool = crate::query::pool(threads)?;
+    let obs = observer(progress);
+    stage_call(py, || {
+        json!(m3::build::stage_train(&p, shards, &work, &pool, &obs)?)
+    })
+}
+
+/// Stage 2: assigns base rows `start..end` against the model in `work`, one sorted run per
+/// shard. `base` replaces the model's base path (the same file seen from another machine).
+#[pyfunction]
+#[pyo3(signature = (work, start, end, *, base = None, threads = 0, progress = None))]
+pub fn stage_assign<'py>(
+    py: Python<'py>,
+    work: PathBuf,
+    start: u64,
+    end: u64,
+    base: Option<PathBuf>,
+    threads: i64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let pool = crate::query::pool(threads)?;
+    let obs = observer(progress);
+    stage_call(py, || {
+        json!(m3::build::stage_assign(
+            &work,
+            base.as_deref(),
+            start..end,
+            &pool,
+            &obs,
+        )?)
+    })
+}
+
+/// Stage 3: builds shard `shard` from its runs into `work/shards/shard-NNN`.
+#[pyfunction]
+#[pyo3(signature = (work, shard, *, base = None, threads = 0, progress = None))]
+pub fn stage_shard<'py>(
+    py: Python<'py>,
+    work: PathBuf,
+    shard: usize,
+    base: Option<PathBuf>,
+    threads: i64,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let pool = crate::query::pool(threads)?;
+    let obs = observer(progress);
+    stage_call(py, || {
+        let _ = m3::recover_index_dir(&work.join("shards").join(format!("shard-{shard:03}")));
+        json!(m3::build::stage_shard(
+            &work,
+            shard,
+            base.as_deref(),
+            &pool,
+            &obs,
+        )?)
+    })
+}
+
+/// Stage 4: moves the shards into `out` and writes `out/shards.m3` last; returns the number
+/// of shards.
+#[pyfunction]
+pub fn stage_publish<'py>(
+    py: Python<'py>,
+    work: PathBuf,
+    out: PathBuf,
+) -> PyResult<Bound<'py, PyAny>> {
+    stage_call(py, || {
+        let t = m3::build::stage_publish(&work, &out)?;
+        Ok(serde_json::json!({ "shards": t.shards.len() }))
+    })
+}

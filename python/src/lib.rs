@@ -49,6 +49,10 @@ fn _m3(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(shards::write_shard, m)?)?;
     m.add_function(wrap_pyfunction!(shards::publish_shards, m)?)?;
     m.add_function(wrap_pyfunction!(build::build, m)?)?;
+    m.add_function(wrap_pyfunction!(build::stage_train, m)?)?;
+    m.add_function(wrap_pyfunction!(build::stage_assign, m)?)?;
+    m.add_function(wrap_pyfunction!(build::stage_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(build::stage_publish, m)?)?;
     m.add_function(wrap_pyfunction!(gt::gt, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_inside_fence, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_on_pool, m)?)?;

@@ -1,7 +1,8 @@
 """m3.distributed on a local Ray cluster (loopback only, bounded in time): a sharded build as
-Ray tasks gives the same files as the same steps run in this process, answers as the
-unsharded index does, survives a shard task killed on its first attempt, and a shard actor
-stopped during search gives an error or a partial flag, never a silent answer."""
+Ray tasks (the staged build, and the earlier cut of a built index) gives the same files as
+the same stages run in this process, answers as the unsharded index does, survives an assign,
+shard or cut task killed on its first attempt, and a shard actor stopped during search gives
+an error or a partial flag, never a silent answer."""
 
 import os
 import subprocess
@@ -66,7 +67,7 @@ def sharded_build(local_ray, data, name, **kw):
 
 def test_ray_build_equals_steps_in_one_process_and_answers_like_the_index(local_ray, data):
     d, base, queries = data
-    out = sharded_build(local_ray, data, "ray", keep_unsharded=True)
+    out = sharded_build(local_ray, data, "ray", method="cut", keep_unsharded=True)
     # The same steps in this process, into another directory: the same bytes.
     here = d / "here"
     m3.build(d / "base.npy", d / "here.unsharded", "l2", threads=1, seed=SEED,
@@ -101,7 +102,8 @@ def test_ray_build_equals_steps_in_one_process_and_answers_like_the_index(local_
 def test_a_shard_task_killed_on_its_first_attempt_is_retried(local_ray, data, m3_cli):
     d, _, _ = data
     marker = d / "killed-once"
-    out = sharded_build(local_ray, data, "retried", _kill_shard_once=(1, str(marker)))
+    out = sharded_build(local_ray, data, "retried", method="cut",
+                        _kill_shard_once=(1, str(marker)))
     assert marker.exists(), "the first attempt ran and died"
     assert not list(out.glob("shard-001.tmp-*")), "the retry removed what the kill left"
     run_cli(m3_cli, "verify", out)
@@ -126,3 +128,49 @@ def test_a_stopped_shard_gives_an_error_or_a_partial_flag(local_ray, data):
         assert (ids[~needed] >= 0).all()
     finally:
         index.close()
+
+
+def test_ray_staged_build_equals_the_stages_in_one_process_and_recalls_like_the_index(
+        local_ray, data, m3_cli):
+    d, base, queries = data
+    seen = []
+    out = d / "staged"
+    result = md.build(d / "base.npy", out, SHARDS, metric="l2", seed=SEED, threads=1,
+                      params=BUILD, ranges=3, progress=lambda *a: seen.append(a))
+    assert [a for a in seen if a[0] == "assign"][-1] == ("assign", 3, 3)
+    assert set(result["seconds"]) == {"train", "assign", "shard", "publish"}
+    assert not (d / "staged.work").exists()
+    # The same stages in this process (one row range, in another order): the same bytes.
+    here, work = d / "staged-here", d / "staged-here.work"
+    m3.stage_train(d / "base.npy", work, SHARDS, "l2", threads=1, seed=SEED,
+                   ram_budget_gb=4.0, params=BUILD)
+    m3.stage_assign(work, 0, len(base), threads=1)
+    for s in reversed(range(SHARDS)):
+        m3.stage_shard(work, s, threads=1)
+    m3.stage_publish(work, here)
+    assert tree(out) == tree(here)
+    run_cli(m3_cli, "verify", out)
+
+    truth, _ = m3.gt(base, queries, k=10, metric="l2")
+    m3.build(d / "base.npy", d / "single", "l2", threads=1, seed=SEED, progress=False, **BUILD)
+    ids1, _ = m3.Index(str(d / "single")).search(queries, k=10, nprobe=2)
+    index = md.Index(out, timeout_s=60)
+    try:
+        ids, _ = index.search(queries, k=10, nprobe=2)
+        assert recall(ids, truth) >= recall(ids1, truth) - 0.01
+        exact_ids, _ = index.search(queries[:10], k=10, exact=True)
+        assert (exact_ids == truth[:10]).all()
+    finally:
+        index.close()
+
+
+def test_a_killed_assign_task_and_a_killed_shard_task_are_retried(local_ray, data, m3_cli):
+    d, _, _ = data
+    kills = [("assign", 1, str(d / "assign-killed")), ("shard", 2, str(d / "shard-killed"))]
+    out = d / "staged-retried"
+    md.build(d / "base.npy", out, SHARDS, metric="l2", seed=SEED, threads=1, params=BUILD,
+             ranges=3, progress=False, _kill_once=kills)
+    assert all(os.path.exists(marker) for _, _, marker in kills), "first attempts ran and died"
+    run_cli(m3_cli, "verify", out)
+    if (d / "staged").exists():  # the previous test's build: the retries wrote its bytes
+        assert tree(out) == tree(d / "staged")

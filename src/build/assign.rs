@@ -134,21 +134,87 @@ pub fn assign(
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Assignment, BuildError> {
-    let centroids = trained.anchors.centroids.view();
     let n = base.rows();
     let m = trained.pq.subspaces();
-    let placement = Placement::new(params, centroids, n);
-    let search = trained.centroid_search();
-    let mut sizes = vec![0u64; centroids.rows()];
     let mut sorter = RecordSorter::new(
         m,
         params.sort_run_records(n, m, trained.model_bytes()),
         sort_dir(&params.out),
     );
-    let mut records = 0u64;
+    let pass = assign_rows(
+        base,
+        0..n,
+        params,
+        trained,
+        true,
+        &mut sorter,
+        pool,
+        progress,
+    )?;
+    let (sizes, records, max_norm_sq) = (pass.sizes, pass.records, pass.max_norm_sq);
+    check_record_count(records)?;
+    let sorted = write_sorted(|sink| sorter.finish_into(sink), trained, out, records)?;
+    Ok(Assignment {
+        cluster_sizes: sizes.iter().map(|&s| s as u32).collect(),
+        key_ranges: sorted.key_ranges,
+        ids: sorted.ids,
+        records,
+        pq_entry: sorted.pq_entry,
+        keys_entry: sorted.keys_entry,
+        spilled: records - n,
+        max_norm: max_norm_sq.sqrt(),
+        sort: sorted.sort,
+    })
+}
 
+/// Record indices (neighbour lists, the sort) are u32, NO_ID = u32::MAX excluded.
+pub(super) fn check_record_count(records: u64) -> Result<(), BuildError> {
+    if records >= u32::MAX as u64 {
+        return Err(BuildError::param(
+            "spill",
+            format!(
+                "{records} records (spill copies included) exceed the u32 record ids; lower --spill"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What one pass over base rows placed.
+pub(super) struct AssignPass {
+    /// Records per cluster.
+    pub sizes: Vec<u64>,
+    /// Records pushed.
+    pub records: u64,
+    /// The largest squared norm of a row.
+    pub max_norm_sq: f32,
+}
+
+/// Places and codes base rows `rows` into `sorter` (module doc). `capped`: with the size cap
+/// of the single-machine build (placement depends on the rows before) or without it (a row's
+/// records depend on the row and the model alone, the rule of the staged build, whose row
+/// ranges are assigned independently).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn assign_rows(
+    base: &BaseSource,
+    rows: std::ops::Range<u64>,
+    params: &BuildParams,
+    trained: &Trained,
+    capped: bool,
+    sorter: &mut RecordSorter,
+    pool: &rayon::ThreadPool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<AssignPass, BuildError> {
+    let centroids = trained.anchors.centroids.view();
+    let mut placement = Placement::new(params, centroids, base.rows());
+    if !capped {
+        placement.cap = u64::MAX;
+    }
+    let search = trained.centroid_search();
+    let mut sizes = vec![0u64; centroids.rows()];
+    let mut records = 0u64;
     let mut max_norm_sq = 0f32;
-    for item in base.chunks_prepared(1 << 14, params.metric) {
+    for item in base.range_prepared(rows, 1 << 14, params.metric) {
         let (first, chunk) = item?;
         for row in chunk.view().iter_rows() {
             max_norm_sq = max_norm_sq.max(distance::dot(row, row));
@@ -169,27 +235,10 @@ pub fn assign(
         records += pending.len() as u64;
         progress(first + chunk.rows() as u64);
     }
-
-    // Record indices (neighbour lists, the sort below) are u32, NO_ID = u32::MAX excluded.
-    if records >= u32::MAX as u64 {
-        return Err(BuildError::param(
-            "spill",
-            format!(
-                "{records} records (spill copies included) exceed the u32 record ids; lower --spill"
-            ),
-        ));
-    }
-    let sorted = write_sorted(sorter, trained, out, records)?;
-    Ok(Assignment {
-        cluster_sizes: sizes.iter().map(|&s| s as u32).collect(),
-        key_ranges: sorted.key_ranges,
-        ids: sorted.ids,
+    Ok(AssignPass {
+        sizes,
         records,
-        pq_entry: sorted.pq_entry,
-        keys_entry: sorted.keys_entry,
-        spilled: records - n,
-        max_norm: max_norm_sq.sqrt(),
-        sort: sorted.sort,
+        max_norm_sq,
     })
 }
 
@@ -340,18 +389,20 @@ impl Coded {
 }
 
 /// What streaming the sorted records wrote.
-struct Sorted {
-    key_ranges: Vec<[f32; 2]>,
-    ids: RecordIds,
-    pq_entry: FileEntry,
-    keys_entry: FileEntry,
-    sort: SpillReport,
+pub(super) struct Sorted {
+    pub key_ranges: Vec<[f32; 2]>,
+    pub ids: RecordIds,
+    pub pq_entry: FileEntry,
+    pub keys_entry: FileEntry,
+    pub sort: SpillReport,
 }
 
 /// The records in their final order, cluster, then key, then id (an external sort when over
 /// the budget), streamed into `pq.m3`, `keys.m3` and the scratch file of record ids.
-fn write_sorted(
-    sorter: RecordSorter,
+pub(super) fn write_sorted(
+    feed: impl FnOnce(
+        &mut dyn FnMut(super::extsort::SortedRecord<'_>) -> Result<(), BuildError>,
+    ) -> Result<SpillReport, BuildError>,
     trained: &Trained,
     out: &AssignOutputs,
     records: u64,
@@ -373,7 +424,7 @@ fn write_sorted(
     let mut ids = BufWriter::with_capacity(1 << 20, ids_file);
     let mut key_ranges = vec![[0f32; 2]; trained.anchors.centroids.rows()];
     let mut last_cluster = None;
-    let sort = sorter.finish_into(&mut |r| {
+    let sort = feed(&mut |r| {
         pq.push(r.code, r.correction, r.error)?;
         keys.push(r.key)?;
         ids.write_all(&r.id.to_le_bytes()).map_err(ids_io)?;
@@ -399,7 +450,7 @@ fn write_sorted(
 }
 
 /// Scratch directory of the sort runs: a sibling of the output, like its temporary directory.
-fn sort_dir(out: &std::path::Path) -> std::path::PathBuf {
+pub(super) fn sort_dir(out: &std::path::Path) -> std::path::PathBuf {
     let name = out
         .file_name()
         .map_or_else(|| "index".into(), |n| n.to_string_lossy().into_owned());

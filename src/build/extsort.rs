@@ -184,27 +184,14 @@ impl RecordSorter {
         } else {
             self.spill()?;
             let start = Instant::now();
-            let mut readers = Vec::with_capacity(self.runs.len());
+            let mut readers: Vec<(Box<dyn Read>, PathBuf)> = Vec::with_capacity(self.runs.len());
             for path in &self.runs {
                 let file = File::open(path).map_err(Self::io(path))?;
                 let dec = zstd::Decoder::with_buffer(BufReader::with_capacity(1 << 16, file))
                     .map_err(Self::io(path))?;
-                readers.push((dec, path.clone()));
+                readers.push((Box::new(dec), path.clone()));
             }
-            let mut heap = BinaryHeap::with_capacity(readers.len());
-            for (r, (dec, path)) in readers.iter_mut().enumerate() {
-                let mut rec = vec![0u8; self.rec_bytes];
-                if read_record(dec, &mut rec, path)? {
-                    heap.push(Head { rec, run: r });
-                }
-            }
-            while let Some(Head { mut rec, run }) = heap.pop() {
-                sink(SortedRecord::parse(&rec))?;
-                let (dec, path) = &mut readers[run];
-                if read_record(dec, &mut rec, path)? {
-                    heap.push(Head { rec, run });
-                }
-            }
+            merge_sorted(readers, self.rec_bytes, sink)?;
             self.report.merge_seconds = start.elapsed().as_secs_f64();
         }
         Ok(std::mem::take(&mut self.report))
@@ -235,6 +222,31 @@ impl RecordSorter {
         debug_assert_eq!(cols.codes.len(), cols.ids.len() * m);
         Ok(cols)
     }
+}
+
+/// Merges streams of records of `rec_bytes` bytes, each already in index order, into `sink`
+/// in index order (k-way, a binary heap on the sort key). A stream that ends inside a record
+/// is an error naming its path.
+pub fn merge_sorted(
+    mut readers: Vec<(Box<dyn Read>, PathBuf)>,
+    rec_bytes: usize,
+    sink: &mut dyn FnMut(SortedRecord<'_>) -> Result<(), BuildError>,
+) -> Result<(), BuildError> {
+    let mut heap = BinaryHeap::with_capacity(readers.len());
+    for (r, (dec, path)) in readers.iter_mut().enumerate() {
+        let mut rec = vec![0u8; rec_bytes];
+        if read_record(dec, &mut rec, path)? {
+            heap.push(Head { rec, run: r });
+        }
+    }
+    while let Some(Head { mut rec, run }) = heap.pop() {
+        sink(SortedRecord::parse(&rec))?;
+        let (dec, path) = &mut readers[run];
+        if read_record(dec, &mut rec, path)? {
+            heap.push(Head { rec, run });
+        }
+    }
+    Ok(())
 }
 
 /// One record of the sorted stream, borrowed from the sorter.

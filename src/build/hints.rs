@@ -22,12 +22,14 @@ use crate::format::NO_ID;
 const CHUNK_ROWS: usize = 1 << 15;
 
 /// The exact top-`depth` base rows of every training query (`queries` in the build's
-/// coordinates, as `train_routing` prepared them), best first.
+/// coordinates, as `train_routing` prepared them), best first; over the rows of `only`
+/// (ascending) when given, else over the whole base.
 pub fn exact_answers(
     params: &BuildParams,
     base: &BaseSource,
     queries: &Matrix<f32>,
     depth: usize,
+    only: Option<&[u32]>,
     pool: &rayon::ThreadPool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Vec<Vec<Neighbor>>, BuildError> {
@@ -43,11 +45,45 @@ pub fn exact_answers(
         for chunk in base.chunks_prepared(CHUNK_ROWS, params.metric) {
             let (first, mut rows) = chunk?;
             done += rows.rows() as u64;
-            search.add_chunk(first, &mut rows)?;
+            match only {
+                None => search.add_chunk(first, &mut rows)?,
+                Some(ids) => add_selected(&mut search, ids, first, &rows)?,
+            }
             progress(done);
         }
-        Ok(search.finish())
+        let mut answers = search.finish();
+        if let Some(ids) = only {
+            // Positions in `only` back to base rows (ascending, so ties keep their order).
+            answers
+                .iter_mut()
+                .flatten()
+                .for_each(|n| n.id = ids[n.id as usize]);
+        }
+        Ok(answers)
     })
+}
+
+/// Adds the rows of `chunk` (base rows from `first` on) that `ids` (ascending) names, each
+/// numbered by its position in `ids`.
+fn add_selected(
+    search: &mut ExactSearch,
+    ids: &[u32],
+    first: u64,
+    chunk: &Matrix<f32>,
+) -> Result<(), BuildError> {
+    let end = first + chunk.rows() as u64;
+    let lo = ids.partition_point(|&r| u64::from(r) < first);
+    let hi = ids.partition_point(|&r| u64::from(r) < end);
+    if hi == lo {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity((hi - lo) * chunk.dim());
+    for &r in &ids[lo..hi] {
+        rows.extend_from_slice(chunk.row((u64::from(r) - first) as usize));
+    }
+    let mut rows = Matrix::from_vec(rows, chunk.dim())?;
+    search.add_chunk(lo as u64, &mut rows)?;
+    Ok(())
 }
 
 /// `answers` (base rows) as a `queries × depth` matrix of record ids, [`NO_ID`] padded.

@@ -12,6 +12,8 @@ mod refine;
 mod routing;
 mod shard;
 mod source;
+mod staged;
+mod staged_shard;
 mod train;
 
 pub use crate::graph::AlphaMode;
@@ -28,6 +30,8 @@ pub use refine::{RefineInputs, RefineParams, write_refinement};
 pub use shard::{
     ShardPlan, ShardSummary, build_shards, plan_shards, publish_shards, shard_dir, write_shard,
 };
+pub use staged::{AssignSummary, TrainSummary, stage_assign, stage_train};
+pub use staged_shard::{stage_publish, stage_shard};
 
 // The build's stages, run one by one: not part of the API (`build_index` is), public only for
 // examples/route_coverage.rs and tests/build_index.rs.

@@ -9,7 +9,7 @@ use crate::kmeans::NearestParams;
 use crate::route::RoutingParams;
 
 /// Everything `build_index` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BuildParams {
     /// The base file; ignored when `blocks` is set.
     pub base: PathBuf,
@@ -46,7 +46,7 @@ pub struct BuildParams {
 
 /// A multi-vector base: its block files and how they are scaled
 /// ([`crate::multivec::scale`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BlockParams {
     /// In row order; the files must have the same rows.
     pub blocks: Vec<BlockInput>,
@@ -56,7 +56,7 @@ pub struct BlockParams {
 }
 
 /// One block of a multi-vector base.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BlockInput {
     /// The block's name (queries refer to blocks by name).
     pub name: String,
@@ -70,7 +70,7 @@ pub struct BlockInput {
 /// Cross-cluster links: each record's `links` nearest records among the members of its
 /// cluster's `clusters` nearest neighbouring clusters (by the anchor graph) replace the last
 /// entries of its cluster-local list.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct CrossLinkParams {
     /// Neighbouring clusters the links are drawn from.
     pub clusters: usize,
@@ -79,7 +79,7 @@ pub struct CrossLinkParams {
 }
 
 /// Base anchors (the clusters).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ClusterParams {
     /// Mean cluster size; K = ⌈N / target_size⌉ unless `count` is set.
     pub target_size: usize,
@@ -99,7 +99,7 @@ pub struct ClusterParams {
 }
 
 /// Product quantization of the residuals to the cluster centroid.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PqBuildParams {
     /// Bytes per code (subspaces); default from [`PqBuildParams::resolve`].
     pub subspaces: Option<usize>,
@@ -114,7 +114,7 @@ pub struct PqBuildParams {
 }
 
 /// Spilling of boundary vectors into further clusters (SPANN's rule).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SpillParams {
     /// Also store x in cluster j when `d(x, c_j) ≤ (1 + epsilon) · d(x, c_1)` (Euclidean).
     pub epsilon: f32,

@@ -15,6 +15,7 @@ use crate::data::{DType, Matrix};
 use crate::distance::Metric;
 use crate::format::manifest::{
     META_FLAG_BLOCKS, META_FLAG_IDS, META_FLAG_LID_ADAPTIVE, META_FLAG_QUERY_ANCHORS,
+    META_FLAG_SHARD,
 };
 use crate::route::QueryRouting;
 // RECORD_IDS_SCRATCH: the assign stage's scratch file of record ids (in the temporary
@@ -161,12 +162,7 @@ pub fn build_index(
     pool: &rayon::ThreadPool,
     obs: &dyn BuildObserver,
 ) -> Result<BuildSummary, BuildError> {
-    let mut run = Run {
-        params,
-        pool,
-        obs,
-        clock: Clock::start(),
-    };
+    let mut run = Run::new(params, pool, obs);
     check_params(params)?;
     // The output is checked, and its temporary directory made, before any work: a wrong
     // `out` (a file, a directory that is not an index, one holding an input, an unwritable
@@ -182,35 +178,89 @@ pub fn build_index(
     let model_bytes = trained.model_bytes();
     let asg = run.assign_records(&base, &trained, shape, model_bytes, &dir)?;
     let hints = run.hints(&base, routing.as_mut(), &asg, shape)?;
-    let (laid, graph) = run.lay_out(&base, &asg, &trained.anchor_graph, &dir)?;
-
-    run.obs.stage("publish", 0);
-    let outcome = Outcome {
+    let assigned = Assigned {
         shape,
         model_bytes,
         routing,
         blocks,
         hints,
         asg,
-        graph,
     };
-    let (mut files, facts) = run.write_files(&dir, trained, laid, &outcome)?;
-    files.ids = ids;
-    run.clock.lap("publish");
-    if params.pq.refine {
-        files.refine = Some(run.refine(&dir)?);
+    run.complete(&base, dir, trained, assigned, ids, 0)
+}
+
+/// What the stages up to assign and hints produced, for the layout and the files.
+pub(super) struct Assigned {
+    pub shape: Shape,
+    pub model_bytes: u64,
+    pub routing: Option<QueryRouting>,
+    pub blocks: Option<BlockTable>,
+    pub hints: Option<Hints>,
+    pub asg: Assignment,
+}
+
+impl Run<'_> {
+    /// Stages 4–7 and the publication: the layout and neighbour lists, the index files, the
+    /// refinement codes, the report and the manifest (with `extra_flags` set), then `dir`
+    /// published.
+    pub(super) fn complete(
+        mut self,
+        base: &BaseSource,
+        dir: IndexDirWriter,
+        trained: Trained,
+        assigned: Assigned,
+        ids: Option<FileEntry>,
+        extra_flags: u8,
+    ) -> Result<BuildSummary, BuildError> {
+        let Assigned {
+            shape,
+            model_bytes,
+            routing,
+            blocks,
+            hints,
+            asg,
+        } = assigned;
+        let (laid, graph) = self.lay_out(base, &asg, &trained.anchor_graph, &dir)?;
+        self.obs.stage("publish", 0);
+        let outcome = Outcome {
+            shape,
+            model_bytes,
+            routing,
+            blocks,
+            hints,
+            asg,
+            graph,
+        };
+        let (mut files, facts) = self.write_files(&dir, trained, laid, &outcome)?;
+        files.ids = ids;
+        self.clock.lap("publish");
+        if self.params.pq.refine {
+            files.refine = Some(self.refine(&dir)?);
+        }
+        let mut summary = self.summary(&outcome, &files);
+        let report = if extra_flags & META_FLAG_SHARD != 0 {
+            // A shard of the staged build is the same bytes wherever and whenever it was
+            // built: its report leaves out wall times and memory (the caller gets them).
+            let mut timeless = summary.clone();
+            timeless.stages.iter_mut().for_each(|s| s.seconds = 0.0);
+            timeless.total_seconds = 0.0;
+            timeless.peak_rss_bytes = 0;
+            write_report(&dir, &timeless)?
+        } else {
+            write_report(&dir, &summary)?
+        };
+        summary.ssd_bytes += report.bytes;
+        let mut meta = self.index_meta(&outcome, &summary, &facts);
+        meta.flags |= extra_flags;
+        let manifest = Manifest {
+            meta,
+            files: files.in_manifest_order(report),
+        };
+        // The layout was the last reader of the scratch record ids; they are not published.
+        outcome.asg.ids.remove()?;
+        dir.publish(&manifest)?;
+        Ok(summary)
     }
-    let mut summary = run.summary(&outcome, &files);
-    let report = write_report(&dir, &summary)?;
-    summary.ssd_bytes += report.bytes;
-    let manifest = Manifest {
-        meta: run.index_meta(&outcome, &summary, &facts),
-        files: files.in_manifest_order(report),
-    };
-    // The layout was the last reader of the scratch record ids; they are not published.
-    outcome.asg.ids.remove()?;
-    dir.publish(&manifest)?;
-    Ok(summary)
 }
 
 /// `ids.m3` from `params.ids` (none without): one id per base row, all distinct, checked
@@ -248,7 +298,7 @@ fn write_user_ids(
 }
 
 /// The parameters that can be refused before any input is opened.
-fn check_params(params: &BuildParams) -> Result<(), BuildError> {
+pub(super) fn check_params(params: &BuildParams) -> Result<(), BuildError> {
     params
         .graph
         .validate()
@@ -260,21 +310,24 @@ fn check_params(params: &BuildParams) -> Result<(), BuildError> {
 }
 
 /// What the base and the parameters fix before the first pass.
-#[derive(Debug, Clone, Copy)]
-struct Shape {
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub(super) struct Shape {
     /// Base rows.
-    n: u64,
-    dim: usize,
+    pub n: u64,
+    pub dim: usize,
     /// Clusters (anchors).
-    k: usize,
+    pub k: usize,
     /// PQ subspaces (bytes per code).
-    m: usize,
+    pub m: usize,
 }
 
 impl Shape {
     /// The shape of a build of `base`, and its PQ subspace bounds: even, or aligned to the
     /// blocks of a multi-vector base.
-    fn of(base: &BaseSource, params: &BuildParams) -> Result<(Self, Vec<usize>), BuildError> {
+    pub(super) fn of(
+        base: &BaseSource,
+        params: &BuildParams,
+    ) -> Result<(Self, Vec<usize>), BuildError> {
         let n = base.rows();
         let dim = base.dim();
         if n > u32::MAX as u64 {
@@ -295,11 +348,31 @@ impl Shape {
 
 /// One build under way: its parameters, pool, observer and stage clock. Each step below runs
 /// one stage of DESIGN §2, reports it to the observer and laps the clock.
-struct Run<'a> {
+pub(super) struct Run<'a> {
     params: &'a BuildParams,
     pool: &'a rayon::ThreadPool,
     obs: &'a dyn BuildObserver,
     clock: Clock,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(
+        params: &'a BuildParams,
+        pool: &'a rayon::ThreadPool,
+        obs: &'a dyn BuildObserver,
+    ) -> Self {
+        Self {
+            params,
+            pool,
+            obs,
+            clock: Clock::start(),
+        }
+    }
+
+    /// Laps the stage clock for `stage`.
+    pub(super) fn lap(&mut self, stage: &'static str) {
+        self.clock.lap(stage);
+    }
 }
 
 /// What the layout stages leave for the files: `data.m3` (records and neighbour lists
@@ -407,7 +480,7 @@ impl Run<'_> {
     /// Stage 1, scan and train: one pass over the base for its statistics and a seeded
     /// sample (bounded by a quarter of the RAM budget), the block scales of a multi-vector
     /// base, then the model (anchors, anchor graph, PQ) trained on the sample.
-    fn scan_and_train(
+    pub(super) fn scan_and_train(
         &mut self,
         base: &mut BaseSource,
         shape: Shape,
@@ -434,7 +507,7 @@ impl Run<'_> {
 
     /// Stage 2, query routing from the training queries (none without them); the training
     /// sample is released after it.
-    fn route(
+    pub(super) fn route(
         &mut self,
         base: &BaseSource,
         trained: &mut Trained,
@@ -506,7 +579,7 @@ impl Run<'_> {
         };
         obs.stage("hints", shape.n);
         let queries = std::mem::replace(&mut r.queries, Matrix::from_vec(Vec::new(), shape.dim)?);
-        let answers = exact_answers(params, base, &queries, hint_depth, self.pool, &|d| {
+        let answers = exact_answers(params, base, &queries, hint_depth, None, self.pool, &|d| {
             obs.progress(d)
         })?;
         let answers = answers_to_records(&answers, hint_depth, &asg.ids, asg.records)?;

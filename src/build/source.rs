@@ -155,9 +155,20 @@ impl BaseSource {
         rows_per_chunk: usize,
         metric: Metric,
     ) -> impl Iterator<Item = Result<(u64, Matrix<f32>), BuildError>> + '_ {
+        self.range_prepared(0..self.rows(), rows_per_chunk, metric)
+    }
+
+    /// Rows `rows` (within the base) in the build's coordinates, in chunks of at most
+    /// `rows_per_chunk`.
+    pub fn range_prepared(
+        &self,
+        rows: std::ops::Range<u64>,
+        rows_per_chunk: usize,
+        metric: Metric,
+    ) -> impl Iterator<Item = Result<(u64, Matrix<f32>), BuildError>> + '_ {
         let step = rows_per_chunk.max(1) as u64;
-        let total = self.rows();
-        let mut next = 0u64;
+        let total = rows.end.min(self.rows());
+        let mut next = rows.start;
         let mut failed = false;
         std::iter::from_fn(move || {
             if failed || next >= total {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 /// better: squared L2 for [`Metric::L2`], `−⟨q, x⟩` for [`Metric::InnerProduct`] and
 /// `−cos(q, x)` for [`Metric::Cosine`]. Files and users see the natural unit
 /// ([`Metric::to_natural`]): squared L2, inner product, cosine similarity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Metric {
     /// Euclidean: the distance is the squared L2 distance.
     L2,

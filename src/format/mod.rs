@@ -74,6 +74,7 @@ pub use layout::{RecordLayout, RecordLocation, SECTOR_BYTES};
 pub use manifest::{DistanceMode, IndexMeta, Manifest, UnknownDistanceMode};
 pub use open::IndexParts;
 pub use pq::{PqFile, PqFileWriter, PqHeader};
+pub(crate) use publish::sync_dir;
 pub use publish::{IndexDirWriter, TargetState, check_target, update_published};
 pub use record::{RecordCodec, RecordView};
 pub use recover::{RecoveryReport, Restored, recover_index_dir};

@@ -32,7 +32,7 @@ use crate::distance;
 use crate::neighbor::Neighbor;
 
 /// Parameters of the per-cluster build.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterGraphParams {
     /// R: the most neighbour ids per stored record.
     pub max_degree: usize,

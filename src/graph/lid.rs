@@ -128,7 +128,7 @@ impl LidAccumulator {
 }
 
 /// Which way α moves with LID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     /// `α = α_min + (α_max − α_min) / (1 + e^{z})`: high LID → α near α_min (MCGI's stated rule
     /// and the DESIGN's default).
@@ -138,7 +138,7 @@ pub enum Direction {
 }
 
 /// The logistic map from LID to α of DESIGN §4.4.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlphaMap {
     pub alpha_min: f32,
     pub alpha_max: f32,
@@ -166,7 +166,7 @@ impl AlphaMap {
 }
 
 /// How the build picks each node's α: fixed (DiskANN) or from LID (MCGI, either direction).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AlphaMode {
     Fixed(f32),
     Lid(AlphaMap),

@@ -27,7 +27,7 @@ use crate::linalg;
 const BLOCK_ROWS: usize = 2048;
 
 /// When and how to use two levels.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NearestParams {
     /// Use two levels when there are at least this many centroids (below it, the exact scan
     /// of [`nearest_centroids`] is as fast; measured in `docs/BENCHMARKS.md`).

@@ -21,7 +21,7 @@ use crate::kmeans::{BalancedKMeansParams, KMeansError, assign_capped};
 use crate::stats::Welford;
 
 /// Query-modality anchors and cross-modal edges (DESIGN §4.2).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RoutingParams {
     /// Query anchors; default ⌈training queries / 40⌉ capped at 4096.
     pub query_anchors: Option<usize>,

@@ -213,6 +213,11 @@ impl ShardedIndex {
         &self.shards[s]
     }
 
+    /// Shard `s`, shared (shard 0 holds the global parts the router uses).
+    pub fn shard_arc(&self, s: usize) -> Arc<Index> {
+        self.shards[s].clone()
+    }
+
     /// Shards S.
     pub fn n_shards(&self) -> usize {
         self.shards.len()

@@ -42,6 +42,8 @@ pub(super) struct Shared {
     pub info: serde_json::Value,
     /// The writer thread's queue (`None`: the server takes no writes).
     pub writes: Option<async_channel::Sender<WriteJob>>,
+    /// Why writes are refused when `writes` is `None` (the 403's message).
+    pub read_only: &'static str,
     pub limits: Limits,
     pub api_key: Option<ApiKey>,
     pub admission: Arc<Semaphore>,
@@ -202,10 +204,7 @@ async fn delete(
 /// may still be committed.
 async fn write(s: &Shared, op: WriteOp, deadline: Instant) -> Result<Response, ApiError> {
     let Some(queue) = &s.writes else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this server takes no writes (m3 serve --read-only)",
-        ));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, s.read_only));
     };
     let (tx, rx) = oneshot::channel();
     let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the writer has stopped");

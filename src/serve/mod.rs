@@ -35,4 +35,4 @@ pub use config::{ApiKey, Limits, QueryHook, ServeConfig, WriteHook};
 pub(crate) use error::ApiError;
 pub use error::{ErrorBody, ErrorDetail, ServeError};
 pub(crate) use metrics::Metrics;
-pub use server::{ServerHandle, serve, terminate_signal};
+pub use server::{Served, ServerHandle, serve, serve_any, serve_sharded, terminate_signal};

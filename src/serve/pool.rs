@@ -35,7 +35,7 @@ use super::{Metrics, QueryHook, ServeError};
 use crate::exact::Neighbor;
 use crate::search::{
     ExactSearcher, Index, Inflight, Jobs, LiveIndex, Next, QueryStats, QueryStep, SearchError,
-    Searcher, Step,
+    Searcher, ShardedIndex, Step,
 };
 
 /// A query's answer: its neighbours (best first, internal distances), cost, and the generation
@@ -118,6 +118,37 @@ impl WorkerPool {
         Ok(Self { queue: tx, threads })
     }
 
+    /// The workers of a sharded index with every shard local: each routes a query, asks the
+    /// shards it needs one after the other on its own searchers and merges their answers
+    /// (`ShardedIndex::search`); exact and range queries ask every shard. One query at a
+    /// time per worker; a panic fails that query and the worker goes on with new searchers.
+    pub fn start_sharded(
+        sharded: Arc<ShardedIndex>,
+        workers: usize,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ServeError> {
+        if workers == 0 || capacity == 0 {
+            return Err(ServeError::Config {
+                name: "workers",
+                what: format!(
+                    "workers ({workers}) and queue capacity ({capacity}) must be at least 1"
+                ),
+            });
+        }
+        let (tx, rx) = async_channel::bounded::<Job>(capacity);
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let (sharded, rx, metrics) = (sharded.clone(), rx.clone(), metrics.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("m3-serve-{i}"))
+                .spawn(move || sharded_worker(&sharded, &rx, &metrics))
+                .map_err(ServeError::Runtime)?;
+            threads.push(t);
+        }
+        Ok(Self { queue: tx, threads })
+    }
+
     pub fn queue(&self) -> async_channel::Sender<Job> {
         self.queue.clone()
     }
@@ -143,6 +174,72 @@ impl WorkerPool {
         drop(joiner);
         joined
     }
+}
+
+/// One worker of [`WorkerPool::start_sharded`]: answers the queue's jobs until it closes.
+fn sharded_worker(
+    sharded: &Arc<ShardedIndex>,
+    rx: &async_channel::Receiver<Job>,
+    metrics: &Metrics,
+) {
+    let router = sharded.shard_arc(0);
+    let mut searchers = sharded.searchers();
+    while let Ok(job) = rx.recv_blocking() {
+        if job.reply.is_closed() || Instant::now() >= job.deadline {
+            metrics.query_abandoned();
+            continue;
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            sharded_query(sharded, &mut searchers, &job)
+        }));
+        let answer = match r {
+            Ok(r) => r
+                .map(|(n, s)| (n, s, router.clone()))
+                .map_err(JobError::Search),
+            Err(panic) => {
+                metrics.worker_panicked();
+                searchers = sharded.searchers();
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                Err(JobError::Panicked(what))
+            }
+        };
+        let _ = job.reply.send(answer);
+    }
+}
+
+/// One query of `job` on the sharded index; its cost is the sum over the shards asked.
+fn sharded_query(
+    sharded: &ShardedIndex,
+    searchers: &mut [Searcher<'_>],
+    job: &Job,
+) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
+    let no_weights = |w: &Option<Vec<f32>>| match w {
+        Some(_) => Err(SearchError::Param {
+            name: "block_weights",
+            what: "not supported on a sharded index".into(),
+        }),
+        None => Ok(()),
+    };
+    let (n, st) = match job.kind.as_ref() {
+        QueryKind::Approx(p) => sharded.search(searchers, job.qi, &job.vector, p)?,
+        QueryKind::Exact { k, block_weights } => {
+            no_weights(block_weights)?;
+            sharded.exact(&job.vector, *k)?
+        }
+        QueryKind::Range {
+            radius,
+            block_weights,
+            ..
+        } => {
+            no_weights(block_weights)?;
+            sharded.range(&job.vector, *radius)?
+        }
+    };
+    Ok((n, st.query))
 }
 
 /// One worker's jobs: approximate queries from the queue go to its [`Inflight`] searcher,

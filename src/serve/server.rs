@@ -29,7 +29,7 @@ use super::pool::WorkerPool;
 use super::writes::WriterThread;
 use super::{Metrics, ServeConfig, ServeError};
 use crate::format::IndexInfo;
-use crate::search::{Index, LiveIndex};
+use crate::search::{Index, LiveIndex, ShardedIndex};
 
 /// After the drain, how long the workers get to stop before [`serve`] returns without them
 /// (a worker inside a long exact query finishes it on its own, or with the process).
@@ -46,15 +46,52 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_any(listener, Served::Index(index), config, shutdown).await
+}
+
+/// What a server serves: one index, or a sharded index with every shard local.
+#[derive(Debug, Clone)]
+pub enum Served {
+    /// One index (searches, and writes unless `config.updates` is off).
+    Index(Arc<Index>),
+    /// A sharded index, all shards open in this process: search endpoints only; the write
+    /// endpoints answer 403 naming why.
+    Sharded(Arc<ShardedIndex>),
+}
+
+/// Why a sharded index takes no writes (the 403 of `/v1/upsert` and `/v1/delete`).
+const SHARDED_READ_ONLY: &str = "a sharded index is served for search only: upsert and delete \
+                                 are not implemented for sharded indexes (rebuild its shards)";
+
+/// [`serve`] of a sharded index whose shards are all local (`config.updates` must be off).
+pub async fn serve_sharded(
+    listener: tokio::net::TcpListener,
+    sharded: Arc<ShardedIndex>,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_any(listener, Served::Sharded(sharded), config, shutdown).await
+}
+
+/// [`serve`] of either kind.
+pub async fn serve_any(
+    listener: tokio::net::TcpListener,
+    served: Served,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     check(&config)?;
-    let info = IndexInfo::gather(index.dir()).map_err(|e| ServeError::Config {
-        name: "index",
-        what: e.to_string(),
-    })?;
-    let info = serde_json::to_value(&info).map_err(|e| ServeError::Config {
-        name: "index",
-        what: e.to_string(),
-    })?;
+    let index = match &served {
+        Served::Index(i) => i.clone(),
+        Served::Sharded(s) if config.updates => {
+            return Err(ServeError::Config {
+                name: "updates",
+                what: format!("{}: {SHARDED_READ_ONLY}", s.router().dir().display()),
+            });
+        }
+        Served::Sharded(s) => s.shard_arc(0),
+    };
+    let info = served_info(&served, &index)?;
     let metrics = Arc::new(Metrics::new(index.n_vectors(), config.workers));
     let live = Arc::new(LiveIndex::from_arc(index));
     let writer = match config.updates {
@@ -70,18 +107,12 @@ pub async fn serve(
         ),
         false => None,
     };
-    let pool = WorkerPool::start(
-        live.clone(),
-        config.workers,
-        config.inflight_per_worker,
-        config.queue_capacity,
-        metrics.clone(),
-        config.query_hook.clone(),
-    )?;
+    let (pool, read_only) = start_pool(served, &live, &config, &metrics)?;
     let shared = Arc::new(Shared {
         live,
         info,
         writes: writer.as_ref().map(WriterThread::queue),
+        read_only,
         admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
         body_timeout: config.body_timeout,
         limits: config.limits,
@@ -144,6 +175,53 @@ pub async fn serve(
             seconds: config.drain_timeout.as_secs_f64(),
         })
     }
+}
+
+/// `GET /v1/index`'s body: `m3 inspect --json` of the index (of shard 0 under `shard_0`,
+/// with the whole index's facts on top, for a sharded index).
+fn served_info(served: &Served, index: &Index) -> Result<serde_json::Value, ServeError> {
+    let config_error = |e: String| ServeError::Config {
+        name: "index",
+        what: e,
+    };
+    let info = IndexInfo::gather(index.dir()).map_err(|e| config_error(e.to_string()))?;
+    let info = serde_json::to_value(&info).map_err(|e| config_error(e.to_string()))?;
+    Ok(match served {
+        Served::Index(_) => info,
+        Served::Sharded(s) => serde_json::json!({
+            "sharded": true,
+            "dir": s.router().dir(),
+            "n_shards": s.n_shards(),
+            "n_vectors": index.n_vectors(),
+            "shard_0": info,
+        }),
+    })
+}
+
+/// The search workers, and why writes are refused when they are.
+fn start_pool(
+    served: Served,
+    live: &Arc<LiveIndex>,
+    config: &ServeConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<(WorkerPool, &'static str), ServeError> {
+    Ok(match served {
+        Served::Index(_) => (
+            WorkerPool::start(
+                live.clone(),
+                config.workers,
+                config.inflight_per_worker,
+                config.queue_capacity,
+                metrics.clone(),
+                config.query_hook.clone(),
+            )?,
+            "this server takes no writes (m3 serve --read-only)",
+        ),
+        Served::Sharded(s) => (
+            WorkerPool::start_sharded(s, config.workers, config.queue_capacity, metrics.clone())?,
+            SHARDED_READ_ONLY,
+        ),
+    })
 }
 
 fn check(config: &ServeConfig) -> Result<(), ServeError> {
@@ -215,6 +293,15 @@ impl ServerHandle {
         config: ServeConfig,
         addr: SocketAddr,
     ) -> Result<Self, ServeError> {
+        Self::start_served(Served::Index(index), config, addr)
+    }
+
+    /// [`Self::start`] of a sharded index or of one index.
+    pub fn start_served(
+        served: Served,
+        config: ServeConfig,
+        addr: SocketAddr,
+    ) -> Result<Self, ServeError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.http_threads.max(1))
             .thread_name("m3-http")
@@ -232,7 +319,7 @@ impl ServerHandle {
         let thread = std::thread::Builder::new()
             .name("m3-serve".into())
             .spawn(move || {
-                runtime.block_on(serve(listener, index, config, async move {
+                runtime.block_on(serve_any(listener, served, config, async move {
                     let _ = stopped.await;
                 }))
             })

@@ -21,6 +21,7 @@ import numpy as np
 
 from ._m3 import CorruptIndex, Index, IndexWriter, InvalidInput, IoError, ShardRouter
 from ._m3 import publish_shards, write_shard
+from ._m3 import stage_assign, stage_publish, stage_shard, stage_train
 from ._m3 import build as _build
 from ._m3 import gt as _gt
 from .ann import M3ANN
@@ -38,6 +39,10 @@ __all__ = [
     "ShardRouter",
     "write_shard",
     "publish_shards",
+    "stage_train",
+    "stage_assign",
+    "stage_shard",
+    "stage_publish",
 ]
 
 

@@ -170,6 +170,47 @@ def write_shard(
 def publish_shards(index: _Path, out: _Path, shards: int, *, seed: int = 42) -> None:
     """Checks the shards written in ``out`` and writes ``out/shards.m3`` last."""
 
+def stage_train(
+    base: _Path,
+    work: _Path,
+    shards: int,
+    metric: str = "l2",
+    *,
+    train_queries: Optional[_Path] = None,
+    threads: int = 0,
+    seed: int = 42,
+    ram_budget_gb: Optional[float] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+    params: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Staged build, stage 1: trains the model of the base file ``base`` and plans
+    ``shards`` shards into the work directory ``work`` (docs/DISTRIBUTED.md, "Stages")."""
+
+def stage_assign(
+    work: _Path,
+    start: int,
+    end: int,
+    *,
+    base: Optional[_Path] = None,
+    threads: int = 0,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> Dict[str, Any]:
+    """Stage 2: assigns base rows ``start..end`` against the model, one sorted run per shard
+    (a retry writes the same bytes). ``base``: the base file's path on this machine."""
+
+def stage_shard(
+    work: _Path,
+    shard: int,
+    *,
+    base: Optional[_Path] = None,
+    threads: int = 0,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> Dict[str, Any]:
+    """Stage 3: builds shard ``shard`` from every range's run (a normal index directory)."""
+
+def stage_publish(work: _Path, out: _Path) -> Dict[str, Any]:
+    """Stage 4: moves the shards into ``out`` and writes ``out/shards.m3`` last."""
+
 class ShardRouter:
     """The router of a sharded index (``shards.m3`` and shard 0's global parts): which
     shards each query must go to. ``m3.distributed.Index`` uses it."""

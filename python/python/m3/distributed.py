@@ -1,8 +1,9 @@
 """Sharded indexes on Ray (docs/DISTRIBUTED.md).
 
-``build`` runs the build's steps as Ray tasks: the index is built by one task, then each
-shard is written by its own task (retried from its inputs when it fails: every step is
-idempotent and publishes crash-safely), then ``shards.m3`` is published last.
+``build`` runs the staged build as Ray tasks: the model is trained by one task, each row
+range is assigned by its own task, each shard is built from its runs by its own task (every
+task retried from its inputs when it fails: every stage is idempotent and writes
+crash-safely), then ``shards.m3`` is published last.
 ``Index`` opens a sharded index on a running Ray cluster: one actor per shard (each opening
 its directory from local disk) and a router in the caller's process that sends each query
 only to the shards that own one of its probed clusters, then merges the top k::
@@ -101,7 +102,154 @@ def _wait(ray: Any, refs: List[Any], stage: str, progress: Optional[Callable]) -
     return ray.get(refs)
 
 
+def _one_base(base_paths: Union[_Path, Sequence[_Path]]) -> str:
+    if isinstance(base_paths, (str, os.PathLike)):
+        base_paths = [base_paths]
+    if len(base_paths) != 1:
+        raise _m3.InvalidInput(
+            f"base_paths: {len(base_paths)} files given; a sharded build reads one base file"
+        )
+    return os.fspath(base_paths[0])
+
+
+def _die_once(marker: Optional[str], stray: str) -> None:
+    """Test hook: the first attempt of a task leaves what a kill mid-write leaves (`stray`)
+    and dies; `marker` records that it ran."""
+    if marker is None or os.path.exists(marker):
+        return
+    open(marker, "w").close()
+    if stray.endswith("/"):
+        os.makedirs(stray, exist_ok=True)
+        stray = os.path.join(stray, "data.m3")
+    with open(stray, "wb") as f:
+        f.write(b"half written")
+    os._exit(1)
+
+
+def _train_stage(base: str, work: str, shards: int, metric: str, options: Dict[str, Any]):
+    from m3 import _m3 as native
+
+    return dict(native.stage_train(base, work, shards, metric, **options))
+
+
+def _assign_stage(
+    work: str, start: int, end: int, base: str, threads: int, kill: Optional[str]
+) -> Dict[str, Any]:
+    from m3 import _m3 as native
+
+    stray = os.path.join(work, "runs", "shard-000", f"rows-{start}-{end}.run.tmp-{2**22 + 7}")
+    if kill is not None:
+        os.makedirs(os.path.dirname(stray), exist_ok=True)
+    _die_once(kill, stray)
+    return dict(native.stage_assign(work, start, end, base=base, threads=threads))
+
+
+def _shard_stage(work: str, shard: int, base: str, threads: int, kill: Optional[str]):
+    from m3 import _m3 as native
+
+    _die_once(kill, os.path.join(work, "shards", f"shard-{shard:03d}.tmp-{2**22 + 7}/"))
+    return dict(native.stage_shard(work, shard, base=base, threads=threads))
+
+
+def _publish_stage(work: str, out: str) -> Dict[str, Any]:
+    from m3 import _m3 as native
+
+    return dict(native.stage_publish(work, out))
+
+
+def row_ranges(rows: int, ranges: int) -> List[Tuple[int, int]]:
+    """``ranges`` contiguous row ranges covering ``0..rows`` (sizes differ by at most one)."""
+    ranges = max(1, min(ranges, rows))
+    return [(rows * i // ranges, rows * (i + 1) // ranges) for i in range(ranges)]
+
+
 def build(
+    base_paths: Union[_Path, Sequence[_Path]],
+    out: _Path,
+    shards: int,
+    *,
+    metric: str = "l2",
+    train_queries: Optional[_Path] = None,
+    seed: int = 42,
+    threads: int = 0,
+    ram_budget_gb: float = 4.0,
+    params: Optional[Dict[str, Any]] = None,
+    max_retries: int = 3,
+    ranges: int = 0,
+    keep_work: bool = False,
+    method: str = "staged",
+    progress: Union[bool, Callable[[str, int, int], None]] = True,
+    _kill_once: Sequence[Tuple[str, int, str]] = (),
+    **cut_options: Any,
+) -> Dict[str, Any]:
+    """Builds a sharded index of ``shards`` shards at ``out`` with Ray tasks; returns a dict
+    with each stage's summaries and wall time (``seconds``).
+
+    The staged build (docs/DISTRIBUTED.md, "Stages"), one task per stage and part, with
+    files between them in ``<out>.work`` (removed at the end unless ``keep_work``):
+    ``train`` (one task: the model and the shard plan; ``threads`` CPUs, ``ram_budget_gb``
+    of memory), ``assign`` (one task per row range, ``ranges`` of them, default one per
+    shard, in parallel), ``shard`` (one task per shard, in parallel), ``publish`` (one task:
+    ``shards.m3`` last). Every task declares its CPUs and memory, is retried up to
+    ``max_retries`` times from its inputs (each stage writes crash-safely and the same bytes
+    again), and ``progress(stage, done, total)`` is called as each finishes. The shards are
+    the same bytes as the same stages run in one process. ``base_paths``: one base file
+    (several files are not supported yet). ``method="cut"``: the earlier path (the whole
+    index built by one task, then cut into shards)."""
+    if method == "cut":
+        return _build_by_cutting(
+            base_paths, out, shards, metric=metric, train_queries=train_queries, seed=seed,
+            threads=threads, ram_budget_gb=ram_budget_gb, params=params,
+            max_retries=max_retries, progress=progress, **cut_options,
+        )
+    if method != "staged":
+        raise _m3.InvalidInput(f"method: {method!r} (staged or cut)")
+    ray = _ray()
+    base = os.path.abspath(_one_base(base_paths))
+    out = os.path.abspath(os.fspath(out))
+    work = out + ".work"
+    report = progress if callable(progress) else (_stderr_progress if progress else None)
+    kills = {(stage, i): marker for stage, i, marker in _kill_once}
+    cpus = threads if threads > 0 else 1
+    memory = int(ram_budget_gb * (1 << 30))
+    heavy = dict(num_cpus=cpus, memory=memory, max_retries=max_retries)
+    options: Dict[str, Any] = dict(
+        train_queries=None if train_queries is None else os.fspath(train_queries),
+        threads=threads, seed=seed, ram_budget_gb=ram_budget_gb, params=params,
+    )
+    times: Dict[str, float] = {}
+
+    t = time.perf_counter()
+    train = ray.remote(**heavy)(_train_stage)
+    model = _wait(ray, [train.remote(base, work, shards, metric, options)], "train", report)[0]
+    times["train"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    assign = ray.remote(**heavy)(_assign_stage)
+    parts = row_ranges(int(model["rows"]), ranges if ranges > 0 else shards)
+    refs = [
+        assign.remote(work, a, b, base, threads, kills.get(("assign", i)))
+        for i, (a, b) in enumerate(parts)
+    ]
+    assigned = _wait(ray, refs, "assign", report)
+    times["assign"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    shard = ray.remote(**heavy)(_shard_stage)
+    refs = [shard.remote(work, s, base, threads, kills.get(("shard", s))) for s in range(shards)]
+    built = _wait(ray, refs, "shard", report)
+    times["shard"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    publish = ray.remote(num_cpus=1, max_retries=max_retries)(_publish_stage)
+    _wait(ray, [publish.remote(work, out)], "publish", report)
+    times["publish"] = time.perf_counter() - t
+    if not keep_work:
+        shutil.rmtree(work)
+    return {"train": model, "assign": assigned, "shards": built, "seconds": times}
+
+
+def _build_by_cutting(
     base_paths: Union[_Path, Sequence[_Path]],
     out: _Path,
     shards: int,
@@ -116,22 +264,12 @@ def build(
     keep_unsharded: bool = False,
     progress: Union[bool, Callable[[str, int, int], None]] = True,
     _kill_shard_once: Optional[Tuple[int, str]] = None,
+    **_: Any,
 ) -> Dict[str, Any]:
-    """Builds a sharded index of ``shards`` shards at ``out`` with Ray tasks; returns a dict
-    with each stage's wall time and each shard's summary.
-
-    Stages: ``build`` (one task: the index at ``<out>.unsharded``, declaring ``threads`` CPUs
-    and ``ram_budget_gb`` of memory), ``shard`` (one task per shard, one CPU each), ``publish``
-    (one task: ``shards.m3``, last). Every task is retried ``max_retries`` times from its
-    inputs. ``base_paths``: one base file (several files are not supported yet)."""
+    """``build(..., method="cut")``: the whole index built by one task, then cut into
+    shards by one task per shard."""
     ray = _ray()
-    if isinstance(base_paths, (str, os.PathLike)):
-        base_paths = [base_paths]
-    if len(base_paths) != 1:
-        raise _m3.InvalidInput(
-            f"base_paths: {len(base_paths)} files given; a sharded build reads one base file"
-        )
-    base = os.fspath(base_paths[0])
+    base = _one_base(base_paths)
     out = os.path.abspath(os.fspath(out))
     unsharded = out + ".unsharded"
     report = progress if callable(progress) else (_stderr_progress if progress else None)

@@ -20,8 +20,8 @@ use crate::common::{
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Base vectors (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy), streamed; never held whole in RAM.
-    #[arg(long, required_unless_present = "block", conflicts_with = "block")]
-    base: Option<PathBuf>,
+    #[arg(long, required_unless_present_any = ["block", "work"], conflicts_with = "block")]
+    pub(crate) base: Option<PathBuf>,
     /// Multi-vector base: one block's vectors, `NAME=FILE` (repeat per block, in row order; the
     /// files must have the same rows). Blocks are standardised (divided by their spread) and
     /// PQ subspaces never straddle two blocks (DESIGN §4.6).
@@ -36,13 +36,15 @@ pub struct BuildArgs {
     #[arg(long)]
     no_standardize: bool,
     /// l2, ip (maximum inner product) or cosine (vectors are stored normalised).
-    #[arg(long, value_parser = parse_metric)]
-    metric: Metric,
+    #[arg(long, value_parser = parse_metric, required_unless_present = "work")]
+    metric: Option<Metric>,
     /// Output index directory; appears only when complete. Only an existing M³ index (or an
     /// empty directory) is replaced, atomically; anything else there, or an input inside it,
     /// is refused before any work.
-    #[arg(long)]
-    out: PathBuf,
+    ///
+    /// With `--stage train`, the work directory; with `--stage publish`, the sharded index.
+    #[arg(long, required_unless_present = "work")]
+    pub(crate) out: Option<PathBuf>,
     /// Training queries of the query modality: enables query anchors and cross-modal edges.
     #[arg(long)]
     train_queries: Option<PathBuf>,
@@ -52,7 +54,7 @@ pub struct BuildArgs {
     ids: Option<PathBuf>,
     /// Worker threads (0 = one per core). Output is byte-identical for the same seed and threads.
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Seed of every random choice.
     #[arg(long, default_value_t = BuildParams::DEFAULT_SEED)]
     seed: u64,
@@ -130,15 +132,45 @@ pub struct BuildArgs {
     two_level_probe: usize,
     /// Also print the build summary as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Build a sharded index of S shards at `--out` (docs/DISTRIBUTED.md): the index is built
     /// at `<out>.unsharded`, cut into shards (`m3 shard`), then removed.
     #[arg(long)]
-    shards: Option<usize>,
+    pub(crate) shards: Option<usize>,
+    /// Run one stage of the staged (sharded) build alone, with files between the stages
+    /// (docs/DISTRIBUTED.md, "Stages"): `train` (needs `--shards`; `--out` is the work
+    /// directory), `assign` (`--work`, `--rows A..B`), `shard` (`--work`, `--shard i`),
+    /// `publish` (`--work`, `--out DIR`).
+    #[arg(long, value_parser = ["train", "assign", "shard", "publish"])]
+    pub(crate) stage: Option<String>,
+    /// The staged build's work directory (what `--stage train --out` made).
+    #[arg(long)]
+    pub(crate) work: Option<PathBuf>,
+    /// `--stage assign`: the base rows to assign, `A..B` (end excluded).
+    #[arg(long)]
+    pub(crate) rows: Option<String>,
+    /// `--stage shard`: the shard to build.
+    #[arg(long)]
+    pub(crate) shard: Option<usize>,
 }
 
-struct Bars {
+pub(crate) struct Bars {
     current: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    pub(crate) fn new() -> Self {
+        Self {
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Clears the last stage's bar.
+    pub(crate) fn finish(&self) {
+        if let Some(pb) = self.current.lock().expect("progress lock").take() {
+            pb.finish_and_clear();
+        }
+    }
 }
 
 impl BuildObserver for Bars {
@@ -163,8 +195,12 @@ impl BuildObserver for Bars {
 }
 
 pub fn run(mut args: BuildArgs) -> anyhow::Result<()> {
+    if args.stage.is_some() {
+        return crate::cmd_build_stage::run(&args);
+    }
+    let out = args.out_dir()?.clone();
     if let Some(shards) = args.shards.take() {
-        let sharded = args.out.clone();
+        let sharded = out.clone();
         let empty = std::fs::read_dir(&sharded).map_or(true, |mut d| d.next().is_none());
         anyhow::ensure!(
             empty,
@@ -178,7 +214,7 @@ pub fn run(mut args: BuildArgs) -> anyhow::Result<()> {
             .to_os_string();
         name.push(".unsharded");
         let unsharded = sharded.with_file_name(name);
-        args.out = unsharded.clone();
+        args.out = Some(unsharded.clone());
         let seed = args.seed;
         run(args)?;
         let (_, summaries) = m3::build::build_shards(&unsharded, shards, seed, &sharded)?;
@@ -208,7 +244,7 @@ pub fn run(mut args: BuildArgs) -> anyhow::Result<()> {
         pb.finish_and_clear();
     }
     print_summary(&summary);
-    eprintln!("m3 build: wrote {}", args.out.display());
+    eprintln!("m3 build: wrote {}", out.display());
     if auto {
         eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
         let base = match &args.base {
@@ -218,7 +254,7 @@ pub fn run(mut args: BuildArgs) -> anyhow::Result<()> {
             }
         };
         crate::cmd_calibrate::calibrate_index(
-            &args.out,
+            &out,
             &base,
             &args.calib,
             args.seed,
@@ -236,7 +272,8 @@ pub fn run(mut args: BuildArgs) -> anyhow::Result<()> {
 /// that is not replaceable or holds an input (`build_index` checks again with its own
 /// inputs).
 fn check_output(args: &BuildArgs) -> anyhow::Result<()> {
-    crate::common::recover_index("build", &args.out);
+    let out = args.out_dir()?;
+    crate::common::recover_index("build", out);
     let block_files = parse_block_files("--block", &args.block)?;
     let mut inputs: Vec<&std::path::Path> = block_files.iter().map(|(_, p)| p.as_path()).collect();
     inputs.extend(args.base.as_deref());
@@ -249,20 +286,32 @@ fn check_output(args: &BuildArgs) -> anyhow::Result<()> {
         .as_deref()
         .filter(|p| *p != "identity");
     inputs.extend(partners.map(std::path::Path::new));
-    m3::format::check_target(&args.out, &inputs)?;
+    m3::format::check_target(out, &inputs)?;
     Ok(())
 }
 
 impl BuildArgs {
+    /// `--out`.
+    pub(crate) fn out_dir(&self) -> anyhow::Result<&PathBuf> {
+        self.out
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--out is required"))
+    }
+
+    fn metric(&self) -> anyhow::Result<Metric> {
+        self.metric
+            .ok_or_else(|| anyhow::anyhow!("--metric is required"))
+    }
+
     /// The library's parameters for these flags.
-    fn params(&self) -> anyhow::Result<BuildParams> {
+    pub(crate) fn params(&self) -> anyhow::Result<BuildParams> {
         let mut p = match &self.base {
             Some(base) => {
                 anyhow::ensure!(
                     self.block_weight.is_empty() && !self.no_standardize,
                     "--block-weight and --no-standardize need --block"
                 );
-                BuildParams::new(base.clone(), self.metric, self.out.clone())
+                BuildParams::new(base.clone(), self.metric()?, self.out_dir()?.clone())
             }
             None => self.block_params()?,
         };
@@ -304,7 +353,7 @@ impl BuildArgs {
             .zip(weights)
             .map(|((name, path), weight)| m3::build::BlockInput { name, path, weight })
             .collect();
-        let mut p = BuildParams::with_blocks(blocks, self.metric, self.out.clone());
+        let mut p = BuildParams::with_blocks(blocks, self.metric()?, self.out_dir()?.clone());
         if let Some(b) = p.blocks.as_mut() {
             b.standardize = !self.no_standardize;
         }
@@ -313,7 +362,7 @@ impl BuildArgs {
 }
 
 /// The summary on stderr: what was built, the blocks, each stage's time, the costs.
-fn print_summary(summary: &m3::build::BuildSummary) {
+pub(crate) fn print_summary(summary: &m3::build::BuildSummary) {
     eprintln!(
         "m3 build: {} vectors × {} ({}) → {} records in {} clusters, {} query anchors, PQ {} B",
         summary.n_vectors,

@@ -8,13 +8,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use m3::io::{IoBackend, ReaderOptions};
-use m3::search::Index;
-use m3::serve::{ApiKey, Limits, ServeConfig, serve, terminate_signal};
+use m3::search::{Index, ShardedIndex};
+use m3::serve::{ApiKey, Limits, ServeConfig, Served, serve_any, terminate_signal};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Index directory (built by `m3 build`). Searched; updated by `POST /v1/upsert` and
-    /// `POST /v1/delete` unless --read-only (the writer is opened at the first write).
+    /// `POST /v1/delete` unless --read-only (the writer is opened at the first write). A
+    /// sharded index (`shards.m3`) is served with every shard open in this process, for
+    /// search only (the write endpoints answer 403).
     #[arg(long)]
     pub index: PathBuf,
     /// Refuse writes (`POST /v1/upsert` and `/v1/delete` answer 403).
@@ -155,7 +157,7 @@ impl LimitArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     crate::common::recover_index("serve", &args.index);
-    if args.verify == VerifyMode::Full {
+    if args.verify == VerifyMode::Full && !m3::search::is_sharded(&args.index) {
         let r = m3::format::verify(&args.index)
             .with_context(|| format!("{} failed verification", args.index.display()))?;
         eprintln!(
@@ -165,8 +167,27 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
-    let index = Index::open(&args.index, args.io, &ReaderOptions::default())
-        .with_context(|| format!("opening index {}", args.index.display()))?;
+    let sharded = m3::search::is_sharded(&args.index);
+    let (index, served) = if sharded {
+        let s = ShardedIndex::open(&args.index, args.io, &ReaderOptions::default())
+            .with_context(|| format!("opening sharded index {}", args.index.display()))?;
+        if args.verify == VerifyMode::Full {
+            for i in 0..s.n_shards() {
+                let dir = s.router().shard_dir(i);
+                m3::format::verify(&dir)
+                    .with_context(|| format!("{} failed verification", dir.display()))?;
+            }
+            eprintln!("m3 serve: verified {} shards", s.n_shards());
+        }
+        let s = Arc::new(s);
+        (s.shard_arc(0), Served::Sharded(s))
+    } else {
+        let i = Arc::new(
+            Index::open(&args.index, args.io, &ReaderOptions::default())
+                .with_context(|| format!("opening index {}", args.index.display()))?,
+        );
+        (i.clone(), Served::Index(i))
+    };
     if let Some(reason) = &index.reader_info().fallback_reason {
         eprintln!("m3 serve: {reason}");
     }
@@ -193,13 +214,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         send_timeout: Duration::from_millis(args.limits.send_timeout_ms),
         max_connections: args.limits.max_connections,
         query_hook: None,
-        updates: !args.read_only,
+        // A sharded index is served for search only (the write endpoints answer 403).
+        updates: !args.read_only && !sharded,
         max_write_batch: args.max_write_batch,
         write_queue_capacity: ServeConfig::default().write_queue_capacity,
         write_hook: None,
     };
+    let what = match &served {
+        Served::Sharded(s) => format!(
+            "sharded index ({} shards, all local, search only)",
+            s.n_shards()
+        ),
+        Served::Index(_) => "index".into(),
+    };
     eprintln!(
-        "m3 serve: index {}: {} vectors × {} ({}), {} clusters; {} search workers × {} in flight, {} I/O",
+        "m3 serve: {what} {}: {} vectors × {} ({}), {} clusters; {} search workers × {} in flight, {} I/O",
         args.index.display(),
         index.n_vectors(),
         index.dim(),
@@ -221,7 +250,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let index = Arc::new(index);
     let outcome = runtime.block_on(async move {
         let signal = terminate_signal().context("installing the SIGTERM/SIGINT handler")?;
         let listener = tokio::net::TcpListener::bind(args.addr)
@@ -233,7 +261,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             let name = signal.await;
             eprintln!("m3 serve: {name}: no new connections; finishing the requests in flight");
         };
-        serve(listener, index, config, shutdown).await?;
+        serve_any(listener, served, config, shutdown).await?;
         eprintln!("m3 serve: stopped");
         anyhow::Ok(())
     });

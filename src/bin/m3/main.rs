@@ -7,6 +7,7 @@
 mod cmd_baseline;
 mod cmd_bench;
 mod cmd_build;
+mod cmd_build_stage;
 mod cmd_calibrate;
 mod cmd_gen;
 mod cmd_gt;
