@@ -235,6 +235,11 @@ enum Op {
     Reopen,
     /// Drop the writer and compact (`m3::update::compact`), then open the writer again.
     Compact,
+    /// Drop the writer, merge per cluster (`m3::update::merge`) with this change fraction
+    /// (0: every cluster with a change), then open the writer again.
+    Merge {
+        change_fraction: f64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -245,6 +250,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Commit),
         1 => Just(Op::Reopen),
         1 => Just(Op::Compact),
+        2 => prop_oneof![Just(0.0), Just(0.2), Just(0.6)]
+            .prop_map(|change_fraction| Op::Merge { change_fraction }),
     ]
 }
 
@@ -329,6 +336,25 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 check_against_model(&dir, metric, &committed, &queries);
                 assert_eq!(shared.refresh().unwrap(), generation);
                 check_index(&shared.current(), metric, &committed, &queries);
+            }
+            Op::Merge { change_fraction } => {
+                drop(writer);
+                let policy = m3::update::MergePolicy {
+                    change_fraction,
+                    ..Default::default()
+                };
+                let merged = m3::update::merge(&dir, &policy).unwrap();
+                writer = IndexWriter::open(&dir).unwrap();
+                if merged.is_some() {
+                    generation = writer.generation();
+                }
+                assert_eq!(writer.generation(), generation);
+                assert_eq!(writer.live_vectors(), committed.live.len() as u64);
+                pending = committed.clone();
+                check_against_model(&dir, metric, &committed, &queries);
+                assert_eq!(shared.refresh().unwrap(), generation);
+                check_index(&shared.current(), metric, &committed, &queries);
+                m3::verify(&dir).unwrap();
             }
             Op::Reopen => {
                 drop(writer);

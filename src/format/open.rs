@@ -26,9 +26,11 @@ use std::path::{Path, PathBuf};
 use super::file::ListedFile;
 use super::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE,
-    MANIFEST_FILE, PQ_FILE, REFINE_FILE, ROUTING_FILE, STATS_FILE,
+    MANIFEST_FILE, PQ_FILE, REFINE_FILE, ROUTING_FILE, SEGMENTS_FILE, STATS_FILE,
 };
+use super::manifest::META_FLAG_SEGMENTS;
 use super::pq::REFINE_KIND;
+use super::segments::Segments;
 use super::verify::open_check;
 use super::{
     BlockTable, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, Manifest, PqFile,
@@ -60,6 +62,8 @@ pub struct IndexParts {
     /// `keys.m3` (checked whole at open, then dropped), held open for exact search; `None` for
     /// an index without it.
     pub keys_file: Option<ListedFile>,
+    /// A merged index (format 2.0): its data segments and dead vids (`segments.m3`).
+    pub segments: Option<Segments>,
 }
 
 impl IndexParts {
@@ -116,9 +120,23 @@ impl IndexParts {
         };
         pq.error = Vec::new();
 
-        let data_path = dir.join(DATA_FILE);
-        let data_header = DataFileHeader::read(&data_path)?;
-        data_header.check_against(meta, &data_path)?;
+        let (data_header, segments) = if meta.flags & META_FLAG_SEGMENTS != 0 {
+            let f = required(SEGMENTS_FILE)?;
+            let segs = Segments::read_listed(&f)?;
+            segs.check_against(meta, &|n| manifest.file(n).is_some(), &f.path)?;
+            let header = check_segment_files(dir, meta, &segs)?;
+            clusters.check_in_segments(
+                &segs.starts(),
+                header.layout(),
+                &dir.join(CLUSTERS_FILE),
+            )?;
+            (header, Some(segs))
+        } else {
+            let data_path = dir.join(DATA_FILE);
+            let data_header = DataFileHeader::read(&data_path)?;
+            data_header.check_against(meta, &data_path)?;
+            (data_header, None)
+        };
 
         let blocks = match listed(BLOCKS_FILE)? {
             Some(f) => {
@@ -148,6 +166,9 @@ impl IndexParts {
             Some(f) => {
                 let ids = UserIds::read_listed(&f)?;
                 ids.check_against(meta, &f.path)?;
+                if let Some(segs) = &segments {
+                    check_live_ids_unique(&ids, segs, &f.path)?;
+                }
                 Some(ids)
             }
             None => None,
@@ -171,6 +192,52 @@ impl IndexParts {
             ids,
             pq_file,
             keys_file,
+            segments,
         })
     }
+}
+
+/// The header of every segment file of a merged index: the same record shape as the
+/// manifest, and the sectors and records `segments.m3` gives it (its length was checked
+/// against the manifest). Returns the first segment's header (the record layout).
+fn check_segment_files(
+    dir: &Path,
+    meta: &super::IndexMeta,
+    segs: &Segments,
+) -> Result<DataFileHeader, FormatError> {
+    let mut first = None;
+    for e in &segs.segments {
+        let path = dir.join(e.name_str().unwrap_or_default());
+        let h = DataFileHeader::read(&path)?;
+        let same = h.dim == meta.dim
+            && h.dtype == meta.dtype
+            && h.max_degree == meta.max_degree
+            && h.record_bytes == meta.record_bytes
+            && h.data_sectors == e.data_sectors
+            && h.n_records == e.records;
+        if !same {
+            return Err(FormatError::corrupt(
+                &path,
+                32,
+                "segment header disagrees with the manifest or segments.m3",
+            ));
+        }
+        first.get_or_insert(h);
+    }
+    first.ok_or_else(|| FormatError::corrupt(dir.join(SEGMENTS_FILE), 32, "no segments"))
+}
+
+/// User ids are unique among the live vids of a merged index (a dead vid may repeat one).
+fn check_live_ids_unique(ids: &UserIds, segs: &Segments, path: &Path) -> Result<(), FormatError> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.ids.len());
+    for (v, &id) in ids.ids.iter().enumerate() {
+        if !segs.is_dead(v as u64) && !seen.insert(id) {
+            return Err(FormatError::corrupt(
+                path,
+                48 + 8 * v as u64,
+                format!("live vid {v} repeats the id {id} of an earlier live vid"),
+            ));
+        }
+    }
+    Ok(())
 }
