@@ -1176,10 +1176,11 @@ fn compact_rebuilds_the_query_routing_from_the_stored_training_queries() {
     assert!(e.to_string().contains("--hint-depth 0"), "{e}");
 }
 
-/// `m3 delete` and `m3 compact` killed with SIGKILL at random points: after recovery
-/// (`recover_index_dir`, what every `m3` command runs first) the index opens and verifies,
-/// every delete whose command exited 0 is in, a killed delete is wholly in or wholly out, and
-/// exact search equals the model (so no compaction lost or resurrected anything).
+/// `m3 delete`, `m3 compact` and `m3 merge` (per cluster, decision 0012) killed with SIGKILL
+/// at random points: after recovery (`recover_index_dir`, what every `m3` command runs first)
+/// the index opens and verifies, every delete whose command exited 0 is in, a killed delete
+/// is wholly in or wholly out, and exact search equals the model (so no compaction or merge
+/// lost or resurrected anything, the inserts a merge keeps in the log included).
 #[test]
 fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1199,10 +1200,12 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
     for (id, x) in new.iter().zip(v.view().iter_rows()) {
         model.live.insert(*id, x.to_vec());
     }
-    let mut full_us = [0u64; 2];
+    let mut full_us = [0u64; 3];
     let (mut killed, mut acked) = (0, 0);
-    for round in 0..8usize {
-        let compact = round % 2 == 1;
+    for round in 0..12usize {
+        // 0: delete, 1: compact, 2: merge.
+        let kind = [0usize, 1, 0, 2][round % 4];
+        let compact = kind != 0;
         let ids: Vec<u64> = model
             .live
             .keys()
@@ -1213,8 +1216,10 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
             .collect();
         let ipath = tmp.path().join(format!("d{round}.u64bin"));
         write_user_ids(&ipath, &ids).unwrap();
-        let args: Vec<&str> = if compact {
+        let args: Vec<&str> = if kind == 1 {
             vec!["compact", "--index", d, "--threads", "1"]
+        } else if kind == 2 {
+            vec!["merge", "--index", d, "--change-fraction", "0.3"]
         } else {
             vec!["delete", "--index", d, "--ids", ipath.to_str().unwrap()]
         };
@@ -1224,14 +1229,15 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let status = if round < 2 {
+        let status = if round < 2 || round == 3 {
             // The first of each runs to completion: how long it takes here.
             let s = child.wait().unwrap();
-            full_us[usize::from(compact)] = started.elapsed().as_micros() as u64;
+            full_us[kind] = started.elapsed().as_micros() as u64;
+            assert!(s.success(), "round {round}: {args:?} failed");
             s
         } else {
             // The delay only picks the point of the kill (some land after the exit).
-            let full = full_us[usize::from(compact)].max(1000);
+            let full = full_us[kind].max(1000);
             std::thread::sleep(std::time::Duration::from_micros(
                 rng.random_range(full / 5..full),
             ));
@@ -1270,4 +1276,95 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
     }
     eprintln!("{acked} commands ran to the end, {killed} were killed");
     assert!(killed > 0, "nothing was killed");
+}
+
+/// The per-cluster merge (decision 0012): the chosen clusters are rewritten into a new data
+/// segment (format 2.0), the others keep their records; exact search equals the model, the
+/// approximate search returns only live ids at their live distances, `verify` passes; a
+/// generation held across the merge keeps answering as itself; the inserts of clusters not
+/// merged stay in the new log; a merge that empties `data.m3` of live records drops it (its
+/// segment is no longer listed); updates and merges go on on top.
+#[test]
+fn merge_rewrites_chosen_clusters_into_a_new_segment() {
+    use m3::update::{MergePolicy, merge, merge_clusters};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(71);
+    let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+    let mut model = Model::base();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let new: Vec<u64> = (0..80)
+        .map(|i| 1 << 45 | i)
+        .chain(base_ids()[..30].iter().copied())
+        .collect();
+    let vs: Vec<f32> = (0..new.len()).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&new, v.view()).unwrap();
+    w.delete(&base_ids()[200..260]);
+    w.commit().unwrap();
+    for (id, x) in new.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    for id in &base_ids()[200..260] {
+        model.live.remove(id);
+    }
+    drop(w);
+    let shared = LiveIndex::new(open(&dir));
+    let held = shared.current();
+    let n_clusters = held.n_clusters() as u32;
+    // Two clusters only: the others keep their records in data.m3, their inserts in the log.
+    let r = merge_clusters(&dir, &[0, n_clusters - 1]).unwrap();
+    assert_eq!(r.clusters, 2);
+    assert!(r.records_written > 0 && r.reinserted > 0, "{r:?}");
+    assert_eq!(r.segments_dropped, 0);
+    let index = open(&dir);
+    assert_eq!(index.meta().flags & 32, 32, "a merged index is format 2.0");
+    assert_eq!(index.segment_names(), vec!["data.m3", "seg-1.m3"]);
+    assert_eq!(index.live_vectors(), model.live.len() as u64);
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    check_index(&held, Metric::L2, &model, &queries);
+    shared.refresh().unwrap();
+    check_index(&shared.current(), Metric::L2, &model, &queries);
+    // Every cluster past the policy, and data.m3 below its live fraction: all merged out.
+    let policy = MergePolicy {
+        change_fraction: 0.0,
+        segment_live_fraction: 1.0,
+    };
+    let r = merge(&dir, &policy).unwrap().expect("something to merge");
+    assert_eq!(r.reinserted, 0);
+    assert!(r.segments_dropped >= 1, "{r:?}");
+    assert!(
+        !dir.join("data.m3").exists(),
+        "data.m3 holds no live record any more"
+    );
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    check_index(&held, Metric::L2, &model, &queries);
+    shared.refresh().unwrap();
+    check_index(&shared.current(), Metric::L2, &model, &queries);
+    // Updates on top of the merged index, then another merge.
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let more: Vec<u64> = (0..30).map(|i| 1 << 46 | i).collect();
+    let vs: Vec<f32> = (0..30).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&more, v.view()).unwrap();
+    w.delete(&new[..10]);
+    w.commit().unwrap();
+    for (id, x) in more.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    for id in &new[..10] {
+        model.live.remove(id);
+    }
+    drop(w);
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    let policy = MergePolicy {
+        change_fraction: 0.0,
+        ..MergePolicy::default()
+    };
+    assert!(merge(&dir, &policy).unwrap().is_some());
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    assert_eq!(m3::recover_index_dir(&dir).unwrap().removed.len(), 0);
 }
