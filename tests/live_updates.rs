@@ -1368,3 +1368,143 @@ fn merge_rewrites_chosen_clusters_into_a_new_segment() {
     m3::verify(&dir).unwrap();
     assert_eq!(m3::recover_index_dir(&dir).unwrap().removed.len(), 0);
 }
+
+/// Searcher threads query a [`LiveIndex`] while the main thread alternately commits a batch
+/// and merges per cluster (decision 0012), refreshing after each: every answer comes from
+/// exactly one published state (the `Arc<Index>` the query took), checked against the model
+/// of that state (exact k-NN equal, approximate results live at their live distance), so a
+/// merge that rewrites and hard-links segments under running searches shows no torn state.
+/// Each state is searched by every thread before the next step (a channel says so): merges
+/// run while the previous state is being searched.
+#[test]
+fn concurrent_searchers_see_no_torn_state_during_merges() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, mpsc};
+    const STEPS: usize = 4;
+    const THREADS: usize = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(79);
+    let queries: Vec<Vec<f32>> = (0..4).map(|_| vector(&mut rng)).collect();
+    let mut models = vec![Model::base()];
+    let mut batches = Vec::new();
+    for s in 0..STEPS {
+        let mut m = models.last().unwrap().clone();
+        let ids: Vec<u64> = (0..40).map(|i| 1 << 41 | (s as u64 * 100 + i)).collect();
+        let vs: Vec<f32> = (0..40).flat_map(|_| vector(&mut rng)).collect();
+        let vectors = Matrix::from_vec(vs, DIM).unwrap();
+        for (id, v) in ids.iter().zip(vectors.view().iter_rows()) {
+            m.live.insert(*id, v.to_vec());
+        }
+        let dead: Vec<u64> = m.live.keys().copied().skip(s).step_by(9).collect();
+        for id in &dead {
+            m.live.remove(id);
+        }
+        batches.push((ids, vectors, dead));
+        models.push(m);
+    }
+    // State 2s: model s after its commit; state 2s + 1: the same model after a merge.
+    let n_states = 2 * STEPS + 1;
+    let model_of = |state: usize| state.div_ceil(2);
+    let shared = LiveIndex::new(open(&dir));
+    let registry: Mutex<HashMap<usize, usize>> = Mutex::new(HashMap::new());
+    let mut held = vec![shared.current()];
+    registry
+        .lock()
+        .unwrap()
+        .insert(Arc::as_ptr(&held[0]) as usize, 0);
+    let (seen_tx, seen_rx) = mpsc::channel::<(usize, usize)>();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (shared, registry, seen_tx) = (&shared, &registry, seen_tx.clone());
+            let (models, queries) = (&models, &queries);
+            s.spawn(move || {
+                let (mut last, mut checked) = (None, 0usize);
+                loop {
+                    let index = shared.current();
+                    // The main thread registers a state right after installing it.
+                    let state = loop {
+                        let key = Arc::as_ptr(&index) as usize;
+                        if let Some(&st) = registry.lock().unwrap().get(&key) {
+                            break st;
+                        }
+                        std::thread::yield_now();
+                    };
+                    let model = &models[model_of(state)];
+                    let qi = (checked + t) % queries.len();
+                    check_one(&index, model, &queries[qi], state);
+                    checked += 1;
+                    if last != Some(state) {
+                        seen_tx.send((t, state)).unwrap();
+                        last = Some(state);
+                    }
+                    if state == n_states - 1 {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(seen_tx);
+        let policy = m3::update::MergePolicy {
+            change_fraction: 0.0,
+            ..Default::default()
+        };
+        for state in 0..n_states - 1 {
+            let mut waiting: std::collections::BTreeSet<usize> = (0..THREADS).collect();
+            while !waiting.is_empty() {
+                let (t, seen) = seen_rx.recv().unwrap();
+                if seen == state {
+                    waiting.remove(&t);
+                }
+            }
+            if state % 2 == 0 {
+                let (ids, vectors, dead) = &batches[state / 2];
+                let mut w = IndexWriter::open(&dir).unwrap();
+                w.insert(ids, vectors.view()).unwrap();
+                w.delete(dead);
+                w.commit().unwrap();
+            } else {
+                m3::update::merge(&dir, &policy).unwrap().expect("a merge");
+            }
+            shared.refresh().unwrap();
+            let now = shared.current();
+            registry
+                .lock()
+                .unwrap()
+                .insert(Arc::as_ptr(&now) as usize, state + 1);
+            held.push(now); // kept alive: its address is never reused meanwhile
+        }
+    });
+    // Every state held across the later merges still answers as itself.
+    for (state, index) in held.iter().enumerate() {
+        for q in &queries {
+            check_one(index, &models[model_of(state)], q, state);
+        }
+    }
+    m3::verify(&dir).unwrap();
+}
+
+/// Exact 5-NN of `q` on `index` equal to the model's; approximate results live in it.
+fn check_one(index: &Index, model: &Model, q: &[f32], state: usize) {
+    let (got, _) = ExactSearcher::new(index).knn(q, 5).unwrap();
+    let want = model.knn(Metric::L2, q, 5);
+    assert_eq!(got.len(), want.len(), "state {state}");
+    for (a, b) in got.iter().zip(&want) {
+        assert!(
+            (a.dist - b.1).abs() <= 1e-4 * b.1.abs().max(1.0),
+            "state {state}: {a:?} vs {b:?}"
+        );
+    }
+    let mut params = SearchParams::new(5);
+    params.nprobe = 4;
+    let (approx, _) = Searcher::new(index).search(0, q, &params).unwrap();
+    for n in &approx {
+        let id = index.user_id(n.id);
+        let v = model
+            .live
+            .get(&id)
+            .unwrap_or_else(|| panic!("state {state}: {id} is not live in it"));
+        let d = Model::dist(Metric::L2, q, v);
+        assert!((n.dist - d).abs() <= 1e-4 * d.max(1.0), "state {state}");
+    }
+}
