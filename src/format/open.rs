@@ -122,14 +122,7 @@ impl IndexParts {
 
         let (data_header, segments) = if meta.flags & META_FLAG_SEGMENTS != 0 {
             let f = required(SEGMENTS_FILE)?;
-            let segs = Segments::read_listed(&f)?;
-            segs.check_against(meta, &|n| manifest.file(n).is_some(), &f.path)?;
-            let header = check_segment_files(dir, meta, &segs)?;
-            clusters.check_in_segments(
-                &segs.starts(),
-                header.layout(),
-                &dir.join(CLUSTERS_FILE),
-            )?;
+            let (header, segs) = open_segments(dir, &manifest, &f, &clusters)?;
             (header, Some(segs))
         } else {
             let data_path = dir.join(DATA_FILE);
@@ -195,6 +188,22 @@ impl IndexParts {
             segments,
         })
     }
+}
+
+/// `segments.m3` of a merged index, checked against the manifest, the segment files'
+/// headers and the cluster table; the first segment's header.
+fn open_segments(
+    dir: &Path,
+    manifest: &super::Manifest,
+    f: &ListedFile,
+    clusters: &ClusterTable,
+) -> Result<(DataFileHeader, Segments), FormatError> {
+    let meta = &manifest.meta;
+    let segs = Segments::read_listed(f)?;
+    segs.check_against(meta, &|n| manifest.file(n).is_some(), &f.path)?;
+    let header = check_segment_files(dir, meta, &segs)?;
+    clusters.check_in_segments(&segs.starts(), header.layout(), &dir.join(CLUSTERS_FILE))?;
+    Ok((header, segs))
 }
 
 /// The header of every segment file of a merged index: the same record shape as the

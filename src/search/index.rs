@@ -230,6 +230,7 @@ impl Index {
         Ok(super::live::advance(&idx)?.unwrap_or(idx))
     }
 
+    // long-fn: assembles the index field by field from its checked parts (1.x and merged).
     fn load(
         dir: &Path,
         open_data: impl FnOnce(&Path, &[(PathBuf, u64)]) -> Result<Arc<dyn BlockReader>, SearchError>,
@@ -251,14 +252,7 @@ impl Index {
             None => None,
         };
         let data_path = dir.join(DATA_FILE);
-        let segment_files: Vec<(PathBuf, u64)> =
-            parts.segments.as_ref().map_or_else(Vec::new, |s| {
-                s.segments
-                    .iter()
-                    .zip(s.starts())
-                    .map(|(e, b)| (dir.join(e.name_str().unwrap_or_default()), b))
-                    .collect()
-            });
+        let segment_files = segment_files(dir, parts.segments.as_ref());
         let reader = open_data(&data_path, &segment_files)?;
         let data_bytes = (meta.data_sectors + 1) * SECTOR_BYTES as u64;
         if reader.len_bytes() < data_bytes {
@@ -312,13 +306,7 @@ impl Index {
         let header = parts.data_header;
         let hints = parts.hints;
         let segments = parts.segments;
-        let cluster_order = segments.as_ref().map(|_| {
-            let mut order: Vec<u32> = (0..clusters.entries.len() as u32)
-                .filter(|&c| clusters.entries[c as usize].records > 0)
-                .collect();
-            order.sort_unstable_by_key(|&c| clusters.entries[c as usize].first_record);
-            order
-        });
+        let cluster_order = segments.as_ref().map(|_| record_order(&clusters.entries));
         let (hint_router, hint_codes) =
             hint_routing(hints.as_ref(), metric, &clusters.centroids, &pq);
         let core = IndexCore {
@@ -728,4 +716,26 @@ fn single_segment(meta: &IndexMeta) -> Result<crate::format::Segments, SearchErr
         next_segment: 1,
         dead: vec![0; meta.n_vectors.div_ceil(64) as usize],
     })
+}
+
+/// The data segments of a merged index: each file and the sector of the reader's space where
+/// it starts (none for 1.x).
+fn segment_files(dir: &Path, segments: Option<&crate::format::Segments>) -> Vec<(PathBuf, u64)> {
+    segments.map_or_else(Vec::new, |s| {
+        s.segments
+            .iter()
+            .zip(s.starts())
+            .map(|(e, b)| (dir.join(e.name_str().unwrap_or_default()), b))
+            .collect()
+    })
+}
+
+/// The non-empty clusters in the order of their first record (`Index::cluster_of` of a
+/// merged index).
+fn record_order(entries: &[ClusterEntry]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..entries.len() as u32)
+        .filter(|&c| entries[c as usize].records > 0)
+        .collect();
+    order.sort_unstable_by_key(|&c| entries[c as usize].first_record);
+    order
 }

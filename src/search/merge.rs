@@ -160,7 +160,7 @@ impl Index {
         let mut files = kept_files;
         files.extend(w.entries.iter().copied());
         let (ids_entry, seg_file, unmerged) =
-            self.write_ids_and_segments(&members, &merged_out, segments, seg_no + 1, out)?;
+            self.write_ids_and_segments(&merged_out, segments, seg_no + 1, out)?;
         w.add(&ids_entry);
         w.add(&seg_file);
         files.push(ids_entry);
@@ -345,6 +345,14 @@ impl Index {
     }
 }
 
+/// The segments of the next generation, the manifest entries of the files carried over, and
+/// each old segment's place in the new list.
+type KeptSegments = (Vec<SegmentEntry>, Vec<FileEntry>, Vec<Option<usize>>);
+
+/// What `write_ids_and_segments` wrote (`ids.m3`, `segments.m3`) and the inserts left in the
+/// log.
+type IdsAndSegments = (FileEntry, FileEntry, Vec<(u64, Vec<f32>)>);
+
 /// Bytes and entries of the files a merge wrote.
 #[derive(Default)]
 struct Written {
@@ -383,7 +391,7 @@ impl Index {
         out: &Path,
         seg_entry: FileEntry,
         seg_name: &str,
-    ) -> Result<(Vec<SegmentEntry>, Vec<FileEntry>, Vec<Option<usize>>), SearchError> {
+    ) -> Result<KeptSegments, SearchError> {
         let old = &self.segments.segments;
         let mut holds = vec![false; old.len()];
         for (c, ch) in churn.iter().enumerate() {
@@ -582,16 +590,13 @@ impl Index {
     /// `ids.m3` (the user id of every vid) and `segments.m3` (the dead vids: deleted,
     /// replaced, or inserts that stay in the log and are inserted again) of the next
     /// generation, and those inserts.
-    #[allow(clippy::type_complexity)]
     fn write_ids_and_segments(
         &self,
-        members: &[Vec<Member>],
         merged_out: &[bool],
         segments: Vec<SegmentEntry>,
         next_segment: u64,
         out: &Path,
-    ) -> Result<(FileEntry, FileEntry, Vec<(u64, Vec<f32>)>), SearchError> {
-        let _ = members;
+    ) -> Result<IdsAndSegments, SearchError> {
         let base = self.user_ids.as_deref();
         let n_vids = self
             .live_ids()
