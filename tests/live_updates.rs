@@ -1330,6 +1330,7 @@ fn merge_rewrites_chosen_clusters_into_a_new_segment() {
     let policy = MergePolicy {
         change_fraction: 0.0,
         segment_live_fraction: 1.0,
+        max_cluster_records: None,
     };
     let r = merge(&dir, &policy).unwrap().expect("something to merge");
     assert_eq!(r.reinserted, 0);
@@ -1507,4 +1508,86 @@ fn check_one(index: &Index, model: &Model, q: &[f32], state: usize) {
         let d = Model::dist(Metric::L2, q, v);
         assert!((n.dist - d).abs() <= 1e-4 * d.max(1.0), "state {state}");
     }
+}
+
+/// LIRE's split (decision 0012): a cluster that a merge finds past `max_cluster_records` is
+/// split in two by 2-means; the index gets one more cluster, every live record is still
+/// found by exact search (the model), every inserted vector is its own nearest by exact
+/// search, `verify` passes, and approximate search returns only live ids.
+#[test]
+fn merge_splits_a_cluster_past_the_cap() {
+    use m3::update::{MergePolicy, merge};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(83);
+    let mut model = Model::base();
+    let before = open(&dir);
+    let n_clusters = before.n_clusters();
+    let biggest = before
+        .cluster_churn()
+        .iter()
+        .map(|c| c.records)
+        .max()
+        .unwrap();
+    drop(before);
+    // Many inserts close to one base vector: they all go to its cluster.
+    let centre = base().row(3).to_vec();
+    let ids: Vec<u64> = (0..150).map(|i| 1 << 44 | i).collect();
+    let vs: Vec<f32> = (0..150)
+        .flat_map(|_| {
+            let noise = vector(&mut rng);
+            centre
+                .iter()
+                .zip(noise)
+                .map(|(c, n)| c + 0.05 * n)
+                .collect::<Vec<f32>>()
+        })
+        .collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&ids, v.view()).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    for (id, x) in ids.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    let policy = MergePolicy {
+        change_fraction: 0.5,
+        segment_live_fraction: 0.0,
+        max_cluster_records: Some(biggest),
+    };
+    let r = merge(&dir, &policy)
+        .unwrap()
+        .expect("the grown cluster is merged");
+    assert!(r.clusters >= 1, "{r:?}");
+    let index = open(&dir);
+    assert!(
+        index.n_clusters() > n_clusters,
+        "{} clusters, {n_clusters} before: nothing was split",
+        index.n_clusters()
+    );
+    assert!(
+        index
+            .cluster_churn()
+            .iter()
+            .all(|c| c.records <= 150 + biggest)
+    );
+    let mut exact = ExactSearcher::new(&index);
+    for (i, id) in ids.iter().enumerate().step_by(7) {
+        let (got, _) = exact.knn(v.row(i), 1).unwrap();
+        assert_eq!(index.user_id(got[0].id), *id);
+    }
+    drop(exact);
+    drop(index);
+    let queries: Vec<Vec<f32>> = (0..6)
+        .map(|i| {
+            if i % 2 == 0 {
+                centre.clone()
+            } else {
+                vector(&mut rng)
+            }
+        })
+        .collect();
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
 }

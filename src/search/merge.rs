@@ -22,6 +22,7 @@ use crate::format::{
     PqFile, RecordKeys, SECTOR_BYTES, SectorCrcs, SegmentEntry, Segments, Stats, UserIds,
 };
 use crate::io::ReadRequest;
+use bytemuck::Zeroable;
 
 /// One cluster's updates since its records were written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,15 +117,30 @@ impl Index {
     pub(crate) fn write_merged(
         &self,
         chosen: &[u32],
+        max_records: Option<u32>,
         out: &Path,
     ) -> Result<MergeOutput, SearchError> {
         let mut members = Vec::with_capacity(chosen.len());
         for &c in chosen {
-            let mut m = self.live_members(c as usize)?;
-            m.sort_by(|a, b| a.key.total_cmp(&b.key));
-            members.push(m);
+            members.push(self.live_members(c as usize)?);
         }
-        let n_old = self.meta.n_records;
+        let (groups, centroids) = self.split_large(chosen, &mut members, max_records);
+        for m in &mut members {
+            m.sort_by(|a, b| a.key.total_cmp(&b.key));
+        }
+        let merged_out: Vec<bool> = {
+            let mut v = vec![false; self.entries.len()];
+            chosen.iter().for_each(|&c| v[c as usize] = true);
+            v
+        };
+        let churn = self.cluster_churn();
+        // When every cluster holding records is merged, no record keeps its number: numbering
+        // starts again at 0 (no holes); else merged records are numbered after the last one.
+        let everything = churn
+            .iter()
+            .zip(&merged_out)
+            .all(|(ch, &m)| m || ch.records == 0);
+        let n_old = if everything { 0 } else { self.meta.n_records };
         let mut renumber: HashMap<u32, u32> = HashMap::new();
         let mut next = n_old as u32;
         for m in members.iter().flatten() {
@@ -133,28 +149,28 @@ impl Index {
             }
             next += 1;
         }
-        let merged_out: Vec<bool> = {
-            let mut v = vec![false; self.entries.len()];
-            chosen.iter().for_each(|&c| v[c as usize] = true);
-            v
-        };
         let seg_no = self.segments.next_segment;
         let seg_name = Segments::file_name(seg_no);
         let (seg_entry, seg_crcs, local) =
             self.write_segment(&out.join(&seg_name), &members, &renumber, &merged_out)?;
         let mut w = Written::default();
         w.add(&seg_entry);
-        let churn = self.cluster_churn();
         let (segments, kept_files, old_to_new) =
             self.kept_segments(&churn, &merged_out, out, seg_entry, &seg_name)?;
         let new_starts = segments.iter().fold(vec![0u64], |mut s, e| {
             s.push(s.last().copied().unwrap_or(0) + 1 + e.data_sectors);
             s
         });
-        let entries = self.new_entries(&members, chosen, &churn, &old_to_new, &new_starts, &local);
+        let places = Places {
+            old_to_new: &old_to_new,
+            new_starts: &new_starts,
+            local: &local,
+            first_record: n_old,
+        };
+        let entries = self.new_entries(&members, &groups, &churn, &places);
         let sectors = self.new_sector_crcs(&segments, &old_to_new, &seg_crcs, out)?;
         w.add(&SectorCrcs { crcs: sectors }.write(&out.join(SECTORS_FILE))?);
-        for e in self.write_per_record(&members, &entries, out)? {
+        for e in self.write_per_record(&members, &entries, &centroids, everything, out)? {
             w.add(&e);
         }
         let mut files = kept_files;
@@ -172,6 +188,7 @@ impl Index {
             .live_ids()
             .map_or(self.meta.n_vectors, |i| i.next_vid());
         meta.n_records = u64::from(next);
+        meta.n_clusters = entries.len() as u32;
         meta.data_sectors = new_starts.last().copied().unwrap_or(1) - 1;
         Ok(MergeOutput {
             manifest: Manifest { meta, files },
@@ -353,6 +370,121 @@ type KeptSegments = (Vec<SegmentEntry>, Vec<FileEntry>, Vec<Option<usize>>);
 /// log.
 type IdsAndSegments = (FileEntry, FileEntry, Vec<(u64, Vec<f32>)>);
 
+impl Index {
+    /// LIRE's split (decision 0012): every group of more than `max_records` members is split
+    /// in two by 2-means (a few Lloyd rounds from its nearest and farthest member); the
+    /// first half keeps the cluster id, the second gets a new one after the last; both get
+    /// the mean of their members as centroid and are coded again against it. Returns the
+    /// cluster id of each group and the new centroids. Not on an index with two-level
+    /// routing (`coarse.m3`), whose coarse groups would need the new anchors too.
+    fn split_large(
+        &self,
+        chosen: &[u32],
+        members: &mut Vec<Vec<Member>>,
+        max_records: Option<u32>,
+    ) -> (Vec<u32>, Vec<NewCentroid>) {
+        let mut groups = chosen.to_vec();
+        let mut centroids = Vec::new();
+        let Some(cap) = max_records.filter(|_| self.coarse.is_none()) else {
+            return (groups, centroids);
+        };
+        let mut next = self.entries.len() as u32;
+        for k in 0..chosen.len() {
+            if members[k].len() <= cap as usize {
+                continue;
+            }
+            let Some((a, b)) = two_means(&members[k]) else {
+                continue;
+            };
+            let (ca, cb) = (mean(&members[k], &a), mean(&members[k], &b));
+            let all = std::mem::take(&mut members[k]);
+            let (mut left, mut right) = (Vec::new(), Vec::new());
+            for (i, mut m) in all.into_iter().enumerate() {
+                let to_a = a.contains(&i);
+                self.recode(&mut m, if to_a { &ca } else { &cb });
+                if to_a { left.push(m) } else { right.push(m) }
+            }
+            members[k] = left;
+            members.push(right);
+            groups.push(next);
+            centroids.push((chosen[k], ca, chosen[k]));
+            centroids.push((next, cb, chosen[k]));
+            next += 1;
+        }
+        (groups, centroids)
+    }
+
+    /// Codes member `m` against centroid `cen`: what the build's assign and refine stages
+    /// compute (code of the residual, L2 correction, error, key, refinement code).
+    fn recode(&self, m: &mut Member, cen: &[f32]) {
+        let r: Vec<f32> = m.vector.iter().zip(cen).map(|(x, c)| x - c).collect();
+        self.pq.encode(&r, &mut m.code);
+        let mut rhat = vec![0f32; self.dim];
+        self.pq.decode(&m.code, &mut rhat);
+        m.correction = distance::dot(&rhat, &rhat) + 2.0 * distance::dot(cen, &rhat);
+        m.error = distance::l2_sq(&r, &rhat).sqrt();
+        m.key = distance::dot(&r, &r).sqrt();
+        if let Some(f) = &self.refine {
+            let left: Vec<f32> = r.iter().zip(&rhat).map(|(a, b)| a - b).collect();
+            let mut code2 = vec![0u8; f.pq.subspaces()];
+            f.pq.encode(&left, &mut code2);
+            let mut r2 = vec![0f32; self.dim];
+            f.pq.decode(&code2, &mut r2);
+            rhat.iter_mut().zip(&r2).for_each(|(a, b)| *a += b);
+            let corr = distance::dot(&rhat, &rhat) + 2.0 * distance::dot(cen, &rhat);
+            m.refine = Some((code2, corr));
+        }
+    }
+}
+
+/// A centroid a split set: the cluster, its centroid, the cluster it was split from (itself
+/// for the half that keeps the id).
+type NewCentroid = (u32, Vec<f32>, u32);
+
+/// 2-means of the members' vectors (10 Lloyd rounds from the first and last by key):
+/// the indices of the two halves, or `None` when one would be empty.
+fn two_means(members: &[Member]) -> Option<(Vec<usize>, Vec<usize>)> {
+    let by_key = |i: usize| members[i].key;
+    let first = (0..members.len()).min_by(|&a, &b| by_key(a).total_cmp(&by_key(b)))?;
+    let last = (0..members.len()).max_by(|&a, &b| by_key(a).total_cmp(&by_key(b)))?;
+    let (mut ca, mut cb) = (members[first].vector.clone(), members[last].vector.clone());
+    let mut split = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let (a, b): (Vec<usize>, Vec<usize>) = (0..members.len()).partition(|&i| {
+            let v = &members[i].vector;
+            distance::l2_sq(v, &ca) <= distance::l2_sq(v, &cb)
+        });
+        if a.is_empty() || b.is_empty() {
+            return None;
+        }
+        ca = mean(members, &a);
+        cb = mean(members, &b);
+        split = (a, b);
+    }
+    Some(split)
+}
+
+/// The mean vector of `members[i]` for `i` in `which` (not empty).
+fn mean(members: &[Member], which: &[usize]) -> Vec<f32> {
+    let mut out = vec![0f32; members[which[0]].vector.len()];
+    for &i in which {
+        out.iter_mut()
+            .zip(&members[i].vector)
+            .for_each(|(o, x)| *o += x);
+    }
+    out.iter_mut().for_each(|o| *o /= which.len() as f32);
+    out
+}
+
+/// Where the merged clusters go: each old segment's place in the new list, the new
+/// segments' first sectors, the new segment's cluster entries, the first record number.
+struct Places<'a> {
+    old_to_new: &'a [Option<usize>],
+    new_starts: &'a [u64],
+    local: &'a [ClusterEntry],
+    first_record: u64,
+}
+
 /// Bytes and entries of the files a merge wrote.
 #[derive(Default)]
 struct Written {
@@ -441,22 +573,23 @@ impl Index {
     fn new_entries(
         &self,
         members: &[Vec<Member>],
-        chosen: &[u32],
+        groups: &[u32],
         churn: &[ClusterChurn],
-        old_to_new: &[Option<usize>],
-        new_starts: &[u64],
-        local: &[ClusterEntry],
+        places: &Places<'_>,
     ) -> Vec<ClusterEntry> {
+        let (old_to_new, new_starts, local) = (places.old_to_new, places.new_starts, places.local);
         let old_starts = self.segments.starts();
         let seg_start = new_starts[new_starts.len() - 2];
         let mut entries = self.entries.clone();
+        let n = groups.iter().map(|&g| g as usize + 1).max().unwrap_or(0);
+        entries.resize(n.max(entries.len()), ClusterEntry::zeroed());
         for (c, e) in entries.iter_mut().enumerate() {
-            if let Some(k) = chosen.iter().position(|&x| x as usize == c) {
+            if let Some(k) = groups.iter().position(|&x| x as usize == c) {
                 let l = local[k];
                 let keys: Vec<f32> = members[k].iter().map(|m| m.key).collect();
                 *e = ClusterEntry {
                     first_sector: seg_start + l.first_sector,
-                    first_record: self.meta.n_records + l.first_record,
+                    first_record: places.first_record + l.first_record,
                     records: l.records,
                     r_min: keys.first().copied().unwrap_or(0.0),
                     r_max: keys.last().copied().unwrap_or(0.0),
@@ -513,6 +646,8 @@ impl Index {
         &self,
         members: &[Vec<Member>],
         entries: &[ClusterEntry],
+        centroids: &[NewCentroid],
+        renumbered: bool,
         out: &Path,
     ) -> Result<Vec<FileEntry>, SearchError> {
         let mut pq = PqFile::read(&self.dir.join(PQ_FILE))?;
@@ -526,7 +661,28 @@ impl Index {
             .then(|| RecordKeys::read(&keys_path))
             .transpose()?;
         let m = pq.codes.dim();
-        for e in self.merged_old_ranges(entries) {
+        if renumbered {
+            // Every record is written again: the per-record arrays start empty.
+            pq.codes = crate::data::Matrix::from_vec(Vec::new(), m)
+                .map_err(|e| FormatError::invalid(e.to_string()))?;
+            pq.correction.clear();
+            pq.error.clear();
+            if let Some(f) = refine.as_mut() {
+                f.codes = crate::data::Matrix::from_vec(Vec::new(), f.codes.dim())
+                    .map_err(|e| FormatError::invalid(e.to_string()))?;
+                f.correction.clear();
+                f.error.clear();
+            }
+            if let Some(k) = keys.as_mut() {
+                k.keys.clear();
+            }
+        }
+        let holes = if renumbered {
+            Vec::new()
+        } else {
+            self.merged_old_ranges(entries)
+        };
+        for e in holes {
             for r in e.0..e.1 {
                 let r = r as usize;
                 pq.codes.as_mut_slice()[r * m..(r + 1) * m].fill(0);
@@ -570,6 +726,19 @@ impl Index {
         }
         let mut table = ClusterTable::read(&self.dir.join(CLUSTERS_FILE))?;
         table.entries = entries.to_vec();
+        for (c, cen, parent) in centroids {
+            let (c, parent) = (*c as usize, *parent as usize);
+            if c < table.centroids.rows() {
+                table.centroids.row_mut(c).copy_from_slice(cen);
+            } else {
+                // A cluster split off: its anchor-graph row is its parent's nearest first.
+                append_rows(&mut table.centroids, cen)?;
+                let mut row = vec![parent as u32];
+                row.extend_from_slice(table.anchor_graph.row(parent));
+                row.truncate(table.anchor_graph.dim());
+                append_rows(&mut table.anchor_graph, &row)?;
+            }
+        }
         files.push(table.write(&out.join(CLUSTERS_FILE))?);
         let mut stats = Stats::read(&self.dir.join(STATS_FILE))?;
         stats.max_base_norm = stats.max_base_norm.max(max_norm);
@@ -638,7 +807,10 @@ impl Index {
 }
 
 /// Appends `rows` (whole rows) to `m`.
-fn append_rows(m: &mut crate::data::Matrix<u8>, rows: &[u8]) -> Result<(), FormatError> {
+fn append_rows<T: bytemuck::Pod + Default>(
+    m: &mut crate::data::Matrix<T>,
+    rows: &[T],
+) -> Result<(), FormatError> {
     let dim = m.dim();
     let bad = |e: crate::data::DataError| FormatError::invalid(e.to_string());
     let mut v = std::mem::replace(m, crate::data::Matrix::zeros(0, dim).map_err(bad)?).into_vec();

@@ -30,6 +30,9 @@ pub struct MergePolicy {
     /// A segment whose live records fall below this fraction of what it holds has all its
     /// clusters merged out.
     pub segment_live_fraction: f64,
+    /// A merged cluster with more live records than this is split in two (LIRE; 2-means of
+    /// its members, decision 0012); `None`: never split.
+    pub max_cluster_records: Option<u32>,
 }
 
 impl Default for MergePolicy {
@@ -37,6 +40,7 @@ impl Default for MergePolicy {
         Self {
             change_fraction: 0.2,
             segment_live_fraction: 0.8,
+            max_cluster_records: None,
         }
     }
 }
@@ -101,7 +105,7 @@ pub fn merge(dir: &Path, policy: &MergePolicy) -> Result<Option<MergeReport>, Up
     if chosen.is_empty() {
         return Ok(None);
     }
-    merge_locked(&dir, &index, &chosen).map(Some)
+    merge_locked(&dir, &index, &chosen, policy.max_cluster_records).map(Some)
 }
 
 /// Merges exactly `clusters` of the index at `dir` (each below its cluster count; repeats
@@ -118,7 +122,7 @@ pub fn merge_clusters(dir: &Path, clusters: &[u32]) -> Result<MergeReport, Updat
             what: format!("cluster {c}: the index has {} clusters", index.n_clusters()),
         });
     }
-    merge_locked(&dir, &index, &chosen)
+    merge_locked(&dir, &index, &chosen, None)
 }
 
 fn open_updatable(dir: &Path) -> Result<Index, UpdateError> {
@@ -132,11 +136,16 @@ fn open_updatable(dir: &Path) -> Result<Index, UpdateError> {
     Ok(index)
 }
 
-fn merge_locked(dir: &Path, index: &Index, chosen: &[u32]) -> Result<MergeReport, UpdateError> {
+fn merge_locked(
+    dir: &Path,
+    index: &Index,
+    chosen: &[u32],
+    max_records: Option<u32>,
+) -> Result<MergeReport, UpdateError> {
     let t0 = Instant::now();
     let bytes_before = dir_bytes(dir)?;
     let w = IndexDirWriter::create(dir)?;
-    let out = index.write_merged(chosen, w.dir())?;
+    let out = index.write_merged(chosen, max_records, w.dir())?;
     w.write_manifest(&out.manifest)?;
     if !out.unmerged.is_empty() {
         // Durable in the new directory before it is published (its log names its manifest).

@@ -148,6 +148,9 @@ pub struct MergeArgs {
     /// out (and is then deleted).
     #[arg(long, default_value_t = 0.8)]
     segment_live_fraction: f64,
+    /// Split a merged cluster with more live records than this in two (LIRE, 2-means).
+    #[arg(long)]
+    max_cluster_records: Option<u32>,
     /// Merge exactly these clusters (comma-separated) instead of what the thresholds choose.
     #[arg(long, value_delimiter = ',')]
     clusters: Option<Vec<u32>>,
@@ -162,6 +165,7 @@ pub fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
             &m3::update::MergePolicy {
                 change_fraction: args.change_fraction,
                 segment_live_fraction: args.segment_live_fraction,
+                max_cluster_records: args.max_cluster_records,
             },
         )
         .transpose(),
