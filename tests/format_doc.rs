@@ -81,6 +81,11 @@ fn format_doc_offset_tables_match_the_code() {
         ("hints.m3", (COMMON_HEADER_BYTES, size_of::<HintsHeader>())),
         ("ids.m3", (COMMON_HEADER_BYTES, size_of::<IdsHeader>())),
         (
+            "segments.m3",
+            (COMMON_HEADER_BYTES, size_of::<SegmentsHeader>()),
+        ),
+        ("Segment entry", (0, size_of::<SegmentEntry>())),
+        (
             "shards.m3",
             (COMMON_HEADER_BYTES, size_of::<ShardsHeader>()),
         ),

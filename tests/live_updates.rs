@@ -235,6 +235,11 @@ enum Op {
     Reopen,
     /// Drop the writer and compact (`m3::update::compact`), then open the writer again.
     Compact,
+    /// Drop the writer, merge per cluster (`m3::update::merge`) with this change fraction
+    /// (0: every cluster with a change), then open the writer again.
+    Merge {
+        change_fraction: f64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -245,6 +250,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Commit),
         1 => Just(Op::Reopen),
         1 => Just(Op::Compact),
+        2 => prop_oneof![Just(0.0), Just(0.2), Just(0.6)]
+            .prop_map(|change_fraction| Op::Merge { change_fraction }),
     ]
 }
 
@@ -329,6 +336,25 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 check_against_model(&dir, metric, &committed, &queries);
                 assert_eq!(shared.refresh().unwrap(), generation);
                 check_index(&shared.current(), metric, &committed, &queries);
+            }
+            Op::Merge { change_fraction } => {
+                drop(writer);
+                let policy = m3::update::MergePolicy {
+                    change_fraction,
+                    ..Default::default()
+                };
+                let merged = m3::update::merge(&dir, &policy).unwrap();
+                writer = IndexWriter::open(&dir).unwrap();
+                if merged.is_some() {
+                    generation = writer.generation();
+                }
+                assert_eq!(writer.generation(), generation);
+                assert_eq!(writer.live_vectors(), committed.live.len() as u64);
+                pending = committed.clone();
+                check_against_model(&dir, metric, &committed, &queries);
+                assert_eq!(shared.refresh().unwrap(), generation);
+                check_index(&shared.current(), metric, &committed, &queries);
+                m3::verify(&dir).unwrap();
             }
             Op::Reopen => {
                 drop(writer);
@@ -1156,10 +1182,11 @@ fn compact_rebuilds_the_query_routing_from_the_stored_training_queries() {
     assert!(e.to_string().contains("--hint-depth 0"), "{e}");
 }
 
-/// `m3 delete` and `m3 compact` killed with SIGKILL at random points: after recovery
-/// (`recover_index_dir`, what every `m3` command runs first) the index opens and verifies,
-/// every delete whose command exited 0 is in, a killed delete is wholly in or wholly out, and
-/// exact search equals the model (so no compaction lost or resurrected anything).
+/// `m3 delete`, `m3 compact` and `m3 merge` (per cluster, decision 0012) killed with SIGKILL
+/// at random points: after recovery (`recover_index_dir`, what every `m3` command runs first)
+/// the index opens and verifies, every delete whose command exited 0 is in, a killed delete
+/// is wholly in or wholly out, and exact search equals the model (so no compaction or merge
+/// lost or resurrected anything, the inserts a merge keeps in the log included).
 #[test]
 fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1179,10 +1206,12 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
     for (id, x) in new.iter().zip(v.view().iter_rows()) {
         model.live.insert(*id, x.to_vec());
     }
-    let mut full_us = [0u64; 2];
+    let mut full_us = [0u64; 3];
     let (mut killed, mut acked) = (0, 0);
-    for round in 0..8usize {
-        let compact = round % 2 == 1;
+    for round in 0..12usize {
+        // 0: delete, 1: compact, 2: merge.
+        let kind = [0usize, 1, 0, 2][round % 4];
+        let compact = kind != 0;
         let ids: Vec<u64> = model
             .live
             .keys()
@@ -1193,8 +1222,10 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
             .collect();
         let ipath = tmp.path().join(format!("d{round}.u64bin"));
         write_user_ids(&ipath, &ids).unwrap();
-        let args: Vec<&str> = if compact {
+        let args: Vec<&str> = if kind == 1 {
             vec!["compact", "--index", d, "--threads", "1"]
+        } else if kind == 2 {
+            vec!["merge", "--index", d, "--change-fraction", "0.3"]
         } else {
             vec!["delete", "--index", d, "--ids", ipath.to_str().unwrap()]
         };
@@ -1204,14 +1235,15 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let status = if round < 2 {
+        let status = if round < 2 || round == 3 {
             // The first of each runs to completion: how long it takes here.
             let s = child.wait().unwrap();
-            full_us[usize::from(compact)] = started.elapsed().as_micros() as u64;
+            full_us[kind] = started.elapsed().as_micros() as u64;
+            assert!(s.success(), "round {round}: {args:?} failed");
             s
         } else {
             // The delay only picks the point of the kill (some land after the exit).
-            let full = full_us[usize::from(compact)].max(1000);
+            let full = full_us[kind].max(1000);
             std::thread::sleep(std::time::Duration::from_micros(
                 rng.random_range(full / 5..full),
             ));
@@ -1250,4 +1282,318 @@ fn sigkill_during_delete_and_compact_keeps_every_acknowledged_write() {
     }
     eprintln!("{acked} commands ran to the end, {killed} were killed");
     assert!(killed > 0, "nothing was killed");
+}
+
+/// The per-cluster merge (decision 0012): the chosen clusters are rewritten into a new data
+/// segment (format 2.0), the others keep their records; exact search equals the model, the
+/// approximate search returns only live ids at their live distances, `verify` passes; a
+/// generation held across the merge keeps answering as itself; the inserts of clusters not
+/// merged stay in the new log; a merge that empties `data.m3` of live records drops it (its
+/// segment is no longer listed); updates and merges go on on top.
+#[test]
+fn merge_rewrites_chosen_clusters_into_a_new_segment() {
+    use m3::update::{MergePolicy, merge, merge_clusters};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(71);
+    let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+    let mut model = Model::base();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let new: Vec<u64> = (0..80)
+        .map(|i| 1 << 45 | i)
+        .chain(base_ids()[..30].iter().copied())
+        .collect();
+    let vs: Vec<f32> = (0..new.len()).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&new, v.view()).unwrap();
+    w.delete(&base_ids()[200..260]);
+    w.commit().unwrap();
+    for (id, x) in new.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    for id in &base_ids()[200..260] {
+        model.live.remove(id);
+    }
+    drop(w);
+    let shared = LiveIndex::new(open(&dir));
+    let held = shared.current();
+    let n_clusters = held.n_clusters() as u32;
+    // Two clusters only: the others keep their records in data.m3, their inserts in the log.
+    let r = merge_clusters(&dir, &[0, n_clusters - 1]).unwrap();
+    assert_eq!(r.clusters, 2);
+    assert!(r.records_written > 0 && r.reinserted > 0, "{r:?}");
+    assert_eq!(r.segments_dropped, 0);
+    let index = open(&dir);
+    assert_eq!(index.meta().flags & 32, 32, "a merged index is format 2.0");
+    assert_eq!(index.segment_names(), vec!["data.m3", "seg-1.m3"]);
+    assert_eq!(index.live_vectors(), model.live.len() as u64);
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    check_index(&held, Metric::L2, &model, &queries);
+    shared.refresh().unwrap();
+    check_index(&shared.current(), Metric::L2, &model, &queries);
+    // Every cluster past the policy, and data.m3 below its live fraction: all merged out.
+    let policy = MergePolicy {
+        change_fraction: 0.0,
+        segment_live_fraction: 1.0,
+        max_cluster_records: None,
+    };
+    let r = merge(&dir, &policy).unwrap().expect("something to merge");
+    assert_eq!(r.reinserted, 0);
+    assert!(r.segments_dropped >= 1, "{r:?}");
+    assert!(
+        !dir.join("data.m3").exists(),
+        "data.m3 holds no live record any more"
+    );
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    check_index(&held, Metric::L2, &model, &queries);
+    shared.refresh().unwrap();
+    check_index(&shared.current(), Metric::L2, &model, &queries);
+    // Updates on top of the merged index, then another merge.
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let more: Vec<u64> = (0..30).map(|i| 1 << 46 | i).collect();
+    let vs: Vec<f32> = (0..30).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&more, v.view()).unwrap();
+    w.delete(&new[..10]);
+    w.commit().unwrap();
+    for (id, x) in more.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    for id in &new[..10] {
+        model.live.remove(id);
+    }
+    drop(w);
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    let policy = MergePolicy {
+        change_fraction: 0.0,
+        ..MergePolicy::default()
+    };
+    assert!(merge(&dir, &policy).unwrap().is_some());
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    assert_eq!(m3::recover_index_dir(&dir).unwrap().removed.len(), 0);
+}
+
+/// Searcher threads query a [`LiveIndex`] while the main thread alternately commits a batch
+/// and merges per cluster (decision 0012), refreshing after each: every answer comes from
+/// exactly one published state (the `Arc<Index>` the query took), checked against the model
+/// of that state (exact k-NN equal, approximate results live at their live distance), so a
+/// merge that rewrites and hard-links segments under running searches shows no torn state.
+/// Each state is searched by every thread before the next step (a channel says so): merges
+/// run while the previous state is being searched.
+#[test]
+fn concurrent_searchers_see_no_torn_state_during_merges() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, mpsc};
+    const STEPS: usize = 4;
+    const THREADS: usize = 2;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(79);
+    let queries: Vec<Vec<f32>> = (0..4).map(|_| vector(&mut rng)).collect();
+    let mut models = vec![Model::base()];
+    let mut batches = Vec::new();
+    for s in 0..STEPS {
+        let mut m = models.last().unwrap().clone();
+        let ids: Vec<u64> = (0..40).map(|i| 1 << 41 | (s as u64 * 100 + i)).collect();
+        let vs: Vec<f32> = (0..40).flat_map(|_| vector(&mut rng)).collect();
+        let vectors = Matrix::from_vec(vs, DIM).unwrap();
+        for (id, v) in ids.iter().zip(vectors.view().iter_rows()) {
+            m.live.insert(*id, v.to_vec());
+        }
+        let dead: Vec<u64> = m.live.keys().copied().skip(s).step_by(9).collect();
+        for id in &dead {
+            m.live.remove(id);
+        }
+        batches.push((ids, vectors, dead));
+        models.push(m);
+    }
+    // State 2s: model s after its commit; state 2s + 1: the same model after a merge.
+    let n_states = 2 * STEPS + 1;
+    let model_of = |state: usize| state.div_ceil(2);
+    let shared = LiveIndex::new(open(&dir));
+    let registry: Mutex<HashMap<usize, usize>> = Mutex::new(HashMap::new());
+    let mut held = vec![shared.current()];
+    registry
+        .lock()
+        .unwrap()
+        .insert(Arc::as_ptr(&held[0]) as usize, 0);
+    let (seen_tx, seen_rx) = mpsc::channel::<(usize, usize)>();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (shared, registry, seen_tx) = (&shared, &registry, seen_tx.clone());
+            let (models, queries) = (&models, &queries);
+            s.spawn(move || {
+                let (mut last, mut checked) = (None, 0usize);
+                loop {
+                    let index = shared.current();
+                    // The main thread registers a state right after installing it.
+                    let state = loop {
+                        let key = Arc::as_ptr(&index) as usize;
+                        if let Some(&st) = registry.lock().unwrap().get(&key) {
+                            break st;
+                        }
+                        std::thread::yield_now();
+                    };
+                    let model = &models[model_of(state)];
+                    let qi = (checked + t) % queries.len();
+                    check_one(&index, model, &queries[qi], state);
+                    checked += 1;
+                    if last != Some(state) {
+                        seen_tx.send((t, state)).unwrap();
+                        last = Some(state);
+                    }
+                    if state == n_states - 1 {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(seen_tx);
+        let policy = m3::update::MergePolicy {
+            change_fraction: 0.0,
+            ..Default::default()
+        };
+        for state in 0..n_states - 1 {
+            let mut waiting: std::collections::BTreeSet<usize> = (0..THREADS).collect();
+            while !waiting.is_empty() {
+                let (t, seen) = seen_rx.recv().unwrap();
+                if seen == state {
+                    waiting.remove(&t);
+                }
+            }
+            if state % 2 == 0 {
+                let (ids, vectors, dead) = &batches[state / 2];
+                let mut w = IndexWriter::open(&dir).unwrap();
+                w.insert(ids, vectors.view()).unwrap();
+                w.delete(dead);
+                w.commit().unwrap();
+            } else {
+                m3::update::merge(&dir, &policy).unwrap().expect("a merge");
+            }
+            shared.refresh().unwrap();
+            let now = shared.current();
+            registry
+                .lock()
+                .unwrap()
+                .insert(Arc::as_ptr(&now) as usize, state + 1);
+            held.push(now); // kept alive: its address is never reused meanwhile
+        }
+    });
+    // Every state held across the later merges still answers as itself.
+    for (state, index) in held.iter().enumerate() {
+        for q in &queries {
+            check_one(index, &models[model_of(state)], q, state);
+        }
+    }
+    m3::verify(&dir).unwrap();
+}
+
+/// Exact 5-NN of `q` on `index` equal to the model's; approximate results live in it.
+fn check_one(index: &Index, model: &Model, q: &[f32], state: usize) {
+    let (got, _) = ExactSearcher::new(index).knn(q, 5).unwrap();
+    let want = model.knn(Metric::L2, q, 5);
+    assert_eq!(got.len(), want.len(), "state {state}");
+    for (a, b) in got.iter().zip(&want) {
+        assert!(
+            (a.dist - b.1).abs() <= 1e-4 * b.1.abs().max(1.0),
+            "state {state}: {a:?} vs {b:?}"
+        );
+    }
+    let mut params = SearchParams::new(5);
+    params.nprobe = 4;
+    let (approx, _) = Searcher::new(index).search(0, q, &params).unwrap();
+    for n in &approx {
+        let id = index.user_id(n.id);
+        let v = model
+            .live
+            .get(&id)
+            .unwrap_or_else(|| panic!("state {state}: {id} is not live in it"));
+        let d = Model::dist(Metric::L2, q, v);
+        assert!((n.dist - d).abs() <= 1e-4 * d.max(1.0), "state {state}");
+    }
+}
+
+/// LIRE's split (decision 0012): a cluster that a merge finds past `max_cluster_records` is
+/// split in two by 2-means; the index gets one more cluster, every live record is still
+/// found by exact search (the model), every inserted vector is its own nearest by exact
+/// search, `verify` passes, and approximate search returns only live ids.
+#[test]
+fn merge_splits_a_cluster_past_the_cap() {
+    use m3::update::{MergePolicy, merge};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(83);
+    let mut model = Model::base();
+    let before = open(&dir);
+    let n_clusters = before.n_clusters();
+    let biggest = before
+        .cluster_churn()
+        .iter()
+        .map(|c| c.records)
+        .max()
+        .unwrap();
+    drop(before);
+    // Many inserts close to one base vector: they all go to its cluster.
+    let centre = base().row(3).to_vec();
+    let ids: Vec<u64> = (0..150).map(|i| 1 << 44 | i).collect();
+    let vs: Vec<f32> = (0..150)
+        .flat_map(|_| {
+            let noise = vector(&mut rng);
+            centre
+                .iter()
+                .zip(noise)
+                .map(|(c, n)| c + 0.05 * n)
+                .collect::<Vec<f32>>()
+        })
+        .collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&ids, v.view()).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    for (id, x) in ids.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    let policy = MergePolicy {
+        change_fraction: 0.5,
+        segment_live_fraction: 0.0,
+        max_cluster_records: Some(biggest),
+    };
+    let r = merge(&dir, &policy)
+        .unwrap()
+        .expect("the grown cluster is merged");
+    assert!(r.clusters >= 1, "{r:?}");
+    let index = open(&dir);
+    assert!(
+        index.n_clusters() > n_clusters,
+        "{} clusters, {n_clusters} before: nothing was split",
+        index.n_clusters()
+    );
+    assert!(
+        index
+            .cluster_churn()
+            .iter()
+            .all(|c| c.records <= 150 + biggest)
+    );
+    let mut exact = ExactSearcher::new(&index);
+    for (i, id) in ids.iter().enumerate().step_by(7) {
+        let (got, _) = exact.knn(v.row(i), 1).unwrap();
+        assert_eq!(index.user_id(got[0].id), *id);
+    }
+    drop(exact);
+    drop(index);
+    let queries: Vec<Vec<f32>> = (0..6)
+        .map(|i| {
+            if i % 2 == 0 {
+                centre.clone()
+            } else {
+                vector(&mut rng)
+            }
+        })
+        .collect();
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
 }

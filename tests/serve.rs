@@ -1337,3 +1337,41 @@ fn serve_binary_killed_during_upserts_keeps_every_acknowledged_write() {
         m3::verify(&dir).unwrap();
     }
 }
+
+/// The writer thread merges per cluster (decision 0012) after a commit that takes clusters
+/// past the default thresholds: `m3_merges_total` counts it, every upserted vector is found
+/// by exact search afterwards (searches answered meanwhile), the index on disk is format 2.0
+/// and verifies, and writes go on on top of it.
+#[test]
+fn serve_merges_per_cluster_after_commits_past_the_thresholds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = writable_copy(tmp.path());
+    let server = start_with(open_at(&dir), config());
+    let addr = server.addr();
+    let q = &fixture().queries;
+    let rows = q.rows().min(300);
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(50) {
+        let ids: Vec<u64> = chunk.iter().map(|&i| 90_000 + i as u64).collect();
+        let vectors: Vec<&[f32]> = chunk.iter().map(|&i| q.row(i)).collect();
+        let body = serde_json::json!({"ids": ids, "vectors": vectors});
+        let r = post_json(addr, "/v1/upsert", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    for i in (0..rows).step_by(37) {
+        assert_eq!(exact_top(addr, &[], q.row(i))[0], 90_000 + i as u64);
+    }
+    // The writer thread merges after answering a commit; the next write is taken after it.
+    let body = serde_json::json!({"ids": [90_000u64]});
+    assert_eq!(post_json(addr, "/v1/delete", &body).status, 200);
+    let text = get(addr, "/metrics", &[]).text();
+    let merges = metric_in(&text, "m3_merges_total").unwrap_or(0.0);
+    assert!(merges >= 1.0, "no merge ran: {text}");
+    assert_ne!(exact_top(addr, &[], q.row(0))[0], 90_000);
+    for i in (1..rows).step_by(37) {
+        assert_eq!(exact_top(addr, &[], q.row(i))[0], 90_000 + i as u64);
+    }
+    server.shutdown().unwrap();
+    let m = m3::format::Manifest::read(&dir.join("manifest.m3")).unwrap();
+    assert_eq!(m.meta.flags & 32, 32, "the merged index is format 2.0");
+    m3::verify(&dir).unwrap();
+}

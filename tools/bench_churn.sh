@@ -3,8 +3,9 @@
 # ids); each round upserts a random 10% of the rows (`m3 insert --ids` of the same ids and
 # vectors: each is deleted and inserted again), so the live set, its ground truth and its fresh
 # build never change. After every round: recall@10 at fixed knobs (2,000 queries, nprobe 64,
-# rerank 30), bytes on disk, the insert command's time. No merge runs between rounds.
-# Usage: tools/bench_churn.sh [WORKDIR] [ROUNDS]     (default work/bench-updates 10)
+# rerank 30), bytes on disk, the insert command's time. With MERGE=1, `m3 merge` (per-cluster
+# merge, default thresholds; decision 0012) runs after every round and its report is printed.
+# Usage: [MERGE=1] tools/bench_churn.sh [WORKDIR] [ROUNDS]     (default work/bench-updates 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-work/bench-updates}"
@@ -35,5 +36,6 @@ for r in $(seq 0 $((rounds - 1))); do
   "$m3" insert --index "$idx" --base "$work/churn_$r.fbin" --ids "$work/churn_$r.u64bin" \
     --threads 2 2>/dev/null
   t=$(python3 -c "print(f'{$(secs) - $t0:.2f}')")
+  if [ "${MERGE:-0}" = 1 ]; then "$m3" merge --index "$idx" 2>&1 | grep 'm3 merge'; fi
   echo "round $((r + 1)): $(recall "$idx"), $(du -sb "$idx" | cut -f1) bytes, insert of 39,000 $t s (load $(cut -d' ' -f1-3 /proc/loadavg))"
 done

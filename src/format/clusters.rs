@@ -28,7 +28,9 @@ pub struct ClustersHeader {
     pub n_clusters: u32,
     pub dim: u32,
     pub anchor_degree: u32,
-    pub reserved: u32,
+    /// Bit 0 ([`CLUSTERS_FLAG_UNTILED`]): the clusters are not in record order (a merged
+    /// index, format 2.0; version 1.1); other bits zero.
+    pub flags: u32,
     pub centroids_offset: u64,
     pub table_offset: u64,
     pub graph_offset: u64,
@@ -44,7 +46,7 @@ impl ClustersHeader {
             n_clusters,
             dim,
             anchor_degree,
-            reserved,
+            flags,
             centroids_offset,
             table_offset,
             graph_offset
@@ -85,6 +87,21 @@ impl ClusterEntry {
     }
 }
 
+/// `clusters.m3` flag bit 0: the clusters are not in record order (a merged index, format
+/// 2.0; whether they overlap is checked against the manifest).
+pub const CLUSTERS_FLAG_UNTILED: u32 = 1;
+
+/// Whether the clusters follow each other in record order, each starting where the previous
+/// one ends (what a build writes).
+fn tiled(entries: &[ClusterEntry]) -> bool {
+    let mut next = 0u64;
+    entries.iter().all(|e| {
+        let ok = e.first_record == next;
+        next = e.first_record + u64::from(e.records);
+        ok
+    })
+}
+
 /// The contents of `clusters.m3`. `anchor_graph` is `n_clusters × anchor_degree` (≥ 1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterTable {
@@ -111,16 +128,25 @@ impl ClusterTable {
         let centroids_offset = w.push(self.centroids.as_slice());
         let table_offset = w.push(&self.entries);
         let graph_offset = w.push(self.anchor_graph.as_slice());
+        let untiled = !tiled(&self.entries);
+        let kind = if untiled {
+            FileKind {
+                version_minor: 1,
+                ..CLUSTERS_KIND
+            }
+        } else {
+            CLUSTERS_KIND
+        };
         let header = ClustersHeader {
             n_clusters: u32::try_from(n).map_err(|_| FormatError::invalid("too many clusters"))?,
             dim: self.centroids.dim() as u32,
             anchor_degree: self.anchor_graph.dim() as u32,
-            reserved: 0,
+            flags: if untiled { CLUSTERS_FLAG_UNTILED } else { 0 },
             centroids_offset,
             table_offset,
             graph_offset,
         };
-        w.finish(path, &CLUSTERS_KIND, &header, &[])
+        w.finish(path, &kind, &header, &[])
     }
 
     /// Reads and checks the file: sections inside the file, centroids finite, entries
@@ -169,7 +195,8 @@ impl ClusterTable {
         let mut next_sector = 0u64;
         for (c, e) in entries.iter().enumerate() {
             let at = h.table_offset + c as u64 * size_of::<ClusterEntry>() as u64;
-            if e.first_record != next_record || e.first_sector < next_sector {
+            let untiled = h.flags & CLUSTERS_FLAG_UNTILED != 0;
+            if !untiled && (e.first_record != next_record || e.first_sector < next_sector) {
                 return Err(r.corrupt(at, format!("cluster {c}: records or sectors out of order")));
             }
             if !(e.r_min.is_finite() && e.r_max.is_finite() && 0.0 <= e.r_min && e.r_min <= e.r_max)
@@ -221,6 +248,9 @@ impl ClusterTable {
         }
         let layout = RecordLayout::new(meta.record_bytes)
             .ok_or_else(|| FormatError::corrupt(path, 32, "record_bytes is 0"))?;
+        if meta.flags & super::manifest::META_FLAG_SEGMENTS != 0 {
+            return self.check_merged(meta, layout, path);
+        }
         let (mut record, mut sector) = (0u64, 0u64);
         for (c, e) in self.entries.iter().enumerate() {
             if e.first_record != record || e.first_sector != sector {
@@ -236,6 +266,69 @@ impl ClusterTable {
                 "clusters hold {record} records in {sector} sectors, manifest says {} in {}",
                 meta.n_records, meta.data_sectors
             ));
+        }
+        Ok(())
+    }
+
+    /// The table of a merged index (format 2.0): clusters inside `n_records` records and
+    /// `data_sectors` sectors, overlapping no other cluster's records or sectors, in any order.
+    fn check_merged(
+        &self,
+        meta: &IndexMeta,
+        layout: RecordLayout,
+        path: &Path,
+    ) -> Result<(), FormatError> {
+        let bad = |what: String| Err(FormatError::corrupt(path, 32, what));
+        let mut records = Vec::with_capacity(self.entries.len());
+        let mut sectors = Vec::with_capacity(self.entries.len());
+        for (c, e) in self.entries.iter().enumerate() {
+            let r_end = e.first_record.checked_add(u64::from(e.records));
+            let s_end = e
+                .first_sector
+                .checked_add(layout.sectors_for(u64::from(e.records)));
+            match (r_end, s_end) {
+                (Some(r), Some(s)) if r <= meta.n_records && s <= meta.data_sectors => {
+                    if e.records > 0 {
+                        records.push((e.first_record, r, c));
+                        sectors.push((e.first_sector, s, c));
+                    }
+                }
+                _ => return bad(format!("cluster {c} lies outside the records or sectors")),
+            }
+        }
+        for list in [&mut records, &mut sectors] {
+            list.sort_unstable();
+            if let Some(w) = list.windows(2).find(|w| w[1].0 < w[0].1) {
+                return bad(format!("clusters {} and {} overlap", w[0].2, w[1].2));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every cluster's sectors lie inside one segment: `starts` are the segments'
+    /// first data sectors `B_k` and, last, `B_K` (`Segments::starts`).
+    pub fn check_in_segments(
+        &self,
+        starts: &[u64],
+        layout: RecordLayout,
+        path: &Path,
+    ) -> Result<(), FormatError> {
+        for (c, e) in self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.records > 0)
+        {
+            let end = e.first_sector + layout.sectors_for(u64::from(e.records));
+            let k = starts.partition_point(|&b| b <= e.first_sector);
+            let inside = k >= 1 && k < starts.len() && end < starts[k];
+            if !inside {
+                return Err(FormatError::corrupt(
+                    path,
+                    32,
+                    format!("cluster {c}'s sectors are not inside one segment"),
+                ));
+            }
         }
         Ok(())
     }

@@ -15,6 +15,8 @@ pub const PQ_FILE: &str = "pq.m3";
 pub const DATA_FILE: &str = "data.m3";
 /// CRC32C of each data sector.
 pub const SECTORS_FILE: &str = "sectors.m3";
+/// The data segments and dead vids of a merged index (format 2.0, decision 0012).
+pub const SEGMENTS_FILE: &str = "segments.m3";
 /// Every record's key (distance to its centroid), for exact and range search. Optional: added
 /// in format 1.1.
 pub const KEYS_FILE: &str = "keys.m3";
@@ -73,8 +75,9 @@ pub const REQUIRED_FILES: [&str; 6] = [
 ];
 
 /// Every file name an index directory (published or being built) may hold.
-pub const INDEX_DIR_FILES: [&str; 23] = [
+pub const INDEX_DIR_FILES: [&str; 24] = [
     MANIFEST_FILE,
+    SEGMENTS_FILE,
     CLUSTERS_FILE,
     ROUTING_FILE,
     STATS_FILE,

@@ -95,7 +95,10 @@ impl UserIds {
                 ),
             ));
         }
-        if let Some((row, id)) = Self::first_duplicate(&self.ids) {
+        // A merged index (format 2.0) may repeat the id of a dead vid: checked against its
+        // dead vids by IndexParts::open.
+        let merged = meta.flags & super::manifest::META_FLAG_SEGMENTS != 0;
+        if let Some((row, id)) = Self::first_duplicate(&self.ids).filter(|_| !merged) {
             return Err(FormatError::corrupt(
                 path,
                 48 + 8 * row as u64,

@@ -44,6 +44,16 @@ pub const MANIFEST_MINOR_IDS: u16 = 2;
 pub const META_FLAG_SHARD: u8 = 16;
 /// Minor version written for shards ([`META_FLAG_SHARD`]): 1.3.
 pub const MANIFEST_MINOR_SHARD: u16 = 3;
+/// `flags` bit 5: a merged index, format 2.0 (decision 0012): records in data segments
+/// (`segments.m3`), clusters that need not tile, dead vids. Written with major version 2, so
+/// a 1.x reader refuses it (`UnsupportedVersion`).
+pub const META_FLAG_SEGMENTS: u8 = 32;
+/// The manifest of a merged index ([`META_FLAG_SEGMENTS`]): 2.0.
+pub const MANIFEST_KIND_SEGMENTS: FileKind = FileKind {
+    version_major: 2,
+    version_minor: 0,
+    ..MANIFEST_KIND
+};
 
 /// Index parameters: the kind-specific header of `manifest.m3`.
 #[repr(C)]
@@ -253,13 +263,17 @@ impl IndexMeta {
                 | META_FLAG_LID_ADAPTIVE
                 | META_FLAG_BLOCKS
                 | META_FLAG_IDS
-                | META_FLAG_SHARD)
+                | META_FLAG_SHARD
+                | META_FLAG_SEGMENTS)
             != 0
         {
             return at(7, format!("unknown flags {:#04x}", self.flags));
         }
+        // A merged index (flag bit 5) counts vids and record numbers with dead ones and holes:
+        // neither bound between them holds.
+        let merged = self.flags & META_FLAG_SEGMENTS != 0;
         // A shard holds the records of its clusters only (flag bit 4).
-        if self.n_records < self.n_vectors && self.flags & META_FLAG_SHARD == 0 {
+        if self.n_records < self.n_vectors && self.flags & META_FLAG_SHARD == 0 && !merged {
             return at(
                 16,
                 format!(
@@ -274,7 +288,7 @@ impl IndexMeta {
         }
         // Every base row is stored in at most 1 + spill_max clusters.
         let most = self.n_vectors.saturating_mul(1 + self.spill_max as u64);
-        if self.n_records > most {
+        if self.n_records > most && !merged {
             return at(
                 16,
                 format!(
@@ -322,7 +336,9 @@ impl Manifest {
             u32::try_from(self.files.len()).map_err(|_| FormatError::invalid("too many files"))?;
         let trailer: &[u8] = bytemuck::cast_slice(&self.files);
         let header_bytes = COMMON_HEADER_BYTES + size_of::<IndexMeta>() + trailer.len();
-        let kind = if meta.flags & META_FLAG_SHARD != 0 {
+        let kind = if meta.flags & META_FLAG_SEGMENTS != 0 {
+            MANIFEST_KIND_SEGMENTS
+        } else if meta.flags & META_FLAG_SHARD != 0 {
             FileKind {
                 version_minor: MANIFEST_MINOR_SHARD,
                 ..MANIFEST_KIND
@@ -344,8 +360,19 @@ impl Manifest {
     }
 
     pub fn read(path: &Path) -> Result<Self, FormatError> {
-        let (r, meta) = SectionReader::open::<IndexMeta>(path, &MANIFEST_KIND)?;
+        let (r, meta) = match SectionReader::open::<IndexMeta>(path, &MANIFEST_KIND) {
+            Err(FormatError::UnsupportedVersion { major: 2, .. }) => {
+                SectionReader::open::<IndexMeta>(path, &MANIFEST_KIND_SEGMENTS)?
+            }
+            other => other?,
+        };
         meta.check(path)?;
+        if (r.common.version_major == 2) != (meta.flags & META_FLAG_SEGMENTS != 0) {
+            return Err(r.corrupt(
+                39,
+                "flag bit 5 (merged) is set exactly in a version 2 manifest",
+            ));
+        }
         let hb = r.common.header_bytes as u64;
         let entries_bytes = meta.file_count as u64 * size_of::<FileEntry>() as u64;
         let fixed = (COMMON_HEADER_BYTES + size_of::<IndexMeta>()) as u64;

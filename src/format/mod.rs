@@ -19,6 +19,7 @@
 //! | `coarse.m3` | [`coarse`] | [`CoarseLevel`]: two-level routing's coarse groups (optional) |
 //! | `hints.m3` | [`hints`] | [`Hints`]: training queries and their answers' records (optional) |
 //! | `ids.m3` | [`ids`] | [`UserIds`]: the user id of every base vector (optional, 1.2) |
+//! | `segments.m3` | [`segments`] | [`Segments`]: data segments and dead vids of a merged index (2.0) |
 //!
 //! [`IndexParts::open`] is the one way to open an index: it loads and checks every file held in
 //! RAM (CRC32C, finite values, ids and counts in range), and every caller (search, serving,
@@ -52,6 +53,7 @@ pub mod record;
 pub mod recover;
 pub mod routing;
 pub mod sectors;
+pub mod segments;
 pub mod shards;
 pub mod stats;
 mod streamed;
@@ -80,6 +82,7 @@ pub use record::{RecordCodec, RecordView};
 pub use recover::{RecoveryReport, Restored, recover_index_dir};
 pub use routing::{Routing, RoutingHeader};
 pub use sectors::{SectorCrcs, SectorsHeader};
+pub use segments::{SegmentEntry, Segments, SegmentsHeader};
 pub use shards::{MAX_SHARDS, SHARDS_FILE, ShardTable, ShardsHeader};
 pub use stats::{Stats, StatsHeader};
 pub use verify::{VerifyReport, open_check, verify};
@@ -129,6 +132,8 @@ pub fn layout_tables() -> Vec<(&'static str, LayoutTable)> {
             delta_codes::DeltaCodeEntry::layout_table(),
         ),
         ("WAL record frame", WalFrame::layout_table()),
+        ("segments.m3", SegmentsHeader::layout_table()),
+        ("Segment entry", SegmentEntry::layout_table()),
         ("Block entry", BlockEntry::layout_table()),
         ("shards.m3", ShardsHeader::layout_table()),
     ]

@@ -27,9 +27,11 @@ use std::path::{Path, PathBuf};
 use super::file::ListedFile;
 use super::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE,
-    MANIFEST_FILE, PQ_FILE, REFINE_FILE, ROUTING_FILE, SECTORS_FILE, STATS_FILE,
+    MANIFEST_FILE, PQ_FILE, REFINE_FILE, ROUTING_FILE, SECTORS_FILE, SEGMENTS_FILE, STATS_FILE,
 };
+use super::manifest::META_FLAG_SEGMENTS;
 use super::pq::REFINE_KIND;
+use super::segments::Segments;
 use super::verify::open_check;
 use super::{
     BlockTable, ClusterTable, CoarseLevel, DataFileHeader, FormatError, Hints, Manifest, PqFile,
@@ -64,6 +66,8 @@ pub struct IndexParts {
     /// `sectors.m3`: the CRC32C of every data sector (`data_sectors` of them), which search
     /// checks every sector it reads against.
     pub sector_crcs: Vec<u32>,
+    /// A merged index (format 2.0): its data segments and dead vids (`segments.m3`).
+    pub segments: Option<Segments>,
 }
 
 impl IndexParts {
@@ -120,22 +124,17 @@ impl IndexParts {
         };
         pq.error = Vec::new();
 
-        let data_path = dir.join(DATA_FILE);
-        let data_header = DataFileHeader::read(&data_path)?;
-        data_header.check_against(meta, &data_path)?;
-        let f = required(SECTORS_FILE)?;
-        let sector_crcs = SectorCrcs::read_listed(&f)?.crcs;
-        if sector_crcs.len() as u64 != meta.data_sectors {
-            return Err(FormatError::corrupt(
-                &f.path,
-                32,
-                format!(
-                    "{} sector CRCs for {} data sectors",
-                    sector_crcs.len(),
-                    meta.data_sectors
-                ),
-            ));
-        }
+        let (data_header, segments) = if meta.flags & META_FLAG_SEGMENTS != 0 {
+            let f = required(SEGMENTS_FILE)?;
+            let (header, segs) = open_segments(dir, &manifest, &f, &clusters)?;
+            (header, Some(segs))
+        } else {
+            let data_path = dir.join(DATA_FILE);
+            let data_header = DataFileHeader::read(&data_path)?;
+            data_header.check_against(meta, &data_path)?;
+            (data_header, None)
+        };
+        let sector_crcs = read_sector_crcs(&required(SECTORS_FILE)?, meta.data_sectors)?;
 
         let blocks = match listed(BLOCKS_FILE)? {
             Some(f) => {
@@ -165,6 +164,9 @@ impl IndexParts {
             Some(f) => {
                 let ids = UserIds::read_listed(&f)?;
                 ids.check_against(meta, &f.path)?;
+                if let Some(segs) = &segments {
+                    check_live_ids_unique(&ids, segs, &f.path)?;
+                }
                 Some(ids)
             }
             None => None,
@@ -189,6 +191,81 @@ impl IndexParts {
             pq_file,
             keys_file,
             sector_crcs,
+            segments,
         })
     }
+}
+
+/// `segments.m3` of a merged index, checked against the manifest, the segment files'
+/// headers and the cluster table; the first segment's header.
+fn open_segments(
+    dir: &Path,
+    manifest: &super::Manifest,
+    f: &ListedFile,
+    clusters: &ClusterTable,
+) -> Result<(DataFileHeader, Segments), FormatError> {
+    let meta = &manifest.meta;
+    let segs = Segments::read_listed(f)?;
+    segs.check_against(meta, &|n| manifest.file(n).is_some(), &f.path)?;
+    let header = check_segment_files(dir, meta, &segs)?;
+    clusters.check_in_segments(&segs.starts(), header.layout(), &dir.join(CLUSTERS_FILE))?;
+    Ok((header, segs))
+}
+
+/// The header of every segment file of a merged index: the same record shape as the
+/// manifest, and the sectors and records `segments.m3` gives it (its length was checked
+/// against the manifest). Returns the first segment's header (the record layout).
+fn check_segment_files(
+    dir: &Path,
+    meta: &super::IndexMeta,
+    segs: &Segments,
+) -> Result<DataFileHeader, FormatError> {
+    let mut first = None;
+    for e in &segs.segments {
+        let path = dir.join(e.name_str().unwrap_or_default());
+        let h = DataFileHeader::read(&path)?;
+        let same = h.dim == meta.dim
+            && h.dtype == meta.dtype
+            && h.max_degree == meta.max_degree
+            && h.record_bytes == meta.record_bytes
+            && h.data_sectors == e.data_sectors
+            && h.n_records == e.records;
+        if !same {
+            return Err(FormatError::corrupt(
+                &path,
+                32,
+                "segment header disagrees with the manifest or segments.m3",
+            ));
+        }
+        first.get_or_insert(h);
+    }
+    first.ok_or_else(|| FormatError::corrupt(dir.join(SEGMENTS_FILE), 32, "no segments"))
+}
+
+/// User ids are unique among the live vids of a merged index (a dead vid may repeat one).
+fn check_live_ids_unique(ids: &UserIds, segs: &Segments, path: &Path) -> Result<(), FormatError> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.ids.len());
+    for (v, &id) in ids.ids.iter().enumerate() {
+        if !segs.is_dead(v as u64) && !seen.insert(id) {
+            return Err(FormatError::corrupt(
+                path,
+                48 + 8 * v as u64,
+                format!("live vid {v} repeats the id {id} of an earlier live vid"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `sectors.m3` (checked against the manifest's length and CRC32C): `data_sectors` CRCs.
+fn read_sector_crcs(f: &ListedFile, data_sectors: u64) -> Result<Vec<u32>, FormatError> {
+    let crcs = SectorCrcs::read_listed(f)?.crcs;
+    if crcs.len() as u64 != data_sectors {
+        return Err(FormatError::corrupt(
+            &f.path,
+            32,
+            format!("{} sector CRCs for {data_sectors} data sectors", crcs.len()),
+        ));
+    }
+    Ok(crcs)
 }

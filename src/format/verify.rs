@@ -16,7 +16,7 @@ use super::file::{FileEntry, ListedFile, SectionReader, check_listed_length, fil
 use super::files::{
     BLOCKS_FILE, CLUSTERS_FILE, COARSE_FILE, DATA_FILE, HINTS_FILE, IDS_FILE, INFORMATIONAL_FILES,
     KEYS_FILE, MANIFEST_FILE, PQ_FILE, REFINE_FILE, REQUIRED_FILES, ROUTING_FILE, SECTORS_FILE,
-    STATS_FILE,
+    SEGMENTS_FILE, STATS_FILE,
 };
 use super::header::FileKind;
 use super::hints::{HINTS_KIND, HintsHeader};
@@ -90,8 +90,18 @@ fn read_manifest(dir: &Path) -> Result<Manifest, FormatError> {
             },
         ));
     }
+    let merged = m.meta.flags & super::manifest::META_FLAG_SEGMENTS != 0;
+    if merged && m.file(super::files::SEGMENTS_FILE).is_none() {
+        return Err(FormatError::corrupt(
+            &path,
+            39,
+            "flag bit 5 (merged) is set but the manifest does not list segments.m3",
+        ));
+    }
+    // A merged index may have merged every cluster out of data.m3 (its segments are checked
+    // by IndexParts::open).
     for name in REQUIRED_FILES {
-        if m.file(name).is_none() {
+        if m.file(name).is_none() && !(merged && name == DATA_FILE) {
             return Err(FormatError::corrupt(
                 &path,
                 12,
@@ -143,7 +153,9 @@ pub fn open_check(dir: &Path) -> Result<Manifest, FormatError> {
             COARSE_FILE => header_only::<CoarseHeader>(&path, &COARSE_KIND)?,
             HINTS_FILE => header_only::<HintsHeader>(&path, &HINTS_KIND)?,
             IDS_FILE => header_only::<IdsHeader>(&path, &IDS_KIND)?,
-            DATA_FILE => DataFileHeader::read(&path)?.check_against(&m.meta, &path)?,
+            DATA_FILE if m.meta.flags & super::manifest::META_FLAG_SEGMENTS == 0 => {
+                DataFileHeader::read(&path)?.check_against(&m.meta, &path)?
+            }
             _ => {} // a file of a newer minor version: length checked only
         }
     }
@@ -178,7 +190,14 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
     let mut bytes = 0u64;
     let mut sector_crcs = None;
     let mut informational = Vec::new();
-    for e in m.files.iter().filter(|e| e.name_str() != Some(DATA_FILE)) {
+    let merged = parts.segments.is_some();
+    // data.m3 of a 1.x index is checked below while it is streamed; the segments of a merged
+    // index (data.m3 among them) are checked whole here, then record by record below.
+    for e in m
+        .files
+        .iter()
+        .filter(|e| merged || e.name_str() != Some(DATA_FILE))
+    {
         let (path, name) = entry_path(dir, e);
         if INFORMATIONAL_FILES.contains(&name) {
             if let Err(err) = whole_file_crc(&path, e) {
@@ -205,17 +224,27 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             }
             // Checked whole by IndexParts::open.
             CLUSTERS_FILE | ROUTING_FILE | STATS_FILE | PQ_FILE | REFINE_FILE | KEYS_FILE
-            | BLOCKS_FILE | COARSE_FILE | HINTS_FILE | IDS_FILE => {}
+            | BLOCKS_FILE | COARSE_FILE | HINTS_FILE | IDS_FILE | SEGMENTS_FILE => {}
             _ => whole_file_crc(&path, e)?,
         }
     }
-    let data = m.file(DATA_FILE).expect("required file");
-    let (path, _) = entry_path(dir, data);
-    check_length(&path, data)?;
     let crcs = sector_crcs.expect("sectors.m3 is required");
-    let codec = parts.data_header.codec()?.with_n_vectors(meta.n_vectors);
+    let codec = parts
+        .data_header
+        .codec()?
+        .with_n_records(meta.n_records)
+        .with_n_vectors(meta.n_vectors);
+    let files: Vec<(u64, PathBuf)> = match &parts.segments {
+        None => vec![(0, dir.join(DATA_FILE))],
+        Some(s) => s
+            .segments
+            .iter()
+            .zip(s.starts())
+            .map(|(e, b)| (b, dir.join(e.name_str().unwrap_or_default())))
+            .collect(),
+    };
     let data_check = DataCheck {
-        path: &path,
+        files: &files,
         crcs: &crcs,
         entries: &parts.clusters.entries,
         codec,
@@ -227,7 +256,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
     // A shard (flag bit 4) keeps the whole index's statistics: its records' norm may be
     // smaller, never larger (a bound is all the query check needs).
     let stated = f64::from(parts.stats.max_base_norm);
-    let shard = meta.flags & super::manifest::META_FLAG_SHARD != 0;
+    // So does a merged index (flag bit 5): deleted records may have held the largest norm.
+    let shard =
+        meta.flags & (super::manifest::META_FLAG_SHARD | super::manifest::META_FLAG_SEGMENTS) != 0;
     let tolerance = 1e-4 * stated.max(max_norm) + 1e-6;
     if (shard && max_norm > stated + tolerance) || (!shard && (max_norm - stated).abs() > tolerance)
     {
@@ -237,15 +268,17 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
             format!("max_base_norm is {stated}, the records of data.m3 reach {max_norm}"),
         ));
     }
-    if computed != data.crc32c {
-        return Err(FormatError::Checksum {
-            path,
-            what: "whole file".into(),
-            stored: data.crc32c,
-            computed,
-        });
+    if let Some(data) = m.file(DATA_FILE).filter(|_| !merged) {
+        if computed != data.crc32c {
+            return Err(FormatError::Checksum {
+                path: dir.join(DATA_FILE),
+                what: "whole file".into(),
+                stored: data.crc32c,
+                computed,
+            });
+        }
+        bytes += data.bytes;
     }
-    bytes += data.bytes;
     Ok(VerifyReport {
         files: m.files.len(),
         bytes,
@@ -259,7 +292,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, FormatError> {
 /// One pass over `data.m3` (see [`verify`]); the cluster table tiles its data sectors exactly
 /// (checked by [`super::ClusterTable::check_against`]).
 struct DataCheck<'a> {
-    path: &'a Path,
+    /// The data files and the sector of the concatenated space where each starts (1.x:
+    /// `data.m3` at 0; a merged index: its segments).
+    files: &'a [(u64, PathBuf)],
     crcs: &'a [u32],
     entries: &'a [ClusterEntry],
     codec: RecordCodec,
@@ -274,8 +309,20 @@ impl DataCheck<'_> {
     /// largest norm of a record.
     fn run(&self) -> Result<(u32, f64), FormatError> {
         use std::os::unix::fs::FileExt;
-        let path = self.path;
-        let file = std::fs::File::open(path).map_err(|e| FormatError::io(path, e))?;
+        let opened: Vec<std::fs::File> = self
+            .files
+            .iter()
+            .map(|(_, p)| std::fs::File::open(p).map_err(|e| FormatError::io(p, e)))
+            .collect::<Result<_, _>>()?;
+        // The file holding sector `s` of the concatenated space, and `s` inside it.
+        let at = |s: u64| {
+            let k = self
+                .files
+                .partition_point(|(b, _)| *b <= s)
+                .saturating_sub(1);
+            (&opened[k], &self.files[k].1, s - self.files[k].0)
+        };
+        let (file, path, _) = at(0);
         let io = |e| FormatError::io(path, e);
         let sb = SECTOR_BYTES as u64;
         let mut buf = vec![0u8; SECTOR_BYTES];
@@ -293,7 +340,9 @@ impl DataCheck<'_> {
                 let first = e.first_sector + self.layout.locate(i).sector;
                 let sectors = self.layout.sectors_for(n);
                 buf.resize((sectors * sb) as usize, 0);
-                file.read_exact_at(&mut buf, (1 + first) * sb).map_err(io)?;
+                let (file, path, local) = at(1 + first);
+                file.read_exact_at(&mut buf, local * sb)
+                    .map_err(|e| FormatError::io(path, e))?;
                 for (k, sector) in buf.chunks_exact(SECTOR_BYTES).enumerate() {
                     let s = first as usize + k;
                     let computed = crc32c::crc32c(sector);

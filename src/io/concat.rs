@@ -18,9 +18,25 @@ pub struct ConcatReader {
     first: Arc<dyn BlockReader>,
     second: Arc<dyn BlockReader>,
     second_start: u64,
+    /// What [`BlockReader::len_bytes`] reports: the first reader's length ([`Self::new`]) or
+    /// the whole sector space's ([`Self::chain`]).
+    len_bytes: u64,
 }
 
 impl ConcatReader {
+    /// Like [`Self::new`], but its length is the whole space's (`second_start` sectors, then
+    /// the second file): chained, several files read as one (the data segments of a merged
+    /// index, decision 0012).
+    pub fn chain(
+        first: Arc<dyn BlockReader>,
+        second: Arc<dyn BlockReader>,
+        second_start: u64,
+    ) -> Result<Self, IoError> {
+        let mut r = Self::new(first, second, second_start)?;
+        r.len_bytes = second_start * SECTOR_BYTES as u64 + r.second.len_bytes();
+        Ok(r)
+    }
+
     /// `second`'s sector 0 appears at sector `second_start`, which must not be below the
     /// first file's end.
     pub fn new(
@@ -39,6 +55,7 @@ impl ConcatReader {
             });
         }
         Ok(Self {
+            len_bytes: first.len_bytes(),
             first,
             second,
             second_start,
@@ -168,7 +185,7 @@ impl BlockReader for ConcatReader {
     }
 
     fn len_bytes(&self) -> u64 {
-        self.first.len_bytes()
+        self.len_bytes
     }
 }
 

@@ -226,17 +226,21 @@ pub(super) fn score_hints(
                 crate::simd::prefetch(codes, next as usize * m);
                 crate::simd::prefetch(&idx.correction, next as usize);
             }
-            // The records are sorted, so their clusters only move forward (the last
-            // cluster starting at or before r, as `Index::cluster_of`).
-            while cluster + 1 < idx.entries.len()
-                && idx.entries[cluster + 1].first_record <= u64::from(r)
-            {
-                cluster += 1;
-            }
             if idx.live.base_record_dead(r) {
-                continue; // deleted: never a candidate, never read
+                continue; // deleted (or a hole of a merged index): never a candidate, never read
             }
-            let c = cluster;
+            let c = if idx.is_merged() {
+                idx.cluster_of(r)
+            } else {
+                // The records are sorted, so their clusters only move forward (the last
+                // cluster starting at or before r, as `Index::cluster_of`).
+                while cluster + 1 < idx.entries.len()
+                    && idx.entries[cluster + 1].first_record <= u64::from(r)
+                {
+                    cluster += 1;
+                }
+                cluster
+            };
             let cs = t
                 .centroid_scores
                 .get(&idx.router, &idx.centroids, &t.query, c);

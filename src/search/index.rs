@@ -78,6 +78,13 @@ pub struct IndexCore {
     pub(super) coarse: Option<CoarseLevel>,
     /// The blocks of a multi-vector index.
     pub(super) blocks: Option<IndexBlocks>,
+    /// A merged index (format 2.0): its non-empty clusters in the order of their
+    /// `first_record` (clusters need not tile there), for [`Index::cluster_of`]. `None` for
+    /// 1.x, whose clusters are in record order.
+    pub(super) cluster_order: Option<Vec<u32>>,
+    /// The data segments (`segments.m3`; for 1.x, `data.m3` alone) and the dead vids the
+    /// published files name.
+    pub(super) segments: crate::format::Segments,
     /// Training queries and their answers' records (`hints.m3`), if the index has them.
     pub(super) hints: Option<Hints>,
     /// The user id of every base vector (`ids.m3`); `None`: the ids are the row numbers.
@@ -196,7 +203,15 @@ impl Index {
     ) -> Result<Self, SearchError> {
         let idx = Self::load(
             dir,
-            |data_path| Ok(open_reader(data_path, backend, options)?),
+            |data_path, segments| {
+                let open = |p: &Path| -> Result<Arc<dyn BlockReader>, SearchError> {
+                    Ok(open_reader(p, backend, options)?)
+                };
+                match segments {
+                    [] => open(data_path),
+                    _ => chain_segments(segments, open),
+                }
+            },
             backend,
             options,
         )?;
@@ -205,21 +220,23 @@ impl Index {
 
     /// Opens `dir` like [`Index::open`] but reads `data.m3` through `reader` (e.g. a
     /// [`crate::io::FaultyReader`] in tests, or a reader opened with custom options). The reader
-    /// must read this index's `data.m3`: its length is checked against the manifest.
+    /// must read this index's `data.m3` (of a merged index: its data segments as one sector
+    /// space): its length is checked against the manifest.
     /// Live updates (`delta.m3`) are read with pread.
     pub fn open_with_reader(dir: &Path, reader: Arc<dyn BlockReader>) -> Result<Self, SearchError> {
         let idx = Self::load(
             dir,
-            |_| Ok(reader),
+            |_, _| Ok(reader),
             IoBackend::Pread,
             &ReaderOptions::default(),
         )?;
         Ok(super::live::advance(&idx)?.unwrap_or(idx))
     }
 
+    // long-fn: assembles the index field by field from its checked parts (1.x and merged).
     fn load(
         dir: &Path,
-        open_data: impl FnOnce(&Path) -> Result<Arc<dyn BlockReader>, SearchError>,
+        open_data: impl FnOnce(&Path, &[(PathBuf, u64)]) -> Result<Arc<dyn BlockReader>, SearchError>,
         delta_backend: IoBackend,
         delta_options: &ReaderOptions,
     ) -> Result<Self, SearchError> {
@@ -238,7 +255,8 @@ impl Index {
             None => None,
         };
         let data_path = dir.join(DATA_FILE);
-        let reader = open_data(&data_path)?;
+        let segment_files = segment_files(dir, parts.segments.as_ref());
+        let reader = open_data(&data_path, &segment_files)?;
         let data_bytes = (meta.data_sectors + 1) * SECTOR_BYTES as u64;
         if reader.len_bytes() < data_bytes {
             return Err(FormatError::corrupt(
@@ -290,6 +308,8 @@ impl Index {
             Router::new(routing.anchors.view(), AnchorOrder::L2, DEFAULT_ROUTE_MIN_K);
         let header = parts.data_header;
         let hints = parts.hints;
+        let segments = parts.segments;
+        let cluster_order = segments.as_ref().map(|_| record_order(&clusters.entries));
         let (hint_router, hint_codes) =
             hint_routing(hints.as_ref(), metric, &clusters.centroids, &pq);
         let core = IndexCore {
@@ -319,19 +339,28 @@ impl Index {
             exact: OnceLock::new(),
             blocks,
             sector_crcs: parts.sector_crcs,
+            cluster_order,
+            segments: segments.clone().map_or_else(|| single_segment(&meta), Ok)?,
         };
-        Ok(Self {
+        let mut idx = Self {
             core: Arc::new(core),
             hint_router,
             hint_codes,
             router,
             query_router,
             // Every record read is checked: id below n_vectors, neighbours below n_records.
-            codec: header.codec()?.with_n_vectors(meta.n_vectors),
+            codec: header
+                .codec()?
+                .with_n_records(meta.n_records)
+                .with_n_vectors(meta.n_vectors),
             reader,
             live: Arc::new(super::live::Live::default()),
             norm_bound,
-        })
+        };
+        if let Some(segs) = &segments {
+            idx.live = Arc::new(super::live::merged_live(&idx, segs)?);
+        }
+        Ok(idx)
     }
 
     /// Routes in two levels from `min_k` anchors on (base and query-modality anchors alike;
@@ -611,11 +640,25 @@ impl Index {
         Ok(self.exact.get().expect("just set"))
     }
 
-    /// Cluster of a global record index.
+    /// Cluster of a global record index (not a hole of a merged index).
     pub(super) fn cluster_of(&self, record: u32) -> usize {
-        self.entries
-            .partition_point(|e| e.first_record <= record as u64)
-            .saturating_sub(1)
+        match &self.cluster_order {
+            None => self
+                .entries
+                .partition_point(|e| e.first_record <= record as u64)
+                .saturating_sub(1),
+            Some(order) => {
+                let i = order
+                    .partition_point(|&c| self.entries[c as usize].first_record <= record as u64)
+                    .saturating_sub(1);
+                order.get(i).map_or(0, |&c| c as usize)
+            }
+        }
+    }
+
+    /// Whether this is a merged index (format 2.0: data segments, holes, dead vids).
+    pub(crate) fn is_merged(&self) -> bool {
+        self.cluster_order.is_some()
     }
 }
 
@@ -650,4 +693,53 @@ impl Refinement {
     pub(super) fn heap_bytes(&self) -> usize {
         self.pq.codebooks().len() * 8 + self.codes.as_slice().len() + self.correction.len() * 4
     }
+}
+
+/// The data segments of a merged index (path, first sector of the reader's space) read as
+/// one sector space: a chain of [`ConcatReader`]s.
+fn chain_segments(
+    segments: &[(PathBuf, u64)],
+    open: impl Fn(&Path) -> Result<Arc<dyn BlockReader>, SearchError>,
+) -> Result<Arc<dyn BlockReader>, SearchError> {
+    let mut r = open(&segments[0].0)?;
+    for (path, start) in &segments[1..] {
+        r = Arc::new(crate::io::ConcatReader::chain(r, open(path)?, *start)?);
+    }
+    Ok(r)
+}
+
+/// The segment table of a 1.x index: `data.m3` alone, no dead vids.
+fn single_segment(meta: &IndexMeta) -> Result<crate::format::Segments, SearchError> {
+    Ok(crate::format::Segments {
+        segments: vec![crate::format::SegmentEntry::new(
+            DATA_FILE,
+            meta.data_sectors,
+            meta.n_records,
+        )?],
+        n_vids: meta.n_vectors,
+        next_segment: 1,
+        dead: vec![0; meta.n_vectors.div_ceil(64) as usize],
+    })
+}
+
+/// The data segments of a merged index: each file and the sector of the reader's space where
+/// it starts (none for 1.x).
+fn segment_files(dir: &Path, segments: Option<&crate::format::Segments>) -> Vec<(PathBuf, u64)> {
+    segments.map_or_else(Vec::new, |s| {
+        s.segments
+            .iter()
+            .zip(s.starts())
+            .map(|(e, b)| (dir.join(e.name_str().unwrap_or_default()), b))
+            .collect()
+    })
+}
+
+/// The non-empty clusters in the order of their first record (`Index::cluster_of` of a
+/// merged index).
+fn record_order(entries: &[ClusterEntry]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..entries.len() as u32)
+        .filter(|&c| entries[c as usize].records > 0)
+        .collect();
+    order.sort_unstable_by_key(|&c| entries[c as usize].first_record);
+    order
 }

@@ -81,6 +81,24 @@ impl LiveIds {
         }
     }
 
+    /// The id map of a merged index (format 2.0) before its log: every vid of `ids.m3`, those
+    /// `dead` names dead (and not found by their user id).
+    pub(crate) fn merged(n_vectors: u64, base_ids: &[u64], dead: impl Fn(u32) -> bool) -> Self {
+        let mut rows: Vec<u32> = (0..base_ids.len() as u32).filter(|&v| !dead(v)).collect();
+        rows.sort_unstable_by_key(|&r| base_ids[r as usize]);
+        let mut set = VidSet::default();
+        (0..n_vectors as u32)
+            .filter(|&v| dead(v))
+            .for_each(|v| set.insert(v));
+        Self {
+            n_vectors: n_vectors as u32,
+            sorted_rows: Some(rows),
+            overrides: HashMap::new(),
+            delta_users: Vec::new(),
+            dead: set,
+        }
+    }
+
     /// The live vid of `user`, if any.
     pub(crate) fn lookup(&self, base_ids: Option<&[u64]>, user: u64) -> Option<u32> {
         if let Some(&v) = self.overrides.get(&user) {
@@ -367,7 +385,11 @@ impl Live {
     #[inline]
     pub(crate) fn base_record_dead(&self, r: u32) -> bool {
         match (&self.record_vids, &self.ids) {
-            (Some(rv), Some(ids)) => ids.is_dead(rv[r as usize]),
+            // u32::MAX: a hole of a merged index (no cluster holds the record number).
+            (Some(rv), Some(ids)) => {
+                let v = rv[r as usize];
+                v == u32::MAX || ids.is_dead(v)
+            }
             _ => false,
         }
     }
@@ -758,6 +780,28 @@ impl Index {
         }
         Ok(seen.len())
     }
+}
+
+/// The live state of a merged index (format 2.0) before its log: the dead vids of
+/// `segments.m3` and the vid of every record (holes: `u32::MAX`), so the per-record filter
+/// drops holes and dead vids everywhere (decision 0012).
+pub(crate) fn merged_live(
+    idx: &Index,
+    segs: &crate::format::Segments,
+) -> Result<Live, SearchError> {
+    let base_ids = idx.user_ids.as_deref().ok_or_else(|| {
+        FormatError::corrupt(
+            idx.dir.join(MANIFEST_FILE),
+            39,
+            "a merged index without ids.m3",
+        )
+    })?;
+    let ids = LiveIds::merged(idx.meta.n_vectors, base_ids, |v| segs.is_dead(u64::from(v)));
+    Ok(Live {
+        ids: Some(ids),
+        record_vids: Some(std::sync::Arc::new(base_record_vids(idx)?)),
+        ..Live::default()
+    })
 }
 
 /// The vid (base row) of every base record, read from `data.m3` cluster by cluster: what a

@@ -12,6 +12,7 @@ mod hints;
 mod index;
 mod inflight;
 pub(crate) mod live;
+pub(crate) mod merge;
 mod params;
 mod query;
 mod read;

@@ -99,9 +99,13 @@ impl ReadPlan {
                 let at = pos + k * SECTOR_BYTES;
                 let computed = crc32c::crc32c(&buf[at..at + SECTOR_BYTES]);
                 if computed != stored {
+                    let (path, file_sector) = sector_file(idx, d + 1);
                     return Err(FormatError::Checksum {
-                        path: idx.reader.path().to_path_buf(),
-                        what: format!("data sector {d} (checked against sectors.m3 when read)"),
+                        path,
+                        what: format!(
+                            "data sector {d} (file sector {file_sector}; checked against \
+                             sectors.m3 when read)"
+                        ),
                         stored,
                         computed,
                     }
@@ -135,6 +139,20 @@ impl ReadPlan {
             .map_err(|e| e.within(format_args!("record {r}")))?;
         Ok((rec, r))
     }
+}
+
+/// The file holding sector `r` of the reader's space (`data.m3`, or the merge segment of a
+/// merged index) and the sector's number in that file.
+fn sector_file(idx: &Index, r: u64) -> (std::path::PathBuf, u64) {
+    let starts = idx.segments.starts();
+    let k = starts.partition_point(|&b| b <= r).saturating_sub(1);
+    let name = idx
+        .segments
+        .segments
+        .get(k)
+        .and_then(|e| e.name_str())
+        .unwrap_or(crate::format::files::DATA_FILE);
+    (idx.dir.join(name), r - starts[k])
 }
 
 /// A record's vector as f32: borrowed from the record when it is aligned f32, else converted

@@ -70,6 +70,7 @@ pub struct Metrics {
     io_rounds: Counter,
     write_requests: Counter,
     commits: Counter,
+    merges: Counter,
 }
 
 impl Metrics {
@@ -155,6 +156,12 @@ impl Metrics {
             "Commits of the writer (each one fsync of the log for a group of write requests)",
             commits.clone(),
         );
+        let merges = Counter::default();
+        registry.register(
+            "merges",
+            "Per-cluster merges the writer ran after commits (decision 0012)",
+            merges.clone(),
+        );
         let vectors = Gauge::<i64>::default();
         vectors.set(index_vectors as i64);
         registry.register("index_vectors", "Vectors in the served index", vectors);
@@ -177,6 +184,7 @@ impl Metrics {
             io_rounds,
             write_requests,
             commits,
+            merges,
         }
     }
 
@@ -213,6 +221,11 @@ impl Metrics {
     pub(super) fn writes_committed(&self, requests: usize) {
         self.commits.inc();
         self.write_requests.inc_by(requests as u64);
+    }
+
+    /// One per-cluster merge run by the writer.
+    pub(super) fn merged(&self) {
+        self.merges.inc();
     }
 
     pub(super) fn queries_queued(&self, n: usize) {

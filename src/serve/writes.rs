@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::{ApiError, Metrics, WriteHook};
 use crate::data::MatrixView;
 use crate::search::LiveIndex;
-use crate::update::{IndexWriter, UpdateError};
+use crate::update::{self as m3_update, IndexWriter, MergePolicy, UpdateError};
 
 /// What one write request asks for (checked by its handler).
 pub(super) enum WriteOp {
@@ -181,11 +181,34 @@ impl Writer {
             Err(e) => Err(update_error(e)),
         };
         let group = applied.len();
+        let merge = result.is_ok();
         for j in applied {
             let r = result
                 .clone()
                 .map(|generation| WriteAck { generation, group });
             let _ = j.reply.send(r);
+        }
+        if merge {
+            self.merge_if_due();
+        }
+    }
+
+    /// After a commit, when the default [`MergePolicy`] chooses clusters: a per-cluster merge
+    /// (decision 0012) with the writer closed (it is reopened at the next write), then the
+    /// searchers get the merged generation. Searches keep running on the generation they hold;
+    /// writes wait in the queue. A failed merge changes nothing on disk that a reader sees.
+    fn merge_if_due(&mut self) {
+        let policy = MergePolicy::default();
+        let current = self.live.current();
+        if m3_update::choose_clusters(&current, &policy).is_empty() {
+            return;
+        }
+        let dir = current.dir().to_path_buf();
+        drop(current);
+        self.writer = None;
+        if m3_update::merge(&dir, &policy).is_ok() {
+            self.metrics.merged();
+            let _ = self.live.refresh();
         }
     }
 }

@@ -8,11 +8,13 @@
 //! readers, each seeing the commits made before it was opened.
 
 mod compact;
+mod merge;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub use compact::{CompactReport, compact, dir_bytes};
+pub use merge::{MergePolicy, MergeReport, choose_clusters, merge, merge_clusters};
 
 use crate::data::MatrixView;
 use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};

@@ -134,3 +134,58 @@ pub fn run_compact(args: CompactArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Index directory.
+    #[arg(long)]
+    index: PathBuf,
+    /// A cluster is merged when its live inserts plus dead records reach this fraction of its
+    /// records.
+    #[arg(long, default_value_t = 0.2)]
+    change_fraction: f64,
+    /// A data segment whose live records fall below this fraction has all its clusters merged
+    /// out (and is then deleted).
+    #[arg(long, default_value_t = 0.8)]
+    segment_live_fraction: f64,
+    /// Split a merged cluster with more live records than this in two (LIRE, 2-means).
+    #[arg(long)]
+    max_cluster_records: Option<u32>,
+    /// Merge exactly these clusters (comma-separated) instead of what the thresholds choose.
+    #[arg(long, value_delimiter = ',')]
+    clusters: Option<Vec<u32>>,
+}
+
+pub fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
+    crate::common::recover_index("merge", &args.index);
+    let r = match &args.clusters {
+        Some(c) => Some(m3::update::merge_clusters(&args.index, c)),
+        None => m3::update::merge(
+            &args.index,
+            &m3::update::MergePolicy {
+                change_fraction: args.change_fraction,
+                segment_live_fraction: args.segment_live_fraction,
+                max_cluster_records: args.max_cluster_records,
+            },
+        )
+        .transpose(),
+    };
+    let Some(r) = r else {
+        eprintln!("m3 merge: no cluster passes the thresholds; nothing to do");
+        return Ok(());
+    };
+    let r = r.with_context(|| format!("merging {}", args.index.display()))?;
+    eprintln!(
+        "m3 merge: {} clusters rewritten ({} records, {} bytes written, {} inserts kept in the \
+         log, {} segments dropped) in {:.2} s; {} → {} bytes",
+        r.clusters,
+        r.records_written,
+        r.bytes_written,
+        r.reinserted,
+        r.segments_dropped,
+        r.seconds,
+        r.bytes_before,
+        r.bytes_after
+    );
+    Ok(())
+}

@@ -73,6 +73,9 @@ enum Command {
     Delete(cmd_update::DeleteArgs),
     /// Fold the live updates into new published files (a rebuild from the live set).
     Compact(cmd_update::CompactArgs),
+    /// Merge per cluster: rewrite only the clusters whose updates passed a threshold into a
+    /// new data segment (format 2.0; disk use stays bounded without a rebuild).
+    Merge(cmd_update::MergeArgs),
     /// Check every checksum of an index (every file, every data sector); exits non-zero on the
     /// first problem, naming the file and sector.
     Verify(cmd_verify::VerifyArgs),
@@ -105,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Command::Insert(args) => cmd_update::run_insert(args),
         Command::Delete(args) => cmd_update::run_delete(args),
         Command::Compact(args) => cmd_update::run_compact(args),
+        Command::Merge(args) => cmd_update::run_merge(args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => cmd_serve::run(args),
         #[cfg(feature = "serve")]
