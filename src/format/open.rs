@@ -124,16 +124,11 @@ impl IndexParts {
         };
         pq.error = Vec::new();
 
-        let (data_header, segments) = if meta.flags & META_FLAG_SEGMENTS != 0 {
-            let f = required(SEGMENTS_FILE)?;
-            let (header, segs) = open_segments(dir, &manifest, &f, &clusters)?;
-            (header, Some(segs))
-        } else {
-            let data_path = dir.join(DATA_FILE);
-            let data_header = DataFileHeader::read(&data_path)?;
-            data_header.check_against(meta, &data_path)?;
-            (data_header, None)
+        let segments_file = match meta.flags & META_FLAG_SEGMENTS {
+            0 => None,
+            _ => Some(required(SEGMENTS_FILE)?),
         };
+        let (data_header, segments) = open_data(dir, &manifest, segments_file, &clusters)?;
         let sector_crcs = read_sector_crcs(&required(SECTORS_FILE)?, meta.data_sectors)?;
 
         let blocks = match listed(BLOCKS_FILE)? {
@@ -198,6 +193,28 @@ impl IndexParts {
 
 /// `segments.m3` of a merged index, checked against the manifest, the segment files'
 /// headers and the cluster table; the first segment's header.
+/// The data header of the index: `data.m3`'s (checked against the manifest), or with
+/// `segments.m3` listed (a merged index) the segments' (see [`open_segments`]).
+fn open_data(
+    dir: &Path,
+    manifest: &super::Manifest,
+    segments_file: Option<ListedFile>,
+    clusters: &ClusterTable,
+) -> Result<(DataFileHeader, Option<Segments>), FormatError> {
+    match segments_file {
+        Some(f) => {
+            let (header, segs) = open_segments(dir, manifest, &f, clusters)?;
+            Ok((header, Some(segs)))
+        }
+        None => {
+            let data_path = dir.join(DATA_FILE);
+            let data_header = DataFileHeader::read(&data_path)?;
+            data_header.check_against(&manifest.meta, &data_path)?;
+            Ok((data_header, None))
+        }
+    }
+}
+
 fn open_segments(
     dir: &Path,
     manifest: &super::Manifest,
