@@ -14,6 +14,9 @@ import pytest
 import m3
 from conftest import make_data, run_cli
 
+# Before Ray is imported: a single loopback node whose servers bind 127.0.0.1 only (see
+# m3.distributed._RAY_LOOPBACK_ENV).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 import m3.distributed as md  # noqa: E402
 
@@ -174,3 +177,18 @@ def test_a_killed_assign_task_and_a_killed_shard_task_are_retried(local_ray, dat
     run_cli(m3_cli, "verify", out)
     if (d / "staged").exists():  # the previous test's build: the retries wrote its bytes
         assert tree(out) == tree(d / "staged")
+
+
+def test_a_ray_started_by_m3_listens_on_loopback_only(monkeypatch):
+    """Without a running Ray and without RAY_ADDRESS, m3.distributed starts a local instance
+    bound to 127.0.0.1 (no dashboard), never on the machine's other addresses."""
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_DISABLE_USAGE_STATS", "1")
+    try:
+        md._ray()
+        nodes = ray.nodes()
+        assert nodes and all(n["NodeManagerAddress"] == "127.0.0.1" for n in nodes), nodes
+    finally:
+        ray.shutdown()

@@ -46,13 +46,25 @@ class ShardError(RuntimeError):
         self.cause = cause
 
 
+# Ray on Linux takes the machine's address as its node address and then listens on every
+# interface, even with `_node_ip_address="127.0.0.1"`; with this variable off it runs as a
+# single loopback node (its servers bind 127.0.0.1). It is read when Ray is first imported.
+_RAY_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 def _ray() -> Any:
+    if "ray" not in sys.modules and not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault(_RAY_LOOPBACK_ENV, "0")
     try:
         import ray
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("m3.distributed needs Ray: pip install 'ray[default]'") from e
     if not ray.is_initialized():
-        ray.init()
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()  # the cluster the caller named
+        else:
+            # A new local instance: loopback only, no dashboard.
+            ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
     return ray
 
 
