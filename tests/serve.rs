@@ -1339,14 +1339,19 @@ fn serve_binary_killed_during_upserts_keeps_every_acknowledged_write() {
 }
 
 /// The writer thread merges per cluster (decision 0012) after a commit that takes clusters
-/// past the default thresholds: `m3_merges_total` counts it, every upserted vector is found
-/// by exact search afterwards (searches answered meanwhile), the index on disk is format 2.0
-/// and verifies, and writes go on on top of it.
+/// past the default thresholds (`merge_min_change` 0: whatever the changes add up to):
+/// `m3_merges_total` counts it, every upserted vector is found by exact search afterwards
+/// (searches answered meanwhile), the index on disk is format 2.0 and verifies, and writes go
+/// on on top of it.
 #[test]
 fn serve_merges_per_cluster_after_commits_past_the_thresholds() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = writable_copy(tmp.path());
-    let server = start_with(open_at(&dir), config());
+    let config = ServeConfig {
+        merge_min_change: 0.0,
+        ..config()
+    };
+    let server = start_with(open_at(&dir), config);
     let addr = server.addr();
     let q = &fixture().queries;
     let rows = q.rows().min(300);
@@ -1373,5 +1378,43 @@ fn serve_merges_per_cluster_after_commits_past_the_thresholds() {
     server.shutdown().unwrap();
     let m = m3::format::Manifest::read(&dir.join("manifest.m3")).unwrap();
     assert_eq!(m.meta.flags & 32, 32, "the merged index is format 2.0");
+    m3::verify(&dir).unwrap();
+}
+
+/// `merge_min_change` holds merges back until the chosen clusters' changes reach that
+/// fraction of the index: at 1.0 the writes that make the default server merge (above) leave
+/// the index unmerged (format 1.x, no merge counted), and every write is still found.
+#[test]
+fn serve_holds_merges_below_the_minimum_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = writable_copy(tmp.path());
+    let config = ServeConfig {
+        merge_min_change: 1.0,
+        ..config()
+    };
+    let server = start_with(open_at(&dir), config);
+    let addr = server.addr();
+    let q = &fixture().queries;
+    let rows = q.rows().min(300);
+    for chunk in (0..rows).collect::<Vec<_>>().chunks(50) {
+        let ids: Vec<u64> = chunk.iter().map(|&i| 90_000 + i as u64).collect();
+        let vectors: Vec<&[f32]> = chunk.iter().map(|&i| q.row(i)).collect();
+        let body = serde_json::json!({"ids": ids, "vectors": vectors});
+        assert_eq!(post_json(addr, "/v1/upsert", &body).status, 200);
+    }
+    let body = serde_json::json!({"ids": [90_000u64]});
+    assert_eq!(post_json(addr, "/v1/delete", &body).status, 200);
+    let text = get(addr, "/metrics", &[]).text();
+    assert_eq!(
+        metric_in(&text, "m3_merges_total").unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
+    for i in (1..rows).step_by(37) {
+        assert_eq!(exact_top(addr, &[], q.row(i))[0], 90_000 + i as u64);
+    }
+    server.shutdown().unwrap();
+    let m = m3::format::Manifest::read(&dir.join("manifest.m3")).unwrap();
+    assert_eq!(m.meta.flags & 32, 0, "the index was merged");
     m3::verify(&dir).unwrap();
 }

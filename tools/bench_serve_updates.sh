@@ -4,7 +4,8 @@
 # --requests and --duration-secs) alternately idle and during a stream of POST /v1/upsert
 # requests of 100 new GloVe vectors each, sent one after the other by a stdlib Python client.
 # Loopback only. Index: a copy of the GloVe-50d 50% build of tools/bench_updates.sh.
-# Usage: tools/bench_serve_updates.sh [WORKDIR] [ROUNDS]     (default work/bench-updates 2)
+# Usage: [SERVE_ARGS="--writer-nice 0 …"] tools/bench_serve_updates.sh [WORKDIR] [ROUNDS]
+#        (default work/bench-updates 2; SERVE_ARGS: more `m3 serve` options)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-work/bench-updates}"
@@ -18,7 +19,7 @@ idx="$work/serve.m3"
 rm -rf "$idx"; cp -r "$work/fresh.half1" "$idx"
 key="$work/serve.key"; echo "bench-key-0123456789" > "$key"
 err="$work/serve.err"
-"$m3" serve --index "$idx" --addr 127.0.0.1:0 --threads 2 --api-key-file "$key" 2> "$err" &
+"$m3" serve --index "$idx" --addr 127.0.0.1:0 --threads 2 --api-key-file "$key" ${SERVE_ARGS:-} 2> "$err" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true; touch "$work/stop"' EXIT
 for _ in $(seq 300); do grep -q listening "$err" && break; sleep 0.1; done
@@ -66,5 +67,7 @@ for r in $(seq "$rounds"); do
 done
 curl -s -H "Authorization: Bearer $(cat "$key")" "$url/v1/index" | python3 -c "
 import json, sys; print('server live state after:', json.load(sys.stdin)['live'])"
+curl -s -H "Authorization: Bearer $(cat "$key")" "$url/metrics" | grep -E '^m3_(merges|commits)_total'
+
 kill -TERM "$pid"; wait "$pid" || true
 trap - EXIT

@@ -35,6 +35,7 @@ mod error;
 mod faulty;
 mod file;
 mod pread;
+mod priority;
 mod uring;
 
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use concat::ConcatReader;
 pub use error::IoError;
 pub use faulty::{Fault, FaultKind, FaultyReader};
 pub use pread::PreadReader;
+pub use priority::lower_current_thread_priority;
 pub use uring::UringReader;
 
 /// The unit of I/O and alignment: one 4 KiB sector. Every read is whole sectors at sector

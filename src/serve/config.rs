@@ -117,6 +117,16 @@ pub struct ServeConfig {
     /// gathers the others, with a function that counts the requests waiting. For tests that
     /// must know how requests are grouped; `None` in `m3 serve`.
     pub write_hook: Option<WriteHook>,
+    /// Nice value of the writer thread (0..=19; 0 = the process's own). Its work — coding
+    /// inserts, refreshing the searchers' generation, merging — then yields the cores to the
+    /// search workers when both want them (docs/UPDATES.md, "Serving writes").
+    pub writer_nice: i32,
+    /// A merge runs after a commit only when the clusters the default merge policy picks hold
+    /// at least this fraction of the index's records in changes (live inserts plus dead
+    /// records). A merge rewrites the RAM-sized files whole, so merging a few clusters after
+    /// every small commit would cost O(index) per commit; 0 merges whenever the policy picks
+    /// a cluster.
+    pub merge_min_change: f64,
 }
 
 /// See [`ServeConfig::write_hook`].
@@ -185,6 +195,8 @@ impl Default for ServeConfig {
             max_write_batch: 1024,
             write_queue_capacity: 4096,
             write_hook: None,
+            writer_nice: 10,
+            merge_min_change: 0.05,
         }
     }
 }

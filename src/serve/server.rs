@@ -96,14 +96,8 @@ pub async fn serve_any(
     let live = Arc::new(LiveIndex::from_arc(index));
     let writer = match config.updates {
         true => Some(
-            WriterThread::start(
-                live.clone(),
-                config.write_queue_capacity,
-                config.max_write_batch,
-                metrics.clone(),
-                config.write_hook.clone(),
-            )
-            .map_err(ServeError::Runtime)?,
+            WriterThread::start(live.clone(), &config, metrics.clone())
+                .map_err(ServeError::Runtime)?,
         ),
         false => None,
     };

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use axum::http::StatusCode;
 use tokio::sync::oneshot;
 
-use super::{ApiError, Metrics, WriteHook};
+use super::{ApiError, Metrics, ServeConfig};
 use crate::data::MatrixView;
 use crate::search::LiveIndex;
 use crate::update::{self as m3_update, IndexWriter, MergePolicy, UpdateError};
@@ -58,19 +58,23 @@ pub(super) struct WriterThread {
 impl WriterThread {
     pub fn start(
         live: Arc<LiveIndex>,
-        capacity: usize,
-        max_batch: usize,
+        config: &ServeConfig,
         metrics: Arc<Metrics>,
-        hook: Option<WriteHook>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = async_channel::bounded::<WriteJob>(capacity.max(1));
+        let (tx, rx) = async_channel::bounded::<WriteJob>(config.write_queue_capacity.max(1));
+        let (max_batch, hook) = (config.max_write_batch, config.write_hook.clone());
+        let (nice, merge_min_change) = (config.writer_nice, config.merge_min_change);
         let thread = std::thread::Builder::new()
             .name("m3-serve-writer".into())
             .spawn(move || {
+                // A thread that cannot lower its priority still takes writes, at the
+                // priority it has.
+                let _ = crate::io::lower_current_thread_priority(nice);
                 let mut state = Writer {
                     live,
                     writer: None,
                     metrics,
+                    merge_min_change,
                 };
                 while let Ok(first) = rx.recv_blocking() {
                     if let Some(h) = &hook {
@@ -112,6 +116,8 @@ struct Writer {
     live: Arc<LiveIndex>,
     writer: Option<IndexWriter>,
     metrics: Arc<Metrics>,
+    /// See [`ServeConfig::merge_min_change`].
+    merge_min_change: f64,
 }
 
 impl Writer {
@@ -193,14 +199,29 @@ impl Writer {
         }
     }
 
-    /// After a commit, when the default [`MergePolicy`] chooses clusters: a per-cluster merge
-    /// (decision 0012) with the writer closed (it is reopened at the next write), then the
-    /// searchers get the merged generation. Searches keep running on the generation they hold;
-    /// writes wait in the queue. A failed merge changes nothing on disk that a reader sees.
+    /// After a commit, when the default [`MergePolicy`] chooses clusters whose changes reach
+    /// [`ServeConfig::merge_min_change`] of the index: a per-cluster merge (decision 0012)
+    /// with the writer closed (it is reopened at the next write), then the searchers get the
+    /// merged generation. Searches keep running on the generation they hold; writes wait in
+    /// the queue. A failed merge changes nothing on disk that a reader sees.
     fn merge_if_due(&mut self) {
         let policy = MergePolicy::default();
         let current = self.live.current();
-        if m3_update::choose_clusters(&current, &policy).is_empty() {
+        let info = current.live_info();
+        let records = current.meta().n_records as f64;
+        let floor = (self.merge_min_change * records).max(1.0);
+        // The log's inserts and tombstones bound the chosen clusters' changes: below the
+        // floor no choice can reach it, and the per-cluster count (O(records)) is skipped.
+        if ((info.inserted + info.tombstones) as f64) < floor {
+            return;
+        }
+        let chosen = m3_update::choose_clusters(&current, &policy);
+        let churn = current.cluster_churn();
+        let change: u64 = chosen
+            .iter()
+            .map(|&c| u64::from(churn[c as usize].inserts + churn[c as usize].dead))
+            .sum();
+        if chosen.is_empty() || (change as f64) < floor {
             return;
         }
         let dir = current.dir().to_path_buf();

@@ -26,6 +26,16 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = ServeConfig::default().max_write_batch,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_write_batch: usize,
+    /// Nice value of the writer thread (0..=19): coding inserts, refreshing the searchers and
+    /// merging yield the cores to searches when both want them (0: the process's priority).
+    #[arg(long, default_value_t = ServeConfig::default().writer_nice,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub writer_nice: i32,
+    /// Merge after a commit only when the clusters the merge policy picks hold at least this
+    /// fraction of the index's records in changes (0: whenever it picks one).
+    #[arg(long, default_value_t = ServeConfig::default().merge_min_change,
+          value_parser = parse_unit_fraction)]
+    pub merge_min_change: f64,
     /// Address to listen on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub addr: SocketAddr,
@@ -219,6 +229,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_write_batch: args.max_write_batch,
         write_queue_capacity: ServeConfig::default().write_queue_capacity,
         write_hook: None,
+        writer_nice: args.writer_nice,
+        merge_min_change: args.merge_min_change,
     };
     let what = match &served {
         Served::Sharded(s) => format!(
@@ -268,4 +280,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     // `serve` has closed every connection; do not wait for anything the runtime still holds.
     runtime.shutdown_timeout(Duration::from_millis(100));
     outcome
+}
+
+/// A fraction in 0..=1 (a `--merge-min-change`).
+fn parse_unit_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
 }
