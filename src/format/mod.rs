@@ -86,7 +86,7 @@ pub use segments::{SegmentEntry, Segments, SegmentsHeader};
 pub use shards::{MAX_SHARDS, SHARDS_FILE, ShardTable, ShardsHeader};
 pub use stats::{Stats, StatsHeader};
 pub use verify::{VerifyReport, open_check, verify};
-pub use wal::{WalFrame, WalHeader, WalOp, WalReplay, WalTail, WalWriter, read_wal};
+pub use wal::{WalFrame, WalHeader, WalOp, WalReplay, WalTail, WalWriter, read_wal, read_wal_from};
 
 /// Every offset table of `docs/FORMAT.md`, keyed by the heading above it: `(field, offset,
 /// size)` rows, offsets from the file start for file headers and from the entry start for

@@ -200,8 +200,11 @@ pub struct WalTail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalReplay {
     pub header: WalHeader,
-    /// The operations of each committed batch (commit records excluded), oldest first;
-    /// batch `i` made generation `i + 1`.
+    /// Commits before the first batch read: 0 for a whole log, the generation a reader had
+    /// when it read only what followed ([`read_wal_from`]).
+    pub first_generation: u64,
+    /// The operations of each committed batch read (commit records excluded), oldest first;
+    /// batch `i` made generation `first_generation + i + 1`.
     pub batches: Vec<Vec<WalOp>>,
     /// Bytes of the log up to the end of its last commit record.
     pub valid_bytes: u64,
@@ -212,7 +215,7 @@ pub struct WalReplay {
 impl WalReplay {
     /// The generation the committed batches make (0: none).
     pub fn generation(&self) -> u64 {
-        self.batches.len() as u64
+        self.first_generation + self.batches.len() as u64
     }
 }
 
@@ -221,12 +224,23 @@ impl WalReplay {
 /// record up to the last valid commit is kept and the rest is described in
 /// [`WalReplay::tail`], never replayed.
 pub fn read_wal(path: &Path) -> Result<Option<WalReplay>, FormatError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(FormatError::io(path, e)),
-    };
+    read_wal_from(path, None)
+}
+
+/// [`read_wal`] of only what follows a commit already replayed: `after` = (the byte where
+/// that commit record ends, its generation), e.g. a previous replay's `valid_bytes` and
+/// generation. The header is read and checked as always; the records before `after.0` are
+/// not read again (the committed part of a log is never rewritten: a writer cuts only what
+/// follows the last commit). A log shorter than `after.0` is corrupt.
+pub fn read_wal_from(
+    path: &Path,
+    after: Option<(u64, u64)>,
+) -> Result<Option<WalReplay>, FormatError> {
     let hb = WAL_HEADER_BYTES as usize;
+    let (start, first_generation) = after.unwrap_or((hb as u64, 0));
+    let Some(bytes) = read_header_and_rest(path, start.max(hb as u64))? else {
+        return Ok(None);
+    };
     // The header records its own length as the file length (records follow it).
     let (common, header) =
         decode_header::<WalHeader>(path, &WAL_KIND, &bytes[..bytes.len().min(hb)], hb as u64)?;
@@ -237,6 +251,8 @@ pub fn read_wal(path: &Path) -> Result<Option<WalReplay>, FormatError> {
             format!("header_bytes {} (expected {hb})", common.header_bytes),
         ));
     }
+    // `bytes` holds the header, then the file from `skipped + hb` on.
+    let skipped = start.max(hb as u64) - hb as u64;
     let mut batches = Vec::new();
     let mut batch = Vec::new();
     let mut pos = hb;
@@ -247,13 +263,11 @@ pub fn read_wal(path: &Path) -> Result<Option<WalReplay>, FormatError> {
             Ok((op, len)) => {
                 pos += len;
                 if let WalOp::Commit { generation } = op {
-                    if generation != batches.len() as u64 + 1 {
+                    let before = first_generation + batches.len() as u64;
+                    if generation != before + 1 {
                         corrupt = Some((
-                            (pos - len) as u64,
-                            format!(
-                                "commit of generation {generation} after generation {}",
-                                batches.len()
-                            ),
+                            skipped + (pos - len) as u64,
+                            format!("commit of generation {generation} after generation {before}"),
                         ));
                         break;
                     }
@@ -264,23 +278,57 @@ pub fn read_wal(path: &Path) -> Result<Option<WalReplay>, FormatError> {
                 }
             }
             Err(why) => {
-                corrupt = Some((pos as u64, why));
+                corrupt = Some((skipped + pos as u64, why));
                 break;
             }
         }
     }
     let tail = (valid < bytes.len()).then(|| WalTail {
-        offset: valid as u64,
+        offset: skipped + valid as u64,
         bytes: (bytes.len() - valid) as u64,
         uncommitted_ops: batch.len(),
         corrupt,
     });
     Ok(Some(WalReplay {
         header,
+        first_generation,
         batches,
-        valid_bytes: valid as u64,
+        valid_bytes: skipped + valid as u64,
         tail,
     }))
+}
+
+/// The log's header bytes followed by its bytes from `start` on (`start` ≥ the header's
+/// length); `None` when there is no log. A log that ends before `start` is corrupt: its
+/// committed records are gone.
+fn read_header_and_rest(path: &Path, start: u64) -> Result<Option<Vec<u8>>, FormatError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let hb = WAL_HEADER_BYTES;
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FormatError::io(path, e)),
+    };
+    let len = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+    if start > hb && len < start {
+        return Err(FormatError::corrupt(
+            path,
+            len,
+            format!("the log ends at byte {len}, before its last replayed commit (byte {start})"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity((hb.min(len) + len.saturating_sub(start)) as usize);
+    (&mut file)
+        .take(hb)
+        .read_to_end(&mut bytes)
+        .map_err(|e| FormatError::io(path, e))?;
+    if start > hb {
+        file.seek(SeekFrom::Start(start))
+            .map_err(|e| FormatError::io(path, e))?;
+    }
+    file.read_to_end(&mut bytes)
+        .map_err(|e| FormatError::io(path, e))?;
+    Ok(Some(bytes))
 }
 
 /// Appends to a log: operations are buffered by [`WalWriter::push`] and written with their
@@ -504,6 +552,50 @@ mod tests {
         b[40] ^= 1;
         std::fs::write(&q, &b).unwrap();
         assert!(read_wal(&q).is_err());
+    }
+
+    /// Reading on from a replayed commit gives the batches after it, numbered on from its
+    /// generation, with absolute offsets; every flipped byte after it is cut and reported as
+    /// a full read would; a log cut before that commit is corrupt.
+    #[test]
+    fn reading_on_from_a_commit_gives_the_later_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("wal.m3");
+        let batches = sample(&p);
+        let full = read_wal(&p).unwrap().unwrap();
+        let first = {
+            let mut buf = Vec::new();
+            batches[0].iter().for_each(|op| op.encode(&mut buf));
+            WalOp::Commit { generation: 1 }.encode(&mut buf);
+            WAL_HEADER_BYTES + buf.len() as u64
+        };
+        let on = read_wal_from(&p, Some((first, 1))).unwrap().unwrap();
+        assert_eq!(on.header, full.header);
+        assert_eq!(on.first_generation, 1);
+        assert_eq!(on.batches, batches[1..]);
+        assert_eq!(on.generation(), 2);
+        assert_eq!(on.valid_bytes, full.valid_bytes);
+        // Nothing new after the last commit.
+        let none = read_wal_from(&p, Some((full.valid_bytes, 2)))
+            .unwrap()
+            .unwrap();
+        assert!(none.batches.is_empty() && none.tail.is_none());
+        assert_eq!(none.generation(), 2);
+        // A damaged record after the commit read from: cut, reported at its absolute offset.
+        let bytes = std::fs::read(&p).unwrap();
+        let q = dir.path().join("flip.m3");
+        for flip in first as usize..bytes.len() {
+            let mut b = bytes.clone();
+            b[flip] ^= 0x40;
+            std::fs::write(&q, &b).unwrap();
+            let r = read_wal_from(&q, Some((first, 1))).unwrap().unwrap();
+            let whole = read_wal(&q).unwrap().unwrap();
+            assert_eq!(r.batches, whole.batches[1..], "flip at {flip}");
+            assert_eq!(r.tail, whole.tail, "flip at {flip}");
+        }
+        // The log lost committed bytes: an error, not an empty replay.
+        std::fs::write(&q, &bytes[..first as usize - 8]).unwrap();
+        assert!(read_wal_from(&q, Some((first, 1))).is_err());
     }
 
     /// Reopening cuts the tail for good and appends after the last commit.

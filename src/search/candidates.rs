@@ -357,7 +357,7 @@ pub(super) fn scan_clusters(
         // Live inserts of the cluster (a multi-vector index takes none: no weighting here).
         for &r in delta {
             let d = (r as u64 - idx.meta.n_records) as usize;
-            let code = &idx.live.codes[d * m..(d + 1) * m];
+            let code = idx.live.codes.row(d);
             let approx = approx_dist(
                 idx.metric,
                 base,

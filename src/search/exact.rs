@@ -484,11 +484,10 @@ impl<'a> ExactSearcher<'a> {
             return;
         }
         let bound = self.bounds();
-        let m = idx.pq.subspaces();
         let mut radius = radius;
         for &r in delta {
             let d = (u64::from(r) - idx.meta.n_records) as usize;
-            let table_sum = adc_score(&self.table, &live.codes[d * m..(d + 1) * m]);
+            let table_sum = adc_score(&self.table, live.codes.row(d));
             let (lower, approx, up) =
                 bound.record(cd, table_sum, live.correction[d], live.error[d]);
             if lower > radius {

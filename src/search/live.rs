@@ -11,39 +11,50 @@
 
 use super::SearchError;
 use super::index::Index;
+use super::shared_rows::SharedRows;
 use crate::data::DType;
 use crate::distance::{self, Metric};
 use crate::format::delta::{DeltaFile, slot_location};
 use crate::format::delta_codes::DeltaCodes;
 use crate::format::files::{DATA_FILE, DELTA_CODES_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
-use crate::format::{FormatError, SECTOR_BYTES, WalOp, WalTail, read_wal};
+use crate::format::{FormatError, SECTOR_BYTES, WalOp, WalTail, read_wal_from};
 use crate::io::{ConcatReader, ReadRequest, open_reader};
-use std::collections::HashMap;
+use std::sync::Arc;
 
-/// A set of vids.
-#[derive(Debug, Clone, Default)]
+/// A set of vids: a bitmap whose words generations share ([`SharedRows`]), so a copy costs
+/// one pointer per 65,536 vids and an insert copies at most one 8 KiB chunk.
+#[derive(Debug, Clone)]
 pub(crate) struct VidSet {
-    words: Vec<u64>,
+    words: SharedRows<u64>,
     count: u64,
+}
+
+impl Default for VidSet {
+    fn default() -> Self {
+        Self {
+            words: SharedRows::new(1),
+            count: 0,
+        }
+    }
 }
 
 impl VidSet {
     pub(crate) fn insert(&mut self, vid: u32) {
         let (w, b) = (vid as usize / 64, vid % 64);
-        if w >= self.words.len() {
-            self.words.resize(w + 1, 0);
+        while w >= self.words.len() {
+            self.words.push(0);
         }
-        if self.words[w] & (1 << b) == 0 {
-            self.words[w] |= 1 << b;
+        let word = &mut self.words.row_mut(w)[0];
+        if *word & (1 << b) == 0 {
+            *word |= 1 << b;
             self.count += 1;
         }
     }
 
     #[inline]
     pub(crate) fn contains(&self, vid: u32) -> bool {
-        self.words
-            .get(vid as usize / 64)
-            .is_some_and(|w| w & (1 << (vid % 64)) != 0)
+        let w = vid as usize / 64;
+        w < self.words.len() && self.words.get(w) & (1 << (vid % 64)) != 0
     }
 
     pub(crate) fn len(&self) -> u64 {
@@ -56,12 +67,14 @@ impl VidSet {
 #[derive(Debug, Clone)]
 pub(crate) struct LiveIds {
     n_vectors: u32,
-    /// Base rows sorted by user id (`ids.m3`); `None`: user id = row.
-    sorted_rows: Option<Vec<u32>>,
-    /// User ids whose vid is not what the base says: a newer vid, or none (deleted).
-    overrides: HashMap<u64, Option<u32>>,
+    /// Base rows sorted by user id (`ids.m3`); `None`: user id = row. Never changes after
+    /// open: generations share it.
+    sorted_rows: Option<Arc<Vec<u32>>>,
+    /// User ids whose vid is not what the base says: a newer vid, or none (deleted). A
+    /// persistent map: a generation's copy shares it, an update copies O(log n) of it.
+    overrides: imbl::HashMap<u64, Option<u32>>,
     /// The user id of delta vid `n_vectors + i`.
-    delta_users: Vec<u64>,
+    delta_users: SharedRows<u64>,
     dead: VidSet,
 }
 
@@ -74,9 +87,9 @@ impl LiveIds {
         });
         Self {
             n_vectors: n_vectors as u32,
-            sorted_rows,
-            overrides: HashMap::new(),
-            delta_users: Vec::new(),
+            sorted_rows: sorted_rows.map(Arc::new),
+            overrides: imbl::HashMap::new(),
+            delta_users: SharedRows::new(1),
             dead: VidSet::default(),
         }
     }
@@ -92,9 +105,9 @@ impl LiveIds {
             .for_each(|v| set.insert(v));
         Self {
             n_vectors: n_vectors as u32,
-            sorted_rows: Some(rows),
-            overrides: HashMap::new(),
-            delta_users: Vec::new(),
+            sorted_rows: Some(Arc::new(rows)),
+            overrides: imbl::HashMap::new(),
+            delta_users: SharedRows::new(1),
             dead: set,
         }
     }
@@ -150,7 +163,7 @@ impl LiveIds {
     /// The user id of `vid`.
     pub(crate) fn user_id(&self, base_ids: Option<&[u64]>, vid: u32) -> u64 {
         if vid >= self.n_vectors {
-            return self.delta_users[(vid - self.n_vectors) as usize];
+            return self.delta_users.get((vid - self.n_vectors) as usize);
         }
         base_ids.map_or(u64::from(vid), |ids| ids[vid as usize])
     }
@@ -170,10 +183,10 @@ impl LiveIds {
         let n = self.n_vectors as usize;
         self.dead
             .words
-            .iter()
+            .firsts()
             .take(n.div_ceil(64))
             .enumerate()
-            .any(|(w, &bits)| {
+            .any(|(w, bits)| {
                 let valid = if (w + 1) * 64 <= n {
                     u64::MAX
                 } else {
@@ -283,13 +296,14 @@ impl Index {
         let l = &self.live;
         let m = self.pq.subspaces();
         let coded = CodedVector {
-            cluster: l.clusters[d],
-            code: l.codes[d * m..(d + 1) * m].to_vec(),
-            correction: l.correction[d],
-            error: l.error[d],
-            key: l.keys[d],
+            cluster: l.clusters.get(d),
+            code: l.codes.row(d).to_vec(),
+            correction: l.correction.get(d),
+            error: l.error.get(d),
+            key: l.keys.get(d),
         };
-        coded.encode_entry(l.slots[d], record_crc32c, out);
+        debug_assert_eq!(l.codes.row(d).len(), m);
+        coded.encode_entry(l.slots.get(d), record_crc32c, out);
     }
 
     /// The replayed id map (`None`: no log).
@@ -304,7 +318,7 @@ impl Index {
 
     /// The first slot of `delta.m3` after every committed record.
     pub(crate) fn live_slot_end(&self) -> u64 {
-        self.live.slots.iter().max().map_or(0, |&s| s + 1)
+        self.live.slots.firsts().max().map_or(0, |s| s + 1)
     }
 
     /// Whether `more` inserts after the state `ids` would run out of u32 vids or record numbers.
@@ -347,16 +361,21 @@ pub(crate) struct Live {
     pub(crate) generation: u64,
     /// What replay cut after the last commit, if anything.
     pub(crate) tail: Option<WalTail>,
-    /// Delta record `d` is record `n_records + d`: its vid, slot, cluster and coding.
-    pub(crate) vids: Vec<u32>,
-    pub(crate) slots: Vec<u64>,
-    pub(crate) clusters: Vec<u32>,
-    pub(crate) codes: Vec<u8>,
-    pub(crate) correction: Vec<f32>,
-    pub(crate) error: Vec<f32>,
-    pub(crate) keys: Vec<f32>,
-    /// The live delta records (record numbers) of each cluster, in log order.
-    pub(crate) by_cluster: Vec<Vec<u32>>,
+    /// Where the log's last replayed commit record ends: the next refresh reads from there.
+    pub(crate) wal_end: u64,
+    /// Delta record `d` is record `n_records + d`: its vid, slot, cluster and coding (PQ code
+    /// rows of `m` bytes). Shared with the generations before and after ([`SharedRows`]): a
+    /// refresh copies O(its batch), not O(every insert).
+    pub(crate) vids: SharedRows<u32>,
+    pub(crate) slots: SharedRows<u64>,
+    pub(crate) clusters: SharedRows<u32>,
+    pub(crate) codes: SharedRows<u8>,
+    pub(crate) correction: SharedRows<f32>,
+    pub(crate) error: SharedRows<f32>,
+    pub(crate) keys: SharedRows<f32>,
+    /// The live delta records (record numbers) of each cluster, in log order; a refresh
+    /// copies only the lists it changes.
+    pub(crate) by_cluster: Vec<Arc<Vec<u32>>>,
     /// Each cluster's radii over its base and live delta records (an interval that covers
     /// them: a record deleted since may have widened it).
     pub(crate) radii: Vec<[f32; 2]>,
@@ -378,7 +397,7 @@ impl Live {
     /// Delta records of cluster `c` (live ones).
     #[inline]
     pub(crate) fn in_cluster(&self, c: usize) -> &[u32] {
-        self.by_cluster.get(c).map_or(&[], Vec::as_slice)
+        self.by_cluster.get(c).map_or(&[], |l| l.as_slice())
     }
 
     /// Whether base record `r` belongs to a dead vid.
@@ -409,7 +428,10 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
         return Ok(Some(Index::open(&dir, backend, &idx.delta_options)?));
     }
     let wal_path = dir.join(WAL_FILE);
-    let Some(replay) = read_wal(&wal_path)? else {
+    // The committed part of a log never changes under one manifest (a writer only cuts what
+    // follows the last commit): read from where the last replayed commit ended.
+    let after = (idx.live.wal_end > 0).then_some((idx.live.wal_end, idx.live.generation));
+    let Some(replay) = read_wal_from(&wal_path, after)? else {
         return match idx.live.generation {
             0 => Ok(None),
             _ => Err(FormatError::corrupt(&wal_path, 0, "the log of a live index is gone").into()),
@@ -453,11 +475,15 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
         .unwrap_or_else(|| LiveIds::new(idx.meta.n_vectors, base_ids));
     if live.radii.is_empty() {
         live.radii = idx.entries.iter().map(|e| [e.r_min, e.r_max]).collect();
-        live.by_cluster = vec![Vec::new(); idx.entries.len()];
+        live.by_cluster = (0..idx.entries.len())
+            .map(|_| Arc::new(Vec::new()))
+            .collect();
+        live.codes = SharedRows::new(idx.pq.subspaces());
     }
-    let dead_before = ids.dead_count();
+    let mut killed = Vec::new();
     let mut inserts = Vec::new();
-    for op in replay.batches[from as usize..].iter().flatten() {
+    let skip = (from - replay.first_generation) as usize;
+    for op in replay.batches[skip..].iter().flatten() {
         match *op {
             WalOp::Insert {
                 user_id,
@@ -469,16 +495,19 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
                         FormatError::corrupt(&wal_path, 0, "more vectors than u32 vids").into(),
                     );
                 }
+                killed.extend(ids.lookup(base_ids, user_id));
                 let vid = ids.insert(base_ids, user_id);
                 inserts.push((vid, slot, record_crc32c));
             }
             WalOp::Delete { user_id } => {
+                killed.extend(ids.lookup(base_ids, user_id));
                 ids.delete(base_ids, user_id);
             }
             WalOp::Commit { .. } => {}
         }
     }
     live.generation = replay.generation();
+    live.wal_end = replay.valid_bytes;
     live.tail = replay.tail.clone();
     let n_records = idx.meta.n_records;
     if n_records + (live.vids.len() + inserts.len()) as u64 >= u64::from(u32::MAX) {
@@ -486,13 +515,7 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
             FormatError::corrupt(&wal_path, 0, "more records than u32 record numbers").into(),
         );
     }
-    if ids.dead_count() > dead_before {
-        // Records inserted by earlier generations and dead now leave their clusters' lists.
-        let n = n_records as u32;
-        for list in &mut live.by_cluster {
-            list.retain(|&r| !ids.is_dead(live.vids[(r - n) as usize]));
-        }
-    }
+    drop_killed_inserts(&mut live, &ids, &killed, idx.meta.n_vectors, n_records);
     let mut next = Index {
         core: idx.core.clone(),
         router: idx.router.clone(),
@@ -507,12 +530,47 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
     if !inserts.is_empty() {
         load_delta(&mut next, &mut live, &ids, &inserts, manifest_crc)?;
     }
-    if ids.any_base_dead() && live.record_vids.is_none() {
+    if live.record_vids.is_none() && ids.any_base_dead() {
         live.record_vids = Some(std::sync::Arc::new(base_record_vids(idx)?));
     }
     live.ids = Some(ids);
     next.live = std::sync::Arc::new(live);
     Ok(Some(next))
+}
+
+/// Takes the delta records of vids that died in a refresh's batches (`killed`: the vids the
+/// batches' upserts replaced and deletes removed) out of their clusters' lists. Only the
+/// clusters of those records are touched: delta vid `n_vectors + d` is delta record `d`
+/// (both count the log's inserts in order), checked against the record's own vid.
+fn drop_killed_inserts(
+    live: &mut Live,
+    ids: &LiveIds,
+    killed: &[u32],
+    n_vectors: u64,
+    n_records: u64,
+) {
+    let mut clusters = Vec::new();
+    for &vid in killed {
+        let Some(d) = u64::from(vid).checked_sub(n_vectors) else {
+            continue; // a base vector: the per-record filter drops it
+        };
+        let d = d as usize;
+        if d < live.vids.len() && live.vids.get(d) == vid {
+            clusters.push(live.clusters.get(d));
+        } else if d < live.vids.len() {
+            // Not where the numbering puts it: look in every list.
+            clusters = (0..live.by_cluster.len() as u32).collect();
+            break;
+        }
+        // d past the end: inserted and killed in this very refresh, never listed.
+    }
+    clusters.sort_unstable();
+    clusters.dedup();
+    let n = n_records as u32;
+    for c in clusters {
+        let list = Arc::make_mut(&mut live.by_cluster[c as usize]);
+        list.retain(|&r| !ids.is_dead(live.vids.get((r - n) as usize)));
+    }
 }
 
 /// Reads the records of the log's new inserts from `delta.m3` (each checked against the CRC32C
@@ -579,7 +637,7 @@ fn load_delta(
         let r = (n_records + d as u64) as u32;
         if !ids.is_dead(vid) {
             let c = coded.cluster as usize;
-            live.by_cluster[c].push(r);
+            Arc::make_mut(&mut live.by_cluster[c]).push(r);
             let radii = &mut live.radii[c];
             if idx.entries[c].records == 0 && live.by_cluster[c].len() == 1 {
                 *radii = [coded.key, coded.key];
@@ -591,7 +649,7 @@ fn load_delta(
         live.vids.push(vid);
         live.slots.push(slot);
         live.clusters.push(coded.cluster);
-        live.codes.extend_from_slice(&coded.code);
+        live.codes.push_row(&coded.code);
         live.correction.push(coded.correction);
         live.error.push(coded.error);
         live.keys.push(coded.key);
@@ -765,7 +823,7 @@ impl Index {
                 std::fs::File::open(&delta_path).map_err(|e| FormatError::io(&delta_path, e))?;
             let mut bytes = vec![0u8; rb];
             use std::os::unix::fs::FileExt;
-            for (&vid, &slot) in self.live.vids.iter().zip(&self.live.slots) {
+            for (vid, slot) in self.live.vids.firsts().zip(self.live.slots.firsts()) {
                 if dead(vid) {
                     continue;
                 }
@@ -799,7 +857,7 @@ pub(crate) fn merged_live(
     let ids = LiveIds::merged(idx.meta.n_vectors, base_ids, |v| segs.is_dead(u64::from(v)));
     Ok(Live {
         ids: Some(ids),
-        record_vids: Some(std::sync::Arc::new(base_record_vids(idx)?)),
+        record_vids: Some(Arc::new(base_record_vids(idx)?)),
         ..Live::default()
     })
 }

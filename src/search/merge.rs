@@ -248,9 +248,8 @@ impl Index {
     fn delta_member(&self, c: usize, r: u32) -> Result<Member, SearchError> {
         let l = &self.live;
         let d = (u64::from(r) - self.meta.n_records) as usize;
-        let m = self.pq.subspaces();
         let vector = self.read_delta_vector(l.slots[d])?;
-        let code = l.codes[d * m..(d + 1) * m].to_vec();
+        let code = l.codes.row(d).to_vec();
         let refine = self.refine.as_ref().map(|f| {
             // What the build's refine stage computes (`build::refine`): the second code of
             // what the first leaves, the L2 correction of both reconstructions together.
@@ -788,7 +787,7 @@ impl Index {
             if merged_out[c] {
                 continue;
             }
-            for &r in list {
+            for &r in list.iter() {
                 let d = (u64::from(r) - n) as usize;
                 set(l.vids[d]);
                 unmerged.push((user(l.vids[d]), self.read_delta_vector(l.slots[d])?));

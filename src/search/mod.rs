@@ -18,6 +18,7 @@ mod query;
 mod read;
 mod results;
 mod sharded;
+mod shared_rows;
 mod task;
 
 pub use crate::route::DEFAULT_ROUTE_MIN_K;
