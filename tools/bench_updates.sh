@@ -5,13 +5,16 @@
 # bytes on disk; QPS and p99 of `m3 bench` idle and while `m3 insert` runs in a loop.
 # Usage: tools/bench_updates.sh [WORKDIR]     (default work/bench-updates)
 # Another data set: M3_BASE=… M3_QUERIES=… M3_METRIC=… (default GloVe-50d, ip); M3_RECALL_ONLY=1
-# stops after step 3 (no bench, no compact).
+# stops after step 3 (no bench, no compact). MERGE=1: after steps 1–3, `m3 merge` (default
+# policy) runs on the updated index and its recall and bytes are printed too; the next step
+# goes on from the merged index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-work/bench-updates}"
 D="${M3_SHARED_DATA:-/work/shared/data}/glove-50d"
-cargo build --release --locked --quiet
-m3=target/release/m3
+# M3_BIN: a binary to run instead of building this checkout's (a long run keeps its binary).
+[ -n "${M3_BIN:-}" ] || cargo build --release --locked --quiet
+m3="${M3_BIN:-target/release/m3}"
 split="python3 tools/bench_updates_split.py"
 mkdir -p "$work"
 knobs=(--nprobe 64 --rerank 30 --k 10)
@@ -36,6 +39,12 @@ recall() { # recall INDEX GT: recall@10 at the fixed knobs
   "$m3" recall --results "$work/r.ibin" --gt "$2" --k 10 --metric "$metric" 2>&1 | grep -o 'recall@10 = [0-9.]*'
 }
 bytes() { du -sb "$1" | cut -f1; }
+merged() { # merged GT FRESH: with MERGE=1, merges the updated index and reports it
+  [ "${MERGE:-0}" = 1 ] || return 0
+  local t0; t0=$(secs)
+  "$m3" merge --index "$idx" 2>&1 | grep 'm3 merge' || true
+  echo "  merged in $(python3 -c "print(f'{$(secs) - $t0:.1f}')") s: $(recall "$idx" "$1"); bytes $(bytes "$idx") vs fresh $(bytes "$2")"
+}
 
 # Fresh builds of each live set.
 fresh() { # fresh NAME BASE [IDS]
@@ -62,14 +71,17 @@ ins=$(python3 -c "print(f'{$(secs) - $t0:.1f}')")
 n2=$(python3 -c "import struct; print(sum(struct.unpack('<I', open(f'$work/half2_{b}.fbin','rb').read(4))[0] for b in range(10)))")
 echo "inserted $n2 in 10 batches: $ins s = $(python3 -c "print(round($n2 / $ins))") vectors/s (load $(load))"
 echo "step 1 (+50% inserted): $(recall "$idx" "$work/gt.full.ibin"); fresh: $(recall "$work/fresh.full" "$work/gt.full.ibin"); bytes $(bytes "$idx") vs fresh $(bytes "$work/fresh.full")"
+merged "$work/gt.full.ibin" "$work/fresh.full"
 t0=$(secs)
 "$m3" delete --index "$idx" --ids "$work/del.u64bin" 2>/dev/null
 echo "deleted 20%: $(python3 -c "print(f'{$(secs) - $t0:.2f}')") s"
 echo "step 2 (20% deleted): $(recall "$idx" "$work/gt.live80.ibin"); fresh: $(recall "$work/fresh.live80" "$work/gt.live80.ibin"); bytes $(bytes "$idx") vs fresh $(bytes "$work/fresh.live80")"
+merged "$work/gt.live80.ibin" "$work/fresh.live80"
 t0=$(secs)
 "$m3" insert --index "$idx" --base "$work/reins.fbin" --ids "$work/reins.u64bin" 2>/dev/null
 echo "re-inserted the 20%: $(python3 -c "print(f'{$(secs) - $t0:.2f}')") s"
 echo "step 3 (re-inserted): $(recall "$idx" "$work/gt.full.ibin"); fresh: $(recall "$work/fresh.full" "$work/gt.full.ibin"); bytes $(bytes "$idx") vs fresh $(bytes "$work/fresh.full")"
+merged "$work/gt.full.ibin" "$work/fresh.full"
 
 [ "${M3_RECALL_ONLY:-0}" = 1 ] && exit 0
 
