@@ -1597,3 +1597,54 @@ fn merge_splits_a_cluster_past_the_cap() {
     check_against_model(&dir, Metric::L2, &model, &queries);
     m3::verify(&dir).unwrap();
 }
+
+/// `sectors.m3` does not cover `delta.m3`: an inserted record damaged after the index was
+/// opened (one flipped low mantissa bit: a slightly wrong distance, silently, before) is a
+/// `Checksum` error naming `delta.m3` when a search reads it — exact and approximate — checked
+/// against the CRC32C its log record holds. Before the damage the same searches find it.
+#[test]
+fn a_damaged_insert_read_by_a_search_is_a_checksum_error() {
+    use m3::format::FormatError;
+    use m3::search::SearchError;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let ids: Vec<u64> = (0..20).map(|i| 1 << 40 | i).collect();
+    // Far from the base (components around 10): each is its own nearest neighbour.
+    let vs: Vec<f32> = (0..20)
+        .flat_map(|_| vector(&mut rng).into_iter().map(|x| x + 10.0))
+        .collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&ids, v.view()).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    let index = open(&dir);
+    let target = v.view().row(7).to_vec();
+    let mut exact = ExactSearcher::new(&index);
+    let mut approx = Searcher::new(&index);
+    let mut params = SearchParams::new(1);
+    params.nprobe = 64;
+    let (got, _) = exact.knn(&target, 1).unwrap();
+    assert_eq!(index.user_id(got[0].id), ids[7]);
+    let (got, _) = approx.search(0, &target, &params).unwrap();
+    assert_eq!(index.user_id(got[0].id), ids[7]);
+    // Find the record's vector in delta.m3 and flip the lowest bit of its first component.
+    let delta = dir.join("delta.m3");
+    let mut bytes = std::fs::read(&delta).unwrap();
+    let needle: Vec<u8> = target.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .expect("the inserted vector is in delta.m3");
+    bytes[at] ^= 1;
+    std::fs::write(&delta, &bytes).unwrap();
+    let is_delta_checksum = |e: &SearchError| {
+        matches!(e, SearchError::Format(FormatError::Checksum { path, what, .. })
+            if *path == delta && what.contains("checked against wal.m3"))
+    };
+    let err = exact.knn(&target, 1).unwrap_err();
+    assert!(is_delta_checksum(&err), "exact: {err:?}");
+    let err = approx.search(0, &target, &params).unwrap_err();
+    assert!(is_delta_checksum(&err), "approximate: {err:?}");
+}

@@ -373,6 +373,9 @@ pub(crate) struct Live {
     pub(crate) correction: SharedRows<f32>,
     pub(crate) error: SharedRows<f32>,
     pub(crate) keys: SharedRows<f32>,
+    /// The CRC32C of each delta record's bytes, as its log record holds it: every read of
+    /// the record is checked against it.
+    pub(crate) record_crcs: SharedRows<u32>,
     /// The live delta records (record numbers) of each cluster, in log order; a refresh
     /// copies only the lists it changes.
     pub(crate) by_cluster: Vec<Arc<Vec<u32>>>,
@@ -653,6 +656,7 @@ fn load_delta(
         live.correction.push(coded.correction);
         live.error.push(coded.error);
         live.keys.push(coded.key);
+        live.record_crcs.push(crc);
     }
     live.delta_bytes = file
         .metadata()

@@ -84,7 +84,8 @@ impl ReadPlan {
     /// Checks every data sector just read into `buf` (by `reqs`) against its CRC32C in
     /// `sectors.m3` (kept in RAM, 4 bytes per sector), so that a sector damaged on the device
     /// or in the file is a typed error naming the file and the sector, never a wrong answer.
-    /// Sectors past the data sectors (inserts in `delta.m3`) are not covered by `sectors.m3`.
+    /// Sectors past the data sectors (inserts in `delta.m3`) are not covered by `sectors.m3`:
+    /// their records are checked one by one against the log ([`ReadPlan::record`]).
     pub(super) fn verify_sectors(&self, idx: &Index, buf: &[u8]) -> Result<(), SearchError> {
         let crcs = &idx.sector_crcs;
         for (req, &pos) in self.reqs.iter().zip(&self.pos) {
@@ -129,16 +130,41 @@ impl ReadPlan {
         let start =
             self.pos[ri] + (s - self.range_start[ri]) as usize * SECTOR_BYTES + off as usize;
         let rb = idx.codec.record_bytes() as usize;
+        let bytes = &buf[start..start + rb];
+        if let Some(d) = u64::from(r).checked_sub(idx.meta.n_records) {
+            check_delta_record(idx, d as usize, bytes)?;
+        }
         let rec = idx
             .codec
             .decode(
-                &buf[start..start + rb],
+                bytes,
                 idx.reader.path(),
                 s * SECTOR_BYTES as u64 + off as u64,
             )
             .map_err(|e| e.within(format_args!("record {r}")))?;
         Ok((rec, r))
     }
+}
+
+/// Checks the bytes just read of delta record `d` (an insert in `delta.m3`, which
+/// `sectors.m3` does not cover) against the CRC32C its log record holds: damage to
+/// `delta.m3` after the index was opened is a typed error naming the file and the slot.
+fn check_delta_record(idx: &Index, d: usize, bytes: &[u8]) -> Result<(), SearchError> {
+    let stored = idx.live.record_crcs[d];
+    let computed = crc32c::crc32c(bytes);
+    if computed == stored {
+        return Ok(());
+    }
+    Err(FormatError::Checksum {
+        path: idx.dir.join(crate::format::files::DELTA_FILE),
+        what: format!(
+            "inserted record {d} (slot {}; checked against wal.m3 when read)",
+            idx.live.slots[d]
+        ),
+        stored,
+        computed,
+    }
+    .into())
 }
 
 /// The file holding sector `r` of the reader's space (`data.m3`, or the merge segment of a
