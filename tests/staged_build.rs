@@ -331,3 +331,57 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
     ]);
     assert!(out.contains("shards_touched = "), "{out}");
 }
+
+#[test]
+fn two_base_files_give_the_shards_of_their_concatenation_and_mismatched_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path());
+    let pool = pool();
+    // The same rows in two files, 2,500 + 3,500.
+    let (a, b) = (
+        tmp.path().join("part-a.fbin"),
+        tmp.path().join("part-b.fbin"),
+    );
+    m3::data::format::write_matrix(&a, set.base.view().slice_rows(0, 2500)).unwrap();
+    m3::data::format::write_matrix(&b, set.base.view().slice_rows(2500, N as usize)).unwrap();
+    let mut two = set.params.clone();
+    two.base = a.clone();
+    two.more_base = vec![b.clone()];
+    let (work1, out1) = (tmp.path().join("work-1"), tmp.path().join("out-1"));
+    staged(&set, 3, &ALL, &work1, &out1);
+    let (work2, out2) = (tmp.path().join("work-2"), tmp.path().join("out-2"));
+    stage_train(&two, 3, &work2, &pool, &Silent).unwrap();
+    // Ranges that span the files' border (row 2500), and one given the paths again.
+    let files = [a.clone(), b.clone()];
+    stage_assign(&work2, None, 0..2000, &pool, &Silent).unwrap();
+    stage_assign(&work2, Some(&files), 2000..4100, &pool, &Silent).unwrap();
+    stage_assign(&work2, None, 4100..N, &pool, &Silent).unwrap();
+    for s in 0..3 {
+        stage_shard(&work2, s, None, &pool, &Silent).unwrap();
+    }
+    stage_publish(&work2, &out2).unwrap();
+    assert_eq!(tree_bytes(&out1), tree_bytes(&out2));
+
+    // A file of another dimension, or of another element type, is refused by name.
+    let narrow = tmp.path().join("narrow.fbin");
+    let rows: Vec<f32> = set.base.view().slice_rows(0, 10).as_slice()[..10 * (DIM - 1)].to_vec();
+    m3::data::format::write_matrix(&narrow, Matrix::from_vec(rows, DIM - 1).unwrap().view())
+        .unwrap();
+    let bytes = tmp.path().join("bytes.u8bin");
+    let u8rows = Matrix::from_vec(vec![1u8; 10 * DIM], DIM).unwrap();
+    m3::data::format::write_matrix(&bytes, u8rows.view()).unwrap();
+    for bad in [&narrow, &bytes] {
+        let mut p = set.params.clone();
+        p.more_base = vec![bad.clone()];
+        let e = stage_train(&p, 3, &tmp.path().join("work-bad"), &pool, &Silent).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, m3::build::BuildError::Param { .. })
+                && msg.contains(&bad.display().to_string()),
+            "{msg}"
+        );
+    }
+    // An assign task given another list of files than the model's is refused.
+    let e = stage_assign(&work2, Some(&[a.clone()]), 0..10, &pool, &Silent).unwrap_err();
+    assert!(e.to_string().contains("model was trained on"), "{e}");
+}

@@ -228,6 +228,42 @@ impl<'a> ExactSearcher<'a> {
         Ok((results.into_sorted(), stats))
     }
 
+    /// Per cluster of the index, a lower bound (internal units) on the distance of `q` to
+    /// every vector within `radii[c] = [r_min, r_max]` of centroid `c`, the same bound the
+    /// cluster order of [`Self::knn`] and [`Self::range`] prunes by; `+∞` where `radii[c]` is
+    /// `None` (the cluster holds nothing). The router of a sharded index ranks shards with it:
+    /// the centroids are global, the radii come from the shard owning each cluster.
+    pub fn cluster_bounds(
+        &mut self,
+        q: &[f32],
+        radii: &[Option<[f32; 2]>],
+    ) -> Result<Vec<f32>, SearchError> {
+        let idx = self.index;
+        idx.check_query_as(0, q, exact_scoring(self.block_weights.as_deref()))?;
+        if radii.len() != idx.n_clusters() {
+            return Err(SearchError::Param {
+                name: "radii",
+                what: format!(
+                    "{} radii for an index of {} clusters",
+                    radii.len(),
+                    idx.n_clusters()
+                ),
+            });
+        }
+        self.prepare(q)?;
+        let bound = self.bounds();
+        Ok(radii
+            .iter()
+            .enumerate()
+            .map(|(c, r)| match r {
+                Some([r_min, r_max]) => {
+                    bound.cluster(self.centroid_dist[c], idx.centroid_norms[c], *r_min, *r_max)
+                }
+                None => f32::INFINITY,
+            })
+            .collect())
+    }
+
     fn sort_candidates_by_estimate(&mut self) {
         self.candidates
             .sort_unstable_by(|a, b| a.approx.total_cmp(&b.approx).then(a.record.cmp(&b.record)));
