@@ -250,12 +250,18 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
     let cli = tmp.path().join("cli");
     let p = &set.params;
     let train = p.train_queries.as_ref().unwrap();
+    // The CLI reads the base as two files (rows 0..2500 and 2500..6000), repeated --base.
+    let (a, b) = (tmp.path().join("cli-a.fbin"), tmp.path().join("cli-b.fbin"));
+    m3::data::format::write_matrix(&a, set.base.view().slice_rows(0, 2500)).unwrap();
+    m3::data::format::write_matrix(&b, set.base.view().slice_rows(2500, N as usize)).unwrap();
     m3(&[
         "build".as_ref(),
         "--stage".as_ref(),
         "train".as_ref(),
         "--base".as_ref(),
-        &os(&p.base),
+        &os(&a),
+        "--base".as_ref(),
+        &os(&b),
         "--train-queries".as_ref(),
         &os(train),
         "--metric".as_ref(),
@@ -287,7 +293,9 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
             "--work".as_ref(),
             &os(&work),
             "--base".as_ref(),
-            &os(&p.base),
+            &os(&a),
+            "--base".as_ref(),
+            &os(&b),
             "--rows".as_ref(),
             rows.as_ref(),
             "--threads".as_ref(),
@@ -330,6 +338,66 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
         "4".as_ref(),
     ]);
     assert!(out.contains("shards_touched = "), "{out}");
+    // Exact, range and bench on the sharded index, from the command line.
+    let gt = tmp.path().join("gt.ibin");
+    m3(&[
+        "gt".as_ref(),
+        "--base".as_ref(),
+        &os(&p.base),
+        "--queries".as_ref(),
+        &os(&set.queries_path),
+        "--k".as_ref(),
+        "10".as_ref(),
+        "--metric".as_ref(),
+        "l2".as_ref(),
+        "--out".as_ref(),
+        &os(&gt),
+    ]);
+    let index_args = |cmd: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            cmd.into(),
+            "--index".into(),
+            os(&cli),
+            "--queries".into(),
+            os(&set.queries_path),
+            "--threads".into(),
+            "2".into(),
+        ]
+    };
+    let run = |cmd: &str, extra: &[&str]| -> String {
+        let mut args = index_args(cmd);
+        args.extend(extra.iter().map(std::ffi::OsString::from));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        m3(&refs)
+    };
+    let out = run("search", &["--exact", "--gt", gt.to_str().unwrap()]);
+    assert!(out.contains("recall@10 = 1.0000"), "{out}");
+    let out = run("range", &["--radius", "1.0"]);
+    assert!(
+        out.contains("shards_touched = ") && out.contains("results: "),
+        "{out}"
+    );
+    let gt_arg = gt.to_str().unwrap();
+    let out = run("bench", &["--gt", gt_arg, "--sweep", "nprobe=2,4"]);
+    assert_eq!(out.matches("shards touched").count(), 2, "{out}");
+    let out = run("bench", &["--gt", gt_arg, "--exact", "--json"]);
+    let point: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(point["recall_at_k"], 1.0, "{out}");
+    assert!(
+        point["mean_shards_touched"].as_f64().unwrap() <= 4.0,
+        "{out}"
+    );
+    // What the staged build does not implement is refused, not ignored.
+    for (flag, value) in [("--distance", "auto"), ("--ids", "ids.u64bin")] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_m3"))
+            .args(["build", "--stage", "shard", "--shard", "0", "--work"])
+            .arg(&work)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(flag), "{flag}: {err}");
+    }
 }
 
 #[test]
