@@ -390,7 +390,8 @@ impl ShardedIndex {
     }
 
     /// The exact `k` nearest of `q`: the shard with the best bound first, then every other
-    /// shard whose bound can beat its k-th distance ([`exact_second_round`]), merged.
+    /// shard whose bound can beat its k-th distance ([`exact_second_round`]), each searching
+    /// within that distance only ([`ExactSearcher::knn_within`]), merged.
     pub fn exact(&self, q: &[f32], k: usize) -> Result<(Vec<Neighbor>, ShardedStats), SearchError> {
         let mut ex = ExactSearcher::new(&self.shards[0]);
         let order = self.router.shard_bounds(&mut ex, q)?;
@@ -403,7 +404,7 @@ impl ShardedIndex {
         )?;
         let kth = lists[0].get(k - 1).map_or(f32::INFINITY, |n| n.dist);
         let rest = exact_second_round(&order, kth);
-        let more = self.ask(&rest, |idx| ExactSearcher::new(idx).knn(q, k));
+        let more = self.ask(&rest, |idx| ExactSearcher::new(idx).knn_within(q, k, kth));
         lists.extend(gather(more, q, &mut stats)?);
         Ok((merge_answers(&lists, k), stats))
     }
