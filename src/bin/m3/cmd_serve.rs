@@ -158,6 +158,19 @@ impl LimitArgs {
     }
 }
 
+/// Opens the sharded index of `--index` with its fan-out pool (`--shard-threads`).
+fn open_sharded(args: &ServeArgs) -> anyhow::Result<ShardedIndex> {
+    let mut s = ShardedIndex::open(&args.index, args.io, &ReaderOptions::default())
+        .with_context(|| format!("opening sharded index {}", args.index.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let fanout = match args.shard_threads {
+        0 => s.n_shards().min(cores),
+        t => t,
+    };
+    s.set_fanout_threads(fanout)?;
+    Ok(s)
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     crate::common::recover_index("serve", &args.index);
@@ -173,14 +186,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let sharded = m3::search::is_sharded(&args.index);
     let (index, served) = if sharded {
-        let mut s = ShardedIndex::open(&args.index, args.io, &ReaderOptions::default())
-            .with_context(|| format!("opening sharded index {}", args.index.display()))?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let fanout = match args.shard_threads {
-            0 => s.n_shards().min(cores),
-            t => t,
-        };
-        s.set_fanout_threads(fanout)?;
+        let s = open_sharded(&args)?;
         if args.verify == VerifyMode::Full {
             for i in 0..s.n_shards() {
                 let dir = s.router().shard_dir(i);
