@@ -450,6 +450,13 @@ fn two_base_files_give_the_shards_of_their_concatenation_and_mismatched_files_ar
         );
     }
     // An assign task given another list of files than the model's is refused.
-    let e = stage_assign(&work2, Some(&[a.clone()]), 0..10, &pool, &Silent).unwrap_err();
+    let e = stage_assign(
+        &work2,
+        Some(std::slice::from_ref(&a)),
+        0..10,
+        &pool,
+        &Silent,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("model was trained on"), "{e}");
 }

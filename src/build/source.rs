@@ -251,22 +251,22 @@ impl ConcatFiles {
         let mut starts = vec![0u64];
         for p in paths {
             let f = VectorFile::open(p)?;
-            if let Some(first) = files.first() {
-                if (f.dim(), f.dtype()) != (first.dim(), first.dtype()) {
-                    return Err(BuildError::param(
-                        "base",
-                        format!(
-                            "{} holds {}-d {} vectors, but {} holds {}-d {}: every base file \
+            if let Some(first) = files.first()
+                && (f.dim(), f.dtype()) != (first.dim(), first.dtype())
+            {
+                return Err(BuildError::param(
+                    "base",
+                    format!(
+                        "{} holds {}-d {} vectors, but {} holds {}-d {}: every base file \
                              must have the same dimension and element type",
-                            p.display(),
-                            f.dim(),
-                            f.dtype(),
-                            first.path().display(),
-                            first.dim(),
-                            first.dtype()
-                        ),
-                    ));
-                }
+                        p.display(),
+                        f.dim(),
+                        f.dtype(),
+                        first.path().display(),
+                        first.dim(),
+                        first.dtype()
+                    ),
+                ));
             }
             starts.push(starts[starts.len() - 1] + f.rows());
             files.push(f);
