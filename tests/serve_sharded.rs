@@ -1,5 +1,6 @@
 //! `m3 serve` of a sharded index with every shard local (loopback only, bounded in time): the
-//! server's answers equal `ShardedIndex::search` and `exact` in this process, the write
+//! server's answers equal `ShardedIndex::search` and `exact` in this process (with a query's
+//! shards run one after the other or concurrently on a fan-out pool), the write
 //! endpoints answer 403 naming why, and `m3 serve --index SHARDED` in a separate process
 //! answers the same over HTTP and exits 0 on SIGTERM.
 
@@ -108,6 +109,37 @@ fn serve_a_sharded_index_answers_like_the_library_and_refuses_writes() {
         Ok(h) => h.shutdown().unwrap_err().to_string(),
     };
     assert!(refused.contains("sharded index"), "{refused}");
+}
+
+#[test]
+fn a_server_running_a_query_s_shards_concurrently_answers_like_one_after_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sequential = sharded(tmp.path());
+    let p = params();
+    let want = library(&sequential, &p, 20, false);
+    let want_exact = library(&sequential, &p, 10, true);
+    let mut concurrent = ShardedIndex::open(
+        &tmp.path().join("sharded"),
+        IoBackend::Pread,
+        &ReaderOptions::default(),
+    )
+    .unwrap();
+    concurrent.set_fanout_threads(2).unwrap();
+    let mut read_only = config();
+    read_only.updates = false;
+    let server = ServerHandle::start_served(
+        Served::Sharded(Arc::new(concurrent)),
+        read_only,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let addr = server.addr();
+    assert_eq!(
+        ids(addr, &request(20, Some(Knobs::from_params(&p)), false)),
+        want
+    );
+    assert_eq!(ids(addr, &request(10, None, true)), want_exact);
+    server.shutdown().unwrap();
 }
 
 #[test]

@@ -250,12 +250,18 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
     let cli = tmp.path().join("cli");
     let p = &set.params;
     let train = p.train_queries.as_ref().unwrap();
+    // The CLI reads the base as two files (rows 0..2500 and 2500..6000), repeated --base.
+    let (a, b) = (tmp.path().join("cli-a.fbin"), tmp.path().join("cli-b.fbin"));
+    m3::data::format::write_matrix(&a, set.base.view().slice_rows(0, 2500)).unwrap();
+    m3::data::format::write_matrix(&b, set.base.view().slice_rows(2500, N as usize)).unwrap();
     m3(&[
         "build".as_ref(),
         "--stage".as_ref(),
         "train".as_ref(),
         "--base".as_ref(),
-        &os(&p.base),
+        &os(&a),
+        "--base".as_ref(),
+        &os(&b),
         "--train-queries".as_ref(),
         &os(train),
         "--metric".as_ref(),
@@ -287,7 +293,9 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
             "--work".as_ref(),
             &os(&work),
             "--base".as_ref(),
-            &os(&p.base),
+            &os(&a),
+            "--base".as_ref(),
+            &os(&b),
             "--rows".as_ref(),
             rows.as_ref(),
             "--threads".as_ref(),
@@ -330,4 +338,125 @@ fn the_cli_stages_in_separate_processes_write_the_bytes_of_the_library_and_verif
         "4".as_ref(),
     ]);
     assert!(out.contains("shards_touched = "), "{out}");
+    // Exact, range and bench on the sharded index, from the command line.
+    let gt = tmp.path().join("gt.ibin");
+    m3(&[
+        "gt".as_ref(),
+        "--base".as_ref(),
+        &os(&p.base),
+        "--queries".as_ref(),
+        &os(&set.queries_path),
+        "--k".as_ref(),
+        "10".as_ref(),
+        "--metric".as_ref(),
+        "l2".as_ref(),
+        "--out".as_ref(),
+        &os(&gt),
+    ]);
+    let index_args = |cmd: &str| -> Vec<std::ffi::OsString> {
+        vec![
+            cmd.into(),
+            "--index".into(),
+            os(&cli),
+            "--queries".into(),
+            os(&set.queries_path),
+            "--threads".into(),
+            "2".into(),
+        ]
+    };
+    let run = |cmd: &str, extra: &[&str]| -> String {
+        let mut args = index_args(cmd);
+        args.extend(extra.iter().map(std::ffi::OsString::from));
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        m3(&refs)
+    };
+    let out = run("search", &["--exact", "--gt", gt.to_str().unwrap()]);
+    assert!(out.contains("recall@10 = 1.0000"), "{out}");
+    let out = run("range", &["--radius", "1.0"]);
+    assert!(
+        out.contains("shards_touched = ") && out.contains("results: "),
+        "{out}"
+    );
+    let gt_arg = gt.to_str().unwrap();
+    let out = run("bench", &["--gt", gt_arg, "--sweep", "nprobe=2,4"]);
+    assert_eq!(out.matches("shards touched").count(), 2, "{out}");
+    let out = run("bench", &["--gt", gt_arg, "--exact", "--json"]);
+    let point: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(point["recall_at_k"], 1.0, "{out}");
+    assert!(
+        point["mean_shards_touched"].as_f64().unwrap() <= 4.0,
+        "{out}"
+    );
+    // What the staged build does not implement is refused, not ignored.
+    for (flag, value) in [("--distance", "auto"), ("--ids", "ids.u64bin")] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_m3"))
+            .args(["build", "--stage", "shard", "--shard", "0", "--work"])
+            .arg(&work)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(flag), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn two_base_files_give_the_shards_of_their_concatenation_and_mismatched_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = small_set(tmp.path());
+    let pool = pool();
+    // The same rows in two files, 2,500 + 3,500.
+    let (a, b) = (
+        tmp.path().join("part-a.fbin"),
+        tmp.path().join("part-b.fbin"),
+    );
+    m3::data::format::write_matrix(&a, set.base.view().slice_rows(0, 2500)).unwrap();
+    m3::data::format::write_matrix(&b, set.base.view().slice_rows(2500, N as usize)).unwrap();
+    let mut two = set.params.clone();
+    two.base = a.clone();
+    two.more_base = vec![b.clone()];
+    let (work1, out1) = (tmp.path().join("work-1"), tmp.path().join("out-1"));
+    staged(&set, 3, &ALL, &work1, &out1);
+    let (work2, out2) = (tmp.path().join("work-2"), tmp.path().join("out-2"));
+    stage_train(&two, 3, &work2, &pool, &Silent).unwrap();
+    // Ranges that span the files' border (row 2500), and one given the paths again.
+    let files = [a.clone(), b.clone()];
+    stage_assign(&work2, None, 0..2000, &pool, &Silent).unwrap();
+    stage_assign(&work2, Some(&files), 2000..4100, &pool, &Silent).unwrap();
+    stage_assign(&work2, None, 4100..N, &pool, &Silent).unwrap();
+    for s in 0..3 {
+        stage_shard(&work2, s, None, &pool, &Silent).unwrap();
+    }
+    stage_publish(&work2, &out2).unwrap();
+    assert_eq!(tree_bytes(&out1), tree_bytes(&out2));
+
+    // A file of another dimension, or of another element type, is refused by name.
+    let narrow = tmp.path().join("narrow.fbin");
+    let rows: Vec<f32> = set.base.view().slice_rows(0, 10).as_slice()[..10 * (DIM - 1)].to_vec();
+    m3::data::format::write_matrix(&narrow, Matrix::from_vec(rows, DIM - 1).unwrap().view())
+        .unwrap();
+    let bytes = tmp.path().join("bytes.u8bin");
+    let u8rows = Matrix::from_vec(vec![1u8; 10 * DIM], DIM).unwrap();
+    m3::data::format::write_matrix(&bytes, u8rows.view()).unwrap();
+    for bad in [&narrow, &bytes] {
+        let mut p = set.params.clone();
+        p.more_base = vec![bad.clone()];
+        let e = stage_train(&p, 3, &tmp.path().join("work-bad"), &pool, &Silent).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, m3::build::BuildError::Param { .. })
+                && msg.contains(&bad.display().to_string()),
+            "{msg}"
+        );
+    }
+    // An assign task given another list of files than the model's is refused.
+    let e = stage_assign(
+        &work2,
+        Some(std::slice::from_ref(&a)),
+        0..10,
+        &pool,
+        &Silent,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("model was trained on"), "{e}");
 }

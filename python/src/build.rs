@@ -357,15 +357,30 @@ fn stage_call<'py>(
     py.import("json")?.call_method1("loads", (text,))
 }
 
+/// One path or a list of paths (the base files, rows numbered by concatenation).
+fn base_list(obj: &Bound<'_, PyAny>) -> PyResult<Vec<PathBuf>> {
+    if let Ok(p) = obj.extract::<PathBuf>() {
+        return Ok(vec![p]);
+    }
+    let v: Vec<PathBuf> = obj
+        .extract()
+        .map_err(|_| Error::invalid("base: a path or a list of paths"))?;
+    if v.is_empty() {
+        return Err(Error::invalid("base: an empty list of base files").into());
+    }
+    Ok(v)
+}
+
 /// Stage 1 of the staged build (docs/DISTRIBUTED.md, "Stages"): trains the model of `base`
-/// and plans `shards` shards into the work directory `work`.
+/// (one file, or a list whose rows are numbered by concatenation) and plans `shards` shards
+/// into the work directory `work`.
 #[pyfunction]
 #[pyo3(signature = (base, work, shards, metric = "l2", *, train_queries = None, threads = 0,
     seed = 42, ram_budget_gb = None, progress = None, params = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn stage_train<'py>(
     py: Python<'py>,
-    base: PathBuf,
+    base: &Bound<'py, PyAny>,
     work: PathBuf,
     shards: usize,
     metric: &str,
@@ -379,7 +394,9 @@ pub fn stage_train<'py>(
     let metric: Metric = metric
         .parse()
         .map_err(|e: String| Error::invalid(format!("metric: {e}")))?;
-    let mut p = BuildParams::new(base, metric, work.clone());
+    let mut base = base_list(base)?;
+    let mut p = BuildParams::new(base.remove(0), metric, work.clone());
+    p.more_base = base;
     p.train_queries = train_queries;
     p.seed = seed;
     if let Some(gb) = ram_budget_gb {
@@ -400,7 +417,8 @@ pub fn stage_train<'py>(
 }
 
 /// Stage 2: assigns base rows `start..end` against the model in `work`, one sorted run per
-/// shard. `base` replaces the model's base path (the same file seen from another machine).
+/// shard. `base` (a path or a list) replaces the model's base paths (the same files seen
+/// from another machine).
 #[pyfunction]
 #[pyo3(signature = (work, start, end, *, base = None, threads = 0, progress = None))]
 pub fn stage_assign<'py>(
@@ -408,10 +426,11 @@ pub fn stage_assign<'py>(
     work: PathBuf,
     start: u64,
     end: u64,
-    base: Option<PathBuf>,
+    base: Option<&Bound<'py, PyAny>>,
     threads: i64,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let base = base.map(base_list).transpose()?;
     let pool = crate::query::pool(threads)?;
     let obs = observer(progress);
     stage_call(py, || {
@@ -432,10 +451,11 @@ pub fn stage_shard<'py>(
     py: Python<'py>,
     work: PathBuf,
     shard: usize,
-    base: Option<PathBuf>,
+    base: Option<&Bound<'py, PyAny>>,
     threads: i64,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let base = base.map(base_list).transpose()?;
     let pool = crate::query::pool(threads)?;
     let obs = observer(progress);
     stage_call(py, || {

@@ -145,6 +145,60 @@ impl PyShardRouter {
         })
     }
 
+    /// For every row of `queries`: the shards holding records, best bound first, as
+    /// `(shard, bound)`: the shard's bound on the query's distance to any of its vectors, in
+    /// the metric's natural unit (squared L2: a lower bound on the distance; inner product and
+    /// cosine: an upper bound on the similarity). Exact k-NN asks the first shard, then only
+    /// the shards whose bound can beat the k-th distance it returned.
+    fn exact_order<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Vec<(usize, f32)>>> {
+        let index = self.inner.index();
+        let metric = index.metric();
+        let q = crate::query::queries(index, queries, None)?;
+        let view = q.view()?;
+        let router = &self.inner;
+        py.detach(|| {
+            fenced(|| {
+                let mut ex = m3::search::ExactSearcher::new(index);
+                (0..view.rows())
+                    .map(|qi| {
+                        let order = router.shard_bounds(&mut ex, view.row(qi))?;
+                        Ok(order
+                            .into_iter()
+                            .map(|(s, b)| (s, metric.to_natural(b)))
+                            .collect())
+                    })
+                    .collect::<Result<Vec<_>, Error>>()
+            })
+        })
+    }
+
+    /// For every row of `queries`: the shards (ascending) a range search of `radius` (the
+    /// metric's natural unit, as `Index.range`) must ask: those with a cluster whose bound
+    /// is within the radius.
+    fn range_route<'py>(
+        &self,
+        py: Python<'py>,
+        queries: &Bound<'py, PyAny>,
+        radius: f32,
+    ) -> PyResult<Vec<Vec<usize>>> {
+        let index = self.inner.index();
+        let q = crate::query::queries(index, queries, None)?;
+        let view = q.view()?;
+        let router = &self.inner;
+        py.detach(|| {
+            fenced(|| {
+                let mut ex = m3::search::ExactSearcher::new(index);
+                (0..view.rows())
+                    .map(|qi| Ok(router.range_shards(&mut ex, view.row(qi), radius)?))
+                    .collect::<Result<Vec<_>, Error>>()
+            })
+        })
+    }
+
     /// Shards S.
     #[getter]
     fn n_shards(&self) -> usize {

@@ -167,6 +167,65 @@ def test_ray_staged_build_equals_the_stages_in_one_process_and_recalls_like_the_
         index.close()
 
 
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_exact_and_range_ask_the_shards_their_bounds_allow_and_answer_like_brute_force(
+        local_ray, data, metric):
+    d, base, queries = data
+    out = d / f"bounds-{metric}"
+    md.build(d / "base.npy", out, SHARDS, metric=metric, seed=SEED, threads=1, params=BUILD,
+             progress=False)
+    truth, tdist = m3.gt(base, queries, k=10, metric=metric)
+    router = m3.ShardRouter(out)
+    orders = router.exact_order(queries)
+    assert all(sorted(s for s, _ in o) == sorted(set(s for s, _ in o)) for o in orders)
+    index = md.Index(out, timeout_s=60)
+    try:
+        ids, dists = index.search(queries, k=10, exact=True)
+        assert (ids == truth).all()
+        asked = index.last_stats["shards_touched"]
+        assert asked.min() >= 1 and asked.max() <= SHARDS
+        # The brute-force range answer at each query's 10th distance, from the same routes.
+        radius = float(np.median(tdist[:, -1]))
+        lims, rids, _ = index.range(queries, radius=radius)
+        routes = router.range_route(queries, radius)
+        assert [len(r) for r in routes] == list(index.last_stats["shards_touched"])
+        if metric == "l2":
+            full = ((queries[:, None, :] - base[None, :, :]) ** 2).sum(-1)
+            inside = full <= radius
+        else:
+            full = queries @ base.T
+            inside = full >= radius
+        border = np.abs(full - radius) <= 1e-4 * max(1.0, abs(radius))
+        for i in range(len(queries)):
+            got = set(rids[lims[i]:lims[i + 1]].tolist())
+            sure = set(np.flatnonzero(inside[i] & ~border[i]).tolist())
+            maybe = set(np.flatnonzero(inside[i] | border[i]).tolist())
+            assert sure <= got <= maybe, i
+        print(f"{metric}: shards asked per query, exact {asked.mean():.2f}, range "
+              f"{np.mean([len(r) for r in routes]):.2f} of {SHARDS}")
+    finally:
+        index.close()
+
+
+def test_several_base_files_build_the_shards_of_their_concatenation(local_ray, data):
+    d, base, _ = data
+    np.save(d / "part-a.npy", base[:1500])
+    np.save(d / "part-b.npy", base[1500:])
+    one, two = d / "from-one", d / "from-two"
+    md.build(d / "base.npy", one, SHARDS, metric="l2", seed=SEED, threads=1, params=BUILD,
+             ranges=1, progress=False)
+    # Three row ranges over two files: the middle one spans their border.
+    md.build([d / "part-a.npy", d / "part-b.npy"], two, SHARDS, metric="l2", seed=SEED,
+             threads=1, params=BUILD, ranges=3, progress=False)
+    assert tree(one) == tree(two)
+    np.save(d / "narrow.npy", base[:10, :-1])
+    with pytest.raises(m3.InvalidInput, match="narrow.npy"):
+        m3.stage_train([d / "base.npy", d / "narrow.npy"], d / "bad.work", SHARDS, "l2")
+    with pytest.raises(m3.InvalidInput, match="cut"):
+        md.build([d / "part-a.npy", d / "part-b.npy"], d / "cut2", SHARDS, method="cut",
+                 progress=False)
+
+
 def test_a_killed_assign_task_and_a_killed_shard_task_are_retried(local_ray, data, m3_cli):
     d, _, _ = data
     kills = [("assign", 1, str(d / "assign-killed")), ("shard", 2, str(d / "shard-killed"))]

@@ -13,6 +13,10 @@ use crate::route::RoutingParams;
 pub struct BuildParams {
     /// The base file; ignored when `blocks` is set.
     pub base: PathBuf,
+    /// Further base files whose rows follow `base`'s, in order (rows numbered by
+    /// concatenation; each with `base`'s dimension and element type).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_base: Vec<PathBuf>,
     /// A multi-vector base: one file per block (DESIGN §4.6), instead of `base`.
     pub blocks: Option<BlockParams>,
     /// Distance the index answers in.
@@ -132,7 +136,10 @@ impl BuildParams {
     pub fn inputs(&self) -> Vec<&std::path::Path> {
         let mut v: Vec<&std::path::Path> = match &self.blocks {
             Some(b) => b.blocks.iter().map(|b| b.path.as_path()).collect(),
-            None => vec![self.base.as_path()],
+            None => std::iter::once(&self.base)
+                .chain(&self.more_base)
+                .map(PathBuf::as_path)
+                .collect(),
         };
         v.extend(self.train_queries.as_deref());
         v.extend(self.ids.as_deref());
@@ -143,6 +150,7 @@ impl BuildParams {
     pub fn new(base: PathBuf, metric: Metric, out: PathBuf) -> Self {
         Self {
             base,
+            more_base: Vec::new(),
             blocks: None,
             metric,
             out,

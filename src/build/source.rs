@@ -17,6 +17,8 @@ use crate::multivec::{BlockFiles, BlockLayout};
 #[derive(Debug)]
 pub enum BaseSource {
     Single(VectorFile),
+    /// Several files read as one, rows numbered by concatenation (`params.more_base`).
+    Concat(ConcatFiles),
     Blocks {
         files: BlockFiles,
         /// Block scales c_b, once known (after the statistics pass).
@@ -28,7 +30,16 @@ impl BaseSource {
     /// Opens `params.blocks` when set, else `params.base`.
     pub fn open(params: &BuildParams) -> Result<Self, BuildError> {
         match &params.blocks {
+            None if !params.more_base.is_empty() => {
+                let mut paths = vec![params.base.as_path()];
+                paths.extend(params.more_base.iter().map(PathBuf::as_path));
+                Ok(Self::Concat(ConcatFiles::open(&paths)?))
+            }
             None => Ok(Self::Single(VectorFile::open(&params.base)?)),
+            Some(_) if !params.more_base.is_empty() => Err(BuildError::param(
+                "base",
+                "several base files and --block do not go together",
+            )),
             Some(b) => {
                 let pairs: Vec<(String, PathBuf)> = b
                     .blocks
@@ -56,6 +67,7 @@ impl BaseSource {
     pub fn rows(&self) -> u64 {
         match self {
             Self::Single(f) => f.rows(),
+            Self::Concat(c) => c.rows(),
             Self::Blocks { files, .. } => files.rows(),
         }
     }
@@ -64,6 +76,7 @@ impl BaseSource {
     pub fn dim(&self) -> usize {
         match self {
             Self::Single(f) => f.dim(),
+            Self::Concat(c) => c.files[0].dim(),
             Self::Blocks { files, .. } => files.dim(),
         }
     }
@@ -71,7 +84,7 @@ impl BaseSource {
     /// The blocks of a multi-vector base.
     pub fn layout(&self) -> Option<&BlockLayout> {
         match self {
-            Self::Single(_) => None,
+            Self::Single(_) | Self::Concat(_) => None,
             Self::Blocks { files, .. } => Some(files.layout()),
         }
     }
@@ -80,6 +93,7 @@ impl BaseSource {
     pub fn path(&self) -> &Path {
         match self {
             Self::Single(f) => f.path(),
+            Self::Concat(c) => c.files[0].path(),
             Self::Blocks { files, .. } => files.path(0),
         }
     }
@@ -96,6 +110,7 @@ impl BaseSource {
     pub fn stored_dtype(&self, metric: Metric) -> DType {
         match self {
             Self::Single(f) if metric != Metric::Cosine => f.dtype(),
+            Self::Concat(c) if metric != Metric::Cosine => c.files[0].dtype(),
             _ => DType::F32,
         }
     }
@@ -114,6 +129,18 @@ impl BaseSource {
             Self::Single(f) => {
                 if metric == Metric::Cosine {
                     validate::check_nonzero(file.unwrap_or(f.path()), first, rows.view())?;
+                    super::normalize_rows(rows);
+                }
+            }
+            Self::Concat(c) => {
+                if metric == Metric::Cosine {
+                    for (f, local, at, n) in c.segments(first, rows.rows()) {
+                        let part = rows.view().slice_rows(at, at + n);
+                        match file {
+                            Some(p) => validate::check_nonzero(p, first + at as u64, part)?,
+                            None => validate::check_nonzero(c.files[f].path(), local, part)?,
+                        }
+                    }
                     super::normalize_rows(rows);
                 }
             }
@@ -143,6 +170,7 @@ impl BaseSource {
                 f.read_rows_f32(first, count, &mut v)?;
                 Matrix::from_vec(v, f.dim())?
             }
+            Self::Concat(c) => c.read(first, count, VectorFile::read_rows_f32)?,
             Self::Blocks { files, .. } => files.read_rows_f32(first, count)?,
         };
         self.prepare_rows(&mut m, first, metric, None)?;
@@ -195,11 +223,102 @@ impl BaseSource {
                 f.read_rows::<T>(first, count, &mut v)?;
                 Ok(Matrix::from_vec(v, f.dim())?)
             }
+            Self::Concat(c) => c.read(first, count, VectorFile::read_rows::<T>),
             Self::Blocks { .. } => Err(BuildError::param(
                 "blocks",
                 "multi-vector bases are stored as f32",
             )),
         }
+    }
+}
+
+/// Several vector files read as one base: the rows of each follow the rows of the one
+/// before (row `r` of file `i` is base row `starts[i] + r`). Every file has the first's
+/// dimension and element type.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ConcatFiles {
+    files: Vec<VectorFile>,
+    /// First base row of each file, and the total rows last.
+    starts: Vec<u64>,
+}
+
+impl ConcatFiles {
+    /// Opens `paths` in order; a file whose dimension or element type differs from the
+    /// first's is refused by name.
+    pub fn open(paths: &[&Path]) -> Result<Self, BuildError> {
+        let mut files: Vec<VectorFile> = Vec::with_capacity(paths.len());
+        let mut starts = vec![0u64];
+        for p in paths {
+            let f = VectorFile::open(p)?;
+            if let Some(first) = files.first()
+                && (f.dim(), f.dtype()) != (first.dim(), first.dtype())
+            {
+                return Err(BuildError::param(
+                    "base",
+                    format!(
+                        "{} holds {}-d {} vectors, but {} holds {}-d {}: every base file \
+                             must have the same dimension and element type",
+                        p.display(),
+                        f.dim(),
+                        f.dtype(),
+                        first.path().display(),
+                        first.dim(),
+                        first.dtype()
+                    ),
+                ));
+            }
+            starts.push(starts[starts.len() - 1] + f.rows());
+            files.push(f);
+        }
+        if files.is_empty() {
+            return Err(BuildError::param("base", "no base file given"));
+        }
+        Ok(Self { files, starts })
+    }
+
+    /// Rows of all files together.
+    pub fn rows(&self) -> u64 {
+        self.starts[self.files.len()]
+    }
+
+    /// The parts of base rows `first .. first + count`: (file, its first row there, position
+    /// in the range, rows), in order.
+    fn segments(&self, first: u64, count: usize) -> Vec<(usize, u64, usize, usize)> {
+        let end = first + count as u64;
+        let mut out = Vec::new();
+        for (i, w) in self.starts.windows(2).enumerate() {
+            let (a, b) = (w[0].max(first), w[1].min(end));
+            if a < b {
+                out.push((i, a - w[0], (a - first) as usize, (b - a) as usize));
+            }
+        }
+        out
+    }
+
+    /// Base rows `first .. first + count`, read file by file with `read`; a range past the
+    /// end is refused by the last file.
+    fn read<T: Element>(
+        &self,
+        first: u64,
+        count: usize,
+        read: impl Fn(&VectorFile, u64, usize, &mut Vec<T>) -> Result<(), crate::data::DataError>,
+    ) -> Result<Matrix<T>, BuildError> {
+        let dim = self.files[0].dim();
+        let last = self.files.len() - 1;
+        if first + count as u64 > self.rows() {
+            // Let the last file name the bad range in its own rows.
+            let local = first.saturating_sub(self.starts[last]);
+            let mut v = Vec::new();
+            read(&self.files[last], local, count, &mut v)?;
+        }
+        let mut all = Vec::with_capacity(count * dim);
+        let mut part = Vec::new();
+        for (f, local, _, n) in self.segments(first, count) {
+            read(&self.files[f], local, n, &mut part)?;
+            all.extend_from_slice(&part);
+        }
+        Ok(Matrix::from_vec(all, dim)?)
     }
 }
 

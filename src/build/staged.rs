@@ -113,7 +113,7 @@ pub fn stage_train(
     if params.blocks.is_some() || params.ids.is_some() {
         return Err(BuildError::param(
             "base",
-            "the staged build takes one base file (no blocks, no user ids)",
+            "the staged build takes no multi-vector blocks and no user ids",
         ));
     }
     let mut run = Run::new(params, pool, obs);
@@ -283,15 +283,20 @@ impl Model {
         })
     }
 
-    /// The build parameters, the base replaced by `base` when given (another machine's path
-    /// to the same file), which is opened and checked against the model's shape.
+    /// The build parameters, the base files replaced by `base` when given (another
+    /// machine's paths to the same files, in the same order), which are opened and checked
+    /// against the model's shape.
     pub(super) fn open_base(
         &self,
-        base: Option<&Path>,
+        base: Option<&[PathBuf]>,
     ) -> Result<(BuildParams, BaseSource), BuildError> {
         let mut params = self.facts.params.clone();
         if let Some(b) = base {
-            params.base = b.to_path_buf();
+            let Some((first, more)) = b.split_first() else {
+                return Err(BuildError::param("base", "an empty list of base files"));
+            };
+            params.base = first.clone();
+            params.more_base = more.to_vec();
         }
         let source = BaseSource::open(&params)?;
         let shape = self.facts.shape;
@@ -319,10 +324,10 @@ pub(super) fn runs_dir(work: &Path, shard: usize) -> PathBuf {
 
 /// Stage 2: assigns base rows `rows` against the model of `work` and writes one sorted run
 /// per shard, `runs/shard-NNN/rows-A-B.run` (each under a temporary name, fsynced, then
-/// renamed; running it again writes the same bytes). `base` replaces the model's base path.
+/// renamed; running it again writes the same bytes). `base` replaces the model's base paths.
 pub fn stage_assign(
     work: &Path,
-    base: Option<&Path>,
+    base: Option<&[PathBuf]>,
     rows: std::ops::Range<u64>,
     pool: &rayon::ThreadPool,
     obs: &dyn BuildObserver,

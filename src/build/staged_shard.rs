@@ -50,11 +50,11 @@ fn topk_path(work: &Path, shard: usize) -> PathBuf {
 /// Stage 3: builds shard `shard` from its runs (all row ranges, which must cover the base
 /// exactly once) into `work/shards/shard-NNN` (published crash-safely; running it again
 /// writes the same bytes), and its training queries' local answers beside it. `base`
-/// replaces the model's base path.
+/// replaces the model's base paths.
 pub fn stage_shard(
     work: &Path,
     shard: usize,
-    base: Option<&Path>,
+    base: Option<&[PathBuf]>,
     pool: &rayon::ThreadPool,
     obs: &dyn BuildObserver,
 ) -> Result<BuildSummary, BuildError> {

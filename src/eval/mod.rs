@@ -28,7 +28,7 @@ pub use calibrate::{
     Calibration, CalibrationBase, CalibrationParams, CalibrationPoint, calibrate, partner_hits,
     read_partners,
 };
-pub use point::{BenchPoint, evaluate};
+pub use point::{BenchPoint, evaluate, evaluate_sharded};
 pub use queries::{QuerySet, QuerySource, read_query_rows};
 pub use sweep::{Sweep, SweepError, sweep_points};
 pub use tune::{TuneParams, tune};

@@ -4,8 +4,8 @@
 use crate::data::{GroundTruth, MatrixView};
 use crate::exact::recall_at_k;
 use crate::search::{
-    BatchOptions, Index, QueryStats, RerankDistance, SearchError, SearchParams, results_table,
-    search_batch,
+    BatchOptions, Index, QueryStats, RerankDistance, SearchError, SearchParams, ShardedIndex,
+    ShardedStats, results_table, search_batch, search_sharded_batch,
 };
 use crate::stats::percentile;
 
@@ -48,6 +48,12 @@ pub struct BenchPoint {
     pub io_backend: String,
     /// Queries measured.
     pub queries: usize,
+    /// Sharded index: shards asked per query (absent for one index).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_shards_touched: Option<f64>,
+    /// Sharded index: payload bytes between router and shards per query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_bytes_moved: Option<f64>,
 }
 
 /// Searches `queries` with `params` on `pool` (`options`: queries in flight per thread) and
@@ -92,5 +98,60 @@ pub fn evaluate(
         mean_anchors_scored: mean(&|s| s.anchors_scored),
         io_backend: index.reader_info().backend.to_string(),
         queries: nq,
+        mean_shards_touched: None,
+        mean_bytes_moved: None,
+    })
+}
+
+/// [`evaluate`] on a sharded index with every shard local ([`search_sharded_batch`]: each
+/// worker thread routes a query and asks its shards), with the shards touched and the bytes
+/// moved per query; `exact` measures exact k-NN instead (the knobs are then unused).
+pub fn evaluate_sharded(
+    index: &ShardedIndex,
+    queries: MatrixView<'_, f32>,
+    gt: &GroundTruth,
+    params: &SearchParams,
+    exact: bool,
+    pool: &rayon::ThreadPool,
+) -> Result<BenchPoint, SearchError> {
+    let k = params.k;
+    let what = exact.then_some(crate::search::ExactQuery::Knn(k));
+    let res = search_sharded_batch(index, queries, params, what, pool)?;
+    let router = index.shard(0);
+    let metric = router.metric();
+    let nq = res.results.len();
+    let table = results_table(&res.results, params, metric)?;
+    let lccmd = matches!(params.distance, RerankDistance::LcCmd { .. });
+    let tie_dists = table.dists.as_ref().filter(|_| !lccmd).map(|d| d.view());
+    let recall = recall_at_k(table.ids.view(), tie_dists, gt, k, metric)?;
+    let mean = |f: &dyn Fn(&ShardedStats) -> u64| {
+        res.stats.iter().map(f).sum::<u64>() as f64 / nq.max(1) as f64
+    };
+    Ok(BenchPoint {
+        system: if exact {
+            "m3-sharded-exact"
+        } else {
+            "m3-sharded"
+        }
+        .into(),
+        params: params.clone(),
+        recall_at_k: recall.mean,
+        k,
+        qps: nq as f64 / res.seconds,
+        threads: pool.current_num_threads(),
+        inflight: 1,
+        lat_p50_us: percentile(&res.latencies_us, 50.0),
+        lat_p99_us: percentile(&res.latencies_us, 99.0),
+        mean_ios: mean(&|s| s.query.reads),
+        mean_read_bytes: mean(&|s| s.query.bytes),
+        mean_io_rounds: mean(&|s| s.query.io_rounds),
+        mean_dist_comps: mean(&|s| s.query.dist_comps),
+        mean_pq_scored: mean(&|s| s.query.pq_scored),
+        mean_clusters: mean(&|s| s.query.clusters_probed),
+        mean_anchors_scored: mean(&|s| s.query.anchors_scored),
+        io_backend: router.reader_info().backend.to_string(),
+        queries: nq,
+        mean_shards_touched: Some(mean(&|s| s.shards_touched)),
+        mean_bytes_moved: Some(mean(&|s| s.bytes_moved)),
     })
 }

@@ -153,6 +153,19 @@ impl<'a> ExactSearcher<'a> {
     /// The true `k` nearest vectors of `q` (ids and internal distances, best first; equal
     /// distances may resolve to either id) and what finding them cost.
     pub fn knn(&mut self, q: &[f32], k: usize) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
+        self.knn_within(q, k, f32::INFINITY)
+    }
+
+    /// [`Self::knn`] of the vectors within `radius` (internal units) only: the true `k`
+    /// nearest among them, fewer when fewer are that near. Every bound prunes against the
+    /// radius from the start (the second round of a sharded exact query passes the k-th
+    /// distance another shard already found).
+    pub fn knn_within(
+        &mut self,
+        q: &[f32],
+        k: usize,
+        radius: f32,
+    ) -> Result<(Vec<Neighbor>, QueryStats), SearchError> {
         let idx = self.index;
         idx.check_query_as(0, q, exact_scoring(self.block_weights.as_deref()))?;
         if k == 0 {
@@ -183,7 +196,7 @@ impl<'a> ExactSearcher<'a> {
             0,
             self.params.warm_clusters,
             &mut upper,
-            f32::INFINITY,
+            radius,
             None,
             &mut stats,
         );
@@ -202,7 +215,7 @@ impl<'a> ExactSearcher<'a> {
         // estimate first, or, when the bounds left more than a batch (weak pruning: high
         // intrinsic dimension, absent blocks), in record order, so that every sector is read
         // once, in long runs, instead of again for each record it holds.
-        let tight = results.threshold();
+        let tight = results.threshold().min(radius);
         self.collect(visited, usize::MAX, &mut upper, tight, None, &mut stats);
         if self.candidates.len() > self.params.max_batch.max(1) {
             self.candidates.sort_unstable_by_key(|c| c.record);
@@ -211,12 +224,12 @@ impl<'a> ExactSearcher<'a> {
         }
         let mut next = 0;
         loop {
-            let radius = upper.threshold().min(results.threshold());
+            let bound = upper.threshold().min(results.threshold()).min(radius);
             self.batch.clear();
             while next < self.candidates.len() && self.batch.len() < self.params.max_batch.max(1) {
                 let c = self.candidates[next];
                 next += 1;
-                if c.lower <= radius {
+                if c.lower <= bound {
                     self.batch.push(c.record);
                 }
             }
@@ -225,7 +238,45 @@ impl<'a> ExactSearcher<'a> {
             }
             self.read_offer(&mut stats, &mut results, &mut ids)?;
         }
-        Ok((results.into_sorted(), stats))
+        let mut found = results.into_sorted();
+        found.retain(|n| n.dist <= radius);
+        Ok((found, stats))
+    }
+
+    /// Per cluster of the index, a lower bound (internal units) on the distance of `q` to
+    /// every vector within `radii[c] = [r_min, r_max]` of centroid `c`, the same bound the
+    /// cluster order of [`Self::knn`] and [`Self::range`] prunes by; `+∞` where `radii[c]` is
+    /// `None` (the cluster holds nothing). The router of a sharded index ranks shards with it:
+    /// the centroids are global, the radii come from the shard owning each cluster.
+    pub fn cluster_bounds(
+        &mut self,
+        q: &[f32],
+        radii: &[Option<[f32; 2]>],
+    ) -> Result<Vec<f32>, SearchError> {
+        let idx = self.index;
+        idx.check_query_as(0, q, exact_scoring(self.block_weights.as_deref()))?;
+        if radii.len() != idx.n_clusters() {
+            return Err(SearchError::Param {
+                name: "radii",
+                what: format!(
+                    "{} radii for an index of {} clusters",
+                    radii.len(),
+                    idx.n_clusters()
+                ),
+            });
+        }
+        self.prepare(q)?;
+        let bound = self.bounds();
+        Ok(radii
+            .iter()
+            .enumerate()
+            .map(|(c, r)| match r {
+                Some([r_min, r_max]) => {
+                    bound.cluster(self.centroid_dist[c], idx.centroid_norms[c], *r_min, *r_max)
+                }
+                None => f32::INFINITY,
+            })
+            .collect())
     }
 
     fn sort_candidates_by_estimate(&mut self) {

@@ -37,5 +37,5 @@ pub use query::{QueryStep, RoutePlan, Searcher};
 pub use results::results_table;
 pub use sharded::{
     REQUEST_KNOB_BYTES, RESULT_BYTES, ShardRouter, ShardedBatch, ShardedIndex, ShardedStats,
-    is_sharded, merge_answers, open_shard, search_sharded_batch,
+    exact_second_round, is_sharded, merge_answers, open_shard, search_sharded_batch,
 };

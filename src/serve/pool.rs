@@ -119,9 +119,10 @@ impl WorkerPool {
     }
 
     /// The workers of a sharded index with every shard local: each routes a query, asks the
-    /// shards it needs one after the other on its own searchers and merges their answers
-    /// (`ShardedIndex::search`); exact and range queries ask every shard. One query at a
-    /// time per worker; a panic fails that query and the worker goes on with new searchers.
+    /// shards it needs on its own searchers (concurrently on the index's fan-out pool when
+    /// it has one, `ShardedIndex::set_fanout_threads`) and merges their answers
+    /// (`ShardedIndex::search`, `exact`, `range`). One query at a time per worker; a panic
+    /// fails that query and the worker goes on with new searchers.
     pub fn start_sharded(
         sharded: Arc<ShardedIndex>,
         workers: usize,

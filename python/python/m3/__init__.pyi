@@ -1,7 +1,7 @@
 """Type stubs of the Python package ``m3`` (M³, a disk-resident vector index engine)."""
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -171,7 +171,7 @@ def publish_shards(index: _Path, out: _Path, shards: int, *, seed: int = 42) -> 
     """Checks the shards written in ``out`` and writes ``out/shards.m3`` last."""
 
 def stage_train(
-    base: _Path,
+    base: Union[_Path, Sequence[_Path]],
     work: _Path,
     shards: int,
     metric: str = "l2",
@@ -183,26 +183,26 @@ def stage_train(
     progress: Optional[Callable[[str, int, int], None]] = None,
     params: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Staged build, stage 1: trains the model of the base file ``base`` and plans
-    ``shards`` shards into the work directory ``work`` (docs/DISTRIBUTED.md, "Stages")."""
+    """Staged build, stage 1: trains the model of the base file ``base`` (or of a list of
+    files, rows numbered by concatenation) and plans ``shards`` shards into the work directory ``work`` (docs/DISTRIBUTED.md, "Stages")."""
 
 def stage_assign(
     work: _Path,
     start: int,
     end: int,
     *,
-    base: Optional[_Path] = None,
+    base: Optional[Union[_Path, Sequence[_Path]]] = None,
     threads: int = 0,
     progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> Dict[str, Any]:
     """Stage 2: assigns base rows ``start..end`` against the model, one sorted run per shard
-    (a retry writes the same bytes). ``base``: the base file's path on this machine."""
+    (a retry writes the same bytes). ``base``: the base files' paths on this machine."""
 
 def stage_shard(
     work: _Path,
     shard: int,
     *,
-    base: Optional[_Path] = None,
+    base: Optional[Union[_Path, Sequence[_Path]]] = None,
     threads: int = 0,
     progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> Dict[str, Any]:
@@ -231,6 +231,12 @@ class ShardRouter:
     ) -> List[List[int]]:
         """For every query, the shards (ascending) that own a cluster it probes or store an
         answer of one of its nearest training queries."""
+    def exact_order(self, queries: npt.ArrayLike) -> List[List[Tuple[int, float]]]:
+        """For every query, the shards holding records, best bound first, as ``(shard,
+        bound)`` in the metric's natural unit (squared L2: a lower bound on the distance;
+        inner product, cosine: an upper bound on the similarity)."""
+    def range_route(self, queries: npt.ArrayLike, radius: float) -> List[List[int]]:
+        """For every query, the shards (ascending) a range search of ``radius`` must ask."""
     def shard_dir(self, s: int) -> "os.PathLike[str]":
         """The directory of shard ``s``."""
     def __len__(self) -> int: ...

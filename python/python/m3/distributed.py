@@ -114,14 +114,22 @@ def _wait(ray: Any, refs: List[Any], stage: str, progress: Optional[Callable]) -
     return ray.get(refs)
 
 
-def _one_base(base_paths: Union[_Path, Sequence[_Path]]) -> str:
+def _base_list(base_paths: Union[_Path, Sequence[_Path]]) -> List[str]:
     if isinstance(base_paths, (str, os.PathLike)):
         base_paths = [base_paths]
-    if len(base_paths) != 1:
+    if len(base_paths) == 0:
+        raise _m3.InvalidInput("base_paths: no base file given")
+    return [os.path.abspath(os.fspath(p)) for p in base_paths]
+
+
+def _one_base(base_paths: Union[_Path, Sequence[_Path]]) -> str:
+    bases = _base_list(base_paths)
+    if len(bases) != 1:
         raise _m3.InvalidInput(
-            f"base_paths: {len(base_paths)} files given; a sharded build reads one base file"
+            f"base_paths: {len(bases)} files given; method='cut' reads one base file "
+            "(the staged build takes several)"
         )
-    return os.fspath(base_paths[0])
+    return bases[0]
 
 
 def _die_once(marker: Optional[str], stray: str) -> None:
@@ -138,14 +146,14 @@ def _die_once(marker: Optional[str], stray: str) -> None:
     os._exit(1)
 
 
-def _train_stage(base: str, work: str, shards: int, metric: str, options: Dict[str, Any]):
+def _train_stage(base: List[str], work: str, shards: int, metric: str, options: Dict[str, Any]):
     from m3 import _m3 as native
 
     return dict(native.stage_train(base, work, shards, metric, **options))
 
 
 def _assign_stage(
-    work: str, start: int, end: int, base: str, threads: int, kill: Optional[str]
+    work: str, start: int, end: int, base: List[str], threads: int, kill: Optional[str]
 ) -> Dict[str, Any]:
     from m3 import _m3 as native
 
@@ -156,7 +164,7 @@ def _assign_stage(
     return dict(native.stage_assign(work, start, end, base=base, threads=threads))
 
 
-def _shard_stage(work: str, shard: int, base: str, threads: int, kill: Optional[str]):
+def _shard_stage(work: str, shard: int, base: List[str], threads: int, kill: Optional[str]):
     from m3 import _m3 as native
 
     _die_once(kill, os.path.join(work, "shards", f"shard-{shard:03d}.tmp-{2**22 + 7}/"))
@@ -205,9 +213,10 @@ def build(
     ``shards.m3`` last). Every task declares its CPUs and memory, is retried up to
     ``max_retries`` times from its inputs (each stage writes crash-safely and the same bytes
     again), and ``progress(stage, done, total)`` is called as each finishes. The shards are
-    the same bytes as the same stages run in one process. ``base_paths``: one base file
-    (several files are not supported yet). ``method="cut"``: the earlier path (the whole
-    index built by one task, then cut into shards)."""
+    the same bytes as the same stages run in one process. ``base_paths``: one base file or
+    a list, read as one base whose rows are numbered by concatenation (a row range may span
+    files; every file needs the first's dimension and element type). ``method="cut"``: the
+    earlier path (the whole index built by one task, then cut into shards; one base file)."""
     if method == "cut":
         return _build_by_cutting(
             base_paths, out, shards, metric=metric, train_queries=train_queries, seed=seed,
@@ -217,7 +226,7 @@ def build(
     if method != "staged":
         raise _m3.InvalidInput(f"method: {method!r} (staged or cut)")
     ray = _ray()
-    base = os.path.abspath(_one_base(base_paths))
+    base = _base_list(base_paths)
     out = os.path.abspath(os.fspath(out))
     work = out + ".work"
     report = progress if callable(progress) else (_stderr_progress if progress else None)
@@ -429,6 +438,42 @@ class Index:
             dists[i, : len(pd)] = pd
         return ids, dists
 
+    def _ask(
+        self, q: np.ndarray, routes: List[List[int]], call: Callable[[Any, np.ndarray], Any],
+        mode: str,
+    ) -> Tuple[Dict[int, Tuple[np.ndarray, Any]], np.ndarray]:
+        """``call(actor, rows)`` on every shard some query's route names, with the rows of
+        the queries that name it; each answering shard's (rows, answer), and a bool per query
+        that is True where a shard of its route failed (mode partial)."""
+        calls = []
+        for s in range(len(self.actors)):
+            rows = np.array([i for i, r in enumerate(routes) if s in r], dtype=np.int64)
+            if len(rows):
+                calls.append((s, rows, call(self.actors[s], rows)))
+        answers, failed = self._gather(calls, mode)
+        partial = np.zeros(q.shape[0], dtype=bool)
+        got = {}
+        for s, rows, _ in calls:
+            if s in failed:
+                partial[rows] = True
+            else:
+                got[s] = (rows, answers[s])
+        return got, partial
+
+    def _knn_round(
+        self, q: np.ndarray, k: int, routes: List[List[int]], knobs: Dict[str, Any],
+        mode: str, lists: List[list], moved: np.ndarray,
+    ) -> np.ndarray:
+        """One round of k-NN calls along ``routes``; answers appended to ``lists``."""
+        got, partial = self._ask(
+            q, routes, lambda a, rows: a.search.remote(q[rows], k, knobs), mode
+        )
+        for rows, (sid, sd) in got.values():
+            for j, i in enumerate(rows):
+                lists[i].append((sid[j], sd[j]))
+                moved[i] += 4 * q.shape[1] + 64 + 8 * int((sid[j] >= 0).sum())
+        return partial
+
     def search(
         self,
         queries: Any,
@@ -439,35 +484,36 @@ class Index:
         **knobs: Any,
     ) -> Tuple[np.ndarray, ...]:
         """k nearest neighbours of every row of ``queries``: ``(ids, distances)``, both
-        ``(nq, k)`` (``(ids, distances, partial)`` with ``on_shard_error="partial"``)."""
+        ``(nq, k)`` (``(ids, distances, partial)`` with ``on_shard_error="partial"``).
+        ``exact=True`` asks each query's shard of best bound first, then only the shards
+        whose bound can beat the k-th distance it returned (``ShardRouter.exact_order``)."""
         mode = on_shard_error or self.on_shard_error
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
-        nq, shards = q.shape[0], len(self.actors)
+        nq = q.shape[0]
+        lists: List[list] = [[] for _ in range(nq)]
+        moved = np.zeros(nq, dtype=np.int64)
+        sub = dict(knobs, exact=exact)
         if exact:
-            routes = [list(range(shards))] * nq
+            orders = self._router.exact_order(q)
+            first = [[o[0][0]] if o else [] for o in orders]
+            partial = self._knn_round(q, k, first, sub, mode, lists, moved)
+            higher = self._router.metric != "l2"
+            second = []
+            for i, o in enumerate(orders):
+                kth = np.inf
+                if lists[i] and int((lists[i][0][0] >= 0).sum()) >= k:
+                    kth = float(lists[i][0][1][k - 1]) * (-1.0 if higher else 1.0)
+                # Bounds in internal units (smaller is better): a shard can beat the k-th
+                # distance only if its bound is at most it.
+                second.append([s for s, b in o[1:] if (-b if higher else b) <= kth])
+            partial |= self._knn_round(q, k, second, sub, mode, lists, moved)
+            routes = [f + r for f, r in zip(first, second)]
         else:
             routing = {n: knobs[n] for n in _ROUTING_KNOBS if n in knobs}
             routes = self._router.route(q, k, **routing)
-        calls = []
-        for s in range(shards):
-            rows = np.array([i for i in range(nq) if s in routes[i]], dtype=np.int64)
-            if len(rows):
-                sub = dict(knobs, exact=exact)
-                calls.append((s, rows, self.actors[s].search.remote(q[rows], k, sub)))
-        answers, failed = self._gather(calls, mode)
-        lists: List[list] = [[] for _ in range(nq)]
-        partial = np.zeros(nq, dtype=bool)
-        moved = np.zeros(nq, dtype=np.int64)
-        for s, rows, _ in calls:
-            if s in failed:
-                partial[rows] = True
-                continue
-            sid, sd = answers[s]
-            for j, i in enumerate(rows):
-                lists[i].append((sid[j], sd[j]))
-                moved[i] += 4 * q.shape[1] + 64 + 8 * int((sid[j] >= 0).sum())
+            partial = self._knn_round(q, k, routes, sub, mode, lists, moved)
         self.last_stats = {
             "shards_touched": np.array([len(r) for r in routes], dtype=np.int64),
             "bytes_moved": moved,
@@ -478,21 +524,23 @@ class Index:
     def range(
         self, queries: Any, radius: float, *, on_shard_error: Optional[str] = None
     ) -> Tuple[np.ndarray, ...]:
-        """Every vector within ``radius`` of each query, from every shard: faiss's
+        """Every vector within ``radius`` of each query, from the shards with a cluster
+        whose bound is within the radius (``ShardRouter.range_route``): faiss's
         ``(lims, ids, distances)`` (and ``partial`` with ``on_shard_error="partial"``)."""
         mode = on_shard_error or self.on_shard_error
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
         nq = q.shape[0]
-        all_rows = np.arange(nq)
-        calls = [(s, all_rows, a.range.remote(q, radius)) for s, a in enumerate(self.actors)]
-        answers, failed = self._gather(calls, mode)
+        routes = self._router.range_route(q, radius)
+        got, partial = self._ask(q, routes, lambda a, rows: a.range.remote(q[rows], radius), mode)
         lists: List[list] = [[] for _ in range(nq)]
-        for s, ans in answers.items():
-            lims, sid, sd = ans
-            for i in range(nq):
-                lists[i].append((sid[lims[i] : lims[i + 1]], sd[lims[i] : lims[i + 1]]))
+        for rows, (lims, sid, sd) in got.values():
+            for j, i in enumerate(rows):
+                lists[i].append((sid[lims[j] : lims[j + 1]], sd[lims[j] : lims[j + 1]]))
+        self.last_stats = {
+            "shards_touched": np.array([len(r) for r in routes], dtype=np.int64),
+        }
         sizes = [sum(len(p[0]) for p in parts) for parts in lists]
         ids, dists = self._merge(lists, max(sizes + [1]))
         lims = np.zeros(nq + 1, dtype=np.int64)
@@ -503,7 +551,6 @@ class Index:
             out_d.append(dists[i][keep])
             lims[i + 1] = lims[i] + int(keep.sum())
         triple = (lims, np.concatenate(out_ids), np.concatenate(out_d).astype(np.float32))
-        partial = np.full(nq, bool(failed))
         return triple + (partial,) if mode == "partial" else triple
 
     def info(self) -> Dict[str, Any]:

@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Print one JSON object per point (DESIGN §7 fields) instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Sharded index: measure exact k-NN (fanned out by the clusters' bounds) instead of the
+    /// approximate search (the sweep's knobs are then unused).
+    #[arg(long)]
+    pub exact: bool,
     #[command(flatten)]
     pub knobs: KnobArgs,
 }
@@ -97,6 +101,13 @@ pub fn print_row(p: &BenchPoint) {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if m3::search::is_sharded(&args.index.index) {
+        return run_sharded(&args);
+    }
+    anyhow::ensure!(
+        !args.exact,
+        "--exact: m3 bench measures exact search on sharded indexes only (one index: m3 search --exact)"
+    );
     let index = open_index("bench", &args.index)?;
     let queries = read_queries(&args.index, &index)?;
     let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows(), args.k)?;
@@ -133,6 +144,63 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&point)?);
             } else {
                 print_row(&point);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `m3 bench` on a sharded index: every shard opened here; per point (and thread count) the
+/// recall, QPS, latency, I/O and the shards touched and bytes moved per query.
+fn run_sharded(args: &BenchArgs) -> anyhow::Result<()> {
+    let sharded = m3::search::ShardedIndex::open(
+        &args.index.index,
+        args.index.io,
+        &m3::io::ReaderOptions::default(),
+    )?;
+    let router = sharded.shard(0);
+    let queries = read_queries(&args.index, router)?;
+    anyhow::ensure!(
+        queries.block_weights.is_none(),
+        "a sharded multi-vector index is not searched with block weights yet"
+    );
+    let gt = read_gt(&args.gt, args.gt_dists.as_deref(), queries.rows(), args.k)?;
+    let base = args.knobs.params(args.k, router);
+    let points = if args.exact {
+        vec![base]
+    } else {
+        sweep_points(&base, &args.sweep)?
+    };
+    let threads = if args.thread_counts.is_empty() {
+        vec![args.index.threads]
+    } else {
+        args.thread_counts.clone()
+    };
+    if !args.json {
+        eprintln!(
+            "m3 bench: sharded index ({} shards, all local), {} queries, {} points{}, one query at a time per thread",
+            sharded.n_shards(),
+            queries.rows(),
+            points.len() * threads.len(),
+            if args.exact { ", exact k-NN" } else { "" },
+        );
+        print_header();
+    }
+    for &t in &threads {
+        let pool = thread_pool(t)?;
+        for p in &points {
+            let point =
+                m3::eval::evaluate_sharded(&sharded, queries.view(), &gt, p, args.exact, &pool)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&point)?);
+            } else {
+                print_row(&point);
+                println!(
+                    "{:>66} shards touched {:.2}, bytes router↔shards {:.0}",
+                    "",
+                    point.mean_shards_touched.unwrap_or(0.0),
+                    point.mean_bytes_moved.unwrap_or(0.0)
+                );
             }
         }
     }

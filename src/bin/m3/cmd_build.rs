@@ -20,8 +20,10 @@ use crate::common::{
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Base vectors (.fbin/.u8bin/.i8bin/.fvecs/.bvecs/.npy), streamed; never held whole in RAM.
+    /// The staged build (`--stage train|assign|shard`) takes several (repeat `--base`): their
+    /// rows are numbered by concatenation, in the order given.
     #[arg(long, required_unless_present_any = ["block", "work"], conflicts_with = "block")]
-    pub(crate) base: Option<PathBuf>,
+    pub(crate) base: Vec<PathBuf>,
     /// Multi-vector base: one block's vectors, `NAME=FILE` (repeat per block, in row order; the
     /// files must have the same rows). Blocks are standardised (divided by their spread) and
     /// PQ subspaces never straddle two blocks (DESIGN §4.6).
@@ -247,7 +249,7 @@ pub fn run(mut args: BuildArgs) -> anyhow::Result<()> {
     eprintln!("m3 build: wrote {}", out.display());
     if auto {
         eprintln!("m3 build: calibrating the rerank distance (--distance auto)");
-        let base = match &args.base {
+        let base = match args.base.first() {
             Some(b) => crate::cmd_calibrate::BaseInput::File(b.clone()),
             None => {
                 crate::cmd_calibrate::BaseInput::Blocks(parse_block_files("--block", &args.block)?)
@@ -276,7 +278,7 @@ fn check_output(args: &BuildArgs) -> anyhow::Result<()> {
     crate::common::recover_index("build", out);
     let block_files = parse_block_files("--block", &args.block)?;
     let mut inputs: Vec<&std::path::Path> = block_files.iter().map(|(_, p)| p.as_path()).collect();
-    inputs.extend(args.base.as_deref());
+    inputs.extend(args.base.iter().map(PathBuf::as_path));
     inputs.extend(args.train_queries.as_deref());
     inputs.extend(args.ids.as_deref());
     inputs.extend(args.calib.calib_queries.as_deref());
@@ -291,6 +293,21 @@ fn check_output(args: &BuildArgs) -> anyhow::Result<()> {
 }
 
 impl BuildArgs {
+    /// Refuses the flags the staged build does not implement (rather than ignoring them).
+    pub(crate) fn check_staged(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.distance == "native",
+            "--distance {}: the staged build stores the native rerank distance only \
+             (--distance auto is not implemented for --stage)",
+            self.distance
+        );
+        anyhow::ensure!(
+            self.ids.is_none(),
+            "--ids: user ids are not implemented for the staged build (--stage)"
+        );
+        Ok(())
+    }
+
     /// `--out`.
     pub(crate) fn out_dir(&self) -> anyhow::Result<&PathBuf> {
         self.out
@@ -305,13 +322,20 @@ impl BuildArgs {
 
     /// The library's parameters for these flags.
     pub(crate) fn params(&self) -> anyhow::Result<BuildParams> {
-        let mut p = match &self.base {
-            Some(base) => {
+        let mut p = match self.base.split_first() {
+            Some((base, more)) => {
                 anyhow::ensure!(
                     self.block_weight.is_empty() && !self.no_standardize,
                     "--block-weight and --no-standardize need --block"
                 );
-                BuildParams::new(base.clone(), self.metric()?, self.out_dir()?.clone())
+                anyhow::ensure!(
+                    more.is_empty() || self.stage.is_some(),
+                    "{} --base files: only the staged build (--stage) takes several",
+                    self.base.len()
+                );
+                let mut p = BuildParams::new(base.clone(), self.metric()?, self.out_dir()?.clone());
+                p.more_base = more.to_vec();
+                p
             }
             None => self.block_params()?,
         };

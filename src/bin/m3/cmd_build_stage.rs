@@ -9,6 +9,7 @@ use crate::common::thread_pool;
 /// Runs the stage `args.stage` names.
 pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
     let stage = args.stage.as_deref().unwrap_or_default();
+    args.check_staged()?;
     let pool = thread_pool(args.threads)?;
     let bars = Bars::new();
     let start = Instant::now();
@@ -37,7 +38,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         }
         "assign" => {
             let rows = parse_rows(args.rows.as_deref())?;
-            let s = m3::build::stage_assign(work(args)?, args.base.as_deref(), rows, &pool, &bars)?;
+            let s = m3::build::stage_assign(work(args)?, base(args), rows, &pool, &bars)?;
             bars.finish();
             eprintln!(
                 "m3 build: assigned rows {}..{}: records per shard {:?}",
@@ -49,7 +50,7 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
             let shard = args
                 .shard
                 .ok_or_else(|| anyhow::anyhow!("--stage shard needs --shard i"))?;
-            let s = m3::build::stage_shard(work(args)?, shard, args.base.as_deref(), &pool, &bars)?;
+            let s = m3::build::stage_shard(work(args)?, shard, base(args), &pool, &bars)?;
             bars.finish();
             print_summary(&s);
             serde_json::to_value(&s)?
@@ -74,6 +75,11 @@ pub fn run(args: &BuildArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--base` (every one, in order), when given: the base files as this machine sees them.
+fn base(args: &BuildArgs) -> Option<&[std::path::PathBuf]> {
+    (!args.base.is_empty()).then_some(args.base.as_slice())
 }
 
 fn work(args: &BuildArgs) -> anyhow::Result<&std::path::Path> {

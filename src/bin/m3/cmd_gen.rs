@@ -76,6 +76,10 @@ pub struct GenArgs {
     /// Mixture components (default: the generator's own, 256).
     #[arg(long)]
     clusters: Option<usize>,
+    /// gauss only: typical within-cluster standard deviation per dimension (default 0.5;
+    /// the centres' spread is 1, so smaller values give better separated clusters).
+    #[arg(long)]
+    within_spread: Option<f32>,
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Element type of the written files (u8 is quantized SIFT-like, non-negative).
@@ -119,6 +123,13 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
             };
             if let Some(c) = args.clusters {
                 p.clusters = c;
+            }
+            if let Some(w) = args.within_spread {
+                anyhow::ensure!(
+                    w.is_finite() && w > 0.0,
+                    "--within-spread must be a positive number, got {w}"
+                );
+                p.within_spread = w;
             }
             Box::new(GaussModel::new(p, sizes)?)
         }

@@ -159,7 +159,7 @@ fn run_sharded(args: &SearchArgs, pool: &rayon::ThreadPool) -> anyhow::Result<()
         None => None,
     };
     let params = args.knobs.params(args.k, router);
-    let exact = args.exact.then_some(args.k);
+    let exact = args.exact.then_some(ExactQuery::Knn(args.k));
     let res = m3::search::search_sharded_batch(&sharded, queries.view(), &params, exact, pool)?;
     let nq = res.results.len();
     let table = results_table(&res.results, &params, router.metric())?;

@@ -50,6 +50,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = m3::search::DEFAULT_INFLIGHT,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub inflight: usize,
+    /// Sharded index: threads that run a query's shards concurrently, shared by the search
+    /// workers (0 = one per shard, at most one per core; 1 = one shard after the other).
+    #[arg(long, default_value_t = 0)]
+    pub shard_threads: usize,
     /// Threads handling connections (parsing, checking, answering).
     #[arg(long, default_value_t = 2,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
@@ -164,6 +168,19 @@ impl LimitArgs {
     }
 }
 
+/// Opens the sharded index of `--index` with its fan-out pool (`--shard-threads`).
+fn open_sharded(args: &ServeArgs) -> anyhow::Result<ShardedIndex> {
+    let mut s = ShardedIndex::open(&args.index, args.io, &ReaderOptions::default())
+        .with_context(|| format!("opening sharded index {}", args.index.display()))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let fanout = match args.shard_threads {
+        0 => s.n_shards().min(cores),
+        t => t,
+    };
+    s.set_fanout_threads(fanout)?;
+    Ok(s)
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     crate::common::recover_index("serve", &args.index);
@@ -179,8 +196,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let sharded = m3::search::is_sharded(&args.index);
     let (index, served) = if sharded {
-        let s = ShardedIndex::open(&args.index, args.io, &ReaderOptions::default())
-            .with_context(|| format!("opening sharded index {}", args.index.display()))?;
+        let s = open_sharded(&args)?;
         if args.verify == VerifyMode::Full {
             for i in 0..s.n_shards() {
                 let dir = s.router().shard_dir(i);
