@@ -28,8 +28,8 @@ mod server;
 mod writes;
 
 pub use api::{
-    DeleteRequest, DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest,
-    SearchResponse, UpsertRequest, WriteResponse,
+    CompactRequest, CompactResponse, DeleteRequest, DistanceMode, Knobs, QueryResult, RangeRequest,
+    ResponseStats, SearchRequest, SearchResponse, UpsertRequest, WriteResponse,
 };
 pub use config::{ApiKey, Limits, QueryHook, ServeConfig, WriteHook};
 pub(crate) use error::ApiError;
