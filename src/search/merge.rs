@@ -27,6 +27,7 @@ use crate::format::{
 };
 use crate::io::ReadRequest;
 use bytemuck::Zeroable;
+use rayon::prelude::*;
 
 /// One cluster's updates since its records were written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -380,7 +381,7 @@ impl Index {
     /// Neighbour lists for every member of the merged groups, inserts included: the build's
     /// cluster-local lists and cross links to the [`CROSS_CLUSTERS`] nearest clusters by
     /// centroid (their members as written now: new numbers for merged ones, kept numbers
-    /// for the others).
+    /// for the others). Built on the rayon pool the merge runs in (`m3 merge --threads`).
     fn link_groups(
         &self,
         members: &mut [Vec<Member>],
@@ -403,39 +404,56 @@ impl Index {
         };
         let mut kept_cache: HashMap<u32, LinkTargets> = HashMap::new();
         let mut lists = Vec::with_capacity(members.len());
-        for (k, list) in members.iter().enumerate() {
-            let mut targets = LinkTargets {
-                vectors: Vec::new(),
-                records: Vec::new(),
-                vids: Vec::new(),
-            };
-            for near in nearest_clusters(groups[k] as usize, n_all, CROSS_CLUSTERS, cen) {
-                if let Some(j) = groups.iter().position(|&g| g == near) {
-                    for (i, m) in members[j].iter().enumerate() {
-                        targets.vectors.extend_from_slice(&m.vector);
-                        targets.records.push((firsts[j] + i as u64) as u32);
-                        targets.vids.push(m.vid);
+        let ks: Vec<usize> = (0..members.len()).collect();
+        // The inputs of a window of groups are gathered in order (reads of kept clusters),
+        // then their lists are built on the caller's rayon pool; the result does not depend
+        // on the number of threads.
+        for window in ks.chunks(64) {
+            let mut inputs = Vec::with_capacity(window.len());
+            for &k in window {
+                let mut targets = LinkTargets {
+                    vectors: Vec::new(),
+                    records: Vec::new(),
+                    vids: Vec::new(),
+                };
+                for near in nearest_clusters(groups[k] as usize, n_all, CROSS_CLUSTERS, cen) {
+                    if let Some(j) = groups.iter().position(|&g| g == near) {
+                        for (i, m) in members[j].iter().enumerate() {
+                            targets.vectors.extend_from_slice(&m.vector);
+                            targets.records.push((firsts[j] + i as u64) as u32);
+                            targets.vids.push(m.vid);
+                        }
+                        continue;
                     }
-                    continue;
+                    if !kept_cache.contains_key(&near) {
+                        let t = self.kept_targets(near as usize)?;
+                        kept_cache.insert(near, t);
+                    }
+                    let t = &kept_cache[&near];
+                    targets.vectors.extend_from_slice(&t.vectors);
+                    targets.records.extend_from_slice(&t.records);
+                    targets.vids.extend_from_slice(&t.vids);
                 }
-                if !kept_cache.contains_key(&near) {
-                    let t = self.kept_targets(near as usize)?;
-                    kept_cache.insert(near, t);
-                }
-                let t = &kept_cache[&near];
-                targets.vectors.extend_from_slice(&t.vectors);
-                targets.records.extend_from_slice(&t.records);
-                targets.vids.extend_from_slice(&t.vids);
+                let list = &members[k];
+                let vectors: Vec<f32> =
+                    list.iter().flat_map(|m| m.vector.iter().copied()).collect();
+                let vids: Vec<u32> = list.iter().map(|m| m.vid).collect();
+                inputs.push((k, targets, vectors, vids));
             }
-            let vectors: Vec<f32> = list.iter().flat_map(|m| m.vector.iter().copied()).collect();
-            let vids: Vec<u32> = list.iter().map(|m| m.vid).collect();
-            let view = GroupView {
-                vectors: MatrixView::new(&vectors, self.dim)
-                    .map_err(|e| merge_error(e.to_string()))?,
-                vids: &vids,
-                first: firsts[k],
-            };
-            lists.push(group_lists(&view, &targets, &params, &lid).map_err(merge_error)?);
+            let built: Vec<Result<Vec<Vec<u32>>, String>> = inputs
+                .par_iter()
+                .map(|(k, targets, vectors, vids)| {
+                    let view = GroupView {
+                        vectors: MatrixView::new(vectors, self.dim).map_err(|e| e.to_string())?,
+                        vids,
+                        first: firsts[*k],
+                    };
+                    group_lists(&view, targets, &params, &lid)
+                })
+                .collect();
+            for b in built {
+                lists.push(b.map_err(merge_error)?);
+            }
         }
         for (list, nbs) in members.iter_mut().zip(lists) {
             for (m, n) in list.iter_mut().zip(nbs) {

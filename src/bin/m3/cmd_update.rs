@@ -157,11 +157,15 @@ pub struct MergeArgs {
     /// Merge every cluster (records numbered from 0 again, dead vids dropped).
     #[arg(long, conflicts_with = "clusters")]
     all: bool,
+    /// Threads building the merged clusters' neighbour lists (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 pub fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
     crate::common::recover_index("merge", &args.index);
-    let r = match &args.clusters {
+    let pool = crate::common::thread_pool(args.threads)?;
+    let r = pool.install(|| match &args.clusters {
         Some(c) => Some(m3::update::merge_clusters(&args.index, c)),
         None if args.all => {
             m3::update::merge_all(&args.index, args.max_cluster_records).transpose()
@@ -175,7 +179,7 @@ pub fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
             },
         )
         .transpose(),
-    };
+    });
     let Some(r) = r else {
         eprintln!("m3 merge: no cluster passes the thresholds; nothing to do");
         return Ok(());
