@@ -1522,9 +1522,40 @@ fn check_one(index: &Index, model: &Model, q: &[f32], state: usize) {
 /// search, `verify` passes, and approximate search returns only live ids.
 #[test]
 fn merge_splits_a_cluster_past_the_cap() {
-    use m3::update::{MergePolicy, merge};
     let tmp = tempfile::tempdir().unwrap();
-    let dir = copy_of(Metric::L2, tmp.path());
+    check_split_past_the_cap(&copy_of(Metric::L2, tmp.path()));
+}
+
+/// The same on an index with two-level routing (`coarse.m3`): the new cluster joins its
+/// parent's coarse group, the index opens, routes in two levels and answers as the model.
+#[test]
+fn merge_splits_a_cluster_on_two_level_routing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base_path = tmp.path().join("base.fbin");
+    write_matrix(&base_path, base().view()).unwrap();
+    let ids = tmp.path().join("ids.u64bin");
+    write_user_ids(&ids, &base_ids()).unwrap();
+    let dir = tmp.path().join("idx");
+    let mut p = BuildParams::new(base_path, Metric::L2, dir.clone());
+    p.clusters.target_size = 40;
+    p.clusters.nearest.two_level_min_k = 2;
+    p.pq.subspaces = Some(4);
+    p.pq.iters = 3;
+    p.graph.max_degree = 8;
+    p.graph.candidates = 16;
+    p.seed = 9;
+    p.ids = Some(ids);
+    build_index(&p, pool(), &Silent).unwrap();
+    assert!(dir.join("coarse.m3").exists());
+    check_split_past_the_cap(&dir);
+    let mut index = open(&dir);
+    index.set_route_min_k(2);
+    assert!(index.routes_in_two_levels());
+}
+
+fn check_split_past_the_cap(dir: &Path) {
+    use m3::update::{MergePolicy, merge};
+    let dir = dir.to_path_buf();
     let mut rng = ChaCha8Rng::seed_from_u64(83);
     let mut model = Model::base();
     let before = open(&dir);

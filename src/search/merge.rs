@@ -16,8 +16,8 @@ use super::merge_plan::{
 use crate::data::MatrixView;
 use crate::distance;
 use crate::format::files::{
-    CLUSTERS_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE, MANIFEST_FILE, PQ_FILE, REFINE_FILE,
-    SECTORS_FILE, SEGMENTS_FILE, STATS_FILE,
+    CLUSTERS_FILE, COARSE_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE, MANIFEST_FILE, PQ_FILE,
+    REFINE_FILE, SECTORS_FILE, SEGMENTS_FILE, STATS_FILE,
 };
 use crate::format::manifest::{META_FLAG_IDS, META_FLAG_SEGMENTS};
 use crate::format::pq::REFINE_KIND;
@@ -215,8 +215,9 @@ impl Index {
         let (seg_entry, seg_crcs, local) = self.write_segment(&out.join(&seg_name), &members)?;
         let mut w = Written::default();
         w.add(&seg_entry);
+        let split = centroids.iter().any(|(c, _, p)| c != p);
         let (segments, kept_files, old_to_new) =
-            self.kept_segments(&churn, &merged_out, out, seg_entry, &seg_name)?;
+            self.kept_segments(&churn, &merged_out, out, (seg_entry, &seg_name), split)?;
         let new_starts = segments.iter().fold(vec![0u64], |mut s, e| {
             s.push(s.last().copied().unwrap_or(0) + 1 + e.data_sectors);
             s
@@ -237,6 +238,9 @@ impl Index {
             merged_out: &merged_out,
         };
         for e in self.write_per_record(&per_record, &entries, &centroids, out)? {
+            w.add(&e);
+        }
+        if let Some(e) = self.write_coarse(&centroids, out)? {
             w.add(&e);
         }
         if let Some(h) = &self.hints {
@@ -286,10 +290,9 @@ impl Index {
 
     /// `chosen` and, for each chosen cluster whose live records pass `max_records` (it will
     /// be split), its [`SPLIT_NEIGHBOURS`] nearest clusters by centroid distance; sorted.
-    /// Nothing is added on an index with two-level routing (no split there).
     fn with_split_neighbours(&self, chosen: &[u32], max_records: Option<u32>) -> Vec<u32> {
         let mut out = chosen.to_vec();
-        if let Some(cap) = max_records.filter(|_| self.coarse.is_none()) {
+        if let Some(cap) = max_records {
             let churn = self.cluster_churn();
             for &c in chosen {
                 let ch = churn[c as usize];
@@ -425,9 +428,8 @@ impl Index {
                         }
                         continue;
                     }
-                    if !kept_cache.contains_key(&near) {
-                        let t = self.kept_targets(near as usize)?;
-                        kept_cache.insert(near, t);
+                    if let std::collections::hash_map::Entry::Vacant(e) = kept_cache.entry(near) {
+                        e.insert(self.kept_targets(near as usize)?);
                     }
                     let t = &kept_cache[&near];
                     targets.vectors.extend_from_slice(&t.vectors);
@@ -648,8 +650,8 @@ impl Index {
     /// in two by 2-means (a few Lloyd rounds from its nearest and farthest member); the
     /// first half keeps the cluster id, the second gets a new one after the last; both get
     /// the mean of their members as centroid and are coded again against it. Returns the
-    /// cluster id of each group and the new centroids. Not on an index with two-level
-    /// routing (`coarse.m3`), whose coarse groups would need the new anchors too.
+    /// cluster id of each group and the new centroids. On an index with two-level routing
+    /// the new cluster joins its parent's coarse group ([`Index::write_coarse`]).
     fn split_large(
         &self,
         chosen: &[u32],
@@ -658,7 +660,7 @@ impl Index {
     ) -> (Vec<u32>, Vec<NewCentroid>) {
         let mut groups = chosen.to_vec();
         let mut centroids = Vec::new();
-        let Some(cap) = max_records.filter(|_| self.coarse.is_none()) else {
+        let Some(cap) = max_records else {
             return (groups, centroids);
         };
         let mut next = self.entries.len() as u32;
@@ -879,15 +881,15 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 impl Index {
     /// The segments of the next generation: those that still hold a cluster not merged
     /// (hard-linked into `out`), then the new one. Returns them, the manifest entries of
-    /// every file carried over unchanged (kept segments, routing, hints, …), and each old
-    /// segment's index in the new list.
+    /// every file carried over unchanged (kept segments, routing, …; `coarse.m3` unless a
+    /// cluster was `split`), and each old segment's index in the new list.
     fn kept_segments(
         &self,
         churn: &[ClusterChurn],
         merged_out: &[bool],
         out: &Path,
-        seg_entry: FileEntry,
-        seg_name: &str,
+        (seg_entry, seg_name): (FileEntry, &str),
+        split: bool,
     ) -> Result<KeptSegments, SearchError> {
         let old = &self.segments.segments;
         let mut holds = vec![false; old.len()];
@@ -914,7 +916,8 @@ impl Index {
         for f in &manifest.files {
             let name = f.name_str().unwrap_or_default();
             let seg = old.iter().position(|s| s.name_str() == Some(name));
-            if rewritten.contains(&name) || seg.is_some_and(|k| !holds[k]) {
+            let coarse = split && name == COARSE_FILE;
+            if coarse || rewritten.contains(&name) || seg.is_some_and(|k| !holds[k]) {
                 continue;
             }
             link(&self.dir.join(name), &out.join(name))?;
@@ -1092,6 +1095,34 @@ impl Index {
         stats.max_base_norm = stats.max_base_norm.max(max_norm);
         files.push(stats.write(&out.join(STATS_FILE))?);
         Ok(files)
+    }
+
+    /// `coarse.m3` of the next generation when a cluster was split on an index with
+    /// two-level routing: each new cluster joins its parent's coarse group (the group
+    /// centres are kept). `None`: nothing to write (no coarse level, or no split).
+    fn write_coarse(
+        &self,
+        centroids: &[NewCentroid],
+        out: &Path,
+    ) -> Result<Option<FileEntry>, SearchError> {
+        let Some(coarse) = &self.coarse else {
+            return Ok(None);
+        };
+        let mut added: Vec<(u32, u32)> = centroids
+            .iter()
+            .filter(|(c, _, p)| c != p)
+            .map(|(c, _, p)| (*c, *p))
+            .collect();
+        if added.is_empty() {
+            return Ok(None);
+        }
+        added.sort_unstable();
+        let mut level = coarse.clone();
+        for (_, parent) in added {
+            let label = level.labels.get(parent as usize).copied().unwrap_or(0);
+            level.labels.push(label);
+        }
+        Ok(Some(level.write(&out.join(COARSE_FILE))?))
     }
 
     /// `ids.m3` (the user id of every vid) and `segments.m3` (the dead vids: deleted,
