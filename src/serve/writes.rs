@@ -1,4 +1,5 @@
-//! `POST /v1/upsert` and `POST /v1/delete`: one writer thread with group commit.
+//! `POST /v1/upsert`, `POST /v1/delete` and `POST /v1/compact`: one writer thread with group
+//! commit (a compaction runs a per-cluster merge after the writes queued with it).
 //!
 //! The handlers check a request (ids, dimensions, finite values: 400 before anything is
 //! queued) and queue it to the writer thread, then await its answer. The thread takes the
