@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use m3::build::{BuildParams, Silent, build_index};
 use m3::data::format::write_matrix;
-use m3::data::{GroundTruth, Matrix, write_user_ids};
+use m3::data::{GroundTruth, Matrix, MatrixView, write_user_ids};
 use m3::distance::{self, Metric};
 use m3::format::files::WAL_FILE;
 use m3::io::{IoBackend, ReaderOptions};
@@ -1522,9 +1522,40 @@ fn check_one(index: &Index, model: &Model, q: &[f32], state: usize) {
 /// search, `verify` passes, and approximate search returns only live ids.
 #[test]
 fn merge_splits_a_cluster_past_the_cap() {
-    use m3::update::{MergePolicy, merge};
     let tmp = tempfile::tempdir().unwrap();
-    let dir = copy_of(Metric::L2, tmp.path());
+    check_split_past_the_cap(&copy_of(Metric::L2, tmp.path()));
+}
+
+/// The same on an index with two-level routing (`coarse.m3`): the new cluster joins its
+/// parent's coarse group, the index opens, routes in two levels and answers as the model.
+#[test]
+fn merge_splits_a_cluster_on_two_level_routing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base_path = tmp.path().join("base.fbin");
+    write_matrix(&base_path, base().view()).unwrap();
+    let ids = tmp.path().join("ids.u64bin");
+    write_user_ids(&ids, &base_ids()).unwrap();
+    let dir = tmp.path().join("idx");
+    let mut p = BuildParams::new(base_path, Metric::L2, dir.clone());
+    p.clusters.target_size = 40;
+    p.clusters.nearest.two_level_min_k = 2;
+    p.pq.subspaces = Some(4);
+    p.pq.iters = 3;
+    p.graph.max_degree = 8;
+    p.graph.candidates = 16;
+    p.seed = 9;
+    p.ids = Some(ids);
+    build_index(&p, pool(), &Silent).unwrap();
+    assert!(dir.join("coarse.m3").exists());
+    check_split_past_the_cap(&dir);
+    let mut index = open(&dir);
+    index.set_route_min_k(2);
+    assert!(index.routes_in_two_levels());
+}
+
+fn check_split_past_the_cap(dir: &Path) {
+    use m3::update::{MergePolicy, merge};
+    let dir = dir.to_path_buf();
     let mut rng = ChaCha8Rng::seed_from_u64(83);
     let mut model = Model::base();
     let before = open(&dir);
@@ -1572,6 +1603,27 @@ fn merge_splits_a_cluster_past_the_cap() {
         "{} clusters, {n_clusters} before: nothing was split",
         index.n_clusters()
     );
+    // LIRE's reassignment: the split halves and the split cluster's nearest clusters were
+    // merged together, and none of their members has a strictly nearer centroid among them.
+    let involved = &r.lire_clusters;
+    assert!(involved.len() >= 3, "{r:?}");
+    assert!(involved.contains(&(n_clusters as u32)), "{r:?}");
+    let mut members = 0;
+    for &c in involved {
+        for rec in index.cluster_records(c as usize).unwrap() {
+            let own = distance::l2_sq(&rec.vector, index.centroid(c as usize));
+            for &o in involved {
+                let d = distance::l2_sq(&rec.vector, index.centroid(o as usize));
+                assert!(
+                    d >= own - 1e-5 * own.max(1.0),
+                    "vid {} in cluster {c} is nearer to cluster {o}: {d} < {own}",
+                    rec.vid
+                );
+            }
+            members += 1;
+        }
+    }
+    assert!(members > 150, "{members} members in the involved clusters");
     assert!(
         index
             .cluster_churn()
@@ -1594,6 +1646,166 @@ fn merge_splits_a_cluster_past_the_cap() {
             }
         })
         .collect();
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+}
+
+/// Recall@5 of approximate search at fixed knobs (one probed cluster, two rounds along the
+/// neighbour lists) against the model's exact answers.
+fn recall_at_fixed_knobs(index: &Index, model: &Model, queries: &[Vec<f32>]) -> f64 {
+    let mut s = Searcher::new(index);
+    let mut params = SearchParams::new(5);
+    params.nprobe = 1;
+    params.expand_rounds = 2;
+    let mut hits = 0usize;
+    for (i, q) in queries.iter().enumerate() {
+        let want: Vec<u64> = model.knn(Metric::L2, q, 5).iter().map(|w| w.0).collect();
+        let (got, _) = s.search(i, q, &params).unwrap();
+        hits += got
+            .iter()
+            .filter(|n| want.contains(&index.user_id(n.id)))
+            .count();
+    }
+    hits as f64 / (5 * queries.len()) as f64
+}
+
+/// A merge rewrites the neighbour lists of every member of the merged clusters with the
+/// build's cluster-local code, inserts included: after inserting many vectors and merging,
+/// every merged record (inserts too) has a neighbour list naming live records of the index,
+/// and recall at fixed knobs (one cluster probed, two neighbour-list rounds) is at least the
+/// unmerged index's.
+#[test]
+fn merge_gives_every_merged_insert_a_neighbour_list() {
+    use m3::update::merge_all;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(91);
+    let mut model = Model::base();
+    let ids: Vec<u64> = (0..600).map(|i| 1 << 43 | i).collect();
+    let vs: Vec<f32> = (0..ids.len()).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&ids, v.view()).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    for (id, x) in ids.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    let queries: Vec<Vec<f32>> = (0..200).map(|_| vector(&mut rng)).collect();
+    let before = recall_at_fixed_knobs(&open(&dir), &model, &queries);
+    let r = merge_all(&dir, None).unwrap().expect("a merge");
+    let index = open(&dir);
+    let records: u64 = index
+        .cluster_churn()
+        .iter()
+        .map(|c| u64::from(c.records))
+        .sum();
+    assert_eq!(r.records_written, records);
+    assert!(records >= model.live.len() as u64);
+    let inserted: std::collections::HashSet<u64> = ids.iter().copied().collect();
+    let (mut merged_inserts, n_records) = (0usize, index.meta().n_records as u32);
+    for c in 0..index.n_clusters() {
+        let recs = index.cluster_records(c).unwrap();
+        for rec in &recs {
+            if inserted.contains(&index.user_id(rec.vid)) {
+                merged_inserts += 1;
+            }
+            if recs.len() > 1 {
+                assert!(
+                    !rec.neighbours.is_empty(),
+                    "record {} of cluster {c} ({} records) has no neighbour list",
+                    rec.record,
+                    recs.len()
+                );
+            }
+            assert!(
+                rec.neighbours
+                    .iter()
+                    .all(|&n| n < n_records && n != rec.record)
+            );
+        }
+    }
+    assert_eq!(merged_inserts, ids.len(), "every insert is a merged record");
+    let after = recall_at_fixed_knobs(&index, &model, &queries);
+    assert!(
+        after >= before,
+        "recall@5 at fixed knobs {after} after the merge, {before} before"
+    );
+    check_against_model(&dir, Metric::L2, &model, &queries[..8]);
+    m3::verify(&dir).unwrap();
+}
+
+/// Record numbers freed by a merge are taken again by later merges (first fit, a cluster's
+/// own old range first), so repeated merges of the same clusters do not grow the per-record
+/// files; a merge of every cluster numbers records from 0 and keeps no dead vid.
+#[test]
+fn merges_reuse_hole_record_numbers_and_drop_dead_vids() {
+    use m3::update::{merge_all, merge_clusters};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(93);
+    let mut model = Model::base();
+    let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+    let n0 = open(&dir).meta().n_records;
+    let biggest = open(&dir)
+        .cluster_churn()
+        .iter()
+        .map(|c| u64::from(c.records))
+        .max()
+        .unwrap();
+    for round in 0..6 {
+        // Upsert 20 base vectors with their own vectors (they stay in their clusters).
+        let at = (round * 20) % 400;
+        let ids: Vec<u64> = base_ids()[at..at + 20].to_vec();
+        let rows: Vec<f32> = (at..at + 20).flat_map(|r| base().row(r).to_vec()).collect();
+        let mut w = IndexWriter::open(&dir).unwrap();
+        w.insert(&ids, MatrixView::new(&rows, DIM).unwrap())
+            .unwrap();
+        w.commit().unwrap();
+        drop(w);
+        let index = open(&dir);
+        let changed: Vec<u32> = index
+            .cluster_churn()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.inserts > 0 || c.dead > 0)
+            .map(|(c, _)| c as u32)
+            .take(2)
+            .collect();
+        drop(index);
+        merge_clusters(&dir, &changed).unwrap();
+        let index = open(&dir);
+        assert!(
+            index.meta().n_records <= n0 + 2 * biggest,
+            "round {round}: {} record numbers, {n0} at the build",
+            index.meta().n_records
+        );
+        drop(index);
+        check_against_model(&dir, Metric::L2, &model, &queries);
+        m3::verify(&dir).unwrap();
+    }
+    // Deletes, then a merge of everything: no hole, no dead vid.
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.delete(&base_ids()[300..340]);
+    w.commit().unwrap();
+    drop(w);
+    for id in &base_ids()[300..340] {
+        model.live.remove(id);
+    }
+    merge_all(&dir, None).unwrap().expect("a merge");
+    let index = open(&dir);
+    let records: u64 = index
+        .cluster_churn()
+        .iter()
+        .map(|c| u64::from(c.records))
+        .sum();
+    assert_eq!(index.meta().n_records, records, "numbered from 0, no hole");
+    assert_eq!(
+        index.n_vectors(),
+        model.live.len() as u64,
+        "no dead vid kept"
+    );
+    drop(index);
     check_against_model(&dir, Metric::L2, &model, &queries);
     m3::verify(&dir).unwrap();
 }

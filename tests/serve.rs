@@ -1381,6 +1381,60 @@ fn serve_merges_per_cluster_after_commits_past_the_thresholds() {
     m3::verify(&dir).unwrap();
 }
 
+/// `POST /v1/compact` (behind the API key): 401 without the key or with a wrong one (nothing
+/// merged); with the key a merge of every cluster (`{"all": true}`) runs now and is answered
+/// once the merged generation is installed: the reply counts the clusters and records, the
+/// next search sees the upserted vectors, the index on disk is a verified 2.0 index with no
+/// log; a second `{}` (default policy, nothing left past it) answers `merged: false`; a bad
+/// body is 400.
+#[test]
+fn serve_compact_merges_now_behind_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = writable_copy(tmp.path());
+    let server = start_with(
+        open_at(&dir),
+        ServeConfig {
+            api_key: Some(ApiKey::new(b"c-key").unwrap()),
+            ..config()
+        },
+    );
+    let addr = server.addr();
+    let key = [("authorization", "Bearer c-key")];
+    let q = &fixture().queries;
+    let ids: Vec<u64> = (0..20).map(|i| 70_000 + i).collect();
+    let vectors: Vec<&[f32]> = (0..20).map(|i| q.row(i)).collect();
+    let body = serde_json::to_vec(&serde_json::json!({"ids": ids, "vectors": vectors})).unwrap();
+    assert_eq!(post(addr, "/v1/upsert", &body, &key).status, 200);
+    for headers in [&[][..], &[("authorization", "Bearer nope")][..]] {
+        let r = post(addr, "/v1/compact", br#"{"all": true}"#, headers);
+        assert_eq!(r.status, 401);
+    }
+    let m = m3::format::Manifest::read(&dir.join("manifest.m3")).unwrap();
+    assert_eq!(m.meta.flags & 32, 0, "nothing merged without the key");
+    assert_eq!(post(addr, "/v1/compact", br#"{"al": 1}"#, &key).status, 400);
+    let r = post(addr, "/v1/compact", br#"{"all": true}"#, &key);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(v["merged"], true, "{v}");
+    assert!(v["clusters"].as_u64().unwrap() > 0, "{v}");
+    let live = open_at(&dir).live_vectors();
+    assert!(v["records_written"].as_u64().unwrap() >= live, "{v}");
+    let text = get(addr, "/metrics", &[("authorization", "Bearer c-key")]).text();
+    assert!(metric_in(&text, "m3_merges_total").unwrap_or(0.0) >= 1.0);
+    for i in (0..20).step_by(3) {
+        assert_eq!(exact_top(addr, &key, q.row(i))[0], 70_000 + i as u64);
+    }
+    let m = m3::format::Manifest::read(&dir.join("manifest.m3")).unwrap();
+    assert_eq!(m.meta.flags & 32, 32, "the merged index is format 2.0");
+    assert!(!dir.join("wal.m3").exists() || open_at(&dir).live_info().inserted == 0);
+    let r = post(addr, "/v1/compact", b"{}", &key);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(v["merged"], false, "{v}");
+    server.shutdown().unwrap();
+    m3::verify(&dir).unwrap();
+}
+
 /// `merge_min_change` holds merges back until the chosen clusters' changes reach that
 /// fraction of the index: at 1.0 the writes that make the default server merge (above) leave
 /// the index unmerged (format 1.x, no merge counted), and every write is still found.

@@ -94,10 +94,13 @@ pub const CLUSTERS_FLAG_UNTILED: u32 = 1;
 /// Whether the clusters follow each other in record order, each starting where the previous
 /// one ends (what a build writes).
 fn tiled(entries: &[ClusterEntry]) -> bool {
-    let mut next = 0u64;
+    // The reader's check of a tiled table (`ClusterTable::read`): records tile in order and
+    // sectors never go back.
+    let (mut next, mut next_sector) = (0u64, 0u64);
     entries.iter().all(|e| {
-        let ok = e.first_record == next;
+        let ok = e.first_record == next && e.first_sector >= next_sector;
         next = e.first_record + u64::from(e.records);
+        next_sector = e.first_sector.saturating_add(u64::from(e.records > 0));
         ok
     })
 }

@@ -10,19 +10,24 @@ use std::path::Path;
 
 use super::SearchError;
 use super::index::Index;
+use super::merge_plan::{
+    CROSS_CLUSTERS, GroupView, LinkTargets, SPLIT_NEIGHBOURS, group_lists, nearest_clusters,
+};
+use crate::data::MatrixView;
 use crate::distance;
 use crate::format::files::{
-    CLUSTERS_FILE, IDS_FILE, KEYS_FILE, MANIFEST_FILE, PQ_FILE, REFINE_FILE, SECTORS_FILE,
-    SEGMENTS_FILE, STATS_FILE,
+    CLUSTERS_FILE, COARSE_FILE, HINTS_FILE, IDS_FILE, KEYS_FILE, MANIFEST_FILE, PQ_FILE,
+    REFINE_FILE, SECTORS_FILE, SEGMENTS_FILE, STATS_FILE,
 };
 use crate::format::manifest::{META_FLAG_IDS, META_FLAG_SEGMENTS};
 use crate::format::pq::REFINE_KIND;
 use crate::format::{
-    ClusterEntry, ClusterTable, DataFileParams, DataFileWriter, FileEntry, FormatError, Manifest,
-    PqFile, RecordKeys, SECTOR_BYTES, SectorCrcs, SegmentEntry, Segments, Stats, UserIds,
+    ClusterEntry, ClusterTable, DataFileParams, DataFileWriter, FileEntry, FormatError, Hints,
+    Manifest, PqFile, RecordKeys, SECTOR_BYTES, SectorCrcs, SegmentEntry, Segments, Stats, UserIds,
 };
 use crate::io::ReadRequest;
 use bytemuck::Zeroable;
+use rayon::prelude::*;
 
 /// One cluster's updates since its records were written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +40,19 @@ pub struct ClusterChurn {
     pub inserts: u32,
     /// The segment holding its records.
     pub segment: u32,
+}
+
+/// A live record as [`Index::cluster_records`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterRecord {
+    /// Its record number.
+    pub record: u32,
+    /// Its vid ([`Index::user_id`] gives the user id).
+    pub vid: u32,
+    /// The stored vector.
+    pub vector: Vec<f32>,
+    /// Its neighbour list (record numbers).
+    pub neighbours: Vec<u32>,
 }
 
 /// One live record of a merged cluster, as it is written.
@@ -55,6 +73,12 @@ struct Member {
 #[derive(Debug)]
 pub(crate) struct MergeOutput {
     pub(crate) manifest: Manifest,
+    /// Clusters rewritten (the chosen ones and a split cluster's neighbours).
+    pub(crate) clusters: usize,
+    /// Vectors LIRE's reassignment moved to another cluster after a split, and the
+    /// clusters it involved (the halves of split clusters and their nearest clusters).
+    pub(crate) reassigned: usize,
+    pub(crate) lire_clusters: Vec<u32>,
     /// Records written into the new segment.
     pub(crate) records_written: u64,
     /// Bytes of the files written (the new segment and the RAM-sized files).
@@ -104,6 +128,35 @@ impl Index {
         out
     }
 
+    /// The live base records of cluster `c` (its inserts in the log not included): vid,
+    /// stored vector and neighbour list, in record order. For checks and tests; reads the
+    /// cluster's sectors.
+    pub fn cluster_records(&self, c: usize) -> Result<Vec<ClusterRecord>, SearchError> {
+        if c >= self.entries.len() {
+            return Err(merge_error(format!(
+                "cluster {c}: the index has {}",
+                self.entries.len()
+            )));
+        }
+        Ok(self
+            .live_members(c)?
+            .into_iter()
+            .filter_map(|m| {
+                Some(ClusterRecord {
+                    record: m.old?,
+                    vid: m.vid,
+                    vector: m.vector,
+                    neighbours: m.neighbours,
+                })
+            })
+            .collect())
+    }
+
+    /// The centroid of cluster `c` (stored coordinates).
+    pub fn centroid(&self, c: usize) -> &[f32] {
+        self.centroids.row(c)
+    }
+
     /// The file names of the data segments.
     pub fn segment_names(&self) -> Vec<String> {
         let s = &self.segments.segments;
@@ -113,18 +166,23 @@ impl Index {
     }
 
     /// Writes the next generation with `chosen` (sorted, unique) clusters merged into the
-    /// directory `out` (module doc); the manifest is returned, not written.
+    /// directory `out` (module doc); the manifest is returned, not written. A cluster that
+    /// will be split brings its [`SPLIT_NEIGHBOURS`] nearest clusters into the merge (LIRE's
+    /// reassignment).
     pub(crate) fn write_merged(
         &self,
         chosen: &[u32],
         max_records: Option<u32>,
         out: &Path,
     ) -> Result<MergeOutput, SearchError> {
+        let chosen = self.with_split_neighbours(chosen, max_records);
         let mut members = Vec::with_capacity(chosen.len());
-        for &c in chosen {
+        for &c in &chosen {
             members.push(self.live_members(c as usize)?);
         }
-        let (groups, centroids) = self.split_large(chosen, &mut members, max_records);
+        let (groups, centroids) = self.split_large(&chosen, &mut members, max_records);
+        let (lire_clusters, reassigned) =
+            self.reassign_after_splits(&groups, &centroids, &mut members);
         for m in &mut members {
             m.sort_by(|a, b| a.key.total_cmp(&b.key));
         }
@@ -135,28 +193,31 @@ impl Index {
         };
         let churn = self.cluster_churn();
         // When every cluster holding records is merged, no record keeps its number: numbering
-        // starts again at 0 (no holes); else merged records are numbered after the last one.
+        // starts again at 0 (no holes) and vids are numbered again (no dead vid is kept).
         let everything = churn
             .iter()
             .zip(&merged_out)
             .all(|(ch, &m)| m || ch.records == 0);
-        let n_old = if everything { 0 } else { self.meta.n_records };
+        let sizes: Vec<u64> = members.iter().map(|m| m.len() as u64).collect();
+        let (firsts, n_new) = self.place_groups(&groups, &sizes, &merged_out, everything);
+        self.link_groups(&mut members, &groups, &firsts, &centroids)?;
         let mut renumber: HashMap<u32, u32> = HashMap::new();
-        let mut next = n_old as u32;
-        for m in members.iter().flatten() {
-            if let Some(old) = m.old {
-                renumber.insert(old, next);
+        for (list, &first) in members.iter().zip(&firsts) {
+            for (i, m) in list.iter().enumerate() {
+                if let Some(old) = m.old {
+                    renumber.insert(old, (first + i as u64) as u32);
+                }
             }
-            next += 1;
         }
+        let old_vids = everything.then(|| compact_vids(&mut members));
         let seg_no = self.segments.next_segment;
         let seg_name = Segments::file_name(seg_no);
-        let (seg_entry, seg_crcs, local) =
-            self.write_segment(&out.join(&seg_name), &members, &renumber, &merged_out)?;
+        let (seg_entry, seg_crcs, local) = self.write_segment(&out.join(&seg_name), &members)?;
         let mut w = Written::default();
         w.add(&seg_entry);
+        let split = centroids.iter().any(|(c, _, p)| c != p);
         let (segments, kept_files, old_to_new) =
-            self.kept_segments(&churn, &merged_out, out, seg_entry, &seg_name)?;
+            self.kept_segments(&churn, &merged_out, out, (seg_entry, &seg_name), split)?;
         let new_starts = segments.iter().fold(vec![0u64], |mut s, e| {
             s.push(s.last().copied().unwrap_or(0) + 1 + e.data_sectors);
             s
@@ -165,18 +226,45 @@ impl Index {
             old_to_new: &old_to_new,
             new_starts: &new_starts,
             local: &local,
-            first_record: n_old,
+            firsts: &firsts,
         };
         let entries = self.new_entries(&members, &groups, &churn, &places);
         let sectors = self.new_sector_crcs(&segments, &old_to_new, &seg_crcs, out)?;
         w.add(&SectorCrcs { crcs: sectors }.write(&out.join(SECTORS_FILE))?);
-        for e in self.write_per_record(&members, &entries, &centroids, everything, out)? {
+        let per_record = PerRecord {
+            members: &members,
+            firsts: &firsts,
+            n_records: n_new,
+            merged_out: &merged_out,
+        };
+        for e in self.write_per_record(&per_record, &entries, &centroids, out)? {
             w.add(&e);
+        }
+        if let Some(e) = self.write_coarse(&centroids, out)? {
+            w.add(&e);
+        }
+        if let Some(h) = &self.hints {
+            let kept = |r: u32| {
+                let c = self.cluster_of(r);
+                let e = &self.entries[c];
+                !merged_out[c] && u64::from(r) >= e.first_record && u64::from(r) < end_of(e)
+            };
+            let answers = super::merge_plan::renumber_answers(&h.answers, &renumber, kept);
+            let hints = Hints {
+                queries: h.queries.clone(),
+                answers,
+            };
+            w.add(&hints.write(&out.join(HINTS_FILE))?);
         }
         let mut files = kept_files;
         files.extend(w.entries.iter().copied());
-        let (ids_entry, seg_file, unmerged) =
-            self.write_ids_and_segments(&merged_out, segments, seg_no + 1, out)?;
+        let (ids_entry, seg_file, unmerged, n_vids) = self.write_ids_and_segments(
+            &merged_out,
+            segments,
+            seg_no + 1,
+            old_vids.as_deref(),
+            out,
+        )?;
         w.add(&ids_entry);
         w.add(&seg_file);
         files.push(ids_entry);
@@ -184,19 +272,218 @@ impl Index {
         let kept = old_to_new.iter().flatten().count();
         let mut meta = self.meta;
         meta.flags |= META_FLAG_SEGMENTS | META_FLAG_IDS;
-        meta.n_vectors = self
-            .live_ids()
-            .map_or(self.meta.n_vectors, |i| i.next_vid());
-        meta.n_records = u64::from(next);
+        meta.n_vectors = n_vids;
+        meta.n_records = n_new;
         meta.n_clusters = entries.len() as u32;
         meta.data_sectors = new_starts.last().copied().unwrap_or(1) - 1;
         Ok(MergeOutput {
             manifest: Manifest { meta, files },
-            records_written: u64::from(next) - n_old,
+            clusters: chosen.len(),
+            records_written: sizes.iter().sum(),
+            reassigned,
+            lire_clusters,
             bytes_written: w.bytes,
             segments_dropped: self.segments.segments.len() - kept,
             unmerged,
         })
+    }
+
+    /// `chosen` and, for each chosen cluster whose live records pass `max_records` (it will
+    /// be split), its [`SPLIT_NEIGHBOURS`] nearest clusters by centroid distance; sorted.
+    fn with_split_neighbours(&self, chosen: &[u32], max_records: Option<u32>) -> Vec<u32> {
+        let mut out = chosen.to_vec();
+        if let Some(cap) = max_records {
+            let churn = self.cluster_churn();
+            for &c in chosen {
+                let ch = churn[c as usize];
+                if ch.records - ch.dead + ch.inserts > cap {
+                    out.extend(nearest_clusters(
+                        c as usize,
+                        self.entries.len(),
+                        SPLIT_NEIGHBOURS,
+                        |i| self.centroids.row(i),
+                    ));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Record numbers of the merged groups ([`super::merge_plan::place_records`]): kept
+    /// clusters keep theirs; a group takes its own old range when it fits, else the first
+    /// hole that holds it; from 0 in order when `everything` is merged.
+    fn place_groups(
+        &self,
+        groups: &[u32],
+        sizes: &[u64],
+        merged_out: &[bool],
+        everything: bool,
+    ) -> (Vec<u64>, u64) {
+        let kept: Vec<(u64, u64)> = self
+            .entries
+            .iter()
+            .zip(merged_out)
+            .filter(|(e, m)| !**m && e.records > 0)
+            .map(|(e, _)| (e.first_record, end_of(e)))
+            .collect();
+        let own: Vec<Option<(u64, u64)>> = groups
+            .iter()
+            .map(|&c| {
+                let e = self.entries.get(c as usize)?;
+                (!everything && e.records > 0).then(|| (e.first_record, end_of(e)))
+            })
+            .collect();
+        let (firsts, end) = super::merge_plan::place_records(&kept, &own, sizes);
+        // Neighbour lists of kept clusters may name any old number: the count never shrinks
+        // while a cluster keeps its records.
+        let floor = if kept.is_empty() {
+            0
+        } else {
+            self.meta.n_records
+        };
+        (firsts, end.max(floor))
+    }
+
+    /// Predicted record numbers and records after merging `chosen` (live records per
+    /// cluster as [`Index::cluster_churn`] counts them; splits not counted): what the merge
+    /// policy checks the holes against.
+    pub fn records_after_merge(&self, chosen: &[u32]) -> (u64, u64) {
+        let churn = self.cluster_churn();
+        let n = self.entries.len();
+        let mut merged_out = vec![false; n];
+        chosen
+            .iter()
+            .filter(|&&c| (c as usize) < n)
+            .for_each(|&c| merged_out[c as usize] = true);
+        let everything = churn
+            .iter()
+            .zip(&merged_out)
+            .all(|(ch, &m)| m || ch.records == 0);
+        let groups: Vec<u32> = (0..self.entries.len() as u32)
+            .filter(|&c| merged_out[c as usize])
+            .collect();
+        let sizes: Vec<u64> = groups
+            .iter()
+            .map(|&c| {
+                let ch = churn[c as usize];
+                u64::from(ch.records - ch.dead + ch.inserts)
+            })
+            .collect();
+        let (_, n) = self.place_groups(&groups, &sizes, &merged_out, everything);
+        let kept: u64 = churn
+            .iter()
+            .zip(&merged_out)
+            .filter(|(_, m)| !**m)
+            .map(|(ch, _)| u64::from(ch.records))
+            .sum();
+        (n, kept + sizes.iter().sum::<u64>())
+    }
+
+    /// Neighbour lists for every member of the merged groups, inserts included: the build's
+    /// cluster-local lists and cross links to the [`CROSS_CLUSTERS`] nearest clusters by
+    /// centroid (their members as written now: new numbers for merged ones, kept numbers
+    /// for the others). Built on the rayon pool the merge runs in (`m3 merge --threads`).
+    fn link_groups(
+        &self,
+        members: &mut [Vec<Member>],
+        groups: &[u32],
+        firsts: &[u64],
+        centroids: &[NewCentroid],
+    ) -> Result<(), SearchError> {
+        let (params, lid) = super::merge_plan::graph_params(&self.meta, &self.stats);
+        let n_all = groups
+            .iter()
+            .map(|&g| g as usize + 1)
+            .max()
+            .unwrap_or(0)
+            .max(self.entries.len());
+        let cen = |c: usize| -> &[f32] {
+            match centroids.iter().find(|(x, _, _)| *x as usize == c) {
+                Some((_, v, _)) => v,
+                None => self.centroids.row(c),
+            }
+        };
+        let mut kept_cache: HashMap<u32, LinkTargets> = HashMap::new();
+        let mut lists = Vec::with_capacity(members.len());
+        let ks: Vec<usize> = (0..members.len()).collect();
+        // The inputs of a window of groups are gathered in order (reads of kept clusters),
+        // then their lists are built on the caller's rayon pool; the result does not depend
+        // on the number of threads.
+        for window in ks.chunks(64) {
+            let mut inputs = Vec::with_capacity(window.len());
+            for &k in window {
+                let mut targets = LinkTargets {
+                    vectors: Vec::new(),
+                    records: Vec::new(),
+                    vids: Vec::new(),
+                };
+                for near in nearest_clusters(groups[k] as usize, n_all, CROSS_CLUSTERS, cen) {
+                    if let Some(j) = groups.iter().position(|&g| g == near) {
+                        for (i, m) in members[j].iter().enumerate() {
+                            targets.vectors.extend_from_slice(&m.vector);
+                            targets.records.push((firsts[j] + i as u64) as u32);
+                            targets.vids.push(m.vid);
+                        }
+                        continue;
+                    }
+                    if let std::collections::hash_map::Entry::Vacant(e) = kept_cache.entry(near) {
+                        e.insert(self.kept_targets(near as usize)?);
+                    }
+                    let t = &kept_cache[&near];
+                    targets.vectors.extend_from_slice(&t.vectors);
+                    targets.records.extend_from_slice(&t.records);
+                    targets.vids.extend_from_slice(&t.vids);
+                }
+                let list = &members[k];
+                let vectors: Vec<f32> =
+                    list.iter().flat_map(|m| m.vector.iter().copied()).collect();
+                let vids: Vec<u32> = list.iter().map(|m| m.vid).collect();
+                inputs.push((k, targets, vectors, vids));
+            }
+            let built: Vec<Result<Vec<Vec<u32>>, String>> = inputs
+                .par_iter()
+                .map(|(k, targets, vectors, vids)| {
+                    let view = GroupView {
+                        vectors: MatrixView::new(vectors, self.dim).map_err(|e| e.to_string())?,
+                        vids,
+                        first: firsts[*k],
+                    };
+                    group_lists(&view, targets, &params, &lid)
+                })
+                .collect();
+            for b in built {
+                lists.push(b.map_err(merge_error)?);
+            }
+        }
+        for (list, nbs) in members.iter_mut().zip(lists) {
+            for (m, n) in list.iter_mut().zip(nbs) {
+                m.neighbours = n;
+            }
+        }
+        Ok(())
+    }
+
+    /// The live records of kept cluster `c` as cross-link targets (its inserts stay in the
+    /// log: no record number).
+    fn kept_targets(&self, c: usize) -> Result<LinkTargets, SearchError> {
+        let mut t = LinkTargets {
+            vectors: Vec::new(),
+            records: Vec::new(),
+            vids: Vec::new(),
+        };
+        if c >= self.entries.len() || self.entries[c].records == 0 {
+            return Ok(t);
+        }
+        for m in self.live_members(c)? {
+            if let Some(old) = m.old {
+                t.vectors.extend_from_slice(&m.vector);
+                t.records.push(old);
+                t.vids.push(m.vid);
+            }
+        }
+        Ok(t)
     }
 
     /// The live records of cluster `c`: its base records whose vid lives, then its live
@@ -314,15 +601,13 @@ impl Index {
         Ok(out)
     }
 
-    /// Writes the new segment: the chosen clusters in order, each member's neighbours
-    /// renumbered (members of merged clusters) or kept (live records of other clusters).
-    /// Returns its manifest entry, its data sectors' CRC32Cs and its cluster entries.
+    /// Writes the new segment: the merged groups in order, each member with its neighbour
+    /// list (already in the next generation's record numbers). Returns its manifest entry,
+    /// its data sectors' CRC32Cs and its cluster entries.
     fn write_segment(
         &self,
         path: &Path,
         members: &[Vec<Member>],
-        renumber: &HashMap<u32, u32>,
-        merged_out: &[bool],
     ) -> Result<(FileEntry, Vec<u32>, Vec<ClusterEntry>), SearchError> {
         let sizes: Vec<u32> = members.iter().map(|m| m.len() as u32).collect();
         let w = DataFileWriter::create(
@@ -337,18 +622,8 @@ impl Index {
         let mut buf = vec![0u8; self.codec.record_bytes() as usize];
         for (k, list) in members.iter().enumerate() {
             for (i, mem) in list.iter().enumerate() {
-                let nbs: Vec<u32> = mem
-                    .neighbours
-                    .iter()
-                    .filter_map(|&nb| match renumber.get(&nb) {
-                        Some(&n) => Some(n),
-                        None if self.live.base_record_dead(nb) => None,
-                        None if merged_out[self.cluster_of(nb)] => None,
-                        None => Some(nb),
-                    })
-                    .collect();
                 w.codec()
-                    .encode::<f32>(&mem.vector, mem.vid, &nbs, &mut buf)?;
+                    .encode::<f32>(&mem.vector, mem.vid, &mem.neighbours, &mut buf)?;
                 w.write_record(k as u32, i as u32, &buf)?;
             }
         }
@@ -365,17 +640,17 @@ impl Index {
 /// each old segment's place in the new list.
 type KeptSegments = (Vec<SegmentEntry>, Vec<FileEntry>, Vec<Option<usize>>);
 
-/// What `write_ids_and_segments` wrote (`ids.m3`, `segments.m3`) and the inserts left in the
-/// log.
-type IdsAndSegments = (FileEntry, FileEntry, Vec<(u64, Vec<f32>)>);
+/// What `write_ids_and_segments` wrote (`ids.m3`, `segments.m3`), the inserts left in the
+/// log, and the number of vids.
+type IdsAndSegments = (FileEntry, FileEntry, Vec<(u64, Vec<f32>)>, u64);
 
 impl Index {
     /// LIRE's split (decision 0012): every group of more than `max_records` members is split
     /// in two by 2-means (a few Lloyd rounds from its nearest and farthest member); the
     /// first half keeps the cluster id, the second gets a new one after the last; both get
     /// the mean of their members as centroid and are coded again against it. Returns the
-    /// cluster id of each group and the new centroids. Not on an index with two-level
-    /// routing (`coarse.m3`), whose coarse groups would need the new anchors too.
+    /// cluster id of each group and the new centroids. On an index with two-level routing
+    /// the new cluster joins its parent's coarse group ([`Index::write_coarse`]).
     fn split_large(
         &self,
         chosen: &[u32],
@@ -384,7 +659,7 @@ impl Index {
     ) -> (Vec<u32>, Vec<NewCentroid>) {
         let mut groups = chosen.to_vec();
         let mut centroids = Vec::new();
-        let Some(cap) = max_records.filter(|_| self.coarse.is_none()) else {
+        let Some(cap) = max_records else {
             return (groups, centroids);
         };
         let mut next = self.entries.len() as u32;
@@ -411,6 +686,61 @@ impl Index {
             next += 1;
         }
         (groups, centroids)
+    }
+
+    /// LIRE's reassignment after the splits ([`super::merge_plan::reassignments`]): every
+    /// member of a split cluster's two halves and of its [`SPLIT_NEIGHBOURS`] nearest
+    /// clusters (merged with it) moves to the nearest of their centroids and is coded again
+    /// against it. Returns the clusters involved (sorted) and how many members moved.
+    fn reassign_after_splits(
+        &self,
+        groups: &[u32],
+        centroids: &[NewCentroid],
+        members: &mut [Vec<Member>],
+    ) -> (Vec<u32>, usize) {
+        let pos = |x: u32| groups.iter().position(|&g| g == x);
+        let mut involved: Vec<usize> = Vec::new();
+        for (c, _, parent) in centroids.iter().filter(|(c, _, p)| c != p) {
+            involved.extend(pos(*c));
+            involved.extend(pos(*parent));
+            let near = nearest_clusters(
+                *parent as usize,
+                self.entries.len(),
+                SPLIT_NEIGHBOURS,
+                |i| self.centroids.row(i),
+            );
+            involved.extend(near.into_iter().filter_map(pos));
+        }
+        involved.sort_unstable();
+        involved.dedup();
+        let cen = |k: usize| -> Vec<f32> {
+            match centroids.iter().find(|(x, _, _)| *x == groups[k]) {
+                Some((_, v, _)) => v.clone(),
+                None => self.centroids.row(groups[k] as usize).to_vec(),
+            }
+        };
+        let mut moves = super::merge_plan::reassignments(
+            &involved,
+            |k| members[k].iter().map(|m| m.vector.clone()).collect(),
+            cen,
+        );
+        // Taken out from the highest index down, so the lower ones stay valid.
+        moves.sort_unstable_by(|a, b| (a.1, b.0).cmp(&(b.1, a.0)));
+        let mut moved = Vec::with_capacity(moves.len());
+        for &(i, from, to) in &moves {
+            moved.push((members[from].remove(i), to));
+        }
+        for (mut m, to) in moved {
+            // A spilled copy moving to a cluster that holds the vector already is dropped.
+            if members[to].iter().any(|x| x.vid == m.vid) {
+                continue;
+            }
+            self.recode(&mut m, &cen(to));
+            members[to].push(m);
+        }
+        let mut clusters: Vec<u32> = involved.iter().map(|&k| groups[k]).collect();
+        clusters.sort_unstable();
+        (clusters, moves.len())
     }
 
     /// Codes member `m` against centroid `cen`: what the build's assign and refine stages
@@ -476,12 +806,49 @@ fn mean(members: &[Member], which: &[usize]) -> Vec<f32> {
 }
 
 /// Where the merged clusters go: each old segment's place in the new list, the new
-/// segments' first sectors, the new segment's cluster entries, the first record number.
+/// segments' first sectors, the new segment's cluster entries, each group's first record
+/// number.
 struct Places<'a> {
     old_to_new: &'a [Option<usize>],
     new_starts: &'a [u64],
     local: &'a [ClusterEntry],
-    first_record: u64,
+    firsts: &'a [u64],
+}
+
+/// What the per-record files of the next generation hold: the merged groups' members from
+/// their first record numbers on, `n_records` numbers in all; the old ranges of merged
+/// clusters not written again are holes (zero).
+struct PerRecord<'a> {
+    members: &'a [Vec<Member>],
+    firsts: &'a [u64],
+    n_records: u64,
+    merged_out: &'a [bool],
+}
+
+/// One past the last record number of `e`.
+fn end_of(e: &ClusterEntry) -> u64 {
+    e.first_record + u64::from(e.records)
+}
+
+fn merge_error(what: String) -> SearchError {
+    SearchError::Param {
+        name: "merge",
+        what,
+    }
+}
+
+/// Numbers the members' vids again from 0 in order (every copy of a vector gets the same
+/// new vid); returns the old vid of each new one.
+fn compact_vids(members: &mut [Vec<Member>]) -> Vec<u32> {
+    let mut map: HashMap<u32, u32> = HashMap::new();
+    let mut olds = Vec::new();
+    for m in members.iter_mut().flatten() {
+        m.vid = *map.entry(m.vid).or_insert_with(|| {
+            olds.push(m.vid);
+            (olds.len() - 1) as u32
+        });
+    }
+    olds
 }
 
 /// Bytes and entries of the files a merge wrote.
@@ -513,15 +880,15 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 impl Index {
     /// The segments of the next generation: those that still hold a cluster not merged
     /// (hard-linked into `out`), then the new one. Returns them, the manifest entries of
-    /// every file carried over unchanged (kept segments, routing, hints, …), and each old
-    /// segment's index in the new list.
+    /// every file carried over unchanged (kept segments, routing, …; `coarse.m3` unless a
+    /// cluster was `split`), and each old segment's index in the new list.
     fn kept_segments(
         &self,
         churn: &[ClusterChurn],
         merged_out: &[bool],
         out: &Path,
-        seg_entry: FileEntry,
-        seg_name: &str,
+        (seg_entry, seg_name): (FileEntry, &str),
+        split: bool,
     ) -> Result<KeptSegments, SearchError> {
         let old = &self.segments.segments;
         let mut holds = vec![false; old.len()];
@@ -533,6 +900,7 @@ impl Index {
         let manifest = Manifest::read(&self.dir.join(MANIFEST_FILE))?;
         let rewritten = [
             CLUSTERS_FILE,
+            HINTS_FILE,
             PQ_FILE,
             REFINE_FILE,
             KEYS_FILE,
@@ -547,7 +915,8 @@ impl Index {
         for f in &manifest.files {
             let name = f.name_str().unwrap_or_default();
             let seg = old.iter().position(|s| s.name_str() == Some(name));
-            if rewritten.contains(&name) || seg.is_some_and(|k| !holds[k]) {
+            let coarse = split && name == COARSE_FILE;
+            if coarse || rewritten.contains(&name) || seg.is_some_and(|k| !holds[k]) {
                 continue;
             }
             link(&self.dir.join(name), &out.join(name))?;
@@ -588,7 +957,7 @@ impl Index {
                 let keys: Vec<f32> = members[k].iter().map(|m| m.key).collect();
                 *e = ClusterEntry {
                     first_sector: seg_start + l.first_sector,
-                    first_record: places.first_record + l.first_record,
+                    first_record: places.firsts[k],
                     records: l.records,
                     r_min: keys.first().copied().unwrap_or(0.0),
                     r_max: keys.last().copied().unwrap_or(0.0),
@@ -643,10 +1012,9 @@ impl Index {
     /// them).
     fn write_per_record(
         &self,
-        members: &[Vec<Member>],
+        p: &PerRecord<'_>,
         entries: &[ClusterEntry],
         centroids: &[NewCentroid],
-        renumbered: bool,
         out: &Path,
     ) -> Result<Vec<FileEntry>, SearchError> {
         let mut pq = PqFile::read(&self.dir.join(PQ_FILE))?;
@@ -659,65 +1027,48 @@ impl Index {
             .exists()
             .then(|| RecordKeys::read(&keys_path))
             .transpose()?;
-        let m = pq.codes.dim();
-        if renumbered {
-            // Every record is written again: the per-record arrays start empty.
-            pq.codes = crate::data::Matrix::from_vec(Vec::new(), m)
-                .map_err(|e| FormatError::invalid(e.to_string()))?;
-            pq.correction.clear();
-            pq.error.clear();
-            if let Some(f) = refine.as_mut() {
-                f.codes = crate::data::Matrix::from_vec(Vec::new(), f.codes.dim())
-                    .map_err(|e| FormatError::invalid(e.to_string()))?;
-                f.correction.clear();
-                f.error.clear();
-            }
-            if let Some(k) = keys.as_mut() {
-                k.keys.clear();
-            }
+        let n = p.n_records as usize;
+        // Kept clusters keep their numbers; the old ranges of merged ones become holes
+        // unless a merged record takes them below.
+        let holes: Vec<(u64, u64)> = self
+            .entries
+            .iter()
+            .zip(p.merged_out)
+            .filter(|(e, m)| **m && e.records > 0 && e.first_record < p.n_records)
+            .map(|(e, _)| (e.first_record, end_of(e).min(p.n_records)))
+            .collect();
+        resize_pq(&mut pq, n, &holes)?;
+        if let Some(f) = refine.as_mut() {
+            resize_pq(f, n, &holes)?;
         }
-        let holes = if renumbered {
-            Vec::new()
-        } else {
-            self.merged_old_ranges(entries)
-        };
-        for e in holes {
-            for r in e.0..e.1 {
-                let r = r as usize;
-                pq.codes.as_mut_slice()[r * m..(r + 1) * m].fill(0);
-                pq.correction[r] = 0.0;
-                pq.error[r] = 0.0;
-                if let Some(f) = refine.as_mut() {
-                    let fm = f.codes.dim();
-                    f.codes.as_mut_slice()[r * fm..(r + 1) * fm].fill(0);
-                    f.correction[r] = 0.0;
-                    f.error[r] = 0.0;
-                }
-                if let Some(k) = keys.as_mut() {
-                    k.keys[r] = 0.0;
-                }
+        if let Some(k) = keys.as_mut() {
+            k.keys.resize(n, 0.0);
+            for &(a, b) in &holes {
+                k.keys[a as usize..b.max(a) as usize].fill(0.0);
             }
         }
         let mut max_norm = 0f32;
-        let (mut codes, mut codes2) = (Vec::new(), Vec::new());
-        for mem in members.iter().flatten() {
-            codes.extend_from_slice(&mem.code);
-            pq.correction.push(mem.correction);
-            pq.error.push(mem.error);
-            if let (Some(f), Some((code, corr))) = (refine.as_mut(), &mem.refine) {
-                codes2.extend_from_slice(code);
-                f.correction.push(*corr);
-                f.error.push(0.0);
+        let m = pq.codes.dim();
+        for (list, &first) in p.members.iter().zip(p.firsts) {
+            for (i, mem) in list.iter().enumerate() {
+                let r = first as usize + i;
+                pq.codes.as_mut_slice()[r * m..(r + 1) * m].copy_from_slice(&mem.code);
+                pq.correction[r] = mem.correction;
+                pq.error[r] = mem.error;
+                if let (Some(f), Some((code, corr))) = (refine.as_mut(), &mem.refine) {
+                    let fm = f.codes.dim();
+                    f.codes.as_mut_slice()[r * fm..(r + 1) * fm].copy_from_slice(code);
+                    f.correction[r] = *corr;
+                    f.error[r] = 0.0;
+                }
+                if let Some(k) = keys.as_mut() {
+                    k.keys[r] = mem.key;
+                }
+                max_norm = max_norm.max(distance::dot(&mem.vector, &mem.vector).sqrt());
             }
-            if let Some(k) = keys.as_mut() {
-                k.keys.push(mem.key);
-            }
-            max_norm = max_norm.max(distance::dot(&mem.vector, &mem.vector).sqrt());
         }
-        append_rows(&mut pq.codes, &codes)?;
         let mut files = vec![pq.write(&out.join(PQ_FILE))?];
-        if let Some(mut f) = refine {
-            append_rows(&mut f.codes, &codes2)?;
+        if let Some(f) = refine {
             files.push(f.write_as(&out.join(REFINE_FILE), &REFINE_KIND)?);
         }
         if let Some(k) = keys {
@@ -745,41 +1096,68 @@ impl Index {
         Ok(files)
     }
 
-    /// The old record ranges `[first, end)` of the clusters whose entries changed.
-    fn merged_old_ranges(&self, entries: &[ClusterEntry]) -> Vec<(u64, u64)> {
-        self.entries
+    /// `coarse.m3` of the next generation when a cluster was split on an index with
+    /// two-level routing: each new cluster joins its parent's coarse group (the group
+    /// centres are kept). `None`: nothing to write (no coarse level, or no split).
+    fn write_coarse(
+        &self,
+        centroids: &[NewCentroid],
+        out: &Path,
+    ) -> Result<Option<FileEntry>, SearchError> {
+        let Some(coarse) = &self.coarse else {
+            return Ok(None);
+        };
+        let mut added: Vec<(u32, u32)> = centroids
             .iter()
-            .zip(entries)
-            .filter(|(a, b)| a.first_record != b.first_record && a.records > 0)
-            .map(|(a, _)| (a.first_record, a.first_record + u64::from(a.records)))
-            .collect()
+            .filter(|(c, _, p)| c != p)
+            .map(|(c, _, p)| (*c, *p))
+            .collect();
+        if added.is_empty() {
+            return Ok(None);
+        }
+        added.sort_unstable();
+        let mut level = coarse.clone();
+        for (_, parent) in added {
+            let label = level.labels.get(parent as usize).copied().unwrap_or(0);
+            level.labels.push(label);
+        }
+        Ok(Some(level.write(&out.join(COARSE_FILE))?))
     }
 
     /// `ids.m3` (the user id of every vid) and `segments.m3` (the dead vids: deleted,
     /// replaced, or inserts that stay in the log and are inserted again) of the next
-    /// generation, and those inserts.
+    /// generation, those inserts, and the number of vids. With `old_vids` (vids numbered
+    /// again by [`compact_vids`]) the vids are exactly the written records' and none is dead.
     fn write_ids_and_segments(
         &self,
         merged_out: &[bool],
         segments: Vec<SegmentEntry>,
         next_segment: u64,
+        old_vids: Option<&[u32]>,
         out: &Path,
     ) -> Result<IdsAndSegments, SearchError> {
         let base = self.user_ids.as_deref();
-        let n_vids = self
-            .live_ids()
-            .map_or(self.meta.n_vectors, |i| i.next_vid());
         let user = |v: u32| match self.live_ids() {
             Some(ids) => ids.user_id(base, v),
             None => base.map_or(u64::from(v), |b| b[v as usize]),
         };
         let dead_now = |v: u32| self.live_ids().is_some_and(|i| i.is_dead(v));
-        let ids: Vec<u64> = (0..n_vids as u32).map(user).collect();
+        let (ids, n_vids): (Vec<u64>, u64) = match old_vids {
+            Some(olds) => (olds.iter().map(|&v| user(v)).collect(), olds.len() as u64),
+            None => {
+                let n = self
+                    .live_ids()
+                    .map_or(self.meta.n_vectors, |i| i.next_vid());
+                ((0..n as u32).map(user).collect(), n)
+            }
+        };
         let mut dead = vec![0u64; n_vids.div_ceil(64) as usize];
         let mut set = |v: u32| dead[v as usize / 64] |= 1 << (v % 64);
-        (0..n_vids as u32)
-            .filter(|&v| dead_now(v))
-            .for_each(&mut set);
+        if old_vids.is_none() {
+            (0..n_vids as u32)
+                .filter(|&v| dead_now(v))
+                .for_each(&mut set);
+        }
         let mut unmerged = Vec::new();
         let l = &self.live;
         let n = self.meta.n_records;
@@ -789,7 +1167,9 @@ impl Index {
             }
             for &r in list.iter() {
                 let d = (u64::from(r) - n) as usize;
-                set(l.vids[d]);
+                if old_vids.is_none() {
+                    set(l.vids[d]);
+                }
                 unmerged.push((user(l.vids[d]), self.read_delta_vector(l.slots[d])?));
             }
         }
@@ -801,8 +1181,31 @@ impl Index {
             dead,
         };
         let seg_file = segs.write(&out.join(SEGMENTS_FILE))?;
-        Ok((ids_entry, seg_file, unmerged))
+        Ok((ids_entry, seg_file, unmerged, n_vids))
     }
+}
+
+/// `pq` (or `refine.m3`'s codes) with `rows` records: cut or zero-extended, the `holes`
+/// zeroed.
+fn resize_pq(pq: &mut PqFile, rows: usize, holes: &[(u64, u64)]) -> Result<(), FormatError> {
+    let m = pq.codes.dim();
+    let bad = |e: crate::data::DataError| FormatError::invalid(e.to_string());
+    let mut codes = std::mem::replace(
+        &mut pq.codes,
+        crate::data::Matrix::zeros(0, m).map_err(bad)?,
+    )
+    .into_vec();
+    codes.resize(rows * m, 0);
+    pq.correction.resize(rows, 0.0);
+    pq.error.resize(rows, 0.0);
+    for &(a, b) in holes {
+        let (a, b) = (a as usize, (b as usize).max(a as usize));
+        codes[a * m..b * m].fill(0);
+        pq.correction[a..b].fill(0.0);
+        pq.error[a..b].fill(0.0);
+    }
+    pq.codes = crate::data::Matrix::from_vec(codes, m).map_err(bad)?;
+    Ok(())
 }
 
 /// Appends `rows` (whole rows) to `m`.

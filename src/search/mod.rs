@@ -13,6 +13,7 @@ mod index;
 mod inflight;
 pub(crate) mod live;
 pub(crate) mod merge;
+mod merge_plan;
 mod params;
 mod query;
 mod read;
@@ -29,6 +30,7 @@ pub use error::SearchError;
 pub use exact::{ExactParams, ExactQuery, ExactSearcher, exact_batch};
 pub use generation::LiveIndex;
 pub use index::{Index, IndexCore, LiveInfo};
+pub use merge::{ClusterChurn, ClusterRecord};
 // The server's workers run the batch's loop.
 #[cfg(feature = "serve")]
 pub(crate) use inflight::{Inflight, Jobs, Next, Step};

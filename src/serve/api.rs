@@ -383,6 +383,34 @@ pub struct DeleteRequest {
     pub ids: Vec<u64>,
 }
 
+/// `POST /v1/compact`: a per-cluster merge now (decision 0012). An empty body is `{}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactRequest {
+    /// Merge every cluster (`m3 merge --all`) instead of what the default merge policy
+    /// chooses.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// The answer to `POST /v1/compact`, sent once the merged generation is installed for the
+/// searchers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactResponse {
+    /// Whether a merge ran (`false`: the policy chose no cluster).
+    pub merged: bool,
+    /// Clusters rewritten.
+    pub clusters: usize,
+    /// Records written into the new data segment.
+    pub records_written: u64,
+    /// Bytes of the index directory before the merge.
+    pub bytes_before: u64,
+    /// Bytes of the index directory after the merge.
+    pub bytes_after: u64,
+    /// The generation searches now see.
+    pub generation: u64,
+}
+
 /// The answer to a write: it is durable and every search that starts from now on sees it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WriteResponse {

@@ -24,12 +24,13 @@ use tokio::time::timeout_at;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 use super::api::{
-    CheckedRequest, DeleteRequest, QueryKind, QueryResult, RangeRequest, ResponseStats,
-    SearchRequest, SearchResponse, UpsertRequest, WriteResponse, parse_json,
+    CheckedRequest, CompactRequest, CompactResponse, DeleteRequest, QueryKind, QueryResult,
+    RangeRequest, ResponseStats, SearchRequest, SearchResponse, UpsertRequest, WriteResponse,
+    parse_json,
 };
 use super::metrics::{METRICS_CONTENT_TYPE, endpoint_label};
 use super::pool::{Job, JobError};
-use super::writes::{WriteJob, WriteOp};
+use super::writes::{WriteAck, WriteJob, WriteOp};
 use super::{ApiError, ApiKey, Limits, Metrics};
 use crate::search::{LiveIndex, RerankDistance};
 
@@ -62,6 +63,7 @@ pub(super) fn router(state: AppState) -> Router {
         .route("/v1/range", post(range))
         .route("/v1/upsert", post(upsert))
         .route("/v1/delete", post(delete))
+        .route("/v1/compact", post(compact))
         .route("/v1/index", get(index_info))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -140,7 +142,7 @@ async fn not_found(req: Request) -> ApiError {
         StatusCode::NOT_FOUND,
         format!(
             "no endpoint {} {} (POST /v1/search, POST /v1/range, POST /v1/upsert, \
-             POST /v1/delete, GET /v1/index, GET /healthz, GET /metrics)",
+             POST /v1/delete, POST /v1/compact, GET /v1/index, GET /healthz, GET /metrics)",
             req.method(),
             req.uri().path()
         ),
@@ -199,10 +201,58 @@ async fn delete(
     write(&s, WriteOp::Delete { ids }, deadline).await
 }
 
+/// `POST /v1/compact` (behind the API key): a per-cluster merge run by the writer thread
+/// after the writes queued before it; answered once the merged generation is installed for
+/// the searchers. Only queueing is bounded by the deadline: a merge takes as long as it takes.
+async fn compact(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + s.limits.deadline;
+    let bytes = read_body(&s, &headers, body, deadline).await?;
+    let req: CompactRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        CompactRequest::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let ack = queue_write(&s, WriteOp::Compact { all: req.all }, deadline, None).await?;
+    let m = ack.merge;
+    json_response(&CompactResponse {
+        merged: m.is_some(),
+        clusters: m.map_or(0, |m| m.clusters),
+        records_written: m.map_or(0, |m| m.records_written),
+        bytes_before: m.map_or(0, |m| m.bytes_before),
+        bytes_after: m.map_or(0, |m| m.bytes_after),
+        generation: ack.generation,
+    })
+}
+
 /// Queues a checked write for the writer thread and answers once it is durable and visible
 /// (`writes.rs`). A write still queued or being committed at the deadline is answered 504 and
 /// may still be committed.
 async fn write(s: &Shared, op: WriteOp, deadline: Instant) -> Result<Response, ApiError> {
+    let ack = queue_write(s, op, deadline, Some(deadline)).await?;
+    json_response(&WriteResponse {
+        generation: ack.generation,
+        requests_in_commit: ack.group,
+    })
+}
+
+fn json_response<T: serde::Serialize>(body: &T) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Queues `op` for the writer thread (by `deadline`) and awaits its answer (by
+/// `answer_by`, if any): 504 past either, 503 when the writer has stopped, 403 read-only.
+async fn queue_write(
+    s: &Shared,
+    op: WriteOp,
+    deadline: Instant,
+    answer_by: Option<Instant>,
+) -> Result<WriteAck, ApiError> {
     let Some(queue) = &s.writes else {
         return Err(ApiError::new(StatusCode::FORBIDDEN, s.read_only));
     };
@@ -222,17 +272,14 @@ async fn write(s: &Shared, op: WriteOp, deadline: Instant) -> Result<Response, A
         Ok(Err(_)) => return Err(gone()),
         Ok(Ok(())) => {}
     }
-    let ack = match timeout_at(deadline.into(), rx).await {
-        Err(_) => return Err(late()),
-        Ok(Err(_)) => return Err(gone()),
-        Ok(Ok(r)) => r?,
+    let answer = match answer_by {
+        Some(t) => timeout_at(t.into(), rx).await.map_err(|_| late())?,
+        None => rx.await,
     };
-    let body = serde_json::to_vec(&WriteResponse {
-        generation: ack.generation,
-        requests_in_commit: ack.group,
-    })
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    match answer {
+        Err(_) => Err(gone()),
+        Ok(r) => r,
+    }
 }
 
 /// The body, at most `max_body_bytes` (413 beyond), received before the deadline and without

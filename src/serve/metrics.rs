@@ -18,10 +18,11 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// The endpoints, as metric labels (anything else is `other`, so a scan of random paths
 /// cannot grow the label set).
-pub(super) const ENDPOINTS: [&str; 7] = [
+pub(super) const ENDPOINTS: [&str; 8] = [
     "/v1/search",
     "/v1/range",
     "/v1/upsert",
+    "/v1/compact",
     "/v1/delete",
     "/v1/index",
     "/healthz",

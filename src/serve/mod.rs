@@ -4,7 +4,8 @@
 //! or exact), `POST /v1/range` (every vector within a radius), `GET /v1/index` (what
 //! `m3 inspect --json` prints), `GET /healthz`, `GET /metrics` (OpenMetrics text), and the
 //! live updates `POST /v1/upsert` (ids and vectors) and `POST /v1/delete` (ids), answered once
-//! durable and visible to searches (`writes.rs`: one writer thread, group commit).
+//! durable and visible to searches, and `POST /v1/compact` (a per-cluster merge now), answered
+//! once the merged generation is installed (`writes.rs`: one writer thread, group commit).
 //!
 //! The shape: an async front (`http.rs`: axum on tokio) parses and checks requests and never
 //! blocks; a fixed pool of search threads (`pool.rs`) runs the engine's own query state
@@ -28,8 +29,8 @@ mod server;
 mod writes;
 
 pub use api::{
-    DeleteRequest, DistanceMode, Knobs, QueryResult, RangeRequest, ResponseStats, SearchRequest,
-    SearchResponse, UpsertRequest, WriteResponse,
+    CompactRequest, CompactResponse, DeleteRequest, DistanceMode, Knobs, QueryResult, RangeRequest,
+    ResponseStats, SearchRequest, SearchResponse, UpsertRequest, WriteResponse,
 };
 pub use config::{ApiKey, Limits, QueryHook, ServeConfig, WriteHook};
 pub(crate) use error::ApiError;

@@ -1,4 +1,5 @@
-//! `POST /v1/upsert` and `POST /v1/delete`: one writer thread with group commit.
+//! `POST /v1/upsert`, `POST /v1/delete` and `POST /v1/compact`: one writer thread with group
+//! commit (a compaction runs a per-cluster merge after the writes queued with it).
 //!
 //! The handlers check a request (ids, dimensions, finite values: 400 before anything is
 //! queued) and queue it to the writer thread, then await its answer. The thread takes the
@@ -34,6 +35,10 @@ pub(super) enum WriteOp {
     Delete {
         ids: Vec<u64>,
     },
+    /// A merge now: every cluster, or what the default policy chooses.
+    Compact {
+        all: bool,
+    },
 }
 
 /// A write request's answer: the generation that holds it, and how many requests shared its
@@ -42,6 +47,17 @@ pub(super) enum WriteOp {
 pub(super) struct WriteAck {
     pub generation: u64,
     pub group: usize,
+    /// For a compaction: what the merge did (`None`: nothing to merge).
+    pub merge: Option<MergeAck>,
+}
+
+/// What a merge run for `POST /v1/compact` did.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MergeAck {
+    pub clusters: usize,
+    pub records_written: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 pub(super) struct WriteJob {
@@ -129,9 +145,62 @@ impl Writer {
         }
     }
 
-    /// Applies every request of `group` (a request refused by the writer is answered at once
-    /// and left out), commits once, installs the new generation and answers the rest.
+    /// Commits the writes of `group`, then runs its compactions.
     fn commit_group(&mut self, group: Vec<WriteJob>) {
+        let (compacts, group): (Vec<WriteJob>, Vec<WriteJob>) = group
+            .into_iter()
+            .partition(|j| matches!(j.op, WriteOp::Compact { .. }));
+        if !group.is_empty() {
+            self.commit_writes(group);
+        }
+        if !compacts.is_empty() {
+            self.compact(compacts);
+        }
+    }
+
+    /// `POST /v1/compact` requests (after the writes queued with them are committed): one
+    /// merge for all of them, of every cluster if any asks for it, with the writer closed;
+    /// each is answered once the merged generation is installed.
+    fn compact(&mut self, jobs: Vec<WriteJob>) {
+        let all = jobs
+            .iter()
+            .any(|j| matches!(j.op, WriteOp::Compact { all: true }));
+        let dir = self.live.current().dir().to_path_buf();
+        self.writer = None;
+        let merged = if all {
+            m3_update::merge_all(&dir, None)
+        } else {
+            m3_update::merge(&dir, &MergePolicy::default())
+        };
+        let result = merged.map_err(update_error).and_then(|report| {
+            if report.is_some() {
+                self.metrics.merged();
+            }
+            let generation = self.live.refresh().map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the merge is published but the searchers could not load it: {e}"),
+                )
+            })?;
+            Ok(WriteAck {
+                generation,
+                group: jobs.len(),
+                merge: report.map(|r| MergeAck {
+                    clusters: r.clusters,
+                    records_written: r.records_written,
+                    bytes_before: r.bytes_before,
+                    bytes_after: r.bytes_after,
+                }),
+            })
+        });
+        for j in jobs {
+            let _ = j.reply.send(result.clone());
+        }
+    }
+
+    /// Applies every write of `group` (a request refused by the writer is answered at once
+    /// and left out), commits once, installs the new generation and answers the rest.
+    fn commit_writes(&mut self, group: Vec<WriteJob>) {
         let mut writer = match self.take() {
             Ok(w) => w,
             Err(e) => {
@@ -154,6 +223,7 @@ impl Writer {
                     writer.delete(ids);
                     Ok(())
                 }
+                WriteOp::Compact { .. } => Ok(()),
             };
             match r {
                 Ok(()) => applied.push(j),
@@ -189,9 +259,11 @@ impl Writer {
         let group = applied.len();
         let merge = result.is_ok();
         for j in applied {
-            let r = result
-                .clone()
-                .map(|generation| WriteAck { generation, group });
+            let r = result.clone().map(|generation| WriteAck {
+                generation,
+                group,
+                merge: None,
+            });
             let _ = j.reply.send(r);
         }
         if merge {

@@ -24,11 +24,13 @@ use crate::search::Index;
 /// When a cluster or a segment is merged.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MergePolicy {
-    /// A cluster is merged when its live inserts plus dead records reach this fraction of
-    /// the records it holds (and at least one).
+    /// A cluster is merged when its live inserts or its dead records (the larger of the two)
+    /// reach this fraction of the records it holds (and at least one): an upsert whose new
+    /// vector stays in the cluster of its old one counts once.
     pub change_fraction: f64,
     /// A segment whose live records fall below this fraction of what it holds has all its
-    /// clusters merged out.
+    /// clusters merged out; a merge that would leave more than `1 − segment_live_fraction`
+    /// of the record numbers as holes takes every cluster (numbering starts again at 0).
     pub segment_live_fraction: f64,
     /// A merged cluster with more live records than this is split in two (LIRE; 2-means of
     /// its members, decision 0012); `None`: never split.
@@ -48,8 +50,12 @@ impl Default for MergePolicy {
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MergeReport {
-    /// Clusters rewritten.
+    /// Clusters rewritten (the chosen ones and, for a split, its nearest clusters).
     pub clusters: usize,
+    /// Vectors LIRE's reassignment moved to a nearer cluster after a split.
+    pub reassigned: usize,
+    /// The clusters LIRE's reassignment involved (split halves and their nearest clusters).
+    pub lire_clusters: Vec<u32>,
     /// Records written into the new segment.
     pub records_written: u64,
     /// Bytes written: the new segment and the RAM-sized files.
@@ -72,7 +78,7 @@ pub fn choose_clusters(index: &Index, policy: &MergePolicy) -> Vec<u32> {
     let mut chosen: Vec<bool> = churn
         .iter()
         .map(|c| {
-            let changes = f64::from(c.inserts + c.dead);
+            let changes = f64::from(c.inserts.max(c.dead));
             changes >= 1.0 && changes >= policy.change_fraction * f64::from(c.records.max(1))
         })
         .collect();
@@ -90,9 +96,19 @@ pub fn choose_clusters(index: &Index, policy: &MergePolicy) -> Vec<u32> {
             }
         }
     }
-    (0..churn.len() as u32)
+    let mut out: Vec<u32> = (0..churn.len() as u32)
         .filter(|&c| chosen[c as usize])
-        .collect()
+        .collect();
+    if !out.is_empty() {
+        // Holes bounded: past the limit, every cluster holding anything is merged.
+        let (numbers, records) = index.records_after_merge(&out);
+        if (numbers - records) as f64 > (1.0 - policy.segment_live_fraction) * numbers as f64 {
+            out = (0..churn.len() as u32)
+                .filter(|&c| churn[c as usize].records + churn[c as usize].inserts > 0)
+                .collect();
+        }
+    }
+    out
 }
 
 /// Merges the clusters `policy` chooses in the index at `dir` (module doc); `None` when it
@@ -123,6 +139,29 @@ pub fn merge_clusters(dir: &Path, clusters: &[u32]) -> Result<MergeReport, Updat
         });
     }
     merge_locked(&dir, &index, &chosen, None)
+}
+
+/// Merges every cluster that holds records or live inserts of the index at `dir` (the
+/// records are numbered from 0 again, dead vids are dropped; LIRE's split past
+/// `max_cluster_records`); `None` when the index holds nothing. Takes the writer lock.
+pub fn merge_all(
+    dir: &Path,
+    max_cluster_records: Option<u32>,
+) -> Result<Option<MergeReport>, UpdateError> {
+    let dir = crate::format::index_dir::normalize_target(dir)?;
+    let _lock = lock_dir(&dir)?;
+    let index = open_updatable(&dir)?;
+    let chosen: Vec<u32> = index
+        .cluster_churn()
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.records + c.inserts > 0)
+        .map(|(c, _)| c as u32)
+        .collect();
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    merge_locked(&dir, &index, &chosen, max_cluster_records).map(Some)
 }
 
 fn open_updatable(dir: &Path) -> Result<Index, UpdateError> {
@@ -161,7 +200,9 @@ fn merge_locked(
     }
     w.publish(&out.manifest)?;
     Ok(MergeReport {
-        clusters: chosen.len(),
+        clusters: out.clusters,
+        reassigned: out.reassigned,
+        lire_clusters: out.lire_clusters,
         records_written: out.records_written,
         bytes_written: out.bytes_written,
         segments_dropped: out.segments_dropped,

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub use compact::{CompactReport, compact, dir_bytes};
-pub use merge::{MergePolicy, MergeReport, choose_clusters, merge, merge_clusters};
+pub use merge::{MergePolicy, MergeReport, choose_clusters, merge, merge_all, merge_clusters};
 
 use crate::data::MatrixView;
 use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};

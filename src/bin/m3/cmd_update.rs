@@ -140,8 +140,8 @@ pub struct MergeArgs {
     /// Index directory.
     #[arg(long)]
     index: PathBuf,
-    /// A cluster is merged when its live inserts plus dead records reach this fraction of its
-    /// records.
+    /// A cluster is merged when its live inserts or its dead records (the larger) reach this
+    /// fraction of its records.
     #[arg(long, default_value_t = 0.2)]
     change_fraction: f64,
     /// A data segment whose live records fall below this fraction has all its clusters merged
@@ -154,12 +154,22 @@ pub struct MergeArgs {
     /// Merge exactly these clusters (comma-separated) instead of what the thresholds choose.
     #[arg(long, value_delimiter = ',')]
     clusters: Option<Vec<u32>>,
+    /// Merge every cluster (records numbered from 0 again, dead vids dropped).
+    #[arg(long, conflicts_with = "clusters")]
+    all: bool,
+    /// Threads building the merged clusters' neighbour lists (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 pub fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
     crate::common::recover_index("merge", &args.index);
-    let r = match &args.clusters {
+    let pool = crate::common::thread_pool(args.threads)?;
+    let r = pool.install(|| match &args.clusters {
         Some(c) => Some(m3::update::merge_clusters(&args.index, c)),
+        None if args.all => {
+            m3::update::merge_all(&args.index, args.max_cluster_records).transpose()
+        }
         None => m3::update::merge(
             &args.index,
             &m3::update::MergePolicy {
@@ -169,7 +179,7 @@ pub fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
             },
         )
         .transpose(),
-    };
+    });
     let Some(r) = r else {
         eprintln!("m3 merge: no cluster passes the thresholds; nothing to do");
         return Ok(());
@@ -177,12 +187,13 @@ pub fn run_merge(args: MergeArgs) -> anyhow::Result<()> {
     let r = r.with_context(|| format!("merging {}", args.index.display()))?;
     eprintln!(
         "m3 merge: {} clusters rewritten ({} records, {} bytes written, {} inserts kept in the \
-         log, {} segments dropped) in {:.2} s; {} → {} bytes",
+         log, {} segments dropped, {} vectors reassigned) in {:.2} s; {} → {} bytes",
         r.clusters,
         r.records_written,
         r.bytes_written,
         r.reinserted,
         r.segments_dropped,
+        r.reassigned,
         r.seconds,
         r.bytes_before,
         r.bytes_after
