@@ -1877,7 +1877,7 @@ fn a_merge_beside_the_writer_carries_the_commits_made_meanwhile() {
     let mut model = Model::base();
     let mut w = IndexWriter::open(&dir).unwrap();
     let mut next_id = 1u64 << 46;
-    let mut insert = |w: &mut IndexWriter, model: &mut Model, ids: &[u64], rng: &mut ChaCha8Rng| {
+    let insert = |w: &mut IndexWriter, model: &mut Model, ids: &[u64], rng: &mut ChaCha8Rng| {
         let vs: Vec<f32> = ids.iter().flat_map(|_| vector(rng)).collect();
         let v = Matrix::from_vec(vs, DIM).unwrap();
         w.insert(ids, v.view()).unwrap();
