@@ -1996,13 +1996,9 @@ fn a_prepared_merge_is_refused_or_dropped_without_a_trace() {
     let prepared = prepare_merge(&open(&dir), &[0, 1], None).unwrap();
     let staging = staging_of(&prepared);
     let err = merge_clusters(&dir, &[2]).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            UpdateError::Format(m3::format::FormatError::Refused { .. })
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, UpdateError::Busy { .. }), "{err}");
+    let err = m3::update::compact(&dir, pool()).unwrap_err();
+    assert!(matches!(err, UpdateError::Busy { .. }), "{err}");
     let other_tmp = tempfile::tempdir().unwrap();
     let other = copy_of(Metric::L2, other_tmp.path());
     let err = IndexWriter::open(&other)

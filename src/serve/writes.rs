@@ -478,6 +478,7 @@ fn update_error(e: UpdateError) -> ApiError {
     match e {
         UpdateError::Input { what } => ApiError::new(StatusCode::BAD_REQUEST, what),
         UpdateError::Locked { .. }
+        | UpdateError::Busy { .. }
         | UpdateError::Unsupported { .. }
         | UpdateError::Republished { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
         _ => ApiError::new(

@@ -66,6 +66,7 @@ pub fn dir_bytes(dir: &Path) -> Result<u64, FormatError> {
 pub fn compact(dir: &Path, pool: &rayon::ThreadPool) -> Result<CompactReport, UpdateError> {
     let dir = crate::format::index_dir::normalize_target(dir)?;
     let _lock = lock_dir(&dir)?;
+    let _claim = super::StagingClaim::take(&dir)?;
     let bytes_before = dir_bytes(&dir)?;
     let index = Index::open(&dir, IoBackend::Pread, &ReaderOptions::default())?;
     let unsupported = |what: &str| UpdateError::Unsupported {

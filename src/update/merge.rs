@@ -196,6 +196,8 @@ fn merge_locked(
 /// unpublished, its directory is removed.
 pub struct PreparedMerge {
     staging: IndexDirWriter,
+    /// Held until the merge is published or dropped (after `staging`: dropped later).
+    _claim: super::StagingClaim,
     out: MergeOutput,
     /// The log position of the generation merged (`None`: it had no commit).
     from: Option<(u64, u64)>,
@@ -255,11 +257,13 @@ pub fn prepare_merge(
             dir: index.dir().to_path_buf(),
             what,
         })?;
+    let claim = super::StagingClaim::take(index.dir())?;
     let bytes_before = dir_bytes(index.dir())?;
     let staging = IndexDirWriter::create(index.dir())?;
     let out = index.write_merged(&chosen, max_records, staging.dir())?;
     Ok(PreparedMerge {
         staging,
+        _claim: claim,
         out,
         from: index.wal_position(),
         source_manifest: index.manifest_crc32c(),
@@ -279,6 +283,7 @@ fn publish_prepared(
 ) -> Result<(MergeReport, File), UpdateError> {
     let PreparedMerge {
         staging,
+        _claim,
         out,
         dim,
         bytes_before,

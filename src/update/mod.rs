@@ -71,6 +71,13 @@ pub enum UpdateError {
         /// The index directory.
         dir: PathBuf,
     },
+    /// A merge or a compaction of this index is already running in this process (they would
+    /// share its staging directory).
+    #[error("{dir}: a merge or compaction of this index is already running in this process")]
+    Busy {
+        /// The index directory.
+        dir: PathBuf,
+    },
     /// A commit failed part way: what reached the disk is decided by replay when the index
     /// is opened again; this writer takes no more commits.
     #[error("an earlier commit failed; open the writer again")]
@@ -148,6 +155,36 @@ fn open_codes(
     }
     codes.write_entries(kept, &bytes)?;
     Ok(codes)
+}
+
+/// A claim on an index directory's staging (its `<dir>.tmp-<pid>` sibling, named after the
+/// process): a merge or a compaction of the directory holds it while it writes there, so a
+/// second one in this process is refused instead of removing the first one's files. A merge
+/// prepared without the writer lock ([`prepare_merge`]) is not kept out by the lock.
+#[derive(Debug)]
+pub(crate) struct StagingClaim(PathBuf);
+
+impl StagingClaim {
+    pub(crate) fn take(dir: &Path) -> Result<Self, UpdateError> {
+        let dir = crate::format::index_dir::normalize_target(dir)?;
+        if !claimed().insert(dir.clone()) {
+            return Err(UpdateError::Busy { dir });
+        }
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for StagingClaim {
+    fn drop(&mut self) {
+        claimed().remove(&self.0);
+    }
+}
+
+fn claimed() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    static CLAIMED: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    // The set is whole after any panic: insert and remove do not unwind part way.
+    CLAIMED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Takes the exclusive writer lock of the index directory (held while the file is open).
