@@ -240,6 +240,14 @@ enum Op {
     Merge {
         change_fraction: f64,
     },
+    /// Prepare a merge of what this change fraction picks, beside the writer (held until
+    /// `PublishMerge`; an earlier one still held is dropped).
+    PrepareMerge {
+        change_fraction: f64,
+    },
+    /// Publish the held merge through the writer, carrying the commits made since (refused,
+    /// with the writer's queued operations lost, when some are queued).
+    PublishMerge,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -252,6 +260,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Compact),
         2 => prop_oneof![Just(0.0), Just(0.2), Just(0.6)]
             .prop_map(|change_fraction| Op::Merge { change_fraction }),
+        1 => prop_oneof![Just(0.0), Just(0.6)]
+            .prop_map(|change_fraction| Op::PrepareMerge { change_fraction }),
+        2 => Just(Op::PublishMerge),
     ]
 }
 
@@ -268,6 +279,7 @@ fn run_ops(metric: Metric, ops: &[Op]) {
     let shared = LiveIndex::new(open(&dir));
     let mut next_new = 1u64 << 33;
     let mut generation = 0;
+    let mut held: Option<m3::update::PreparedMerge> = None;
     for op in ops {
         match *op {
             Op::Insert {
@@ -319,7 +331,7 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 check_index(&shared.current(), metric, &committed, &queries);
             }
             Op::Compact => {
-                drop(writer);
+                drop((writer, held.take()));
                 match m3::update::compact(&dir, pool()) {
                     Ok(r) => {
                         assert_eq!(r.live_vectors, committed.live.len() as u64);
@@ -338,7 +350,7 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 check_index(&shared.current(), metric, &committed, &queries);
             }
             Op::Merge { change_fraction } => {
-                drop(writer);
+                drop((writer, held.take()));
                 let policy = m3::update::MergePolicy {
                     change_fraction,
                     ..Default::default()
@@ -346,6 +358,38 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 let merged = m3::update::merge(&dir, &policy).unwrap();
                 writer = IndexWriter::open(&dir).unwrap();
                 if merged.is_some() {
+                    generation = writer.generation();
+                }
+                assert_eq!(writer.generation(), generation);
+                assert_eq!(writer.live_vectors(), committed.live.len() as u64);
+                pending = committed.clone();
+                check_against_model(&dir, metric, &committed, &queries);
+                assert_eq!(shared.refresh().unwrap(), generation);
+                check_index(&shared.current(), metric, &committed, &queries);
+                m3::verify(&dir).unwrap();
+            }
+            Op::PrepareMerge { change_fraction } => {
+                held = None;
+                let policy = m3::update::MergePolicy {
+                    change_fraction,
+                    ..Default::default()
+                };
+                let index = open(&dir);
+                let chosen = m3::update::choose_clusters(&index, &policy);
+                if !chosen.is_empty() {
+                    held = Some(m3::update::prepare_merge(&index, &chosen, None).unwrap());
+                }
+            }
+            Op::PublishMerge => {
+                let Some(merge) = held.take() else { continue };
+                if writer.pending() > 0 {
+                    let err = writer.publish_merge(merge).unwrap_err();
+                    assert!(matches!(err, UpdateError::Input { .. }), "{err}");
+                    writer = IndexWriter::open(&dir).unwrap();
+                } else {
+                    let (report, w) = writer.publish_merge(merge).unwrap();
+                    assert!(report.clusters > 0, "{report:?}");
+                    writer = w;
                     generation = writer.generation();
                 }
                 assert_eq!(writer.generation(), generation);
@@ -365,7 +409,7 @@ fn run_ops(metric: Metric, ops: &[Op]) {
             }
         }
     }
-    drop(writer);
+    drop((writer, held));
     check_against_model(&dir, metric, &committed, &queries);
     m3::verify(&dir).unwrap();
 }
