@@ -195,10 +195,15 @@ fn merge_locked(
 /// index. [`IndexWriter::publish_merge`] publishes it with the commits made since; dropped
 /// unpublished, its directory is removed.
 pub struct PreparedMerge {
+    /// The staged directory's writer: its log holds the live inserts of the clusters not
+    /// merged (committed by `prepare_merge`); the commits carried over go on top.
+    staged: IndexWriter,
     staging: IndexDirWriter,
     /// Held until the merge is published or dropped (after `staging`: dropped later).
     _claim: super::StagingClaim,
     out: MergeOutput,
+    /// Live inserts of the clusters not merged, committed into the staged log.
+    reinserted: usize,
     /// The log position of the generation merged (`None`: it had no commit).
     from: Option<(u64, u64)>,
     /// The publication merged (the CRC32C of its manifest).
@@ -260,11 +265,27 @@ pub fn prepare_merge(
     let claim = super::StagingClaim::take(index.dir())?;
     let bytes_before = dir_bytes(index.dir())?;
     let staging = IndexDirWriter::create(index.dir())?;
-    let out = index.write_merged(&chosen, max_records, staging.dir())?;
+    let mut out = index.write_merged(&chosen, max_records, staging.dir())?;
+    // The staged log: the inserts of the clusters not merged, committed now (on this thread,
+    // not the writer's at publication).
+    staging.write_manifest(&out.manifest)?;
+    let mut staged = IndexWriter::open_locked(staging.dir(), lock_dir(staging.dir())?)?;
+    let unmerged = std::mem::take(&mut out.unmerged);
+    if !unmerged.is_empty() {
+        let ids: Vec<u64> = unmerged.iter().map(|(id, _)| *id).collect();
+        let flat: Vec<f32> = unmerged
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        staged.insert(&ids, MatrixView::new(&flat, index.dim())?)?;
+        staged.commit()?;
+    }
     Ok(PreparedMerge {
+        staged,
         staging,
         _claim: claim,
         out,
+        reinserted: unmerged.len(),
         from: index.wal_position(),
         source_manifest: index.manifest_crc32c(),
         dim: index.dim(),
@@ -273,48 +294,36 @@ pub fn prepare_merge(
     })
 }
 
-/// Writes the staged directory's log (the live inserts of the clusters not merged, then
-/// `carried`, one commit: durable before the rename) and publishes it. Returns the report and
-/// the writer lock of the published directory, taken on the staging directory before its
-/// rename: no other writer can get in between.
+/// Commits `carried` into the staged directory's log on top of what [`prepare_merge`]
+/// committed there (durable before the rename) and publishes it. Returns the report and the
+/// writer lock of the published directory, taken on the staging directory before its rename:
+/// no other writer can get in between.
 fn publish_prepared(
     p: PreparedMerge,
     carried: Vec<Carried>,
 ) -> Result<(MergeReport, File), UpdateError> {
     let PreparedMerge {
+        mut staged,
         staging,
         _claim,
         out,
+        reinserted,
         dim,
         bytes_before,
         started,
         ..
     } = p;
-    staging.write_manifest(&out.manifest)?;
-    let lock = lock_dir(staging.dir())?;
     let carried_ops = carried.len();
-    let lock = if out.unmerged.is_empty() && carried.is_empty() {
-        lock
-    } else {
-        let mut writer = IndexWriter::open_locked(staging.dir(), lock)?;
-        let ids: Vec<u64> = out.unmerged.iter().map(|(id, _)| *id).collect();
-        let flat: Vec<f32> = out
-            .unmerged
-            .iter()
-            .flat_map(|(_, v)| v.iter().copied())
-            .collect();
-        writer.insert(&ids, MatrixView::new(&flat, dim)?)?;
-        for op in carried {
-            match op {
-                Carried::Insert { user_id, vector } => {
-                    writer.insert(&[user_id], MatrixView::new(&vector, dim)?)?
-                }
-                Carried::Delete { user_id } => writer.delete(&[user_id]),
+    for op in carried {
+        match op {
+            Carried::Insert { user_id, vector } => {
+                staged.insert(&[user_id], MatrixView::new(&vector, dim)?)?
             }
+            Carried::Delete { user_id } => staged.delete(&[user_id]),
         }
-        writer.commit()?;
-        writer.into_lock()
-    };
+    }
+    staged.commit()?;
+    let lock = staged.into_lock();
     let target = staging.target().to_path_buf();
     staging.publish(&out.manifest)?;
     let report = MergeReport {
@@ -324,7 +333,7 @@ fn publish_prepared(
         records_written: out.records_written,
         bytes_written: out.bytes_written,
         segments_dropped: out.segments_dropped,
-        reinserted: out.unmerged.len(),
+        reinserted,
         carried: carried_ops,
         bytes_before,
         bytes_after: dir_bytes(&target)?,
