@@ -1959,8 +1959,19 @@ fn a_merge_beside_the_writer_carries_the_commits_made_meanwhile() {
             carried += ids.len() + dead.len();
             w.commit().unwrap();
         }
-        let prepared = merging.join().unwrap();
+        let mut prepared = merging.join().unwrap();
         assert_eq!(prepared.generation(), w.generation() - 3);
+        // The merge thread catches up with the three commits, then one more is made.
+        assert_eq!(prepared.catch_up(&open(&dir)).unwrap(), carried);
+        assert_eq!(prepared.catch_up(&open(&dir)).unwrap(), 0);
+        assert_eq!(prepared.generation(), w.generation());
+        let late = [next_id, fresh[50]];
+        next_id += 1;
+        insert(&mut w, &mut model, &late, &mut rng);
+        w.delete(&late[1..]);
+        model.live.remove(&late[1]);
+        carried += 3;
+        w.commit().unwrap();
         check_against_model(&dir, Metric::L2, &model, &queries);
         let (report, mut w2) = w.publish_merge(prepared).unwrap();
         assert_eq!(report.carried, carried, "{report:?}");

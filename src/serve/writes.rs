@@ -17,8 +17,9 @@
 //! Merges run beside the writer (decision 0016): the writer thread picks the clusters from the
 //! generation it just committed and starts [`m3_update::prepare_merge`] on a merge thread (a
 //! pool of [`ServeConfig::merge_threads`] at the writer's nice value), then goes on committing.
-//! When the merge is written, the thread queues it to the writer thread, which publishes it
-//! between two commits ([`IndexWriter::publish_merge`]: the commits made meanwhile are carried
+//! When the merge is written, the thread carries the commits made meanwhile into it
+//! ([`PreparedMerge::catch_up`], a few rounds) and queues it to the writer thread, which
+//! publishes it between two commits ([`IndexWriter::publish_merge`]: the commits made meanwhile are carried
 //! into the merged generation's log) and installs it. A write waits at most for one such
 //! publication, never for a whole merge. One merge runs at a time; a shutdown waits for a
 //! running merge and drops it unpublished.
@@ -182,6 +183,11 @@ struct Merges {
     retry_after: u64,
 }
 
+/// A merge thread catches up with the writer's commits at most this many times…
+const CATCH_UP_ROUNDS: usize = 4;
+/// …and stops once a round carried at most this many operations.
+const CATCH_UP_ENOUGH: usize = 256;
+
 struct Running {
     thread: JoinHandle<()>,
     /// The compactions answered when this merge is published.
@@ -196,7 +202,17 @@ impl Merges {
         let spawned = std::thread::Builder::new()
             .name("m3-serve-merge".into())
             .spawn(move || {
-                let prepared = pool.install(|| m3_update::prepare_merge(&snapshot, &chosen, None));
+                let prepared = pool.install(|| {
+                    let mut p = m3_update::prepare_merge(&snapshot, &chosen, None)?;
+                    // Carry what was committed meanwhile here, so that the publication on
+                    // the writer thread has only the last few commits left to carry.
+                    for _ in 0..CATCH_UP_ROUNDS {
+                        if p.catch_up(&snapshot)? <= CATCH_UP_ENOUGH {
+                            break;
+                        }
+                    }
+                    Ok(p)
+                });
                 drop(snapshot);
                 if let Some(h) = &hook {
                     h.call();

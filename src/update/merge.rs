@@ -204,6 +204,8 @@ pub struct PreparedMerge {
     out: MergeOutput,
     /// Live inserts of the clusters not merged, committed into the staged log.
     reinserted: usize,
+    /// Operations carried by [`PreparedMerge::catch_up`] so far.
+    carried: usize,
     /// The log position of the generation merged (`None`: it had no commit).
     from: Option<(u64, u64)>,
     /// The publication merged (the CRC32C of its manifest).
@@ -224,7 +226,8 @@ impl std::fmt::Debug for PreparedMerge {
 }
 
 impl PreparedMerge {
-    /// The generation of the index the merge was made from.
+    /// The generation of the index the merge holds: the one it was made from, or the last one
+    /// [`PreparedMerge::catch_up`] carried.
     pub fn generation(&self) -> u64 {
         self.from.map_or(0, |(_, g)| g)
     }
@@ -286,6 +289,7 @@ pub fn prepare_merge(
         _claim: claim,
         out,
         reinserted: unmerged.len(),
+        carried: 0,
         from: index.wal_position(),
         source_manifest: index.manifest_crc32c(),
         dim: index.dim(),
@@ -308,20 +312,14 @@ fn publish_prepared(
         _claim,
         out,
         reinserted,
+        carried: carried_before,
         dim,
         bytes_before,
         started,
         ..
     } = p;
-    let carried_ops = carried.len();
-    for op in carried {
-        match op {
-            Carried::Insert { user_id, vector } => {
-                staged.insert(&[user_id], MatrixView::new(&vector, dim)?)?
-            }
-            Carried::Delete { user_id } => staged.delete(&[user_id]),
-        }
-    }
+    let carried_ops = carried_before + carried.len();
+    apply(&mut staged, carried, dim)?;
     staged.commit()?;
     let lock = staged.into_lock();
     let target = staging.target().to_path_buf();
@@ -386,40 +384,117 @@ impl IndexWriter {
         Ok((report, writer))
     }
 
-    /// The operations this log committed after position `from` (`None`: all), inserts with
-    /// their stored vectors read back from `delta.m3`.
+    /// The operations this log committed after position `from` (`None`: all): all of them,
+    /// up to the writer's last commit.
     fn committed_since(&self, from: Option<(u64, u64)>) -> Result<Vec<Carried>, UpdateError> {
         let wal_path = self.index.dir().join(WAL_FILE);
-        let Some(replay) = read_wal_from(&wal_path, from)? else {
+        let Some(read) = read_committed(&self.index, from)? else {
             return Ok(Vec::new());
         };
-        if replay.generation() != self.wal.generation() {
+        if read.to.1 != self.wal.generation() {
             return Err(FormatError::corrupt(
                 &wal_path,
-                replay.valid_bytes,
+                read.to.0,
                 format!(
                     "the log ends at generation {}, its writer committed {}",
-                    replay.generation(),
+                    read.to.1,
                     self.wal.generation()
                 ),
             )
             .into());
         }
-        let mut out = Vec::new();
-        for op in replay.batches.iter().flatten() {
-            out.push(match *op {
-                WalOp::Insert {
-                    user_id,
-                    slot,
-                    record_crc32c,
-                } => Carried::Insert {
-                    user_id,
-                    vector: self.index.read_delta_vector(slot, record_crc32c)?,
-                },
-                WalOp::Delete { user_id } => Carried::Delete { user_id },
-                WalOp::Commit { .. } => continue,
-            });
-        }
-        Ok(out)
+        Ok(read.ops)
     }
+}
+
+/// Operations a log committed after a position, read back.
+struct Committed {
+    ops: Vec<Carried>,
+    /// Where the last of them ends: (byte offset, generation).
+    to: (u64, u64),
+    /// The CRC32C of the manifest the log belongs to.
+    manifest_crc32c: u32,
+}
+
+/// The operations the log of `index`'s directory committed after position `from` (`None`:
+/// all; `None` returned when there is no log), inserts with their stored vectors read back from
+/// `delta.m3` and checked against their log records' CRC32C. The committed part of a log never
+/// changes under one manifest, so this may run while the writer appends (what follows its
+/// last complete commit is not read).
+fn read_committed(
+    index: &Index,
+    from: Option<(u64, u64)>,
+) -> Result<Option<Committed>, UpdateError> {
+    let wal_path = index.dir().join(WAL_FILE);
+    let Some(replay) = read_wal_from(&wal_path, from)? else {
+        return Ok(None);
+    };
+    let mut ops = Vec::new();
+    for op in replay.batches.iter().flatten() {
+        ops.push(match *op {
+            WalOp::Insert {
+                user_id,
+                slot,
+                record_crc32c,
+            } => Carried::Insert {
+                user_id,
+                vector: index.read_delta_vector(slot, record_crc32c)?,
+            },
+            WalOp::Delete { user_id } => Carried::Delete { user_id },
+            WalOp::Commit { .. } => continue,
+        });
+    }
+    Ok(Some(Committed {
+        ops,
+        to: (replay.valid_bytes, replay.generation()),
+        manifest_crc32c: replay.header.manifest_crc32c,
+    }))
+}
+
+impl PreparedMerge {
+    /// Carries the operations committed since the merged generation (or the last catch-up)
+    /// into the staged log now, beside the writer, so that its publication has only what is
+    /// committed after this to carry: a merge thread calls it until little is left. `index`
+    /// is any open generation of the same publication (the one merged will do); nothing the
+    /// index's readers or writer see changes. Returns how many operations it carried.
+    pub fn catch_up(&mut self, index: &Index) -> Result<usize, UpdateError> {
+        let dir = crate::format::index_dir::normalize_target(index.dir())?;
+        let other = || UpdateError::Input {
+            what: format!(
+                "{}: the merge was prepared from another index or publication",
+                dir.display()
+            ),
+        };
+        if self.staging.target() != dir || index.manifest_crc32c() != self.source_manifest {
+            return Err(other());
+        }
+        let Some(read) = read_committed(index, self.from)? else {
+            return Ok(0);
+        };
+        if read.manifest_crc32c != self.source_manifest {
+            return Err(other());
+        }
+        if read.ops.is_empty() {
+            return Ok(0);
+        }
+        let n = read.ops.len();
+        apply(&mut self.staged, read.ops, self.dim)?;
+        self.staged.commit()?;
+        self.from = Some(read.to);
+        self.carried += n;
+        Ok(n)
+    }
+}
+
+/// Queues `ops` on `writer` in order.
+fn apply(writer: &mut IndexWriter, ops: Vec<Carried>, dim: usize) -> Result<(), UpdateError> {
+    for op in ops {
+        match op {
+            Carried::Insert { user_id, vector } => {
+                writer.insert(&[user_id], MatrixView::new(&vector, dim)?)?
+            }
+            Carried::Delete { user_id } => writer.delete(&[user_id]),
+        }
+    }
+    Ok(())
 }
