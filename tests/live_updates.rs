@@ -2003,6 +2003,170 @@ fn a_damaged_insert_read_by_a_search_is_a_checksum_error() {
     assert!(is_delta_checksum(&err), "approximate: {err:?}");
 }
 
+/// A merge prepared beside a writer (`update::prepare_merge` on a held generation, on another
+/// thread) while the writer keeps committing inserts, upserts and deletes — of inserts the
+/// merge carries, of records it rewrites and of new ids: `IndexWriter::publish_merge` carries
+/// every one of them into the merged generation (counted), the published index answers as the
+/// model and verifies, the returned writer holds the lock without a gap and keeps committing.
+/// Before publication the index on disk is the writer's, whole. Two clusters, then all.
+#[test]
+fn a_merge_beside_the_writer_carries_the_commits_made_meanwhile() {
+    use m3::update::prepare_merge;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(97);
+    let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+    let mut model = Model::base();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let mut next_id = 1u64 << 46;
+    let insert = |w: &mut IndexWriter, model: &mut Model, ids: &[u64], rng: &mut ChaCha8Rng| {
+        let vs: Vec<f32> = ids.iter().flat_map(|_| vector(rng)).collect();
+        let v = Matrix::from_vec(vs, DIM).unwrap();
+        w.insert(ids, v.view()).unwrap();
+        for (id, x) in ids.iter().zip(v.view().iter_rows()) {
+            model.live.insert(*id, x.to_vec());
+        }
+    };
+    for round in 0..2 {
+        let fresh: Vec<u64> = (0..60).map(|i| next_id + i).collect();
+        next_id += 60;
+        insert(&mut w, &mut model, &fresh, &mut rng);
+        w.delete(&base_ids()[100 + 50 * round..130 + 50 * round]);
+        base_ids()[100 + 50 * round..130 + 50 * round]
+            .iter()
+            .for_each(|id| drop(model.live.remove(id)));
+        w.commit().unwrap();
+        let held = open(&dir);
+        let clusters: Vec<u32> = match round {
+            0 => vec![0, held.n_clusters() as u32 - 1],
+            _ => (0..held.n_clusters() as u32).collect(),
+        };
+        let merging = std::thread::spawn(move || prepare_merge(&held, &clusters, None).unwrap());
+        // Meanwhile: new ids, upserts of inserts (merged or carried) and of base vectors,
+        // deletes of inserts and of base records; three commits.
+        let mut carried = 0;
+        for batch in 0..3u64 {
+            let mut ids: Vec<u64> = (0..10).map(|i| next_id + i).collect();
+            next_id += 10;
+            ids.push(fresh[(batch * 7) as usize]);
+            ids.push(base_ids()[300 + batch as usize]);
+            insert(&mut w, &mut model, &ids, &mut rng);
+            let dead = [fresh[40 + batch as usize], base_ids()[20 + batch as usize]];
+            w.delete(&dead);
+            dead.iter().for_each(|id| drop(model.live.remove(id)));
+            carried += ids.len() + dead.len();
+            w.commit().unwrap();
+        }
+        let prepared = merging.join().unwrap();
+        assert_eq!(prepared.generation(), w.generation() - 3);
+        check_against_model(&dir, Metric::L2, &model, &queries);
+        let (report, mut w2) = w.publish_merge(prepared).unwrap();
+        assert_eq!(report.carried, carried, "{report:?}");
+        assert!(report.clusters >= 2, "{report:?}");
+        check_against_model(&dir, Metric::L2, &model, &queries);
+        m3::verify(&dir).unwrap();
+        assert!(
+            matches!(IndexWriter::open(&dir), Err(UpdateError::Locked { .. })),
+            "the published index's writer lock passed to the returned writer"
+        );
+        let more: Vec<u64> = (0..5).map(|i| next_id + i).collect();
+        next_id += 5;
+        insert(&mut w2, &mut model, &more, &mut rng);
+        w2.commit().unwrap();
+        check_against_model(&dir, Metric::L2, &model, &queries);
+        w = w2;
+    }
+    drop(w);
+    m3::verify(&dir).unwrap();
+    check_against_model(&dir, Metric::L2, &model, &queries);
+}
+
+/// A prepared merge dropped unpublished leaves the index as it was and removes its temporary
+/// directory; `publish_merge` refuses (typed, nothing published) while operations are queued
+/// and a merge prepared from another publication of the index.
+#[test]
+fn a_prepared_merge_is_refused_or_dropped_without_a_trace() {
+    use m3::update::{merge_clusters, prepare_merge};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(98);
+    let queries: Vec<Vec<f32>> = (0..6).map(|_| vector(&mut rng)).collect();
+    let mut model = Model::base();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let ids: Vec<u64> = (0..40).map(|i| 1 << 47 | i).collect();
+    let vs: Vec<f32> = ids.iter().flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    w.insert(&ids, v.view()).unwrap();
+    for (id, x) in ids.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    w.commit().unwrap();
+    let tmp_dirs = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
+            .count()
+    };
+    let prepared = prepare_merge(&open(&dir), &[0, 1], None).unwrap();
+    assert_eq!(tmp_dirs(), 1);
+    drop(prepared);
+    assert_eq!(
+        tmp_dirs(),
+        0,
+        "the unpublished merge's directory is removed"
+    );
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    assert!(matches!(
+        prepare_merge(&open(&dir), &[u32::MAX], None),
+        Err(UpdateError::Input { .. })
+    ));
+    // Queued operations: refused, nothing published.
+    let prepared = prepare_merge(&open(&dir), &[0, 1], None).unwrap();
+    w.delete(&ids[..1]);
+    let err = w.publish_merge(prepared).unwrap_err();
+    assert!(matches!(err, UpdateError::Input { .. }), "{err}");
+    assert_eq!(tmp_dirs(), 0);
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    // A second merge of the index in this process while one is prepared: refused (they
+    // would share the temporary directory); a merge prepared from another index: refused.
+    let prepared = prepare_merge(&open(&dir), &[0, 1], None).unwrap();
+    let staging = staging_of(&prepared);
+    let err = merge_clusters(&dir, &[2]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UpdateError::Format(m3::format::FormatError::Refused { .. })
+        ),
+        "{err}"
+    );
+    let other_tmp = tempfile::tempdir().unwrap();
+    let other = copy_of(Metric::L2, other_tmp.path());
+    let err = IndexWriter::open(&other)
+        .unwrap()
+        .publish_merge(prepared)
+        .unwrap_err();
+    assert!(matches!(err, UpdateError::Input { .. }), "{err}");
+    assert!(!staging.exists());
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    merge_clusters(&dir, &[2]).unwrap();
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+}
+
+/// The temporary directory of a prepared merge (from its `Debug`).
+fn staging_of(p: &m3::update::PreparedMerge) -> PathBuf {
+    let text = format!("{p:?}");
+    let start = text.find("staging: \"").unwrap() + "staging: \"".len();
+    let end = start + text[start..].find('"').unwrap();
+    PathBuf::from(&text[start..end])
+}
+
 /// Recall@10 of approximate search (default knobs but `nprobe` 4) against the model's
 /// brute force, over `queries`.
 fn recall_at_10(index: &Index, metric: Metric, model: &Model, queries: &[Vec<f32>]) -> f64 {

@@ -1365,9 +1365,11 @@ fn serve_merges_per_cluster_after_commits_past_the_thresholds() {
     for i in (0..rows).step_by(37) {
         assert_eq!(exact_top(addr, &[], q.row(i))[0], 90_000 + i as u64);
     }
-    // The writer thread merges after answering a commit; the next write is taken after it.
+    // The writer thread starts a merge beside it after a commit; a compaction is answered
+    // after that merge is published (and its own, if it chooses any cluster).
     let body = serde_json::json!({"ids": [90_000u64]});
     assert_eq!(post_json(addr, "/v1/delete", &body).status, 200);
+    assert_eq!(post(addr, "/v1/compact", b"{}", &[]).status, 200);
     let text = get(addr, "/metrics", &[]).text();
     let merges = metric_in(&text, "m3_merges_total").unwrap_or(0.0);
     assert!(merges >= 1.0, "no merge ran: {text}");
@@ -1471,6 +1473,96 @@ fn serve_holds_merges_below_the_minimum_change() {
     let m = m3::format::Manifest::read(&dir.join("manifest.m3")).unwrap();
     assert_eq!(m.meta.flags & 32, 0, "the index was merged");
     m3::verify(&dir).unwrap();
+}
+
+/// Writes are committed while a merge runs beside the writer: with the merge held (a hook on
+/// the merge thread, after the merge is written and before its publication) upserts and a
+/// delete are answered 200 and found by the next search, no merge is published yet; released,
+/// the merge is published with those writes carried into it (`m3_merge_carried_ops_total`
+/// counts them), and after a compaction every write is found, the delete holds, the index on
+/// disk is a verified 2.0 index and every id is there after a reopen.
+#[test]
+fn serve_commits_writes_while_a_merge_runs_and_carries_them_into_it() {
+    use std::sync::Mutex;
+    use std::sync::mpsc::channel;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = writable_copy(tmp.path());
+    let (started_tx, started_rx) = channel::<()>();
+    let (release_tx, release_rx) = channel::<()>();
+    let (started_tx, release_rx) = (Mutex::new(started_tx), Mutex::new(release_rx));
+    let hook = m3::serve::MergeHook::new(move || {
+        let _ = started_tx.lock().unwrap().send(());
+        // Released once by the test; later merges pass (the sender is dropped).
+        let _ = release_rx.lock().unwrap().recv();
+    });
+    let config = ServeConfig {
+        merge_min_change: 0.0,
+        merge_hook: Some(hook),
+        ..config()
+    };
+    let server = start_with(open_at(&dir), config);
+    let addr = server.addr();
+    let q = &fixture().queries;
+    let rows = q.rows().min(300);
+    let upsert = |ids: &[u64], rows: &[usize]| {
+        let vectors: Vec<&[f32]> = rows.iter().map(|&i| q.row(i)).collect();
+        let body = serde_json::json!({"ids": ids, "vectors": vectors});
+        let r = post_json(addr, "/v1/upsert", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    // 60 vectors close to query 0 all go to its cluster: past the policy's threshold.
+    let near: Vec<Vec<f32>> = (0..60)
+        .map(|j| {
+            let mut v = q.row(0).to_vec();
+            let d = v.len();
+            v[j % d] += 0.01 * (1 + j / d) as f32;
+            v
+        })
+        .collect();
+    let ids: Vec<u64> = (0..60).map(|j| 80_000 + j).collect();
+    let body = serde_json::json!({"ids": ids, "vectors": near});
+    assert_eq!(post_json(addr, "/v1/upsert", &body).status, 200);
+    started_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the commit past the thresholds started a merge");
+    // The merge is written and held: writes go on.
+    let second: Vec<usize> = (1..rows).collect();
+    for chunk in second.chunks(25) {
+        let ids: Vec<u64> = chunk.iter().map(|&i| 90_000 + i as u64).collect();
+        upsert(&ids, chunk);
+    }
+    let body = serde_json::json!({"ids": [90_001u64]});
+    assert_eq!(post_json(addr, "/v1/delete", &body).status, 200);
+    let text = get(addr, "/metrics", &[]).text();
+    assert_eq!(metric_in(&text, "m3_merges_total"), Some(0.0), "{text}");
+    for i in (2..rows).step_by(17) {
+        assert_eq!(exact_top(addr, &[], q.row(i))[0], 90_000 + i as u64);
+    }
+    assert_ne!(exact_top(addr, &[], q.row(1))[0], 90_001);
+    release_tx.send(()).unwrap();
+    drop(release_tx);
+    assert_eq!(post(addr, "/v1/compact", b"{}", &[]).status, 200);
+    let text = get(addr, "/metrics", &[]).text();
+    assert!(
+        metric_in(&text, "m3_merges_total").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    let carried = metric_in(&text, "m3_merge_carried_ops_total").unwrap_or(0.0);
+    assert!(carried >= rows as f64, "{carried}: {text}");
+    assert_ne!(exact_top(addr, &[], q.row(1))[0], 90_001);
+    for i in (2..rows).step_by(13) {
+        assert_eq!(exact_top(addr, &[], q.row(i))[0], 90_000 + i as u64);
+    }
+    server.shutdown().unwrap();
+    let m = m3::format::Manifest::read(&dir.join("manifest.m3")).unwrap();
+    assert_eq!(m.meta.flags & 32, 32, "the merged index is format 2.0");
+    m3::verify(&dir).unwrap();
+    let index = open_at(&dir);
+    let mut exact = ExactSearcher::new(&index);
+    for i in (2..rows).step_by(7) {
+        let (got, _) = exact.knn(q.row(i), 1).unwrap();
+        assert_eq!(index.user_id(got[0].id), 90_000 + i as u64);
+    }
 }
 
 /// On a u8 index `POST /v1/upsert` takes integers in 0..=255 (as JSON numbers) and answers

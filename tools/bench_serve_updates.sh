@@ -4,14 +4,19 @@
 # --requests and --duration-secs) alternately idle and during a stream of POST /v1/upsert
 # requests of 100 new GloVe vectors each, sent one after the other by a stdlib Python client.
 # Loopback only. Index: a copy of the GloVe-50d 50% build of tools/bench_updates.sh.
-# Usage: [SERVE_ARGS="--writer-nice 0 …"] tools/bench_serve_updates.sh [WORKDIR] [ROUNDS]
-#        (default work/bench-updates 2; SERVE_ARGS: more `m3 serve` options)
+# The writer prints vectors/s and the upserts' p99 and maximum latency (a write waiting for a
+# merge shows there).
+# Usage: [SERVE_ARGS="--writer-nice 0 …"] [M3_BIN=path] tools/bench_serve_updates.sh [WORKDIR] [ROUNDS]
+#        (default work/bench-updates 2; SERVE_ARGS: more `m3 serve` options; M3_BIN: another
+#        m3 binary, e.g. an older build to compare)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-work/bench-updates}"
 rounds="${2:-2}"
-cargo build --release --locked --quiet
-m3=target/release/m3
+if [ -n "${M3_BIN:-}" ]; then m3="$M3_BIN"; else
+  cargo build --release --locked --quiet
+  m3=target/release/m3
+fi
 [ -f "$work/fresh.half1/manifest.m3" ] || { echo "run tools/bench_insert.sh first"; exit 1; }
 [ -f "$work/gt.half1.ibin" ] || "$m3" gt --base "$work/half1.fbin" --queries "$work/q2k.fbin" \
   --k 10 --metric ip --out "$work/gt.half1.ibin" --threads 2 2>/dev/null
@@ -42,17 +47,22 @@ with open(fbin, "rb") as f:
     n, d = struct.unpack("<II", f.read(8))
     data = struct.unpack(f"<{n * d}f", f.read(n * d * 4))
 conn = http.client.HTTPConnection(host, int(port))
-sent, t0, row, nid = 0, time.time(), 0, int(first)
+sent, t0, row, nid, lat = 0, time.time(), 0, int(first), []
 while not os.path.exists(stop):
     rows = [list(data[(row + i) % n * d:((row + i) % n + 1) * d]) for i in range(100)]
     body = json.dumps({"ids": list(range(nid, nid + 100)), "vectors": rows})
+    t = time.time()
     conn.request("POST", "/v1/upsert", body, {"Authorization": f"Bearer {key}",
                                                "content-type": "application/json"})
     r = conn.getresponse(); r.read()
+    lat.append(time.time() - t)
     if r.status != 200:
-        sys.exit(f"upsert answered {r.status}")
+        sys.exit(f"upsert answered {r.status} after {lat[-1]:.1f} s")
     sent += 100; row += 100; nid += 100
-print(f"{sent} vectors upserted in {time.time() - t0:.1f} s = {sent / (time.time() - t0):.0f} vectors/s")
+lat.sort()
+p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else 0
+print(f"{sent} vectors upserted in {time.time() - t0:.1f} s = {sent / (time.time() - t0):.0f} vectors/s; "
+      f"upsert latency p99 {p99 * 1000:.0f} ms, max {lat[-1] * 1000 if lat else 0:.0f} ms")
 PY
 }
 for r in $(seq "$rounds"); do
@@ -67,7 +77,7 @@ for r in $(seq "$rounds"); do
 done
 curl -s -H "Authorization: Bearer $(cat "$key")" "$url/v1/index" | python3 -c "
 import json, sys; print('server live state after:', json.load(sys.stdin)['live'])"
-curl -s -H "Authorization: Bearer $(cat "$key")" "$url/metrics" | grep -E '^m3_(merges|commits)_total'
+curl -s -H "Authorization: Bearer $(cat "$key")" "$url/metrics" | grep -E '^m3_(merges|commits|merge_carried_ops|merge_failures)_total'
 
 kill -TERM "$pid"; wait "$pid" || true
 trap - EXIT

@@ -170,6 +170,15 @@ impl IndexDirWriter {
         check_target(target, &[])?;
         let target = normalize_target(target)?;
         let tmp = sibling(&target, "tmp", pid);
+        // Two writers of one target in one process would share the temporary directory (it
+        // is named after the process): the second would remove the first's files.
+        if !writing().insert(tmp.clone()) {
+            return Err(refused(
+                &target,
+                "another build or merge of this index is running in this process",
+            ));
+        }
+        let claimed = Claim(tmp.clone());
         match dir_contents(&tmp)? {
             DirContents::Missing => {}
             DirContents::Empty | DirContents::Index | DirContents::IndexFilesOnly => {
@@ -183,6 +192,7 @@ impl IndexDirWriter {
             }
         }
         std::fs::create_dir(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
+        std::mem::forget(claimed); // released by the writer's drop from now on
         Ok(Self {
             target,
             tmp,
@@ -281,6 +291,23 @@ impl Drop for IndexDirWriter {
             // Best effort: the temporary directory is garbage; `<out>` was never touched.
             let _ = std::fs::remove_dir_all(&self.tmp);
         }
+        writing().remove(&self.tmp);
+    }
+}
+
+/// The temporary directories of this process's live [`IndexDirWriter`]s.
+fn writing() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<PathBuf>> {
+    static WRITING: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    WRITING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A temporary directory claimed in [`writing`] until the writer owning it exists.
+struct Claim(PathBuf);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        writing().remove(&self.0);
     }
 }
 

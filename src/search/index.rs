@@ -449,6 +449,19 @@ impl Index {
         }
     }
 
+    /// Where this generation's log ends: the byte offset of its last replayed commit record's
+    /// end and the generation it made; `None` before any commit. The commits made after it
+    /// are [`crate::format::read_wal_from`] from there.
+    pub(crate) fn wal_position(&self) -> Option<(u64, u64)> {
+        let l = &self.live;
+        (l.wal_end > 0).then_some((l.wal_end, l.generation))
+    }
+
+    /// The CRC32C of the manifest this index was opened from (it names one publication).
+    pub(crate) fn manifest_crc32c(&self) -> u32 {
+        self.manifest_crc32c
+    }
+
     /// Whether the index stores user ids (`ids.m3`) rather than answering with row numbers.
     pub fn has_user_ids(&self) -> bool {
         self.user_ids.is_some()

@@ -535,7 +535,7 @@ impl Index {
     fn delta_member(&self, c: usize, r: u32) -> Result<Member, SearchError> {
         let l = &self.live;
         let d = (u64::from(r) - self.meta.n_records) as usize;
-        let vector = self.read_delta_vector(l.slots[d])?;
+        let vector = self.read_delta_vector(l.slots[d], l.record_crcs[d])?;
         let code = l.codes.row(d).to_vec();
         let refine = self.refine.as_ref().map(|f| {
             // What the build's refine stage computes (`build::refine`): the second code of
@@ -572,7 +572,16 @@ impl Index {
         })
     }
 
-    fn read_delta_vector(&self, slot: u64) -> Result<Vec<f32>, SearchError> {
+    /// The stored vector of the committed insert in slot `slot` of `delta.m3`, whose record
+    /// the log gives CRC32C `record_crc32c` (checked: a damaged record is a
+    /// [`FormatError::Checksum`] naming the slot). Any slot the log has committed can be read,
+    /// also one committed after this generation was opened (the merge beside a writer carries
+    /// those into its log).
+    pub(crate) fn read_delta_vector(
+        &self,
+        slot: u64,
+        record_crc32c: u32,
+    ) -> Result<Vec<f32>, SearchError> {
         use std::os::unix::fs::FileExt;
         let path = self.dir.join(crate::format::files::DELTA_FILE);
         let file = std::fs::File::open(&path).map_err(|e| FormatError::io(&path, e))?;
@@ -580,7 +589,22 @@ impl Index {
         let (offset, _, _) = crate::format::delta::slot_location(self.layout, slot);
         file.read_exact_at(&mut bytes, offset)
             .map_err(|e| FormatError::io(&path, e))?;
-        let rec = self.codec.decode(&bytes, &path, offset)?;
+        let computed = crc32c::crc32c(&bytes);
+        if computed != record_crc32c {
+            return Err(FormatError::Checksum {
+                path,
+                what: format!("inserted record in slot {slot} (checked against wal.m3 when read)"),
+                stored: record_crc32c,
+                computed,
+            }
+            .into());
+        }
+        // The bytes are the ones the log committed (checked above); the vid was numbered by
+        // the writer, possibly after this generation (no bound of this generation applies).
+        let rec = self
+            .codec
+            .with_n_vectors(u64::MAX)
+            .decode(&bytes, &path, offset)?;
         Ok(rec.vector_f32())
     }
 
@@ -1163,7 +1187,10 @@ impl Index {
                 if old_vids.is_none() {
                     set(l.vids[d]);
                 }
-                unmerged.push((user(l.vids[d]), self.read_delta_vector(l.slots[d])?));
+                unmerged.push((
+                    user(l.vids[d]),
+                    self.read_delta_vector(l.slots[d], l.record_crcs[d])?,
+                ));
             }
         }
         let ids_entry = UserIds { ids }.write(&out.join(IDS_FILE))?;

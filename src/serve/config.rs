@@ -127,6 +127,35 @@ pub struct ServeConfig {
     /// every small commit would cost O(index) per commit; 0 merges whenever the policy picks
     /// a cluster.
     pub merge_min_change: f64,
+    /// Threads of the pool a merge runs on (beside the writer, at [`Self::writer_nice`]): a
+    /// merge takes no cores from the writer's commits, and with the nice value yields them
+    /// to searches.
+    pub merge_threads: usize,
+    /// Called on the merge thread once a merge is written and before it is handed to the
+    /// writer thread for publication. For tests that must commit writes while a merge is
+    /// running; `None` in `m3 serve`.
+    pub merge_hook: Option<MergeHook>,
+}
+
+/// See [`ServeConfig::merge_hook`].
+#[derive(Clone)]
+pub struct MergeHook(Arc<dyn Fn() + Send + Sync>);
+
+impl MergeHook {
+    /// A hook that calls `f`.
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(super) fn call(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for MergeHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MergeHook")
+    }
 }
 
 /// See [`ServeConfig::write_hook`].
@@ -197,6 +226,8 @@ impl Default for ServeConfig {
             write_hook: None,
             writer_nice: 10,
             merge_min_change: 0.05,
+            merge_threads: 1,
+            merge_hook: None,
         }
     }
 }

@@ -72,6 +72,8 @@ pub struct Metrics {
     write_requests: Counter,
     commits: Counter,
     merges: Counter,
+    merge_failures: Counter,
+    merge_carried: Counter,
 }
 
 impl Metrics {
@@ -160,8 +162,20 @@ impl Metrics {
         let merges = Counter::default();
         registry.register(
             "merges",
-            "Per-cluster merges the writer ran after commits (decision 0012)",
+            "Per-cluster merges published (decision 0012; they run beside the writer)",
             merges.clone(),
+        );
+        let merge_failures = Counter::default();
+        registry.register(
+            "merge_failures",
+            "Merges that failed (nothing published; the index is as it was)",
+            merge_failures.clone(),
+        );
+        let merge_carried = Counter::default();
+        registry.register(
+            "merge_carried_ops",
+            "Inserts and deletes committed while a merge ran, carried into its generation",
+            merge_carried.clone(),
         );
         let vectors = Gauge::<i64>::default();
         vectors.set(index_vectors as i64);
@@ -186,6 +200,8 @@ impl Metrics {
             write_requests,
             commits,
             merges,
+            merge_failures,
+            merge_carried,
         }
     }
 
@@ -224,9 +240,15 @@ impl Metrics {
         self.write_requests.inc_by(requests as u64);
     }
 
-    /// One per-cluster merge run by the writer.
-    pub(super) fn merged(&self) {
+    /// One per-cluster merge published, `carried` operations committed while it ran.
+    pub(super) fn merged(&self, carried: usize) {
         self.merges.inc();
+        self.merge_carried.inc_by(carried as u64);
+    }
+
+    /// One merge that failed.
+    pub(super) fn merge_failed(&self) {
+        self.merge_failures.inc();
     }
 
     pub(super) fn queries_queued(&self, n: usize) {

@@ -32,7 +32,7 @@ pub use api::{
     CompactRequest, CompactResponse, DeleteRequest, DistanceMode, Knobs, QueryResult, RangeRequest,
     ResponseStats, SearchRequest, SearchResponse, UpsertRequest, WriteResponse,
 };
-pub use config::{ApiKey, Limits, QueryHook, ServeConfig, WriteHook};
+pub use config::{ApiKey, Limits, MergeHook, QueryHook, ServeConfig, WriteHook};
 pub(crate) use error::ApiError;
 pub use error::{ErrorBody, ErrorDetail, ServeError};
 pub(crate) use metrics::Metrics;

@@ -12,14 +12,17 @@
 //! records (after this merge) fall below [`MergePolicy::segment_live_fraction`] of what it
 //! holds has all its clusters merged out, so it is no longer listed.
 
+use std::fs::File;
 use std::path::Path;
 use std::time::Instant;
 
 use super::{IndexWriter, UpdateError, dir_bytes, lock_dir};
 use crate::data::MatrixView;
-use crate::format::IndexDirWriter;
+use crate::format::files::WAL_FILE;
+use crate::format::{FormatError, IndexDirWriter, WalOp, read_wal_from};
 use crate::io::{IoBackend, ReaderOptions};
 use crate::search::Index;
+use crate::search::merge::MergeOutput;
 
 /// When a cluster or a segment is merged.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +67,9 @@ pub struct MergeReport {
     pub segments_dropped: usize,
     /// Live inserts of clusters not merged, inserted again into the new log.
     pub reinserted: usize,
+    /// Operations committed while the merge ran beside a writer, carried into the new log
+    /// ([`IndexWriter::publish_merge`]).
+    pub carried: usize,
     /// Bytes of the index directory before.
     pub bytes_before: u64,
     /// Bytes of the index directory after.
@@ -130,15 +136,7 @@ pub fn merge_clusters(dir: &Path, clusters: &[u32]) -> Result<MergeReport, Updat
     let dir = crate::format::index_dir::normalize_target(dir)?;
     let _lock = lock_dir(&dir)?;
     let index = open_updatable(&dir)?;
-    let mut chosen = clusters.to_vec();
-    chosen.sort_unstable();
-    chosen.dedup();
-    if let Some(&c) = chosen.iter().find(|&&c| c as usize >= index.n_clusters()) {
-        return Err(UpdateError::Input {
-            what: format!("cluster {c}: the index has {} clusters", index.n_clusters()),
-        });
-    }
-    merge_locked(&dir, &index, &chosen, None)
+    merge_locked(&dir, &index, clusters, None)
 }
 
 /// Merges every cluster that holds records or live inserts of the index at `dir` (the
@@ -181,25 +179,140 @@ fn merge_locked(
     chosen: &[u32],
     max_records: Option<u32>,
 ) -> Result<MergeReport, UpdateError> {
-    let t0 = Instant::now();
-    let bytes_before = dir_bytes(dir)?;
-    let w = IndexDirWriter::create(dir)?;
-    let out = index.write_merged(chosen, max_records, w.dir())?;
-    w.write_manifest(&out.manifest)?;
-    if !out.unmerged.is_empty() {
-        // Durable in the new directory before it is published (its log names its manifest).
-        let mut writer = IndexWriter::open(w.dir())?;
+    debug_assert_eq!(
+        crate::format::index_dir::normalize_target(index.dir())?,
+        dir
+    );
+    // The lock is held: nothing is committed between the generation merged and the
+    // publication, so nothing is carried.
+    let prepared = prepare_merge(index, chosen, max_records)?;
+    let (report, _published_lock) = publish_prepared(prepared, Vec::new())?;
+    Ok(report)
+}
+
+/// A merge written beside its index and not published yet ([`prepare_merge`]): the next
+/// generation's files in a temporary sibling directory, made from one generation of the
+/// index. [`IndexWriter::publish_merge`] publishes it with the commits made since; dropped
+/// unpublished, its directory is removed.
+pub struct PreparedMerge {
+    staging: IndexDirWriter,
+    out: MergeOutput,
+    /// The log position of the generation merged (`None`: it had no commit).
+    from: Option<(u64, u64)>,
+    /// The publication merged (the CRC32C of its manifest).
+    source_manifest: u32,
+    dim: usize,
+    bytes_before: u64,
+    started: Instant,
+}
+
+impl std::fmt::Debug for PreparedMerge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedMerge")
+            .field("staging", &self.staging.dir())
+            .field("clusters", &self.out.clusters)
+            .field("from_generation", &self.from.map_or(0, |(_, g)| g))
+            .finish()
+    }
+}
+
+impl PreparedMerge {
+    /// The generation of the index the merge was made from.
+    pub fn generation(&self) -> u64 {
+        self.from.map_or(0, |(_, g)| g)
+    }
+}
+
+/// An operation committed after the generation a merge was made from, carried into the
+/// merged generation's log.
+enum Carried {
+    Insert { user_id: u64, vector: Vec<f32> },
+    Delete { user_id: u64 },
+}
+
+/// Writes the merge of `clusters` (repeats ignored, each below the cluster count) of `index`,
+/// one generation held for the whole merge, into a temporary sibling of its directory
+/// (`<dir>.tmp-<pid>`: one merge or build per target and process at a time). It takes no lock
+/// and changes nothing a searcher or the writer sees, so the index keeps taking commits while
+/// it runs: [`IndexWriter::publish_merge`] carries them over. Runs on the current rayon pool.
+pub fn prepare_merge(
+    index: &Index,
+    clusters: &[u32],
+    max_records: Option<u32>,
+) -> Result<PreparedMerge, UpdateError> {
+    let started = Instant::now();
+    let mut chosen = clusters.to_vec();
+    chosen.sort_unstable();
+    chosen.dedup();
+    if let Some(&c) = chosen.iter().find(|&&c| c as usize >= index.n_clusters()) {
+        return Err(UpdateError::Input {
+            what: format!("cluster {c}: the index has {} clusters", index.n_clusters()),
+        });
+    }
+    index
+        .check_updatable()
+        .map_err(|what| UpdateError::Unsupported {
+            dir: index.dir().to_path_buf(),
+            what,
+        })?;
+    let bytes_before = dir_bytes(index.dir())?;
+    let staging = IndexDirWriter::create(index.dir())?;
+    let out = index.write_merged(&chosen, max_records, staging.dir())?;
+    Ok(PreparedMerge {
+        staging,
+        out,
+        from: index.wal_position(),
+        source_manifest: index.manifest_crc32c(),
+        dim: index.dim(),
+        bytes_before,
+        started,
+    })
+}
+
+/// Writes the staged directory's log (the live inserts of the clusters not merged, then
+/// `carried`, one commit: durable before the rename) and publishes it. Returns the report and
+/// the writer lock of the published directory, taken on the staging directory before its
+/// rename: no other writer can get in between.
+fn publish_prepared(
+    p: PreparedMerge,
+    carried: Vec<Carried>,
+) -> Result<(MergeReport, File), UpdateError> {
+    let PreparedMerge {
+        staging,
+        out,
+        dim,
+        bytes_before,
+        started,
+        ..
+    } = p;
+    staging.write_manifest(&out.manifest)?;
+    let lock = lock_dir(staging.dir())?;
+    let carried_ops = carried.len();
+    let lock = if out.unmerged.is_empty() && carried.is_empty() {
+        lock
+    } else {
+        let mut writer = IndexWriter::open_locked(staging.dir(), lock)?;
         let ids: Vec<u64> = out.unmerged.iter().map(|(id, _)| *id).collect();
         let flat: Vec<f32> = out
             .unmerged
             .iter()
             .flat_map(|(_, v)| v.iter().copied())
             .collect();
-        writer.insert(&ids, MatrixView::new(&flat, index.dim())?)?;
+        writer.insert(&ids, MatrixView::new(&flat, dim)?)?;
+        for op in carried {
+            match op {
+                Carried::Insert { user_id, vector } => {
+                    writer.insert(&[user_id], MatrixView::new(&vector, dim)?)?
+                }
+                Carried::Delete { user_id } => writer.delete(&[user_id]),
+            }
+        }
         writer.commit()?;
-    }
-    w.publish(&out.manifest)?;
-    Ok(MergeReport {
+        writer.into_lock()
+    };
+    let target = staging.target().to_path_buf();
+    staging.publish(&out.manifest)?;
+    let report = MergeReport {
         clusters: out.clusters,
         reassigned: out.reassigned,
         lire_clusters: out.lire_clusters,
@@ -207,8 +320,92 @@ fn merge_locked(
         bytes_written: out.bytes_written,
         segments_dropped: out.segments_dropped,
         reinserted: out.unmerged.len(),
+        carried: carried_ops,
         bytes_before,
-        bytes_after: dir_bytes(dir)?,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+        bytes_after: dir_bytes(&target)?,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((report, lock))
+}
+
+impl IndexWriter {
+    /// Publishes `merge`, prepared from a generation of this writer's index
+    /// ([`prepare_merge`], typically on another thread while this writer kept committing):
+    /// the operations committed since that generation are read back from this log (each
+    /// inserted record checked against its CRC32C) and committed into the merged generation's
+    /// log after the inserts it carries, then the merged directory is published (crash-safe:
+    /// a kill before the rename leaves this index with its whole log). Returns what the merge
+    /// did and the writer of the published index; this writer is consumed (its lock passes to
+    /// the new one without a gap). Nothing may be queued: commit first.
+    pub fn publish_merge(
+        self,
+        merge: PreparedMerge,
+    ) -> Result<(MergeReport, IndexWriter), UpdateError> {
+        if self.poisoned {
+            return Err(UpdateError::Poisoned);
+        }
+        if !self.pending.is_empty() {
+            return Err(UpdateError::Input {
+                what: format!(
+                    "{} queued operations: commit them before publishing a merge",
+                    self.pending.len()
+                ),
+            });
+        }
+        let dir = crate::format::index_dir::normalize_target(self.index.dir())?;
+        if merge.staging.target() != dir
+            || merge.source_manifest != self.index.manifest_crc32c()
+            || merge.generation() > self.wal.generation()
+        {
+            return Err(UpdateError::Input {
+                what: format!(
+                    "{}: the merge was prepared from another index or publication",
+                    merge.staging.target().display()
+                ),
+            });
+        }
+        self.check_still_published()?;
+        let carried = self.committed_since(merge.from)?;
+        let (report, lock) = publish_prepared(merge, carried)?;
+        drop(self);
+        let writer = IndexWriter::open_locked(&dir, lock)?;
+        Ok((report, writer))
+    }
+
+    /// The operations this log committed after position `from` (`None`: all), inserts with
+    /// their stored vectors read back from `delta.m3`.
+    fn committed_since(&self, from: Option<(u64, u64)>) -> Result<Vec<Carried>, UpdateError> {
+        let wal_path = self.index.dir().join(WAL_FILE);
+        let Some(replay) = read_wal_from(&wal_path, from)? else {
+            return Ok(Vec::new());
+        };
+        if replay.generation() != self.wal.generation() {
+            return Err(FormatError::corrupt(
+                &wal_path,
+                replay.valid_bytes,
+                format!(
+                    "the log ends at generation {}, its writer committed {}",
+                    replay.generation(),
+                    self.wal.generation()
+                ),
+            )
+            .into());
+        }
+        let mut out = Vec::new();
+        for op in replay.batches.iter().flatten() {
+            out.push(match *op {
+                WalOp::Insert {
+                    user_id,
+                    slot,
+                    record_crc32c,
+                } => Carried::Insert {
+                    user_id,
+                    vector: self.index.read_delta_vector(slot, record_crc32c)?,
+                },
+                WalOp::Delete { user_id } => Carried::Delete { user_id },
+                WalOp::Commit { .. } => continue,
+            });
+        }
+        Ok(out)
+    }
 }

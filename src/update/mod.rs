@@ -14,7 +14,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 pub use compact::{CompactReport, compact, dir_bytes};
-pub use merge::{MergePolicy, MergeReport, choose_clusters, merge, merge_all, merge_clusters};
+pub use merge::{
+    MergePolicy, MergeReport, PreparedMerge, choose_clusters, merge, merge_all, merge_clusters,
+    prepare_merge,
+};
 
 use crate::data::MatrixView;
 use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};
@@ -165,7 +168,11 @@ impl IndexWriter {
     /// and `delta.m3` if they do not exist yet, replays the log, and cuts what follows its
     /// last commit ([`IndexWriter::recovered`] says what).
     pub fn open(dir: &Path) -> Result<Self, UpdateError> {
-        let lock = lock_dir(dir)?;
+        Self::open_locked(dir, lock_dir(dir)?)
+    }
+
+    /// [`IndexWriter::open`] with the directory's lock already taken (`lock`).
+    fn open_locked(dir: &Path, lock: File) -> Result<Self, UpdateError> {
         // The index as published, checked, to learn its shape before touching anything.
         let index = Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?;
         index
@@ -235,6 +242,11 @@ impl IndexWriter {
             poisoned: false,
             _lock: lock,
         })
+    }
+
+    /// The writer's lock on its directory, the rest of it dropped.
+    fn into_lock(self) -> File {
+        self._lock
     }
 
     /// What opening cut from the end of the log (a batch never committed, a torn or corrupt

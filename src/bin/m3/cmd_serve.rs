@@ -36,6 +36,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = ServeConfig::default().merge_min_change,
           value_parser = parse_unit_fraction)]
     pub merge_min_change: f64,
+    /// Threads a merge runs on, beside the writer (at the writer's nice value): writes are
+    /// committed while a merge runs, and carried into the merged generation.
+    #[arg(long, default_value_t = ServeConfig::default().merge_threads,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub merge_threads: usize,
     /// Address to listen on (loopback by default; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:7700")]
     pub addr: SocketAddr,
@@ -247,6 +252,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         write_hook: None,
         writer_nice: args.writer_nice,
         merge_min_change: args.merge_min_change,
+        merge_threads: args.merge_threads,
+        merge_hook: None,
     };
     let what = match &served {
         Served::Sharded(s) => format!(
