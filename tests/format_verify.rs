@@ -148,6 +148,18 @@ fn format_missing_or_short_files_are_reported() {
     let _ = m;
 }
 
+/// A writer's process crashing: its files stay on disk as they are (a crash runs no
+/// destructor, which would remove them). The process goes on here, so the writer is dropped
+/// with its temporary directory moved aside and put back: the files remain and the writer's
+/// in-process claim on the target is released, as the end of a crashed process releases it.
+fn crash(w: IndexDirWriter) {
+    let dir = w.dir().to_path_buf();
+    let aside = dir.with_extension("crashed");
+    std::fs::rename(&dir, &aside).unwrap();
+    drop(w);
+    std::fs::rename(&aside, &dir).unwrap();
+}
+
 #[test]
 fn format_publish_interrupted_before_rename_leaves_no_index() {
     let tmp = tempfile::tempdir().unwrap();
@@ -155,7 +167,7 @@ fn format_publish_interrupted_before_rename_leaves_no_index() {
     // Crash after the files, before the manifest.
     let w = IndexDirWriter::create(&target).unwrap();
     let m = write_files(&w);
-    std::mem::forget(w); // a crash runs no destructor
+    crash(w);
     assert!(!target.exists());
     assert!(matches!(
         open_check(&target),
@@ -166,7 +178,7 @@ fn format_publish_interrupted_before_rename_leaves_no_index() {
     write_files(&w);
     w.write_manifest(&m).unwrap();
     let tmp_dir = w.dir().to_path_buf();
-    std::mem::forget(w);
+    crash(w);
     assert!(!target.exists());
     assert!(tmp_dir.join(MANIFEST_FILE).exists());
     // Without a previous index the publication commits at its rename: nothing to restore
@@ -194,7 +206,7 @@ fn format_publish_replaces_an_existing_index_atomically() {
     let mut m = write_files(&w);
     m.meta.seed = 4242;
     w.write_manifest(&m).unwrap();
-    std::mem::forget(w);
+    crash(w);
     assert_eq!(verify(&target).unwrap().manifest, old);
 
     // A crash between the two renames of a process that is gone, whose new index is not

@@ -955,3 +955,25 @@ fn multivector_weighted_queries_refine_under_inner_product() {
         }
     }
 }
+
+/// Live updates of a multi-vector index are refused with `UpdateError::Unsupported` (writer,
+/// compaction, merge), before anything is written: no `wal.m3` appears.
+#[test]
+fn multivector_indexes_refuse_live_updates_with_a_typed_error() {
+    use m3::UpdateError;
+    let tmp = tempfile::tempdir().unwrap();
+    let files = generate(tmp.path(), 300, 5, &[4, 3, 2]);
+    let out = tmp.path().join("idx");
+    build(&files, &[1.0; 3], Metric::L2, &out, true).unwrap();
+    let refused = |r: Result<(), UpdateError>, what: &str| match r {
+        Err(UpdateError::Unsupported { what: w, .. }) => {
+            assert!(w.contains("multi-vector"), "{what}: {w}")
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    refused(m3::IndexWriter::open(&out).map(drop), "writer");
+    refused(m3::update::compact(&out, &pool()).map(drop), "compact");
+    refused(m3::update::merge_all(&out, None).map(drop), "merge");
+    assert!(!out.join(m3::format::files::WAL_FILE).exists());
+    m3::verify(&out).unwrap();
+}

@@ -1564,3 +1564,100 @@ fn serve_commits_writes_while_a_merge_runs_and_carries_them_into_it() {
         assert_eq!(index.user_id(got[0].id), 90_000 + i as u64);
     }
 }
+
+/// On a u8 index `POST /v1/upsert` takes integers in 0..=255 (as JSON numbers) and answers
+/// 400 naming `vectors[i][j]` for 300.0 or 1.5, writing nothing; accepted upserts are found
+/// by exact search, a deleted one by neither exact nor approximate search, and the writes
+/// survive a restart in the index's own type.
+#[test]
+fn serve_upsert_on_a_u8_index_checks_the_values() {
+    use rand::{Rng, SeedableRng};
+    const DIM: usize = 16;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    let mut row = || -> Vec<f32> { (0..DIM).map(|_| f32::from(rng.random::<u8>())).collect() };
+    let base: Vec<u8> = (0..600).flat_map(|_| row()).map(|x| x as u8).collect();
+    let base_path = tmp.path().join("base.u8bin");
+    m3::data::format::write_matrix(&base_path, Matrix::from_vec(base, DIM).unwrap().view())
+        .unwrap();
+    let dir = tmp.path().join("idx");
+    let mut p = BuildParams::new(base_path, Metric::L2, dir.clone());
+    p.clusters.target_size = 60;
+    p.pq.subspaces = Some(4);
+    p.graph.max_degree = 8;
+    p.graph.candidates = 16;
+    p.seed = 5;
+    build_index(&p, pool(), &Silent).unwrap();
+    assert_eq!(open_at(&dir).element_type(), DType::U8);
+    let server = start_with(
+        open_at(&dir),
+        ServeConfig {
+            api_key: Some(ApiKey::new(b"u8-key").unwrap()),
+            ..config()
+        },
+    );
+    let addr = server.addr();
+    let key = [("authorization", "Bearer u8-key")];
+    let upsert = |ids: &[u64], rows: &[Vec<f32>]| {
+        let body = serde_json::json!({"ids": ids, "vectors": rows});
+        post(
+            addr,
+            "/v1/upsert",
+            &serde_json::to_vec(&body).unwrap(),
+            &key,
+        )
+    };
+    let (a, b) = (row(), row());
+    for (x, field) in [(300.0f32, "vectors[1][3]"), (1.5, "vectors[1][3]")] {
+        let mut bad = b.clone();
+        bad[3] = x;
+        let r = upsert(&[1 << 40, (1 << 40) + 1], &[a.clone(), bad]);
+        assert_eq!(r.status, 400, "{x}: {}", r.text());
+        assert_eq!(
+            r.error().error.field.as_deref(),
+            Some(field),
+            "{}",
+            r.text()
+        );
+        assert!(r.text().contains("u8"), "{}", r.text());
+    }
+    let live = |addr| get(addr, "/v1/index", &key).json::<serde_json::Value>()["live"].clone();
+    assert_eq!(
+        live(addr)["generation"],
+        0,
+        "nothing of the refused requests written"
+    );
+    let ids = [1u64 << 40, (1 << 40) + 1];
+    let r = upsert(&ids, &[a.clone(), b.clone()]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(exact_top(addr, &key, &a)[0], ids[0]);
+    assert_eq!(exact_top(addr, &key, &b)[0], ids[1]);
+    let body = serde_json::json!({"ids": [ids[1]]});
+    let r = post(
+        addr,
+        "/v1/delete",
+        &serde_json::to_vec(&body).unwrap(),
+        &key,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!exact_top(addr, &key, &b).contains(&ids[1]));
+    let body = serde_json::json!({"vectors": [b], "k": 10});
+    let r = post(
+        addr,
+        "/v1/search",
+        &serde_json::to_vec(&body).unwrap(),
+        &key,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.json::<SearchResponse>().results[0].ids.contains(&ids[1]));
+    assert_eq!(live(addr)["generation"], 2);
+    server.shutdown().unwrap();
+    let index = open_at(&dir);
+    assert_eq!(
+        (index.element_type(), index.live_vectors()),
+        (DType::U8, 601)
+    );
+    let (got, _) = ExactSearcher::new(&index).knn(&a, 1).unwrap();
+    assert_eq!(index.user_id(got[0].id), ids[0]);
+    m3::verify(&dir).unwrap();
+}

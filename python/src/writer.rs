@@ -51,7 +51,9 @@ impl PyIndexWriter {
         Self::open(py, path)
     }
 
-    /// Inserts (or replaces) one vector per id; pending until `commit()`.
+    /// Inserts (or replaces) one vector per id; pending until `commit()`. Rows may be
+    /// float32, float64, uint8 or int8; on a uint8/int8 index every value must be an integer
+    /// of its range (checked by `m3::IndexWriter::insert`).
     fn insert(
         &self,
         py: Python<'_>,

@@ -1,6 +1,8 @@
 """Live updates through m3.IndexWriter: inserts, upserts and deletes seen by indexes opened
 after commit()."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -47,3 +49,29 @@ def test_writer_errors(index_copy):
     with pytest.raises(m3.InvalidInput, match="closed"):
         w.commit()
     m3.IndexWriter(path).close()  # the lock was released
+
+
+@pytest.mark.parametrize("dtype", ("uint8", "int8"))
+def test_insert_on_an_integer_index(built, tmp_path, dtype):
+    """A uint8/int8 index takes arrays of its own type and float arrays of integers in range;
+    a fraction or a value out of range is refused naming the row and component."""
+    src, base, queries, _, _ = built(dtype, "l2")
+    path = tmp_path / "idx"
+    shutil.copytree(src, path)
+    info = np.iinfo(dtype)
+    new = queries[:3].copy()
+    new_ids = np.array([50_000, 50_001, 50_002])
+    with m3.IndexWriter(path) as w:
+        w.insert(new_ids[:2], new[:2])  # the index's own dtype
+        w.insert(new_ids[2:], new[2:].astype(np.float32))  # floats that are integers
+        bad = new[:2].astype(np.float32)
+        for x in (1.5, float(info.max) + 1, float(info.min) - 1):
+            bad[1, 4] = x
+            with pytest.raises(m3.InvalidInput, match="vector 1: component 4"):
+                w.insert([1, 2], bad)
+        assert w.pending == 3
+    after = m3.Index(path)
+    assert len(after) == base.shape[0] + 3
+    ids, dists = after.search(new.astype(np.float32), 1, exact=True)
+    np.testing.assert_array_equal(ids[:, 0], new_ids)
+    np.testing.assert_allclose(dists[:, 0], 0.0)

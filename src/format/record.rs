@@ -126,6 +126,35 @@ impl RecordCodec {
         Ok(())
     }
 
+    /// [`Self::encode`] from f32 values, each converted to the codec's dtype; refused when a
+    /// value is not exactly one of the dtype ([`DType::holds`]: an integer in range for u8
+    /// and i8), so nothing is rounded or clamped.
+    pub fn encode_f32(
+        &self,
+        vector: &[f32],
+        id: u32,
+        neighbours: &[u32],
+        out: &mut [u8],
+    ) -> Result<(), FormatError> {
+        if let Some(i) = vector.iter().position(|&x| !self.dtype.holds(x)) {
+            return Err(FormatError::invalid(format!(
+                "record vector component {i} is {}, not a {} value",
+                vector[i], self.dtype
+            )));
+        }
+        match self.dtype {
+            DType::F32 => self.encode(vector, id, neighbours, out),
+            DType::U8 => {
+                let v: Vec<u8> = vector.iter().map(|&x| x as u8).collect();
+                self.encode(&v, id, neighbours, out)
+            }
+            DType::I8 => {
+                let v: Vec<i8> = vector.iter().map(|&x| x as i8).collect();
+                self.encode(&v, id, neighbours, out)
+            }
+        }
+    }
+
     /// Parses the record at the start of `bytes`, which were read from `path` at byte
     /// `file_offset` (for the error). Checks that the id is below `n_vectors`
     /// ([`Self::with_n_vectors`]), the degree, that the unused slots are [`NO_ID`] and that
@@ -206,6 +235,29 @@ impl<'a> RecordView<'a> {
         (T::DTYPE == self.codec.dtype).then(|| super::file::pod_vec(self.vector_bytes()))
     }
 
+    /// The vector as f32 into `out` (`dim` long; exact for every dtype).
+    pub fn vector_f32_into(&self, out: &mut [f32]) {
+        let b = self.vector_bytes();
+        match self.codec.dtype {
+            DType::F32 => out
+                .iter_mut()
+                .zip(b.chunks_exact(4))
+                .for_each(|(o, c)| *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            DType::U8 => out.iter_mut().zip(b).for_each(|(o, &x)| *o = f32::from(x)),
+            DType::I8 => out
+                .iter_mut()
+                .zip(b)
+                .for_each(|(o, &x)| *o = f32::from(x as i8)),
+        }
+    }
+
+    /// The vector as f32 (exact for every dtype).
+    pub fn vector_f32(&self) -> Vec<f32> {
+        let mut v = vec![0f32; self.codec.dim as usize];
+        self.vector_f32_into(&mut v);
+        v
+    }
+
     /// The first component that is not a finite number (f32 records; u8 and i8 are always
     /// finite).
     pub fn first_non_finite(&self) -> Option<usize> {
@@ -252,5 +304,34 @@ impl<'a> RecordView<'a> {
     /// The `degree` valid neighbour record indices.
     pub fn neighbours(&self) -> impl Iterator<Item = u32> + 'a {
         self.slots().take(self.degree() as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_f32_stores_exact_integers_and_refuses_the_rest() {
+        let p = Path::new("x");
+        for dtype in [DType::U8, DType::I8, DType::F32] {
+            let codec = RecordCodec::new(3, dtype, 2).unwrap();
+            let mut out = vec![0u8; codec.record_bytes() as usize];
+            let v = match dtype {
+                DType::U8 => [0.0, 7.0, 255.0],
+                DType::I8 => [-128.0, 0.0, 127.0],
+                DType::F32 => [-1.5, 0.25, 3e9],
+            };
+            codec.encode_f32(&v, 5, &[1], &mut out).unwrap();
+            let rec = codec.decode(&out, p, 0).unwrap();
+            assert_eq!(rec.vector_f32(), v, "{dtype}");
+            assert_eq!((rec.id(), rec.degree()), (5, 1));
+        }
+        let codec = RecordCodec::new(2, DType::U8, 0).unwrap();
+        let mut out = vec![0u8; codec.record_bytes() as usize];
+        for bad in [[1.0, 256.0], [1.5, 0.0], [-1.0, 0.0], [f32::NAN, 0.0]] {
+            let e = codec.encode_f32(&bad, 0, &[], &mut out).unwrap_err();
+            assert!(e.to_string().contains("not a u8 value"), "{e}");
+        }
     }
 }

@@ -404,6 +404,11 @@ impl Index {
     pub fn dim(&self) -> usize {
         self.dim
     }
+    /// The element type the vectors are stored in (`data.m3`, `delta.m3`): f32, or u8/i8
+    /// for an index built from such a file (not under cosine, which stores f32).
+    pub fn element_type(&self) -> crate::data::DType {
+        self.codec.dtype()
+    }
     /// Base vectors indexed (ids are `0..n_vectors`).
     pub fn n_vectors(&self) -> u64 {
         self.meta.n_vectors

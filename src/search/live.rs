@@ -12,7 +12,6 @@
 use super::SearchError;
 use super::index::Index;
 use super::shared_rows::SharedRows;
-use crate::data::DType;
 use crate::distance::{self, Metric};
 use crate::format::delta::{DeltaFile, slot_location};
 use crate::format::delta_codes::DeltaCodes;
@@ -230,7 +229,9 @@ impl CodedVector {
 
 impl Index {
     /// The vector as the index stores it: normalised under cosine. Fails on a wrong
-    /// dimension, a non-finite component or (under cosine) a zero vector.
+    /// dimension, a non-finite component, (under cosine) a zero vector, or, on a u8 or i8
+    /// index, a component that is not an integer within the type's range (nothing is
+    /// rounded or clamped).
     pub(crate) fn prepare_stored(&self, v: &[f32], out: &mut Vec<f32>) -> Result<(), String> {
         if v.len() != self.dim {
             return Err(format!(
@@ -241,6 +242,15 @@ impl Index {
         }
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(format!("component {i} is {}", v[i]));
+        }
+        let dtype = self.codec.dtype();
+        if let Some((lo, hi)) = dtype.integer_range()
+            && let Some(i) = v.iter().position(|&x| !dtype.holds(x))
+        {
+            return Err(format!(
+                "component {i} is {}: a {dtype} index stores integers {lo}..={hi}",
+                v[i]
+            ));
         }
         out.clear();
         out.extend_from_slice(v);
@@ -338,16 +348,10 @@ impl Index {
         self.codec
     }
 
-    /// Whether the index can take live updates: single-vector, f32.
+    /// Whether the index can take live updates: single-vector (f32, u8 or i8).
     pub(crate) fn check_updatable(&self) -> Result<(), String> {
         if self.blocks.is_some() {
             return Err("live updates of a multi-vector index are not supported".into());
-        }
-        if self.codec.dtype() != DType::F32 {
-            return Err(format!(
-                "live updates of a {} index are not supported (f32 only)",
-                self.codec.dtype()
-            ));
         }
         Ok(())
     }
@@ -749,9 +753,7 @@ impl DeltaInsert<'_> {
             )
             .into());
         }
-        for (o, c) in v.iter_mut().zip(rec.vector_bytes().chunks_exact(4)) {
-            *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
+        rec.vector_f32_into(v);
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
             return Err(FormatError::corrupt(
                 path,
@@ -785,11 +787,6 @@ impl Index {
         let dead = |vid: u32| self.live.ids.as_ref().is_some_and(|i| i.is_dead(vid));
         let mut seen = VidSet::default();
         let mut v = vec![0f32; self.dim];
-        let decode = |bytes: &[u8], v: &mut [f32]| {
-            for (o, c) in v.iter_mut().zip(bytes.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        };
         let mut buf = crate::io::AlignedBuf::new();
         let codec = self.codec;
         let rb = codec.record_bytes() as usize;
@@ -815,7 +812,7 @@ impl Index {
                         continue;
                     }
                     seen.insert(vid);
-                    decode(rec.vector_bytes(), &mut v);
+                    rec.vector_f32_into(&mut v);
                     sink(user(vid), &v)?;
                 }
                 done += take;
@@ -836,7 +833,7 @@ impl Index {
                     .map_err(|e| FormatError::io(&delta_path, e))?;
                 let rec = codec.decode(&bytes, &delta_path, offset)?;
                 seen.insert(vid);
-                decode(rec.vector_bytes(), &mut v);
+                rec.vector_f32_into(&mut v);
                 sink(user(vid), &v)?;
             }
         }

@@ -505,10 +505,10 @@ impl Index {
             let rec = self.codec.decode(&bytes[at..at + rb], &self.dir, 0)?;
             let key = match &aux.keys {
                 Some(k) => k[r as usize],
-                None => distance::l2_sq(&f32s(rec.vector_bytes()), self.centroids.row(c)).sqrt(),
+                None => distance::l2_sq(&rec.vector_f32(), self.centroids.row(c)).sqrt(),
             };
             out.push(Member {
-                vector: f32s(rec.vector_bytes()),
+                vector: rec.vector_f32(),
                 vid: rec.id(),
                 old: Some(r),
                 neighbours: rec.neighbours().collect(),
@@ -605,7 +605,7 @@ impl Index {
             .codec
             .with_n_vectors(u64::MAX)
             .decode(&bytes, &path, offset)?;
-        Ok(f32s(rec.vector_bytes()))
+        Ok(rec.vector_f32())
     }
 
     /// The sectors of cluster `e`, read through the data reader.
@@ -647,7 +647,7 @@ impl Index {
         for (k, list) in members.iter().enumerate() {
             for (i, mem) in list.iter().enumerate() {
                 w.codec()
-                    .encode::<f32>(&mem.vector, mem.vid, &mem.neighbours, &mut buf)?;
+                    .encode_f32(&mem.vector, mem.vid, &mem.neighbours, &mut buf)?;
                 w.write_record(k as u32, i as u32, &buf)?;
             }
         }
@@ -892,13 +892,6 @@ impl Written {
 /// The segment holding data sector `sector` (`starts`: [`Segments::starts`]).
 fn segment_of(starts: &[u64], sector: u64) -> usize {
     starts.partition_point(|&b| b <= sector).saturating_sub(1)
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 impl Index {

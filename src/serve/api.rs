@@ -371,7 +371,8 @@ fn resolve_block_weights(
 pub struct UpsertRequest {
     /// User ids (unsigned 64-bit integers), one per vector; the last of repeated ids wins.
     pub ids: Vec<u64>,
-    /// The vectors, each of the index's dimension, finite.
+    /// The vectors, each of the index's dimension, finite; on a u8 or i8 index integers
+    /// within the type's range.
     pub vectors: Vec<Vec<f32>>,
 }
 
@@ -422,7 +423,8 @@ pub struct WriteResponse {
 
 impl UpsertRequest {
     /// Checks the request against the index and the limits: as many ids as vectors, each
-    /// vector of the index's dimension and finite. Returns the ids and the vectors row-major.
+    /// vector of the index's dimension and finite (on a u8 or i8 index, integers within the
+    /// type's range). Returns the ids and the vectors row-major.
     pub(crate) fn check(
         self,
         index: &Index,
@@ -435,6 +437,9 @@ impl UpsertRequest {
             ));
         }
         check_vectors(&self.vectors, index, limits)?;
+        for (i, v) in self.vectors.iter().enumerate() {
+            check_element_type(v, i, index)?;
+        }
         Ok((self.ids, self.vectors.concat()))
     }
 }
@@ -492,6 +497,25 @@ fn check_vectors(vectors: &[Vec<f32>], index: &Index, limits: &Limits) -> Result
         }
     }
     Ok(())
+}
+
+/// On a u8 or i8 index: every value of vector `i` an integer within the type's range
+/// (nothing is rounded or clamped).
+fn check_element_type(v: &[f32], i: usize, index: &Index) -> Result<(), ApiError> {
+    let dtype = index.element_type();
+    let Some((lo, hi)) = dtype.integer_range() else {
+        return Ok(());
+    };
+    match v.iter().position(|&x| !dtype.holds(x)) {
+        Some(j) => Err(ApiError::field(
+            format!("vectors[{i}][{j}]"),
+            format!(
+                "{} is not an integer in {lo}..={hi}: this index stores {dtype} vectors",
+                v[j]
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 impl Knobs {

@@ -76,6 +76,13 @@ pub struct Metrics {
     merge_carried: Counter,
 }
 
+/// A counter registered in `registry` under `name` with `help`.
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::default();
+    registry.register(name, help, c.clone());
+    c
+}
+
 impl Metrics {
     pub fn new(index_vectors: u64, workers: usize) -> Self {
         let mut registry = Registry::with_prefix("m3");
@@ -118,64 +125,53 @@ impl Metrics {
             "Query vectors queued for or running on the search workers",
             queries_in_flight.clone(),
         );
-        let queries_abandoned = Counter::default();
-        registry.register(
+        let queries_abandoned = counter(
+            &mut registry,
             "queries_abandoned",
             "Queued query vectors dropped unstarted because their request had ended (error, \
              deadline or disconnect)",
-            queries_abandoned.clone(),
         );
-        let worker_panics = Counter::default();
-        registry.register(
+        let worker_panics = counter(
+            &mut registry,
             "worker_panics",
             "Panics caught on the search workers (each answered 500; the worker goes on)",
-            worker_panics.clone(),
         );
-        let reads = Counter::default();
-        registry.register(
+        let reads = counter(
+            &mut registry,
             "read_requests",
             "Read requests (coalesced sector ranges) of answered queries",
-            reads.clone(),
         );
-        let sectors = Counter::default();
-        registry.register("read_sectors", "4 KiB sectors read", sectors.clone());
-        let bytes = Counter::default();
-        registry.register("read_bytes", "Bytes read from the data file", bytes.clone());
-        let io_rounds = Counter::default();
-        registry.register(
+        let sectors = counter(&mut registry, "read_sectors", "4 KiB sectors read");
+        let bytes = counter(&mut registry, "read_bytes", "Bytes read from the data file");
+        let io_rounds = counter(
+            &mut registry,
             "io_rounds",
             "Batches of reads waited on (I/O round trips)",
-            io_rounds.clone(),
         );
-        let write_requests = Counter::default();
-        registry.register(
+        let write_requests = counter(
+            &mut registry,
             "write_requests",
             "Upsert and delete requests committed (or whose commit failed)",
-            write_requests.clone(),
         );
-        let commits = Counter::default();
-        registry.register(
+        let commits = counter(
+            &mut registry,
             "commits",
             "Commits of the writer (each one fsync of the log for a group of write requests)",
-            commits.clone(),
         );
-        let merges = Counter::default();
-        registry.register(
+        let merges = counter(
+            &mut registry,
             "merges",
             "Per-cluster merges published (decision 0012; they run beside the writer)",
-            merges.clone(),
         );
-        let merge_failures = Counter::default();
-        registry.register(
+        let merge_failures = counter(
+            &mut registry,
             "merge_failures",
             "Merges that failed (nothing published; the index is as it was)",
-            merge_failures.clone(),
         );
-        let merge_carried = Counter::default();
-        registry.register(
+        let merge_carried = counter(
+            &mut registry,
             "merge_carried_ops",
             "Inserts and deletes committed while a merge ran, carried into its generation",
-            merge_carried.clone(),
         );
         let vectors = Gauge::<i64>::default();
         vectors.set(index_vectors as i64);

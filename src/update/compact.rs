@@ -106,15 +106,32 @@ fn export_and_build(
     stage: &Path,
     pool: &rayon::ThreadPool,
 ) -> Result<u64, UpdateError> {
-    let base = stage.join("live.fbin");
+    // The live set in the index's own element type, so the build stores the same type
+    // (u8/i8 values come from records: exact integers of the type).
+    let dtype = index.element_type();
+    let base = stage.join(match dtype {
+        DType::F32 => "live.fbin",
+        DType::U8 => "live.u8bin",
+        DType::I8 => "live.i8bin",
+    });
     let ids_path = stage.join("live.u64bin");
     let dim = index.dim();
-    let mut writer = VectorWriter::create(&base, DType::F32, dim)?;
+    let mut writer = VectorWriter::create(&base, dtype, dim)?;
     let mut ids = Vec::with_capacity(index.live_vectors() as usize);
     let mut rows = Vec::with_capacity(dim * 4096);
     let flush = |rows: &mut Vec<f32>, w: &mut VectorWriter| -> Result<(), UpdateError> {
         if !rows.is_empty() {
-            w.write_rows(MatrixView::new(rows, dim)?)?;
+            match dtype {
+                DType::F32 => w.write_rows(MatrixView::new(rows, dim)?)?,
+                DType::U8 => {
+                    let v: Vec<u8> = rows.iter().map(|&x| x as u8).collect();
+                    w.write_rows(MatrixView::new(&v, dim)?)?
+                }
+                DType::I8 => {
+                    let v: Vec<i8> = rows.iter().map(|&x| x as i8).collect();
+                    w.write_rows(MatrixView::new(&v, dim)?)?
+                }
+            }
             rows.clear();
         }
         Ok(())

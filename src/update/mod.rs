@@ -43,7 +43,7 @@ pub enum UpdateError {
         /// The index directory.
         dir: PathBuf,
     },
-    /// The index cannot take updates (multi-vector, not f32).
+    /// The index cannot take updates (multi-vector).
     #[error("{dir}: {what}")]
     Unsupported {
         /// The index directory.
@@ -52,7 +52,8 @@ pub enum UpdateError {
         what: String,
     },
     /// An input is wrong: ids and vectors of different counts, a vector of another dimension,
-    /// a non-finite component.
+    /// a non-finite component, on a u8 or i8 index a component that is not an integer of the
+    /// type's range.
     #[error("{what}")]
     Input {
         /// What is wrong, naming the row.
@@ -297,6 +298,12 @@ impl IndexWriter {
         self.index.live_info().coded_again
     }
 
+    /// The element type the index stores (f32, u8 or i8): what [`IndexWriter::insert`]'s
+    /// values must fit.
+    pub fn element_type(&self) -> crate::data::DType {
+        self.index.element_type()
+    }
+
     /// The generation of the last commit (0: none).
     pub fn generation(&self) -> u64 {
         self.wal.generation()
@@ -326,7 +333,9 @@ impl IndexWriter {
     /// Queues the insert of `vectors` (one row per id) under `ids`; an id that is live is
     /// replaced (upsert), and the last of repeated ids wins. Nothing is visible or durable
     /// before [`IndexWriter::commit`]. Refuses the whole call, naming the row, on a count,
-    /// dimension or value that is wrong.
+    /// dimension or value that is wrong: not finite, or on a u8 or i8 index
+    /// ([`IndexWriter::element_type`]) not an integer within the type's range (values are
+    /// never rounded or clamped).
     pub fn insert(&mut self, ids: &[u64], vectors: MatrixView<'_, f32>) -> Result<(), UpdateError> {
         if ids.len() != vectors.rows() {
             return Err(UpdateError::Input {
@@ -406,7 +415,7 @@ impl IndexWriter {
                     let vid = self.ids.insert(base_ids, *user_id);
                     let (offset, _, _) = slot_location(layout, slot);
                     let at = (offset - first_sector * SECTOR_BYTES as u64) as usize;
-                    codec.encode(vector, vid, &[], &mut bytes[at..at + rb])?;
+                    codec.encode_f32(vector, vid, &[], &mut bytes[at..at + rb])?;
                     let record_crc32c = crc32c::crc32c(&bytes[at..at + rb]);
                     coded.push((slot, record_crc32c, vector.as_slice()));
                     let op = WalOp::Insert {

@@ -128,7 +128,10 @@ class IndexWriter:
 
     def __init__(self, path: _Path) -> None: ...
     def insert(self, ids: npt.ArrayLike, vectors: npt.ArrayLike) -> None:
-        """Inserts (or replaces) one float vector per id (ids ≥ 0)."""
+        """Inserts (or replaces) one vector per id (ids ≥ 0): float32, float64, uint8 or
+        int8 rows. On a uint8/int8 index every value must be an integer within the type's
+        range (nothing is rounded or clamped; otherwise ``InvalidInput`` naming the row and
+        component)."""
     def delete(self, ids: npt.ArrayLike) -> None:
         """Deletes these ids."""
     def commit(self) -> int:

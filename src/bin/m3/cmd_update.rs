@@ -6,14 +6,16 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use m3::IndexWriter;
-use m3::data::{VectorFile, read_user_ids};
+use m3::data::{DType, VectorFile, read_user_ids};
 
 #[derive(Args, Debug)]
 pub struct InsertArgs {
     /// Index directory.
     #[arg(long)]
     index: PathBuf,
-    /// Vectors to insert (f32: .fbin, .fvecs, .npy).
+    /// Vectors to insert: .fbin, .fvecs, .npy (f32), .u8bin, .bvecs, .i8bin, .npy (u8, i8).
+    /// A u8 or i8 index takes its own type or f32 values that are integers within the
+    /// type's range (nothing is rounded or clamped); an f32 index takes any of them.
     #[arg(long)]
     base: PathBuf,
     /// Their user ids, one per row (.u64bin, .ibin, .npy); an id already in the index is
@@ -69,7 +71,19 @@ fn open(cmd: &str, dir: &std::path::Path) -> anyhow::Result<IndexWriter> {
 pub fn run_insert(args: InsertArgs) -> anyhow::Result<()> {
     let pool = crate::common::thread_pool(args.threads)?;
     let mut w = open("insert", &args.index)?;
-    let vectors = VectorFile::open(&args.base)?.read_all_f32()?;
+    let file = VectorFile::open(&args.base)?;
+    let index_type = w.element_type();
+    // An f32 index takes any file (u8/i8 values are exact in f32); a u8 or i8 index takes
+    // f32 values that fit and its own type, not the other integer type.
+    if index_type != DType::F32 && ![DType::F32, index_type].contains(&file.dtype()) {
+        anyhow::bail!(
+            "{}: holds {} vectors, the index stores {index_type} (give a file of {index_type} \
+             or f32 values)",
+            args.base.display(),
+            file.dtype()
+        );
+    }
+    let vectors = file.read_all_f32()?;
     let ids = match &args.ids {
         Some(p) => read_user_ids(p)?,
         None => {
@@ -83,7 +97,13 @@ pub fn run_insert(args: InsertArgs) -> anyhow::Result<()> {
             ids
         }
     };
-    w.insert(&ids, vectors.view())?;
+    w.insert(&ids, vectors.view()).with_context(|| {
+        format!(
+            "inserting {} into {} (rows counted from 0)",
+            args.base.display(),
+            args.index.display()
+        )
+    })?;
     let generation = pool.install(|| w.commit())?;
     eprintln!(
         "m3 insert: {} vectors committed (generation {generation}, {} live)",
