@@ -435,7 +435,7 @@ impl Index {
         let l = &self.live;
         LiveInfo {
             generation: l.generation,
-            inserted: l.vids.len() as u64,
+            inserted: l.n_inserts() as u64,
             tombstones: l.ids.as_ref().map_or(0, |i| i.dead_count()),
             live_vectors: self.live_vectors(),
             delta_bytes: l.delta_bytes,
