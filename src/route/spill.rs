@@ -59,12 +59,19 @@ mod tests {
         let got: Vec<u32> = rule.copies(&[4, 9, 2], &[1.0, 1.2, 1.3], 4).collect();
         assert_eq!(got, vec![9]);
         let wide = SpillRule::new(2, 1.0);
-        let got: Vec<u32> = wide.copies(&[4, 9, 2, 7], &[1.0, 1.2, 1.3, 1.4], 4).collect();
+        let got: Vec<u32> = wide
+            .copies(&[4, 9, 2, 7], &[1.0, 1.2, 1.3, 1.4], 4)
+            .collect();
         assert_eq!(got, vec![9, 2], "at most max_copies");
         // A primary that is not the nearest (the build's size cap): skipped where it stands.
         let got: Vec<u32> = wide.copies(&[4, 9, 2], &[1.0, 1.2, 1.3], 9).collect();
         assert_eq!(got, vec![4, 2]);
-        assert_eq!(SpillRule::new(0, 0.5).copies(&[1, 2], &[1.0, 1.0], 1).count(), 0);
+        assert_eq!(
+            SpillRule::new(0, 0.5)
+                .copies(&[1, 2], &[1.0, 1.0], 1)
+                .count(),
+            0
+        );
         assert_eq!(rule.copies(&[], &[], 0).count(), 0);
     }
 }

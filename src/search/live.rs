@@ -273,30 +273,37 @@ impl Index {
         SpillRule::new(self.meta.spill_max as usize, self.meta.spill_epsilon)
     }
 
-    /// The spill copies of a stored vector whose primary record is in cluster `primary`, coded
-    /// against their clusters: the build's rule ([`SpillRule::copies`]) over the exact
-    /// distances to every centroid (ties by cluster number). None on an index built without
-    /// spill.
-    pub(crate) fn spill_copies(&self, v: &[f32], primary: u32) -> Vec<CodedVector> {
+    /// The nearest anchors of each row of `rows` (stored vectors) that the spill rule looks
+    /// at, found like the build's assign stage finds them (`kmeans::nearest_centroids`: one
+    /// matrix product per block of rows, on the current rayon pool; ties to the lower
+    /// cluster): ids and squared distances, `t` per row, and `t`.
+    pub(crate) fn spill_candidates(
+        &self,
+        rows: crate::data::MatrixView<'_, f32>,
+    ) -> (Vec<u32>, Vec<f32>, usize) {
         let rule = self.spill_rule();
-        if rule.max_copies == 0 {
-            return Vec::new();
-        }
         let k = self.centroids.rows();
-        let mut order: Vec<(f32, u32)> = (0..k)
-            .map(|c| (distance::l2_sq(v, self.centroids.row(c)), c as u32))
-            .collect();
-        let nearer = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
+        if rule.max_copies == 0 || k == 0 || rows.rows() == 0 {
+            return (Vec::new(), Vec::new(), 0);
+        }
         // As many candidates as the build looks up per row.
         let t = (rule.max_copies + 1).max(8).min(k);
-        if t < k {
-            order.select_nth_unstable_by(t - 1, nearer);
-            order.truncate(t);
-        }
-        order.sort_unstable_by(nearer);
-        let cand: Vec<u32> = order.iter().map(|o| o.1).collect();
-        let dists: Vec<f32> = order.iter().map(|o| o.0).collect();
-        rule.copies(&cand, &dists, primary)
+        let (cand, dists) = crate::kmeans::nearest_centroids(rows, self.centroids.view(), t);
+        (cand, dists, t)
+    }
+
+    /// The spill copies of a stored vector `v` whose primary record is in cluster `primary`,
+    /// coded against their clusters: the build's rule ([`SpillRule::copies`]) over its nearest
+    /// anchors `near` (ids, squared distances: [`Index::spill_candidates`]). None on an index
+    /// built without spill.
+    pub(crate) fn spill_copies(
+        &self,
+        v: &[f32],
+        primary: u32,
+        (cand, dists): (&[u32], &[f32]),
+    ) -> Vec<CodedVector> {
+        self.spill_rule()
+            .copies(cand, dists, primary)
             .map(|c| self.code_in(v, c))
             .collect()
     }
@@ -486,6 +493,12 @@ impl Live {
 /// fresh open when the published files changed (a compaction or a rebuild). `None`: nothing
 /// new. Opening an index is `advance` from the published files alone.
 pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
+    advance_placing(idx, true)
+}
+
+/// [`advance`], placing the new inserts' spill copies or not (`copies`: false only for a
+/// writer's index, which never searches).
+pub(crate) fn advance_placing(idx: &Index, copies: bool) -> Result<Option<Index>, SearchError> {
     let dir = idx.dir.clone();
     let manifest_path = dir.join(MANIFEST_FILE);
     let (_, manifest_crc) = crate::format::file_crc32c(&manifest_path)?;
@@ -595,7 +608,7 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
         norm_bound: idx.norm_bound,
     };
     if !inserts.is_empty() {
-        load_delta(&mut next, &mut live, &ids, &inserts, manifest_crc)?;
+        load_delta(&mut next, &mut live, &ids, &inserts, (manifest_crc, copies))?;
     }
     if live.record_vids.is_none() && ids.any_base_dead() {
         live.record_vids = Some(std::sync::Arc::new(base_record_vids(idx)?));
@@ -651,7 +664,7 @@ fn load_delta(
     live: &mut Live,
     ids: &LiveIds,
     inserts: &[(u32, u64, u32)],
-    manifest_crc: u32,
+    (manifest_crc, place_copies): (u32, bool),
 ) -> Result<(), SearchError> {
     let mut max_norm = 0f64;
     let delta_path = idx.dir.join(DELTA_FILE);
@@ -672,44 +685,63 @@ fn load_delta(
         idx.pq.subspaces(),
         d0 as u64,
     )?;
-    for (i, &(vid, slot, crc)) in inserts.iter().enumerate() {
-        let d = d0 + i;
-        let at = DeltaInsert {
-            path: &delta_path,
-            file: &file,
-            codec,
-            layout: idx.layout,
-            d,
-            vid,
-            slot,
-            crc,
-        };
-        at.read_vector(&mut bytes, &mut v)?;
-        max_norm = max_norm.max(f64::from(distance::dot(&v, &v)).sqrt());
-        let coded = match stored
-            .as_ref()
-            .and_then(|s| stored_coding(idx, s, d, slot, crc))
-        {
-            Some(c) => {
-                if live.codes_stored == d as u64 {
-                    live.codes_stored += 1;
-                }
-                c
-            }
-            None => {
-                live.coded_again += 1;
-                idx.code_vector(&v)
-            }
-        };
-        let copies = idx.spill_copies(&v, coded.cluster);
-        let records = idx.meta.n_records + (live.vids.len() + 1 + copies.len()) as u64;
-        if records >= u64::from(u32::MAX) {
-            let what = "more records (spill copies included) than u32 record numbers";
-            return Err(FormatError::corrupt(idx.dir.join(WAL_FILE), 0, what).into());
+    // Inserts in chunks: their vectors read, then their nearest anchors found in one matrix
+    // product per block (the build's search) for the spill copies, then placed in log order.
+    const CHUNK: usize = 4096;
+    for (ci, chunk) in inserts.chunks(CHUNK).enumerate() {
+        let first = d0 + ci * CHUNK;
+        let mut rows = Vec::with_capacity(chunk.len() * idx.dim);
+        for (j, &(vid, slot, crc)) in chunk.iter().enumerate() {
+            let at = DeltaInsert {
+                path: &delta_path,
+                file: &file,
+                codec,
+                layout: idx.layout,
+                d: first + j,
+                vid,
+                slot,
+                crc,
+            };
+            at.read_vector(&mut bytes, &mut v)?;
+            max_norm = max_norm.max(f64::from(distance::dot(&v, &v)).sqrt());
+            rows.extend_from_slice(&v);
         }
-        live.insert_entries.push(live.vids.len() as u32);
-        for coded in std::iter::once(coded).chain(copies) {
-            push_delta_record(idx, live, ids, (vid, slot, crc), coded);
+        let rows = crate::data::MatrixView::new(&rows, idx.dim)
+            .map_err(|e| FormatError::corrupt(&delta_path, 0, format!("inserted vectors: {e}")))?;
+        let near = place_copies.then(|| idx.spill_candidates(rows));
+        for (j, &insert) in chunk.iter().enumerate() {
+            let d = first + j;
+            let coded = match stored
+                .as_ref()
+                .and_then(|s| stored_coding(idx, s, d, insert.1, insert.2))
+            {
+                Some(c) => {
+                    if live.codes_stored == d as u64 {
+                        live.codes_stored += 1;
+                    }
+                    c
+                }
+                None => {
+                    live.coded_again += 1;
+                    idx.code_vector(rows.row(j))
+                }
+            };
+            let copies = match &near {
+                Some((cand, dists, t)) => {
+                    let at = j * t..(j + 1) * t;
+                    idx.spill_copies(rows.row(j), coded.cluster, (&cand[at.clone()], &dists[at]))
+                }
+                None => Vec::new(),
+            };
+            let records = idx.meta.n_records + (live.vids.len() + 1 + copies.len()) as u64;
+            if records >= u64::from(u32::MAX) {
+                let what = "more records (spill copies included) than u32 record numbers";
+                return Err(FormatError::corrupt(idx.dir.join(WAL_FILE), 0, what).into());
+            }
+            live.insert_entries.push(live.vids.len() as u32);
+            for coded in std::iter::once(coded).chain(copies) {
+                push_delta_record(idx, live, ids, insert, coded);
+            }
         }
     }
     live.delta_bytes = file

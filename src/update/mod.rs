@@ -21,7 +21,6 @@ use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};
 use crate::format::delta_codes::{DeltaCodesHeader, DeltaCodesWriter};
 use crate::format::files::{DELTA_CODES_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
 use crate::format::{FormatError, SECTOR_BYTES, WalHeader, WalOp, WalTail, WalWriter, read_wal};
-use crate::io::{IoBackend, ReaderOptions};
 use crate::search::live::LiveIds;
 use crate::search::{Index, SearchError};
 
@@ -166,7 +165,7 @@ impl IndexWriter {
     pub fn open(dir: &Path) -> Result<Self, UpdateError> {
         let lock = lock_dir(dir)?;
         // The index as published, checked, to learn its shape before touching anything.
-        let index = Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?;
+        let index = Index::open_for_writer(dir)?;
         index
             .check_updatable()
             .map_err(|what| UpdateError::Unsupported {
@@ -204,7 +203,7 @@ impl IndexWriter {
         let index = if index.live_info().generation == wal.generation() {
             index
         } else {
-            Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?
+            Index::open_for_writer(dir)?
         };
         let ids = index
             .live_ids()
