@@ -319,6 +319,8 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 check_against_model(&dir, metric, &committed, &queries);
                 assert_eq!(shared.refresh().unwrap(), generation);
                 check_index(&shared.current(), metric, &committed, &queries);
+                // The index is built with spill: every live vector 1–2 times, none lost.
+                check_copies(&shared.current(), &committed);
             }
             Op::Compact => {
                 drop(writer);
@@ -356,6 +358,7 @@ fn run_ops(metric: Metric, ops: &[Op]) {
                 check_against_model(&dir, metric, &committed, &queries);
                 assert_eq!(shared.refresh().unwrap(), generation);
                 check_index(&shared.current(), metric, &committed, &queries);
+                check_copies(&shared.current(), &committed);
                 m3::verify(&dir).unwrap();
             }
             Op::Reopen => {
@@ -2123,4 +2126,49 @@ fn spill_inserts_recall_like_a_fresh_spill_build() {
         r_updated >= r_fresh - 0.03,
         "recall@10 {r_updated} with inserts, {r_fresh} fresh"
     );
+}
+
+/// On an index built without spill, an insert is stored once, before and after a merge of
+/// every cluster (decision 0014: nothing changes there).
+#[test]
+fn inserts_on_an_index_without_spill_get_no_copies() {
+    use m3::update::merge_all;
+    let tmp = tempfile::tempdir().unwrap();
+    let base_path = tmp.path().join("base.fbin");
+    write_matrix(&base_path, base().view()).unwrap();
+    let dir = tmp.path().join("idx");
+    let mut p = BuildParams::new(base_path, Metric::L2, dir.clone());
+    p.clusters.target_size = 40;
+    p.pq.subspaces = Some(4);
+    p.pq.train_rows = 1024;
+    p.graph.max_degree = 8;
+    p.graph.candidates = 16;
+    p.seed = 9;
+    build_index(&p, pool(), &Silent).unwrap();
+    assert_eq!(open(&dir).meta().spill_max, 0);
+    let mut model = Model {
+        live: (0..N as u64)
+            .zip(base().view().iter_rows().map(<[f32]>::to_vec))
+            .collect(),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let ids: Vec<u64> = (0..200).map(|i| 1 << 42 | i).collect();
+    let vs = Matrix::from_vec((0..200).flat_map(|_| vector(&mut rng)).collect(), DIM).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&ids, vs.view()).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    for (id, v) in ids.iter().zip(vs.view().iter_rows()) {
+        model.live.insert(*id, v.to_vec());
+    }
+    let once = |index: &Index| {
+        let by_id = check_copies(index, &model);
+        assert!(by_id.values().all(|c| c.len() == 1), "a copy without spill");
+    };
+    once(&open(&dir));
+    merge_all(&dir, None).unwrap().expect("a merge");
+    once(&open(&dir));
+    let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
 }

@@ -42,7 +42,11 @@ impl SpillRule {
         };
         cand.iter()
             .zip(dists_sq)
-            .take_while(move |&(_, &dj)| !(dj > limit))
+            // Stops at the first candidate beyond the limit (as the build's loop did: a NaN
+            // distance does not stop it).
+            .take_while(move |&(_, &dj)| {
+                dj.partial_cmp(&limit) != Some(std::cmp::Ordering::Greater)
+            })
             .map(|(&j, _)| j)
             .filter(move |&j| j != primary)
             .take(self.max_copies)

@@ -292,20 +292,52 @@ impl Index {
         (cand, dists, t)
     }
 
-    /// The spill copies of a stored vector `v` whose primary record is in cluster `primary`,
-    /// coded against their clusters: the build's rule ([`SpillRule::copies`]) over its nearest
-    /// anchors `near` (ids, squared distances: [`Index::spill_candidates`]). None on an index
-    /// built without spill.
+    /// The spill copies of each row of `rows` (stored vectors) whose primary record is in
+    /// cluster `primary[j]`, coded against their clusters: the build's rule
+    /// ([`SpillRule::copies`]) over each row's nearest anchors `near` (ids, squared distances,
+    /// per row: [`Index::spill_candidates`]), the residuals coded in one batch
+    /// (`ProductQuantizer::encode_all`, as the build's assign stage codes its records). None
+    /// on an index built without spill.
     pub(crate) fn spill_copies(
         &self,
-        v: &[f32],
-        primary: u32,
-        (cand, dists): (&[u32], &[f32]),
-    ) -> Vec<CodedVector> {
-        self.spill_rule()
-            .copies(cand, dists, primary)
-            .map(|c| self.code_in(v, c))
-            .collect()
+        rows: crate::data::MatrixView<'_, f32>,
+        primary: &[u32],
+        (cand, dists, t): (&[u32], &[f32], usize),
+    ) -> Vec<Vec<CodedVector>> {
+        let rule = self.spill_rule();
+        let mut out = vec![Vec::new(); rows.rows()];
+        let mut which: Vec<(usize, u32)> = Vec::new();
+        for (j, &p) in primary.iter().enumerate().filter(|_| t > 0) {
+            let at = j * t..(j + 1) * t;
+            which.extend(
+                rule.copies(&cand[at.clone()], &dists[at], p)
+                    .map(|c| (j, c)),
+            );
+        }
+        if which.is_empty() {
+            return out;
+        }
+        let mut residuals = Vec::with_capacity(which.len() * self.dim);
+        for &(j, c) in &which {
+            let cen = self.centroids.row(c as usize);
+            residuals.extend(rows.row(j).iter().zip(cen).map(|(x, c)| x - c));
+        }
+        let residuals =
+            crate::data::MatrixView::new(&residuals, self.dim).expect("dim rows of dim values");
+        let codes = self.pq.encode_all(residuals);
+        let mut rhat = vec![0f32; self.dim];
+        for (i, &(j, c)) in which.iter().enumerate() {
+            let (cen, r) = (self.centroids.row(c as usize), residuals.row(i));
+            self.pq.decode(codes.row(i), &mut rhat);
+            out[j].push(CodedVector {
+                cluster: c,
+                code: codes.row(i).to_vec(),
+                correction: distance::dot(&rhat, &rhat) + 2.0 * distance::dot(cen, &rhat),
+                error: distance::l2_sq(r, &rhat).sqrt(),
+                key: distance::dot(r, r).sqrt(),
+            });
+        }
+        out
     }
 
     /// Codes a stored vector as a record of cluster `cluster`: what the build's assign stage
@@ -708,31 +740,36 @@ fn load_delta(
         }
         let rows = crate::data::MatrixView::new(&rows, idx.dim)
             .map_err(|e| FormatError::corrupt(&delta_path, 0, format!("inserted vectors: {e}")))?;
-        let near = place_copies.then(|| idx.spill_candidates(rows));
+        let mut primary = Vec::with_capacity(chunk.len());
         for (j, &insert) in chunk.iter().enumerate() {
             let d = first + j;
-            let coded = match stored
-                .as_ref()
-                .and_then(|s| stored_coding(idx, s, d, insert.1, insert.2))
-            {
-                Some(c) => {
-                    if live.codes_stored == d as u64 {
-                        live.codes_stored += 1;
+            primary.push(
+                match stored
+                    .as_ref()
+                    .and_then(|s| stored_coding(idx, s, d, insert.1, insert.2))
+                {
+                    Some(c) => {
+                        if live.codes_stored == d as u64 {
+                            live.codes_stored += 1;
+                        }
+                        c
                     }
-                    c
-                }
-                None => {
-                    live.coded_again += 1;
-                    idx.code_vector(rows.row(j))
-                }
-            };
-            let copies = match &near {
-                Some((cand, dists, t)) => {
-                    let at = j * t..(j + 1) * t;
-                    idx.spill_copies(rows.row(j), coded.cluster, (&cand[at.clone()], &dists[at]))
-                }
-                None => Vec::new(),
-            };
+                    None => {
+                        live.coded_again += 1;
+                        idx.code_vector(rows.row(j))
+                    }
+                },
+            );
+        }
+        let copies = match place_copies {
+            true => {
+                let (cand, dists, t) = idx.spill_candidates(rows);
+                let clusters: Vec<u32> = primary.iter().map(|c| c.cluster).collect();
+                idx.spill_copies(rows, &clusters, (&cand, &dists, t))
+            }
+            false => vec![Vec::new(); chunk.len()],
+        };
+        for ((&insert, coded), copies) in chunk.iter().zip(primary).zip(copies) {
             let records = idx.meta.n_records + (live.vids.len() + 1 + copies.len()) as u64;
             if records >= u64::from(u32::MAX) {
                 let what = "more records (spill copies included) than u32 record numbers";
