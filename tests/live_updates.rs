@@ -322,6 +322,8 @@ fn check_index(index: &Index, metric: Metric, model: &Model, queries: &[Vec<f32>
             "query {qi}: a dead id"
         );
         let (got, _) = approx.search(qi, q, &params).unwrap();
+        let unique: std::collections::BTreeSet<u32> = got.iter().map(|n| n.id).collect();
+        assert_eq!(unique.len(), got.len(), "query {qi}: an id twice: {got:?}");
         for n in &got {
             let id = index.user_id(n.id);
             let v = model.live.get(&id).unwrap_or_else(|| {
@@ -449,6 +451,8 @@ fn run_ops(metric: Metric, elem: Elem, ops: &[Op]) {
                 check_against_model(&dir, metric, &committed, &queries);
                 assert_eq!(shared.refresh().unwrap(), generation);
                 check_index(&shared.current(), metric, &committed, &queries);
+                // The index is built with spill: every live vector 1–2 times, none lost.
+                check_copies(&shared.current(), &committed);
             }
             Op::Compact => {
                 drop((writer, held.take()));
@@ -486,6 +490,7 @@ fn run_ops(metric: Metric, elem: Elem, ops: &[Op]) {
                 check_against_model(&dir, metric, &committed, &queries);
                 assert_eq!(shared.refresh().unwrap(), generation);
                 check_index(&shared.current(), metric, &committed, &queries);
+                check_copies(&shared.current(), &committed);
                 m3::verify(&dir).unwrap();
             }
             Op::PrepareMerge { change_fraction } => {
@@ -1889,12 +1894,14 @@ fn merge_gives_every_merged_insert_a_neighbour_list() {
     assert_eq!(r.records_written, records);
     assert!(records >= model.live.len() as u64);
     let inserted: std::collections::HashSet<u64> = ids.iter().copied().collect();
-    let (mut merged_inserts, n_records) = (0usize, index.meta().n_records as u32);
+    let n_records = index.meta().n_records as u32;
+    let (mut merged_inserts, mut merged_records) = (std::collections::HashSet::new(), 0usize);
     for c in 0..index.n_clusters() {
         let recs = index.cluster_records(c).unwrap();
         for rec in &recs {
             if inserted.contains(&index.user_id(rec.vid)) {
-                merged_inserts += 1;
+                merged_inserts.insert(rec.vid);
+                merged_records += 1;
             }
             if recs.len() > 1 {
                 assert!(
@@ -1911,7 +1918,13 @@ fn merge_gives_every_merged_insert_a_neighbour_list() {
             );
         }
     }
-    assert_eq!(merged_inserts, ids.len(), "every insert is a merged record");
+    assert_eq!(merged_inserts.len(), ids.len(), "every insert is merged");
+    // The index is built with one spill copy: so are the inserts (decision 0014).
+    assert!(
+        merged_records > ids.len() && merged_records <= 2 * ids.len(),
+        "{merged_records} records of {} inserts",
+        ids.len()
+    );
     let after = recall_at_fixed_knobs(&index, &model, &queries);
     assert!(
         after >= before,
@@ -2502,4 +2515,303 @@ fn cli_insert_takes_a_u8_file_on_a_u8_index() {
     check_against_model(&dir, Metric::L2, &model, &queries);
     let o = m3_cmd(&["verify", d]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The clusters holding each live vector, by user id: base records (`cluster_records`) and
+/// live inserts (`cluster_inserts`) alike.
+fn clusters_by_id(index: &Index) -> BTreeMap<u64, Vec<usize>> {
+    let mut out: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for c in 0..index.n_clusters() {
+        for rec in index.cluster_records(c).unwrap() {
+            out.entry(index.user_id(rec.vid)).or_default().push(c);
+        }
+        for vid in index.cluster_inserts(c) {
+            out.entry(index.user_id(vid)).or_default().push(c);
+        }
+    }
+    out
+}
+
+/// Every live vector is stored at least once and at most `1 + spill_max` times, never twice
+/// in one cluster, and nothing else is stored live.
+fn check_copies(index: &Index, model: &Model) -> BTreeMap<u64, Vec<usize>> {
+    let by_id = clusters_by_id(index);
+    let most = 1 + index.meta().spill_max as usize;
+    for (id, cs) in &by_id {
+        assert!(model.live.contains_key(id), "dead id {id} stored live");
+        let unique: std::collections::BTreeSet<usize> = cs.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            cs.len(),
+            "id {id} twice in one cluster: {cs:?}"
+        );
+        assert!(cs.len() <= most, "id {id} in {cs:?}, at most {most}");
+    }
+    assert_eq!(by_id.len(), model.live.len(), "a live id lost");
+    by_id
+}
+
+/// On an index built with spill (one copy, ε 0.1), an insert is stored in its nearest
+/// cluster and in the clusters the build's spill rule picks: every base vector inserted again
+/// under a new id lands in the clusters that hold its base row (as inserts, and as records
+/// after a merge of every cluster), for the three metrics; deletes and upserts take every
+/// copy out.
+#[test]
+fn spill_inserts_go_where_the_build_put_the_same_vectors() {
+    use m3::update::merge_all;
+    for metric in [Metric::L2, Metric::Cosine, Metric::InnerProduct] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = copy_of(metric, tmp.path());
+        let built = clusters_by_id(&open(&dir));
+        let spilled = built.values().filter(|c| c.len() == 2).count();
+        assert!(spilled >= N / 10, "{metric}: {spilled} base rows spilled");
+        let again = |id: u64| id - (1 << 40);
+        let new: Vec<u64> = (0..N as u64).map(|r| 1 << 40 | r).collect();
+        let mut w = IndexWriter::open(&dir).unwrap();
+        w.insert(&new, base().view()).unwrap();
+        w.commit().unwrap();
+        let mut model = Model::base();
+        for (id, v) in new.iter().zip(base().view().iter_rows()) {
+            model.live.insert(*id, v.to_vec());
+        }
+        let same = |by_id: &BTreeMap<u64, Vec<usize>>, ids: &[u64]| {
+            ids.iter()
+                .filter(|&&id| {
+                    let mut a = by_id[&id].clone();
+                    let mut b = built[&base_ids()[again(id) as usize]].clone();
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a == b
+                })
+                .count()
+        };
+        let by_id = check_copies(&open(&dir), &model);
+        let copies = new.iter().filter(|id| by_id[id].len() == 2).count();
+        let agree = same(&by_id, &new);
+        eprintln!("{metric}: {spilled} base rows spilled, {copies} inserts; {agree} of {N} agree");
+        assert_eq!(agree, N, "{metric}: {agree} of {N} in the build's clusters");
+        assert!(copies >= N / 10, "{metric}: {copies} inserts spilled");
+        // Deletes and upserts (to another vector) take both copies out.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        w.delete(&new[..100]);
+        let moved: Vec<f32> = (0..100).flat_map(|_| vector(&mut rng)).collect();
+        let moved = Matrix::from_vec(moved, DIM).unwrap();
+        w.insert(&new[100..200], moved.view()).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        for id in &new[..100] {
+            model.live.remove(id);
+        }
+        for (id, v) in new[100..200].iter().zip(moved.view().iter_rows()) {
+            model.live.insert(*id, v.to_vec());
+        }
+        let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+        check_against_model(&dir, metric, &model, &queries);
+        check_copies(&open(&dir), &model);
+        // Merged: every copy becomes a record of its cluster.
+        merge_all(&dir, None).unwrap().expect("a merge");
+        let by_id = check_copies(&open(&dir), &model);
+        let kept = &new[200..];
+        let agree = same(&by_id, kept);
+        assert_eq!(agree, kept.len(), "{metric}: {agree} after the merge");
+        check_against_model(&dir, metric, &model, &queries);
+        m3::verify(&dir).unwrap();
+    }
+}
+
+/// Inserts with spill copies under deletes, upserts, reopen and merges: exact search equals
+/// brute force, approximate search returns live ids once, no vector is stored more than
+/// `1 + spill_max` times or lost, including when a merge takes some clusters of an insert's
+/// copies and not the others, then every cluster; `verify` passes.
+#[test]
+fn spill_copies_survive_deletes_reopen_and_merges() {
+    use m3::update::{merge_all, merge_clusters};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = copy_of(Metric::L2, tmp.path());
+    let mut rng = ChaCha8Rng::seed_from_u64(29);
+    let queries: Vec<Vec<f32>> = (0..24).map(|_| vector(&mut rng)).collect();
+    let mut model = Model::base();
+    let new: Vec<u64> = (0..300).map(|i| 1 << 41 | i).collect();
+    let vs: Vec<f32> = (0..new.len()).flat_map(|_| vector(&mut rng)).collect();
+    let v = Matrix::from_vec(vs, DIM).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&new, v.view()).unwrap();
+    w.commit().unwrap();
+    for (id, x) in new.iter().zip(v.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    let up: Vec<f32> = (0..60).flat_map(|_| vector(&mut rng)).collect();
+    let up = Matrix::from_vec(up, DIM).unwrap();
+    w.delete(&new[..60]);
+    w.insert(&new[60..120], up.view()).unwrap();
+    w.delete(&base_ids()[..30]);
+    w.commit().unwrap();
+    drop(w);
+    for id in new[..60].iter().chain(&base_ids()[..30]) {
+        model.live.remove(id);
+    }
+    for (id, x) in new[60..120].iter().zip(up.view().iter_rows()) {
+        model.live.insert(*id, x.to_vec());
+    }
+    let index = open(&dir);
+    check_index(&index, Metric::L2, &model, &queries);
+    let by_id = check_copies(&index, &model);
+    assert_eq!(index.live_info().inserted, 360);
+    // An insert with copies in two clusters: merge one of them only.
+    let (&id, cs) = by_id
+        .iter()
+        .find(|(id, c)| new.contains(id) && c.len() == 2)
+        .expect("a spilled insert");
+    let r = merge_clusters(&dir, &[cs[0] as u32]).unwrap();
+    assert!(r.reinserted > 0, "{r:?}");
+    let index = open(&dir);
+    let after = check_copies(&index, &model);
+    assert_eq!(after[&id].len(), 2, "{id}: {:?}", after[&id]);
+    check_index(&index, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+    // More updates on top, a reopen, then every cluster merged.
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.delete(&new[120..150]);
+    w.commit().unwrap();
+    drop(w);
+    for id in &new[120..150] {
+        model.live.remove(id);
+    }
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    merge_all(&dir, None).unwrap().expect("a merge");
+    let index = open(&dir);
+    let after = check_copies(&index, &model);
+    assert!(after.values().filter(|c| c.len() == 2).count() >= model.live.len() / 10);
+    check_index(&index, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
+}
+
+/// Recall@10 at fixed knobs (`nprobe` 2, no neighbour-list round) of 400 queries near the
+/// inserted half of a clustered set, on an index built with spill from the other half (as
+/// many clusters as the fresh build: half the target size), against a fresh spill build of
+/// the whole set: the inserts, which have their spill copies, are found about as well as in
+/// the fresh build.
+#[test]
+fn spill_inserts_recall_like_a_fresh_spill_build() {
+    const DIM16: usize = 16;
+    let mut rng = ChaCha8Rng::seed_from_u64(61);
+    let centres: Vec<Vec<f32>> = (0..30)
+        .map(|_| (0..DIM16).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    let point = |rng: &mut ChaCha8Rng| -> Vec<f32> {
+        let c = &centres[rng.random_range(0..centres.len())];
+        c.iter()
+            .map(|x| x + rng.random_range(-0.35f32..0.35))
+            .collect()
+    };
+    let all: Vec<Vec<f32>> = (0..4000).map(|_| point(&mut rng)).collect();
+    let (half, rest) = all.split_at(2000);
+    let tmp = tempfile::tempdir().unwrap();
+    let build = |rows: &[Vec<f32>], name: &str, target_size: usize| -> PathBuf {
+        let m = Matrix::from_vec(rows.concat(), DIM16).unwrap();
+        let base = tmp.path().join(format!("{name}.fbin"));
+        write_matrix(&base, m.view()).unwrap();
+        let out = tmp.path().join(name);
+        let mut p = BuildParams::new(base, Metric::L2, out.clone());
+        p.clusters.target_size = target_size;
+        p.pq.subspaces = Some(4);
+        p.pq.train_rows = 2000;
+        p.graph.max_degree = 8;
+        p.graph.candidates = 16;
+        p.spill.max_copies = 1;
+        p.seed = 4;
+        build_index(&p, pool(), &Silent).unwrap();
+        out
+    };
+    let fresh = open(&build(&all, "fresh", 50));
+    let dir = build(half, "half", 25);
+    let mut w = IndexWriter::open(&dir).unwrap();
+    let ids: Vec<u64> = (2000..4000).collect();
+    w.insert(&ids, Matrix::from_vec(rest.concat(), DIM16).unwrap().view())
+        .unwrap();
+    w.commit().unwrap();
+    drop(w);
+    let updated = open(&dir);
+    assert_eq!(updated.n_clusters(), fresh.n_clusters());
+    let queries: Vec<Vec<f32>> = rest[..400]
+        .iter()
+        .map(|v| {
+            v.iter()
+                .map(|x| x + rng.random_range(-0.05f32..0.05))
+                .collect()
+        })
+        .collect();
+    let recall = |index: &Index| -> f64 {
+        let mut s = Searcher::new(index);
+        let mut params = SearchParams::new(10);
+        params.nprobe = 2;
+        params.expand_rounds = 0;
+        let mut hits = 0usize;
+        for (i, q) in queries.iter().enumerate() {
+            let mut d: Vec<(f32, u64)> = all
+                .iter()
+                .enumerate()
+                .map(|(j, v)| (distance::l2_sq(q, v), j as u64))
+                .collect();
+            d.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let want: Vec<u64> = d[..10].iter().map(|x| x.1).collect();
+            let (got, _) = s.search(i, q, &params).unwrap();
+            hits += got
+                .iter()
+                .filter(|n| want.contains(&index.user_id(n.id)))
+                .count();
+        }
+        hits as f64 / (10 * queries.len()) as f64
+    };
+    let (r_fresh, r_updated) = (recall(&fresh), recall(&updated));
+    eprintln!("recall@10: fresh spill build {r_fresh:.4}, half build + inserts {r_updated:.4}");
+    assert!(
+        r_updated >= r_fresh - 0.03,
+        "recall@10 {r_updated} with inserts, {r_fresh} fresh"
+    );
+}
+
+/// On an index built without spill, an insert is stored once, before and after a merge of
+/// every cluster (decision 0014: nothing changes there).
+#[test]
+fn inserts_on_an_index_without_spill_get_no_copies() {
+    use m3::update::merge_all;
+    let tmp = tempfile::tempdir().unwrap();
+    let base_path = tmp.path().join("base.fbin");
+    write_matrix(&base_path, base().view()).unwrap();
+    let dir = tmp.path().join("idx");
+    let mut p = BuildParams::new(base_path, Metric::L2, dir.clone());
+    p.clusters.target_size = 40;
+    p.pq.subspaces = Some(4);
+    p.pq.train_rows = 1024;
+    p.graph.max_degree = 8;
+    p.graph.candidates = 16;
+    p.seed = 9;
+    build_index(&p, pool(), &Silent).unwrap();
+    assert_eq!(open(&dir).meta().spill_max, 0);
+    let mut model = Model {
+        live: (0..N as u64)
+            .zip(base().view().iter_rows().map(<[f32]>::to_vec))
+            .collect(),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let ids: Vec<u64> = (0..200).map(|i| 1 << 42 | i).collect();
+    let vs = Matrix::from_vec((0..200).flat_map(|_| vector(&mut rng)).collect(), DIM).unwrap();
+    let mut w = IndexWriter::open(&dir).unwrap();
+    w.insert(&ids, vs.view()).unwrap();
+    w.commit().unwrap();
+    drop(w);
+    for (id, v) in ids.iter().zip(vs.view().iter_rows()) {
+        model.live.insert(*id, v.to_vec());
+    }
+    let once = |index: &Index| {
+        let by_id = check_copies(index, &model);
+        assert!(by_id.values().all(|c| c.len() == 1), "a copy without spill");
+    };
+    once(&open(&dir));
+    merge_all(&dir, None).unwrap().expect("a merge");
+    once(&open(&dir));
+    let queries: Vec<Vec<f32>> = (0..8).map(|_| vector(&mut rng)).collect();
+    check_against_model(&dir, Metric::L2, &model, &queries);
+    m3::verify(&dir).unwrap();
 }

@@ -5,9 +5,11 @@
 # bytes on disk; QPS and p99 of `m3 bench` idle and while `m3 insert` runs in a loop.
 # Usage: tools/bench_updates.sh [WORKDIR]     (default work/bench-updates)
 # Another data set: M3_BASE=… M3_QUERIES=… M3_METRIC=… (default GloVe-50d, ip); M3_RECALL_ONLY=1
-# stops after step 3 (no bench, no compact). MERGE=1: after steps 1–3, `m3 merge` (default
+# stops after step 3 (no bench, no compact); M3_NPROBE: the recall knob (default 64). MERGE=1: after steps 1–3, `m3 merge` (default
 # policy) runs on the updated index and its recall and bytes are printed too; the next step
-# goes on from the merged index.
+# goes on from the merged index. M3_BUILD_ARGS: more `m3 build` options for every build (e.g.
+# "--spill 1 --spill-epsilon 0.1": the index updated is then a spill build, its inserts get
+# spill copies, and the fresh builds it is compared with spill too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-work/bench-updates}"
@@ -17,7 +19,7 @@ D="${M3_SHARED_DATA:-/work/shared/data}/glove-50d"
 m3="${M3_BIN:-target/release/m3}"
 split="python3 tools/bench_updates_split.py"
 mkdir -p "$work"
-knobs=(--nprobe 64 --rerank 30 --k 10)
+knobs=(--nprobe "${M3_NPROBE:-64}" --rerank 30 --k 10)
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 secs() { python3 -c "import time; print(f'{time.time():.3f}')"; }
 
@@ -50,7 +52,9 @@ merged() { # merged GT FRESH: with MERGE=1, merges the updated index and reports
 fresh() { # fresh NAME BASE [IDS]
   [ -f "$work/fresh.$1/manifest.m3" ] && return
   local t0; t0=$(secs)
-  "$m3" build --base "$2" ${3:+--ids "$3"} --metric "$metric" --out "$work/fresh.$1" --threads 2 >/dev/null 2>&1
+  # shellcheck disable=SC2086 # M3_BUILD_ARGS is a list of options
+  "$m3" build --base "$2" ${3:+--ids "$3"} --metric "$metric" --out "$work/fresh.$1" --threads 2 \
+    ${M3_BUILD_ARGS:-} >/dev/null 2>&1
   echo "fresh build $1: $(python3 -c "print(f'{$(secs) - $t0:.1f}')") s (load $(load))"
 }
 fresh half1 "$work/half1.fbin"

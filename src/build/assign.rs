@@ -23,6 +23,7 @@ use crate::data::{Matrix, MatrixView};
 use crate::distance;
 use crate::format::{FileEntry, PqFile, RecordKeys};
 use crate::pq::ProductQuantizer;
+use crate::route::SpillRule;
 
 /// Where the assign stage writes its sorted records: the index's `pq.m3` and `keys.m3`
 /// (final files, inside the index's temporary directory) and a scratch file of record ids.
@@ -248,11 +249,10 @@ struct Placement<'a> {
     centroids: MatrixView<'a, f32>,
     /// Most records a cluster takes.
     cap: u64,
-    max_copies: usize,
     /// Nearest anchors looked up per row.
     t: usize,
-    /// `(1 + ε)²`: the spill rule on squared distances.
-    ratio_sq: f32,
+    /// Where the copies go (shared with the live inserts' coding).
+    spill: SpillRule,
 }
 
 impl<'a> Placement<'a> {
@@ -263,9 +263,8 @@ impl<'a> Placement<'a> {
             centroids,
             cap: ((n as f64 * params.clusters.max_size_factor.max(1.0) as f64) / k as f64).ceil()
                 as u64,
-            max_copies,
             t: (max_copies + 1).max(8).min(k),
-            ratio_sq: (1.0 + params.spill.epsilon.max(0.0)).powi(2),
+            spill: SpillRule::new(max_copies, params.spill.epsilon),
         }
     }
 
@@ -303,21 +302,13 @@ impl<'a> Placement<'a> {
                 id,
                 row,
             });
-            let mut copies = 0;
-            for (&j, &dj) in c.iter().zip(d) {
-                if copies >= self.max_copies || dj > self.ratio_sq * d[0] {
-                    break;
-                }
-                if j == primary.0 {
-                    continue;
-                }
+            for j in self.spill.copies(c, d, primary.0) {
                 sizes[j as usize] += 1;
                 pending.push(Pending {
                     cluster: j,
                     id,
                     row,
                 });
-                copies += 1;
             }
         }
         pending

@@ -201,6 +201,23 @@ impl Index {
         backend: IoBackend,
         options: &ReaderOptions,
     ) -> Result<Self, SearchError> {
+        Self::open_placing(dir, backend, options, true)
+    }
+
+    /// [`Index::open`] with pread for an [`crate::update::IndexWriter`]: the live state without
+    /// the inserts' spill copies (decision 0014), which only searches and merges use; a
+    /// writer never searches, so its open costs no centroid distances per insert.
+    pub(crate) fn open_for_writer(dir: &Path) -> Result<Self, SearchError> {
+        Self::open_placing(dir, IoBackend::Pread, &ReaderOptions::default(), false)
+    }
+
+    /// [`Index::open`], placing the inserts' spill copies or not (`copies`).
+    fn open_placing(
+        dir: &Path,
+        backend: IoBackend,
+        options: &ReaderOptions,
+        copies: bool,
+    ) -> Result<Self, SearchError> {
         let idx = Self::load(
             dir,
             |data_path, segments| {
@@ -215,7 +232,7 @@ impl Index {
             backend,
             options,
         )?;
-        Ok(super::live::advance(&idx)?.unwrap_or(idx))
+        Ok(super::live::advance_placing(&idx, copies)?.unwrap_or(idx))
     }
 
     /// Opens `dir` like [`Index::open`] but reads `data.m3` through `reader` (e.g. a
@@ -440,7 +457,7 @@ impl Index {
         let l = &self.live;
         LiveInfo {
             generation: l.generation,
-            inserted: l.vids.len() as u64,
+            inserted: l.n_inserts() as u64,
             tombstones: l.ids.as_ref().map_or(0, |i| i.dead_count()),
             live_vectors: self.live_vectors(),
             delta_bytes: l.delta_bytes,

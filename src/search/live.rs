@@ -18,6 +18,7 @@ use crate::format::delta_codes::DeltaCodes;
 use crate::format::files::{DATA_FILE, DELTA_CODES_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
 use crate::format::{FormatError, SECTOR_BYTES, WalOp, WalTail, read_wal_from};
 use crate::io::{ConcatReader, ReadRequest, open_reader};
+use crate::route::SpillRule;
 use std::sync::Arc;
 
 /// A set of vids: a bitmap whose words generations share ([`SharedRows`]), so a copy costs
@@ -274,14 +275,92 @@ impl Index {
                 best = (d, c as u32);
             }
         }
-        let c = self.centroids.row(best.1 as usize);
+        self.code_in(v, best.1)
+    }
+
+    /// The spill rule of the index's build (the manifest's `spill_max` and `spill_epsilon`).
+    pub(crate) fn spill_rule(&self) -> SpillRule {
+        SpillRule::new(self.meta.spill_max as usize, self.meta.spill_epsilon)
+    }
+
+    /// The nearest anchors of each row of `rows` (stored vectors) that the spill rule looks
+    /// at, found like the build's assign stage finds them (`kmeans::nearest_centroids`: one
+    /// matrix product per block of rows, on the current rayon pool; ties to the lower
+    /// cluster): ids and squared distances, `t` per row, and `t`.
+    pub(crate) fn spill_candidates(
+        &self,
+        rows: crate::data::MatrixView<'_, f32>,
+    ) -> (Vec<u32>, Vec<f32>, usize) {
+        let rule = self.spill_rule();
+        let k = self.centroids.rows();
+        if rule.max_copies == 0 || k == 0 || rows.rows() == 0 {
+            return (Vec::new(), Vec::new(), 0);
+        }
+        // As many candidates as the build looks up per row.
+        let t = (rule.max_copies + 1).max(8).min(k);
+        let (cand, dists) = crate::kmeans::nearest_centroids(rows, self.centroids.view(), t);
+        (cand, dists, t)
+    }
+
+    /// The spill copies of each row of `rows` (stored vectors) whose primary record is in
+    /// cluster `primary[j]`, coded against their clusters: the build's rule
+    /// ([`SpillRule::copies`]) over each row's nearest anchors `near` (ids, squared distances,
+    /// per row: [`Index::spill_candidates`]), the residuals coded in one batch
+    /// (`ProductQuantizer::encode_all`, as the build's assign stage codes its records). None
+    /// on an index built without spill.
+    pub(crate) fn spill_copies(
+        &self,
+        rows: crate::data::MatrixView<'_, f32>,
+        primary: &[u32],
+        (cand, dists, t): (&[u32], &[f32], usize),
+    ) -> Vec<Vec<CodedVector>> {
+        let rule = self.spill_rule();
+        let mut out = vec![Vec::new(); rows.rows()];
+        let mut which: Vec<(usize, u32)> = Vec::new();
+        for (j, &p) in primary.iter().enumerate().filter(|_| t > 0) {
+            let at = j * t..(j + 1) * t;
+            which.extend(
+                rule.copies(&cand[at.clone()], &dists[at], p)
+                    .map(|c| (j, c)),
+            );
+        }
+        if which.is_empty() {
+            return out;
+        }
+        let mut residuals = Vec::with_capacity(which.len() * self.dim);
+        for &(j, c) in &which {
+            let cen = self.centroids.row(c as usize);
+            residuals.extend(rows.row(j).iter().zip(cen).map(|(x, c)| x - c));
+        }
+        let residuals =
+            crate::data::MatrixView::new(&residuals, self.dim).expect("dim rows of dim values");
+        let codes = self.pq.encode_all(residuals);
+        let mut rhat = vec![0f32; self.dim];
+        for (i, &(j, c)) in which.iter().enumerate() {
+            let (cen, r) = (self.centroids.row(c as usize), residuals.row(i));
+            self.pq.decode(codes.row(i), &mut rhat);
+            out[j].push(CodedVector {
+                cluster: c,
+                code: codes.row(i).to_vec(),
+                correction: distance::dot(&rhat, &rhat) + 2.0 * distance::dot(cen, &rhat),
+                error: distance::l2_sq(r, &rhat).sqrt(),
+                key: distance::dot(r, r).sqrt(),
+            });
+        }
+        out
+    }
+
+    /// Codes a stored vector as a record of cluster `cluster`: what the build's assign stage
+    /// computes (PQ code of the residual, L2 correction, error, key).
+    fn code_in(&self, v: &[f32], cluster: u32) -> CodedVector {
+        let c = self.centroids.row(cluster as usize);
         let r: Vec<f32> = v.iter().zip(c).map(|(x, c)| x - c).collect();
         let mut code = vec![0u8; self.pq.subspaces()];
         self.pq.encode(&r, &mut code);
         let mut rhat = vec![0f32; self.dim];
         self.pq.decode(&code, &mut rhat);
         CodedVector {
-            cluster: best.1,
+            cluster,
             correction: distance::dot(&rhat, &rhat) + 2.0 * distance::dot(c, &rhat),
             error: distance::l2_sq(&r, &rhat).sqrt(),
             key: distance::dot(&r, &r).sqrt(),
@@ -300,10 +379,11 @@ impl Index {
         self.live.codes_stored
     }
 
-    /// Appends the `delta_codes.m3` entry of delta record `d` (whose record has CRC32C
-    /// `record_crc32c`) from this generation's live state.
-    pub(crate) fn encode_delta_code(&self, d: usize, record_crc32c: u32, out: &mut Vec<u8>) {
+    /// Appends the `delta_codes.m3` entry of insert `i` (the log's `i`-th; whose record has
+    /// CRC32C `record_crc32c`) from this generation's live state: its primary record's coding.
+    pub(crate) fn encode_delta_code(&self, i: usize, record_crc32c: u32, out: &mut Vec<u8>) {
         let l = &self.live;
+        let d = l.insert_entries.get(i) as usize;
         let m = self.pq.subspaces();
         let coded = CodedVector {
             cluster: l.clusters.get(d),
@@ -334,8 +414,10 @@ impl Index {
     /// Whether `more` inserts after the state `ids` would run out of u32 vids or record numbers.
     pub(crate) fn live_vids_exhausted(&self, ids: &LiveIds, more: usize) -> bool {
         let inserted = ids.next_vid() - self.meta.n_vectors;
+        // Every insert takes up to 1 + spill_max delta records.
+        let records = (inserted + more as u64) * (1 + u64::from(self.meta.spill_max));
         ids.next_vid() + more as u64 >= u64::from(u32::MAX)
-            || self.meta.n_records + inserted + more as u64 >= u64::from(u32::MAX)
+            || self.meta.n_records + records >= u64::from(u32::MAX)
     }
 
     /// How records are packed into sectors.
@@ -367,9 +449,14 @@ pub(crate) struct Live {
     pub(crate) tail: Option<WalTail>,
     /// Where the log's last replayed commit record ends: the next refresh reads from there.
     pub(crate) wal_end: u64,
+    /// The first delta record of the log's `i`-th insert (its primary record); its spill
+    /// copies (on an index built with spill) are the delta records that follow it, up to the
+    /// next insert's first.
+    pub(crate) insert_entries: SharedRows<u32>,
     /// Delta record `d` is record `n_records + d`: its vid, slot, cluster and coding (PQ code
-    /// rows of `m` bytes). Shared with the generations before and after ([`SharedRows`]): a
-    /// refresh copies O(its batch), not O(every insert).
+    /// rows of `m` bytes); the spill copies of an insert share its vid, slot and record CRC.
+    /// Shared with the generations before and after ([`SharedRows`]): a refresh copies O(its
+    /// batch), not O(every insert).
     pub(crate) vids: SharedRows<u32>,
     pub(crate) slots: SharedRows<u64>,
     pub(crate) clusters: SharedRows<u32>,
@@ -393,10 +480,10 @@ pub(crate) struct Live {
     pub(crate) delta_start: u64,
     /// Bytes of `delta.m3`.
     pub(crate) delta_bytes: u64,
-    /// Delta records `0..codes_stored` took their coding from `delta_codes.m3` (the prefix a
+    /// Inserts `0..codes_stored` took their coding from `delta_codes.m3` (the prefix a
     /// writer keeps; it appends after it).
     pub(crate) codes_stored: u64,
-    /// Delta records coded again from `delta.m3` (no usable `delta_codes.m3` entry).
+    /// Inserts coded again from `delta.m3` (no usable `delta_codes.m3` entry).
     pub(crate) coded_again: u64,
 }
 
@@ -405,6 +492,22 @@ impl Live {
     #[inline]
     pub(crate) fn in_cluster(&self, c: usize) -> &[u32] {
         self.by_cluster.get(c).map_or(&[], |l| l.as_slice())
+    }
+
+    /// Committed inserts this generation has seen (delta records minus spill copies).
+    pub(crate) fn n_inserts(&self) -> usize {
+        self.insert_entries.len()
+    }
+
+    /// The delta records of the log's `i`-th insert: its primary record and its copies.
+    pub(crate) fn entries_of(&self, i: usize) -> std::ops::Range<usize> {
+        let first = self.insert_entries.get(i) as usize;
+        let end = if i + 1 < self.insert_entries.len() {
+            self.insert_entries.get(i + 1) as usize
+        } else {
+            self.vids.len()
+        };
+        first..end
     }
 
     /// Whether base record `r` belongs to a dead vid.
@@ -426,6 +529,12 @@ impl Live {
 /// fresh open when the published files changed (a compaction or a rebuild). `None`: nothing
 /// new. Opening an index is `advance` from the published files alone.
 pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
+    advance_placing(idx, true)
+}
+
+/// [`advance`], placing the new inserts' spill copies or not (`copies`: false only for a
+/// writer's index, which never searches).
+pub(crate) fn advance_placing(idx: &Index, copies: bool) -> Result<Option<Index>, SearchError> {
     let dir = idx.dir.clone();
     let manifest_path = dir.join(MANIFEST_FILE);
     let (_, manifest_crc) = crate::format::file_crc32c(&manifest_path)?;
@@ -535,7 +644,7 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
         norm_bound: idx.norm_bound,
     };
     if !inserts.is_empty() {
-        load_delta(&mut next, &mut live, &ids, &inserts, manifest_crc)?;
+        load_delta(&mut next, &mut live, &ids, &inserts, (manifest_crc, copies))?;
     }
     if live.record_vids.is_none() && ids.any_base_dead() {
         live.record_vids = Some(std::sync::Arc::new(base_record_vids(idx)?));
@@ -547,8 +656,9 @@ pub(crate) fn advance(idx: &Index) -> Result<Option<Index>, SearchError> {
 
 /// Takes the delta records of vids that died in a refresh's batches (`killed`: the vids the
 /// batches' upserts replaced and deletes removed) out of their clusters' lists. Only the
-/// clusters of those records are touched: delta vid `n_vectors + d` is delta record `d`
-/// (both count the log's inserts in order), checked against the record's own vid.
+/// clusters of those records are touched: delta vid `n_vectors + d` is the log's `d`-th
+/// insert, whose delta records are [`Live::entries_of`]`(d)`, checked against the record's
+/// own vid.
 fn drop_killed_inserts(
     live: &mut Live,
     ids: &LiveIds,
@@ -562,9 +672,9 @@ fn drop_killed_inserts(
             continue; // a base vector: the per-record filter drops it
         };
         let d = d as usize;
-        if d < live.vids.len() && live.vids.get(d) == vid {
-            clusters.push(live.clusters.get(d));
-        } else if d < live.vids.len() {
+        if d < live.n_inserts() && live.vids.get(live.entries_of(d).start) == vid {
+            clusters.extend(live.entries_of(d).map(|e| live.clusters.get(e)));
+        } else if d < live.n_inserts() {
             // Not where the numbering puts it: look in every list.
             clusters = (0..live.by_cluster.len() as u32).collect();
             break;
@@ -590,9 +700,8 @@ fn load_delta(
     live: &mut Live,
     ids: &LiveIds,
     inserts: &[(u32, u64, u32)],
-    manifest_crc: u32,
+    (manifest_crc, place_copies): (u32, bool),
 ) -> Result<(), SearchError> {
-    let n_records = idx.meta.n_records;
     let mut max_norm = 0f64;
     let delta_path = idx.dir.join(DELTA_FILE);
     let file = std::fs::File::open(&delta_path).map_err(|e| FormatError::io(&delta_path, e))?;
@@ -605,62 +714,76 @@ fn load_delta(
     let codec = idx.codec.with_n_vectors(ids.next_vid());
     let mut bytes = vec![0u8; codec.record_bytes() as usize];
     let mut v = vec![0f32; idx.dim];
-    let d0 = live.vids.len();
+    let d0 = live.n_inserts();
     let stored = DeltaCodes::read(
         &idx.dir.join(DELTA_CODES_FILE),
         manifest_crc,
         idx.pq.subspaces(),
         d0 as u64,
     )?;
-    for (i, &(vid, slot, crc)) in inserts.iter().enumerate() {
-        let d = d0 + i;
-        let at = DeltaInsert {
-            path: &delta_path,
-            file: &file,
-            codec,
-            layout: idx.layout,
-            d,
-            vid,
-            slot,
-            crc,
-        };
-        at.read_vector(&mut bytes, &mut v)?;
-        max_norm = max_norm.max(f64::from(distance::dot(&v, &v)).sqrt());
-        let coded = match stored
-            .as_ref()
-            .and_then(|s| stored_coding(idx, s, d, slot, crc))
-        {
-            Some(c) => {
-                if live.codes_stored == d as u64 {
-                    live.codes_stored += 1;
-                }
-                c
+    // Inserts in chunks: their vectors read, then their nearest anchors found in one matrix
+    // product per block (the build's search) for the spill copies, then placed in log order.
+    const CHUNK: usize = 4096;
+    for (ci, chunk) in inserts.chunks(CHUNK).enumerate() {
+        let first = d0 + ci * CHUNK;
+        let mut rows = Vec::with_capacity(chunk.len() * idx.dim);
+        for (j, &(vid, slot, crc)) in chunk.iter().enumerate() {
+            let at = DeltaInsert {
+                path: &delta_path,
+                file: &file,
+                codec,
+                layout: idx.layout,
+                d: first + j,
+                vid,
+                slot,
+                crc,
+            };
+            at.read_vector(&mut bytes, &mut v)?;
+            max_norm = max_norm.max(f64::from(distance::dot(&v, &v)).sqrt());
+            rows.extend_from_slice(&v);
+        }
+        let rows = crate::data::MatrixView::new(&rows, idx.dim)
+            .map_err(|e| FormatError::corrupt(&delta_path, 0, format!("inserted vectors: {e}")))?;
+        let mut primary = Vec::with_capacity(chunk.len());
+        for (j, &insert) in chunk.iter().enumerate() {
+            let d = first + j;
+            primary.push(
+                match stored
+                    .as_ref()
+                    .and_then(|s| stored_coding(idx, s, d, insert.1, insert.2))
+                {
+                    Some(c) => {
+                        if live.codes_stored == d as u64 {
+                            live.codes_stored += 1;
+                        }
+                        c
+                    }
+                    None => {
+                        live.coded_again += 1;
+                        idx.code_vector(rows.row(j))
+                    }
+                },
+            );
+        }
+        let copies = match place_copies {
+            true => {
+                let (cand, dists, t) = idx.spill_candidates(rows);
+                let clusters: Vec<u32> = primary.iter().map(|c| c.cluster).collect();
+                idx.spill_copies(rows, &clusters, (&cand, &dists, t))
             }
-            None => {
-                live.coded_again += 1;
-                idx.code_vector(&v)
-            }
+            false => vec![Vec::new(); chunk.len()],
         };
-        let r = (n_records + d as u64) as u32;
-        if !ids.is_dead(vid) {
-            let c = coded.cluster as usize;
-            Arc::make_mut(&mut live.by_cluster[c]).push(r);
-            let radii = &mut live.radii[c];
-            if idx.entries[c].records == 0 && live.by_cluster[c].len() == 1 {
-                *radii = [coded.key, coded.key];
-            } else {
-                radii[0] = radii[0].min(coded.key);
-                radii[1] = radii[1].max(coded.key);
+        for ((&insert, coded), copies) in chunk.iter().zip(primary).zip(copies) {
+            let records = idx.meta.n_records + (live.vids.len() + 1 + copies.len()) as u64;
+            if records >= u64::from(u32::MAX) {
+                let what = "more records (spill copies included) than u32 record numbers";
+                return Err(FormatError::corrupt(idx.dir.join(WAL_FILE), 0, what).into());
+            }
+            live.insert_entries.push(live.vids.len() as u32);
+            for coded in std::iter::once(coded).chain(copies) {
+                push_delta_record(idx, live, ids, insert, coded);
             }
         }
-        live.vids.push(vid);
-        live.slots.push(slot);
-        live.clusters.push(coded.cluster);
-        live.codes.push_row(&coded.code);
-        live.correction.push(coded.correction);
-        live.error.push(coded.error);
-        live.keys.push(coded.key);
-        live.record_crcs.push(crc);
     }
     live.delta_bytes = file
         .metadata()
@@ -679,7 +802,39 @@ fn load_delta(
     Ok(())
 }
 
-/// The coding `delta_codes.m3` holds for delta record `d`, if its entry is whole, names the
+/// Appends a delta record of insert `(vid, slot, record CRC32C)` coded as `coded` (its primary
+/// record or a spill copy): listed in its cluster, and the cluster's radii widened, when the
+/// vid lives.
+fn push_delta_record(
+    idx: &Index,
+    live: &mut Live,
+    ids: &LiveIds,
+    (vid, slot, crc): (u32, u64, u32),
+    coded: CodedVector,
+) {
+    let r = (idx.meta.n_records + live.vids.len() as u64) as u32;
+    if !ids.is_dead(vid) {
+        let c = coded.cluster as usize;
+        Arc::make_mut(&mut live.by_cluster[c]).push(r);
+        let radii = &mut live.radii[c];
+        if idx.entries[c].records == 0 && live.by_cluster[c].len() == 1 {
+            *radii = [coded.key, coded.key];
+        } else {
+            radii[0] = radii[0].min(coded.key);
+            radii[1] = radii[1].max(coded.key);
+        }
+    }
+    live.vids.push(vid);
+    live.slots.push(slot);
+    live.clusters.push(coded.cluster);
+    live.codes.push_row(&coded.code);
+    live.correction.push(coded.correction);
+    live.error.push(coded.error);
+    live.keys.push(coded.key);
+    live.record_crcs.push(crc);
+}
+
+/// The coding `delta_codes.m3` holds for insert `d`, if its entry is whole, names the
 /// slot and record CRC32C the log gives (so it was coded from these very record bytes, for
 /// this index: the file's header names the manifest) and its values are sane.
 fn stored_coding(
@@ -825,8 +980,8 @@ impl Index {
             let mut bytes = vec![0u8; rb];
             use std::os::unix::fs::FileExt;
             for (vid, slot) in self.live.vids.firsts().zip(self.live.slots.firsts()) {
-                if dead(vid) {
-                    continue;
+                if dead(vid) || seen.contains(vid) {
+                    continue; // dead, or a spill copy of an insert given already
                 }
                 let (offset, _, _) = slot_location(self.layout, slot);
                 file.read_exact_at(&mut bytes, offset)

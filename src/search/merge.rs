@@ -152,6 +152,18 @@ impl Index {
             .collect())
     }
 
+    /// The vids of the live inserts in cluster `c` (in `delta.m3`, not yet merged), one per
+    /// delta record, in log order: an insert with a spill copy there is listed in its primary
+    /// cluster and in the copy's. For checks and tests.
+    pub fn cluster_inserts(&self, c: usize) -> Vec<u32> {
+        let n = self.meta.n_records;
+        self.live
+            .in_cluster(c)
+            .iter()
+            .map(|&r| self.live.vids[(u64::from(r) - n) as usize])
+            .collect()
+    }
+
     /// The centroid of cluster `c` (stored coordinates).
     pub fn centroid(&self, c: usize) -> &[f32] {
         self.centroids.row(c)
@@ -176,10 +188,7 @@ impl Index {
         out: &Path,
     ) -> Result<MergeOutput, SearchError> {
         let chosen = self.with_split_neighbours(chosen, max_records);
-        let mut members = Vec::with_capacity(chosen.len());
-        for &c in &chosen {
-            members.push(self.live_members(c as usize)?);
-        }
+        let mut members = self.merged_members(&chosen)?;
         let (groups, centroids) = self.split_large(&chosen, &mut members, max_records);
         let (lire_clusters, reassigned) =
             self.reassign_after_splits(&groups, &centroids, &mut members);
@@ -286,6 +295,34 @@ impl Index {
             segments_dropped: self.segments.segments.len() - kept,
             unmerged,
         })
+    }
+
+    /// The live members of each of the `chosen` clusters (sorted), but for the inserts that
+    /// stay in the log: an insert with a spill copy in a cluster not merged is inserted again
+    /// whole (its copies placed again by the rule), not written here (decision 0014).
+    fn merged_members(&self, chosen: &[u32]) -> Result<Vec<Vec<Member>>, SearchError> {
+        let staying = self.inserts_staying_in_the_log(chosen);
+        chosen
+            .iter()
+            .map(|&c| {
+                let mut list = self.live_members(c as usize)?;
+                list.retain(|m| m.old.is_some() || !staying.contains(&m.vid));
+                Ok(list)
+            })
+            .collect()
+    }
+
+    /// The vids of the live inserts with a delta record (primary or spill copy) in a cluster
+    /// not in `chosen` (a sorted list): they stay in the log, inserted again into the next
+    /// generation's, so every one of their copies is placed by the same rule again.
+    fn inserts_staying_in_the_log(&self, chosen: &[u32]) -> std::collections::HashSet<u32> {
+        let n = self.meta.n_records;
+        let l = &self.live;
+        (0..l.by_cluster.len() as u32)
+            .filter(|c| chosen.binary_search(c).is_err())
+            .flat_map(|c| l.in_cluster(c as usize).iter())
+            .map(|&r| l.vids[(u64::from(r) - n) as usize])
+            .collect()
     }
 
     /// `chosen` and, for each chosen cluster whose live records pass `max_records` (it will
@@ -1178,12 +1215,16 @@ impl Index {
         let mut unmerged = Vec::new();
         let l = &self.live;
         let n = self.meta.n_records;
+        let mut seen = std::collections::HashSet::new();
         for (c, list) in l.by_cluster.iter().enumerate() {
             if merged_out[c] {
                 continue;
             }
             for &r in list.iter() {
                 let d = (u64::from(r) - n) as usize;
+                if !seen.insert(l.vids[d]) {
+                    continue; // another spill copy of an insert taken already
+                }
                 if old_vids.is_none() {
                     set(l.vids[d]);
                 }

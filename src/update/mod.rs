@@ -24,7 +24,6 @@ use crate::format::delta::{DeltaFile, DeltaHeader, batch_start, slot_location};
 use crate::format::delta_codes::{DeltaCodesHeader, DeltaCodesWriter};
 use crate::format::files::{DELTA_CODES_FILE, DELTA_FILE, MANIFEST_FILE, WAL_FILE};
 use crate::format::{FormatError, SECTOR_BYTES, WalHeader, WalOp, WalTail, WalWriter, read_wal};
-use crate::io::{IoBackend, ReaderOptions};
 use crate::search::live::LiveIds;
 use crate::search::{Index, SearchError};
 
@@ -211,7 +210,7 @@ impl IndexWriter {
     /// [`IndexWriter::open`] with the directory's lock already taken (`lock`).
     fn open_locked(dir: &Path, lock: File) -> Result<Self, UpdateError> {
         // The index as published, checked, to learn its shape before touching anything.
-        let index = Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?;
+        let index = Index::open_for_writer(dir)?;
         index
             .check_updatable()
             .map_err(|what| UpdateError::Unsupported {
@@ -249,7 +248,7 @@ impl IndexWriter {
         let index = if index.live_info().generation == wal.generation() {
             index
         } else {
-            Index::open(dir, IoBackend::Pread, &ReaderOptions::default())?
+            Index::open_for_writer(dir)?
         };
         let ids = index
             .live_ids()
