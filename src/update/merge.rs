@@ -242,9 +242,11 @@ enum Carried {
 
 /// Writes the merge of `clusters` (repeats ignored, each below the cluster count) of `index`,
 /// one generation held for the whole merge, into a temporary sibling of its directory
-/// (`<dir>.tmp-<pid>`: one merge or build per target and process at a time). It takes no lock
-/// and changes nothing a searcher or the writer sees, so the index keeps taking commits while
-/// it runs: [`IndexWriter::publish_merge`] carries them over. Runs on the current rayon pool.
+/// (`<dir>.tmp-<pid>`: one merge or compaction per index and process at a time, else
+/// [`UpdateError::Busy`]), with that directory's log holding the live inserts of the clusters
+/// not merged. It takes no lock on the index and changes nothing a searcher or the writer
+/// sees, so the index keeps taking commits while it runs: [`PreparedMerge::catch_up`] and
+/// [`IndexWriter::publish_merge`] carry them over. Runs on the current rayon pool.
 pub fn prepare_merge(
     index: &Index,
     clusters: &[u32],
