@@ -727,6 +727,7 @@ fn load_delta(
     for (ci, chunk) in inserts.chunks(CHUNK).enumerate() {
         let first = d0 + ci * CHUNK;
         let mut rows = Vec::with_capacity(chunk.len() * idx.dim);
+        let window = Window::read(&file, idx.layout, codec.record_bytes(), chunk);
         for (j, &(vid, slot, crc)) in chunk.iter().enumerate() {
             let at = DeltaInsert {
                 path: &delta_path,
@@ -738,7 +739,7 @@ fn load_delta(
                 slot,
                 crc,
             };
-            at.read_vector(&mut bytes, &mut v)?;
+            at.read_vector(window.as_ref(), &mut bytes, &mut v)?;
             max_norm = max_norm.max(f64::from(distance::dot(&v, &v)).sqrt());
             rows.extend_from_slice(&v);
         }
@@ -878,13 +879,22 @@ struct DeltaInsert<'a> {
 impl DeltaInsert<'_> {
     /// Reads the record into `bytes` and its vector into `v`, checking it against the log's
     /// CRC32C, its vid and finite components.
-    fn read_vector(&self, bytes: &mut [u8], v: &mut [f32]) -> Result<(), SearchError> {
+    fn read_vector(
+        &self,
+        window: Option<&Window>,
+        bytes: &mut [u8],
+        v: &mut [f32],
+    ) -> Result<(), SearchError> {
         use std::os::unix::fs::FileExt;
         let (slot, path) = (self.slot, self.path);
         let (offset, _, _) = slot_location(self.layout, slot);
-        self.file
-            .read_exact_at(bytes, offset)
-            .map_err(|e| FormatError::io(path, e))?;
+        match window.and_then(|w| w.get(offset, bytes.len())) {
+            Some(held) => bytes.copy_from_slice(held),
+            None => self
+                .file
+                .read_exact_at(bytes, offset)
+                .map_err(|e| FormatError::io(path, e))?,
+        }
         let computed = crc32c::crc32c(bytes);
         if computed != self.crc {
             return Err(FormatError::Checksum {
@@ -918,6 +928,47 @@ impl DeltaInsert<'_> {
             .into());
         }
         Ok(())
+    }
+}
+
+/// A span of `delta.m3` read in one call: the records of a chunk of inserts (a commit's
+/// inserts sit in consecutive slots), so opening does not issue one read per insert.
+struct Window {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Window {
+    /// Spans wider than this are read record by record.
+    const MAX_BYTES: u64 = 64 << 20;
+
+    /// The span holding the records of `inserts` (`(vid, slot, crc)`), if it is at most
+    /// [`Self::MAX_BYTES`] and can be read whole; `None` sends every read to the file (which
+    /// then names the slot that cannot be read).
+    fn read(
+        file: &std::fs::File,
+        layout: crate::format::RecordLayout,
+        record_bytes: u32,
+        inserts: &[(u32, u64, u32)],
+    ) -> Option<Self> {
+        use std::os::unix::fs::FileExt;
+        let offsets = inserts
+            .iter()
+            .map(|&(_, slot, _)| slot_location(layout, slot).0);
+        let start = offsets.clone().min()?;
+        let end = offsets.max()? + u64::from(record_bytes);
+        if end - start > Self::MAX_BYTES {
+            return None;
+        }
+        let mut bytes = vec![0u8; (end - start) as usize];
+        file.read_exact_at(&mut bytes, start).ok()?;
+        Some(Self { start, bytes })
+    }
+
+    /// The `len` bytes at file offset `offset`, if the window holds them.
+    fn get(&self, offset: u64, len: usize) -> Option<&[u8]> {
+        let at = usize::try_from(offset.checked_sub(self.start)?).ok()?;
+        self.bytes.get(at..at.checked_add(len)?)
     }
 }
 
