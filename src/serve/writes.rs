@@ -19,8 +19,8 @@
 //! pool of [`ServeConfig::merge_threads`] at the writer's nice value), then goes on committing.
 //! When the merge is written, the thread carries the commits made meanwhile into it
 //! ([`PreparedMerge::catch_up`], a few rounds) and queues it to the writer thread, which
-//! publishes it between two commits ([`IndexWriter::publish_merge`]: the commits made meanwhile are carried
-//! into the merged generation's log) and installs it. A write waits at most for one such
+//! publishes it between two commits ([`IndexWriter::publish_merge`]: the commits made since
+//! the last catch-up are carried into the merged generation's log) and installs it. A write waits at most for one such
 //! publication, never for a whole merge. One merge runs at a time; a shutdown waits for a
 //! running merge and drops it unpublished.
 
